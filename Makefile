@@ -1,0 +1,48 @@
+# Melody: `make setup` installs everything, `make test` runs the tests, `make demo` runs
+# the main job end to end on embedded defaults. See README.md.
+SHELL := /bin/bash
+PY := .venv/bin/python
+export MELODY_DATA_DIR ?= $(abspath ../shared/data)
+export TF_USE_LEGACY_KERAS := 1
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+PYTEST_ARGS ?=
+
+.PHONY: setup test test-fast demo bench bench-data bench-ranking bazel-test lock clean help
+
+help:
+	@echo "make setup       create .venv with the locked dependencies (+ glibc compat layer if needed)"
+	@echo "make test        run all tests (unit + slow end-to-end)"
+	@echo "make test-fast   run the fast tests only"
+	@echo "make demo        generate simulated data and run the main job end to end"
+	@echo "make bench       run the benchmarks; results in bench/results/*.json"
+	@echo "make bazel-test  bazel test //... (installs Debian's bazel-bootstrap if missing)"
+
+setup:
+	@bash scripts/setup_env.sh
+
+test:
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+test-fast:
+	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+demo:
+	@bash scripts/demo.sh
+
+bench:
+	$(PY) -m bench.run all
+
+bench-data:
+	$(PY) -m bench.run data
+
+bench-ranking:
+	$(PY) -m bench.run ranking
+
+bazel-test:
+	@bash scripts/bazel_test.sh
+
+lock:
+	@bash scripts/lock.sh
+
+clean:
+	rm -rf build/ *.egg-info .pytest_cache bazel-*

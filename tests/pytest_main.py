@@ -1,0 +1,25 @@
+"""Runs one pytest module under Bazel: ``pytest_main.py path/to/test_x.py [pytest args]``.
+
+Slow end-to-end tests run under ``make test``; Bazel runs the fast ones of each module.
+"""
+
+import os
+import sys
+
+import pytest
+
+
+def main() -> int:
+  os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+  test_file, extra = sys.argv[1], sys.argv[2:]
+  # Bazel's runfiles tree lays sources out as in the repository; tests/ is our rootdir.
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  sys.path.insert(0, root)
+  args = [os.path.join(root, test_file), "-q", "-p", "no:cacheprovider", "-m", "not slow",
+          "--rootdir", root] + extra
+  code = pytest.main(args)
+  return 0 if code == pytest.ExitCode.NO_TESTS_COLLECTED and "-m" in args else int(code)
+
+
+if __name__ == "__main__":
+  sys.exit(main())
