@@ -26,7 +26,8 @@ from features import feature_spec as fs
 EVENT_SCHEMA = pa.schema([
     ("user_id", pa.string()),
     ("session_id", pa.string()),
-    ("ts", pa.int64()),                 # epoch seconds (UTC)
+    ("ts", pa.int64()),                 # epoch seconds (UTC); null where the source has no time
+    ("plays", pa.int64()),              # plays this row stands for (1, or a count in aggregates)
     ("track_id", pa.string()),
     ("artist_id", pa.string()),
     ("source", pa.string()),            # one of feature_spec.SOURCES
@@ -103,7 +104,10 @@ def _reasons_events(df: pd.DataFrame) -> pd.Series:
 
   for col in ("user_id", "track_id", "session_id"):
     mark(df[col].isna() | (df[col].astype(str).str.len() == 0), f"missing {col}")
-  mark(df["ts"].isna() | (pd.to_numeric(df["ts"], errors="coerce") <= 0), "ts not positive")
+  ts = pd.to_numeric(df["ts"], errors="coerce")
+  mark(ts.notna() & (ts <= 0), "ts not positive")
+  plays = pd.to_numeric(df["plays"], errors="coerce")
+  mark(plays.isna() | (plays < 1), "plays below 1")
   mark(~df["source"].isin(fs.SOURCES), "unknown source")
   mark(~df["user_segment"].isin(fs.SEGMENTS), "unknown user_segment")
   mark(~df["context_activity"].isin(fs.ACTIVITIES), "unknown context_activity")

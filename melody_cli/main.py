@@ -13,6 +13,7 @@ from typing import Optional, Sequence
 # Packages whose `cli` module adds sub-commands, in the order `--help` lists them.
 _COMMAND_MODULES = (
     "features.cli",
+    "pipeline.cli",
 )
 
 
