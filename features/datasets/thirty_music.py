@@ -17,7 +17,7 @@ exactly 30 s. The same (session, track, second) logged twice is left in place fo
 validator to quarantine, and is ignored when computing gaps. ``completion``, ``like``,
 ``subscription`` and ``exposure`` are null; the files have no user segment or surface.
 The slices carry no track metadata, so the tracks table only lists the track ids with
-their artist and ``popularity`` = log1p(plays in the slices).
+their artist and ``popularity`` = log1p(distinct plays in the slices).
 """
 
 import dataclasses
@@ -148,8 +148,10 @@ def load(data_dir: str, rule: SkipProxy = SkipProxy()) -> Tuple[pd.DataFrame, pd
       skip=skip_proxy(session, track, plays["_time"], rule),
   )
 
-  known = pd.DataFrame({"track_id": track, "artist_id": artist}).dropna(subset=["track_id"])
-  counts = known["track_id"].value_counts(sort=False)
+  known = pd.DataFrame({"track_id": track, "artist_id": artist, "s": session,
+                        "ts": plays["_time"]}).dropna(subset=["track_id"])
+  # Popularity counts distinct plays: a play logged twice counts once.
+  counts = known.drop_duplicates(["s", "track_id", "ts"])["track_id"].value_counts(sort=False)
   first = known.drop_duplicates("track_id", keep="first")
   tracks = ev.make_tracks(
       len(first),
