@@ -1,9 +1,64 @@
 """``melody train`` and ``melody pipeline …`` sub-commands (argument parsing only)."""
 
+import os
+
 
 def _train(args):
   from pipeline import train_local
   return train_local.main(args)
+
+
+def _local_config(args):
+  from pipeline import configs
+  overrides = {"train_steps": args.steps, "model_config": args.config}
+  if args.beam_mode:
+    overrides["beam_args"] = configs.direct_beam_args(args.beam_mode)
+  if args.schema:
+    overrides["schema_dir"] = args.schema
+  return configs.local_config(args.data, args.workdir, **overrides)
+
+
+def _run(args):
+  from pipeline import local_runner, runs
+  summary = local_runner.run(_local_config(args))
+  print(runs.format_runs([summary]))
+  print()
+  print(runs.format_slices(summary))
+  return 0
+
+
+def _runs(args):
+  from pipeline import runs
+  path = os.path.join(os.path.abspath(args.workdir), "metadata", "metadata.sqlite")
+  all_runs = runs.list_runs(path)
+  print(runs.format_runs(all_runs))
+  if args.slices and all_runs:
+    print()
+    print(runs.format_slices(all_runs[-1]))
+  return 0
+
+
+def _compile(args):
+  from pipeline import configs, kubeflow_v2_runner as kv2
+  if args.beam == "dataflow":
+    beam = configs.dataflow_beam_args(args.project, args.region, args.temp_location)
+  elif args.beam == "flink":
+    beam = configs.flink_beam_args(args.flink_master)
+  else:
+    beam = configs.direct_beam_args("multi_processing", 2)
+  spec = kv2.compile_pipeline(kv2.KubeflowConfig(
+      image=args.image, pipeline_root=args.pipeline_root, data_root=args.data_root,
+      serving_dir=args.serving_dir, beam_args=beam), args.out)
+  tasks = spec["pipelineSpec"]["root"]["dag"]["tasks"]
+  print(f"wrote {args.out}: {len(tasks)} components, image {args.image}")
+  return 0
+
+
+def _schedule(args):
+  from pipeline import schedule
+  schedule.schedule(args.spec, args.cron, host=args.host, dry_run=args.dry_run,
+                    experiment=args.experiment, job_name=args.job_name)
+  return 0
 
 
 def register(subparsers) -> None:
@@ -16,3 +71,44 @@ def register(subparsers) -> None:
   p.add_argument("--config", default="mmoe", help="mmoe | ple | shared_bottom | single:<task>")
   p.add_argument("--seed", type=int, default=7)
   p.set_defaults(handler=_train)
+
+  pipe = subparsers.add_parser("pipeline", help="run, inspect, compile and schedule the TFX pipeline")
+  sub = pipe.add_subparsers(dest="pipeline_command", metavar="PIPELINE_COMMAND")
+
+  p = sub.add_parser("run", help="run the pipeline locally (LocalDagRunner, SQLite MLMD, Beam Direct)")
+  p.add_argument("--data", required=True, help="directory written by `melody data generate`")
+  p.add_argument("--workdir", default="runs/pipeline", help="pipeline root, metadata, pushed models")
+  p.add_argument("--steps", type=int, default=600)
+  p.add_argument("--config", default="mmoe")
+  p.add_argument("--schema", default=None, help="curated schema dir (default: infer with SchemaGen)")
+  p.add_argument("--beam-mode", default=None,
+                 choices=["in_memory", "multi_threading", "multi_processing"],
+                 help="DirectRunner mode (default in_memory; multi_processing for large data)")
+  p.set_defaults(handler=_run)
+
+  p = sub.add_parser("runs", help="list past runs with their metrics and blessing")
+  p.add_argument("--workdir", default="runs/pipeline")
+  p.add_argument("--slices", action="store_true", help="also print the last run's slices")
+  p.set_defaults(handler=_runs)
+
+  p = sub.add_parser("compile", help="compile the Kubeflow Pipelines v2 spec (offline)")
+  p.add_argument("--out", default="runs/kubeflow/melody_pipeline.json")
+  p.add_argument("--image", default="ghcr.io/melody/melody:latest")
+  p.add_argument("--pipeline-root", default="gs://melody-pipelines/root")
+  p.add_argument("--data-root", default="gs://melody-data/generated")
+  p.add_argument("--serving-dir", default="gs://melody-models/ranker")
+  p.add_argument("--beam", choices=["direct", "dataflow", "flink"], default="direct")
+  p.add_argument("--project", default="")
+  p.add_argument("--region", default="")
+  p.add_argument("--temp-location", default="")
+  p.add_argument("--flink-master", default="")
+  p.set_defaults(handler=_compile)
+
+  p = sub.add_parser("schedule", help="create a recurring Kubeflow run with the KFP client")
+  p.add_argument("--cron", required=True, help='5-field cron, e.g. "0 3 * * *"')
+  p.add_argument("--spec", default="runs/kubeflow/melody_pipeline.json")
+  p.add_argument("--host", default=None, help="KFP API endpoint (default: in-cluster)")
+  p.add_argument("--experiment", default="melody")
+  p.add_argument("--job-name", default="melody-daily")
+  p.add_argument("--dry-run", action="store_true", help="print the request, send nothing")
+  p.set_defaults(handler=_schedule)

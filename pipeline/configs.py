@@ -1,0 +1,129 @@
+"""Configuration of Melody's TFX pipeline: paths, Beam arguments, training sizes and the
+engine choices (local vs Kubeflow).
+
+Everything a runner needs is a field of :class:`PipelineConfig`; ``create_pipeline`` only
+reads it. Beam arguments for the embedded DirectRunner and for Dataflow/Flink are built
+here so that their shape is unit-tested in one place.
+"""
+
+import dataclasses
+import os
+from typing import Dict, Optional, Sequence, Tuple
+
+PIPELINE_NAME = "melody"
+# Module paths (not module files): the project is installed in the image and the venv,
+# so the Kubeflow compiler never has to stage user code to the pipeline root.
+PREPROCESSING_FN = "features.preprocessing.preprocessing_fn"
+RUN_FN = "pipeline.trainer.run_fn"
+CURATED_SCHEMA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "schema")
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig:
+  """Everything a Melody pipeline run depends on.
+
+  Attributes:
+    data_root: directory written by ``melody data generate`` (holds ``examples/``).
+    pipeline_root: where TFX writes artifacts (local dir or ``gs://…``).
+    serving_dir: the Pusher's filesystem destination (numbered versions inside).
+    metadata_path: SQLite ML Metadata file (local runs only).
+    schema_dir: a curated schema (``schema.pbtxt``) to import; None infers one with
+      SchemaGen (first run).
+    use_spans: read ``examples/span-{SPAN}/…`` (scheduled runs) instead of one span.
+    train_steps / eval_steps / batch_size / model_config: passed to the Trainer.
+    beam_args: Beam pipeline options for every Beam-using component.
+  """
+  data_root: str
+  pipeline_root: str
+  serving_dir: str
+  metadata_path: str = ""
+  schema_dir: Optional[str] = None
+  use_spans: bool = False
+  train_steps: int = 600
+  eval_steps: int = 50
+  batch_size: int = 256
+  model_config: str = "mmoe"
+  seed: int = 7
+  beam_args: Tuple[str, ...] = ()
+  extra_trainer_config: Tuple[Tuple[str, object], ...] = ()
+
+  def __post_init__(self):
+    for name in ("train_steps", "eval_steps", "batch_size"):
+      if getattr(self, name) <= 0:
+        raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+
+  def trainer_custom_config(self) -> Dict[str, object]:
+    cfg = {"model_config": self.model_config, "batch_size": self.batch_size,
+           "seed": self.seed}
+    cfg.update(dict(self.extra_trainer_config))
+    return cfg
+
+
+def local_config(data_root: str, workdir: str, **overrides) -> PipelineConfig:
+  """A config for the embedded engines: everything under ``workdir``."""
+  workdir = os.path.abspath(workdir)
+  defaults = dict(
+      data_root=os.path.abspath(data_root),
+      pipeline_root=os.path.join(workdir, "pipeline_root"),
+      serving_dir=os.path.join(workdir, "serving_model"),
+      metadata_path=os.path.join(workdir, "metadata", "metadata.sqlite"),
+      beam_args=direct_beam_args("in_memory"),
+  )
+  defaults.update(overrides)
+  return PipelineConfig(**defaults)
+
+
+def direct_beam_args(mode: str = "multi_processing", workers: int = 0) -> Tuple[str, ...]:
+  """DirectRunner options: in_memory for small runs, multi_processing for large ones."""
+  if mode not in ("in_memory", "multi_threading", "multi_processing"):
+    raise ValueError(f"unknown direct_running_mode {mode!r}")
+  workers = workers or os.cpu_count() or 1
+  return ("--runner=DirectRunner", f"--direct_running_mode={mode}",
+          f"--direct_num_workers={workers if mode != 'in_memory' else 1}")
+
+
+def dataflow_beam_args(project: str, region: str, temp_location: str,
+                       max_workers: int = 8, machine_type: str = "n2-standard-4",
+                       sdk_container_image: str = "") -> Tuple[str, ...]:
+  """Dataflow options for the same Beam code (ExampleGen, StatisticsGen, Transform,
+  Evaluator and the example writer)."""
+  for name, value in (("project", project), ("region", region),
+                      ("temp_location", temp_location)):
+    if not value:
+      raise ValueError(f"{name} is required for Dataflow")
+  if not temp_location.startswith("gs://"):
+    raise ValueError(f"temp_location must be a gs:// path, got {temp_location!r}")
+  args = ["--runner=DataflowRunner", f"--project={project}", f"--region={region}",
+          f"--temp_location={temp_location}", f"--max_num_workers={max_workers}",
+          f"--machine_type={machine_type}", "--experiments=use_runner_v2"]
+  if sdk_container_image:
+    args.append(f"--sdk_container_image={sdk_container_image}")
+  return tuple(args)
+
+
+def flink_beam_args(flink_master: str, parallelism: int = 4,
+                    environment_type: str = "DOCKER",
+                    environment_config: str = "") -> Tuple[str, ...]:
+  """Portable Flink options (job server at ``flink_master``, e.g. ``host:8081``)."""
+  if not flink_master:
+    raise ValueError("flink_master is required for Flink")
+  if parallelism <= 0:
+    raise ValueError(f"parallelism must be positive, got {parallelism}")
+  if environment_type not in ("DOCKER", "PROCESS", "EXTERNAL", "LOOPBACK"):
+    raise ValueError(f"unknown environment_type {environment_type!r}")
+  args = ["--runner=FlinkRunner", f"--flink_master={flink_master}",
+          f"--parallelism={parallelism}", f"--environment_type={environment_type}"]
+  if environment_config:
+    args.append(f"--environment_config={environment_config}")
+  return tuple(args)
+
+
+def parse_beam_flags(flags: Sequence[str]) -> Dict[str, str]:
+  """``--key=value`` flags as a dict (for checks and display)."""
+  out = {}
+  for flag in flags:
+    if not flag.startswith("--") or "=" not in flag:
+      raise ValueError(f"Beam flag must look like --key=value, got {flag!r}")
+    key, value = flag[2:].split("=", 1)
+    out[key] = value
+  return out

@@ -1,0 +1,81 @@
+"""TFMA evaluation of Melody's ranker, per head, sliced, with blessing thresholds.
+
+Per head: AUC for the binary heads (skip, like, subscription), RMSE and calibration
+(mean prediction / mean label) for completion, mean absolute error for exposure; every
+head weighted by its label weight so that a missing label counts for nothing. Slices:
+overall, by user segment, by context activity. A model is blessed only when every
+absolute floor holds and the interest AUCs drop by at most ``MAX_INTEREST_AUC_DROP``
+against the last blessed model.
+"""
+
+import dataclasses
+from typing import Dict, Optional
+
+import tensorflow_model_analysis as tfma
+
+from features import feature_spec as fs
+
+MAX_INTEREST_AUC_DROP = 0.002
+SLICE_FEATURES = ("user_segment", "context_activity")
+
+
+@dataclasses.dataclass(frozen=True)
+class Floors:
+  """Absolute floors/ceilings a model must meet to be blessed."""
+  skip_auc: float = 0.55
+  like_auc: float = 0.55
+  subscription_auc: float = 0.5
+  completion_rmse: float = 0.45
+  calibration_low: float = 0.75
+  calibration_high: float = 1.33
+
+
+def _auc(floor: float, interest: bool) -> tfma.MetricConfig:
+  threshold = tfma.MetricThreshold(
+      value_threshold=tfma.GenericValueThreshold(lower_bound={"value": floor}))
+  if interest:
+    threshold.change_threshold.CopyFrom(tfma.GenericChangeThreshold(
+        direction=tfma.MetricDirection.HIGHER_IS_BETTER,
+        absolute={"value": -MAX_INTEREST_AUC_DROP}))
+  return tfma.MetricConfig(class_name="AUC", threshold=threshold)
+
+
+def create_eval_config(outputs: Optional[Dict[str, str]] = None,
+                       floors: Floors = Floors()) -> tfma.EvalConfig:
+  """Builds the EvalConfig.
+
+  Args:
+    outputs: model output name -> label key; default: each label key names its output.
+    floors: absolute thresholds.
+  """
+  outputs = dict(outputs or {k: k for k in fs.LABEL_KEYS})
+  unknown = sorted(set(outputs.values()) - set(fs.LABEL_KEYS))
+  if unknown:
+    raise ValueError(f"unknown label keys in outputs: {unknown}")
+  by_label = {label: out for out, label in outputs.items()}
+  specs = []
+
+  def spec(label, *metrics):
+    if label in by_label:
+      specs.append(tfma.MetricsSpec(output_names=[by_label[label]], metrics=list(metrics)))
+
+  count = tfma.MetricConfig(class_name="ExampleCount")
+  spec("interest_skip", count, _auc(floors.skip_auc, interest=True))
+  spec("interest_like", count, _auc(floors.like_auc, interest=True))
+  spec("subscription", count, _auc(floors.subscription_auc, interest=False))
+  spec("interest_completion", count,
+       tfma.MetricConfig(class_name="RootMeanSquaredError", threshold=tfma.MetricThreshold(
+           value_threshold=tfma.GenericValueThreshold(
+               upper_bound={"value": floors.completion_rmse}))),
+       tfma.MetricConfig(class_name="Calibration", threshold=tfma.MetricThreshold(
+           value_threshold=tfma.GenericValueThreshold(
+               lower_bound={"value": floors.calibration_low},
+               upper_bound={"value": floors.calibration_high}))))
+  spec("exposure", count, tfma.MetricConfig(class_name="MeanAbsoluteError"))
+
+  model_spec = tfma.ModelSpec(
+      signature_name="serving_default",
+      label_keys={out: label for out, label in outputs.items()},
+      example_weight_keys={out: fs.weight_key(label) for out, label in outputs.items()})
+  slicing = [tfma.SlicingSpec()] + [tfma.SlicingSpec(feature_keys=[f]) for f in SLICE_FEATURES]
+  return tfma.EvalConfig(model_specs=[model_spec], slicing_specs=slicing, metrics_specs=specs)

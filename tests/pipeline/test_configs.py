@@ -1,0 +1,65 @@
+"""Pipeline config and Beam argument shapes for Direct, Dataflow and Flink."""
+
+import pytest
+
+from pipeline import configs, schedule
+
+
+def test_direct_args_modes():
+  assert configs.direct_beam_args("in_memory") == (
+      "--runner=DirectRunner", "--direct_running_mode=in_memory", "--direct_num_workers=1")
+  args = configs.parse_beam_flags(configs.direct_beam_args("multi_processing", 2))
+  assert args == {"runner": "DirectRunner", "direct_running_mode": "multi_processing",
+                  "direct_num_workers": "2"}
+  with pytest.raises(ValueError, match="bogus"):
+    configs.direct_beam_args("bogus")
+
+
+def test_dataflow_args_shape():
+  args = configs.parse_beam_flags(configs.dataflow_beam_args(
+      "p", "us-central1", "gs://b/tmp", max_workers=4, sdk_container_image="img:1"))
+  assert args["runner"] == "DataflowRunner"
+  assert args["project"] == "p" and args["region"] == "us-central1"
+  assert args["temp_location"] == "gs://b/tmp" and args["max_num_workers"] == "4"
+  assert args["sdk_container_image"] == "img:1"
+  with pytest.raises(ValueError, match="temp_location"):
+    configs.dataflow_beam_args("p", "r", "/local/tmp")
+  with pytest.raises(ValueError, match="project"):
+    configs.dataflow_beam_args("", "r", "gs://b")
+
+
+def test_flink_args_shape():
+  args = configs.parse_beam_flags(configs.flink_beam_args("localhost:8081", 3, "PROCESS",
+                                                          '{"command": "/opt/boot"}'))
+  assert args == {"runner": "FlinkRunner", "flink_master": "localhost:8081",
+                  "parallelism": "3", "environment_type": "PROCESS",
+                  "environment_config": '{"command": "/opt/boot"}'}
+  with pytest.raises(ValueError, match="parallelism"):
+    configs.flink_beam_args("h:1", 0)
+
+
+def test_config_validation(tmp_path):
+  cfg = configs.local_config(tmp_path / "data", tmp_path / "work", train_steps=10)
+  assert cfg.metadata_path.endswith("metadata.sqlite")
+  assert cfg.trainer_custom_config()["model_config"] == "mmoe"
+  with pytest.raises(ValueError, match="train_steps"):
+    configs.local_config(tmp_path, tmp_path, train_steps=0)
+  with pytest.raises(ValueError, match="--key=value"):
+    configs.parse_beam_flags(["runner=Direct"])
+
+
+def test_cron_conversion_and_dry_run(capsys):
+  assert schedule.to_kfp_cron("0 3 * * *") == "0 0 3 * * *"
+  assert schedule.to_kfp_cron("0 0 3 * * *") == "0 0 3 * * *"
+  with pytest.raises(ValueError, match="5 fields"):
+    schedule.to_kfp_cron("0 3 *")
+  req = schedule.schedule("spec.json", "30 2 * * 1-5", dry_run=True, host="http://kfp:8888")
+  out = capsys.readouterr().out
+  assert '"cron_expression": "0 30 2 * * 1-5"' in out and "http://kfp:8888" in out
+  assert req["pipeline_package_path"] == "spec.json" and req["max_concurrency"] == 1
+
+
+def test_schedule_cli_dry_run(capsys):
+  from melody_cli import main as cli
+  assert cli.main(["pipeline", "schedule", "--cron", "0 3 * * *", "--dry-run"]) == 0
+  assert "0 0 3 * * *" in capsys.readouterr().out
