@@ -28,6 +28,7 @@ an order of magnitude faster than building ``tf.train.Example`` protos in Python
 
 import hashlib
 import os
+import time
 from typing import Dict, Iterable, Iterator, List, Sequence, Tuple, Union
 
 import numpy as np
@@ -349,18 +350,47 @@ def events_to_examples(events: pa.Table,
   return encode_record_batch(events_to_record_batch(events, index))
 
 
+def span_name(day: int) -> str:
+  """Span folder of a UTC day number (days since the epoch): ``span-YYYYMMDD``."""
+  return "span-" + str(np.datetime64(int(day), "D")).replace("-", "")
+
+
 def split_examples(events: pa.Table, tracks: TrackIndex,
-                   eval_percent: int = DEFAULT_EVAL_PERCENT) -> Dict[str, List[bytes]]:
-  """Examples of a chunk split into {"train": [...], "eval": [...]} by user hash."""
+                   eval_percent: int = DEFAULT_EVAL_PERCENT,
+                   span_days: Sequence[int] = ()) -> Dict[str, List[bytes]]:
+  """Examples of a chunk grouped by destination.
+
+  Args:
+    events: one chunk (whole users, sorted by user and ts).
+    tracks: candidate lookup.
+    eval_percent: share of users (by id hash) in the eval split.
+    span_days: UTC day numbers (days since the epoch); when given, examples are also
+      grouped by the day of the impression. A row whose day is not listed (e.g. a null
+      timestamp) goes to the first listed day.
+
+  Returns:
+    {"train": [...], "eval": [...]} or, with ``span_days``,
+    {"span-YYYYMMDD/train": [...], "span-YYYYMMDD/eval": [...], ...}.
+  """
   batch = events_to_record_batch(events, tracks)
   users = batch.column(0).flatten()
   unique_users, inverse = np.unique(users.to_numpy(zero_copy_only=False), return_inverse=True)
   is_eval = eval_mask([u.decode() if isinstance(u, bytes) else u for u in unique_users],
                       eval_percent)[inverse]
+  by_date = len(span_days) > 0
+  if by_date:
+    known = np.array(sorted(set(int(d) for d in span_days)), dtype=np.int64)
+    days = batch.column(fs.RAW_FEATURES.index(fs.RAW_BY_NAME["impression_ts"])).flatten()
+    days = days.to_numpy(zero_copy_only=False) // 86400
+    days = np.where(np.isin(days, known), days, known[0])
+  else:
+    days = np.zeros(batch.num_rows, dtype=np.int64)
   out = {}
-  for split, mask in (("train", ~is_eval), ("eval", is_eval)):
-    rows = pa.array(np.flatnonzero(mask))
-    out[split] = encode_record_batch(batch.take(rows)) if len(rows) else []
+  for day in np.unique(days):
+    for split, mask in (("train", ~is_eval), ("eval", is_eval)):
+      rows = np.flatnonzero(mask & (days == day))
+      key = f"{span_name(day)}/{split}" if by_date else split
+      out[key] = encode_record_batch(batch.take(pa.array(rows))) if len(rows) else []
   return out
 
 
@@ -380,56 +410,87 @@ def _beam():
   return beam
 
 
+def output_tags(span_days: Sequence[int] = ()) -> List[str]:
+  """Output tags (= file prefixes under the examples dir) of the examples pipeline."""
+  if not span_days:
+    return ["train", "eval"]
+  return [f"{span_name(d)}/{split}" for d in sorted(set(span_days)) for split in ("train", "eval")]
+
+
 def make_events_to_examples_fn(tracks: Union[pd.DataFrame, str],
-                               eval_percent: int = DEFAULT_EVAL_PERCENT):
+                               eval_percent: int = DEFAULT_EVAL_PERCENT,
+                               span_days: Sequence[int] = (), progress_every_s: float = 0):
   """A ``beam.DoFn``: an events chunk (Arrow table or parquet path) -> tagged examples.
 
-  Outputs are tagged "train" and "eval"; counters ``melody/{train,eval}_examples`` and
-  ``melody/events`` count them.
+  Outputs are tagged by ``output_tags(span_days)``; counters ``melody/events`` and
+  ``melody/{train,eval}_examples`` count them.
 
   Args:
     tracks: the tracks frame, or the path of a tracks parquet file (read in ``setup``).
     eval_percent: share of users (by id hash) whose examples go to "eval".
+    span_days: UTC day numbers of the impressions; when given, examples are tagged
+      ``span-YYYYMMDD/{train,eval}`` (see ``split_examples``).
+    progress_every_s: when > 0, each worker prints its events/s and examples/s this often.
   """
   beam = _beam()
   if not 0 <= eval_percent <= 100:
     raise ValueError(f"eval_percent must be in [0, 100], got {eval_percent}")
+  days = np.array(sorted(set(int(d) for d in span_days)), dtype=np.int64)
 
   class EventsToExamplesFn(beam.DoFn):
-    """Events chunk -> serialized examples tagged by split."""
+    """Events chunk -> serialized examples tagged by destination."""
 
     def __init__(self):
       super().__init__()
       self._tracks_src = tracks
-      self._eval_percent = eval_percent
       self._index = None
       self._events = beam.metrics.Metrics.counter("melody", "events")
       self._counters = {s: beam.metrics.Metrics.counter("melody", f"{s}_examples")
                         for s in ("train", "eval")}
+      self._progress = None
 
     def setup(self):
       src = self._tracks_src
       if isinstance(src, str):
         src = read_events(src)
       self._index = TrackIndex(src)
+      self._progress = [time.perf_counter(), time.perf_counter(), 0, 0]  # t0, last, ev, ex
 
     def process(self, chunk):
       table = read_events(chunk) if isinstance(chunk, str) else chunk
       self._events.inc(table.num_rows)
-      for split, records in split_examples(table, self._index, self._eval_percent).items():
-        self._counters[split].inc(len(records))
+      n_out = 0
+      for tag, records in split_examples(table, self._index, eval_percent,
+                                         span_days=days).items():
+        self._counters[tag.rsplit("/", 1)[-1]].inc(len(records))
+        n_out += len(records)
         for r in records:
-          yield beam.pvalue.TaggedOutput(split, r)
+          yield beam.pvalue.TaggedOutput(tag, r)
+      self._report(table.num_rows, n_out)
+
+    def _report(self, n_events, n_examples):
+      p = self._progress
+      p[2] += n_events
+      p[3] += n_examples
+      now = time.perf_counter()
+      if progress_every_s > 0 and now - p[1] >= progress_every_s:
+        p[1] = now
+        dt = max(now - p[0], 1e-9)
+        print(f"[examples] worker {os.getpid()}: {p[2]:,} events, {p[3]:,} examples, "
+              f"{p[3] / dt:,.0f} examples/s", flush=True)
 
   return EventsToExamplesFn()
 
 
 def build_examples_pipeline(pipeline, event_chunks, tracks: Union[pd.DataFrame, str],
                             out_dir: str, shards: int = 4,
-                            eval_percent: int = DEFAULT_EVAL_PERCENT):
+                            eval_percent: int = DEFAULT_EVAL_PERCENT,
+                            span_days: Sequence[int] = (), progress_every_s: float = 0):
   """Adds events -> examples -> sharded gzip TFRecords to a Beam pipeline.
 
-  Writes ``out_dir/train-SSSSS-of-NNNNN.tfrecord.gz`` and ``out_dir/eval-…``.
+  Writes ``out_dir/train-SSSSS-of-NNNNN.tfrecord.gz`` and ``out_dir/eval-…``, or with
+  ``span_days`` ``out_dir/span-YYYYMMDD/{train,eval}-…`` (one folder per UTC day, the
+  layout a TFX ImportExampleGen with ``{SPAN}`` input patterns reads).
 
   Args:
     pipeline: the ``beam.Pipeline`` (any runner).
@@ -437,25 +498,28 @@ def build_examples_pipeline(pipeline, event_chunks, tracks: Union[pd.DataFrame, 
       files each holding whole users sorted by (user_id, ts)), or a list of them.
     tracks: tracks frame or parquet path.
     out_dir: output directory (local or e.g. gs://).
-    shards: files per split.
+    shards: files per split (per span).
     eval_percent: share of users in the eval split.
+    span_days: UTC day numbers for the span layout; empty for the flat layout.
+    progress_every_s: worker progress print interval (0: quiet).
 
   Returns:
-    {"train": write result, "eval": write result}.
+    {tag: write result} for every tag of ``output_tags(span_days)``.
   """
   beam = _beam()
   if shards < 1:
     raise ValueError(f"shards must be >= 1, got {shards}")
   if isinstance(event_chunks, (list, tuple)):
     event_chunks = pipeline | "EventChunks" >> beam.Create(list(event_chunks))
+  tags = output_tags(span_days)
   tagged = (event_chunks
             | "Reshuffle" >> beam.Reshuffle()
-            | "ToExamples" >> beam.ParDo(make_events_to_examples_fn(tracks, eval_percent))
-            .with_outputs("train", "eval"))
+            | "ToExamples" >> beam.ParDo(make_events_to_examples_fn(
+                tracks, eval_percent, span_days, progress_every_s)).with_outputs(*tags))
   writes = {}
-  for split in ("train", "eval"):
-    writes[split] = tagged[split] | f"Write{split.title()}" >> beam.io.WriteToTFRecord(
-        os.path.join(out_dir, split), file_name_suffix=".tfrecord.gz", num_shards=shards,
+  for tag in tags:
+    writes[tag] = tagged[tag] | f"Write_{tag}" >> beam.io.WriteToTFRecord(
+        os.path.join(out_dir, tag), file_name_suffix=".tfrecord.gz", num_shards=shards,
         compression_type=beam.io.filesystem.CompressionTypes.GZIP)
   return writes
 
@@ -485,25 +549,34 @@ def pipeline_options(runner: str = "DirectRunner", beam_args: Iterable[str] = ()
 def write_examples(event_chunks: Sequence[Union[str, pa.Table]],
                    tracks: Union[pd.DataFrame, str], out_dir: str, shards: int = 4,
                    runner: str = "DirectRunner", beam_args: Iterable[str] = (),
-                   eval_percent: int = DEFAULT_EVAL_PERCENT,
-                   large: bool = False) -> Dict[str, int]:
-  """Runs the examples pipeline and returns counts {"events", "train", "eval"}."""
+                   eval_percent: int = DEFAULT_EVAL_PERCENT, large: bool = False,
+                   span_days: Sequence[int] = (),
+                   progress_every_s: float = 0) -> Dict[str, int]:
+  """Runs the examples pipeline; returns counts {"events", "train", "eval"}.
+
+  The counts come from Beam metrics; a runner that reports none gives -1.
+  """
   beam = _beam()
   if not event_chunks:
     raise ValueError("event_chunks is empty")
   options = pipeline_options(runner, beam_args, large)
-  with beam.Pipeline(options=options) as p:
-    build_examples_pipeline(p, list(event_chunks), tracks, out_dir, shards, eval_percent)
-  result = p.result
-  counts = {"events": 0, "train": 0, "eval": 0}
+  p = beam.Pipeline(options=options)
+  build_examples_pipeline(p, list(event_chunks), tracks, out_dir, shards, eval_percent,
+                          span_days, progress_every_s)
+  result = p.run()
+  result.wait_until_finish()
+  counts = {"events": -1, "train": -1, "eval": -1}
   try:
-    for c in result.metrics().query(beam.metrics.MetricsFilter().with_namespace(
-        "melody"))["counters"]:
-      key = c.key.metric.name.replace("_examples", "")
-      if key in counts:
-        counts[key] += int(c.committed if c.committed is not None else c.attempted)
-  except (NotImplementedError, KeyError, AttributeError):
-    pass  # some runners do not report metrics; callers may count the files instead
+    query = result.metrics().query(beam.metrics.MetricsFilter().with_namespace("melody"))
+  except (NotImplementedError, AttributeError):
+    return counts
+  for c in query["counters"]:
+    key = c.key.metric.name.replace("_examples", "")
+    if key in counts:
+      value = c.committed if c.committed is not None else c.attempted
+      counts[key] = max(counts[key], 0) + int(value)
+  for key in counts:
+    counts[key] = max(counts[key], 0) if query["counters"] else counts[key]
   return counts
 
 

@@ -1,0 +1,247 @@
+"""``melody data generate``: simulated listeners -> events parquet -> training examples.
+
+This module owns the dataset layout written under ``OUT``:
+
+* ``events/part-NNNNN.parquet`` — raw events in ``EVENT_SCHEMA``, streamed chunk by chunk
+  from the world simulator (``simulation.world``), whole users per file, sorted by
+  (user_id, ts); memory stays bounded by one chunk;
+* ``tracks.parquet`` — the catalogue (``TRACK_SCHEMA`` columns plus the simulator's
+  extras such as ``is_promo`` and ``exposure_value``);
+* ``examples/train-SSSSS-of-NNNNN.tfrecord.gz`` and ``examples/eval-…`` — raw
+  ``tf.train.Example`` s (``features.examples``), split ~90/10 by a hash of the user id;
+  with ``span_layout=True`` instead ``examples/span-YYYYMMDD/{train,eval}-…`` by UTC day
+  of the impression, for a TFX ImportExampleGen reading spans by date;
+* ``manifest.json`` — counts, seed, settings, label coverage and a feature spec summary.
+
+The examples stage is a Beam pipeline: DirectRunner by default, Dataflow or Flink with
+``runner`` and ``beam_args``.
+"""
+
+import glob
+import json
+import os
+import sys
+import time
+from typing import Dict, Iterable, Optional, Sequence
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from features import events as ev
+from features import examples
+from features import feature_spec as fs
+
+# Direct runs above this many events use Beam's multi_processing mode.
+LARGE_RUN_EVENTS = 2_000_000
+DEFAULT_CHUNK_USERS = 500
+
+
+def _log(msg: str) -> None:
+  print(f"[generate] {msg}", file=sys.stderr, flush=True)
+
+
+def _fmt_eta(seconds: float) -> str:
+  if not np.isfinite(seconds):
+    return "?"
+  m, s = divmod(int(seconds), 60)
+  return f"{m}m{s:02d}s"
+
+
+def _clear(pattern: str) -> None:
+  """Removes outputs of an earlier run so that stale shards cannot mix in."""
+  for path in glob.glob(pattern, recursive=True):
+    if os.path.isfile(path):
+      os.remove(path)
+
+
+def feature_spec_summary() -> Dict[str, object]:
+  """The parts of ``feature_spec`` a consumer of the dataset needs to check."""
+  return {
+      "history_len": fs.HISTORY_LEN, "session_len": fs.SESSION_LEN,
+      "session_window_s": fs.SESSION_WINDOW_S, "max_tags": fs.MAX_TAGS,
+      "vocabs": {k: list(v) for k, v in fs.VOCABS.items()},
+      "raw_features": {f.name: [f.dtype, f.length] for f in fs.RAW_FEATURES},
+      "transformed_features": {k: list(v) for k, v in fs.TRANSFORMED_FEATURES.items()},
+      "label_keys": list(fs.LABEL_KEYS),
+  }
+
+
+class _EventStream:
+  """Writes event chunks to parquet and keeps the counts the manifest needs."""
+
+  def __init__(self, events_dir: str, expected_users: Optional[int]):
+    self.events_dir = events_dir
+    self.expected_users = expected_users
+    self.paths = []
+    self.events = 0
+    self.users = 0
+    self.label_present = {c: 0 for c in ev.EVENT_LABELS}
+    self.min_ts: Optional[int] = None
+    self.max_ts: Optional[int] = None
+    self.days = set()
+    self.t0 = time.perf_counter()
+    self._last = 0.0
+
+  def write(self, chunk: pa.Table) -> None:
+    if chunk.schema != ev.EVENT_SCHEMA:
+      try:
+        chunk = chunk.select(ev.EVENT_SCHEMA.names).cast(ev.EVENT_SCHEMA)
+      except (KeyError, pa.ArrowInvalid, ValueError) as e:
+        raise ValueError(f"events chunk does not match EVENT_SCHEMA: {e}") from e
+    path = os.path.join(self.events_dir, f"part-{len(self.paths):05d}.parquet")
+    pq.write_table(chunk, path)
+    self.paths.append(path)
+    self.events += chunk.num_rows
+    self.users += len(chunk.column("user_id").unique())
+    for col in self.label_present:
+      self.label_present[col] += chunk.num_rows - chunk.column(col).null_count
+    ts = chunk.column("ts").drop_null().to_numpy()
+    if len(ts):
+      self.min_ts = int(ts.min()) if self.min_ts is None else min(self.min_ts, int(ts.min()))
+      self.max_ts = int(ts.max()) if self.max_ts is None else max(self.max_ts, int(ts.max()))
+      self.days.update(np.unique(ts // 86400).tolist())
+    self._progress()
+
+  def _progress(self, final: bool = False) -> None:
+    now = time.perf_counter()
+    if not final and now - self._last < 2.0:
+      return
+    self._last = now
+    dt = max(now - self.t0, 1e-9)
+    msg = f"events: {self.events:,} ({self.events / dt:,.0f} events/s), users {self.users:,}"
+    if self.expected_users:
+      left = (self.expected_users - self.users) * dt / max(self.users, 1)
+      msg += f"/{self.expected_users:,}, ETA {_fmt_eta(left)}"
+    _log(msg)
+
+  def finish(self) -> float:
+    self._progress(final=True)
+    return time.perf_counter() - self.t0
+
+
+def write_dataset(event_chunks: Iterable[pa.Table], tracks: pd.DataFrame, out: str,
+                  shards: int = 4, runner: str = "DirectRunner",
+                  beam_args: Sequence[str] = (),
+                  eval_percent: int = examples.DEFAULT_EVAL_PERCENT,
+                  span_layout: bool = False, expected_users: Optional[int] = None,
+                  manifest_extra: Optional[Dict[str, object]] = None) -> Dict[str, object]:
+  """Streams events to parquet, writes the tracks, builds the examples, writes the manifest.
+
+  Args:
+    event_chunks: ``EVENT_SCHEMA`` tables, whole users each, sorted by (user_id, ts).
+    tracks: the catalogue (at least the ``TRACK_SCHEMA`` columns).
+    out: output directory (local).
+    shards: TFRecord files per split.
+    runner: Beam runner for the examples stage.
+    beam_args: extra Beam flags.
+    eval_percent: share of users in the eval split.
+    span_layout: write ``examples/span-YYYYMMDD/...`` instead of the flat layout.
+    expected_users: for the progress ETA.
+    manifest_extra: merged into the manifest (e.g. the generator settings).
+
+  Returns:
+    The manifest (also written to ``out/manifest.json``).
+  """
+  if shards < 1:
+    raise ValueError(f"shards must be >= 1, got {shards}")
+  events_dir = os.path.join(out, "events")
+  examples_dir = os.path.join(out, "examples")
+  os.makedirs(events_dir, exist_ok=True)
+  os.makedirs(examples_dir, exist_ok=True)
+  _clear(os.path.join(events_dir, "part-*.parquet"))
+  _clear(os.path.join(examples_dir, "**", "*.tfrecord.gz"))
+
+  tracks_path = os.path.join(out, "tracks.parquet")
+  tracks_table = pa.Table.from_pandas(tracks.reset_index(drop=True), preserve_index=False)
+  pq.write_table(tracks_table, tracks_path)
+
+  stream = _EventStream(events_dir, expected_users)
+  for chunk in event_chunks:
+    if chunk.num_rows:
+      stream.write(chunk)
+  events_s = stream.finish()
+  if not stream.paths:
+    raise ValueError("the event source produced no events")
+
+  span_days = sorted(stream.days) if span_layout else []
+  if span_layout and not span_days:
+    raise ValueError("span_layout needs timestamps, but every event has a null ts")
+  _log(f"examples: Beam {runner} over {len(stream.paths)} event files ...")
+  t0 = time.perf_counter()
+  counts = examples.write_examples(
+      stream.paths, tracks_path, examples_dir, shards=shards, runner=runner,
+      beam_args=beam_args, eval_percent=eval_percent,
+      large=stream.events > LARGE_RUN_EVENTS, span_days=span_days, progress_every_s=10)
+  examples_s = time.perf_counter() - t0
+  n_examples = counts["train"] + counts["eval"]
+  _log(f"examples: {counts['train']:,} train + {counts['eval']:,} eval in {examples_s:.1f}s "
+       f"({n_examples / max(examples_s, 1e-9):,.0f} examples/s)")
+
+  rel = lambda p: os.path.relpath(p, out)  # pylint: disable=unnecessary-lambda-assignment
+  files = sorted(glob.glob(os.path.join(examples_dir, "**", "*.tfrecord.gz"), recursive=True))
+  manifest = {
+      "layout": "span" if span_layout else "flat",
+      "counts": {"events": stream.events, "users": stream.users,
+                 "tracks": int(len(tracks)), "event_files": len(stream.paths),
+                 "train_examples": counts["train"], "eval_examples": counts["eval"]},
+      "eval_percent": eval_percent,
+      "shards": shards,
+      "runner": runner,
+      "time_range": {"min_ts": stream.min_ts, "max_ts": stream.max_ts},
+      "spans": [examples.span_name(d) for d in span_days],
+      "label_coverage": {fs_label: stream.label_present[col] / max(stream.events, 1)
+                         for col, fs_label in ev.EVENT_LABELS.items()},
+      "files": {"events": [rel(p) for p in stream.paths], "tracks": rel(tracks_path),
+                "examples": [rel(p) for p in files]},
+      "feature_spec": feature_spec_summary(),
+      "timing": {"events_s": round(events_s, 3), "examples_s": round(examples_s, 3),
+                 "events_per_s": round(stream.events / max(events_s, 1e-9), 1),
+                 "examples_per_s": round(n_examples / max(examples_s, 1e-9), 1)},
+  }
+  manifest.update(manifest_extra or {})
+  with open(os.path.join(out, "manifest.json"), "w") as f:
+    json.dump(manifest, f, indent=2, sort_keys=True)
+  _log(f"wrote {out}/manifest.json")
+  return manifest
+
+
+def run(users: int, days: int, out: str, seed: int = 7, shards: int = 4,
+        tracks: int = 5000, runner: str = "DirectRunner", beam_args: Sequence[str] = (),
+        chunk_users: int = DEFAULT_CHUNK_USERS, eval_percent: int = examples.DEFAULT_EVAL_PERCENT,
+        span_layout: bool = False) -> int:
+  """Simulates ``users`` listeners over ``days`` days and writes the dataset to ``out``.
+
+  Args:
+    users: simulated listeners.
+    days: days of activity; impression timestamps spread over them.
+    out: output directory.
+    seed: world seed; the same seed gives the same events and examples.
+    shards: TFRecord files per split.
+    tracks: catalogue size.
+    runner: Beam runner of the examples stage.
+    beam_args: extra Beam flags.
+    chunk_users: users per events chunk (bounds memory).
+    eval_percent: share of users in the eval split.
+    span_layout: write ``examples/span-YYYYMMDD/`` folders instead of the flat layout.
+
+  Returns:
+    0 (the CLI exit code).
+  """
+  for name, value in (("users", users), ("days", days), ("tracks", tracks),
+                      ("shards", shards), ("chunk_users", chunk_users)):
+    if value < 1:
+      raise ValueError(f"{name} must be >= 1, got {value}")
+  from simulation.world import World, WorldConfig  # pylint: disable=g-import-not-at-top
+  t0 = time.perf_counter()
+  world = World(WorldConfig(n_tracks=tracks), seed=seed)
+  _log(f"world: {tracks:,} tracks, seed {seed} ({time.perf_counter() - t0:.1f}s)")
+  chunks = world.iter_events(users, days, chunk_users=min(chunk_users, users))
+  write_dataset(chunks, world.tracks, out, shards=shards, runner=runner,
+                beam_args=list(beam_args or ()), eval_percent=eval_percent,
+                span_layout=span_layout, expected_users=users,
+                manifest_extra={"seed": seed, "generator": {"users": users, "days": days, "seed": seed,
+                                              "tracks": tracks, "chunk_users": chunk_users}})
+  return 0
+
