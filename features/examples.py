@@ -588,6 +588,16 @@ def iter_records(file_pattern: str) -> Iterator[bytes]:
       yield r
 
 
+def canonical(record: bytes) -> bytes:
+  """A serialized example with its features in key order.
+
+  The C++ encoder writes the feature map in no fixed order (protobuf maps are unordered),
+  so equal examples can differ byte-wise; compare ``canonical`` forms instead.
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  return tf.train.Example.FromString(record).SerializeToString(deterministic=True)
+
+
 def reference_example(features: Dict[str, Sequence]) -> bytes:
   """Builds one example with the tf.train.Example protos, the slow straightforward way.
 

@@ -1,0 +1,193 @@
+"""Tests of features.examples: golden history/session windows, labels, TFRecord round trip."""
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+from features import events as ev
+from features import examples as ex
+from features import feature_spec as fs
+from features import toy
+
+import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-order
+
+
+def _event(user, session, ts, track, artist, completion=1.0, skip=0.0, like=None, **kw):
+  row = {"user_id": user, "session_id": session, "ts": ts, "plays": 1, "track_id": track,
+         "artist_id": artist, "source": "sim", "user_segment": "free",
+         "user_tenure_days": 30.0, "context_activity": "focus", "context_surface": "home",
+         "is_promo": False, "completion": completion, "skip": skip, "like": like,
+         "subscription": None, "exposure": 0.0}
+  row.update(kw)
+  return row
+
+
+TRACKS = pd.DataFrame({
+    "track_id": ["t1", "t2", "t3", "t4", "t5"],
+    "artist_id": ["a1", "a2", "a3", "a4", "a5"],
+    "tags": [["rock", "pop"], [], None, ["jazz"], ["calm"]],
+    "duration_s": [200.0, None, 100.0, 300.0, 400.0],
+    "popularity": [1.5, 2.0, None, 0.5, 0.0],
+    "title": ["", "", "", "", ""],
+})
+
+# User "a": session s1 (rows 0-2), an interleaved session s2 (row 3), s1 again (row 4),
+# then a row exactly SESSION_WINDOW_S after row 4 (row 5). User "b": one row with a known
+# weekday/hour, an unknown track and a missing artist.
+ROWS = [
+    _event("a", "s1", 1000, "t1", "a1"),
+    _event("a", "s1", 1100, "t2", "a2", completion=0.5, skip=1.0, like=1.0),
+    _event("a", "s1", 1200, "t3", "a3", completion=None, skip=None),
+    _event("a", "s2", 1500, "t1", "a1"),
+    _event("a", "s1", 1600, "t4", "a4", is_promo=True),
+    _event("a", "s1", 1600 + fs.SESSION_WINDOW_S, "t5", "a5"),
+    _event("b", "x", 2 * 86400 + 5 * 3600 + 59, "zzz", None, user_segment="paid"),
+]
+
+
+@pytest.fixture(scope="module")
+def parsed():
+  table = pa.Table.from_pylist(ROWS, schema=ev.EVENT_SCHEMA)
+  records = ex.events_to_examples(table, TRACKS)
+  assert len(records) == len(ROWS)
+  return {k: v.numpy() for k, v in tf.io.parse_example(records, fs.raw_feature_spec()).items()}
+
+
+def _ids(row, n):
+  return [x.decode() for x in row[:n]]
+
+
+def test_every_raw_feature_has_its_length(parsed):
+  assert set(parsed) == {f.name for f in fs.RAW_FEATURES}
+  for f in fs.RAW_FEATURES:
+    assert parsed[f.name].shape == ((len(ROWS), f.length) if f.length > 1 else (len(ROWS),))
+
+
+def test_history_is_previous_plays_most_recent_first(parsed):
+  assert parsed["hist_len"].tolist() == [0, 1, 2, 3, 4, 5, 0]
+  assert _ids(parsed["hist_track_ids"][4], 5) == ["t1", "t3", "t2", "t1", ""]
+  assert _ids(parsed["hist_artist_ids"][4], 4) == ["a1", "a3", "a2", "a1"]
+  np.testing.assert_allclose(parsed["hist_gap_s"][4, :5], [100, 400, 500, 600, 0])
+  # Row 2 has null completion/skip: 0 in the later history, not invented.
+  np.testing.assert_allclose(parsed["hist_completion"][3, :4], [0.0, 0.5, 1.0, 0.0])
+  np.testing.assert_allclose(parsed["hist_skip"][3, :4], [0.0, 1.0, 0.0, 0.0])
+  # Padding beyond the length, and no history leaks across users.
+  assert set(parsed["hist_track_ids"][0].tolist()) == {fs.PAD_TOKEN}
+  assert set(parsed["hist_track_ids"][6].tolist()) == {fs.PAD_TOKEN}
+  assert not parsed["hist_gap_s"][6].any()
+
+
+def test_session_is_same_session_within_window(parsed):
+  assert parsed["sess_len"].tolist() == [0, 1, 2, 0, 3, 1, 0]
+  # Row 4 skips the interleaved s2 row and keeps recency order.
+  assert _ids(parsed["sess_track_ids"][4], 4) == ["t3", "t2", "t1", ""]
+  np.testing.assert_allclose(parsed["sess_gap_s"][4, :3], [400, 500, 600])
+  # Row 5 is exactly SESSION_WINDOW_S after row 4 (kept), older s1 rows are out.
+  assert _ids(parsed["sess_track_ids"][5], 2) == ["t4", ""]
+  np.testing.assert_allclose(parsed["sess_gap_s"][5, 0], fs.SESSION_WINDOW_S)
+  np.testing.assert_allclose(parsed["sess_completion"][2, :3], [0.5, 1.0, 0.0])
+
+
+def test_candidate_and_context(parsed):
+  assert _ids(parsed["cand_tags"][0], 3) == ["rock", "pop", ""]
+  assert parsed["cand_num_tags"].tolist() == [2, 0, 0, 2, 1, 1, 0]
+  np.testing.assert_allclose(parsed["cand_duration_s"], [200, 0, 100, 200, 300, 400, 0])
+  np.testing.assert_allclose(parsed["cand_popularity"][:3], [1.5, 2.0, 0.0])
+  assert parsed["cand_is_promo"].tolist() == [0, 0, 0, 0, 1, 0, 0]
+  # Unknown track: padded tags; missing artist stays empty (no track row to fill it).
+  assert parsed["cand_track_id"][6] == b"zzz" and parsed["cand_artist_id"][6] == b""
+  assert set(parsed["cand_tags"][6].tolist()) == {fs.PAD_TOKEN}
+  # 1970-01-03 was a Saturday (weekday 5); 05:00:59 UTC.
+  assert parsed["context_hour"][6] == 5 and parsed["context_weekday"][6] == 5
+  assert parsed["user_segment"][6] == b"paid"
+  assert parsed["impression_ts"][0] == 1000
+
+
+def test_missing_artist_is_filled_from_the_track_table():
+  rows = [_event("c", "s", 10, "t2", None)]
+  records = ex.events_to_examples(pa.Table.from_pylist(rows, schema=ev.EVENT_SCHEMA), TRACKS)
+  got = tf.io.parse_example(records, fs.raw_feature_spec())
+  assert got["cand_artist_id"].numpy().tolist() == [b"a2"]
+
+
+def test_null_label_has_weight_zero(parsed):
+  like, like_w = parsed["interest_like"], parsed["interest_like_weight"]
+  assert like.tolist() == [0, 1, 0, 0, 0, 0, 0]
+  assert like_w.tolist() == [0, 1, 0, 0, 0, 0, 0]
+  assert parsed["interest_completion_weight"][2] == 0
+  assert parsed["interest_completion"][2] == 0
+  assert parsed["interest_completion_weight"][1] == 1
+  assert parsed["interest_completion"][1] == pytest.approx(0.5)
+  assert not parsed["subscription_weight"].any()
+  assert parsed["exposure_weight"].all()
+
+
+def test_windows_truncate_to_fixed_lengths():
+  n = fs.HISTORY_LEN + 10
+  rows = [_event("u", "s", 100 + 10 * i, f"t{i}", "a") for i in range(n)]
+  records = ex.events_to_examples(pa.Table.from_pylist(rows, schema=ev.EVENT_SCHEMA), TRACKS)
+  got = tf.io.parse_example(records[-1:], fs.raw_feature_spec())
+  assert got["hist_len"].numpy()[0] == fs.HISTORY_LEN
+  hist = got["hist_track_ids"].numpy()[0]
+  assert hist[0] == f"t{n - 2}".encode() and hist[-1] == f"t{n - 1 - fs.HISTORY_LEN}".encode()
+  assert got["sess_len"].numpy()[0] == fs.SESSION_LEN
+  assert got["sess_track_ids"].numpy()[0][-1] == f"t{n - 1 - fs.SESSION_LEN}".encode()
+
+
+def test_fast_encoder_matches_the_proto_reference(parsed):
+  row = 4
+  reference = ex.reference_example({k: v[row] for k, v in parsed.items()})
+  again = tf.io.parse_example([reference], fs.raw_feature_spec())
+  for name, value in again.items():
+    np.testing.assert_array_equal(value.numpy()[0], parsed[name][row], err_msg=name)
+
+
+def test_unsorted_or_ungrouped_events_are_rejected():
+  rows = [_event("a", "s", 10, "t1", "a1"), _event("b", "s", 10, "t1", "a1"),
+          _event("a", "s", 20, "t1", "a1")]
+  with pytest.raises(ValueError, match="grouped by user_id"):
+    ex.events_to_examples(pa.Table.from_pylist(rows, schema=ev.EVENT_SCHEMA), TRACKS)
+  rows = [_event("a", "s", 20, "t1", "a1"), _event("a", "s", 10, "t1", "a1")]
+  with pytest.raises(ValueError, match="sorted by ts"):
+    ex.events_to_examples(pa.Table.from_pylist(rows, schema=ev.EVENT_SCHEMA), TRACKS)
+
+
+def test_eval_split_is_a_stable_user_hash():
+  users = [f"user{i}" for i in range(2000)]
+  mask = ex.eval_mask(users, 10)
+  assert mask.tolist() == ex.eval_mask(users, 10).tolist()
+  assert 0.07 < mask.mean() < 0.13
+  assert not ex.eval_mask(users, 0).any() and ex.eval_mask(users, 100).all()
+  with pytest.raises(ValueError, match="101"):
+    ex.eval_mask(users, 101)
+
+
+def test_beam_tfrecord_round_trip(tmp_path):
+  events, tracks = toy.toy_events(n_users=8, events_per_user=15)
+  chunks = [events.slice(0, 60), events.slice(60)]  # 4 whole users each
+  expected = ex.events_to_examples(events, tracks)
+  counts = ex.write_examples(chunks, tracks, str(tmp_path), shards=2,
+                             beam_args=["--direct_running_mode=in_memory"])
+  train = list(ex.iter_records(str(tmp_path / "train-*-of-00002.tfrecord.gz")))
+  evals = list(ex.iter_records(str(tmp_path / "eval-*-of-00002.tfrecord.gz")))
+  assert counts == {"events": 120, "train": len(train), "eval": len(evals)}
+  assert sorted(map(ex.canonical, train + evals)) == sorted(map(ex.canonical, expected))
+  eval_users = set(tf.io.parse_example(evals, fs.raw_feature_spec())["user_id"].numpy()
+                   .tolist()) if evals else set()
+  train_users = set(tf.io.parse_example(train, fs.raw_feature_spec())["user_id"].numpy()
+                    .tolist())
+  assert not eval_users & train_users
+  parsed = tf.io.parse_example(train, fs.raw_feature_spec())
+  assert parsed["hist_track_ids"].shape == (len(train), fs.HISTORY_LEN)
+
+
+def test_span_layout_groups_by_utc_day():
+  rows = [_event("a", "s", 86400 * 3 + 10, "t1", "a1"), _event("a", "s", 86400 * 4, "t2", "a2"),
+          _event("a", "s", None, "t2", "a2")]
+  table = pa.Table.from_pylist(rows, schema=ev.EVENT_SCHEMA)
+  table = table.take([2, 0, 1])  # the null-ts row first keeps (user, ts) order
+  out = ex.split_examples(table, ex.TrackIndex(TRACKS), eval_percent=0, span_days=[3, 4])
+  assert {k: len(v) for k, v in out.items()} == {
+      "span-19700104/train": 2, "span-19700104/eval": 0,
+      "span-19700105/train": 1, "span-19700105/eval": 0}
