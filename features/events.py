@@ -281,6 +281,8 @@ def _validate(df, schema, reasons_fn, table, quarantine_dir, max_bad_fraction):
   missing = [n for n in schema.names if n not in df.columns]
   if missing:
     raise BadDataError(f"{table}: columns missing: {missing}")
+  # Checks align on the index; a fresh one keeps them right for any input index.
+  df = df.reset_index(drop=True)
   reason = reasons_fn(df)
   bad_mask = reason != ""
   counts = collections.Counter(reason[bad_mask])

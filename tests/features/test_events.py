@@ -82,6 +82,14 @@ def test_bad_rows_counted_by_reason_and_valid_rows_kept(tmp_path):
   assert valid["track_id"].tolist() == ["t7", "t6", "t8", "t9"]
 
 
+def test_any_index_is_accepted():
+  df = _bad_events()
+  df.index = [0] * len(df)      # e.g. frames concatenated without ignore_index
+  valid, report = ev.validate_events(df, max_bad_fraction=0.9)
+  assert report.bad == 6
+  assert valid["track_id"].tolist() == ["t7", "t6", "t8", "t9"]
+
+
 def test_quarantine_file_holds_bad_rows_with_reason(tmp_path):
   _, report = ev.validate_events(_bad_events(), quarantine_dir=str(tmp_path),
                                  max_bad_fraction=0.9)
