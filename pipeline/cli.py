@@ -13,7 +13,9 @@ def _local_config(args):
   overrides = {"train_steps": args.steps, "model_config": args.config}
   if args.beam_mode:
     overrides["beam_args"] = configs.direct_beam_args(args.beam_mode)
-  if args.schema:
+  if args.infer_schema:
+    overrides["schema_dir"] = None
+  elif args.schema:
     overrides["schema_dir"] = args.schema
   return configs.local_config(args.data, args.workdir, **overrides)
 
@@ -35,6 +37,20 @@ def _runs(args):
   if args.slices and all_runs:
     print()
     print(runs.format_slices(all_runs[-1]))
+  return 0
+
+
+def _schema(args):
+  import glob
+  from pipeline import schema_tools
+  found = sorted(glob.glob(os.path.join(os.path.abspath(args.workdir), "pipeline_root",
+                                        "SchemaGen", "schema", "*", "schema.pbtxt")),
+                 key=lambda p: int(p.split(os.sep)[-2]))
+  if not found:
+    print(f"no SchemaGen output under {args.workdir}; run `melody pipeline run` first")
+    return 1
+  schema_tools.write(schema_tools.curate(schema_tools.read(found[-1])), args.out)
+  print(f"curated {found[-1]} -> {args.out}")
   return 0
 
 
@@ -80,7 +96,10 @@ def register(subparsers) -> None:
   p.add_argument("--workdir", default="runs/pipeline", help="pipeline root, metadata, pushed models")
   p.add_argument("--steps", type=int, default=600)
   p.add_argument("--config", default="mmoe")
-  p.add_argument("--schema", default=None, help="curated schema dir (default: infer with SchemaGen)")
+  p.add_argument("--schema", default=None,
+                 help="schema dir to import (default: the curated pipeline/schema/)")
+  p.add_argument("--infer-schema", action="store_true",
+                 help="infer the schema with SchemaGen instead (first run on new data)")
   p.add_argument("--beam-mode", default=None,
                  choices=["in_memory", "multi_threading", "multi_processing"],
                  help="DirectRunner mode (default in_memory; multi_processing for large data)")
@@ -90,6 +109,12 @@ def register(subparsers) -> None:
   p.add_argument("--workdir", default="runs/pipeline")
   p.add_argument("--slices", action="store_true", help="also print the last run's slices")
   p.set_defaults(handler=_runs)
+
+  p = sub.add_parser("schema", help="curate the last inferred schema into pipeline/schema/")
+  p.add_argument("--workdir", default="runs/pipeline")
+  p.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                               "schema", "schema.pbtxt"))
+  p.set_defaults(handler=_schema)
 
   p = sub.add_parser("compile", help="compile the Kubeflow Pipelines v2 spec (offline)")
   p.add_argument("--out", default="runs/kubeflow/melody_pipeline.json")

@@ -68,9 +68,17 @@ def local_config(data_root: str, workdir: str, **overrides) -> PipelineConfig:
       serving_dir=os.path.join(workdir, "serving_model"),
       metadata_path=os.path.join(workdir, "metadata", "metadata.sqlite"),
       beam_args=direct_beam_args("in_memory"),
+      schema_dir=curated_schema_dir(),
   )
   defaults.update(overrides)
   return PipelineConfig(**defaults)
+
+
+def curated_schema_dir() -> Optional[str]:
+  """The checked-in schema's folder, or None before one was curated (first run)."""
+  if os.path.exists(os.path.join(CURATED_SCHEMA_DIR, "schema.pbtxt")):
+    return CURATED_SCHEMA_DIR
+  return None
 
 
 def direct_beam_args(mode: str = "multi_processing", workers: int = 0) -> Tuple[str, ...]:

@@ -42,8 +42,7 @@ class KubeflowConfig:
 def pipeline_config(kf: KubeflowConfig) -> configs.PipelineConfig:
   return configs.PipelineConfig(
       data_root=kf.data_root, pipeline_root=kf.pipeline_root, serving_dir=kf.serving_dir,
-      schema_dir=configs.CURATED_SCHEMA_DIR if os.path.exists(
-          os.path.join(configs.CURATED_SCHEMA_DIR, "schema.pbtxt")) else None,
+      schema_dir=configs.curated_schema_dir(),
       use_spans=kf.use_spans, train_steps=kf.train_steps,
       beam_args=tuple(kf.beam_args))
 

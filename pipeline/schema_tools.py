@@ -1,0 +1,58 @@
+"""Curates the TFDV schema that the pipeline imports after its first run.
+
+SchemaGen infers a schema from the first data it sees, so its string domains list only
+the values that happened to occur (e.g. no "unknown" activity in simulated data). The
+curated schema takes the inferred one and makes the contract explicit from
+``features.feature_spec``: every categorical domain lists all allowed values, labels
+and weights get value ranges, and every feature is required. ``melody pipeline schema``
+writes it to ``pipeline/schema/schema.pbtxt``, which is checked in.
+"""
+
+from google.protobuf import text_format
+from tensorflow_metadata.proto.v0 import schema_pb2
+
+from features import feature_spec as fs
+
+CATEGORICAL_DOMAINS = {
+    "user_segment": fs.SEGMENTS,
+    "context_activity": fs.ACTIVITIES,
+    "context_surface": fs.SURFACES,
+    "source": fs.SOURCES,
+}
+UNIT_INTERVAL = ("interest_completion", "interest_skip", "interest_like", "subscription")
+
+
+def curate(inferred: schema_pb2.Schema) -> schema_pb2.Schema:
+  """Returns a copy of ``inferred`` with domains and ranges from the feature spec."""
+  schema = schema_pb2.Schema()
+  schema.CopyFrom(inferred)
+  names = {f.name for f in schema.feature}
+  missing = sorted(set(fs.RAW_BY_NAME) - names)
+  if missing:
+    raise ValueError(f"inferred schema lacks features {missing}")
+  del schema.string_domain[:]
+  for name, values in CATEGORICAL_DOMAINS.items():
+    schema.string_domain.add(name=name, value=sorted(values))
+  for feature in schema.feature:
+    feature.presence.min_fraction = 1.0
+    if feature.name in CATEGORICAL_DOMAINS:
+      feature.domain = feature.name
+    elif feature.HasField("domain"):
+      feature.ClearField("domain")
+    label = feature.name[:-len("_weight")] if feature.name.endswith("_weight") else feature.name
+    if feature.name in UNIT_INTERVAL or (label in fs.LABEL_KEYS and label != feature.name):
+      feature.float_domain.min = 0.0
+      feature.float_domain.max = 1.0
+    elif feature.name == "exposure":
+      feature.float_domain.min = 0.0
+  return schema
+
+
+def read(path: str) -> schema_pb2.Schema:
+  with open(path) as f:
+    return text_format.Parse(f.read(), schema_pb2.Schema())
+
+
+def write(schema: schema_pb2.Schema, path: str) -> None:
+  with open(path, "w") as f:
+    f.write(text_format.MessageToString(schema))

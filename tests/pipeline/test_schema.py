@@ -1,0 +1,47 @@
+"""The checked-in curated schema matches the feature spec."""
+
+import os
+
+from tensorflow_metadata.proto.v0 import schema_pb2
+
+from features import feature_spec as fs
+from pipeline import configs, schema_tools
+
+
+def _schema():
+  path = os.path.join(configs.CURATED_SCHEMA_DIR, "schema.pbtxt")
+  assert os.path.exists(path), "pipeline/schema/schema.pbtxt is missing"
+  return schema_tools.read(path)
+
+
+def test_every_raw_feature_is_in_the_schema_with_its_type_and_shape():
+  types = {"string": schema_pb2.BYTES, "int64": schema_pb2.INT, "float32": schema_pb2.FLOAT}
+  by_name = {f.name: f for f in _schema().feature}
+  assert set(by_name) == set(fs.RAW_BY_NAME)
+  for name, spec in fs.RAW_BY_NAME.items():
+    feature = by_name[name]
+    assert feature.type == types[spec.dtype], name
+    assert [d.size for d in feature.shape.dim] == [spec.length], name
+    assert feature.presence.min_fraction == 1.0, name
+
+
+def test_categorical_domains_list_every_allowed_value():
+  domains = {d.name: sorted(d.value) for d in _schema().string_domain}
+  assert domains["user_segment"] == sorted(fs.SEGMENTS)
+  assert domains["context_activity"] == sorted(fs.ACTIVITIES)
+  assert domains["context_surface"] == sorted(fs.SURFACES)
+  assert domains["source"] == sorted(fs.SOURCES)
+
+
+def test_labels_and_weights_have_ranges():
+  by_name = {f.name: f for f in _schema().feature}
+  for label in fs.LABEL_KEYS:
+    weight = by_name[fs.weight_key(label)]
+    assert (weight.float_domain.min, weight.float_domain.max) == (0.0, 1.0)
+  assert by_name["interest_completion"].float_domain.max == 1.0
+  assert by_name["exposure"].float_domain.min == 0.0
+
+
+def test_curate_is_idempotent():
+  schema = _schema()
+  assert schema_tools.curate(schema) == schema
