@@ -202,6 +202,32 @@ def make_tracks(n: int, **columns) -> pd.DataFrame:
   return pd.DataFrame({name: data[name] for name in TRACK_SCHEMA.names})
 
 
+def numeric_or_text(raw: pd.Series, integer: bool = False) -> pd.Series:
+  """Parses a raw column to numbers, keeping unparseable values visible.
+
+  Values that parse become numbers (``Int64`` when ``integer`` and all of them are
+  whole); a value that is present but not a number (or not whole when ``integer``)
+  stays as its original text, so that validation quarantines its row as "… not
+  numeric" / "… not whole seconds" instead of the value silently turning null.
+
+  Args:
+    raw: the column as read (strings or numbers).
+    integer: whether the values must be whole numbers.
+
+  Returns:
+    A Series with the same index.
+  """
+  num = pd.to_numeric(raw, errors="coerce")
+  bad = raw.notna() & num.isna()
+  if integer:
+    bad |= num.notna() & (num != np.floor(num))
+  if not bad.any():
+    return num.astype("Int64") if integer else num.astype(np.float64)
+  out = num.astype(object).where(num.notna(), None)
+  out[bad] = raw[bad]
+  return out
+
+
 # ---------------------------------------------------------------------- validation
 class _Reasons:
   """Collects the first failing check of each row."""

@@ -95,12 +95,9 @@ def load(data_dir: str) -> Tuple[pd.DataFrame, pd.DataFrame]:
   user_id = (USER_PREFIX + user).where(user.notna() & (user != ""), None)
   artist_id = (ARTIST_PREFIX + artist).where(artist.notna() & (artist != ""), None)
   weight = pd.to_numeric(ua["weight"], errors="coerce")
-  # A present but unreadable weight stays visible to the validator ("plays not numeric").
-  plays = weight.astype("Int64").astype(object)
-  unreadable = weight.isna() | (weight != np.floor(weight))
-  plays[unreadable] = ua.loc[unreadable, "weight"]
   events = ev.make_events(SOURCE, len(ua), user_id=user_id, session_id=user_id,
-                          plays=plays, track_id=artist_id, artist_id=artist_id)
+                          plays=ev.numeric_or_text(ua["weight"], integer=True),
+                          track_id=artist_id, artist_id=artist_id)
 
   artists = read_artists(data_dir)
   tags_of = artist_tags(data_dir)

@@ -105,13 +105,8 @@ def load(data_dir: str) -> Tuple[pd.DataFrame, pd.DataFrame]:
       track_id=track,
       artist_id=meta["ARTIST_ID"],
       tags=meta["TAGS"],
-      duration_s=pd.to_numeric(meta["DURATION"], errors="coerce").astype(np.float32),
+      duration_s=ev.numeric_or_text(meta["DURATION"]),
       popularity=track.map(popularity).astype(np.float32),
       title=track.map(titles).fillna("").astype(str),
   )
-  # An unreadable duration stays visible to the validator ("duration_s not numeric").
-  bad = meta["DURATION"].notna() & tracks["duration_s"].isna()
-  if bad.any():
-    tracks["duration_s"] = tracks["duration_s"].astype(object)
-    tracks.loc[bad, "duration_s"] = meta.loc[bad, "DURATION"]
   return ev.make_events(SOURCE, 0), tracks

@@ -27,6 +27,7 @@ Tracks: songs.csv with ``duration_s`` = ``song_length`` / 1000, ``tags`` =
 """
 
 import dataclasses
+import numbers
 import os
 from typing import Tuple
 
@@ -92,7 +93,17 @@ segment_rule = SegmentRule()
 
 
 def _date(col: pd.Series) -> pd.Series:
-  return pd.to_datetime(col.astype("Int64").astype(str), format="%Y%m%d", errors="coerce")
+  """int YYYYMMDD -> Timestamp; NaT when unreadable."""
+  num = pd.to_numeric(col, errors="coerce").astype("Int64")
+  return pd.to_datetime(num.astype(str).where(num.notna(), None), format="%Y%m%d",
+                        errors="coerce")
+
+
+def _seconds(ms: pd.Series) -> pd.Series:
+  """Milliseconds -> seconds, leaving unparseable text for the validator to report."""
+  if ms.dtype == object:
+    return ms.map(lambda v: v / 1000.0 if isinstance(v, numbers.Number) else v)
+  return ms / 1000.0
 
 
 def member_features(members: pd.DataFrame, rule: SegmentRule = segment_rule,
@@ -164,7 +175,7 @@ def load(data_dir: str, include_test: bool = True) -> Tuple[pd.DataFrame, pd.Dat
     (events_df, tracks_df) with the EVENT_SCHEMA / TRACK_SCHEMA columns, not validated.
   """
   train = _read(data_dir, "train.csv")
-  parts = [train.assign(like=pd.to_numeric(train["target"], errors="coerce"))]
+  parts = [train.assign(like=ev.numeric_or_text(train["target"]))]
   if include_test:
     test = _read(data_dir, "test.csv").sort_values("id", kind="stable")
     parts.append(test.assign(like=np.nan))
@@ -189,7 +200,7 @@ def load(data_dir: str, include_test: bool = True) -> Tuple[pd.DataFrame, pd.Dat
       user_segment=user.map(feats["user_segment"]),
       user_tenure_days=user.map(feats["user_tenure_days"]).astype(np.float32),
       context_surface=surface_of(plays["source_system_tab"], plays["source_type"]),
-      like=plays["like"].astype(np.float32),
+      like=plays["like"],
   )
   # A missing msno must stay missing so that validation quarantines the row.
   events.loc[user.isna().to_numpy(), "session_id"] = None
@@ -204,8 +215,7 @@ def load(data_dir: str, include_test: bool = True) -> Tuple[pd.DataFrame, pd.Dat
       track_id=songs["song_id"],
       artist_id="kkbox_artist:" + songs["artist_name"],
       tags=tags,
-      duration_s=(pd.to_numeric(songs["song_length"], errors="coerce") / 1000.0
-                  ).astype(np.float32),
+      duration_s=_seconds(ev.numeric_or_text(songs["song_length"])),
       popularity=np.log1p(songs["song_id"].map(counts).fillna(0)).astype(np.float32),
       title=songs["song_id"].map(title_of).fillna("").astype(str),
   )

@@ -80,18 +80,6 @@ def _read_slices(data_dir: str) -> pd.DataFrame:
                            ignore_index=True)
 
 
-def _ts_column(plays: pd.DataFrame) -> pd.Series:
-  """Whole epoch seconds; a present but unreadable ``Time`` is kept as text so that the
-  validator quarantines the row instead of it silently losing its time."""
-  t = plays["_time"]
-  bad = plays["Time"].notna() & (t.isna() | (t != np.floor(t)))
-  if not bad.any():
-    return t.astype("Int64")
-  out = t.astype(object)
-  out[bad] = plays.loc[bad, "Time"]
-  return out
-
-
 def skip_proxy(session: pd.Series, track: pd.Series, ts: pd.Series,
                rule: SkipProxy = SkipProxy()) -> np.ndarray:
   """The gap-based skip proxy for plays ordered by session then time.
@@ -142,7 +130,7 @@ def load(data_dir: str, rule: SkipProxy = SkipProxy()) -> Tuple[pd.DataFrame, pd
       SOURCE, n,
       user_id=ids("UserId", "30music_user:"),
       session_id=session,
-      ts=_ts_column(plays),
+      ts=ev.numeric_or_text(plays["Time"], integer=True),
       track_id=track,
       artist_id=artist,
       skip=skip_proxy(session, track, plays["_time"], rule),

@@ -108,3 +108,42 @@ def test_train_only_option(shared_data):
   events, _ = kkbox.load(os.path.join(shared_data, "kkbox_sample"), include_test=False)
   assert len(events) == 18_385
   assert events["like"].notna().all()
+
+
+def _write_kkbox(folder):
+  """A hand-made KKBox-shaped folder: two good plays and two malformed ones."""
+  folder.mkdir()
+  (folder / "train.csv").write_text(
+      "msno,song_id,source_system_tab,source_screen_name,source_type,target\n"
+      "u+1=,s/1=,discover,Discover Chart,online-playlist,1\n"
+      "u+1=,s/2=,search,Search,song,maybe\n"
+      ",s/1=,radio,Radio,radio,0\n", encoding="utf-8")
+  (folder / "test.csv").write_text(
+      "id,msno,song_id,source_system_tab,source_screen_name,source_type\n"
+      "7,u+2=,s/2=,my library,Local playlist more,local-playlist\n", encoding="utf-8")
+  (folder / "songs.csv").write_text(
+      "song_id,song_length,genre_ids,artist_name,composer,lyricist,language\n"
+      "s/1=,200000,465|958,Artist A,,,3.0\n"
+      "s/2=,long,,Artist B,,,-1.0\n", encoding="utf-8")
+  (folder / "members.csv").write_text(
+      "msno,city,bd,gender,registered_via,registration_init_time,expiration_date\n"
+      "u+1=,1,0,,7,20110820,20170920\n"
+      "u+2=,1,0,,7,20170220,20170301\n", encoding="utf-8")
+  (folder / "song_extra_info.csv").write_text(
+      "song_id,name,isrc\ns/1=,Song One,X\ns/2=,Song Two,Y\n", encoding="utf-8")
+
+
+def test_hand_made_folder_reports_malformed_rows(tmp_path):
+  _write_kkbox(tmp_path / "kkbox")
+  events, tracks, reports = registry.load("kkbox", str(tmp_path / "kkbox"),
+                                          quarantine_dir=str(tmp_path / "q"),
+                                          max_bad_fraction=1.0)
+  assert reports["events"].bad_by_reason == {"like not numeric": 1, "missing user_id": 1}
+  assert reports["tracks"].bad_by_reason == {"duration_s not numeric": 1}
+  assert events["track_id"].tolist() == ["s/1=", "s/2="]
+  assert events["like"].tolist()[0] == 1.0 and np.isnan(events["like"].tolist()[1])
+  assert events["user_segment"].tolist() == ["paid", "trial"]
+  assert events["context_surface"].tolist() == ["discover", "playlist"]
+  assert list(tracks.iloc[0]["tags"]) == ["kkbox_genre:465", "kkbox_genre:958"]
+  assert tracks.iloc[0]["duration_s"] == 200.0
+  assert (tmp_path / "q" / "events.quarantine.csv").exists()

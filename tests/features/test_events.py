@@ -177,3 +177,13 @@ def test_label_coverage():
   cov = ev.label_coverage(df)
   assert cov == {"interest_completion": 0.0, "interest_skip": 1.0, "interest_like": 0.0,
                  "subscription": 0.0, "exposure": 0.0}
+
+
+def test_numeric_or_text_keeps_unparseable_values():
+  raw = pd.Series(["3", None, "x", "2.5"])
+  out = ev.numeric_or_text(raw)
+  assert out.tolist()[0] == 3.0 and out[1] is None and out[2] == "x" and out[3] == 2.5
+  as_int = ev.numeric_or_text(raw, integer=True)
+  assert as_int[2] == "x" and as_int[3] == "2.5"
+  clean = ev.numeric_or_text(pd.Series(["1", "2", None]), integer=True)
+  assert str(clean.dtype) == "Int64" and clean.isna().tolist() == [False, False, True]
