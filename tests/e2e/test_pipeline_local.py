@@ -1,0 +1,98 @@
+"""The local TFX pipeline end to end on small simulated data.
+
+One work directory goes through three runs, in order:
+1. a normal run: validated, trained, evaluated, blessed, infra-validated and pushed;
+2. a deliberately worse model (one training step): not blessed, not pushed — the
+   serving directory still holds only the first model;
+3. a shard with a schema anomaly: the run stops at the AnomaliesGate with a message
+   naming the feature, and earlier artifacts and the pushed model stay intact.
+"""
+
+import glob
+import os
+import shutil
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+  from features import generate
+  root = tmp_path_factory.mktemp("pipeline_e2e")
+  assert generate.run(users=240, days=2, out=str(root / "data"), seed=11, shards=2,
+                      tracks=1500) == 0
+  return root
+
+
+def _config(root, data="data", **overrides):
+  from pipeline import configs
+  return configs.local_config(str(root / data), str(root / "work"), **overrides)
+
+
+def _versions(root):
+  serving = root / "work" / "serving_model"
+  return sorted(os.listdir(serving)) if serving.exists() else []
+
+
+@pytest.fixture(scope="module")
+def first_run(workdir):
+  from pipeline import local_runner
+  summary = local_runner.run(_config(workdir, train_steps=250), verbose=False)
+  return summary
+
+
+def test_first_run_is_blessed_and_pushed(first_run, workdir):
+  assert first_run.state == "COMPLETE", first_run.components
+  nodes = {c.node for c in first_run.components}
+  for node in ("ImportExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator",
+               "AnomaliesGate", "Transform", "Trainer", "Evaluator",
+               "LocalInfraValidator", "Pusher"):
+    assert node in nodes, node
+  assert first_run.blessed is True
+  assert first_run.infra_blessed is True
+  assert first_run.pushed is True
+  assert len(_versions(workdir)) == 1
+  for head in ("interest_skip", "interest_like", "subscription"):
+    assert first_run.metrics[(head, "overall", "auc")] > 0.5, head
+  segments = {s for (_, s, _) in first_run.metrics if s.startswith("user_segment=")}
+  assert len(segments) >= 3, segments
+
+
+def test_worse_model_is_neither_blessed_nor_pushed(first_run, workdir):
+  from pipeline import local_runner, runs
+  before = _versions(workdir)
+  summary = local_runner.run(_config(workdir, train_steps=1), verbose=False)
+  assert summary.state == "COMPLETE"
+  assert summary.blessed is False
+  assert summary.pushed is False
+  assert _versions(workdir) == before
+  table = runs.format_runs(runs.list_runs(str(workdir / "work" / "metadata" / "metadata.sqlite")))
+  assert table.count("\n") >= 3  # header, rule, two runs
+
+
+def test_schema_anomaly_stops_the_run_and_keeps_earlier_artifacts(first_run, workdir):
+  import tensorflow as tf
+  from pipeline import local_runner
+  bad = workdir / "bad_data"
+  shutil.copytree(workdir / "data", bad)
+  src = sorted(glob.glob(str(bad / "examples" / "train-*")))[0]
+  records = [r.numpy() for r in tf.data.TFRecordDataset(src, compression_type="GZIP").take(50)]
+  with tf.io.TFRecordWriter(str(bad / "examples" / "train-99999-bad.tfrecord.gz"),
+                            options="GZIP") as w:
+    for raw in records:
+      ex = tf.train.Example.FromString(raw)
+      ex.features.feature["user_segment"].bytes_list.value[:] = [b"vip"]
+      w.write(ex.SerializeToString())
+  pushed_before = _versions(workdir)
+  model_dirs_before = sorted(glob.glob(str(workdir / "work" / "pipeline_root" / "Trainer" /
+                                           "model" / "*")))
+  with pytest.raises(RuntimeError) as err:
+    local_runner.run(_config(workdir, data="bad_data"), verbose=False)
+  message = str(err.value)
+  assert "AnomaliesGate" in message
+  assert "user_segment" in message
+  assert _versions(workdir) == pushed_before
+  for d in model_dirs_before:
+    assert os.path.isdir(d), d
