@@ -160,7 +160,8 @@ def run_import(source: str, data_dir: str, out: str, max_bad_fraction: float = 0
     stream: where progress goes (default stdout); errors go to stderr.
 
   Returns:
-    0 on success, 1 when the data is too malformed, 2 when the files are missing.
+    0 on success, 1 when the data is too malformed (or a file cannot be parsed at all),
+    2 when the files are missing.
 
   Raises:
     ValueError: unknown source or ``max_bad_fraction`` outside [0, 1].
@@ -185,7 +186,14 @@ def run_import(source: str, data_dir: str, out: str, max_bad_fraction: float = 0
     return EXIT_NOT_FOUND
 
   t0 = time.perf_counter()
-  raw_events, raw_tracks = get(source).loader(folder)
+  try:
+    raw_events, raw_tracks = get(source).loader(folder)
+  except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as e:
+    # A file whose layout is broken (wrong header, wrong encoding, unparseable CSV)
+    # cannot be split into good and bad rows: reject it as a whole.
+    print(f"melody data import: cannot read {source} from {folder}: {e}", file=sys.stderr)
+    _write_report(report_path, dict(report, status="failed", error=str(e)))
+    return EXIT_BAD_DATA
   read_s = time.perf_counter() - t0
   n_read = len(raw_events) + len(raw_tracks)
   say(f"read {len(raw_events):,} events + {len(raw_tracks):,} tracks from {folder} "

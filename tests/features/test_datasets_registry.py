@@ -118,3 +118,15 @@ def test_cli_import_real_30music(shared_data, tmp_path):
   assert report["label_coverage"]["interest_skip"] == pytest.approx(108_823 / 118_342)
   assert report["label_coverage"]["interest_like"] == 0.0
   assert pq.read_metadata(out / "events.parquet").num_rows == 118_342
+
+
+def test_cli_import_unreadable_layout_fails_cleanly(fixtures_dir, tmp_path, capsys):
+  folder = tmp_path / "jamendo"
+  shutil.copytree(os.path.join(fixtures_dir, "jamendo"), folder)
+  (folder / "autotagging-train.tsv").write_bytes(b"ID\tWHO\r\ntrack_1\tx\r\n")
+  out = tmp_path / "out"
+  rc = melody.main(["data", "import", "--source", "jamendo", "--out", str(out),
+                    "--data-dir", str(folder)])
+  assert rc == registry.EXIT_BAD_DATA
+  assert "cannot read jamendo" in capsys.readouterr().err
+  assert json.loads((out / "import_report.json").read_text())["status"] == "failed"
