@@ -25,7 +25,7 @@ def _generate(args):
   from features import generate
   return generate.run(users=args.users, days=args.days, out=args.out, seed=args.seed,
                       shards=args.shards, tracks=args.tracks, runner=args.runner,
-                      beam_args=args.beam_args)
+                      beam_args=args.beam_args, span_layout=args.span_layout)
 
 
 def _calibrate(args):
@@ -52,6 +52,8 @@ def register(subparsers) -> None:
   p.add_argument("--seed", type=int, default=7)
   p.add_argument("--shards", type=int, default=4)
   p.add_argument("--out", required=True)
+  p.add_argument("--span-layout", action="store_true",
+                 help="write examples/span-YYYYMMDD/ folders (for scheduled pipeline runs)")
   p.add_argument("--runner", default="DirectRunner",
                  help="Beam runner (DirectRunner, DataflowRunner, FlinkRunner)")
   p.add_argument("--beam-args", nargs=argparse.REMAINDER, default=[],
