@@ -72,6 +72,7 @@ def test_artist_tags_most_used_first_ties_by_tag_id(tmp_path):
   assert list(tags.loc["11"]) == ["pop"]
 
 
+@pytest.mark.realdata
 def test_real_counts_and_coverage(shared_data):
   events, tracks, reports = _load(shared_data)
   assert (reports["events"].bad, reports["tracks"].bad) == (0, 0)
@@ -90,6 +91,7 @@ def test_real_counts_and_coverage(shared_data):
   assert int(tracks["tags"].map(len).sum()) == 109_750
 
 
+@pytest.mark.realdata
 def test_real_golden_rows(shared_data):
   events, tracks, _ = _load(shared_data)
   first = events.iloc[0]

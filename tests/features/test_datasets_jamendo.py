@@ -58,6 +58,7 @@ def test_variable_width_rows_parse(tmp_path):
   assert df["DURATION"].tolist() == ["200.5", "99"]
 
 
+@pytest.mark.realdata
 def test_real_counts_and_coverage(shared_data):
   events, tracks, reports = _load(shared_data)
   assert len(events) == 0       # MTG-Jamendo has no listener data
@@ -73,6 +74,7 @@ def test_real_counts_and_coverage(shared_data):
     assert tags[tags.str.startswith(prefix)].nunique() == n, prefix
 
 
+@pytest.mark.realdata
 def test_real_golden_rows(shared_data):
   _, tracks, _ = _load(shared_data)
   first = tracks.iloc[0]

@@ -48,6 +48,7 @@ def test_surface_mapping():
       "discover", "library", "playlist", "radio", "unknown", "unknown", "radio", "discover"]
 
 
+@pytest.mark.realdata
 def test_real_counts_and_coverage(shared_data):
   events, tracks, reports = _load(shared_data)
   # 18,385 labeled train plays + 3,735 unlabeled test plays; 300 songs.
@@ -68,6 +69,7 @@ def test_real_counts_and_coverage(shared_data):
   assert set(events["context_surface"]) <= set(fs.SURFACES)
 
 
+@pytest.mark.realdata
 def test_real_segments_and_surfaces(shared_data):
   events, _, _ = _load(shared_data)
   assert events["user_segment"].value_counts().to_dict() == {
@@ -78,6 +80,7 @@ def test_real_segments_and_surfaces(shared_data):
   assert events["user_tenure_days"].between(0, 4_722).all()
 
 
+@pytest.mark.realdata
 def test_real_golden_first_rows(shared_data):
   events, tracks, _ = _load(shared_data)
   first = events.iloc[0]
@@ -95,6 +98,7 @@ def test_real_golden_first_rows(shared_data):
   assert t["title"] == "法術"
 
 
+@pytest.mark.realdata
 def test_real_tracks(shared_data):
   _, tracks, _ = _load(shared_data)
   assert tracks["duration_s"].notna().all()
@@ -104,6 +108,7 @@ def test_real_tracks(shared_data):
   assert tracks["popularity"].min() > 0
 
 
+@pytest.mark.realdata
 def test_train_only_option(shared_data):
   events, _ = kkbox.load(os.path.join(shared_data, "kkbox_sample"), include_test=False)
   assert len(events) == 18_385

@@ -107,6 +107,7 @@ def test_load_raises_over_the_limit_after_quarantining(fixtures_dir, tmp_path):
   assert (qdir / "events.quarantine.csv").exists()
 
 
+@pytest.mark.realdata
 def test_cli_import_real_30music(shared_data, tmp_path):
   out = tmp_path / "out"
   rc = melody.main(["data", "import", "--source", "30music", "--out", str(out),

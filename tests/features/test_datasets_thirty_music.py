@@ -65,6 +65,7 @@ def test_hand_made_slices_sort_and_quarantine(tmp_path):
       "30music_track:102": np.log1p(1), "30music_track:300": np.log1p(1)})
 
 
+@pytest.mark.realdata
 def test_real_counts_and_coverage(shared_data):
   events, tracks, reports = _load(shared_data)
   ev_report = reports["events"]
@@ -83,6 +84,7 @@ def test_real_counts_and_coverage(shared_data):
   assert events["user_segment"].isna().all()
 
 
+@pytest.mark.realdata
 def test_real_skip_proxy(shared_data):
   events, _, _ = _load(shared_data)
   skip = events["skip"]
@@ -98,6 +100,7 @@ def test_real_skip_proxy(shared_data):
   assert gaps.min() == 30
 
 
+@pytest.mark.realdata
 def test_real_order_and_golden_first_row(shared_data):
   events, tracks, _ = _load(shared_data)
   assert (events.groupby("session_id")["ts"].diff().dropna() >= 0).all()
