@@ -369,8 +369,7 @@ def _column_for(series: pd.Series, field: pa.Field):
     return series.astype("boolean")
   if pa.types.is_list(t):
     return series.map(lambda v: None if v is None else [str(x) for x in v])
-  return series.map(lambda v: None if v is None or (isinstance(v, float) and np.isnan(v))
-                    else str(v))
+  return series.map(lambda v: None if v is None or pd.isna(v) else str(v))
 
 
 def to_arrow(df: pd.DataFrame, schema: pa.Schema) -> pa.Table:

@@ -166,6 +166,9 @@ def test_to_arrow_round_trip_keeps_nulls():
   assert table.schema == ev.EVENT_SCHEMA
   assert table.column("ts").to_pylist() == [1_400_000_000, None, 1_400_000_120, 1_400_000_180]
   assert table.column("like").null_count == 4
+  df["artist_id"] = pd.array(["a", None, pd.NA, "b"], dtype="string")
+  assert ev.to_arrow(df, ev.EVENT_SCHEMA).column("artist_id").to_pylist() == [
+      "a", None, None, "b"]
   tracks = ev.make_tracks(2, track_id=["a", "b"], tags=[["rock", "pop"], []])
   t = ev.to_arrow(tracks, ev.TRACK_SCHEMA)
   assert t.column("tags").to_pylist() == [["rock", "pop"], []]
