@@ -99,13 +99,17 @@ class WorldConfig:
 
   Attributes:
     n_tracks: catalog size.
-    n_artists: number of artists (every artist has at least one track).
+    n_artists: number of artists (every artist has at least one track); 0 means
+      ``max(1, n_tracks // 5)``.
     n_tags: tags used from the vocabulary, most frequent first; 0 = all of them.
     latent_dim: dimension of the tag/track/taste embedding space.
     promo_fraction: fraction of catalog tracks that are promo tracks.
     promo_slot_rate: fraction of logged impressions that are promo slots.
     segment_mix: initial share of each ``feature_spec.SEGMENTS`` entry.
     known_artists: artists each listener already knows (familiar music).
+    artist_size_sigma: log-sd of the number of tracks per artist.
+    artist_popularity_share: share of the variance of a track's popularity latent that
+      comes from its artist (the rest is the track's own).
     taste_scale: weight of taste affinity in the utility.
     pop_weight: weight of standardized popularity (times the listener's mainstreamness).
     utility_bias: constant in the utility.
@@ -121,6 +125,8 @@ class WorldConfig:
     session_len_mu, session_len_sigma: session length ~ round(lognormal(mu, sigma)).
     max_session_len: cap on session length.
     think_s_mean: mean pause (exponential) between the end of a play and the next start.
+    pause_prob, pause_s_mean: chance and mean length (exponential) of a longer pause
+      inside a session (the listener steps away).
     extra_sessions_mean: Poisson mean of sessions beyond the first on an active day.
     min_session_gap_s: minimum idle time between two sessions of one listener.
     session_style_prob: chance that a session follows one of the listener's favourite
@@ -139,13 +145,15 @@ class WorldConfig:
     trial_days: mean length of a trial (geometric expiry to "free").
   """
   n_tracks: int = 5000
-  n_artists: int = 1000
+  n_artists: int = 0
   n_tags: int = 0
   latent_dim: int = 16
   promo_fraction: float = 0.03
   promo_slot_rate: float = 0.06
   segment_mix: Tuple[float, ...] = (0.15, 0.35, 0.20, 0.05, 0.25)
   known_artists: int = 30
+  artist_size_sigma: float = 1.5
+  artist_popularity_share: float = 0.8
   taste_scale: float = 2.0
   pop_weight: float = 0.3
   utility_bias: float = 0.0
@@ -168,6 +176,8 @@ class WorldConfig:
   session_len_sigma: Optional[float] = None
   max_session_len: int = 200
   think_s_mean: Optional[float] = None
+  pause_prob: Optional[float] = None
+  pause_s_mean: Optional[float] = None
   extra_sessions_mean: float = 0.4
   min_session_gap_s: int = 1800
   session_style_prob: float = 0.8
@@ -187,16 +197,17 @@ class WorldConfig:
   trial_days: float = 30.0
 
   def __post_init__(self):
-    if self.n_tracks < 10:
-      raise ValueError(f"n_tracks must be at least 10, got {self.n_tracks}")
-    if not 1 <= self.n_artists <= self.n_tracks:
-      raise ValueError(f"n_artists must be in [1, n_tracks={self.n_tracks}], "
+    if self.n_tracks < 1:
+      raise ValueError(f"n_tracks must be >= 1, got {self.n_tracks}")
+    if not 0 <= self.n_artists <= self.n_tracks:
+      raise ValueError(f"n_artists must be in [0, n_tracks={self.n_tracks}], "
                        f"got {self.n_artists}")
     if self.n_tags < 0:
       raise ValueError(f"n_tags must be >= 0, got {self.n_tags}")
     if self.latent_dim < 2:
       raise ValueError(f"latent_dim must be >= 2, got {self.latent_dim}")
     for name in ("promo_fraction", "promo_slot_rate", "session_style_prob",
+                 "artist_popularity_share",
                  "fatigue_decay", "engagement_smoothing"):
       v = getattr(self, name)
       if not 0.0 <= v <= 1.0:
@@ -342,11 +353,14 @@ class World:
     beh = self.params.get("behaviour", {})
     resolved = {}
     for field in ("skip_bias", "full_listen_bias", "like_bias", "popularity_exponent",
-                  "session_len_mu", "session_len_sigma", "think_s_mean"):
+                  "session_len_mu", "session_len_sigma", "think_s_mean", "pause_prob",
+                  "pause_s_mean"):
       if getattr(config, field) is None:
         if field not in beh:
           raise ValueError(f"{field} is neither set in WorldConfig nor in the params")
         resolved[field] = float(beh[field])
+    if not config.n_artists:
+      resolved["n_artists"] = max(1, config.n_tracks // 5)
     self.config = dataclasses.replace(config, **resolved)
     self.seed = int(seed)
     self._build_catalog(np.random.default_rng(np.random.SeedSequence([self.seed, 0])))
@@ -392,7 +406,7 @@ class World:
 
     # Artists: sizes and a latent "star power"; each artist has a primary style.
     n_t, n_a = c.n_tracks, c.n_artists
-    size_w = rng.lognormal(0.0, 1.0, n_a)
+    size_w = rng.lognormal(0.0, c.artist_size_sigma, n_a)
     artist = np.concatenate([np.arange(n_a), rng.choice(n_a, n_t - n_a,
                                                         p=size_w / size_w.sum())])
     artist = rng.permutation(artist)
@@ -431,7 +445,8 @@ class World:
 
     # Popularity: a latent (artist star power + track noise) mapped through the fitted
     # quantile function of log1p(listens), so the marginal matches the real data.
-    latent = 0.6 * star[artist] + 0.8 * rng.standard_normal(n_t)
+    r = c.artist_popularity_share
+    latent = np.sqrt(r) * star[artist] + np.sqrt(1 - r) * rng.standard_normal(n_t)
     rank_u = (np.argsort(np.argsort(latent)) + 0.5) / n_t
     n_promo = int(round(c.promo_fraction * n_t))
     promo = np.zeros(n_t, dtype=bool)
@@ -460,9 +475,9 @@ class World:
     self._session_style_p = np.where(style_counts > 0, freq, 0.0)
     self._session_style_p /= self._session_style_p.sum()
     self._style_ok = style_counts > 0
-    artist_w = np.bincount(artist, weights=np.exp(self.track_pop - self.track_pop.max()),
-                           minlength=n_a)
+    artist_w = np.bincount(artist, weights=wpop, minlength=n_a)
     self._artist_p = artist_w / artist_w.sum()
+    self._log_artist_p = np.log(self._artist_p + 1e-300)
     self._artist_style = artist_style
 
     self.track_ids = np.array([f"t{i:06d}" for i in range(n_t)], dtype=object)
@@ -798,7 +813,9 @@ class World:
     src = (u[1][:, None] > np.cumsum(src_p[s_surf[e_sess]], 1)).sum(1)
     track = np.empty(E, np.int64)
     m = src == 0
-    art = L.known_artists[e_user[m], rng.integers(0, L.known_artists.shape[1], m.sum())]
+    known = L.known_artists[e_user[m]]   # a known artist, weighted by popularity
+    pick = np.argmax(self._log_artist_p[known] + rng.gumbel(size=known.shape), axis=1)
+    art = known[np.arange(len(known)), pick]
     track[m] = self._artist_sampler.draw(art, u[2][m])
     m = src == 1
     track[m] = self._style_sampler.draw(s_style[e_sess[m]], u[2][m])
@@ -841,7 +858,8 @@ class World:
 
     # Timestamps: plays follow each other (listened time + a pause); sessions of one
     # listener never overlap and start after the previous day's last session.
-    gap = np.floor(listened + rng.exponential(c.think_s_mean, E)).astype(np.int64) + 1
+    pause = np.where(rng.random(E) < c.pause_prob, rng.exponential(c.pause_s_mean, E), 0.0)
+    gap = np.floor(listened + rng.exponential(c.think_s_mean, E) + pause).astype(np.int64) + 1
     sess_cum = np.cumsum(gap) - gap
     e_off = sess_cum - sess_cum[s_begin][e_sess]
     s_dur = np.add.reduceat(gap, s_begin) if S else np.zeros(0, np.int64)
@@ -884,7 +902,8 @@ class World:
         "activity": e_act, "surface": surface, "is_promo": is_promo,
         "completion": comp, "skip": skip, "like": like, "subscription": subscription,
         "exposure": self.track_exposure[track] * comp * is_promo,
-        "session_len": s_len[e_sess], "gap": gap, "pos": e_pos,
+        "session_len": s_len[e_sess], "gap": gap, "pos": e_pos, "listened": listened,
+        "utility": z_eff,
     }
     return cols, mean_comp
 
