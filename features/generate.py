@@ -237,7 +237,7 @@ def run(users: int, days: int, out: str, seed: int = 7, shards: int = 4,
   t0 = time.perf_counter()
   world = World(WorldConfig(n_tracks=tracks), seed=seed)
   _log(f"world: {tracks:,} tracks, seed {seed} ({time.perf_counter() - t0:.1f}s)")
-  chunks = world.iter_events(users, days, chunk_users=min(chunk_users, users))
+  chunks = world.iter_events(users, days, chunk_users=chunk_users)
   write_dataset(chunks, world.tracks, out, shards=shards, runner=runner,
                 beam_args=list(beam_args or ()), eval_percent=eval_percent,
                 span_layout=span_layout, expected_users=users,

@@ -1,5 +1,7 @@
 """Tests of features.examples: golden history/session windows, labels, TFRecord round trip."""
 
+import os
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -169,6 +171,8 @@ def test_beam_tfrecord_round_trip(tmp_path):
   expected = ex.events_to_examples(events, tracks)
   counts = ex.write_examples(chunks, tracks, str(tmp_path), shards=2,
                              beam_args=["--direct_running_mode=in_memory"])
+  assert sorted(os.listdir(tmp_path)) == [
+      f"{split}-0000{i}-of-00002.tfrecord.gz" for split in ("eval", "train") for i in (0, 1)]
   train = list(ex.iter_records(str(tmp_path / "train-*-of-00002.tfrecord.gz")))
   evals = list(ex.iter_records(str(tmp_path / "eval-*-of-00002.tfrecord.gz")))
   assert counts == {"events": 120, "train": len(train), "eval": len(evals)}
@@ -191,3 +195,16 @@ def test_span_layout_groups_by_utc_day():
   assert {k: len(v) for k, v in out.items()} == {
       "span-19700104/train": 2, "span-19700104/eval": 0,
       "span-19700105/train": 1, "span-19700105/eval": 0}
+
+
+def test_tfrecord_framing_matches_tensorflow_writer(tmp_path):
+  records = [b"", b"x", bytes(range(256)) * 3]
+  path = str(tmp_path / "tf.tfrecord")
+  with tf.io.TFRecordWriter(path) as w:
+    for r in records:
+      w.write(r)
+  with open(path, "rb") as f:
+    assert ex.tfrecord_frames(records) == f.read()
+  shard = str(tmp_path / "ours.tfrecord.gz")
+  assert ex.write_shard(shard, [records[:1], [], records[1:]]) == 3
+  assert list(ex.iter_records(shard)) == records
