@@ -1,0 +1,223 @@
+"""Hyper-parameters of the ranking model and of its training, as frozen dataclasses.
+
+``ModelConfig`` fixes the architecture (sizes of the shared embeddings, the Transformer
+history encoder, the session encoder, the mixture of experts and the task towers) and the
+interest-score weights; ``TrainConfig`` fixes the optimisation (batch size, learning rate,
+loss weights, staged schedule, dynamic weighting and the completion-floor constraint).
+Both validate themselves on construction, round-trip through plain dicts (for Keras
+``get_config``) and are chosen by name on the command line (``mmoe``, ``ple``,
+``shared_bottom``, ``single:<task>``) through :func:`model_config_from_name`.
+"""
+
+import dataclasses
+from typing import Dict, Optional, Tuple
+
+from features import feature_spec as fs
+
+MIXTURES = ("mmoe", "ple", "shared_bottom")
+DYNAMIC_WEIGHTING = ("none", "uncertainty")
+
+
+def _positive(name: str, value) -> None:
+  if value <= 0:
+    raise ValueError(f"{name} must be positive, got {value!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """Architecture of :class:`ranking.model.RankingModel`.
+
+  Attributes:
+    d_model: width of every token and of the shared id embeddings.
+    num_layers: pre-LayerNorm Transformer blocks over the long-term history.
+    num_heads: attention heads (history encoder, session encoder, target attention).
+    ff_mult: feed-forward width of a Transformer block, in multiples of ``d_model``.
+    dropout: dropout rate inside the Transformer blocks and the experts.
+    history_len: long-term history length (``feature_spec.HISTORY_LEN``).
+    session_len: short-term session length (``feature_spec.SESSION_LEN``).
+    session_layers: Transformer blocks of the session encoder.
+    mixture: "mmoe", "ple" or "shared_bottom".
+    num_experts: MMoE experts.
+    expert_units: hidden widths of one expert (and of the shared bottom).
+    ple_shared_experts: PLE shared experts per level.
+    ple_task_experts: PLE task-specific experts per task and level.
+    ple_levels: stacked CGC levels of PLE (1 = CGC).
+    tower_units: hidden widths of each task tower.
+    tasks: the task heads to build, keys of ``feature_spec.TASKS``; one task makes a
+      single-task model.
+    interest_weights: ``(w_c, w_l, w_s)`` of the interest score
+      ``S_int = w_c * p_complete + w_l * p_like - w_s * p_skip``.
+  """
+  d_model: int = 64
+  num_layers: int = 2
+  num_heads: int = 4
+  ff_mult: int = 2
+  dropout: float = 0.0
+  history_len: int = fs.HISTORY_LEN
+  session_len: int = fs.SESSION_LEN
+  session_layers: int = 1
+  mixture: str = "mmoe"
+  num_experts: int = 4
+  expert_units: Tuple[int, ...] = (128, 64)
+  ple_shared_experts: int = 2
+  ple_task_experts: int = 1
+  ple_levels: int = 1
+  tower_units: Tuple[int, ...] = (64,)
+  tasks: Tuple[str, ...] = tuple(fs.TASKS)
+  interest_weights: Tuple[float, float, float] = (0.5, 0.3, 0.2)
+
+  def __post_init__(self):
+    for name in ("d_model", "num_layers", "num_heads", "ff_mult", "history_len",
+                 "session_len", "session_layers", "num_experts", "ple_shared_experts",
+                 "ple_task_experts", "ple_levels"):
+      _positive(name, getattr(self, name))
+    if self.d_model % self.num_heads:
+      raise ValueError(
+          f"d_model must be divisible by num_heads, got {self.d_model} and {self.num_heads}")
+    if not 0.0 <= self.dropout < 1.0:
+      raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+    if self.mixture not in MIXTURES:
+      raise ValueError(f"mixture must be one of {MIXTURES}, got {self.mixture!r}")
+    if not self.expert_units or any(u <= 0 for u in self.expert_units):
+      raise ValueError(f"expert_units must be positive widths, got {self.expert_units}")
+    if any(u <= 0 for u in self.tower_units):
+      raise ValueError(f"tower_units must be positive widths, got {self.tower_units}")
+    if not self.tasks:
+      raise ValueError("tasks must name at least one task")
+    for t in self.tasks:
+      if t not in fs.TASKS:
+        raise ValueError(f"unknown task {t!r}; known: {tuple(fs.TASKS)}")
+    if len(set(self.tasks)) != len(self.tasks):
+      raise ValueError(f"tasks must be distinct, got {self.tasks}")
+    if len(self.interest_weights) != 3 or any(w < 0 for w in self.interest_weights):
+      raise ValueError(
+          f"interest_weights must be three non-negative numbers (w_c, w_l, w_s), "
+          f"got {self.interest_weights}")
+    # Tuples, not lists, so the config stays hashable after a JSON round trip.
+    object.__setattr__(self, "expert_units", tuple(self.expert_units))
+    object.__setattr__(self, "tower_units", tuple(self.tower_units))
+    object.__setattr__(self, "tasks", tuple(self.tasks))
+    object.__setattr__(self, "interest_weights", tuple(float(w) for w in self.interest_weights))
+
+  @property
+  def single_task(self) -> bool:
+    return len(self.tasks) == 1
+
+  @property
+  def labels(self) -> Tuple[str, ...]:
+    """Label keys predicted by this model, in ``feature_spec.LABEL_KEYS`` order."""
+    wanted = {lab for t in self.tasks for lab in fs.TASKS[t]}
+    return tuple(k for k in fs.LABEL_KEYS if k in wanted)
+
+  def to_dict(self) -> Dict[str, object]:
+    return {f.name: (list(v) if isinstance(v, tuple) else v)
+            for f in dataclasses.fields(self) for v in [getattr(self, f.name)]}
+
+  @classmethod
+  def from_dict(cls, d: Dict[str, object]) -> "ModelConfig":
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(d) - known
+    if unknown:
+      raise ValueError(f"unknown ModelConfig fields {sorted(unknown)}")
+    return cls(**d)
+
+
+def model_config_from_name(name: str, **overrides) -> ModelConfig:
+  """The model config selected by ``melody train --config NAME``.
+
+  Args:
+    name: "mmoe", "ple", "shared_bottom" or "single:<task>" (a single-task model with
+      a shared bottom, e.g. "single:interest").
+    **overrides: other ``ModelConfig`` fields.
+
+  Returns:
+    The config.
+
+  Raises:
+    ValueError: unknown name or task.
+  """
+  if name in MIXTURES:
+    return ModelConfig(mixture=name, **overrides)
+  if name.startswith("single:"):
+    task = name.split(":", 1)[1]
+    if task not in fs.TASKS:
+      raise ValueError(f"unknown task {task!r} in config {name!r}; known: {tuple(fs.TASKS)}")
+    overrides.setdefault("mixture", "shared_bottom")
+    return ModelConfig(tasks=(task,), **overrides)
+  raise ValueError(
+      f"unknown model config {name!r}; expected one of {MIXTURES} or 'single:<task>'")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  """Optimisation of the ranking model.
+
+  Attributes:
+    batch_size: examples per step.
+    learning_rate: Adam learning rate.
+    seed: seed of weights and data order.
+    task_weights: static loss weight per task; interest must weigh at least as much as
+      every commercial task (checked by ``weighting.StaticWeights``).
+    interest_only_steps: staged schedule: steps that train the interest task only.
+    ramp_steps: staged schedule: steps over which the commercial weights ramp linearly
+      from 0 to their static value after ``interest_only_steps``.
+    dynamic_weighting: "none" or "uncertainty" (Kendall et al. 2018, on top of the
+      static/staged weights).
+    completion_floor: minimum mean predicted completion on organic items; ``None``
+      disables the constraint. Set it from an interest-only model's completion.
+    floor_lr: dual-ascent step of the completion-floor Lagrange multiplier.
+  """
+  batch_size: int = 512
+  learning_rate: float = 1e-3
+  seed: int = 7
+  task_weights: Tuple[Tuple[str, float], ...] = (
+      ("interest", 1.0), ("subscription", 0.5), ("exposure", 0.3))
+  interest_only_steps: int = 0
+  ramp_steps: int = 0
+  dynamic_weighting: str = "none"
+  completion_floor: Optional[float] = None
+  floor_lr: float = 0.05
+
+  def __post_init__(self):
+    _positive("batch_size", self.batch_size)
+    _positive("learning_rate", self.learning_rate)
+    if self.interest_only_steps < 0:
+      raise ValueError(f"interest_only_steps must be >= 0, got {self.interest_only_steps}")
+    if self.ramp_steps < 0:
+      raise ValueError(f"ramp_steps must be >= 0, got {self.ramp_steps}")
+    if self.dynamic_weighting not in DYNAMIC_WEIGHTING:
+      raise ValueError(
+          f"dynamic_weighting must be one of {DYNAMIC_WEIGHTING}, "
+          f"got {self.dynamic_weighting!r}")
+    if self.completion_floor is not None and not 0.0 <= self.completion_floor <= 1.0:
+      raise ValueError(f"completion_floor must be in [0, 1], got {self.completion_floor}")
+    if self.floor_lr < 0:
+      raise ValueError(f"floor_lr must be >= 0, got {self.floor_lr}")
+    weights = dict(self.task_weights)
+    object.__setattr__(self, "task_weights",
+                       tuple((str(t), float(w)) for t, w in weights.items()))
+    for t in weights:
+      if t not in fs.TASKS:
+        raise ValueError(f"unknown task {t!r} in task_weights; known: {tuple(fs.TASKS)}")
+
+  @property
+  def weights(self) -> Dict[str, float]:
+    return dict(self.task_weights)
+
+  def to_dict(self) -> Dict[str, object]:
+    d = dataclasses.asdict(self)
+    d["task_weights"] = [[t, w] for t, w in self.task_weights]
+    return d
+
+  @classmethod
+  def from_dict(cls, d: Dict[str, object]) -> "TrainConfig":
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(d) - known
+    if unknown:
+      raise ValueError(f"unknown TrainConfig fields {sorted(unknown)}")
+    d = dict(d)
+    if "task_weights" in d:
+      tw = d["task_weights"]
+      tw = tw.items() if isinstance(tw, dict) else tw
+      d["task_weights"] = tuple((str(t), float(w)) for t, w in tw)
+    return cls(**d)

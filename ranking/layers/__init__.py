@@ -1,0 +1,7 @@
+"""Keras layers of the ranking model, one idea per module.
+
+``embeddings`` (shared id tables), ``sequence_encoder`` (Transformer over the long-term
+history), ``session_encoder`` (short-term session), ``target_attention`` (candidate-aware
+attention over the encoded history), ``mmoe`` / ``ple`` / ``shared_bottom`` (the
+multi-task mixtures, chosen by config) and ``towers`` (one tower per task).
+"""
