@@ -468,7 +468,7 @@ class World:
     organic = (~promo).astype(np.float64)
     self._pop_sampler = _Sampler(np.zeros(n_t, np.int64), wpop * organic + 1e-12, 1)
     self._style_sampler = _Sampler(primary, wpop * organic + 1e-12, n_tags)
-    self._artist_sampler = _Sampler(artist, wpop + 1e-12, n_a)
+    self._artist_sampler = _Sampler(artist, wpop * organic + 1e-12, n_a)
     promo_idx = np.flatnonzero(promo)
     self._promo_tracks = promo_idx if len(promo_idx) else np.flatnonzero(organic)
     style_counts = np.bincount(primary, minlength=n_tags)
