@@ -1,0 +1,217 @@
+"""Server-side batching: merges concurrent Predict calls into one model call.
+
+This module owns the batch scheduler. Requests are queued by a key the server builds
+from (model, version, signature, every input's dtype and trailing dims), so requests in
+one queue can always be concatenated along dim 0. A queue runs a batch when it holds
+``max_batch_size`` rows or when its oldest request has waited ``batch_timeout_micros``;
+``num_batch_threads`` workers run batches; the results are split back per request. A
+batch that fails, or whose outputs do not split along dim 0, is re-run request by
+request, so one bad request never fails its neighbours.
+"""
+
+import collections
+import dataclasses
+import threading
+import time
+from typing import Callable, Deque, Dict, Hashable, List, Mapping, Optional
+
+import numpy as np
+
+from serving import model_config
+from serving import tensors
+
+Arrays = Dict[str, np.ndarray]
+RunFn = Callable[[Arrays], Arrays]
+
+
+class QueueFullError(RuntimeError):
+  """The batch queue of a key holds ``max_enqueued_batches`` batches already."""
+
+
+class SchedulerStoppedError(RuntimeError):
+  """The scheduler stopped before the request ran."""
+
+
+@dataclasses.dataclass
+class _Task:
+  inputs: Arrays
+  rows: int
+  enqueued: float
+  done: threading.Event = dataclasses.field(default_factory=threading.Event)
+  result: Optional[Arrays] = None
+  error: Optional[BaseException] = None
+
+
+@dataclasses.dataclass
+class _Queue:
+  run: RunFn
+  tasks: Deque[_Task] = dataclasses.field(default_factory=collections.deque)
+  rows: int = 0
+
+
+class BatchScheduler:
+  """Runs queued requests in batches on a few worker threads.
+
+  Args:
+    params: Batching parameters.
+    on_batch: Called after each model call with ``(key, num_requests, num_rows)``.
+  """
+
+  def __init__(self, params: model_config.BatchingParameters,
+               on_batch: Optional[Callable[[Hashable, int, int], None]] = None):
+    self._params = params
+    self._on_batch = on_batch
+    self._timeout = params.batch_timeout_micros / 1e6
+    self._cond = threading.Condition()
+    self._queues: Dict[Hashable, _Queue] = {}
+    self._stopping = False
+    self._threads: List[threading.Thread] = []
+
+  @property
+  def params(self) -> model_config.BatchingParameters:
+    return self._params
+
+  def start(self) -> "BatchScheduler":
+    for i in range(self._params.num_batch_threads):
+      thread = threading.Thread(target=self._work, name=f"melody-batch-{i}", daemon=True)
+      thread.start()
+      self._threads.append(thread)
+    return self
+
+  def stop(self) -> None:
+    """Runs what is queued, then stops the workers."""
+    with self._cond:
+      self._stopping = True
+      self._cond.notify_all()
+    for thread in self._threads:
+      thread.join()
+    self._threads = []
+    with self._cond:
+      leftovers = [t for q in self._queues.values() for t in q.tasks]
+      self._queues.clear()
+    for task in leftovers:
+      task.error = SchedulerStoppedError("the batch scheduler stopped")
+      task.done.set()
+
+  def can_batch(self, rows: int) -> bool:
+    """Whether a request of ``rows`` rows may join a batch (else it runs alone)."""
+    return 0 < rows <= self._params.max_batch_size
+
+  def run(self, key: Hashable, run: RunFn, inputs: Arrays, rows: int) -> Arrays:
+    """Queues one request and blocks until its rows come back.
+
+    Args:
+      key: Queue key; requests with equal keys must be concatenable along dim 0 and
+        served by the same ``run``.
+      run: The model call for a (possibly merged) batch.
+      inputs: The request's arrays, all with ``rows`` rows in dim 0.
+      rows: The request's batch size (at most ``max_batch_size``).
+
+    Raises:
+      QueueFullError: Too much is queued for ``key``.
+      SchedulerStoppedError: The scheduler is stopping.
+      Exception: Whatever ``run`` raised for this request alone.
+    """
+    task = _Task(inputs=inputs, rows=rows, enqueued=time.monotonic())
+    with self._cond:
+      if self._stopping or not self._threads:
+        raise SchedulerStoppedError("the batch scheduler is not running")
+      queue = self._queues.get(key)
+      if queue is None:
+        queue = self._queues[key] = _Queue(run=run)
+      limit = self._params.max_enqueued_batches * self._params.max_batch_size
+      if queue.rows + rows > limit:
+        raise QueueFullError(f"the batch queue is full ({queue.rows} rows queued, limit "
+                             f"{limit})")
+      queue.tasks.append(task)
+      queue.rows += rows
+      self._cond.notify()
+    task.done.wait()
+    if task.error is not None:
+      raise task.error
+    return task.result
+
+  def _work(self) -> None:
+    while True:
+      with self._cond:
+        picked = None
+        while picked is None:
+          picked = self._pick()
+          if picked is not None:
+            break
+          if self._stopping and not any(q.tasks for q in self._queues.values()):
+            return
+          self._cond.wait(self._next_deadline())
+      key, run, batch = picked
+      self._execute(key, run, batch)
+
+  def _pick(self):
+    """Pops a ready batch (under the lock), preferring the oldest waiting request."""
+    now = time.monotonic()
+    best = None
+    for key, queue in self._queues.items():
+      if not queue.tasks:
+        continue
+      head = queue.tasks[0]
+      ready = (self._stopping or queue.rows >= self._params.max_batch_size
+               or now - head.enqueued >= self._timeout)
+      if ready and (best is None or head.enqueued < best[1].tasks[0].enqueued):
+        best = (key, queue)
+    if best is None:
+      return None
+    key, queue = best
+    batch, rows = [], 0
+    while queue.tasks and rows + queue.tasks[0].rows <= self._params.max_batch_size:
+      task = queue.tasks.popleft()
+      batch.append(task)
+      rows += task.rows
+    queue.rows -= rows
+    if not queue.tasks:
+      # Drop idle queues so keys of unloaded versions do not pile up.
+      del self._queues[key]
+    return key, queue.run, batch
+
+  def _next_deadline(self) -> Optional[float]:
+    heads = [q.tasks[0].enqueued for q in self._queues.values() if q.tasks]
+    if not heads:
+      return None
+    return max(0.0, min(heads) + self._timeout - time.monotonic())
+
+  def _execute(self, key: Hashable, run: RunFn, batch: List[_Task]) -> None:
+    if len(batch) > 1:
+      try:
+        merged = {name: np.concatenate([t.inputs[name] for t in batch], axis=0)
+                  for name in batch[0].inputs}
+        outputs = run(merged)
+        total = sum(t.rows for t in batch)
+        if all(np.ndim(v) >= 1 and np.shape(v)[0] == total for v in outputs.values()):
+          pieces = {name: tensors.split_rows(value, [t.rows for t in batch])
+                    for name, value in outputs.items()}
+          for i, task in enumerate(batch):
+            task.result = {name: pieces[name][i] for name in pieces}
+          self._report(key, len(batch), total)
+          for task in batch:
+            task.done.set()
+          return
+      except Exception:  # pylint: disable=broad-except
+        pass  # Fall through: isolate the failing request by running each alone.
+    for task in batch:
+      try:
+        task.result = run(task.inputs)
+      except Exception as e:  # pylint: disable=broad-except
+        task.error = e
+      self._report(key, 1, task.rows)
+      task.done.set()
+
+  def _report(self, key: Hashable, requests: int, rows: int) -> None:
+    if self._on_batch is not None:
+      try:
+        self._on_batch(key, requests, rows)
+      except Exception:  # pylint: disable=broad-except
+        pass  # Metrics must never fail a request.
+
+
+def mergeable_key(prefix: Hashable, inputs: Mapping[str, np.ndarray]) -> Hashable:
+  """A queue key: ``prefix`` plus each input's dtype and trailing dims."""
+  return (prefix,) + tuple((name, inputs[name].dtype.str, inputs[name].shape[1:])
+                           for name in sorted(inputs))
