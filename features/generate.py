@@ -71,9 +71,9 @@ def feature_spec_summary() -> Dict[str, object]:
 class _EventStream:
   """Writes event chunks to parquet and keeps the counts the manifest needs."""
 
-  def __init__(self, events_dir: str, expected_users: Optional[int]):
+  def __init__(self, events_dir: str, expected_chunks: Optional[int]):
     self.events_dir = events_dir
-    self.expected_users = expected_users
+    self.expected_chunks = expected_chunks
     self.paths = []
     self.events = 0
     self.users = 0
@@ -110,10 +110,12 @@ class _EventStream:
       return
     self._last = now
     dt = max(now - self.t0, 1e-9)
-    msg = f"events: {self.events:,} ({self.events / dt:,.0f} events/s), users {self.users:,}"
-    if self.expected_users:
-      left = (self.expected_users - self.users) * dt / max(self.users, 1)
-      msg += f"/{self.expected_users:,}, ETA {_fmt_eta(left)}"
+    done = len(self.paths)
+    msg = (f"events: {self.events:,} ({self.events / dt:,.0f} events/s), "
+           f"users with events {self.users:,}, chunk {done}")
+    if self.expected_chunks:
+      left = (self.expected_chunks - done) * dt / max(done, 1)
+      msg += f"/{self.expected_chunks}, ETA {_fmt_eta(left)}"
     _log(msg)
 
   def finish(self) -> float:
@@ -125,7 +127,7 @@ def write_dataset(event_chunks: Iterable[pa.Table], tracks: pd.DataFrame, out: s
                   shards: int = 4, runner: str = "DirectRunner",
                   beam_args: Sequence[str] = (),
                   eval_percent: int = examples.DEFAULT_EVAL_PERCENT,
-                  span_layout: bool = False, expected_users: Optional[int] = None,
+                  span_layout: bool = False, expected_chunks: Optional[int] = None,
                   manifest_extra: Optional[Dict[str, object]] = None) -> Dict[str, object]:
   """Streams events to parquet, writes the tracks, builds the examples, writes the manifest.
 
@@ -138,7 +140,7 @@ def write_dataset(event_chunks: Iterable[pa.Table], tracks: pd.DataFrame, out: s
     beam_args: extra Beam flags.
     eval_percent: share of users in the eval split.
     span_layout: write ``examples/span-YYYYMMDD/...`` instead of the flat layout.
-    expected_users: for the progress ETA.
+    expected_chunks: number of chunks the source will yield, for the progress ETA.
     manifest_extra: merged into the manifest (e.g. the generator settings).
 
   Returns:
@@ -157,7 +159,7 @@ def write_dataset(event_chunks: Iterable[pa.Table], tracks: pd.DataFrame, out: s
   tracks_table = pa.Table.from_pandas(tracks.reset_index(drop=True), preserve_index=False)
   pq.write_table(tracks_table, tracks_path)
 
-  stream = _EventStream(events_dir, expected_users)
+  stream = _EventStream(events_dir, expected_chunks)
   for chunk in event_chunks:
     if chunk.num_rows:
       stream.write(chunk)
@@ -240,7 +242,7 @@ def run(users: int, days: int, out: str, seed: int = 7, shards: int = 4,
   chunks = world.iter_events(users, days, chunk_users=chunk_users)
   write_dataset(chunks, world.tracks, out, shards=shards, runner=runner,
                 beam_args=list(beam_args or ()), eval_percent=eval_percent,
-                span_layout=span_layout, expected_users=users,
+                span_layout=span_layout, expected_chunks=-(-users // chunk_users),
                 manifest_extra={"seed": seed, "generator": {"users": users, "days": days, "seed": seed,
                                               "tracks": tracks, "chunk_users": chunk_users}})
   return 0
