@@ -1,0 +1,273 @@
+"""The model server driven over real gRPC with the official TF Serving stubs."""
+
+import argparse
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import urllib.request
+
+import grpc
+from grpc_health.v1 import health_pb2
+from grpc_health.v1 import health_pb2_grpc
+import numpy as np
+import pytest
+
+from serving import cli
+from serving import client
+from serving import model_config as mc
+from serving import server as server_lib
+from serving import tensors
+from serving import toy_model
+
+from tensorflow.core.framework import types_pb2
+from tensorflow_serving.apis import classification_pb2
+from tensorflow_serving.apis import get_model_metadata_pb2
+from tensorflow_serving.apis import get_model_status_pb2
+from tensorflow_serving.apis import model_service_pb2_grpc
+from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+AVAILABLE = get_model_status_pb2.ModelVersionStatus.AVAILABLE
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+  root = tmp_path_factory.mktemp("models")
+  toy_model.write_version(str(root / "toy"), 1, scale=1.0)
+  toy_model.write_version(str(root / "toy"), 2, scale=2.0)
+  toy_model.write_version(str(root / "other"), 7, scale=10.0)
+  config = mc.write_model_config(str(root / "models.config"), [
+      mc.ModelEntry("toy", str(root / "toy"), mc.VersionPolicy("specific", versions=(1, 2)),
+                    {"stable": 1, "canary": 2}),
+      mc.ModelEntry("other", str(root / "other")),
+  ])
+  options = server_lib.ServerOptions(port=0, metrics_port=0,
+                                     file_system_poll_wait_seconds=0)
+  server = server_lib.ModelServer.from_config_file(config, options).start()
+  channel = grpc.insecure_channel(server.target)
+  yield server, channel, root
+  channel.close()
+  server.stop(grace=1)
+
+
+def _predict(channel, model, signature, inputs, **spec):
+  request = client.predict_request(model, signature, inputs, **spec)
+  return prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, timeout=30)
+
+
+def _outputs(response):
+  return {k: tensors.from_tensor_proto(v) for k, v in response.outputs.items()}
+
+
+def test_predict_serving_default_exact(served):
+  _, channel, _ = served
+  inputs = toy_model.score_inputs(5, seed=3)
+  response = _predict(channel, "toy", "serving_default", inputs)
+  out = _outputs(response)
+  # Default version is the newest loaded one (2, scale 2).
+  assert response.model_spec.version.value == 2
+  assert response.model_spec.signature_name == "serving_default"
+  np.testing.assert_array_equal(out["score"],
+                                toy_model.expected_score(inputs["x"], inputs["ids"], 2.0))
+  np.testing.assert_array_equal(out["version"], [2] * 5)
+  assert out["score"].dtype == np.float32 and out["version"].dtype == np.int64
+
+
+def test_predict_other_signatures_exact(served):
+  _, channel, _ = served
+  out = _outputs(_predict(channel, "toy", "tag",
+                          {"words": np.array([b"rain", b"", "caf\u00e9".encode()], object)}))
+  np.testing.assert_array_equal(out["length"], [4, 0, 5])
+  assert list(out["upper"]) == [b"RAIN", b"", "CAF\u00e9".encode()]
+
+  out = _outputs(_predict(channel, "toy", "fixed",
+                          {"m": np.array([[1, 2], [3, 4]], np.float32)}, version=1))
+  assert out["total"].shape == () and out["total"] == 10.0
+
+  out = _outputs(_predict(channel, "toy", "ragged",
+                          {"v": np.array([[1, 2, 3, 4], [0.5, 0, 0, 0]], np.float32)}))
+  np.testing.assert_array_equal(out["row_sum"], [20.0, 1.0])
+
+  out = _outputs(_predict(channel, "toy", "explode", {"flag": np.array([0, -3], np.int32)}))
+  np.testing.assert_array_equal(out["out"], [0, -6])
+
+  out = _outputs(_predict(channel, "other", "serving_default", toy_model.score_inputs(1, 0)))
+  inputs = toy_model.score_inputs(1, 0)
+  np.testing.assert_array_equal(out["score"],
+                                toy_model.expected_score(inputs["x"], inputs["ids"], 10.0))
+
+
+def test_output_filter_returns_only_named_outputs(served):
+  _, channel, _ = served
+  response = _predict(channel, "toy", "serving_default", toy_model.score_inputs(2, 1),
+                      output_filter=["version"])
+  assert list(response.outputs) == ["version"]
+
+
+def test_version_and_label_routing(served):
+  _, channel, _ = served
+  inputs = toy_model.score_inputs(3, seed=4)
+  for spec, version, scale in [({"version": 1}, 1, 1.0), ({"version": 2}, 2, 2.0),
+                               ({"version_label": "stable"}, 1, 1.0),
+                               ({"version_label": "canary"}, 2, 2.0)]:
+    response = _predict(channel, "toy", "serving_default", inputs, **spec)
+    assert response.model_spec.version.value == version, spec
+    np.testing.assert_array_equal(
+        _outputs(response)["score"],
+        toy_model.expected_score(inputs["x"], inputs["ids"], scale))
+
+
+def test_get_model_metadata_signature_defs(served):
+  _, channel, _ = served
+  stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+  request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+  request.model_spec.name = "toy"
+  request.model_spec.version_label = "stable"
+  response = stub.GetModelMetadata(request, timeout=30)
+  assert response.model_spec.version.value == 1
+  signatures = get_model_metadata_pb2.SignatureDefMap()
+  assert response.metadata["signature_def"].Unpack(signatures)
+  assert set(signatures.signature_def) == set(toy_model.SIGNATURES)
+  default = signatures.signature_def["serving_default"]
+  assert default.inputs["x"].dtype == types_pb2.DT_FLOAT
+  assert [d.size for d in default.inputs["x"].tensor_shape.dim] == [-1, 3]
+  assert default.inputs["ids"].dtype == types_pb2.DT_INT64
+  assert set(default.outputs) == {"score", "version"}
+  assert signatures.signature_def["tag"].inputs["words"].dtype == types_pb2.DT_STRING
+
+  request.ClearField("metadata_field")
+  with pytest.raises(grpc.RpcError) as e:
+    stub.GetModelMetadata(request, timeout=30)
+  assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_get_model_status(served):
+  _, channel, _ = served
+  stub = model_service_pb2_grpc.ModelServiceStub(channel)
+  request = get_model_status_pb2.GetModelStatusRequest()
+  request.model_spec.name = "toy"
+  response = stub.GetModelStatus(request, timeout=30)
+  assert [(s.version, s.state, s.status.error_code)
+          for s in response.model_version_status] == [(2, AVAILABLE, 0), (1, AVAILABLE, 0)]
+  request.model_spec.version_label = "stable"
+  response = stub.GetModelStatus(request, timeout=30)
+  assert [s.version for s in response.model_version_status] == [1]
+  request.model_spec.version.value = 5
+  with pytest.raises(grpc.RpcError) as e:
+    stub.GetModelStatus(request, timeout=30)
+  assert e.value.code() == grpc.StatusCode.NOT_FOUND and "5" in e.value.details()
+
+
+def test_health_serving(served):
+  server, channel, _ = served
+  stub = health_pb2_grpc.HealthStub(channel)
+  for service in ("", "toy", "other"):
+    response = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=30)
+    assert response.status == health_pb2.HealthCheckResponse.SERVING, service
+  assert server.loaded_versions("toy") == (1, 2)
+
+
+def test_unimplemented_apis(served):
+  _, channel, _ = served
+  stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+  request = classification_pb2.ClassificationRequest()
+  request.model_spec.name = "toy"
+  with pytest.raises(grpc.RpcError) as e:
+    stub.Classify(request, timeout=30)
+  assert e.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_model_failure_is_internal_counted_and_server_keeps_serving(served):
+  server, channel, _ = served
+  labels = {"api": "predict", "model": "toy", "signature": "explode", "code": "INTERNAL"}
+  before = server.registry.get_sample_value("melody_serving_errors_total", labels) or 0
+  for _ in range(3):
+    with pytest.raises(grpc.RpcError) as e:
+      _predict(channel, "toy", "explode", {"flag": np.array([0, 1], np.int32)})
+    assert e.value.code() == grpc.StatusCode.INTERNAL
+    assert "explode" in e.value.details()
+  assert server.registry.get_sample_value("melody_serving_errors_total", labels) == before + 3
+  out = _outputs(_predict(channel, "toy", "explode", {"flag": np.array([4], np.int32)[:0]}))
+  assert out["out"].shape == (0,)
+  out = _outputs(_predict(channel, "toy", "explode", {"flag": np.array([-1], np.int32)}))
+  np.testing.assert_array_equal(out["out"], [-2])
+
+
+def test_metrics_page(served):
+  server, channel, _ = served
+  _predict(channel, "toy", "tag", {"words": np.array([b"a"], object)})
+  url = f"http://127.0.0.1:{server.metrics_port}/monitoring/prometheus/metrics"
+  with urllib.request.urlopen(url, timeout=30) as page:
+    text = page.read().decode()
+  assert re.search(r'melody_serving_request_latency_seconds_count\{model="toy",'
+                   r'signature="tag"\} [1-9]', text)
+  assert 'melody_serving_loaded_version{model="toy",version="1"} 1.0' in text
+  assert 'melody_serving_loaded_version{model="other",version="7"} 1.0' in text
+  assert re.search(r'melody_serving_requests_total\{api="predict",model="toy",'
+                   r'signature="tag"\} [1-9]', text)
+
+
+def test_client_wraps_the_same_calls(served):
+  server, _, _ = served
+  with client.ModelClient(server.target, timeout=30) as c:
+    inputs = toy_model.score_inputs(2, seed=9)
+    outputs, version = c.predict_full("toy", "serving_default", inputs, version_label="stable")
+    assert version == 1
+    np.testing.assert_array_equal(outputs["score"],
+                                  toy_model.expected_score(inputs["x"], inputs["ids"], 1.0))
+    assert set(c.metadata("toy", version=2)) == set(toy_model.SIGNATURES)
+    assert c.status("toy") == (client.VersionStatus(2, "AVAILABLE"),
+                               client.VersionStatus(1, "AVAILABLE"))
+    assert c.health() == "SERVING"
+    with pytest.raises(ValueError, match="not both"):
+      c.predict("toy", "serving_default", inputs, version=1, version_label="stable")
+
+
+def test_serve_cli_arguments():
+  parser = argparse.ArgumentParser(prog="melody")
+  cli.register(parser.add_subparsers(dest="command"))
+  args = parser.parse_args(["serve", "--model_name", "m", "--model_base_path", "/x",
+                            "--port", "0", "--enable_batching",
+                            "--file_system_poll_wait_seconds", "0.5"])
+  assert (args.model_name, args.model_base_path, args.port, args.host) == ("m", "/x", 0,
+                                                                           "127.0.0.1")
+  assert args.enable_batching and args.file_system_poll_wait_seconds == 0.5
+  assert args.handler.__module__ == "serving.cli"
+  args.model_config_file = "/models.config"
+  with pytest.raises(ValueError, match="not both"):
+    server_lib.server_from_args(args)
+
+
+@pytest.mark.slow
+def test_main_serves_and_drains_on_sigterm(served):
+  _, _, root = served
+  code = "import sys; from serving import server; sys.exit(server.main(sys.argv[1:]))"
+  proc = subprocess.Popen(
+      [sys.executable, "-c", code, "--model_name", "toy", "--model_base_path",
+       str(root / "toy"), "--port", "0", "--metrics_port", "-1",
+       "--file_system_poll_wait_seconds", "0"],
+      cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+  lines = queue.Queue()
+  threading.Thread(target=lambda: [lines.put(l) for l in proc.stdout], daemon=True).start()
+  try:
+    line = lines.get(timeout=50)
+    match = re.search(r"gRPC on (\S+)", line)
+    assert match, line
+    with client.ModelClient(match.group(1), timeout=30) as c:
+      inputs = toy_model.score_inputs(2, seed=1)
+      outputs = c.predict("toy", "serving_default", inputs)
+      np.testing.assert_array_equal(
+          outputs["score"], toy_model.expected_score(inputs["x"], inputs["ids"], 2.0))
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0
+    rest = []
+    while not any("stopped" in l for l in rest):
+      rest.append(lines.get(timeout=10))  # Raises queue.Empty if it never says so.
+  finally:
+    if proc.poll() is None:
+      proc.kill()
+      proc.wait(timeout=10)
