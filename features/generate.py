@@ -82,6 +82,7 @@ class _EventStream:
     self.max_ts: Optional[int] = None
     self.days = set()
     self.t0 = time.perf_counter()
+    self.seconds = 0.0
     self._last = 0.0
 
   def write(self, chunk: pa.Table) -> None:
@@ -123,6 +124,32 @@ class _EventStream:
     return time.perf_counter() - self.t0
 
 
+def stream_events(event_chunks: Iterable[pa.Table], events_dir: str,
+                  expected_chunks: Optional[int] = None,
+                  max_events: Optional[int] = None) -> "_EventStream":
+  """Writes chunks to ``events_dir/part-NNNNN.parquet`` one at a time.
+
+  Only one chunk is in memory at a time (plus what the source holds).
+
+  Args:
+    event_chunks: ``EVENT_SCHEMA`` tables (whole users each).
+    events_dir: existing directory.
+    expected_chunks: for the progress ETA.
+    max_events: stop after the chunk that reaches this many events.
+
+  Returns:
+    The stream record: ``paths``, ``events``, ``users``, ``seconds``, label counts, days.
+  """
+  stream = _EventStream(events_dir, expected_chunks)
+  for chunk in event_chunks:
+    if chunk.num_rows:
+      stream.write(chunk)
+    if max_events is not None and stream.events >= max_events:
+      break
+  stream.seconds = stream.finish()
+  return stream
+
+
 def write_dataset(event_chunks: Iterable[pa.Table], tracks: pd.DataFrame, out: str,
                   shards: int = 4, runner: str = "DirectRunner",
                   beam_args: Sequence[str] = (),
@@ -159,11 +186,8 @@ def write_dataset(event_chunks: Iterable[pa.Table], tracks: pd.DataFrame, out: s
   tracks_table = pa.Table.from_pandas(tracks.reset_index(drop=True), preserve_index=False)
   pq.write_table(tracks_table, tracks_path)
 
-  stream = _EventStream(events_dir, expected_chunks)
-  for chunk in event_chunks:
-    if chunk.num_rows:
-      stream.write(chunk)
-  events_s = stream.finish()
+  stream = stream_events(event_chunks, events_dir, expected_chunks)
+  events_s = stream.seconds
   if not stream.paths:
     raise ValueError("the event source produced no events")
 
