@@ -65,6 +65,7 @@ class BatchScheduler:
     self._cond = threading.Condition()
     self._queues: Dict[Hashable, _Queue] = {}
     self._stopping = False
+    self._flushing = False
     self._threads: List[threading.Thread] = []
 
   @property
@@ -77,6 +78,21 @@ class BatchScheduler:
       thread.start()
       self._threads.append(thread)
     return self
+
+  def flush(self) -> None:
+    """From now on runs every queued request at once, full batch or not.
+
+    Used while the server drains: requests still arriving are accepted, but none
+    waits for a batch to fill.
+    """
+    with self._cond:
+      self._flushing = True
+      self._cond.notify_all()
+
+  def pending_rows(self) -> int:
+    """Rows waiting in all queues."""
+    with self._cond:
+      return sum(q.rows for q in self._queues.values())
 
   def stop(self) -> None:
     """Runs what is queued, then stops the workers."""
@@ -153,7 +169,7 @@ class BatchScheduler:
       if not queue.tasks:
         continue
       head = queue.tasks[0]
-      ready = (self._stopping or queue.rows >= self._params.max_batch_size
+      ready = (self._stopping or self._flushing or queue.rows >= self._params.max_batch_size
                or now - head.enqueued >= self._timeout)
       if ready and (best is None or head.enqueued < best[1].tasks[0].enqueued):
         best = (key, queue)

@@ -323,6 +323,8 @@ class ModelServer:
     grace = self._options.grace_seconds if grace is None else grace
     self._health.enter_graceful_shutdown()
     self._stop_event.set()
+    if self._scheduler is not None:
+      self._scheduler.flush()  # Queued requests must not wait for batches to fill.
     if self._grpc is not None:
       self._grpc.stop(grace).wait()
     if self._scheduler is not None:
@@ -345,6 +347,10 @@ class ModelServer:
     self.stop()
 
   # ------------------------------------------------------------ version loading
+
+  def pending_batch_rows(self) -> int:
+    """Rows waiting in batch queues (0 without batching)."""
+    return self._scheduler.pending_rows() if self._scheduler is not None else 0
 
   def loaded_versions(self, model: str) -> Tuple[int, ...]:
     """The loaded versions of ``model``, ascending."""

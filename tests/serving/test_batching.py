@@ -114,3 +114,42 @@ def test_failing_request_does_not_fail_its_batch_neighbours(served):
   for failed in results[2:]:
     assert isinstance(failed, grpc.RpcError)
     assert failed.code() == grpc.StatusCode.INTERNAL
+
+
+def test_stop_drains_a_request_waiting_for_its_batch(tmp_path):
+  toy_model.write_version(str(tmp_path / "toy"), 1, scale=2.0)
+  params = mc.BatchingParameters(max_batch_size=MAX_BATCH, batch_timeout_micros=600_000_000,
+                                 num_batch_threads=1)
+  options = server_lib.ServerOptions(port=0, file_system_poll_wait_seconds=0,
+                                     enable_batching=True, batching=params)
+  server = server_lib.ModelServer([mc.ModelEntry("toy", str(tmp_path / "toy"))],
+                                  options).start()
+  one = toy_model.score_inputs(1, seed=4)
+  result = {}
+
+  def call():
+    with client.ModelClient(server.target, timeout=120) as c:
+      try:
+        result["out"] = c.predict("toy", "serving_default", one)
+      except grpc.RpcError as e:
+        result["error"] = e
+
+  caller = threading.Thread(target=call, daemon=True)
+  caller.start()
+  # Bounded wait until the request sits in its (never filling) batch queue.
+  for _ in range(6000):
+    if server.pending_batch_rows() == 1 or not caller.is_alive():
+      break
+    caller.join(timeout=0.01)
+  assert server.pending_batch_rows() == 1
+  # Stopping flushes the queue: the in-flight request completes instead of being cut
+  # off at the end of the grace period.
+  server.stop(grace=60)
+  caller.join(timeout=60)
+  assert "error" not in result, result.get("error")
+  np.testing.assert_array_equal(result["out"]["score"],
+                                toy_model.expected_score(one["x"], one["ids"], 2.0))
+  with client.ModelClient(server.target, timeout=5) as c:
+    with pytest.raises(grpc.RpcError) as e:
+      c.predict("toy", "serving_default", one)
+    assert e.value.code() == grpc.StatusCode.UNAVAILABLE
