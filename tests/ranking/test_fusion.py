@@ -1,0 +1,222 @@
+"""Tests of score fusion: segment goldens, context signs, exploration, overrides, round trips."""
+
+import ranking  # noqa: F401  (Keras 2 before TensorFlow)
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from features import feature_spec as fs
+from ranking.layers.fusion import (FusionConfig, ScoreFusion, exploration_uniform,
+                                   exploration_uniform_py)
+
+SEG = {name: i for i, name in enumerate(fs.SEGMENTS)}
+ACT = {name: i for i, name in enumerate(fs.ACTIVITIES)}
+
+
+def _inputs(segments, activities, n=4, s_int=0.6, s_sub=0.5, s_exp=0.3, **extra):
+  b = len(segments)
+  x = {"interest": tf.fill([b, n], s_int), "subscription": tf.fill([b, n], s_sub),
+       "exposure": tf.fill([b, n], s_exp),
+       "segment": tf.constant([SEG[s] for s in segments], tf.int64),
+       "activity": tf.constant([ACT[a] for a in activities], tf.int64)}
+  x.update({k: tf.constant(v) for k, v in extra.items()})
+  return x
+
+
+def test_golden_scores_per_segment():
+  out = ScoreFusion()(_inputs(list(fs.SEGMENTS), ["unknown"] * 5))
+  # alpha*0.6 + beta*0.5 + gamma*0.3, plus the unseeded novelty bonus 0.02 * (1 - 0.5).
+  expected = {"new": 0.585, "free": 0.564, "free_veteran": 0.545, "trial": 0.556,
+              "paid": 0.550}
+  np.testing.assert_allclose(out["score"].numpy(),
+                             np.array([[expected[s]] * 4 for s in fs.SEGMENTS]), atol=1e-6)
+  np.testing.assert_allclose(out["weights"].numpy(), [
+      [0.85, 0.10, 0.05], [0.70, 0.22, 0.08], [0.55, 0.35, 0.10], [0.62, 0.30, 0.08],
+      [0.80, 0.00, 0.20]], atol=1e-7)
+  np.testing.assert_array_equal(out["context"].numpy(), np.zeros((5, 4)))
+
+
+def test_default_table_shape_of_the_policy():
+  cfg = FusionConfig()
+  alpha = {s: cfg.weights_for(s)[0] for s in fs.SEGMENTS}
+  beta = {s: cfg.weights_for(s)[1] for s in fs.SEGMENTS}
+  assert max(alpha, key=alpha.get) == "new"
+  assert beta["paid"] == 0.0 and cfg.weights_for("paid")[2] > 0
+  assert beta["free"] < beta["trial"] < beta["free_veteran"]
+  for s in fs.SEGMENTS:
+    assert sum(cfg.weights_for(s)) == pytest.approx(1.0)
+
+
+def test_paid_beta_is_zero_even_under_override():
+  fusion = ScoreFusion()
+  high_sub = fusion(_inputs(["paid", "paid"], ["unknown"] * 2, s_sub=0.9,
+                            override_weights=[[0.5, 0.9, 0.1], [-1.0, -1.0, -1.0]],
+                            override=[True, False]))
+  low_sub = fusion(_inputs(["paid", "paid"], ["unknown"] * 2, s_sub=0.0,
+                           override_weights=[[0.5, 0.9, 0.1], [-1.0, -1.0, -1.0]],
+                           override=[True, False]))
+  np.testing.assert_array_equal(high_sub["weights"].numpy()[:, 1], [0.0, 0.0])
+  np.testing.assert_allclose(high_sub["weights"].numpy()[0], [0.5, 0.0, 0.1])
+  np.testing.assert_array_equal(high_sub["score"].numpy(), low_sub["score"].numpy())
+
+
+def test_override_replaces_the_table_for_that_row_only():
+  out = ScoreFusion()(_inputs(
+      ["free"] * 4, ["unknown"] * 4,
+      override_weights=np.array([[0.1, 0.8, 0.1], [0.1, 0.8, 0.1], [0.3, -1.0, np.nan],
+                                 [0.1, 0.8, 0.1]], np.float32),
+      override=[False, True, True, False]))
+  np.testing.assert_allclose(out["weights"].numpy(), [
+      [0.70, 0.22, 0.08],
+      [0.10, 0.80, 0.10],
+      [0.30, 0.22, 0.08],     # negative / NaN components keep the table value
+      [0.70, 0.22, 0.08]], atol=1e-7)
+  np.testing.assert_allclose(out["score"].numpy()[1], [0.06 + 0.4 + 0.03 + 0.01] * 4,
+                             atol=1e-6)
+
+
+def test_context_commute_raises_familiar_and_explore_raises_novel():
+  familiar = np.array([[1.0, 0.0, 0.5, 0.75]] * 3, np.float32)
+  out = ScoreFusion()(_inputs(["free"] * 3, ["commute", "explore", "unknown"],
+                              familiar=familiar, novelty=np.zeros_like(familiar)))
+  ctx, score = out["context"].numpy(), out["score"].numpy()
+  np.testing.assert_allclose(ctx, [[0.06, -0.06, 0.0, 0.03], [-0.08, 0.08, 0.0, -0.04],
+                                   [0.0, 0.0, 0.0, 0.0]], atol=1e-7)
+  assert score[0, 0] > score[0, 2] > score[0, 1]    # commute: familiar first
+  assert score[1, 1] > score[1, 2] > score[1, 0]    # explore: novel first
+  assert score[2, 0] == score[2, 1]                 # no context, no preference
+
+
+def test_exploration_is_seeded_row_independent_and_bounded():
+  fusion = ScoreFusion(FusionConfig(exploration=0.05))
+  novelty = np.array([[1.0, 1.0, 0.5, 0.0]] * 2, np.float32)
+  ids = np.array([[10, 11, 12, 13], [10, 11, 12, 13]], np.int64)
+  both = fusion(_inputs(["new"] * 2, ["unknown"] * 2, novelty=novelty, candidate_ids=ids,
+                        seed=np.array([7, 8], np.int64)))
+  alone = fusion(_inputs(["new"], ["unknown"], novelty=novelty[:1], candidate_ids=ids[:1],
+                         seed=np.array([7], np.int64)))
+  eps = both["exploration"].numpy()
+  np.testing.assert_array_equal(eps[0], alone["exploration"].numpy()[0])
+  assert not np.array_equal(eps[0], eps[1])        # another seed, another draw
+  expected = [0.05 * nv * exploration_uniform_py(7, c) for nv, c in zip(novelty[0], ids[0])]
+  np.testing.assert_allclose(eps[0], expected, rtol=1e-6)
+  assert eps[0, 3] == 0.0 and np.all(eps >= 0) and np.all(eps <= 0.05 * novelty)
+  # Bonus follows the candidate id, not its position in the list.
+  shuffled = fusion(_inputs(["new"], ["unknown"], novelty=novelty[:1, ::-1].copy(),
+                            candidate_ids=ids[:1, ::-1].copy(),
+                            seed=np.array([7], np.int64)))
+  np.testing.assert_array_equal(shuffled["exploration"].numpy()[0], eps[0, ::-1])
+
+
+def test_exploration_hash_golden_and_roughly_uniform():
+  u = exploration_uniform(tf.constant([7, -3], tf.int64),
+                          tf.constant([[0, 1, 2**40], [5, 6, 7]], tf.int64)).numpy()
+  np.testing.assert_allclose(u, [[0.27532685, 0.71304423, 0.47263575],
+                                 [0.74717075, 0.22503453, 0.66346741]], atol=1e-7)
+  grid = exploration_uniform(tf.range(50, dtype=tf.int64),
+                             tf.broadcast_to(tf.range(400, dtype=tf.int64), [50, 400])).numpy()
+  assert grid.min() >= 0.0 and grid.max() < 1.0
+  assert abs(grid.mean() - 0.5) < 0.01
+  assert np.histogram(grid, bins=10, range=(0, 1))[0].min() > 1700   # 2000 per bin ideal
+
+
+def test_out_of_range_indices_fall_back_to_index_zero():
+  fusion = ScoreFusion()
+  x = _inputs(["new", "new"], ["commute", "commute"], familiar=[[1.0] * 4] * 2)
+  x["segment"] = tf.constant([[-1], [99]], tf.int64)    # [B, 1] is accepted too
+  x["activity"] = tf.constant([17, -4], tf.int64)
+  out = fusion(x)
+  np.testing.assert_allclose(out["weights"].numpy(), [[0.85, 0.10, 0.05]] * 2, atol=1e-7)
+  np.testing.assert_array_equal(out["context"].numpy(), np.zeros((2, 4)))
+
+
+def test_missing_inputs_are_named():
+  x = _inputs(["new"], ["unknown"])
+  del x["exposure"]
+  with pytest.raises(ValueError, match="exposure"):
+    ScoreFusion()(x)
+  x = _inputs(["new"], ["unknown"], override=[True])
+  with pytest.raises(ValueError, match="override_weights"):
+    ScoreFusion()(x)
+
+
+def test_get_config_round_trip():
+  cfg = FusionConfig(
+      segment_weights={"new": (1.0, 0.0, 0.0), "free": (0.5, 0.5, 0.0),
+                       "free_veteran": (0.4, 0.6, 0.0), "trial": (0.5, 0.4, 0.1),
+                       "paid": (0.7, 0.0, 0.3)},
+      activity_familiarity={"unknown": 0.0, "commute": 0.1, "workout": 0.0, "focus": 0.0,
+                            "explore": -0.2},
+      exploration=0.03)
+  layer = ScoreFusion(cfg, name="fusion")
+  clone = ScoreFusion.from_config(layer.get_config())
+  assert clone.config == cfg and clone.name == "fusion"
+  assert FusionConfig.from_dict(cfg.to_dict()) == cfg
+  x = _inputs(["trial", "paid"], ["commute", "explore"],
+              familiar=np.array([[0.0, 1.0, 0.3, 0.9]] * 2, np.float32),
+              seed=np.array([1, 2], np.int64))
+  for k, v in layer(x).items():
+    np.testing.assert_array_equal(v.numpy(), clone(x)[k].numpy())
+  via_registry = tf.keras.layers.deserialize(tf.keras.layers.serialize(layer))
+  assert isinstance(via_registry, ScoreFusion) and via_registry.config == cfg
+
+
+def test_saved_model_round_trip(tmp_path):
+  b, n = 3, 5
+
+  class Fuse(tf.Module):
+
+    def __init__(self):
+      super().__init__()
+      self.fusion = ScoreFusion()
+
+    @tf.function(input_signature=[
+        tf.TensorSpec([b, n], tf.float32), tf.TensorSpec([b, n], tf.float32),
+        tf.TensorSpec([b, n], tf.float32), tf.TensorSpec([b], tf.int64),
+        tf.TensorSpec([b], tf.int64), tf.TensorSpec([b, n], tf.float32),
+        tf.TensorSpec([b], tf.int64), tf.TensorSpec([b, 3], tf.float32),
+        tf.TensorSpec([b], tf.bool)])
+    def __call__(self, s_int, s_sub, s_exp, segment, activity, familiar, seed,
+                 override_weights, override):
+      return self.fusion({"interest": s_int, "subscription": s_sub, "exposure": s_exp,
+                          "segment": segment, "activity": activity, "familiar": familiar,
+                          "seed": seed, "override_weights": override_weights,
+                          "override": override})
+
+  rng = np.random.default_rng(5)
+  args = [tf.constant(rng.random((b, n)), tf.float32) for _ in range(3)] + [
+      tf.constant([0, 2, 4], tf.int64), tf.constant([1, 4, 0], tf.int64),
+      tf.constant(rng.random((b, n)), tf.float32), tf.constant([3, 3, 9], tf.int64),
+      tf.constant([[0.2, 0.7, 0.1]] * 3, tf.float32), tf.constant([False, True, True])]
+  module = Fuse()
+  expected = module(*args)
+  tf.saved_model.save(module, str(tmp_path / "fusion"))
+  got = tf.saved_model.load(str(tmp_path / "fusion"))(*args)
+  for k in ("score", "weights", "context", "exploration"):
+    np.testing.assert_array_equal(got[k].numpy(), expected[k].numpy())
+  assert got["weights"].numpy()[2, 1] == 0.0     # paid row overridden, beta still 0
+
+
+@pytest.mark.parametrize("kwargs, bad", [
+    ({"segment_weights": {"new": (1, 0, 0)}}, "keys"),
+    ({"segment_weights": dict(FusionConfig().segment_weights, free=(0.5, -0.1, 0.0))},
+     "-0.1"),
+    ({"segment_weights": dict(FusionConfig().segment_weights, free=(0.5, float("nan"), 0))},
+     "nan"),
+    ({"segment_weights": dict(FusionConfig().segment_weights, paid=(0.5, 0.2, 0.3))},
+     "paid"),
+    ({"activity_familiarity": dict(FusionConfig().activity_familiarity, commute=1.5)},
+     "1.5"),
+    ({"exploration": -0.01}, "-0.01"),
+    ({"zero_beta_segments": ("gold",)}, "gold"),
+])
+def test_config_rejects_bad_values(kwargs, bad):
+  with pytest.raises(ValueError, match=bad):
+    FusionConfig(**kwargs)
+
+
+def test_config_is_frozen_and_accepts_a_mapping():
+  cfg = FusionConfig(segment_weights=dict(FusionConfig().segment_weights))
+  assert cfg == FusionConfig()
+  with pytest.raises(AttributeError):
+    cfg.exploration = 0.5  # type: ignore[misc]
