@@ -460,6 +460,37 @@ def compare(params: Dict[str, object], real: RealData, seed: int = 7,
   return rows
 
 
+def cooc_agreement(params: Dict[str, object], seed: int = 7) -> Dict[str, float]:
+  """How well the simulated catalog keeps the real tag co-occurrence.
+
+  Returns:
+    ``spearman``: rank correlation between the real and the simulated lift over the
+    stored top pairs that occur at least 5 times in the simulated catalog; ``pairs``:
+    how many pairs that is; ``share_above_1``: share of those pairs whose simulated
+    lift is above 1 (tags that go together in the real data go together in the world).
+  """
+  from scipy import stats  # pylint: disable=g-import-not-at-top
+  world = _world(params, seed)
+  tags = world.track_tags
+  onehot = np.zeros((len(tags), len(world.tag_names)))
+  r, c = np.nonzero(tags >= 0)
+  onehot[r, tags[r, c]] = 1.0
+  pair = onehot.T @ onehot
+  occ = np.diag(pair)
+  index = {n: i for i, n in enumerate(world.tag_names)}
+  names = params["tags"]["names"]
+  real, sim = [], []
+  for a, b, lift in params["tags"]["cooc"]:
+    i, j = index.get(names[a]), index.get(names[b])
+    if i is None or j is None or pair[i, j] < 5 or lift <= 1:
+      continue
+    real.append(lift)
+    sim.append(pair[i, j] * len(tags) / (occ[i] * occ[j]))
+  sim = np.asarray(sim)
+  return {"spearman": round(float(stats.spearmanr(real, sim)[0]), 4), "pairs": len(real),
+          "share_above_1": round(float((sim > 1).mean()), 4)}
+
+
 def format_table(rows: List[Row], markdown: bool = False) -> str:
   """The comparison as a text or markdown table."""
   qn = "/".join(f"p{int(100 * x)}" for x in REPORT_QUANTILES)
@@ -595,10 +626,16 @@ def run(data_dir: str, out: str, seed: int = 7, params_out: Optional[str] = None
   table = format_table(rows)
   say("\nsimulator vs real data\n" + table)
   os.makedirs(out, exist_ok=True)
+  cooc = cooc_agreement(params, seed)
+  say(f"tag co-occurrence (pairs with real lift > 1): Spearman {cooc['spearman']:.3f} "
+      f"over {cooc['pairs']} pairs; simulated lift > 1 for {100 * cooc['share_above_1']:.0f}%")
   with open(os.path.join(out, "calibration.md"), "w", encoding="utf-8") as f:
-    f.write(f"# Simulator calibration (seed {seed})\n\n" + format_table(rows, True) + "\n")
+    f.write(f"# Simulator calibration (seed {seed})\n\n" + format_table(rows, True) + "\n\n"
+            f"Tag co-occurrence: Spearman {cooc['spearman']:.3f} between real and simulated "
+            f"lift over {cooc['pairs']} top pairs with real lift > 1; simulated lift > 1 "
+            f"for {100 * cooc['share_above_1']:.0f}% of them.\n")
   with open(os.path.join(out, "calibration.json"), "w", encoding="utf-8") as f:
-    json.dump({"seed": seed, "rows": [dataclasses.asdict(r) for r in rows],
+    json.dump({"seed": seed, "rows": [dataclasses.asdict(r) for r in rows], "cooc": cooc,
                "behaviour": params["behaviour"], "targets": params["targets"]}, f, indent=2)
   plot(rows, params, real, os.path.join(out, "calibration.png"), seed=seed)
   say(f"wrote {out}/calibration.md, calibration.json, calibration.png")

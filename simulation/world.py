@@ -618,6 +618,8 @@ class World:
       Dict of float arrays [n, k]: ``utility``, ``p_skip``, ``p_complete`` (expected
       completion fraction), ``p_like``, ``exposure`` (expected exposure value) and
       ``conversion_hazard`` (probability that this impression converts the listener).
+      Each impression is scored on its own at the listener's current state (no drift
+      or fatigue build-up along the list; ``play_slate`` plays a list in order).
     """
     t = np.asarray(track_idx)
     n = len(listeners)
@@ -642,6 +644,29 @@ class World:
     hazard = self._hazard(listeners, rows, t, p_complete, listeners.fatigue[:, None])
     return {"utility": z, "p_skip": p_skip, "p_complete": p_complete, "p_like": p_like,
             "exposure": exposure, "conversion_hazard": hazard}
+
+  def sample_context(self, n: int, rng: np.random.Generator,
+                     day_start: int = DEFAULT_START_TS) -> Dict[str, np.ndarray]:
+    """Draws a session context per listener as the logging world does.
+
+    Args:
+      n: number of contexts.
+      rng: random generator.
+      day_start: midnight (UTC epoch seconds) of the day; sets weekday/weekend.
+
+    Returns:
+      ``hour`` (0..23), ``weekday`` (0 = Monday), ``activity`` (index into
+      ``SIM_ACTIVITIES``) and ``ts`` (session start, epoch seconds), arrays of length n.
+    """
+    if n < 0:
+      raise ValueError(f"n must be >= 0, got {n}")
+    hour_p, act_p, _, _ = self._context_tables()
+    weekday = int(((day_start // DAY_S) + 3) % 7)
+    hour = rng.choice(24, n, p=hour_p)
+    act = (rng.random(n)[:, None] > np.cumsum(act_p[int(weekday >= 5), hour], 1)).sum(1)
+    return {"hour": hour, "weekday": np.full(n, weekday),
+            "activity": np.minimum(act, len(SIM_ACTIVITIES) - 1),
+            "ts": day_start + hour * 3600 + rng.integers(0, 3600, n)}
 
   def return_probability(self, listeners: Listeners) -> np.ndarray:
     """Probability that each listener comes back the next day."""
@@ -913,14 +938,23 @@ class World:
 
     Rows are sorted by (listener, ts). ``user`` and ``session`` are row numbers in
     ``listeners`` and a per-call session counter. Used by ``iter_events`` and by the
-    calibration, which needs the extra columns ``gap`` (seconds to the next play of the
-    session), ``pos`` (position in session) and ``session_len``.
+    calibration, which also reads ``gap`` (seconds from this play's start to the next
+    one's), ``listened`` (seconds played), ``utility`` (z with drift), ``pos`` (position
+    in the session), ``session_len`` and ``day``.
+
+    Args:
+      listeners: the batch; its state (engagement, fatigue, segment, …) is advanced.
+      days: days to simulate.
+      start_ts: epoch seconds of the first day's midnight (UTC).
+      rng: random generator.
+
+    Returns:
+      Dict of numpy columns, one row per impression.
     """
     if days < 1:
       raise ValueError(f"days must be >= 1, got {days}")
     if start_ts <= 0:
       raise ValueError(f"start_ts must be positive epoch seconds, got {start_ts}")
-    c = self.config
     n = len(listeners)
     p0 = _sigmoid(listeners.activity + 0.5)
     active = rng.random(n) < p0
@@ -934,7 +968,6 @@ class World:
       active = self.end_day(listeners, mean_comp, active, rng)
     out = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     order = np.lexsort((out["ts"], out["user"]))
-    del c
     return {k: v[order] for k, v in out.items()}
 
   def iter_events(self, n_users: int, days: int, chunk_users: int = 2000,

@@ -149,3 +149,12 @@ def test_run_reports_missing_data(tmp_path):
   assert cal.run(str(tmp_path / "nowhere"), str(tmp_path / "out"),
                  params_out=str(tmp_path / "p.json")) == 2
   assert not (tmp_path / "p.json").exists()
+
+
+def test_world_keeps_the_real_tag_co_occurrence():
+  # Uses only the committed parameters: pairs that go together in MTG-Jamendo (lift > 1)
+  # mostly go together in the simulated catalog too.
+  agreement = cal.cooc_agreement(wm.load_params(), seed=7)
+  assert agreement["pairs"] > 500
+  assert agreement["share_above_1"] > 0.8
+  assert agreement["spearman"] > 0.45

@@ -350,3 +350,15 @@ def test_world_runs_from_a_fresh_clone_without_shared_data(tmp_path):
                        capture_output=True, text=True, timeout=120)
   assert out.returncode == 0, out.stderr
   assert out.stdout.startswith("ok")
+
+
+def test_sample_context_follows_the_clock(world):
+  rng = np.random.default_rng(0)
+  monday = world.sample_context(20_000, rng)
+  saturday = world.sample_context(20_000, rng, day_start=wm.DEFAULT_START_TS + 5 * wm.DAY_S)
+  assert (monday["weekday"] == 0).all() and (saturday["weekday"] == 5).all()
+  assert ((monday["ts"] - wm.DEFAULT_START_TS) // 3600 == monday["hour"]).all()
+  commute = SIM_ACTIVITIES.index("commute")
+  assert (monday["activity"] == commute).mean() > 2 * (saturday["activity"] == commute).mean()
+  rush = np.isin(monday["hour"], [7, 8, 9])
+  assert (monday["activity"][rush] == commute).mean() > 0.4
