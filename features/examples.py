@@ -392,12 +392,12 @@ def split_examples(events: pa.Table, tracks: TrackIndex,
     days = np.where(np.isin(days, known), days, known[0])
   else:
     days = np.zeros(batch.num_rows, dtype=np.int64)
+  records = encode_record_batch(batch)
   out = {}
   for day in np.unique(days):
     for split, mask in (("train", ~is_eval), ("eval", is_eval)):
-      rows = np.flatnonzero(mask & (days == day))
       key = f"{span_name(day)}/{split}" if by_date else split
-      out[key] = encode_record_batch(batch.take(pa.array(rows))) if len(rows) else []
+      out[key] = [records[i] for i in np.flatnonzero(mask & (days == day)).tolist()]
   return out
 
 
@@ -409,12 +409,6 @@ def read_events(path: str) -> pa.Table:
   from apache_beam.io.filesystems import FileSystems  # pylint: disable=g-import-not-at-top
   with FileSystems.open(path) as f:
     return pq.read_table(pa.BufferReader(f.read()))
-
-
-# ------------------------------------------------------------------------ Beam
-def _beam():
-  import apache_beam as beam  # pylint: disable=g-import-not-at-top
-  return beam
 
 
 # ------------------------------------------------------------------ TFRecord files
@@ -450,12 +444,18 @@ def shard_path(out_dir: str, tag: str, shard: int, shards: int) -> str:
   return os.path.join(out_dir, f"{tag}-{shard:05d}-of-{shards:05d}.tfrecord.gz")
 
 
-def write_shard(path: str, batches: Iterable[Sequence[bytes]],
+def write_shard(path: str, blobs: Iterable[Union[bytes, Sequence[bytes]]],
                 compresslevel: int = GZIP_LEVEL) -> int:
-  """Writes record batches as one gzip TFRecord file (any Beam filesystem); returns count.
+  """Writes one gzip TFRecord file (any Beam filesystem); returns the bytes written.
 
   The file is written under a temporary name and renamed, so a retried bundle replaces
   a complete file and readers never see a partial one.
+
+  Args:
+    path: the file.
+    blobs: pieces of the file in order: already framed bytes (``tfrecord_frames``) or
+      sequences of serialized records to frame here.
+    compresslevel: zlib level.
   """
   from apache_beam.io.filesystems import FileSystems  # pylint: disable=g-import-not-at-top
   crc32c = _crc32c_fn()
@@ -463,9 +463,11 @@ def write_shard(path: str, batches: Iterable[Sequence[bytes]],
   n = 0
   with FileSystems.create(tmp, compression_type="uncompressed") as raw:
     with gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=compresslevel, mtime=0) as f:
-      for batch in batches:
-        f.write(tfrecord_frames(batch, crc32c))
-        n += len(batch)
+      for blob in blobs:
+        if not isinstance(blob, bytes):
+          blob = tfrecord_frames(blob, crc32c)
+        f.write(blob)
+        n += len(blob)
   if FileSystems.exists(path):
     FileSystems.delete([path])
   FileSystems.rename([tmp], [path])
@@ -473,6 +475,11 @@ def write_shard(path: str, batches: Iterable[Sequence[bytes]],
 
 
 # ------------------------------------------------------------------------ Beam
+def _beam():
+  import apache_beam as beam  # pylint: disable=g-import-not-at-top
+  return beam
+
+
 def output_tags(span_days: Sequence[int] = ()) -> List[str]:
   """Output tags (= file prefixes under the examples dir) of the examples pipeline."""
   if not span_days:
@@ -485,9 +492,10 @@ def make_events_to_examples_fn(tracks: Union[pd.DataFrame, str], shards: int,
                                span_days: Sequence[int] = (), progress_every_s: float = 0):
   """A ``beam.DoFn``: events chunk (Arrow table or parquet path) -> shard batches.
 
-  Emits ``((tag, shard), [serialized examples])`` for every output tag of
-  ``output_tags(span_days)`` and every shard (round-robin slices of the chunk's
-  examples, possibly empty so that every shard file exists). Counters
+  Emits ``((tag, shard), framed)`` for every output tag of ``output_tags(span_days)``
+  and every shard: ``framed`` is the TFRecord encoding (``tfrecord_frames``) of a
+  round-robin slice of the chunk's examples, possibly empty so that every shard file
+  exists. One bytes object per chunk and shard keeps the shuffle cheap. Counters
   ``melody/events`` and ``melody/{train,eval}_examples`` count what it makes.
 
   Args:
@@ -517,12 +525,14 @@ def make_events_to_examples_fn(tracks: Union[pd.DataFrame, str], shards: int,
       self._counters = {s: beam.metrics.Metrics.counter("melody", f"{s}_examples")
                         for s in ("train", "eval")}
       self._progress = None
+      self._crc32c = None
 
     def setup(self):
       src = self._tracks_src
       if isinstance(src, str):
         src = read_events(src)
       self._index = TrackIndex(src)
+      self._crc32c = _crc32c_fn()
       now = time.perf_counter()
       self._progress = [now, now, 0, 0]  # start, last print, events, examples
 
@@ -536,7 +546,7 @@ def make_events_to_examples_fn(tracks: Union[pd.DataFrame, str], shards: int,
         self._counters[tag.rsplit("/", 1)[-1]].inc(len(records))
         n_out += len(records)
         for shard in range(shards):
-          yield (tag, shard), records[shard::shards]
+          yield (tag, shard), tfrecord_frames(records[shard::shards], self._crc32c)
       self._report(table.num_rows, n_out)
 
     def _report(self, n_events, n_examples):
@@ -579,16 +589,16 @@ def build_examples_pipeline(pipeline, event_chunks, tracks: Union[pd.DataFrame, 
     progress_every_s: worker progress print interval (0: quiet).
 
   Returns:
-    A PCollection of (file path, records written).
+    A PCollection of (file path, uncompressed bytes written).
   """
   beam = _beam()
   if isinstance(event_chunks, (list, tuple)):
     event_chunks = pipeline | "EventChunks" >> beam.Create(list(event_chunks))
 
   def write(keyed):
-    (tag, shard), batches = keyed
+    (tag, shard), blobs = keyed
     path = shard_path(out_dir, tag, shard, shards)
-    return path, write_shard(path, batches)
+    return path, write_shard(path, blobs)
 
   return (event_chunks
           | "Reshuffle" >> beam.Reshuffle()
