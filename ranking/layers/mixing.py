@@ -291,13 +291,18 @@ def mix(scores: tf.Tensor, is_promo: tf.Tensor, artist_ids: tf.Tensor,
   is_promo_out = tf.gather(promo, tf.maximum(order, 0), batch_dims=1) & in_list
   dropped = in_list & (position >= num_placed[:, tf.newaxis])
   relaxed = tf.pad(top_relaxed, [[0, 0], [0, n - steps]])
-  return {
+  out = {
       "order": tf.cast(order, tf.int32),
       "is_promo": is_promo_out,
       "dropped": dropped,
       "artist_relaxed": relaxed,
       "num_placed": tf.cast(num_placed, tf.int32),
   }
+  # Keep the static [B, N] / [B] shapes the dynamic-shape ops above lose, so serving
+  # signatures advertise fixed output shapes.
+  for key, value in out.items():
+    value.set_shape(scores.shape[:1] if key == "num_placed" else scores.shape)
+  return out
 
 
 @tf.keras.utils.register_keras_serializable(package="melody")
