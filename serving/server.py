@@ -562,7 +562,8 @@ class ModelServer:
                       f"signature '{signature.name}' rejected the inputs: {e.message}") from e
     except Exception as e:  # pylint: disable=broad-except
       _LOG.error("model %s version %d signature %s failed: %s", model.entry.name,
-                 loaded.version, signature.name, _first_line(e), exc_info=_LOG.isEnabledFor(logging.DEBUG))
+                 loaded.version, signature.name, _first_line(e),
+                 exc_info=_LOG.isEnabledFor(logging.DEBUG))
       raise _RpcError(grpc.StatusCode.INTERNAL,
                       f"model '{model.entry.name}' signature '{signature.name}' failed: "
                       f"{type(e).__name__}: {_first_line(e)}") from e
@@ -653,8 +654,8 @@ class ModelServer:
     threading.Thread(target=self._http.serve_forever, name="melody-metrics",
                      daemon=True).start()
 
-  # An RPC wrapper shared by the servicers: metrics, error mapping, abort.
-  def _serve(self, api: str, request, context, handler):
+  def handle_rpc(self, api: str, request, context, handler):
+    """Runs ``handler(request)`` for a servicer: metrics, error mapping, abort."""
     spec = request.model_spec
     model = spec.name if spec.name in self._models else _UNKNOWN
     signature = ""
@@ -688,25 +689,29 @@ class _PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     self._server = server
 
   def Predict(self, request, context):  # pylint: disable=invalid-name
-    return self._server._serve("predict", request, context, self._server.predict)  # pylint: disable=protected-access
+    return self._server.handle_rpc("predict", request, context, self._server.predict)
 
   def GetModelMetadata(self, request, context):  # pylint: disable=invalid-name
-    return self._server._serve("metadata", request, context, self._server.metadata)  # pylint: disable=protected-access
+    return self._server.handle_rpc("metadata", request, context, self._server.metadata)
 
   def Classify(self, request, context):  # pylint: disable=invalid-name
-    return self._unimplemented("Classify", request, context)
+    return self._server.handle_rpc("classify", request, context, _unimplemented("Classify"))
 
   def Regress(self, request, context):  # pylint: disable=invalid-name
-    return self._unimplemented("Regress", request, context)
+    return self._server.handle_rpc("regress", request, context, _unimplemented("Regress"))
 
   def MultiInference(self, request, context):  # pylint: disable=invalid-name
+    del request  # Has no single model_spec to count it under.
     context.abort(grpc.StatusCode.UNIMPLEMENTED,
                   "MultiInference is not implemented by Melody's server; use Predict")
 
-  def _unimplemented(self, api, request, context):
+
+def _unimplemented(api: str):
+  def handler(request):
     del request
-    context.abort(grpc.StatusCode.UNIMPLEMENTED,
-                  f"{api} is not implemented by Melody's server; use Predict")
+    raise _RpcError(grpc.StatusCode.UNIMPLEMENTED,
+                    f"{api} is not implemented by Melody's server; use Predict")
+  return handler
 
 
 class _ModelService(model_service_pb2_grpc.ModelServiceServicer):
@@ -716,7 +721,7 @@ class _ModelService(model_service_pb2_grpc.ModelServiceServicer):
     self._server = server
 
   def GetModelStatus(self, request, context):  # pylint: disable=invalid-name
-    return self._server._serve("status", request, context, self._server.status)  # pylint: disable=protected-access
+    return self._server.handle_rpc("status", request, context, self._server.status)
 
   def HandleReloadConfigRequest(self, request, context):  # pylint: disable=invalid-name
     context.abort(grpc.StatusCode.UNIMPLEMENTED,
@@ -771,7 +776,8 @@ def _first_line(e: BaseException) -> str:
   """A one-line summary of ``e`` (TF errors carry graph stack noise around the cause)."""
   text = e.message if isinstance(e, tf.errors.OpError) else str(e)
   lines = [line.strip() for line in text.splitlines()]
-  useful = [line for line in lines if line and not line.startswith(("[[", "<stack", "Detected at", "Graph execution error"))]
+  noise = ("[[", "<stack", "Detected at", "Graph execution error")
+  useful = [line for line in lines if line and not line.startswith(noise)]
   return " ".join(useful)[:500]
 
 

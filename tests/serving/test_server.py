@@ -179,6 +179,9 @@ def test_unimplemented_apis(served):
   with pytest.raises(grpc.RpcError) as e:
     stub.Classify(request, timeout=30)
   assert e.value.code() == grpc.StatusCode.UNIMPLEMENTED
+  assert served[0].registry.get_sample_value(
+      "melody_serving_errors_total",
+      {"api": "classify", "model": "toy", "signature": "", "code": "UNIMPLEMENTED"}) == 1
 
 
 def test_model_failure_is_internal_counted_and_server_keeps_serving(served):
