@@ -847,10 +847,16 @@ def main(args: Union[argparse.Namespace, Sequence[str], None] = None) -> int:
     cli.add_serve_arguments(parser)
     args = parser.parse_args(sys.argv[1:] if args is None else list(args))
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-  server = server_from_args(args)
+  try:
+    server = server_from_args(args)
+  except (ValueError, OSError) as e:
+    print(f"melody serve: error: {e}", file=sys.stderr)
+    return 2
   stop = threading.Event()
-  previous = {sig: signal.signal(sig, lambda *_: stop.set())
-              for sig in (signal.SIGTERM, signal.SIGINT)}
+  previous = {}
+  if threading.current_thread() is threading.main_thread():
+    previous = {sig: signal.signal(sig, lambda *_: stop.set())
+                for sig in (signal.SIGTERM, signal.SIGINT)}
   try:
     server.start()
     metrics = (f", metrics on http://{_bracket(args.host)}:{server.metrics_port}"
@@ -859,6 +865,9 @@ def main(args: Union[argparse.Namespace, Sequence[str], None] = None) -> int:
     while not stop.wait(0.5):
       pass
     print("melody serve: draining in-flight requests", flush=True)
+  except OSError as e:
+    print(f"melody serve: error: {e}", file=sys.stderr)
+    return 2
   finally:
     server.stop()
     for sig, handler in previous.items():

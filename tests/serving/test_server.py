@@ -245,6 +245,16 @@ def test_serve_cli_arguments():
     server_lib.server_from_args(args)
 
 
+def test_main_reports_bad_configuration(tmp_path, capsys):
+  assert server_lib.main(["--model_config_file", str(tmp_path / "missing.config"),
+                          "--port", "0", "--metrics_port", "-1"]) == 2
+  assert "missing.config" in capsys.readouterr().err
+  (tmp_path / "bad.txt").write_text("max_batch_size { value: 0 }")
+  assert server_lib.main(["--model_name", "m", "--model_base_path", str(tmp_path),
+                          "--batching_parameters_file", str(tmp_path / "bad.txt")]) == 2
+  assert "max_batch_size" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_main_serves_and_drains_on_sigterm(served):
   _, _, root = served
