@@ -300,7 +300,10 @@ class ModelServer:
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(_ModelService(self), self._grpc)
     health_pb2_grpc.add_HealthServicer_to_server(self._health, self._grpc)
     address = f"{_bracket(self._options.host)}:{self._options.port}"
-    self._port = self._grpc.add_insecure_port(address)
+    try:
+      self._port = self._grpc.add_insecure_port(address)
+    except RuntimeError as e:  # grpcio raises rather than returning 0 on some versions.
+      raise OSError(f"could not bind gRPC to {address}: {e}") from e
     if not self._port:
       raise OSError(f"could not bind gRPC to {address}")
     self._grpc.start()
