@@ -98,13 +98,15 @@ VPY=$VENV/bin/python
 SITE=$("$VPY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 printf 'import os; os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")\n' >"$SITE/melody_legacy_keras.pth"
 
-want_hash=$(cat "$LOCK" pyproject.toml | sha256sum | cut -d' ' -f1)
+NODEPS=$ROOT/requirements-nodeps.txt
+want_hash=$(cat "$LOCK" "$NODEPS" pyproject.toml | sha256sum | cut -d' ' -f1)
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want_hash" ]; then
   say "locked dependencies already installed (requirements.lock unchanged)"
 else
   say "installing the locked dependency set (about 2 minutes on an empty pip cache)"
   "$VPY" -m pip install -q --upgrade pip==24.3.1
   "$VPY" -m pip install -q -r "$LOCK"
+  "$VPY" -m pip install -q --no-deps -r "$NODEPS"
   "$VPY" -m pip install -q --no-deps --no-build-isolation -e . 2>/dev/null \
     || "$VPY" -m pip install -q --no-deps -e .
   printf '%s\n' "$want_hash" >"$STAMP"
