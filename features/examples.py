@@ -444,30 +444,47 @@ def shard_path(out_dir: str, tag: str, shard: int, shards: int) -> str:
   return os.path.join(out_dir, f"{tag}-{shard:05d}-of-{shards:05d}.tfrecord.gz")
 
 
-def write_shard(path: str, blobs: Iterable[Union[bytes, Sequence[bytes]]],
+def gzip_member(records: Sequence[bytes], crc32c=None,
+                compresslevel: int = GZIP_LEVEL) -> bytes:
+  """``records`` framed as TFRecords and compressed as one gzip member.
+
+  Concatenated gzip members are one valid gzip file (RFC 1952), which TensorFlow's and
+  Beam's GZIP TFRecord readers read through, so workers compress in parallel and the
+  writer only concatenates.
+  """
+  return gzip.compress(tfrecord_frames(records, crc32c), compresslevel=compresslevel, mtime=0)
+
+
+def write_shard(path: str, members: Iterable[Union[bytes, Sequence[bytes]]],
                 compresslevel: int = GZIP_LEVEL) -> int:
-  """Writes one gzip TFRecord file (any Beam filesystem); returns the bytes written.
+  """Writes one gzip TFRecord file (any Beam filesystem); returns its size in bytes.
 
   The file is written under a temporary name and renamed, so a retried bundle replaces
   a complete file and readers never see a partial one.
 
   Args:
     path: the file.
-    blobs: pieces of the file in order: already framed bytes (``tfrecord_frames``) or
-      sequences of serialized records to frame here.
-    compresslevel: zlib level.
+    members: pieces of the file in order: non-empty gzip members (``gzip_member``) as
+      bytes, or sequences of serialized records to frame and compress here; empty
+      pieces are skipped.
+    compresslevel: zlib level for the record sequences.
   """
   from apache_beam.io.filesystems import FileSystems  # pylint: disable=g-import-not-at-top
   crc32c = _crc32c_fn()
   tmp = f"{path}.tmp-{uuid.uuid4().hex}"
   n = 0
-  with FileSystems.create(tmp, compression_type="uncompressed") as raw:
-    with gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=compresslevel, mtime=0) as f:
-      for blob in blobs:
-        if not isinstance(blob, bytes):
-          blob = tfrecord_frames(blob, crc32c)
-        f.write(blob)
-        n += len(blob)
+  with FileSystems.create(tmp, compression_type="uncompressed") as f:
+    for member in members:
+      if not member:  # TensorFlow's reader stops at an empty gzip member
+        continue
+      if not isinstance(member, bytes):
+        member = gzip_member(member, crc32c, compresslevel)
+      f.write(member)
+      n += len(member)
+    if n == 0:  # no member at all: still a valid (empty) gzip file
+      empty = gzip_member([], crc32c, compresslevel)
+      f.write(empty)
+      n = len(empty)
   if FileSystems.exists(path):
     FileSystems.delete([path])
   FileSystems.rename([tmp], [path])
@@ -492,10 +509,11 @@ def make_events_to_examples_fn(tracks: Union[pd.DataFrame, str], shards: int,
                                span_days: Sequence[int] = (), progress_every_s: float = 0):
   """A ``beam.DoFn``: events chunk (Arrow table or parquet path) -> shard batches.
 
-  Emits ``((tag, shard), framed)`` for every output tag of ``output_tags(span_days)``
-  and every shard: ``framed`` is the TFRecord encoding (``tfrecord_frames``) of a
-  round-robin slice of the chunk's examples, possibly empty so that every shard file
-  exists. One bytes object per chunk and shard keeps the shuffle cheap. Counters
+  Emits ``((tag, shard), member)`` for every output tag of ``output_tags(span_days)``
+  and every shard: ``member`` is a gzip member (``gzip_member``) holding a round-robin
+  slice of the chunk's examples, possibly empty so that every shard file exists.
+  Compressing here, in parallel, and sending one small bytes object per chunk and shard
+  keeps the shuffle and the writer cheap. Counters
   ``melody/events`` and ``melody/{train,eval}_examples`` count what it makes.
 
   Args:
@@ -546,7 +564,9 @@ def make_events_to_examples_fn(tracks: Union[pd.DataFrame, str], shards: int,
         self._counters[tag.rsplit("/", 1)[-1]].inc(len(records))
         n_out += len(records)
         for shard in range(shards):
-          yield (tag, shard), tfrecord_frames(records[shard::shards], self._crc32c)
+          part = records[shard::shards]
+          # b"" for nothing: an empty gzip member would end TensorFlow's reader early.
+          yield (tag, shard), gzip_member(part, self._crc32c) if part else b""
       self._report(table.num_rows, n_out)
 
     def _report(self, n_events, n_examples):
@@ -589,16 +609,16 @@ def build_examples_pipeline(pipeline, event_chunks, tracks: Union[pd.DataFrame, 
     progress_every_s: worker progress print interval (0: quiet).
 
   Returns:
-    A PCollection of (file path, uncompressed bytes written).
+    A PCollection of (file path, file size in bytes).
   """
   beam = _beam()
   if isinstance(event_chunks, (list, tuple)):
     event_chunks = pipeline | "EventChunks" >> beam.Create(list(event_chunks))
 
   def write(keyed):
-    (tag, shard), blobs = keyed
+    (tag, shard), members = keyed
     path = shard_path(out_dir, tag, shard, shards)
-    return path, write_shard(path, blobs)
+    return path, write_shard(path, members)
 
   return (event_chunks
           | "Reshuffle" >> beam.Reshuffle()
