@@ -42,6 +42,8 @@ INITIAL_BEHAVIOUR = {
     "pause_s_mean": 600.0,
 }
 SOURCES = ("jamendo", "30music", "hetrec", "kkbox")
+# Upper end of the popularity-exponent search (see _fit_popularity_exponent).
+MAX_POPULARITY_EXPONENT = 2.0
 
 def _split_tag(tag: str):
   """('genre', 'rock') from 'genre---rock'; plain tags get category 'genre'."""
@@ -277,18 +279,23 @@ def _fit_links(params, real: RealData, seed: int, say) -> None:
 
 
 def _fit_popularity_exponent(params, real: RealData, seed: int, say) -> None:
-  """The logging policy's popularity exponent: match HetRec's artist play concentration."""
-  best = None
-  for alpha in np.round(np.arange(0.5, 3.01, 0.25), 2):
+  """The logging policy's popularity exponent: match HetRec's artist play concentration.
+
+  The search stops at ``MAX_POPULARITY_EXPONENT``: above it the KS distance still
+  shrinks a little, but the top artist of the 1,000-artist world gets more than 15% of
+  all plays (3.5% in HetRec), which no real service shows.
+  """
+  scores = []
+  for alpha in np.round(np.arange(0.5, MAX_POPULARITY_EXPONENT + 1e-9, 0.25), 2):
     params["behaviour"]["popularity_exponent"] = float(alpha)
     world = _world(params, seed)
     cols = _simulate(world, 1000, 3, seed)
     counts = np.bincount(world.track_artist[cols["track"]], minlength=world.config.n_artists)
-    d = lorenz_ks(counts, real.artist_plays)
-    if best is None or d < best[0]:
-      best = (d, float(alpha))
-  params["behaviour"]["popularity_exponent"] = best[1]
-  say(f"  popularity_exponent={best[1]} (artist Lorenz KS {best[0]:.3f})")
+    scores.append((lorenz_ks(counts, real.artist_plays), float(alpha)))
+  d, alpha = min(scores)
+  params["behaviour"]["popularity_exponent"] = alpha
+  say(f"  popularity_exponent={alpha} (artist Lorenz KS {d:.3f}); "
+      + ", ".join(f"{a}:{k:.3f}" for k, a in scores))
 
 
 def _fit_session_lengths(params, real: RealData, seed: int, say) -> None:
@@ -397,7 +404,7 @@ THRESHOLDS = {
     "track duration (s)": 0.05,
     "tags per track": 0.05,
     "tag frequency rank": 0.05,
-    "artist play concentration (Lorenz)": 0.25,
+    "artist play concentration (Lorenz)": 0.12,
     "skip proxy rate (gap < 30 s)": 0.01,
     "repeat-listen / like rate": 0.03,
 }

@@ -105,6 +105,8 @@ class WorldConfig:
     latent_dim: dimension of the tag/track/taste embedding space.
     promo_fraction: fraction of catalog tracks that are promo tracks.
     promo_slot_rate: fraction of logged impressions that are promo slots.
+    explore_share: fraction of organic slots the logging policy fills uniformly at
+      random from the organic catalog (every track has a non-zero logging chance).
     segment_mix: initial share of each ``feature_spec.SEGMENTS`` entry.
     known_artists: artists each listener already knows (familiar music).
     artist_size_sigma: log-sd of the number of tracks per artist.
@@ -150,6 +152,7 @@ class WorldConfig:
   latent_dim: int = 16
   promo_fraction: float = 0.03
   promo_slot_rate: float = 0.06
+  explore_share: float = 0.05
   segment_mix: Tuple[float, ...] = (0.15, 0.35, 0.20, 0.05, 0.25)
   known_artists: int = 30
   artist_size_sigma: float = 1.5
@@ -206,7 +209,7 @@ class WorldConfig:
       raise ValueError(f"n_tags must be >= 0, got {self.n_tags}")
     if self.latent_dim < 2:
       raise ValueError(f"latent_dim must be >= 2, got {self.latent_dim}")
-    for name in ("promo_fraction", "promo_slot_rate", "session_style_prob",
+    for name in ("promo_fraction", "promo_slot_rate", "explore_share", "session_style_prob",
                  "artist_popularity_share",
                  "fatigue_decay", "engagement_smoothing"):
       v = getattr(self, name)
@@ -469,6 +472,7 @@ class World:
     self._pop_sampler = _Sampler(np.zeros(n_t, np.int64), wpop * organic + 1e-12, 1)
     self._style_sampler = _Sampler(primary, wpop * organic + 1e-12, n_tags)
     self._artist_sampler = _Sampler(artist, wpop * organic + 1e-12, n_a)
+    self._organic_tracks = np.flatnonzero(~promo) if (~promo).any() else np.arange(n_t)
     promo_idx = np.flatnonzero(promo)
     self._promo_tracks = promo_idx if len(promo_idx) else np.flatnonzero(organic)
     style_counts = np.bincount(primary, minlength=n_tags)
@@ -478,6 +482,8 @@ class World:
     artist_w = np.bincount(artist, weights=wpop, minlength=n_a)
     self._artist_p = artist_w / artist_w.sum()
     self._log_artist_p = np.log(self._artist_p + 1e-300)
+    self._known_sampler = _Sampler(np.zeros(n_a, np.int64), np.sqrt(self._artist_p), 1)
+    self._known_style_sampler = _Sampler(artist_style, np.sqrt(self._artist_p), n_tags)
     self._artist_style = artist_style
 
     self.track_ids = np.array([f"t{i:06d}" for i in range(n_t)], dtype=object)
@@ -533,16 +539,19 @@ class World:
     taste = np.einsum("nk,nkd->nd", fw, self.tag_emb[fav]) + 0.4 * rng.standard_normal(
         (n, d)) / np.sqrt(d)
     taste /= np.linalg.norm(taste, axis=1, keepdims=True)
-    # Known artists: popular artists and artists of the listener's favourite styles.
-    K = min(c.known_artists, c.n_artists)
-    known = np.empty((n, K), np.int64)
-    log_ap = np.log(self._artist_p + 1e-300)[None, :]
-    for b in range(0, n, 4096):   # blocks keep the [n, n_artists] scores small
-      f = fav[b:b + 4096]
-      match = (self._artist_style[None, :, None] == f[:, None, :]).any(-1)
-      ga = log_ap + 2.0 * match + rng.gumbel(size=(len(f), c.n_artists))
-      known[b:b + 4096] = (np.argpartition(-ga, K - 1, axis=1)[:, :K] if K < c.n_artists
-                           else np.argsort(-ga, axis=1))
+    # Known artists: half from the listener's favourite styles, half from the whole
+    # catalog, both weighted by sqrt(artist popularity) (repeats are allowed).
+    K = c.known_artists
+    n_style = K // 2
+    pick = (rng.random((n, n_style))[..., None]
+            > np.cumsum(fw, axis=1)[:, None, :]).sum(-1)
+    styles = np.take_along_axis(fav, np.minimum(pick, 2), axis=1)
+    known = np.concatenate([
+        self._known_style_sampler.draw(styles.reshape(-1), rng.random(n * n_style)
+                                       ).reshape(n, n_style),
+        self._known_sampler.draw(np.zeros(n * (K - n_style), np.int64),
+                                 rng.random(n * (K - n_style))).reshape(n, K - n_style)],
+        axis=1)
     segment = rng.choice(len(fs.SEGMENTS), n, p=mix / mix.sum()).astype(np.int8)
     lo = np.array([0, 14, 180, 0, 30], float)[segment]
     hi = np.array([14, 180, 1500, 60, 2000], float)[segment]
@@ -835,6 +844,8 @@ class World:
     # globally popular track.
     u = rng.random((4, E))
     promo_slot = u[0] < c.promo_slot_rate
+    src_p = np.concatenate([src_p * (1 - c.explore_share),
+                            np.full((len(src_p), 1), c.explore_share)], axis=1)
     src = (u[1][:, None] > np.cumsum(src_p[s_surf[e_sess]], 1)).sum(1)
     track = np.empty(E, np.int64)
     m = src == 0
@@ -844,8 +855,10 @@ class World:
     track[m] = self._artist_sampler.draw(art, u[2][m])
     m = src == 1
     track[m] = self._style_sampler.draw(s_style[e_sess[m]], u[2][m])
-    m = src >= 2
+    m = src == 2
     track[m] = self._pop_sampler.draw(np.zeros(m.sum(), np.int64), u[2][m])
+    m = src >= 3   # exploration: uniform over the organic catalog (full support)
+    track[m] = self._organic_tracks[rng.integers(0, len(self._organic_tracks), m.sum())]
     track[promo_slot] = self._promo_tracks[
         rng.integers(0, len(self._promo_tracks), promo_slot.sum())]
     is_promo = self.track_promo[track]
