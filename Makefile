@@ -7,7 +7,8 @@ export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-fast demo bench bench-data bench-ranking bazel-test lock clean help
+.PHONY: setup test test-fast demo bench bench-data bench-ranking bench-serving bench-intent \
+	bench-simulation bazel-test lock clean help
 
 help:
 	@echo "make setup       create .venv with the locked dependencies (+ glibc compat layer if needed)"
@@ -37,6 +38,15 @@ bench-data:
 
 bench-ranking:
 	$(PY) -m bench.run ranking
+
+bench-serving:
+	$(PY) -m bench.run serving
+
+bench-intent:
+	$(PY) -m bench.run intent
+
+bench-simulation:
+	$(PY) -m bench.run simulation
 
 bazel-test:
 	@bash scripts/bazel_test.sh

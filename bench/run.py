@@ -3,7 +3,7 @@
 import importlib
 import sys
 
-BENCHMARKS = ("data", "ranking")
+BENCHMARKS = ("data", "ranking", "serving", "intent", "simulation")
 
 
 def main(argv=None) -> int:
