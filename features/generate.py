@@ -49,10 +49,49 @@ def _fmt_eta(seconds: float) -> str:
   return f"{m}m{s:02d}s"
 
 
+def _is_remote(path: str) -> bool:
+  return "://" in path
+
+
+def _write_bytes(path: str, data: bytes) -> None:
+  """Writes a file locally or through Beam's filesystems (gs://, s3://, ...)."""
+  if not _is_remote(path):
+    with open(path, "wb") as f:
+      f.write(data)
+    return
+  from apache_beam.io.filesystems import FileSystems  # pylint: disable=g-import-not-at-top
+  with FileSystems.create(path, compression_type="uncompressed") as f:
+    f.write(data)
+
+
+def _write_parquet(table: pa.Table, path: str) -> None:
+  if _is_remote(path):
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    _write_bytes(path, sink.getvalue().to_pybytes())
+  else:
+    pq.write_table(table, path)
+
+
+def _match(pattern: str) -> list:
+  """Files matching ``pattern`` (``**`` allowed locally), sorted."""
+  if not _is_remote(pattern):
+    return sorted(p for p in glob.glob(pattern, recursive=True) if os.path.isfile(p))
+  from apache_beam.io.filesystems import FileSystems  # pylint: disable=g-import-not-at-top
+  return sorted(m.path for r in FileSystems.match([pattern.replace("**/", "**")])
+                for m in r.metadata_list)
+
+
 def _clear(pattern: str) -> None:
   """Removes outputs of an earlier run so that stale shards cannot mix in."""
-  for path in glob.glob(pattern, recursive=True):
-    if os.path.isfile(path):
+  paths = _match(pattern)
+  if not paths:
+    return
+  if _is_remote(pattern):
+    from apache_beam.io.filesystems import FileSystems  # pylint: disable=g-import-not-at-top
+    FileSystems.delete(paths)
+  else:
+    for path in paths:
       os.remove(path)
 
 
@@ -92,7 +131,7 @@ class _EventStream:
       except (KeyError, pa.ArrowInvalid, ValueError) as e:
         raise ValueError(f"events chunk does not match EVENT_SCHEMA: {e}") from e
     path = os.path.join(self.events_dir, f"part-{len(self.paths):05d}.parquet")
-    pq.write_table(chunk, path)
+    _write_parquet(chunk, path)
     self.paths.append(path)
     self.events += chunk.num_rows
     self.users += len(chunk.column("user_id").unique())
@@ -161,7 +200,7 @@ def write_dataset(event_chunks: Iterable[pa.Table], tracks: pd.DataFrame, out: s
   Args:
     event_chunks: ``EVENT_SCHEMA`` tables, whole users each, sorted by (user_id, ts).
     tracks: the catalogue (at least the ``TRACK_SCHEMA`` columns).
-    out: output directory (local).
+    out: output directory, local or any Beam filesystem (gs://...).
     shards: TFRecord files per split.
     runner: Beam runner for the examples stage.
     beam_args: extra Beam flags.
@@ -177,14 +216,15 @@ def write_dataset(event_chunks: Iterable[pa.Table], tracks: pd.DataFrame, out: s
     raise ValueError(f"shards must be >= 1, got {shards}")
   events_dir = os.path.join(out, "events")
   examples_dir = os.path.join(out, "examples")
-  os.makedirs(events_dir, exist_ok=True)
-  os.makedirs(examples_dir, exist_ok=True)
+  if not _is_remote(out):
+    os.makedirs(events_dir, exist_ok=True)
+    os.makedirs(examples_dir, exist_ok=True)
   _clear(os.path.join(events_dir, "part-*.parquet"))
   _clear(os.path.join(examples_dir, "**", "*.tfrecord.gz"))
 
   tracks_path = os.path.join(out, "tracks.parquet")
   tracks_table = pa.Table.from_pandas(tracks.reset_index(drop=True), preserve_index=False)
-  pq.write_table(tracks_table, tracks_path)
+  _write_parquet(tracks_table, tracks_path)
 
   stream = stream_events(event_chunks, events_dir, expected_chunks)
   events_s = stream.seconds
@@ -205,8 +245,8 @@ def write_dataset(event_chunks: Iterable[pa.Table], tracks: pd.DataFrame, out: s
   _log(f"examples: {counts['train']:,} train + {counts['eval']:,} eval in {examples_s:.1f}s "
        f"({n_examples / max(examples_s, 1e-9):,.0f} examples/s)")
 
-  rel = lambda p: os.path.relpath(p, out)  # pylint: disable=unnecessary-lambda-assignment
-  files = sorted(glob.glob(os.path.join(examples_dir, "**", "*.tfrecord.gz"), recursive=True))
+  rel = lambda p: p[len(out):].lstrip("/")  # pylint: disable=unnecessary-lambda-assignment
+  files = _match(os.path.join(examples_dir, "**", "*.tfrecord.gz"))
   manifest = {
       "layout": "span" if span_layout else "flat",
       "counts": {"events": stream.events, "users": stream.users,
@@ -227,8 +267,8 @@ def write_dataset(event_chunks: Iterable[pa.Table], tracks: pd.DataFrame, out: s
                  "examples_per_s": round(n_examples / max(examples_s, 1e-9), 1)},
   }
   manifest.update(manifest_extra or {})
-  with open(os.path.join(out, "manifest.json"), "w") as f:
-    json.dump(manifest, f, indent=2, sort_keys=True)
+  _write_bytes(os.path.join(out, "manifest.json"),
+               json.dumps(manifest, indent=2, sort_keys=True).encode())
   _log(f"wrote {out}/manifest.json")
   return manifest
 
