@@ -423,10 +423,13 @@ class World:
     primary[other] = self.style_tags[rng.choice(len(style_p), other.sum(), p=style_p)]
     tpt = np.asarray(p["tags_per_track"], dtype=np.float64)
     tpt = tpt[:fs.MAX_TAGS] / tpt[:fs.MAX_TAGS].sum()
-    n_tags_t = 1 + rng.choice(len(tpt), n_t, p=tpt)
+    n_tags_t = np.minimum(1 + rng.choice(len(tpt), n_t, p=tpt), n_tags)
     logits = np.log(freq)[None, :] + lift[primary] + rng.gumbel(size=(n_t, n_tags))
     logits[np.arange(n_t), primary] = -np.inf
     rest = np.argsort(-logits, axis=1)[:, :fs.MAX_TAGS - 1]
+    if rest.shape[1] < fs.MAX_TAGS - 1:   # a vocabulary smaller than MAX_TAGS
+      rest = np.pad(rest, ((0, 0), (0, fs.MAX_TAGS - 1 - rest.shape[1])),
+                    constant_values=-1)
     tag_mat = np.concatenate([primary[:, None], rest], axis=1)
     tag_mat[np.arange(fs.MAX_TAGS)[None, :] >= n_tags_t[:, None]] = -1
     self.track_tags = tag_mat
@@ -454,7 +457,7 @@ class World:
     n_promo = int(round(c.promo_fraction * n_t))
     promo = np.zeros(n_t, dtype=bool)
     if n_promo:
-      # Promos are mostly new releases: drawn from the less popular half.
+      # Promos are mostly new releases: drawn from the less popular 60%.
       cand = np.flatnonzero(rank_u < 0.6)
       promo[rng.choice(cand, min(n_promo, len(cand)), replace=False)] = True
     self.track_pop = _quantile_sample(p["popularity_quantiles"], rank_u).astype(np.float32)
@@ -478,7 +481,6 @@ class World:
     style_counts = np.bincount(primary, minlength=n_tags)
     self._session_style_p = np.where(style_counts > 0, freq, 0.0)
     self._session_style_p /= self._session_style_p.sum()
-    self._style_ok = style_counts > 0
     artist_w = np.bincount(artist, weights=wpop, minlength=n_a)
     self._artist_p = artist_w / artist_w.sum()
     self._log_artist_p = np.log(self._artist_p + 1e-300)
@@ -494,7 +496,7 @@ class World:
     self.tracks = pd.DataFrame({
         "track_id": self.track_ids,
         "artist_id": self.artist_ids[artist],
-        "tags": [list(tag_names[r[r >= 0]]) for r in tag_mat],
+        "tags": [list(tag_names[row[row >= 0]]) for row in tag_mat],
         "duration_s": self.track_duration,
         "popularity": self.track_pop,
         "title": titles,

@@ -3,10 +3,10 @@ segment mix, context/drift/fatigue effects (golden numbers on fixed seeds), the
 ground-truth response functions and the fresh-clone start from the committed JSON."""
 
 import os
+import io
 import subprocess
 import sys
 import tarfile
-import io
 
 import numpy as np
 import pyarrow as pa
@@ -319,6 +319,16 @@ def test_small_catalog_works():
   assert w.config.n_artists == 10
   t = next(w.iter_events(20, 2))
   assert t.schema.equals(ev.EVENT_SCHEMA) and t.num_rows > 0
+
+
+def test_small_tag_vocabulary_works():
+  w = World(WorldConfig(n_tracks=200, n_tags=5), seed=1)
+  assert len(w.tag_names) == 5
+  assert w.tracks["tags"].map(len).between(1, 5).all()
+  assert set(w.tag_names) <= set(wm.load_params()["tags"]["names"][:5])
+  assert next(w.iter_events(10, 1)).num_rows > 0
+  with pytest.raises(ValueError, match="n_tags"):
+    World(WorldConfig(n_tags=500))
 
 
 # ------------------------------------------------------------------ fresh clone
