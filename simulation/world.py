@@ -628,9 +628,10 @@ class World:
     Returns:
       Dict of float arrays [n, k]: ``utility``, ``p_skip``, ``p_complete`` (expected
       completion fraction), ``p_like``, ``exposure`` (expected exposure value) and
-      ``conversion_hazard`` (probability that this impression converts the listener).
-      Each impression is scored on its own at the listener's current state (no drift
-      or fatigue build-up along the list; ``play_slate`` plays a list in order).
+      ``conversion_hazard`` (probability that this impression converts the listener,
+      evaluated at the expected completion). Each impression is scored on its own at
+      the listener's current state (no drift or fatigue build-up along the list;
+      ``play_slate`` plays a list in order).
     """
     t = np.asarray(track_idx)
     n = len(listeners)
