@@ -184,7 +184,7 @@ def build_model(model_config: config_lib.ModelConfig,
                 train_config: config_lib.TrainConfig) -> model_lib.RankingModel:
   tf.keras.utils.set_random_seed(train_config.seed)
   model = model_lib.RankingModel(model_config, train_config)
-  model.compile(optimizer=tf.keras.optimizers.Adam(train_config.learning_rate))
+  model.compile(optimizer=model_lib.make_optimizer(model, train_config))
   return model
 
 

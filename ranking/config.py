@@ -50,7 +50,7 @@ class ModelConfig:
   """
   d_model: int = 64
   num_layers: int = 2
-  num_heads: int = 4
+  num_heads: int = 2
   ff_mult: int = 2
   dropout: float = 0.0
   history_len: int = fs.HISTORY_LEN
@@ -58,7 +58,7 @@ class ModelConfig:
   session_layers: int = 1
   mixture: str = "mmoe"
   num_experts: int = 4
-  expert_units: Tuple[int, ...] = (128, 64)
+  expert_units: Tuple[int, ...] = (64,)
   ple_shared_experts: int = 2
   ple_task_experts: int = 1
   ple_levels: int = 1
@@ -154,7 +154,8 @@ class TrainConfig:
 
   Attributes:
     batch_size: examples per step.
-    learning_rate: Adam learning rate.
+    learning_rate: Adam learning rate of the dense weights.
+    embedding_learning_rate: sparse Adagrad learning rate of the large id tables.
     seed: seed of weights and data order.
     task_weights: static loss weight per task; interest must weigh at least as much as
       every commercial task (checked by ``weighting.StaticWeights``).
@@ -169,6 +170,7 @@ class TrainConfig:
   """
   batch_size: int = 512
   learning_rate: float = 1e-3
+  embedding_learning_rate: float = 0.05
   seed: int = 7
   task_weights: Tuple[Tuple[str, float], ...] = (
       ("interest", 1.0), ("subscription", 0.5), ("exposure", 0.3))
@@ -181,6 +183,7 @@ class TrainConfig:
   def __post_init__(self):
     _positive("batch_size", self.batch_size)
     _positive("learning_rate", self.learning_rate)
+    _positive("embedding_learning_rate", self.embedding_learning_rate)
     if self.interest_only_steps < 0:
       raise ValueError(f"interest_only_steps must be >= 0, got {self.interest_only_steps}")
     if self.ramp_steps < 0:

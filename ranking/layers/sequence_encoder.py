@@ -70,7 +70,7 @@ class PlayTokens(tf.keras.layers.Layer):
 class TransformerBlock(tf.keras.layers.Layer):
   """One pre-LayerNorm Transformer encoder block with a key padding mask.
 
-  Math: ``h = x + W_o MHA(LN(x) W_qkv, mask)`` with
+  Math: ``h = x + W_o MHA(LN(x), mask)`` with ``Q, K, V = LN(x) W_{q,k,v}`` and
   ``MHA = concat_h softmax(Q_h K_h^T / sqrt(d_h) + (1 - m) * -1e9) V_h``;
   ``y = h + W2 gelu(W1 LN(h))``. Padding keys get
   no attention weight; a fully padded sequence attends uniformly to padding, which is
@@ -105,9 +105,11 @@ class TransformerBlock(tf.keras.layers.Layer):
     self.dropout = dropout
     self.head_dim = dim // num_heads
     self.ln_attention = tf.keras.layers.LayerNormalization(epsilon=1e-6, name="ln_attention")
-    # One fused projection for queries, keys and values: a single matmul on CPU instead
-    # of three, and no per-head einsums (Keras' MultiHeadAttention was ~3x slower here).
-    self.qkv = tf.keras.layers.Dense(3 * dim, name="qkv_projection")
+    # Plain projections + one 4-D transpose each: measured ~2x cheaper (forward+backward
+    # on CPU) than Keras' MultiHeadAttention einsums or a fused 5-D QKV transpose.
+    self.query = tf.keras.layers.Dense(dim, name="query")
+    self.key = tf.keras.layers.Dense(dim, name="key")
+    self.value = tf.keras.layers.Dense(dim, name="value")
     self.attention_output = tf.keras.layers.Dense(dim, name="attention_output")
     self.ln_ffn = tf.keras.layers.LayerNormalization(epsilon=1e-6, name="ln_ffn")
     self.ffn_in = tf.keras.layers.Dense(ff_dim, activation="gelu", name="ffn_in")
@@ -116,9 +118,12 @@ class TransformerBlock(tf.keras.layers.Layer):
 
   def _self_attention(self, x, mask, training):
     batch, length = tf.shape(x)[0], tf.shape(x)[1]
-    qkv = tf.reshape(self.qkv(x), [batch, length, 3, self.num_heads, self.head_dim])
-    qkv = tf.transpose(qkv, [2, 0, 3, 1, 4])                  # [3, B, H, L, dh]
-    q, k, v = qkv[0], qkv[1], qkv[2]
+
+    def heads(t):   # [B, L, dim] -> [B, H, L, dh]
+      return tf.transpose(tf.reshape(t, [batch, length, self.num_heads, self.head_dim]),
+                          [0, 2, 1, 3])
+
+    q, k, v = heads(self.query(x)), heads(self.key(x)), heads(self.value(x))
     logits = tf.matmul(q, k, transpose_b=True) * (self.head_dim ** -0.5)   # [B, H, L, L]
     logits += (1.0 - tf.cast(mask, x.dtype))[:, tf.newaxis, tf.newaxis, :] * -1e9
     weights = self.drop(tf.nn.softmax(logits, axis=-1), training=training)

@@ -109,10 +109,9 @@ def test_transformer_block_attention_matches_numpy():
   x = tf.constant(np.random.default_rng(0).normal(size=(1, 3, 4)), tf.float32)
   mask = tf.constant([[True, True, False]])
   got = block._self_attention(x, mask, training=False).numpy()[0]
-  wqkv, bqkv = (v.numpy() for v in block.qkv.weights)
   wo, bo = (v.numpy() for v in block.attention_output.weights)
-  qkv = x.numpy()[0] @ wqkv + bqkv
-  q, k, v = qkv[:, :4], qkv[:, 4:8], qkv[:, 8:]
+  q, k, v = (x.numpy()[0] @ l.kernel.numpy() + l.bias.numpy()
+             for l in (block.query, block.key, block.value))
   heads = []
   for h in range(2):
     sl = slice(2 * h, 2 * h + 2)
