@@ -15,8 +15,7 @@ Every event row is one impression. Its example holds:
   rows, so interleaved sessions are handled),
 * the candidate track (tags padded to ``MAX_TAGS``, duration, popularity, is_promo),
 * the labels; a null label becomes value 0 with weight 0, never an invented value.
-  In history and session sequences a null completion/skip is 0 (masked by nothing: the
-  model sees "unknown" as 0, which is what the raw source says about it).
+  In history and session sequences a null completion/skip is written as 0.
 
 A chunk of events must hold whole users sorted by (user_id, ts): the history never
 crosses a chunk boundary. The work per chunk is columnar: history and session windows
@@ -71,7 +70,8 @@ class TrackIndex:
     if not self.ids.is_unique:
       raise ValueError("tracks table has duplicate track_id values")
     n = len(tracks)
-    self.artist_ids = tracks["artist_id"].fillna("").astype(str).to_numpy(dtype=object)
+    self.artist_ids = pa.array(tracks["artist_id"].fillna("").astype(str).tolist(),
+                               pa.binary())
     self.duration_s = _nan_to_zero(tracks["duration_s"].to_numpy(dtype=np.float32))
     self.popularity = _nan_to_zero(tracks["popularity"].to_numpy(dtype=np.float32))
     # Tags as codes into one tag dictionary whose entry 0 is the padding token.
@@ -294,15 +294,12 @@ def events_to_record_batch(events: pa.Table, tracks: TrackIndex) -> pa.RecordBat
   known = rows >= 0
   safe_rows = np.where(known, rows, 0)
   strings("cand_track_id", track_codes, track_dict)
-  # The event's artist wins; the track table fills a missing one.
-  artist_of_event = artist_dict.take(pa.array(artist_codes)).to_numpy(zero_copy_only=False)
-  if len(tracks):
-    fallback = np.where(known, tracks.artist_ids[safe_rows], "").astype(object)
-  else:
-    fallback = np.full(n, "", dtype=object)
-  cand_artist = np.where(artist_codes == artist_pad, fallback, artist_of_event)
-  cols["cand_artist_id"] = _fixed_list(pa.array(list(cand_artist), pa.binary())
-                                       if n else pa.array([], pa.binary()), n, 1)
+  # The event's artist wins; the track table fills a missing one. Codes past the
+  # event dictionary point into the track table's artist column.
+  fill = (artist_codes == artist_pad) & known
+  cand_artist_codes = np.where(fill, len(artist_dict) + safe_rows, artist_codes)
+  strings("cand_artist_id", cand_artist_codes,
+          pa.concat_arrays([artist_dict, tracks.artist_ids]))
   if len(tracks):
     tag_codes = np.where(known[:, None], tracks.tag_codes[safe_rows], 0)
     num_tags = np.where(known, tracks.num_tags[safe_rows], 0)
