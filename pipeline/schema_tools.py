@@ -35,6 +35,10 @@ def curate(inferred: schema_pb2.Schema) -> schema_pb2.Schema:
     schema.string_domain.add(name=name, value=sorted(values))
   for feature in schema.feature:
     feature.presence.min_fraction = 1.0
+    if fs.RAW_BY_NAME[feature.name].length == 1:
+      # A scalar: no dims, so it parses as FixedLenFeature([]) exactly like
+      # feature_spec.raw_feature_spec() (SchemaGen infers [1]).
+      feature.shape.ClearField("dim")
     if feature.name in CATEGORICAL_DOMAINS:
       feature.domain = feature.name
     elif feature.HasField("domain"):

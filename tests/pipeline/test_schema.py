@@ -21,7 +21,7 @@ def test_every_raw_feature_is_in_the_schema_with_its_type_and_shape():
   for name, spec in fs.RAW_BY_NAME.items():
     feature = by_name[name]
     assert feature.type == types[spec.dtype], name
-    assert [d.size for d in feature.shape.dim] == [spec.length], name
+    assert [d.size for d in feature.shape.dim] == ([spec.length] if spec.length > 1 else []), name
     assert feature.presence.min_fraction == 1.0, name
 
 
@@ -40,6 +40,16 @@ def test_labels_and_weights_have_ranges():
     assert (weight.float_domain.min, weight.float_domain.max) == (0.0, 1.0)
   assert by_name["interest_completion"].float_domain.max == 1.0
   assert by_name["exposure"].float_domain.min == 0.0
+
+
+def test_schema_parses_like_the_feature_spec():
+  from tensorflow_transform.tf_metadata import schema_utils
+  spec = schema_utils.schema_as_feature_spec(_schema()).feature_spec
+  expected = fs.raw_feature_spec()
+  assert set(spec) == set(expected)
+  for name, feature in expected.items():
+    assert list(spec[name].shape) == list(feature.shape), name
+    assert spec[name].dtype == feature.dtype, name
 
 
 def test_curate_is_idempotent():
