@@ -341,14 +341,9 @@ class RankingModel(tfrs.Model):
 
     organic_completion = None
     if "interest" in self.config.tasks:
-      organic = 1.0 - tf.clip_by_value(_scalar(features[X("cand_is_promo")], tf.float32),
-                                        0.0, 1.0)
-      n_organic = tf.reduce_sum(organic)
       floor = self.completion_floor.floor if self.completion_floor is not None else 0.0
-      organic_completion = tf.where(
-          n_organic > 0,
-          tf.reduce_sum(organic * preds["interest_completion"]) / tf.maximum(n_organic, 1.0),
-          floor)
+      organic_completion = weighting.organic_mean_completion(
+          preds["interest_completion"], features[X("cand_is_promo")], default=floor)
     total = self.combiner(losses, self.step_counter, organic_completion, training=training)
     if training:
       self.step_counter.assign_add(1)

@@ -202,6 +202,24 @@ class CompletionFloor(tf.keras.layers.Layer):
     return config
 
 
+def organic_mean_completion(p_complete, is_promo, default: float = 0.0):
+  """Mean predicted completion over organic (non-promo) candidates.
+
+  Args:
+    p_complete: ``[B]`` predicted completion.
+    is_promo: ``[B]`` 0/1 promo flags.
+    default: the value when the batch has no organic candidate (no violation when it is
+      the floor itself).
+
+  Returns:
+    Scalar ``sum (1 - promo) p / sum (1 - promo)``, or ``default``.
+  """
+  organic = 1.0 - tf.clip_by_value(tf.cast(tf.reshape(is_promo, [-1]), tf.float32), 0.0, 1.0)
+  n = tf.reduce_sum(organic)
+  mean = tf.reduce_sum(organic * tf.reshape(p_complete, [-1])) / tf.maximum(n, 1.0)
+  return tf.where(n > 0, mean, tf.cast(default, tf.float32))
+
+
 class LossCombiner:
   """Turns per-task losses into the training loss: schedule, uncertainty, floor.
 

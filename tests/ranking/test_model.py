@@ -127,6 +127,17 @@ def test_completion_floor_multiplier_rises_in_training(batch):
   assert int(model.step_counter) == 3
 
 
+def test_uncertainty_weighting_trains_its_log_variances(batch):
+  tc = config_lib.TrainConfig(dynamic_weighting="uncertainty")
+  model = _model(train_config=tc)
+  model.compile(model_lib.make_optimizer(model, tc))
+  log_vars = model.uncertainty_weighting.log_vars
+  model.fit(tf.data.Dataset.from_tensors(_tensors(batch)).repeat(), steps_per_epoch=3,
+            verbose=0)
+  assert all(any(v is w for w in model.dense_trainable_variables) for v in log_vars.values())
+  assert all(abs(float(v)) > 0 for v in log_vars.values())
+
+
 def test_fit_reports_metrics_per_head(batch):
   model = _model()
   model.compile(model_lib.make_optimizer(model, config_lib.TrainConfig()))

@@ -97,3 +97,12 @@ def test_loss_combiner():
   with pytest.raises(ValueError, match=r"no weight for tasks \['exposure'\]"):
     weighting.LossCombiner(("interest", "exposure"),
                            config_lib.TrainConfig(task_weights={"interest": 1.0}))
+
+
+def test_organic_mean_completion():
+  p = tf.constant([0.2, 0.9, 0.4, 0.8])
+  promo = tf.constant([0, 1, 0, 1], tf.int64)
+  assert float(weighting.organic_mean_completion(p, promo)) == pytest.approx(0.3)
+  all_promo = tf.ones(4, tf.int64)
+  assert float(weighting.organic_mean_completion(p, all_promo, default=0.6)) == \
+      pytest.approx(0.6)
