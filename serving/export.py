@@ -1,0 +1,285 @@
+"""Export of the serving SavedModel: numbered versions, warmup records, server configs.
+
+This module owns how a trained ``RankingModel`` becomes something a model server loads:
+
+* :func:`export_serving_model` writes ``BASE/<version>/`` (the SavedModel of
+  ``serving.signatures.RankerServingModule``, with
+  ``assets.extra/tf_serving_warmup_requests`` built from real examples and
+  ``assets.extra/melody_serving.json`` describing the export), publishing the version
+  atomically (written under a temporary name, then renamed). Next to the base directory,
+  in ``dirname(BASE)``, it writes ``models.config`` (model ``basename(BASE)`` by
+  default, labels ``stable`` and ``canary``), ``batching_parameters.txt`` and
+  ``monitoring.config`` with ``serving.model_config``. The layout:
+
+      models/                       <- dirname(BASE): the server's config directory
+        models.config  batching_parameters.txt  monitoring.config
+        melody/                     <- BASE: the model's base_path
+          1/  2/  ...               <- versions (saved_model.pb, variables/, assets.extra/)
+
+  A new version becomes ``canary``; ``stable`` stays on the version it labelled before
+  (the first export labels itself both), and both are loaded (a ``specific`` version
+  policy), so a client can pick either label.
+* :func:`export_from_training` is the one-call entry point for a Trainer ``run_fn``:
+  the SavedModel directly in ``serving_model_dir`` (TFX's Pusher adds the version
+  number), warmup included, no config files.
+* ``python -m serving.export`` (:func:`main`) exports from a ``melody train`` output
+  directory (TFT output + checkpoints) and a ``melody data generate`` directory.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import sys
+from typing import Dict, Optional, Sequence, Union
+
+import pandas as pd
+import tensorflow as tf
+
+from serving import model_config
+from serving import signatures as sig
+from serving import warmup as warmup_lib
+
+INFO_FILE = os.path.join("assets.extra", "melody_serving.json")
+DEFAULT_MODEL_NAME = "melody"
+# Batching: a request carries up to N_max candidates per listener, so a few listeners
+# already make a large batch; 2 ms of waiting is a small share of a ~10 ms request.
+DEFAULT_BATCHING = model_config.BatchingParameters(
+    max_batch_size=8, batch_timeout_micros=2000,
+    num_batch_threads=max(1, os.cpu_count() or 1), max_enqueued_batches=64)
+
+
+def _log(msg: str) -> None:
+  print(f"[export] {msg}", file=sys.stderr, flush=True)
+
+
+def next_version(base_dir: str) -> int:
+  """1 + the highest numbered version under ``base_dir`` (1 when there is none)."""
+  versions = [int(n) for n in (os.listdir(base_dir) if os.path.isdir(base_dir) else ())
+              if n.isdigit()]
+  return max(versions, default=0) + 1
+
+
+def default_example_pattern(catalog_path: str) -> Optional[str]:
+  """Raw examples next to a ``tracks.parquet`` (the ``melody data generate`` layout)."""
+  data_dir = os.path.dirname(os.path.abspath(catalog_path))
+  pattern = os.path.join(data_dir, "examples", "**", "*.tfrecord.gz")
+  import glob  # pylint: disable=g-import-not-at-top
+  return pattern if glob.glob(pattern, recursive=True) else None
+
+
+def save_module(module: sig.RankerServingModule, path: str,
+                warmup_examples: Union[None, str, Sequence[bytes]] = None,
+                num_warmup_records: int = warmup_lib.DEFAULT_RECORDS,
+                model_name: str = DEFAULT_MODEL_NAME) -> str:
+  """Saves ``module`` with its signatures to ``path`` plus warmup and info files.
+
+  Args:
+    module: the serving module.
+    path: target directory (must not exist).
+    warmup_examples: raw examples (glob or serialized records) for the warmup file;
+      None writes no warmup file.
+    num_warmup_records: warmup requests to write (<= 1000).
+    model_name: ``ModelSpec.name`` in the warmup requests.
+
+  Returns:
+    ``path``.
+  """
+  tf.saved_model.save(module, path, signatures=module.signatures())
+  signatures = sorted(module.signatures())
+  if warmup_examples is not None:
+    records = warmup_lib.read_examples(warmup_examples)
+    requests = warmup_lib.warmup_requests(
+        records, model_name, module.n_max, num_warmup_records,
+        with_intent=module.intent is not None,
+        catalog_ids=module.catalog_track_ids.numpy())
+    warmup_lib.write_warmup(path, requests)
+  info = {"n_max": module.n_max, "catalog_size": module.catalog_size,
+          "signatures": signatures, "labels": list(module.model.config.labels),
+          "fusion": module.fusion_config.to_dict(), "mixing": module.mixing_config.to_dict(),
+          "intent": module.intent is not None,
+          "model_config": module.model.config.to_dict()}
+  os.makedirs(os.path.join(path, "assets.extra"), exist_ok=True)
+  with open(os.path.join(path, INFO_FILE), "w", encoding="utf-8") as f:
+    json.dump(info, f, indent=2, sort_keys=True, default=list)
+  return path
+
+
+def read_info(version_dir: str) -> Dict[str, object]:
+  """The ``melody_serving.json`` of an exported version (N_max, signatures, configs)."""
+  with open(os.path.join(version_dir, INFO_FILE), encoding="utf-8") as f:
+    return json.load(f)
+
+
+def _labels(config_dir: str, model_name: str, base_dir: str, version: int) -> Dict[str, int]:
+  """stable = what it labelled before (if that version exists), canary = ``version``."""
+  stable = None
+  path = os.path.join(config_dir, model_config.MODELS_CONFIG)
+  if os.path.isfile(path):
+    try:
+      for entry in model_config.read_model_config(path):
+        if entry.name == model_name:
+          stable = entry.labels.get("stable")
+    except ValueError:
+      stable = None
+  existing = set(model_config.list_versions(base_dir))
+  if stable is None or stable not in existing or stable == version:
+    older = sorted(v for v in existing if v < version)
+    stable = older[-1] if older else version
+  return {"stable": stable, "canary": version}
+
+
+def write_configs(base_dir: str, model_name: str, labels: Dict[str, int],
+                  batching: model_config.BatchingParameters = DEFAULT_BATCHING,
+                  monitoring: model_config.MonitoringConfig = model_config.MonitoringConfig()
+                  ) -> Dict[str, str]:
+  """Writes models.config / batching_parameters.txt / monitoring.config next to
+  ``base_dir`` (in its parent); returns their paths by file name."""
+  base_dir = os.path.abspath(base_dir)
+  entry = model_config.ModelEntry(
+      name=model_name, base_path=base_dir,
+      version_policy=model_config.VersionPolicy("specific",
+                                                versions=tuple(sorted(set(labels.values())))),
+      version_labels=tuple(labels.items()))
+  return model_config.write_server_configs(os.path.dirname(base_dir), [entry], batching,
+                                           monitoring)
+
+
+def export_serving_model(model, tft_output_dir: str,
+                         catalog_path_or_df: Union[str, pd.DataFrame], base_dir: str,
+                         version: Optional[int] = None, intent: Optional[tf.Module] = None,
+                         warmup_examples: Union[None, str, Sequence[bytes]] = "auto",
+                         model_name: Optional[str] = None, n_max: int = sig.DEFAULT_N_MAX,
+                         fusion_config=None, mixing_config=None,
+                         num_warmup_records: int = warmup_lib.DEFAULT_RECORDS,
+                         batching: model_config.BatchingParameters = DEFAULT_BATCHING
+                         ) -> str:
+  """Exports a numbered version under ``base_dir`` and the server configs beside it.
+
+  Args:
+    model: a built ``ranking.model.RankingModel``.
+    tft_output_dir: the TFT output (``transform_fn/``, ``transformed_metadata/``).
+    catalog_path_or_df: ``tracks.parquet`` or its frame (row order = catalogue rows).
+    base_dir: the model's base path (versions go in ``base_dir/<version>``).
+    version: version number; None takes the next free integer.
+    intent: optional intent module (``candidates(texts, k)``), see
+      ``serving.signatures``.
+    warmup_examples: raw examples for the warmup file: a glob, serialized records,
+      ``"auto"`` (the ``examples/`` next to a ``tracks.parquet`` path, none for a
+      frame) or None (no warmup file).
+    model_name: served model name; default ``basename(base_dir)``.
+    n_max: most candidates per listener.
+    fusion_config: a ``FusionConfig`` (default weights when None).
+    mixing_config: a ``MixingConfig`` (default rules when None).
+    num_warmup_records: warmup requests (<= 1000).
+    batching: the batching parameters file's content.
+
+  Returns:
+    The version directory.
+
+  Raises:
+    ValueError: the version exists already, or a bad argument.
+  """
+  from ranking.layers import fusion as fusion_lib  # pylint: disable=g-import-not-at-top
+  from ranking.layers import mixing as mixing_lib  # pylint: disable=g-import-not-at-top
+  base_dir = os.path.abspath(base_dir)
+  model_name = model_name or os.path.basename(base_dir) or DEFAULT_MODEL_NAME
+  os.makedirs(base_dir, exist_ok=True)
+  version = next_version(base_dir) if version is None else int(version)
+  if version < 1:
+    raise ValueError(f"version must be >= 1, got {version}")
+  final = os.path.join(base_dir, str(version))
+  if os.path.exists(final):
+    raise ValueError(f"version {version} exists already at {final}")
+  if isinstance(warmup_examples, str) and warmup_examples == "auto":
+    warmup_examples = (default_example_pattern(catalog_path_or_df)
+                       if isinstance(catalog_path_or_df, str) else None)
+  module = sig.RankerServingModule(
+      model, tft_output_dir, catalog_path_or_df,
+      fusion_config or fusion_lib.FusionConfig(), mixing_config or mixing_lib.MixingConfig(),
+      n_max=n_max, intent=intent)
+  tmp = os.path.join(base_dir, f".tmp-{version}-{os.getpid()}")
+  shutil.rmtree(tmp, ignore_errors=True)
+  try:
+    save_module(module, tmp, warmup_examples, num_warmup_records, model_name)
+    os.rename(tmp, final)
+  finally:
+    shutil.rmtree(tmp, ignore_errors=True)
+  labels = _labels(os.path.dirname(base_dir), model_name, base_dir, version)
+  write_configs(base_dir, model_name, labels, batching)
+  _log(f"exported {model_name} version {version} to {final} (labels {labels})")
+  return final
+
+
+def export_from_training(model, tft_output_dir: str, catalog_path: str,
+                         serving_model_dir: str) -> str:
+  """The Trainer's export: the serving SavedModel directly in ``serving_model_dir``.
+
+  Call it at the end of ``run_fn`` instead of the raw-example-only export:
+  ``export_from_training(model, fn_args.transform_output, DATA/tracks.parquet,
+  fn_args.serving_model_dir)``. Signatures: ``serving_default`` (= ``rank``),
+  ``rank``, ``recommend``, ``transform_features`` and ``score_examples`` (the raw
+  ``tf.Example`` signature TFMA and the InfraValidator should name). Warmup records come
+  from the ``examples/`` next to ``catalog_path`` when there are any. No version
+  directory and no config files: TFX's Pusher versions the pushed copy.
+
+  Returns:
+    ``serving_model_dir``.
+  """
+  module = sig.RankerServingModule(model, tft_output_dir, catalog_path)
+  if tf.io.gfile.exists(os.path.join(serving_model_dir, "saved_model.pb")):
+    raise ValueError(f"{serving_model_dir} holds a SavedModel already")
+  save_module(module, serving_model_dir, default_example_pattern(catalog_path))
+  _log(f"saved the serving model to {serving_model_dir}")
+  return serving_model_dir
+
+
+def restore_trained_model(train_out: str, config_name: str = "mmoe"):
+  """A ``RankingModel`` with the latest checkpoint of a ``melody train`` output dir.
+
+  Args:
+    train_out: ``melody train --out`` (holds ``run/checkpoints``).
+    config_name: the ``--config`` it was trained with.
+
+  Raises:
+    ValueError: no checkpoint found.
+  """
+  from ranking import config as config_lib  # pylint: disable=g-import-not-at-top
+  from ranking import model as model_lib  # pylint: disable=g-import-not-at-top
+  from ranking import testing  # pylint: disable=g-import-not-at-top
+  ckpt = tf.train.latest_checkpoint(os.path.join(train_out, "run", "checkpoints"))
+  if ckpt is None:
+    raise ValueError(f"no checkpoint under {train_out}/run/checkpoints")
+  model = model_lib.RankingModel(config_lib.model_config_from_name(config_name))
+  model(testing.synthetic_batch(2), training=False)   # creates the variables
+  tf.train.Checkpoint(model=model).restore(ckpt).expect_partial()
+  return model
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  """``python -m serving.export --train-out OUT --data DATA --base-dir models/melody``."""
+  parser = argparse.ArgumentParser(prog="python -m serving.export",
+                                   description="Export a trained ranker for serving.")
+  parser.add_argument("--train-out", required=True,
+                      help="melody train --out directory (transform/, run/checkpoints)")
+  parser.add_argument("--data", required=True,
+                      help="melody data generate directory (tracks.parquet, examples/)")
+  parser.add_argument("--base-dir", required=True, help="model base path, e.g. models/melody")
+  parser.add_argument("--config", default="mmoe", help="model config it was trained with")
+  parser.add_argument("--version", type=int, default=None)
+  parser.add_argument("--n-max", type=int, default=sig.DEFAULT_N_MAX)
+  args = parser.parse_args(argv)
+  try:
+    model = restore_trained_model(args.train_out, args.config)
+    path = export_serving_model(model, os.path.join(args.train_out, "transform"),
+                                os.path.join(args.data, "tracks.parquet"), args.base_dir,
+                                version=args.version, n_max=args.n_max)
+  except ValueError as e:
+    print(f"serving.export: error: {e}", file=sys.stderr)
+    return 2
+  print(path)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
