@@ -63,16 +63,41 @@ def _clip(x: tf.Tensor, hi: int) -> tf.Tensor:
   return tf.clip_by_value(tf.cast(x, tf.int64), 0, hi)
 
 
+def _dense(name: str, x) -> tf.Tensor:
+  """``x`` as ``[batch]`` (length 1) or ``[batch, L]``, whatever schema parsed it.
+
+  ``raw_feature_spec()`` gives exactly that; a TFX schema may instead give ``[batch, 1]``
+  scalars (SchemaGen's inferred shapes) or sparse/ragged values (no inferred shape).
+  """
+  f = fs.RAW_BY_NAME[name]
+  if isinstance(x, tf.RaggedTensor):
+    x = x.to_sparse()
+  if isinstance(x, tf.SparseTensor):
+    x = tf.sparse.to_dense(x, default_value=tf.constant(f.default, dtype=x.dtype))
+    if f.length > 1:  # pad or cut to the fixed length
+      x = tf.pad(x, [[0, 0], [0, tf.maximum(f.length - tf.shape(x)[1], 0)]],
+                 constant_values=tf.constant(f.default, dtype=x.dtype))[:, :f.length]
+      x = tf.reshape(x, [-1, f.length])  # static length for the output schema
+    else:
+      x = tf.pad(x, [[0, 0], [0, tf.maximum(1 - tf.shape(x)[1], 0)]],
+                 constant_values=tf.constant(f.default, dtype=x.dtype))[:, 0]
+  elif f.length == 1 and x.shape.rank == 2:
+    x = tf.reshape(x, [-1])
+  return x
+
+
 def preprocessing_fn(inputs: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
   """Maps raw features to ``feature_spec.TRANSFORMED_FEATURES`` plus labels/weights.
 
   Args:
-    inputs: raw tensors parsed with ``feature_spec.raw_feature_spec()``.
+    inputs: raw tensors parsed with ``feature_spec.raw_feature_spec()`` (or any schema
+      with the same names: ``[batch, 1]`` scalars and sparse values are accepted).
 
   Returns:
     Exactly the keys of ``TRANSFORMED_FEATURES`` and ``PASSTHROUGH_KEYS``.
   """
   xf = fs.xf
+  inputs = {k: _dense(k, v) for k, v in inputs.items() if k in fs.RAW_BY_NAME}
   out: Dict[str, tf.Tensor] = {}
 
   ids = {}

@@ -169,3 +169,38 @@ def test_buckets_and_z_scores(transformed):
   assert gap_expected.max() > 0  # the toy data has gaps beyond the first boundary
   for key in fs.PASSTHROUGH_KEYS:
     np.testing.assert_array_equal(got[key], raw[key])
+
+
+@pytest.mark.slow
+def test_other_schemas_give_the_same_outputs(transformed, tmp_path):
+  """[batch, 1] scalars (SchemaGen's inferred shapes) and sparse sequences work too."""
+  import tensorflow_transform.beam as tft_beam  # pylint: disable=g-import-not-at-top
+  from tensorflow_transform.tf_metadata import dataset_metadata  # pylint: disable=g-import-not-at-top
+  spec = {}
+  for f in fs.RAW_FEATURES:
+    dtype = {"string": tf.string, "int64": tf.int64, "float32": tf.float32}[f.dtype]
+    if f.name == "hist_track_ids":
+      spec[f.name] = tf.io.VarLenFeature(dtype)
+    else:
+      spec[f.name] = tf.io.FixedLenFeature([f.length], dtype)
+  metadata = dataset_metadata.DatasetMetadata.from_feature_spec(spec)
+  parsed = tf.io.parse_example(transformed["records"], spec)
+  rows = []
+  for i in range(len(transformed["records"])):
+    row = {}
+    for name, value in parsed.items():
+      if isinstance(value, tf.SparseTensor):
+        dense = tf.sparse.to_dense(value, default_value=fs.PAD_TOKEN).numpy()[i]
+        row[name] = dense[dense != fs.PAD_TOKEN]  # drop the padding: truly variable length
+      else:
+        row[name] = value.numpy()[i]
+    rows.append(row)
+  with tft_beam.Context(temp_dir=str(tmp_path)):
+    (out, _), _ = ((rows, metadata) | tft_beam.AnalyzeAndTransformDataset(pp.preprocessing_fn))
+  expected = _layer_outputs(transformed["tfo"], transformed["records"])
+  for name in ("hist_track_ids_xf", "cand_track_id_xf", "user_segment_xf", "hist_len_xf",
+               "user_tenure_days_xf", "interest_like_weight"):
+    got = np.stack([np.asarray(r[name]) for r in out])
+    np.testing.assert_allclose(got.reshape(expected[name].shape), expected[name],
+                               rtol=1e-6, err_msg=name)
+    assert got.shape == expected[name].shape, name
