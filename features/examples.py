@@ -70,8 +70,8 @@ class TrackIndex:
     if not self.ids.is_unique:
       raise ValueError("tracks table has duplicate track_id values")
     n = len(tracks)
-    self.artist_ids = pa.array(tracks["artist_id"].fillna("").astype(str).tolist(),
-                               pa.binary())
+    self.artist_ids = tracks["artist_id"].fillna("").astype(str).to_numpy(dtype=object)
+    self.artist_array = pa.array(self.artist_ids.tolist(), pa.binary())  # for gathers
     self.duration_s = _nan_to_zero(tracks["duration_s"].to_numpy(dtype=np.float32))
     self.popularity = _nan_to_zero(tracks["popularity"].to_numpy(dtype=np.float32))
     # Tags as codes into one tag dictionary whose entry 0 is the padding token.
@@ -299,7 +299,7 @@ def events_to_record_batch(events: pa.Table, tracks: TrackIndex) -> pa.RecordBat
   fill = (artist_codes == artist_pad) & known
   cand_artist_codes = np.where(fill, len(artist_dict) + safe_rows, artist_codes)
   strings("cand_artist_id", cand_artist_codes,
-          pa.concat_arrays([artist_dict, tracks.artist_ids]))
+          pa.concat_arrays([artist_dict, tracks.artist_array]))
   if len(tracks):
     tag_codes = np.where(known[:, None], tracks.tag_codes[safe_rows], 0)
     num_tags = np.where(known, tracks.num_tags[safe_rows], 0)

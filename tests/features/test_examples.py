@@ -213,3 +213,15 @@ def test_tfrecord_framing_matches_tensorflow_writer(tmp_path):
   empty = str(tmp_path / "empty.tfrecord.gz")
   ex.write_shard(empty, [])
   assert not list(ex.iter_records(empty))
+
+
+def test_track_index_exposes_plain_columns():
+  # serving.signatures builds its in-graph catalogue from these attributes.
+  index = ex.TrackIndex(TRACKS)
+  assert list(index.ids) == ["t1", "t2", "t3", "t4", "t5"]
+  assert index.artist_ids.tolist() == ["a1", "a2", "a3", "a4", "a5"]
+  tags = np.asarray(index.tag_dictionary.to_pylist(), dtype=object)[index.tag_codes]
+  assert tags[0, :3].tolist() == [b"rock", b"pop", b""]
+  assert index.num_tags.tolist() == [2, 0, 0, 1, 1]
+  np.testing.assert_allclose(index.duration_s, [200, 0, 100, 300, 400])
+  assert index.rows(np.array(["t4", "nope"], dtype=object)).tolist() == [3, -1]
