@@ -31,6 +31,8 @@ class PipelineConfig:
       SchemaGen (first run).
     use_spans: read ``examples/span-{SPAN}/…`` (scheduled runs) instead of one span.
     train_steps / eval_steps / batch_size / model_config: passed to the Trainer.
+    subscription_auc_floor: blessing floor on the subscription AUC (None: reported
+      only; small eval splits may hold no conversion).
     beam_args: Beam pipeline options for every Beam-using component.
   """
   data_root: str
@@ -46,6 +48,7 @@ class PipelineConfig:
   seed: int = 7
   beam_args: Tuple[str, ...] = ()
   extra_trainer_config: Tuple[Tuple[str, object], ...] = ()
+  subscription_auc_floor: Optional[float] = None
 
   def __post_init__(self):
     for name in ("train_steps", "eval_steps", "batch_size"):

@@ -11,7 +11,7 @@ against the last blessed model.
 import dataclasses
 from typing import Dict, Optional
 
-import tensorflow_model_analysis as tfma
+from tensorflow_model_analysis.proto import config_pb2 as tfma
 
 from features import feature_spec as fs
 
@@ -24,13 +24,19 @@ class Floors:
   """Absolute floors/ceilings a model must meet to be blessed."""
   skip_auc: float = 0.55
   like_auc: float = 0.55
-  subscription_auc: float = 0.5
+  # Conversions are rare (a few per thousand listeners a day in the simulator, as in real
+  # freemium funnels), so a small eval split may hold none and its AUC is undefined.
+  # Local runs therefore report subscription AUC without a floor; the scheduled
+  # production build sets one (pipeline/kubeflow_v2_runner.py).
+  subscription_auc: Optional[float] = None
   completion_rmse: float = 0.45
   calibration_low: float = 0.75
   calibration_high: float = 1.33
 
 
-def _auc(floor: float, interest: bool) -> tfma.MetricConfig:
+def _auc(floor: Optional[float], interest: bool) -> tfma.MetricConfig:
+  if floor is None:
+    return tfma.MetricConfig(class_name="AUC")
   threshold = tfma.MetricThreshold(
       value_threshold=tfma.GenericValueThreshold(lower_bound={"value": floor}))
   if interest:

@@ -63,3 +63,22 @@ def test_schedule_cli_dry_run(capsys):
   from melody_cli import main as cli
   assert cli.main(["pipeline", "schedule", "--cron", "0 3 * * *", "--dry-run"]) == 0
   assert "0 0 3 * * *" in capsys.readouterr().out
+
+
+def test_eval_config_thresholds():
+  from pipeline import eval_config
+  cfg = eval_config.create_eval_config()
+  by_output = {s.output_names[0]: {m.class_name: m for m in s.metrics} for s in cfg.metrics_specs}
+  skip_auc = by_output["interest_skip"]["AUC"].threshold
+  assert skip_auc.value_threshold.lower_bound.value == 0.55
+  assert skip_auc.change_threshold.absolute.value == -eval_config.MAX_INTEREST_AUC_DROP
+  assert not by_output["subscription"]["AUC"].HasField("threshold")
+  strict = eval_config.create_eval_config(floors=eval_config.Floors(subscription_auc=0.6))
+  sub = {s.output_names[0]: s for s in strict.metrics_specs}["subscription"].metrics[1]
+  assert sub.threshold.value_threshold.lower_bound.value == 0.6
+  assert not sub.threshold.HasField("change_threshold")
+  assert dict(cfg.model_specs[0].example_weight_keys)["exposure"] == "exposure_weight"
+  assert [list(s.feature_keys) for s in cfg.slicing_specs] == [
+      [], ["user_segment"], ["context_activity"]]
+  with pytest.raises(ValueError, match="bogus"):
+    eval_config.create_eval_config({"out": "bogus"})
