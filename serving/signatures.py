@@ -343,6 +343,19 @@ def _any_match(a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
   return hit & tf.not_equal(a, 0)
 
 
+class _Untracked:
+  """Holds Python objects out of the SavedModel's object graph.
+
+  The Keras model and layers are called by the signatures but not saved as Keras
+  objects (saving them re-traces every layer's call for Keras' own loader, most of the
+  export time); their variables are tracked through a plain list instead, which is all
+  the saved functions need.
+  """
+
+  def __init__(self, **objects):
+    self.__dict__.update(objects)
+
+
 class RankerServingModule(tf.Module):
   """Melody's exported object: model, TFT layer, catalogue and the serving signatures.
 
@@ -377,10 +390,11 @@ class RankerServingModule(tf.Module):
       tft_output = tft.TFTransformOutput(tft_output)
     if not isinstance(catalog, Catalog):
       catalog = Catalog.from_tracks(catalog)
-    self.model = model
+    self._py = _Untracked(
+        model=model, fusion=fusion_lib.ScoreFusion(fusion_config, name="fusion"),
+        mixing=mixing_lib.Mixing(mixing_config, name="mixing"),
+        retrieval=tfrs.layers.factorized_top_k.BruteForce(name="retrieval"))
     self.tft_layer = tft_output.transform_features_layer()
-    self.fusion = fusion_lib.ScoreFusion(fusion_config, name="fusion")
-    self.mixing = mixing_lib.Mixing(mixing_config, name="mixing")
     self.fusion_config = fusion_config
     self.mixing_config = mixing_config
     self.n_max = n_max
@@ -411,36 +425,45 @@ class RankerServingModule(tf.Module):
     items = model.items(table[X("cand_track_id")][:c], table[X("cand_artist_id")][:c])
     pop = table[X("cand_popularity")][:c].astype(np.float32)[:, np.newaxis]
     embeddings = tf.concat([tf.math.l2_normalize(items, axis=-1), pop], axis=-1)
-    self.retrieval = tfrs.layers.factorized_top_k.BruteForce(name="retrieval")
-    self.retrieval.index(embeddings, tf.range(c, dtype=tf.int32))
+    self._py.retrieval.index(embeddings, tf.range(c, dtype=tf.int32))
+    self.model_variables = list(model.variables)
+    self.retrieval_variables = list(self._py.retrieval.variables)
 
-    self.rank = tf.function(self._rank, input_signature=[rank_input_spec()])
-    self.recommend = tf.function(
-        self._recommend, input_signature=[recommend_input_spec(intent is not None)])
     raw_spec = fs.raw_feature_spec()
     self._example_spec = {k: v for k, v in raw_spec.items() if k not in fs.PASSTHROUGH_KEYS}
     self._example_spec_with_labels = raw_spec
     examples_spec = tf.TensorSpec([None], tf.string, name="examples")
-    self.transform_features = tf.function(self._transform_features,
-                                          input_signature=[examples_spec])
-    self.score_examples = tf.function(self._score_examples, input_signature=[examples_spec])
+    # The tf.functions stay out of the object graph: only the signatures are saved, so
+    # saving does not trace every function a second time.
+    fn = lambda f, *spec: tf.function(f, input_signature=list(spec), autograph=False)  # noqa: E731
+    self._py.functions = {
+        "rank": fn(self._rank, rank_input_spec()),
+        "recommend": fn(self._recommend, recommend_input_spec(intent is not None)),
+        "transform_features": fn(self._transform_features, examples_spec),
+        "score_examples": fn(self._score_examples, examples_spec),
+    }
     if intent is not None:
-      self.intent_candidates = tf.function(
-          self._intent_candidates,
-          input_signature=[tf.TensorSpec([None], tf.string, name="text"),
-                           tf.TensorSpec([], tf.int32, name="k")])
+      self._py.functions["intent_candidates"] = fn(
+          self._intent_candidates, tf.TensorSpec([None], tf.string, name="text"),
+          tf.TensorSpec([], tf.int32, name="k"))
+    self._concrete = None
+
+  @property
+  def model(self):
+    """The ``RankingModel`` (not part of the saved object graph, see ``_Untracked``)."""
+    return self._py.model
 
   # ------------------------------------------------------------------ signatures
   def signatures(self) -> Dict[str, object]:
-    """Concrete functions by signature name, for ``tf.saved_model.save``."""
-    rank = self.rank.get_concrete_function()
-    out = {"serving_default": rank, "rank": rank,
-           "recommend": self.recommend.get_concrete_function(),
-           "transform_features": self.transform_features.get_concrete_function(),
-           "score_examples": self.score_examples.get_concrete_function()}
-    if self.intent is not None:
-      out["intent_candidates"] = self.intent_candidates.get_concrete_function()
-    return out
+    """Concrete functions by signature name (traced once), for ``tf.saved_model.save``.
+
+    Call one in process with keyword tensors: ``module.signatures()["rank"](**inputs)``.
+    """
+    if self._concrete is None:
+      self._concrete = {name: fn.get_concrete_function()
+                        for name, fn in self._py.functions.items()}
+      self._concrete["serving_default"] = self._concrete["rank"]
+    return dict(self._concrete)
 
   def _transform_features(self, examples):
     return self.tft_layer(tf.io.parse_example(examples, self._example_spec_with_labels))
@@ -480,7 +503,7 @@ class RankerServingModule(tf.Module):
     with tf.control_dependencies(self._assert_listener(inputs)):
       k = tf.identity(k)
     listener = self._listener(inputs)
-    scores, rows = self.retrieval(self._query(listener["transformed"]), k=k)
+    scores, rows = self._py.retrieval(self._query(listener["transformed"]), k=k)
     rows = tf.cast(rows, tf.int64)
     valid = tf.ones_like(rows, tf.bool)
     retrieval_score = scores
@@ -626,7 +649,7 @@ class RankerServingModule(tf.Module):
         xf[X("sess_len")] > 0)[:, tf.newaxis]
 
     seed = tf.cast(inputs["exploration_seed"], tf.int64)
-    fused = self.fusion({
+    fused = self._py.fusion({
         "interest": heads[tasks_lib.INTEREST_SCORE], "subscription": heads["subscription"],
         "exposure": heads["exposure"], "segment": xf[X("user_segment")],
         "activity": xf[X("context_activity")], "familiar": familiar,
@@ -636,7 +659,7 @@ class RankerServingModule(tf.Module):
     explore_on = tf.cast(seed >= 0, tf.float32)[:, tf.newaxis]
     exploration = fused["exploration"] * explore_on
     score = fused["score"] - fused["exploration"] + exploration
-    mixed = self.mixing({"scores": tf.where(valid, score, -1e9), "is_promo": promo,
+    mixed = self._py.mixing({"scores": tf.where(valid, score, -1e9), "is_promo": promo,
                          "artist_ids": artist, "valid": valid})
 
     eps = self.fusion_config.exploration
