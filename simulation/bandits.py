@@ -159,16 +159,23 @@ class RandomArms:
 class BanditPolicy(pol.FusionPolicy):
   """Fusion + mixing whose (alpha, beta, gamma) a bandit picks per listener-session.
 
+  Rewards are centred on ``reward_offset`` before the bandit sees them (default: the
+  mean reward of the first round), so the zero prior mean of an untried arm sits at a
+  typical reward instead of far below every tried arm, which would make LinUCB
+  greedy on the first arms it happens to play.
+
   Args:
     bandit: a :class:`LinUCB`, :class:`LinearThompson` or :class:`RandomArms`.
     arms: ``[G, 3]`` weight vectors.
     seed: seed of the Thompson draws and random arms.
+    reward_offset: subtracted from every reward; None = first round's mean.
     **kwargs: as ``policies.FusionPolicy``.
   """
 
   stateful = True
 
-  def __init__(self, bandit, arms: np.ndarray, seed: int = 0, **kwargs):
+  def __init__(self, bandit, arms: np.ndarray, seed: int = 0,
+               reward_offset: Optional[float] = None, **kwargs):
     kwargs.setdefault("name", type(bandit).__name__)
     super().__init__(**kwargs)
     arms = np.asarray(arms, np.float64)
@@ -176,6 +183,7 @@ class BanditPolicy(pol.FusionPolicy):
       raise ValueError(f"arms must be [{bandit.n_arms}, 3], got shape {arms.shape}")
     self.bandit, self.arms = bandit, arms
     self.rng = np.random.default_rng(seed)
+    self.reward_offset = reward_offset
     self.choices = []   # arm counts per round
 
   def rank(self, state, candidates, context):
@@ -193,7 +201,10 @@ class BanditPolicy(pol.FusionPolicy):
 
   def feedback(self, state, context, slates, reward):
     x, arm = self._pending
-    self.bandit.update(x, arm, reward)
+    reward = np.asarray(reward, np.float64)
+    if self.reward_offset is None:
+      self.reward_offset = float(reward.mean()) if len(reward) else 0.0
+    self.bandit.update(x, arm, reward - self.reward_offset)
 
   def segment_choice(self) -> np.ndarray:
     """``[segments, 3]`` the greedy arm's weights per segment (average activity)."""

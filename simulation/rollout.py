@@ -31,7 +31,7 @@ from simulation.world import DAY_S, DEFAULT_START_TS, SIM_ACTIVITIES, World
 # Summed outcome columns of the [day, segment, activity, metric] cube.
 METRICS = ("impressions", "completion", "skips", "minutes", "likes", "promo_impressions",
            "exposure", "conversions", "expected_conversions", "fatigue", "sessions",
-           "reward", "active", "returned")
+           "reward", "expected_reward", "active", "returned")
 _M = {name: i for i, name in enumerate(METRICS)}
 N_SEG, N_ACT = len(fs.SEGMENTS), len(SIM_ACTIVITIES)
 
@@ -42,14 +42,17 @@ class Objective:
 
   ``reward = interest * sum(completion) + subscription * conversions
   + exposure * sum(exposure)``: by default a conversion is worth 200 fully completed
-  plays and one unit of promo exposure value half a completed play.
+  plays and one unit of promo exposure value (what labels pay for) 1.5 completed plays.
+  ``expected_reward`` swaps realized conversions for the impressions' conversion
+  hazards (same mean, far less noise): reports and regret curves use it, learning
+  policies only ever see the realized reward.
 
   Attributes:
     interest, subscription, exposure: the three prices (finite, >= 0).
   """
   interest: float = 1.0
   subscription: float = 200.0
-  exposure: float = 0.5
+  exposure: float = 1.5
 
   def __post_init__(self):
     for name in ("interest", "subscription", "exposure"):
@@ -105,8 +108,8 @@ class RolloutResult:
   Attributes:
     cube: summed outcomes (see ``METRICS``); ``active``/``returned`` count listener-days
       under the activity of the listener's last session that day.
-    rounds: per (day, chunk, session) round: ``day``, ``sessions`` and ``reward``
-      (summed), in play order (bandit learning curves).
+    rounds: per (day, chunk, session) round: ``day``, ``sessions``, ``reward`` and
+      ``expected_reward`` (summed), in play order (bandit learning curves).
     policy: the policy's name.
   """
   cube: np.ndarray
@@ -137,6 +140,7 @@ class RolloutResult:
         "exposure_per_session": float(t[_M["exposure"]] / ses),
         "fatigue": float(t[_M["fatigue"]] / ses),
         "reward_per_session": float(t[_M["reward"]] / ses),
+        "expected_reward_per_session": float(t[_M["expected_reward"]] / ses),
     }
 
   def by_segment(self) -> Dict[str, Dict[str, float]]:
@@ -231,6 +235,8 @@ def _run_day(world: World, policy: pol.Policy, cfg: RolloutConfig, pool: sl.Cand
       conv = out["subscription"].sum(1)
       exp = out["exposure"].sum(1)
       reward = obj.reward(comp.sum(1), conv, exp)
+      hazard = er["conversion_hazard"].sum(1)
+      expected = obj.reward(comp.sum(1), hazard, exp)
       policy.feedback(state, ctx, slates, reward)
       key = seg * N_ACT + ctx.activity
       cols = {
@@ -238,12 +244,12 @@ def _run_day(world: World, policy: pol.Policy, cfg: RolloutConfig, pool: sl.Cand
           "skips": out["skip"].sum(1), "minutes": (comp * dur).sum(1) / 60.0,
           "likes": out["like"].sum(1), "promo_impressions": promo.sum(1),
           "exposure": exp, "conversions": conv,
-          "expected_conversions": er["conversion_hazard"].sum(1),
-          "fatigue": fatigue0, "sessions": np.ones(len(rows)), "reward": reward}
+          "expected_conversions": hazard, "fatigue": fatigue0,
+          "sessions": np.ones(len(rows)), "reward": reward, "expected_reward": expected}
       flat = cube[day].reshape(N_SEG * N_ACT, len(METRICS))
       for name, v in cols.items():
         flat[:, _M[name]] += np.bincount(key, weights=v, minlength=N_SEG * N_ACT)
-      rounds.append((day, len(rows), float(reward.sum())))
+      rounds.append((day, len(rows), float(reward.sum()), float(expected.sum())))
       comp_sum[rows] += comp.sum(1)
       comp_cnt[rows] += k
       last_act[rows] = ctx.activity
@@ -296,9 +302,10 @@ def rollout(world: World, policy: pol.Policy, config: RolloutConfig = RolloutCon
     for chunk in states:
       _run_day(world, policy, config, pool, chunk, day, cube, rounds)
     policy.end_day(day, day_metrics(cube[day]))
-  r = np.array(rounds, np.float64).reshape(-1, 3)
+  r = np.array(rounds, np.float64).reshape(-1, 4)
   return RolloutResult(cube=cube, rounds={"day": r[:, 0].astype(np.int64),
-                                          "sessions": r[:, 1], "reward": r[:, 2]},
+                                          "sessions": r[:, 1], "reward": r[:, 2],
+                                          "expected_reward": r[:, 3]},
                        policy=policy.name)
 
 
@@ -353,5 +360,6 @@ def rollout_beam(world_seed: int, world_config, policy_factory, config: RolloutC
     cube = np.load(path)
   empty = np.zeros(0)
   return RolloutResult(cube=cube, rounds={"day": empty.astype(np.int64),
-                                          "sessions": empty, "reward": empty},
+                                          "sessions": empty, "reward": empty,
+                                          "expected_reward": empty},
                        policy=probe.name)

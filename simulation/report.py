@@ -1,0 +1,397 @@
+"""``melody simulate``: the offline policy report that picks weights before an A/B test.
+
+This module owns the report: it rolls out every point of an (alpha, beta, gamma)
+simplex grid, draws the trade-off frontier (interest vs subscription vs exposure) and
+marks the points whose completion rate stays above the floor, recommends a weight row
+per segment (the best objective among floor-respecting grid points, measured on that
+segment's listeners), checks the recommendation against the current fusion table,
+runs the LinUCB / Thompson / random bandits over the same grid and draws their regret
+curves against the best fixed grid point, runs the promo-share controller, and
+validates the off-policy estimators against the simulator (relative-error table).
+Output: ``report.md``, ``report.json`` and the PNG figures in one directory. Every
+number depends only on the config (seeded), so two runs give identical JSON.
+"""
+
+import dataclasses
+import json
+import os
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from features import feature_spec as fs
+from simulation import bandits as bd
+from simulation import estimators as est
+from simulation import policies as pol
+from simulation import rollout as ro
+from simulation import slates as sl
+from simulation.world import World, WorldConfig
+
+FIGURES = ("frontier.png", "regret.png", "ope.png")
+CONTROLLER_START_PROMOS = 4   # promos per mixing window the controller starts from
+
+
+@dataclasses.dataclass(frozen=True)
+class ReportConfig:
+  """What the report simulates.
+
+  Attributes:
+    users, days, seed: rollout size and seed (each grid point sees the same
+      listeners, contexts and candidate draws).
+    world_seed, n_tracks: the world.
+    grid_step: simplex grid step of (alpha, beta, gamma).
+    floor: completion-rate floor (frontier marks, recommendations, controller).
+    chunk_users: listeners per bandit round.
+    ope_logs, ope_truth: logged slates, and fresh slates per target for the truth.
+    objective: per-session business objective.
+    slate_len: tracks per session.
+  """
+  users: int = 5000
+  days: int = 7
+  seed: int = 0
+  world_seed: int = 7
+  n_tracks: int = 5000
+  grid_step: float = 0.25
+  floor: float = 0.75
+  chunk_users: int = 1000
+  ope_logs: int = 20_000
+  ope_truth: int = 100_000
+  objective: ro.Objective = ro.Objective()
+  slate_len: int = 10
+
+  def __post_init__(self):
+    for name in ("users", "days", "n_tracks", "chunk_users", "ope_logs", "ope_truth",
+                 "slate_len"):
+      if getattr(self, name) < 1:
+        raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+    if not 0 <= self.floor <= 1:
+      raise ValueError(f"floor must be in [0, 1], got {self.floor}")
+
+  def rollout_config(self) -> ro.RolloutConfig:
+    return ro.RolloutConfig(users=self.users, days=self.days, seed=self.seed,
+                            slate_len=self.slate_len, chunk_users=self.chunk_users,
+                            objective=self.objective)
+
+
+def uniform_fusion(weights, base: sl.FusionConfig = sl.FusionConfig()) -> sl.FusionConfig:
+  """The fusion config giving every segment ``weights`` (beta 0 where it must be)."""
+  w = tuple(float(x) for x in weights)
+  return table_fusion({s: w for s in fs.SEGMENTS}, base)
+
+
+def table_fusion(rows: Dict[str, tuple], base: sl.FusionConfig = sl.FusionConfig()
+                 ) -> sl.FusionConfig:
+  """A fusion config with ``rows`` per segment (beta zeroed for zero-beta segments)."""
+  table = {s: (w[0], 0.0 if s in base.zero_beta_segments else w[1], w[2])
+           for s, w in rows.items()}
+  return dataclasses.replace(base, segment_weights=table)
+
+
+def pareto(points: np.ndarray) -> np.ndarray:
+  """Bool mask of points no other point beats on every column (maximization)."""
+  p = np.asarray(points, np.float64)
+  ge = (p[:, None, :] >= p[None, :, :]).all(-1)
+  gt = (p[:, None, :] > p[None, :, :]).any(-1)
+  dominated = (ge & gt).any(axis=0)
+  return ~dominated
+
+
+def _grid_rows(world, cfg: ReportConfig, grid, runner: str) -> List[Dict[str, object]]:
+  rows = []
+  for g in grid:
+    fusion = uniform_fusion(g)
+    if runner == "beam":
+      res = ro.rollout_beam(cfg.world_seed, WorldConfig(n_tracks=cfg.n_tracks),
+                            _FusionFactory(fusion, cfg.slate_len), cfg.rollout_config())
+    else:
+      res = ro.rollout(world, pol.FusionPolicy(fusion=fusion, slate_len=cfg.slate_len),
+                       cfg.rollout_config())
+    s = res.summary()
+    rows.append({"weights": [float(x) for x in g], **s,
+                 "last_day_expected_reward": res.summary(res.cube[-1])[
+                     "expected_reward_per_session"],
+                 "by_segment": res.by_segment(),
+                 "by_day_expected_reward": [d["expected_reward_per_session"]
+                                            for d in res.by_day()]})
+  return rows
+
+
+class _FusionFactory:
+  """Picklable policy factory for Beam workers."""
+
+  def __init__(self, fusion, slate_len):
+    self.fusion, self.slate_len = fusion, slate_len
+
+  def __call__(self):
+    return pol.FusionPolicy(fusion=self.fusion, slate_len=self.slate_len)
+
+
+def recommend(rows: List[Dict[str, object]], floor: float) -> Dict[str, Dict[str, object]]:
+  """Per segment: the grid point with the best expected objective on that segment's
+  listeners among those keeping its completion rate >= floor (the best completion
+  rate if none does)."""
+  out = {}
+  for seg in fs.SEGMENTS:
+    cand = [(r["by_segment"][seg], r["weights"]) for r in rows if seg in r["by_segment"]]
+    if not cand:
+      continue
+    ok = [c for c in cand if c[0]["completion_rate"] >= floor]
+    if ok:
+      best = max(ok, key=lambda c: c[0]["expected_reward_per_session"])
+    else:
+      best = max(cand, key=lambda c: c[0]["completion_rate"])
+    out[seg] = {"weights": best[1], "meets_floor": bool(ok),
+                "completion_rate": best[0]["completion_rate"],
+                "expected_reward_per_session": best[0]["expected_reward_per_session"]}
+  return out
+
+
+def _bandits(world, cfg: ReportConfig, grid, rows) -> Dict[str, object]:
+  dim = pol.N_SEG + pol.N_ACT
+  best = int(np.argmax([r["expected_reward_per_session"] for r in rows]))
+  best_day = np.array(rows[best]["by_day_expected_reward"])
+  worst_last = min(r["last_day_expected_reward"] for r in rows)
+  out = {"best_grid_point": rows[best]["weights"],
+         "best_grid_expected_reward": rows[best]["expected_reward_per_session"],
+         "best_grid_last_day": rows[best]["last_day_expected_reward"],
+         "worst_grid_last_day": worst_last, "bandits": {}}
+  makers = {
+      "linucb": lambda: bd.LinUCB(len(grid), dim, alpha=1.0),
+      "thompson": lambda: bd.LinearThompson(len(grid), dim, noise=1.0),
+      "random": lambda: bd.RandomArms(len(grid), dim),
+  }
+  for name, make in makers.items():
+    policy = bd.BanditPolicy(make(), grid, seed=cfg.seed, slate_len=cfg.slate_len,
+                             name=name)
+    res = ro.rollout(world, policy, cfg.rollout_config())
+    r = res.rounds
+    regret = r["sessions"] * best_day[r["day"]] - r["expected_reward"]
+    last = res.summary(res.cube[-1])["expected_reward_per_session"]
+    out["bandits"][name] = {
+        "expected_reward_per_session": res.summary()["expected_reward_per_session"],
+        "last_day_expected_reward": last,
+        "ratio_to_best_grid_last_day": last / out["best_grid_last_day"],
+        "gap_closed_last_day": (last - worst_last) / max(
+            out["best_grid_last_day"] - worst_last, 1e-12),
+        "cumulative_regret": np.cumsum(regret).tolist(),
+        "cumulative_sessions": np.cumsum(r["sessions"]).tolist(),
+        "segment_weights": {s: w.tolist() for s, w in zip(fs.SEGMENTS,
+                                                          policy.segment_choice())},
+    }
+  return out
+
+
+def _controller(world, cfg: ReportConfig, weights) -> Dict[str, object]:
+  """The controller on the objective's favourite (promo-heavy) weights with a generous
+  starting promo cap: it should pull the promo share down to defend the floor."""
+  fusion = uniform_fusion(weights)
+  mixing = sl.MixingConfig(max_promos_per_window=CONTROLLER_START_PROMOS)
+  fixed = ro.rollout(world, pol.FusionPolicy(fusion=fusion, mixing=mixing,
+                                             slate_len=cfg.slate_len), cfg.rollout_config())
+  ctrl = pol.PromoShareController(floor=cfg.floor, fusion=fusion, mixing=mixing,
+                                  slate_len=cfg.slate_len)
+  res = ro.rollout(world, ctrl, cfg.rollout_config())
+  return {"floor": cfg.floor, "weights": [float(x) for x in weights],
+          "start_promos_per_window": CONTROLLER_START_PROMOS,
+          "share_by_day": {s: [float(h[i]) for h in ctrl.history]
+                           for i, s in enumerate(fs.SEGMENTS)},
+          "fixed": fixed.summary(), "controlled": res.summary()}
+
+
+def _figures(out_dir: str, cfg: ReportConfig, rows, frontier, bandit, ope) -> None:
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+
+  x = np.array([r["completion_rate"] for r in rows])
+  y = np.array([r["expected_conversions_per_1k_sessions"] for r in rows])
+  c = np.array([r["exposure_per_session"] for r in rows])
+  ok = x >= cfg.floor
+  fig, ax = plt.subplots(figsize=(7.5, 5.2))
+  sc = ax.scatter(x[ok], y[ok], c=c[ok], cmap="viridis", s=70, marker="o",
+                  vmin=c.min(), vmax=c.max(), label=f"completion >= floor {cfg.floor:g}")
+  ax.scatter(x[~ok], y[~ok], c=c[~ok], cmap="viridis", s=70, marker="X",
+             vmin=c.min(), vmax=c.max(), label="below the floor")
+  front = np.flatnonzero(frontier)
+  ax.scatter(x[front], y[front], s=170, facecolors="none", edgecolors="crimson",
+             label="Pareto frontier (interest, subscription, exposure)")
+  for i, r in enumerate(rows):
+    ax.annotate("{:g}/{:g}/{:g}".format(*r["weights"]), (x[i], y[i]), fontsize=6,
+                xytext=(3, 3), textcoords="offset points")
+  ax.axvline(cfg.floor, color="gray", ls="--", lw=1)
+  fig.colorbar(sc, ax=ax, label="promo exposure value per session")
+  ax.set_xlabel("completion rate (interest)")
+  ax.set_ylabel("expected conversions per 1k sessions (subscription)")
+  ax.set_title("Trade-off frontier over alpha/beta/gamma (labels: a/b/g)")
+  ax.legend(fontsize=7, loc="best")
+  fig.tight_layout()
+  fig.savefig(os.path.join(out_dir, "frontier.png"), dpi=110)
+  plt.close(fig)
+
+  fig, ax = plt.subplots(figsize=(7, 4.2))
+  for name, b in bandit["bandits"].items():
+    ax.plot(b["cumulative_sessions"], b["cumulative_regret"], label=name)
+  ax.axhline(0, color="gray", lw=0.8)
+  ax.set_xlabel("sessions played")
+  ax.set_ylabel("cumulative regret vs best fixed grid point\n(expected objective)")
+  ax.set_title("Bandits over (alpha, beta, gamma) per segment")
+  ax.legend()
+  fig.tight_layout()
+  fig.savefig(os.path.join(out_dir, "regret.png"), dpi=110)
+  plt.close(fig)
+
+  names = ["ips", "snips", "dr", "pbm", "dm"]
+  fig, ax = plt.subplots(figsize=(7, 4.2))
+  width = 0.8 / len(names)
+  for j, n in enumerate(names):
+    ax.bar(np.arange(len(ope)) + j * width, [100 * r[f"{n}_rel_err"] for r in ope],
+           width, label=n.upper())
+  ax.axhline(5, color="crimson", ls="--", lw=1, label="5% target (DR)")
+  ax.set_xticks(np.arange(len(ope)) + 0.4 - width / 2)
+  ax.set_xticklabels([r["target"] for r in ope])
+  ax.set_ylabel("relative error vs simulator truth (%)")
+  ax.set_title("Off-policy estimates of held-out target policies")
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(os.path.join(out_dir, "ope.png"), dpi=110)
+  plt.close(fig)
+
+
+def _fmt(v, digits=4):
+  return f"{v:.{digits}g}" if isinstance(v, float) else str(v)
+
+
+def _markdown(cfg: ReportConfig, res: Dict[str, object]) -> str:
+  L = [f"# Melody offline policy simulation\n",
+       f"World seed {cfg.world_seed} ({cfg.n_tracks} tracks); {cfg.users} listeners x "
+       f"{cfg.days} days, seed {cfg.seed}; slates of {cfg.slate_len}; objective per "
+       f"session = {cfg.objective.interest:g} x completions + "
+       f"{cfg.objective.subscription:g} x conversions + {cfg.objective.exposure:g} x "
+       f"exposure; completion floor {cfg.floor:g}.\n",
+       "## Trade-off frontier\n", "![frontier](frontier.png)\n",
+       "| alpha/beta/gamma | completion | skips | min/session | likes | return | "
+       "exp. conv/1k | promo share | exposure/session | objective | floor | frontier |",
+       "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+  for r in res["grid"]:
+    L.append("| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |".format(
+        "/".join(f"{w:g}" for w in r["weights"]), *(_fmt(r[k]) for k in (
+            "completion_rate", "skip_rate", "minutes_per_session", "like_rate",
+            "return_rate", "expected_conversions_per_1k_sessions", "promo_share",
+            "exposure_per_session", "expected_reward_per_session")),
+        "ok" if r["meets_floor"] else "**below**", "yes" if r["frontier"] else ""))
+  L += ["\n## Recommended alpha/beta/gamma per segment\n",
+        "| segment | recommended | meets floor | completion | objective | current table |",
+        "|---|---|---|---|---|---|"]
+  current = dict(sl.FusionConfig().segment_weights)
+  for seg, r in res["recommended"].items():
+    L.append(f"| {seg} | {'/'.join(f'{w:g}' for w in r['weights'])} | "
+             f"{r['meets_floor']} | {_fmt(r['completion_rate'])} | "
+             f"{_fmt(r['expected_reward_per_session'])} | "
+             f"{'/'.join(f'{w:g}' for w in current[seg])} |")
+  cmp_ = res["recommended_vs_current"]
+  L += ["\nRolled out as whole tables (same listeners):\n",
+        "| table | completion | exp. conv/1k | exposure/session | return | objective |",
+        "|---|---|---|---|---|---|"]
+  for name in ("current", "recommended"):
+    s = cmp_[name]
+    L.append(f"| {name} | " + " | ".join(_fmt(s[k]) for k in (
+        "completion_rate", "expected_conversions_per_1k_sessions", "exposure_per_session",
+        "return_rate", "expected_reward_per_session")) + " |")
+  b = res["bandits"]
+  L += ["\n## Bandits (per-segment LinUCB / Thompson over the grid)\n",
+        "![regret](regret.png)\n",
+        f"Best fixed grid point: {'/'.join(f'{w:g}' for w in b['best_grid_point'])} "
+        f"(objective {_fmt(b['best_grid_expected_reward'])} per session; last day "
+        f"{_fmt(b['best_grid_last_day'])}; worst grid point last day "
+        f"{_fmt(b['worst_grid_last_day'])}).\n",
+        "| bandit | objective (all days) | last day | last day / best grid | gap closed | "
+        "final regret |", "|---|---|---|---|---|---|"]
+  for name, r in b["bandits"].items():
+    L.append(f"| {name} | {_fmt(r['expected_reward_per_session'])} | "
+             f"{_fmt(r['last_day_expected_reward'])} | "
+             f"{_fmt(r['ratio_to_best_grid_last_day'])} | "
+             f"{_fmt(r['gap_closed_last_day'])} | {_fmt(r['cumulative_regret'][-1])} |")
+  c = res["controller"]
+  L += ["\n## Promo-share controller (completion below the floor -> promo share down)\n",
+        f"Weights {'/'.join(f'{w:g}' for w in c['weights'])} for everyone, starting at "
+        f"{c['start_promos_per_window']} promos per window; the cap moves by one a day.\n",
+        "| segment | promo share by day |", "|---|---|"]
+  for seg, v in c["share_by_day"].items():
+    L.append(f"| {seg} | {' -> '.join(f'{x:g}' for x in v)} |")
+  L += ["", "| policy | completion | promo share | exposure/session | objective |",
+        "|---|---|---|---|---|"]
+  for name in ("fixed", "controlled"):
+    s = c[name]
+    L.append(f"| {name} | " + " | ".join(_fmt(s[k]) for k in (
+        "completion_rate", "promo_share", "exposure_per_session",
+        "expected_reward_per_session")) + " |")
+  L += ["\n## Off-policy evaluation (relative error vs simulator truth)\n",
+        "![ope](ope.png)\n",
+        "| target | truth | IPS | SNIPS | DR | PBM | DM | IPS err | SNIPS err | DR err | "
+        "PBM err | DM err |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+  for r in res["ope"]:
+    L.append(f"| {r['target']} | {_fmt(r['truth'])} | " + " | ".join(
+        _fmt(r[k]) for k in ("ips", "snips", "dr", "pbm", "dm")) + " | " + " | ".join(
+            f"{100 * r[k + '_rel_err']:.2f}%" for k in ("ips", "snips", "dr", "pbm", "dm"))
+             + " |")
+  if res.get("model"):
+    m = res["model"]
+    L += ["\n## Exported model policy\n", f"`{m['model_dir']}`: " + ", ".join(
+        f"{k} {_fmt(m['summary'][k])}" for k in (
+            "completion_rate", "expected_conversions_per_1k_sessions",
+            "exposure_per_session", "expected_reward_per_session"))]
+  return "\n".join(L) + "\n"
+
+
+def run(out_dir: str, config: ReportConfig = ReportConfig(), model_dir: Optional[str] = None,
+        runner: str = "direct") -> Dict[str, object]:
+  """Simulates everything, writes ``report.md``, ``report.json`` and the figures.
+
+  Args:
+    out_dir: output directory (created).
+    config: the report config.
+    model_dir: optional exported SavedModel; its ``rank`` signature is rolled out too.
+    runner: "direct" (in-process) or "beam" (grid rollouts as Beam pipelines).
+
+  Returns:
+    The report's numbers (what ``report.json`` holds).
+  """
+  if runner not in ("direct", "beam"):
+    raise ValueError(f"runner must be 'direct' or 'beam', got {runner!r}")
+  os.makedirs(out_dir, exist_ok=True)
+  world = World(WorldConfig(n_tracks=config.n_tracks), seed=config.world_seed)
+  grid = bd.simplex_grid(config.grid_step)
+  rows = _grid_rows(world, config, grid, runner)
+  pts = np.array([[r["completion_rate"], r["expected_conversions_per_1k_sessions"],
+                   r["exposure_per_session"]] for r in rows])
+  front = pareto(pts)
+  for r, f in zip(rows, front):
+    r["frontier"] = bool(f)
+    r["meets_floor"] = bool(r["completion_rate"] >= config.floor)
+  recommended = recommend(rows, config.floor)
+  rec_policy = pol.FusionPolicy(
+      fusion=table_fusion({s: tuple(r["weights"]) for s, r in recommended.items()}),
+      slate_len=config.slate_len)
+  compare = {
+      "current": ro.rollout(world, pol.FusionPolicy(slate_len=config.slate_len),
+                            config.rollout_config()).summary(),
+      "recommended": ro.rollout(world, rec_policy, config.rollout_config()).summary()}
+  bandit = _bandits(world, config, grid, rows)
+  controller = _controller(world, config, bandit["best_grid_point"])
+  ope = est.validate(world, n_logs=config.ope_logs, n_truth=config.ope_truth,
+                     seed=config.seed).to_dict("records")
+  result = {"config": {k: (dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v)
+                       for k, v in dataclasses.asdict(config).items()},
+            "grid": rows, "recommended": recommended, "recommended_vs_current": compare,
+            "bandits": bandit, "controller": controller, "ope": ope}
+  if model_dir:
+    policy = pol.SavedModelPolicy(model_dir, slate_len=config.slate_len)
+    small = dataclasses.replace(config.rollout_config(), users=min(config.users, 2000))
+    result["model"] = {"model_dir": model_dir,
+                       "summary": ro.rollout(world, policy, small).summary()}
+  _figures(out_dir, config, rows, front, bandit, ope)
+  with open(os.path.join(out_dir, "report.json"), "w", encoding="utf-8") as f:
+    json.dump(result, f, indent=1, sort_keys=True)
+  with open(os.path.join(out_dir, "report.md"), "w", encoding="utf-8") as f:
+    f.write(_markdown(config, result))
+  return result
