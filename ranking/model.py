@@ -104,9 +104,10 @@ class RankingModel(tfrs.Model):
   history ``H = Transformer(tokens(hist))``, session ``s = SessionEncoder(sess)``,
   history summary ``h = mean(H)``; candidate item ``c = T[track] + A[artist]`` (the
   shared tables), candidate features ``f = [c; tags; duration; popularity; promo]``,
-  target attention ``a = TA(c, H)``; mixture input
-  ``x = [u; h; s; f; a; c * a; c * s]``; ``reps = Mixture(x)`` (MMoE, PLE or shared
-  bottom), ``z_t = tower_t(reps_t)``; predictions through each label's link.
+  target attention ``a = TA(c, H)``; mixture input ``x = [u; h; s | f; a; c * a; c * s]``
+  passed as the pair (listener part, candidate part) so the listener's share of the
+  first mixture layer is computed once per listener; ``reps = Mixture(x)`` (MMoE, PLE or
+  shared bottom), ``z_t = tower_t(reps_t)``; predictions through each label's link.
   Loss: ``L = sum_t w_t(step) sum_{label in t} loss_label`` (+ completion floor term),
   see ``ranking.weighting``.
 
@@ -261,11 +262,14 @@ class RankingModel(tfrs.Model):
     def per_candidate(x):   # [1 or N, w] -> [N, w]: a cheap vector broadcast, no sequence
       return tf.broadcast_to(x, tf.stack([n, tf.shape(x)[1]]))
 
-    session = per_candidate(encoding["session"])
-    x = tf.concat([per_candidate(encoding["listener"]), per_candidate(history_mean), session,
-                   item, tags, duration, promo, popularity, num_tags,
-                   attended, item * attended, item * session], axis=-1)
-    reps = self.mixture(x, training=training)
+    # The listener's share of the mixture input stays at the listener's batch (1 when
+    # serving): the mixtures multiply it into their first layer once, not per candidate.
+    listener_part = tf.concat([encoding["listener"], history_mean, encoding["session"]],
+                              axis=-1)
+    candidate_part = tf.concat([item, tags, duration, promo, popularity, num_tags, attended,
+                                item * attended, item * per_candidate(encoding["session"])],
+                               axis=-1)
+    reps = self.mixture((listener_part, candidate_part), training=training)
     out = {}
     for t in self.config.tasks:
       z = self.towers[t](reps[t])

@@ -5,9 +5,50 @@ MMoE and PLE both need "K small MLPs on the same input"; stacking their kernels 
 cheap on CPU.
 """
 
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Tuple, Union
 
 import tensorflow as tf
+
+# A mixture input: one ``[N, F]`` tensor, or ``(shared, per_row)`` with ``shared`` of
+# batch 1 (one listener, broadcast) or N and ``per_row`` of batch N (the candidates).
+MixtureInput = Union[tf.Tensor, Tuple[tf.Tensor, tf.Tensor]]
+
+
+def input_width(input_shape) -> int:
+  """Feature width of a mixture input shape (one shape or a pair of shapes)."""
+  if (isinstance(input_shape, (list, tuple)) and len(input_shape) == 2
+      and isinstance(input_shape[0], (tf.TensorShape, list, tuple))):
+    return sum(int(tf.TensorShape(s)[-1]) for s in input_shape)
+  return int(tf.TensorShape(input_shape)[-1])
+
+
+def concat_input(x: MixtureInput) -> tf.Tensor:
+  """The ``[N, F]`` tensor of a mixture input (the shared part broadcast to N rows)."""
+  if not isinstance(x, (tuple, list)):
+    return x
+  shared, per_row = x
+  shared = tf.broadcast_to(shared, tf.stack([tf.shape(per_row)[0], tf.shape(shared)[1]]))
+  return tf.concat([shared, per_row], axis=-1)
+
+
+def split_matmul(x: MixtureInput, kernel: tf.Tensor, equation: str) -> tf.Tensor:
+  """``x @ kernel`` along the feature axis, with the shared part multiplied once.
+
+  For ``x = (shared, per_row)`` the product is ``shared @ K[:F1] + per_row @ K[F1:]``:
+  with one listener and N candidates the listener's share of the first layer costs one
+  row instead of N (the serving path); the sum broadcasts back to N rows.
+
+  Args:
+    x: a tensor or a ``(shared, per_row)`` pair.
+    kernel: the kernel; its feature axis is the one ``equation`` contracts.
+    equation: an einsum equation contracting the feature axis ``f``.
+  """
+  if not isinstance(x, (tuple, list)):
+    return tf.einsum(equation, x, kernel)
+  shared, per_row = x
+  axis = equation.split("->")[0].split(",")[1].index("f")
+  k_shared, k_rows = tf.split(kernel, [int(shared.shape[-1]), -1], axis=axis)
+  return tf.einsum(equation, shared, k_shared) + tf.einsum(equation, per_row, k_rows)
 
 
 @tf.keras.utils.register_keras_serializable(package="melody")
@@ -25,7 +66,8 @@ class ExpertBank(tf.keras.layers.Layer):
     units: hidden widths of every expert; the last is the output width.
     dropout: dropout on each hidden activation.
 
-  Input shape: ``[B, F]``.
+  Input shape: ``[B, F]``, or a ``(shared [1 or B, F1], per_row [B, F2])`` pair with
+    ``F1 + F2 = F`` (the shared part's first-layer product is computed once).
   Output shape: ``[B, K, units[-1]]``.
   """
 
@@ -45,7 +87,7 @@ class ExpertBank(tf.keras.layers.Layer):
     self.drop = tf.keras.layers.Dropout(dropout)
 
   def build(self, input_shape):
-    fan_in = int(input_shape[-1])
+    fan_in = input_width(input_shape)
     self.kernels, self.biases = [], []
     for j, u in enumerate(self.units):
       self.kernels.append(self.add_weight(
@@ -57,7 +99,7 @@ class ExpertBank(tf.keras.layers.Layer):
     super().build(input_shape)
 
   def call(self, x, training: Optional[bool] = None):
-    h = tf.einsum("bf,kfu->bku", x, self.kernels[0]) + self.biases[0]
+    h = split_matmul(x, self.kernels[0], "bf,kfu->bku") + self.biases[0]
     h = self.drop(tf.nn.relu(h), training=training)
     for w, b in zip(self.kernels[1:], self.biases[1:]):
       h = tf.nn.relu(tf.einsum("bkf,kfu->bku", h, w) + b)

@@ -29,7 +29,7 @@ class MMoE(tf.keras.layers.Layer):
     units: widths of each expert MLP.
     dropout: dropout inside the experts.
 
-  Input shape: ``[B, F]``.
+  Input shape: ``[B, F]`` or a ``(shared, per_row)`` pair (see ``ExpertBank``).
   Output: dict task -> ``[B, units[-1]]``.
   """
 
@@ -49,7 +49,8 @@ class MMoE(tf.keras.layers.Layer):
 
   def call(self, x, training: Optional[bool] = None) -> Dict[str, tf.Tensor]:
     e = self.experts(x, training=training)                       # [B, K, U]
-    return {t: tf.einsum("bk,bku->bu", self.gates[t](x), e) for t in self.task_names}
+    full = experts_lib.concat_input(x)
+    return {t: tf.einsum("bk,bku->bu", self.gates[t](full), e) for t in self.task_names}
 
   def get_config(self):
     config = super().get_config()

@@ -35,7 +35,7 @@ class PLE(tf.keras.layers.Layer):
     levels: stacked CGC levels.
     dropout: dropout inside the experts.
 
-  Input shape: ``[B, F]``.
+  Input shape: ``[B, F]`` or a ``(shared, per_row)`` pair (see ``ExpertBank``).
   Output: dict task -> ``[B, units[-1]]``.
   """
 
@@ -74,19 +74,23 @@ class PLE(tf.keras.layers.Layer):
       })
 
   def call(self, x, training: Optional[bool] = None) -> Dict[str, tf.Tensor]:
+    # Level 1 reads the (possibly split) input in its experts and the full rows in its
+    # gates; deeper levels read the previous level's per-task / shared outputs.
     task_in = {t: x for t in self.task_names}
     shared_in = x
     for lv in self.level_layers:
       e_shared = lv["shared_experts"](shared_in, training=training)
       e_task = {t: lv["task_experts"][t](task_in[t], training=training)
                 for t in self.task_names}
+      full = {t: experts_lib.concat_input(task_in[t]) for t in self.task_names}
       out = {}
       for t in self.task_names:
         e = tf.concat([e_task[t], e_shared], axis=1)
-        out[t] = tf.einsum("bk,bku->bu", lv["gates"][t](task_in[t]), e)
+        out[t] = tf.einsum("bk,bku->bu", lv["gates"][t](full[t]), e)
       if lv["shared_gate"] is not None:
         e = tf.concat([e_task[t] for t in self.task_names] + [e_shared], axis=1)
-        shared_in = tf.einsum("bk,bku->bu", lv["shared_gate"](shared_in), e)
+        shared_in = tf.einsum("bk,bku->bu",
+                              lv["shared_gate"](experts_lib.concat_input(shared_in)), e)
       task_in = out
     return task_in
 

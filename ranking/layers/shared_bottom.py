@@ -8,6 +8,8 @@ from typing import Dict, Optional, Sequence
 
 import tensorflow as tf
 
+from ranking.layers import experts as experts_lib
+
 
 @tf.keras.utils.register_keras_serializable(package="melody")
 class SharedBottom(tf.keras.layers.Layer):
@@ -23,7 +25,7 @@ class SharedBottom(tf.keras.layers.Layer):
     units: hidden widths of the MLP.
     dropout: dropout after each hidden layer.
 
-  Input shape: ``[B, F]``.
+  Input shape: ``[B, F]`` or a ``(shared, per_row)`` pair (see ``ExpertBank``).
   Output: dict task -> ``[B, units[-1]]``.
   """
 
@@ -43,8 +45,15 @@ class SharedBottom(tf.keras.layers.Layer):
                    for i, u in enumerate(units)]
     self.drop = tf.keras.layers.Dropout(dropout)
 
+  def build(self, input_shape):
+    self.hidden[0].build((None, experts_lib.input_width(input_shape)))
+    super().build(input_shape)
+
   def call(self, x, training: Optional[bool] = None) -> Dict[str, tf.Tensor]:
-    for layer in self.hidden:
+    first = self.hidden[0]
+    x = tf.nn.relu(experts_lib.split_matmul(x, first.kernel, "bf,fu->bu") + first.bias)
+    x = self.drop(x, training=training)
+    for layer in self.hidden[1:]:
       x = self.drop(layer(x), training=training)
     return {t: x for t in self.task_names}
 

@@ -266,3 +266,21 @@ def test_calibration_ratio():
   assert float(m.result()) == pytest.approx(2.0 / 1.5)
   m.reset_state()
   assert float(m.result()) == 0.0
+
+
+@pytest.mark.parametrize("make", [
+    lambda: mmoe.MMoE(("interest", "exposure"), num_experts=3, units=(4, 3)),
+    lambda: ple.PLE(("interest", "exposure"), 2, 1, (4,), levels=2),
+    lambda: shared_bottom.SharedBottom(("interest", "exposure"), units=(4,)),
+])
+def test_mixtures_accept_a_shared_part_computed_once(make):
+  tf.keras.utils.set_random_seed(10)
+  layer = make()
+  rng = np.random.default_rng(6)
+  shared = tf.constant(rng.normal(size=(1, 3)), tf.float32)
+  per_row = tf.constant(rng.normal(size=(5, 4)), tf.float32)
+  split = layer((shared, per_row))
+  full = layer(tf.concat([tf.repeat(shared, 5, 0), per_row], -1))
+  for t in split:
+    assert split[t].shape == (5, full[t].shape[-1])
+    np.testing.assert_allclose(split[t], full[t], atol=1e-5)
