@@ -1,0 +1,135 @@
+"""Tests of serving.export and serving.warmup: versions, warmup records, server configs,
+``saved_model_cli`` and reload equality.
+
+One small world and two exported versions per module (``bench.serving.prepare_world``).
+"""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from bench import serving as bench_serving
+from serving import export
+from serving import model_config
+from serving import signatures as sig
+from serving import tensors
+from serving import warmup
+
+import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-order
+
+SAVED_MODEL_CLI = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+  paths = bench_serving.prepare_world(str(tmp_path_factory.getbasetemp() / "serving_world"))
+  model = bench_serving.build_model()
+  root = tmp_path_factory.mktemp("export")
+  base = str(root / "models" / "melody")
+  v1 = export.export_serving_model(model, paths["tft"], paths["tracks"], base, n_max=200,
+                                   num_warmup_records=14)
+  v2 = export.export_serving_model(model, paths["tft"], paths["tracks"], base, n_max=200,
+                                   num_warmup_records=3)
+  return {"paths": paths, "model": model, "base": base, "v1": v1, "v2": v2,
+          "parsed": warmup.parse_examples(warmup.read_examples(paths["examples"], 100))}
+
+
+def test_numbered_versions_are_published_without_leftovers(exported):
+  assert exported["v1"] == os.path.join(exported["base"], "1")
+  assert exported["v2"] == os.path.join(exported["base"], "2")
+  assert sorted(os.listdir(exported["base"])) == ["1", "2"]
+  assert model_config.list_versions(exported["base"]) == [1, 2]
+  info = export.read_info(exported["v1"])
+  assert info["n_max"] == 200 and info["intent"] is False
+  assert {"rank", "recommend", "score_examples", "transform_features",
+          "serving_default"} == set(info["signatures"])
+
+
+def test_an_existing_version_is_not_overwritten(exported):
+  with pytest.raises(ValueError, match="version 1 exists"):
+    export.export_serving_model(exported["model"], exported["paths"]["tft"],
+                                exported["paths"]["tracks"], exported["base"], version=1)
+
+
+def test_server_configs_next_to_the_base_dir(exported):
+  config_dir = os.path.dirname(exported["base"])
+  (entry,) = model_config.read_model_config(os.path.join(config_dir, "models.config"))
+  assert entry.name == "melody" and entry.base_path == exported["base"]
+  assert entry.labels == {"stable": 1, "canary": 2}
+  assert entry.version_policy.select([1, 2, 3]) == (1, 2)
+  batching = model_config.read_batching_parameters(
+      os.path.join(config_dir, "batching_parameters.txt"))
+  assert batching == export.DEFAULT_BATCHING
+  assert model_config.read_monitoring_config(
+      os.path.join(config_dir, "monitoring.config")).enable
+
+
+def test_warmup_records_are_real_replayable_requests(exported):
+  logs = warmup.read_warmup(exported["v1"])
+  assert len(logs) == 14 <= warmup.MAX_RECORDS
+  assert len(warmup.read_warmup(exported["v2"])) == 3
+  loaded = tf.saved_model.load(exported["v1"])
+  users = set(exported["parsed"]["user_id"])
+  seen = set()
+  for log in logs:
+    request = log.predict_log.request
+    assert request.model_spec.name == "melody"
+    name = request.model_spec.signature_name
+    seen.add(name)
+    fn = loaded.signatures[name]
+    arrays = tensors.decode_inputs(request.inputs, tensors.input_specs(fn), name)
+    assert set(arrays["user_id"]) <= users   # listeners of real examples
+    out = fn(**{k: tf.constant(v) for k, v in arrays.items()})
+    assert np.all(np.isfinite(out["fused_score"].numpy()))
+    if name == "rank":
+      sig.validate_rank(arrays, 200)
+  assert seen == {"rank", "recommend"}
+  with pytest.raises(ValueError, match="1000"):
+    warmup.warmup_requests([b""], "melody", 10, num_records=1001)
+
+
+def test_saved_model_cli_lists_the_signatures(exported):
+  result = subprocess.run([SAVED_MODEL_CLI, "show", "--all", "--dir", exported["v1"]],
+                          capture_output=True, text=True, timeout=120, check=True)
+  for name in ("rank", "serving_default", "recommend", "transform_features",
+               "score_examples"):
+    assert f"signature_def['{name}']" in result.stdout, name
+  for name in ("candidate_ids", "hist_track_ids", "alpha_beta_gamma", "ranked_track_ids",
+               "reasons", "fused_score", "examples"):
+    assert f"['{name}']" in result.stdout, name
+
+
+def test_reload_gives_identical_outputs(exported):
+  paths, parsed = exported["paths"], exported["parsed"]
+  module = sig.RankerServingModule(exported["model"], paths["tft"], paths["tracks"],
+                                   n_max=200)
+  fns = module.signatures()
+  loaded = tf.saved_model.load(exported["v1"])
+  rank = warmup.rank_inputs(parsed, [1, 4], 30)
+  rank["exploration_seed"] = np.array([5, -1], np.int64)
+  recommend = warmup.recommend_inputs(parsed, [2], 12)
+  records = tf.constant(warmup.read_examples(paths["examples"], 6))
+  for name, inputs in (("rank", rank), ("serving_default", rank), ("recommend", recommend),
+                       ("score_examples", {"examples": records}),
+                       ("transform_features", {"examples": records})):
+    tensors_in = {k: tf.constant(v) for k, v in inputs.items()}
+    want, got = fns[name](**tensors_in), loaded.signatures[name](**tensors_in)
+    assert set(want) == set(got), name
+    for k in want:
+      np.testing.assert_array_equal(got[k].numpy(), want[k].numpy(), err_msg=f"{name}/{k}")
+
+
+def test_export_from_training_writes_the_model_in_place(exported, tmp_path):
+  target = str(tmp_path / "serving_model")
+  path = export.export_from_training(exported["model"], exported["paths"]["tft"],
+                                     exported["paths"]["tracks"], target)
+  assert path == target
+  assert os.path.isfile(os.path.join(target, "saved_model.pb"))
+  assert 0 < len(warmup.read_warmup(target)) <= warmup.MAX_RECORDS
+  assert "score_examples" in tf.saved_model.load(target).signatures
+  with pytest.raises(ValueError, match="holds a SavedModel"):
+    export.export_from_training(exported["model"], exported["paths"]["tft"],
+                                exported["paths"]["tracks"], target)
