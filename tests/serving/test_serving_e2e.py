@@ -1,0 +1,142 @@
+"""End to end: export -> ``serving.server.ModelServer`` on 127.0.0.1 -> the official
+``PredictionServiceStub`` / ``ModelServiceStub`` on rank, recommend, score_examples,
+metadata, status and bad requests, with server-side batching on.
+"""
+
+import concurrent.futures
+import os
+
+import grpc
+import numpy as np
+import pytest
+
+from bench import serving as bench_serving
+from serving import client
+from serving import export
+from serving import model_config
+from serving import server as server_lib
+from serving import signatures as sig
+from serving import tensors
+from serving import warmup
+
+import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-order
+from tensorflow_serving.apis import get_model_metadata_pb2  # pylint: disable=g-bad-import-order
+from tensorflow_serving.apis import get_model_status_pb2
+from tensorflow_serving.apis import model_service_pb2_grpc
+from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+pytestmark = pytest.mark.slow
+N_MAX = 100
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+  paths = bench_serving.prepare_world(str(tmp_path_factory.getbasetemp() / "serving_world"))
+  model = bench_serving.build_model()
+  root = tmp_path_factory.mktemp("e2e")
+  version_dir = export.export_serving_model(model, paths["tft"], paths["tracks"],
+                                            str(root / "models" / "melody"), n_max=N_MAX,
+                                            num_warmup_records=7)
+  config_dir = str(root / "models")
+  options = server_lib.ServerOptions(
+      port=0, file_system_poll_wait_seconds=0, enable_batching=True,
+      batching=model_config.read_batching_parameters(
+          os.path.join(config_dir, "batching_parameters.txt")))
+  server = server_lib.ModelServer.from_config_file(
+      os.path.join(config_dir, "models.config"), options,
+      validators={"melody": sig.validators(N_MAX)}).start()
+  channel = grpc.insecure_channel(server.target)
+  yield {"server": server, "channel": channel, "stub":
+         prediction_service_pb2_grpc.PredictionServiceStub(channel),
+         "loaded": tf.saved_model.load(version_dir), "paths": paths,
+         "parsed": warmup.parse_examples(warmup.read_examples(paths["examples"], 100))}
+  channel.close()
+  server.stop(grace=1)
+
+
+def _predict(env, signature, inputs, **spec):
+  request = client.predict_request("melody", signature, inputs, **spec)
+  response = env["stub"].Predict(request, timeout=60)
+  return {k: tensors.from_tensor_proto(v) for k, v in response.outputs.items()}
+
+
+def _local(env, signature, inputs):
+  out = env["loaded"].signatures[signature](**{k: tf.constant(v) for k, v in inputs.items()})
+  return {k: v.numpy() for k, v in out.items()}
+
+
+def _assert_same(got, want):
+  assert set(got) == set(want)
+  for k, v in want.items():
+    if v.dtype.kind in "fc":
+      np.testing.assert_allclose(got[k], v, atol=1e-5, err_msg=k)
+    else:
+      np.testing.assert_array_equal(got[k], v, err_msg=k)
+
+
+def test_rank_over_grpc_equals_the_saved_model(served):
+  inputs = warmup.rank_inputs(served["parsed"], [3, 8], 40)
+  got = _predict(served, "rank", inputs, version_label="stable")
+  _assert_same(got, _local(served, "rank", inputs))
+  assert got["ranked_track_ids"].shape == (2, 40)
+  _assert_same(_predict(served, "serving_default", inputs), got)
+
+
+def test_recommend_and_score_examples_over_grpc(served):
+  inputs = warmup.recommend_inputs(served["parsed"], [5], 15)
+  got = _predict(served, "recommend", inputs, version_label="canary")
+  _assert_same(got, _local(served, "recommend", inputs))
+  assert got["ranked_track_ids"].shape == (1, 15)
+  records = np.asarray(warmup.read_examples(served["paths"]["examples"], 5), dtype=object)
+  scored = _predict(served, "score_examples", {"examples": records})
+  _assert_same(scored, _local(served, "score_examples", {"examples": records}))
+
+
+def test_batched_concurrent_requests_get_their_own_answers(served):
+  requests = [warmup.rank_inputs(served["parsed"], [i], 25) for i in range(8)]
+  with concurrent.futures.ThreadPoolExecutor(8) as pool:
+    answers = list(pool.map(lambda r: _predict(served, "rank", r), requests))
+  for inputs, got in zip(requests, answers):
+    _assert_same(got, _local(served, "rank", inputs))
+
+
+def test_metadata_and_status(served):
+  request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+  request.model_spec.name = "melody"
+  response = served["stub"].GetModelMetadata(request, timeout=30)
+  signatures = get_model_metadata_pb2.SignatureDefMap()
+  response.metadata["signature_def"].Unpack(signatures)
+  defs = signatures.signature_def
+  assert {"rank", "serving_default", "recommend", "score_examples",
+          "transform_features"} <= set(defs)
+  assert {"candidate_ids", "candidate_is_promo", "hist_track_ids", "alpha_beta_gamma",
+          "override", "exploration_seed"} <= set(defs["rank"].inputs)
+  assert {"ranked_track_ids", "reasons", "order", "fused_score", "weights",
+          "interest"} <= set(defs["rank"].outputs)
+  status_request = get_model_status_pb2.GetModelStatusRequest()
+  status_request.model_spec.name = "melody"
+  status = model_service_pb2_grpc.ModelServiceStub(served["channel"]).GetModelStatus(
+      status_request, timeout=30)
+  (version,) = status.model_version_status
+  assert version.version == 1
+  assert version.state == get_model_status_pb2.ModelVersionStatus.AVAILABLE
+
+
+@pytest.mark.parametrize("change,field", [
+    (lambda r: r.update(candidate_ids=np.resize(r["candidate_ids"], (1, N_MAX + 1)),
+                        candidate_is_promo=np.zeros((1, N_MAX + 1), np.int64)),
+     "candidate_ids"),
+    (lambda r: r.update(candidate_is_promo=r["candidate_is_promo"].astype(np.float32)),
+     "candidate_is_promo"),
+    (lambda r: r.update(candidate_is_promo=r["candidate_is_promo"][:, :3]),
+     "candidate_is_promo"),
+    (lambda r: r.update(sess_len=np.array([99], np.int64)), "sess_len"),
+    (lambda r: r.pop("hist_len"), "hist_len"),
+])
+def test_bad_requests_are_invalid_argument_naming_the_input(served, change, field):
+  inputs = warmup.rank_inputs(served["parsed"], [0], 10)
+  change(inputs)
+  with pytest.raises(grpc.RpcError) as info:
+    _predict(served, "rank", inputs)
+  assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+  assert field in info.value.details()
