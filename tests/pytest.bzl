@@ -14,7 +14,19 @@ def pytest_test(name, src = None, size = "small", deps = [], data = [], args = [
         **kwargs
     )
 
-def pytest_tests(srcs, deps, size = "small", sizes = {}, **kwargs):
+# Every Melody library: test modules import across packages (the e2e tests use all).
+MELODY_LIBS = [
+    "//:keras_guard",
+    "//bench",
+    "//features",
+    "//melody_cli",
+    "//pipeline",
+    "//ranking",
+    "//serving",
+    "//simulation",
+]
+
+def pytest_tests(srcs, deps = MELODY_LIBS, size = "small", sizes = {}, **kwargs):
     """One pytest_test per file in srcs; `sizes` overrides the size of named files."""
     for src in srcs:
         name = src[:-3]
