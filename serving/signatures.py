@@ -34,8 +34,9 @@ in for "not given"):
   component. With ``override`` 0 the row uses the table whatever ``alpha_beta_gamma``
   holds. Paid listeners keep beta = 0 (``FusionConfig.zero_beta_segments``).
 * ``exploration_seed`` ``[B]`` int: >= 0 gives the seeded exploration bonus
-  ``epsilon * novelty * u(seed, track)``; a negative seed turns exploration off for the
-  row.
+  ``epsilon * novelty * u(seed, row)`` (``row`` = the candidate's catalogue row, i.e.
+  its ``tracks.parquet`` row; ``ranking.layers.fusion.exploration_uniform_py`` recomputes
+  it); a negative seed turns exploration off for the row.
 
 Reason codes (``reasons``, one comma-separated string per candidate, ``""`` for padding),
 in this order:
@@ -51,7 +52,10 @@ in this order:
   ``new_for_you`` (neither).
 
 Familiarity for fusion (the context term ``kappa * (2 * familiar - 1)``) is 1 for
-``familiar_track`` and ``familiar_artist``, else 0; novelty is ``1 - familiar``.
+``familiar_track`` and ``familiar_artist``, else 0; novelty is ``1 - familiar``. Tracks
+and artists are compared by catalogue identity (row, distinct artist name), never by
+vocabulary id, since OOV hash buckets are shared; the mixing artist cap uses the same
+artist identity (unknown artists are exempt).
 """
 
 import dataclasses
@@ -412,6 +416,13 @@ class RankerServingModule(tf.Module):
         tf.lookup.KeyValueTensorInitializer(tf.constant(catalog.track_ids.astype(object)),
                                             tf.range(c, dtype=tf.int64)),
         default_value=c, name="catalog_rows")
+    # Exact artist identity for familiarity and the mixing artist cap: 1..A per distinct
+    # artist of the catalogue, 0 for unknown artists and for the OOV row (cap-exempt).
+    names = sorted({a for a in catalog.artist_ids if a})
+    index = {a: i + 1 for i, a in enumerate(names)}
+    self.catalog_artist_index = tf.Variable(
+        np.asarray([index.get(a, 0) for a in catalog.artist_ids] + [0], np.int64),
+        trainable=False, name="catalog_artist_index")
     self.catalog_artists = tf.lookup.StaticHashTable(
         tf.lookup.KeyValueTensorInitializer(tf.constant(catalog.track_ids.astype(object)),
                                             tf.constant(catalog.artist_ids.astype(object))),
@@ -569,7 +580,9 @@ class RankerServingModule(tf.Module):
       raw[f"{prefix}_artist_ids"] = self.catalog_artists.lookup(raw[f"{prefix}_track_ids"])
     transformed = self.tft_layer(raw)
     encoding = self.model.encode_listener(transformed, training=False)
-    return {"raw": raw, "transformed": transformed, "encoding": encoding}
+    # Catalogue rows of the plays (padding and unknown tracks: the OOV row C).
+    rows = {f"{p}_rows": self.catalog_rows.lookup(raw[f"{p}_track_ids"]) for p in _SEQ}
+    return {"raw": raw, "transformed": transformed, "encoding": encoding, **rows}
 
   def _query(self, transformed) -> tf.Tensor:
     """Listener query of the retrieval index: the completion-weighted mean of the item
@@ -628,39 +641,43 @@ class RankerServingModule(tf.Module):
     candidates[X("cand_is_promo")] = promo
     heads = self._score(listener["encoding"], candidates)
 
-    track = candidates[X("cand_track_id")]
-    artist = candidates[X("cand_artist_id")]
-    played_tracks = tf.concat([xf[X("hist_track_ids")], xf[X("sess_track_ids")]], axis=1)
-    played_artists = tf.concat([xf[X("hist_artist_ids")], xf[X("sess_artist_ids")]], axis=1)
-    known_row = rows < self.catalog_size
-    familiar_track = _any_match(track, played_tracks) & known_row
+    # Familiarity and style use exact catalogue identities (rows and artist indices),
+    # not vocabulary ids: OOV hash buckets are shared by unrelated tracks and artists.
+    c = self.catalog_size
+    artist = tf.gather(self.catalog_artist_index, rows)                          # [B, N]
+    known = rows < c
+    hist_rows, sess_rows = listener["hist_rows"], listener["sess_rows"]          # [B, L]
+    played = tf.concat([hist_rows, sess_rows], axis=1)
+    played_artists = tf.gather(self.catalog_artist_index, played)
+    familiar_track = known & tf.reduce_any(
+        tf.equal(rows[:, :, tf.newaxis], played[:, tf.newaxis, :]), axis=-1)
     familiar_artist = _any_match(artist, played_artists) & ~familiar_track
     familiar = tf.cast(familiar_track | familiar_artist, tf.float32)
 
     # Session style: a shared artist or tag with a track of the current session.
-    sess_rows = self.catalog_rows.lookup(listener["raw"]["sess_track_ids"])       # [B, S]
     sess_tags = tf.gather(self.candidate_table[X("cand_tags")], sess_rows)       # [B, S, T]
+    sess_tags = tf.where(sess_rows[..., tf.newaxis] < c, sess_tags, 0)
     sess_tags = tf.reshape(sess_tags, [tf.shape(sess_rows)[0], -1])
-    cand_tags = candidates[X("cand_tags")]                                       # [B, N, T]
+    cand_tags = tf.where(known[..., tf.newaxis], candidates[X("cand_tags")], 0)  # [B, N, T]
     tag_hit = tf.reduce_any(
         tf.equal(cand_tags[:, :, :, tf.newaxis], sess_tags[:, tf.newaxis, tf.newaxis, :])
         & tf.not_equal(cand_tags, 0)[..., tf.newaxis], axis=[2, 3])
-    style = (tag_hit | _any_match(artist, xf[X("sess_artist_ids")])) & (
-        xf[X("sess_len")] > 0)[:, tf.newaxis]
+    sess_artists = tf.gather(self.catalog_artist_index, sess_rows)
+    style = tag_hit | _any_match(artist, sess_artists)
 
     seed = tf.cast(inputs["exploration_seed"], tf.int64)
     fused = self._py.fusion({
         "interest": heads[tasks_lib.INTEREST_SCORE], "subscription": heads["subscription"],
         "exposure": heads["exposure"], "segment": xf[X("user_segment")],
         "activity": xf[X("context_activity")], "familiar": familiar,
-        "candidate_ids": track, "seed": tf.maximum(seed, 0),
+        "candidate_ids": rows, "seed": tf.maximum(seed, 0),
         "override_weights": inputs["alpha_beta_gamma"],
         "override": tf.not_equal(inputs["override"], 0)})
     explore_on = tf.cast(seed >= 0, tf.float32)[:, tf.newaxis]
     exploration = fused["exploration"] * explore_on
     score = fused["score"] - fused["exploration"] + exploration
     mixed = self._py.mixing({"scores": tf.where(valid, score, -1e9), "is_promo": promo,
-                         "artist_ids": artist, "valid": valid})
+                             "artist_ids": artist, "valid": valid})
 
     eps = self.fusion_config.exploration
     flags = [
