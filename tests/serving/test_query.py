@@ -1,0 +1,89 @@
+"""Tests of ``melody query`` (serving.query, serving.query_cli): requests from a data
+directory's events, in process and over gRPC against the local model server."""
+
+import argparse
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bench import serving as bench_serving
+from features import feature_spec as fs
+from serving import export
+from serving import query
+from serving import query_cli
+from serving import server as server_lib
+from serving import signatures as sig
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+  paths = bench_serving.prepare_world(str(tmp_path_factory.getbasetemp() / "serving_world"))
+  model = bench_serving.build_model()
+  base = str(tmp_path_factory.mktemp("query") / "models" / "melody")
+  version = export.export_serving_model(model, paths["tft"], paths["tracks"], base,
+                                        n_max=200, num_warmup_records=2)
+  events = pd.read_parquet(os.path.join(paths["data"], "events"))
+  user = events["user_id"].value_counts().index[0]   # the most active listener
+  return {"paths": paths, "version": version, "base": base, "events": events, "user": user}
+
+
+def _args(env, *extra):
+  parser = argparse.ArgumentParser()
+  query_cli.register(parser.add_subparsers())
+  return parser.parse_args(["query", "--user", env["user"], "--context", "commute",
+                            "--data", env["paths"]["data"], *extra])
+
+
+def test_listener_is_the_users_recent_plays(env):
+  inputs = query.listener_from_events(env["paths"]["data"], env["user"], "commute")
+  mine = env["events"][env["events"]["user_id"] == env["user"]].sort_values("ts")
+  n = min(len(mine), fs.HISTORY_LEN)
+  assert inputs["hist_len"].tolist() == [n]
+  recent = [t.encode() for t in mine["track_id"].to_numpy()[::-1][:n]]
+  assert list(inputs["hist_track_ids"][0][:n]) == recent
+  assert 1 <= inputs["sess_len"][0] <= fs.SESSION_LEN   # the last play is a minute ago
+  assert inputs["sess_track_ids"][0][0] == recent[0]
+  assert inputs["context_activity"].tolist() == [b"commute"]
+  assert inputs["user_segment"][0].decode() == mine["user_segment"].iloc[-1]
+
+
+def test_bad_arguments_name_the_problem(env):
+  with pytest.raises(ValueError, match="context 'nap'"):
+    query.listener_from_events(env["paths"]["data"], env["user"], "nap")
+  with pytest.raises(ValueError, match="user 'nobody'"):
+    query.listener_from_events(env["paths"]["data"], "nobody", "commute")
+  with pytest.raises(ValueError, match="--text"):
+    query.build_request(env["paths"]["data"], env["user"], "commute", "rank", text="calm")
+
+
+def test_rank_in_process_prints_the_ranked_table(env, capsys):
+  assert query.main(_args(env, "--saved-model", env["version"], "--k", "7",
+                          "--candidates", "30")) == 0
+  out = capsys.readouterr().out.splitlines()
+  assert out[0].startswith("rank for user") and "reasons" in out[1]
+  body = out[3:10]
+  assert [int(line.split()[0]) for line in body] == list(range(1, 8))
+  assert out[10].startswith("fusion weights")
+  rows, weights = query.run(env["paths"]["data"], env["user"], "commute",
+                            saved_model=env["version"], k=7, candidates=30)
+  assert [r.track_id for r in rows] == [line.split()[1] for line in body]
+  for r in rows:
+    assert set(r.reasons.split(",")) <= set(sig.REASON_CODES)
+  assert np.isclose(sum(weights), 1.0, atol=1e-5)
+
+
+def test_recommend_over_grpc_and_text_without_intent(env, capsys):
+  options = server_lib.ServerOptions(port=0, file_system_poll_wait_seconds=0)
+  config = os.path.join(os.path.dirname(env["base"]), "models.config")
+  with server_lib.ModelServer.from_config_file(config, options) as server:
+    assert query.main(_args(env, "--server", server.target, "--signature", "recommend",
+                            "--k", "5", "--version-label", "stable")) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 3 + 5 + 1
+    tracks = set(pd.read_parquet(env["paths"]["tracks"])["track_id"])
+    assert {line.split()[1] for line in out[3:8]} <= tracks
+    assert query.main(_args(env, "--server", server.target, "--signature", "recommend",
+                            "--text", "calm piano")) == 2
+    assert "intent module" in capsys.readouterr().err
