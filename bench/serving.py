@@ -1,15 +1,43 @@
 """Serving benchmark (``python -m bench.run serving``): gRPC vs in-process latency.
 
-Placeholder helpers first (a small simulated world, its TFT output and a ranker), shared
-with ``tests/serving``; the benchmark itself follows.
+Measures the exported ranker (``serving.export``: the ``rank`` signature of one
+SavedModel version, default ``ModelConfig``, untrained weights — latency does not depend
+on them) on a simulated world's catalogue and real listeners, for N = 100 / 500 / 1000
+candidates at concurrency 1, 4 and 16:
+
+* ``grpc``: ``serving.server.ModelServer`` on 127.0.0.1 (no server-side batching, as a
+  latency-first deployment runs it), called through ``serving.client`` (the official
+  ``PredictionServiceStub``) from ``concurrency`` threads;
+* ``in_process``: the same SavedModel loaded with ``tf.saved_model.load`` in this
+  process, its ``rank`` signature called from ``concurrency`` threads — the baseline,
+  measured in the same run.
+
+Reported per cell: p50 / p99 latency and QPS; per (N, concurrency) the ratio
+``gRPC p99 / (in-process p99 + 1 ms)`` (target <= 1.3) and the 500-candidate p99 at
+concurrency 1 (target <= 15 ms). Results go to ``bench/results/serving.json`` and the
+table to ``docs/benchmarks_serving.md``. The helpers that build the small world and
+the ranker are shared with ``tests/serving``.
+
+Environment knobs: ``BENCH_SERVING_REQUESTS`` (timed requests per cell, default 150),
+``BENCH_SERVING_DIR`` (reuse a prepared world and export there).
 """
 
+import concurrent.futures
 import os
-from typing import Dict, Optional
+import tempfile
+import threading
+import time
+from typing import Dict, List, Optional
 
 import serving  # noqa: F401  (Keras 2 guard before TensorFlow)
 
 SEED = 7
+SIZES = (100, 500, 1000)
+CONCURRENCY = (1, 4, 16)
+TARGET_RATIO = 1.3
+TARGET_P99_MS_500 = 15.0
+RATIO_SLACK_MS = 1.0
+WORLD = {"users": 150, "days": 3, "tracks": 3000}
 
 
 def prepare_world(root: str, users: int = 40, days: int = 2, tracks: int = 300,
@@ -50,5 +78,185 @@ def build_model(seed: int = SEED, config=None):
   return model
 
 
+def _export(root: str) -> Dict[str, str]:
+  """World + default-size ranker exported once under ``root`` (reused when present)."""
+  from serving import export  # pylint: disable=g-import-not-at-top
+  paths = prepare_world(os.path.join(root, "world"), **WORLD)
+  base = os.path.join(root, "models", "melody")
+  version = os.path.join(base, "1")
+  if not os.path.isdir(version):
+    from ranking import config as config_lib  # pylint: disable=g-import-not-at-top
+    model = build_model(config=config_lib.ModelConfig())
+    export.export_serving_model(model, paths["tft"], paths["tracks"], base, version=1,
+                                n_max=max(SIZES))
+  paths.update(base=base, version=version, config=os.path.join(root, "models",
+                                                                "models.config"))
+  return paths
+
+
+def _requests(paths: Dict[str, str], n: int, count: int) -> List[Dict[str, object]]:
+  """``count`` distinct one-listener rank requests of ``n`` real candidates."""
+  from serving import signatures as sig  # pylint: disable=g-import-not-at-top
+  from serving import warmup  # pylint: disable=g-import-not-at-top
+  parsed = warmup.parse_examples(warmup.read_examples(paths["examples"], 400))
+  catalog = sig.Catalog.from_tracks(paths["tracks"])
+  rows = len(parsed["user_id"])
+  return [warmup.rank_inputs(parsed, [(i * 13) % rows], n, catalog.track_ids)
+          for i in range(count)]
+
+
+def _drive(call, requests, concurrency: int) -> Dict[str, float]:
+  """Runs ``call(request)`` over ``requests`` from ``concurrency`` threads."""
+  from bench import common  # pylint: disable=g-import-not-at-top
+  latencies: List[float] = []
+  lock = threading.Lock()
+  position = iter(range(len(requests)))
+
+  def worker():
+    while True:
+      with lock:
+        i = next(position, None)
+      if i is None:
+        return
+      t0 = time.perf_counter()
+      call(requests[i])
+      dt = time.perf_counter() - t0
+      with lock:
+        latencies.append(dt)
+
+  for r in requests[:3 * concurrency]:   # warm the path (and thread pools) untimed
+    call(r)
+  t0 = time.perf_counter()
+  with concurrent.futures.ThreadPoolExecutor(concurrency) as pool:
+    for f in [pool.submit(worker) for _ in range(concurrency)]:
+      f.result()
+  wall = time.perf_counter() - t0
+  stats = common.percentiles_ms(latencies)
+  stats["qps"] = len(latencies) / wall
+  return stats
+
+
+def measure(paths: Dict[str, str], count: int, sizes=SIZES,
+            concurrency=CONCURRENCY) -> List[Dict[str, object]]:
+  """Latency rows for every (transport, N, concurrency)."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from serving import client  # pylint: disable=g-import-not-at-top
+  from serving import model_config  # pylint: disable=g-import-not-at-top
+  from serving import server as server_lib  # pylint: disable=g-import-not-at-top
+
+  loaded = tf.saved_model.load(paths["version"])
+  rank = loaded.signatures["rank"]
+
+  def local(inputs):
+    out = rank(**{k: tf.constant(v) for k, v in inputs.items()})
+    return {k: v.numpy() for k, v in out.items()}
+
+  options = server_lib.ServerOptions(port=0, file_system_poll_wait_seconds=0)
+  rows = []
+  with server_lib.ModelServer(model_config.read_model_config(paths["config"]),
+                              options) as server:
+    clients = threading.local()
+
+    def remote(inputs):
+      if not hasattr(clients, "c"):
+        clients.c = client.ModelClient(server.target, timeout=60)
+      return clients.c.predict("melody", "rank", inputs)
+
+    for n in sizes:
+      requests = _requests(paths, n, count)
+      for c in concurrency:
+        for transport, call in (("in_process", local), ("grpc", remote)):
+          stats = _drive(call, requests, c)
+          rows.append({"transport": transport, "candidates": n, "concurrency": c, **stats})
+          print(f"[bench] {transport:<10} N={n:<5} c={c:<3} p50 {stats['p50_ms']:7.2f} ms  "
+                f"p99 {stats['p99_ms']:7.2f} ms  {stats['qps']:7.1f} qps", flush=True)
+  return rows
+
+
+def summarize(rows: List[Dict[str, object]]) -> Dict[str, object]:
+  """Ratios per (N, concurrency) and the two targets."""
+  by = {(r["transport"], r["candidates"], r["concurrency"]): r for r in rows}
+  ratios = []
+  for (transport, n, c), r in sorted(by.items()):
+    if transport != "grpc" or ("in_process", n, c) not in by:
+      continue
+    base = by[("in_process", n, c)]
+    ratios.append({"candidates": n, "concurrency": c, "grpc_p99_ms": r["p99_ms"],
+                   "in_process_p99_ms": base["p99_ms"],
+                   "ratio": r["p99_ms"] / (base["p99_ms"] + RATIO_SLACK_MS)})
+  p99_500 = by.get(("grpc", 500, 1), {}).get("p99_ms")
+  ratio_c1 = max((r["ratio"] for r in ratios if r["concurrency"] == 1), default=None)
+  return {
+      "ratios": ratios,
+      "targets": {
+          "ratio_grpc_p99_over_in_process_p99_plus_1ms": TARGET_RATIO,
+          "p99_ms_500_candidates_concurrency_1": TARGET_P99_MS_500},
+      "worst_ratio_concurrency_1": ratio_c1,
+      "worst_ratio_all": max((r["ratio"] for r in ratios), default=None),
+      "grpc_p99_ms_500_c1": p99_500,
+      "meets_ratio_target_c1": ratio_c1 is not None and ratio_c1 <= TARGET_RATIO,
+      "meets_p99_target_500_c1": p99_500 is not None and p99_500 <= TARGET_P99_MS_500,
+  }
+
+
+def markdown(rows, summary) -> str:
+  from bench import common  # pylint: disable=g-import-not-at-top
+  lines = [
+      "# Serving benchmark",
+      "",
+      "Written by `python -m bench.run serving` (`bench/serving.py`); raw numbers in",
+      "`bench/results/serving.json`. The `rank` signature of one exported SavedModel",
+      "(default `ModelConfig`: d_model 64, 2 Transformer layers, MMoE) over real",
+      "listeners of a simulated world, one listener per request, N real candidates;",
+      "`grpc` = `serving.server.ModelServer` on 127.0.0.1 through the official stub,",
+      "`in_process` = the same SavedModel's signature called in the benchmark process.",
+      "The machine is shared (2 cores, other jobs running), so p99 carries their noise.",
+      "",
+      "## Latency",
+      "",
+      common.table(rows, ["transport", "candidates", "concurrency", "p50_ms", "p99_ms",
+                          "qps", "n"]),
+      "",
+      f"## gRPC p99 / (in-process p99 + {RATIO_SLACK_MS:g} ms)  (target <= {TARGET_RATIO})",
+      "",
+      common.table(summary["ratios"], ["candidates", "concurrency", "grpc_p99_ms",
+                                       "in_process_p99_ms", "ratio"]),
+      "",
+      "## Targets",
+      "",
+      f"- worst ratio at concurrency 1: {summary['worst_ratio_concurrency_1']:.3f} "
+      f"(target <= {TARGET_RATIO}: {'met' if summary['meets_ratio_target_c1'] else 'MISSED'})",
+      f"- gRPC p99 at N=500, concurrency 1: {summary['grpc_p99_ms_500_c1']:.2f} ms "
+      f"(target <= {TARGET_P99_MS_500:g} ms: "
+      f"{'met' if summary['meets_p99_target_500_c1'] else 'MISSED'})",
+      "",
+  ]
+  return "\n".join(lines)
+
+
 def main(argv: Optional[list] = None) -> int:
-  raise NotImplementedError("serving benchmark: coming")
+  """Runs the benchmark, writes the results JSON and docs/benchmarks_serving.md."""
+  del argv
+  from bench import common  # pylint: disable=g-import-not-at-top
+  count = int(os.environ.get("BENCH_SERVING_REQUESTS", "150"))
+  root = os.environ.get("BENCH_SERVING_DIR")
+  tmp = None
+  if not root:
+    tmp = tempfile.TemporaryDirectory(prefix="melody-bench-serving-")
+    root = tmp.name
+  try:
+    paths = _export(root)
+    rows = measure(paths, count)
+  finally:
+    if tmp is not None:
+      tmp.cleanup()
+  summary = summarize(rows)
+  common.write_results("serving", {"rows": rows, **summary, "requests_per_cell": count,
+                                   "world": WORLD})
+  text = markdown(rows, summary)
+  docs = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs",
+                      "benchmarks_serving.md")
+  with open(docs, "w", encoding="utf-8") as f:
+    f.write(text)
+  print(text)
+  return 0
