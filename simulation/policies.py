@@ -480,7 +480,7 @@ class SavedModelPolicy(Policy):
     missing = set(self.input_spec) - set(req)
     if missing:
       raise ValueError(f"signature needs inputs this policy cannot build: {sorted(missing)}")
-    orders, weights = [], []
+    orders, weights, placed = [], [], []
     n = len(state)
     for lo in range(0, n, self.batch_size):
       feed = {k: tf.constant(req[k][lo:lo + self.batch_size], dtype=spec.dtype)
@@ -489,10 +489,15 @@ class SavedModelPolicy(Policy):
       orders.append(out["order"].numpy()[:, :self.slate_len])
       weights.append(out["weights"].numpy() if "weights" in out
                      else np.full((len(orders[-1]), 3), np.nan))
+      placed.append(out["num_placed"].numpy() if "num_placed" in out
+                    else np.full(len(orders[-1]), orders[-1].shape[1]))
     pos = np.concatenate(orders).astype(np.int64)
     if pos.shape[1] < self.slate_len:
       raise ValueError(f"the model ordered {pos.shape[1]} candidates, slate_len is "
                        f"{self.slate_len}")
     tracks = np.where(pos >= 0, np.take_along_axis(candidates.tracks, np.maximum(pos, 0), 1),
                       -1)
-    return Slates(positions=pos, tracks=tracks, weights=np.concatenate(weights))
+    # num_placed: positions that keep every promo rule (later ones are promos the
+    # graph could not place, as mixing's dropped tail).
+    return Slates(positions=pos, tracks=tracks, weights=np.concatenate(weights),
+                  info={"num_placed": np.concatenate(placed).astype(np.int64)})

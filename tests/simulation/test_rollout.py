@@ -210,3 +210,48 @@ def test_saved_model_policy_calls_the_rank_signature(world, tmp_path):
   assert slates.tracks[0].tolist() == [15, 12, 17, 16, 14]
   assert slates.tracks[2].tolist() == [17, 16, 15, 14, 13]
   np.testing.assert_allclose(slates.weights, 0.5)
+
+
+@pytest.mark.slow
+def test_saved_model_policy_on_a_real_export(tmp_path_factory):
+  """The real ``serving.export`` SavedModel (tiny, untrained) ranks inside rollouts:
+  slates come from the candidates, keep the promo rules, and the fusion weights the
+  graph reports are its segment table, or the override the policy sends."""
+  from bench import serving as bench_serving  # pylint: disable=import-outside-toplevel
+  from serving import export  # pylint: disable=import-outside-toplevel
+  root = tmp_path_factory.mktemp("real_export")
+  paths = bench_serving.prepare_world(str(root / "world"))
+  version = export.export_serving_model(bench_serving.build_model(), paths["tft"],
+                                        paths["tracks"], str(root / "models" / "melody"),
+                                        n_max=64, num_warmup_records=2)
+  world = World(WorldConfig(n_tracks=300), seed=bench_serving.SEED)
+  cfg = ro.RolloutConfig(users=80, days=2, seed=4, chunk_users=80)
+  res = ro.rollout(world, pol.SavedModelPolicy(version), cfg)
+  assert res.summary()["sessions"] > 0 and 0 < res.summary()["completion_rate"] < 1
+
+  rng = np.random.default_rng(1)
+  L = world.sample_users(16, rng)
+  pool = sl.CandidatePool(world, sl.CandidateConfig(familiar=8, style=8, popular=8,
+                                                    promo=6))
+  tracks, valid = pool.draw(L, rng)
+  raw = world.sample_context(16, rng)
+  ctx = pol.Context(activity=raw["activity"], hour=raw["hour"], weekday=raw["weekday"],
+                    ts=raw["ts"], seed=np.arange(16))
+  state = pol.ListenerState(world, L, {})
+  table = sl.segment_table(sl.FusionConfig())
+  plain = pol.SavedModelPolicy(version).rank(state, pol.Candidates(tracks, valid), ctx)
+  np.testing.assert_allclose(plain.weights, table[L.segment], atol=1e-6)
+  # With a 300-track catalog a row can run out of distinct non-promos; promos after
+  # num_placed are the graph's dropped tail and may break the rules there.
+  placed = plain.info["num_placed"]
+  assert (placed >= 8).all()
+  for i in range(16):
+    assert set(plain.tracks[i]) <= set(tracks[i][valid[i]])
+    promo = world.track_promo[plain.tracks[i]][:placed[i]]
+    assert not (promo[1:] & promo[:-1]).any() and promo.sum() <= 2
+  override = np.tile([[0.2, 0.3, 0.5]], (len(fs.SEGMENTS), 1))
+  pushed = pol.SavedModelPolicy(version, weights=override).rank(
+      state, pol.Candidates(tracks, valid), ctx)
+  want = np.where((L.segment == fs.SEGMENTS.index("paid"))[:, None], [0.2, 0.0, 0.5],
+                  [0.2, 0.3, 0.5])
+  np.testing.assert_allclose(pushed.weights, want, atol=1e-6)
