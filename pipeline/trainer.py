@@ -310,7 +310,8 @@ def run_fn(fn_args) -> Dict[str, float]:
              if fn_args.eval_files else None)
   model = build_model(model_config, train_config)
   run_dir = fn_args.model_run_dir or os.path.join(fn_args.serving_model_dir, "..", "run")
-  metrics = train(model, train_ds, eval_ds, int(fn_args.train_steps),
-                  int(fn_args.eval_steps or 0), run_dir, bs)
+  steps = int(fn_args.train_steps)
+  metrics = train(model, train_ds, eval_ds, steps, int(fn_args.eval_steps or 0), run_dir, bs,
+                  log_every=max(1, min(50, steps // 10)))
   export(model, tft_output, fn_args.serving_model_dir)
   return metrics
