@@ -25,7 +25,7 @@ from simulation import estimators as est
 from simulation import policies as pol
 from simulation import rollout as ro
 from simulation import slates as sl
-from simulation.world import World, WorldConfig
+from simulation.world import SIM_ACTIVITIES, World, WorldConfig
 
 FIGURES = ("frontier.png", "regret.png", "ope.png")
 CONTROLLER_START_PROMOS = 4   # promos per mixing window the controller starts from
@@ -111,6 +111,7 @@ def _grid_rows(world, cfg: ReportConfig, grid, runner: str) -> List[Dict[str, ob
                  "last_day_expected_reward": res.summary(res.cube[-1])[
                      "expected_reward_per_session"],
                  "by_segment": res.by_segment(),
+                 "by_segment_activity": res.by_segment_activity(),
                  "by_day_expected_reward": [d["expected_reward_per_session"]
                                             for d in res.by_day()]})
   return rows
@@ -126,13 +127,14 @@ class _FusionFactory:
     return pol.FusionPolicy(fusion=self.fusion, slate_len=self.slate_len)
 
 
-def recommend(rows: List[Dict[str, object]], floor: float) -> Dict[str, Dict[str, object]]:
-  """Per segment: the grid point with the best expected objective on that segment's
-  listeners among those keeping its completion rate >= floor (the best completion
-  rate if none does)."""
+def recommend(rows: List[Dict[str, object]], floor: float, by: str = "by_segment",
+              keys=fs.SEGMENTS) -> Dict[str, Dict[str, object]]:
+  """Per group (a segment, or ``"segment/activity"`` with ``by="by_segment_activity"``):
+  the grid point with the best expected objective on that group's sessions among those
+  keeping its completion rate >= floor (the best completion rate if none does)."""
   out = {}
-  for seg in fs.SEGMENTS:
-    cand = [(r["by_segment"][seg], r["weights"]) for r in rows if seg in r["by_segment"]]
+  for seg in keys:
+    cand = [(r[by][seg], r["weights"]) for r in rows if seg in r[by]]
     if not cand:
       continue
     ok = [c for c in cand if c[0]["completion_rate"] >= floor]
@@ -292,11 +294,20 @@ def _markdown(cfg: ReportConfig, res: Dict[str, object]) -> str:
   L += ["\nRolled out as whole tables (same listeners):\n",
         "| table | completion | exp. conv/1k | exposure/session | return | objective |",
         "|---|---|---|---|---|---|"]
-  for name in ("current", "recommended"):
+  for name in ("current", "recommended", "context_rules"):
     s = cmp_[name]
     L.append(f"| {name} | " + " | ".join(_fmt(s[k]) for k in (
         "completion_rate", "expected_conversions_per_1k_sessions", "exposure_per_session",
         "return_rate", "expected_reward_per_session")) + " |")
+  L += ["\n`context_rules` refines the recommended table per (segment, activity) with the "
+        "same rule, measured on that pair's sessions:\n",
+        "| segment | " + " | ".join(SIM_ACTIVITIES) + " |",
+        "|---|" + "---|" * len(SIM_ACTIVITIES)]
+  for seg in fs.SEGMENTS:
+    cells = [res["recommended_context"].get(f"{seg}/{a}") for a in SIM_ACTIVITIES]
+    L.append(f"| {seg} | " + " | ".join(
+        "/".join(f"{w:g}" for w in c["weights"]) + ("" if c["meets_floor"] else " (below)")
+        if c else "" for c in cells) + " |")
   L += ["\nOutcomes of the recommended table per segment and per activity context:\n",
         "| group | completion | skips | min/session | likes | return | conversions | "
         "exp. conv/1k | promo share | exposure/session | fatigue |",
@@ -386,10 +397,16 @@ def run(out_dir: str, config: ReportConfig = ReportConfig(), model_dir: Optional
       fusion=table_fusion({s: tuple(r["weights"]) for s, r in recommended.items()}),
       slate_len=config.slate_len)
   rec_result = ro.rollout(world, rec_policy, config.rollout_config())
+  pairs = [f"{s}/{a}" for s in fs.SEGMENTS for a in SIM_ACTIVITIES]
+  rec_context = recommend(rows, config.floor, by="by_segment_activity", keys=pairs)
+  ctx_policy = pol.ContextRulePolicy(
+      {tuple(k.split("/")): tuple(r["weights"]) for k, r in rec_context.items()},
+      fusion=rec_policy.fusion, slate_len=config.slate_len)
   compare = {
       "current": ro.rollout(world, pol.FusionPolicy(slate_len=config.slate_len),
                             config.rollout_config()).summary(),
       "recommended": rec_result.summary(),
+      "context_rules": ro.rollout(world, ctx_policy, config.rollout_config()).summary(),
       "recommended_by_segment": rec_result.by_segment(),
       "recommended_by_activity": rec_result.by_activity()}
   bandit = _bandits(world, config, grid, rows)
@@ -399,6 +416,7 @@ def run(out_dir: str, config: ReportConfig = ReportConfig(), model_dir: Optional
   result = {"config": {k: (dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v)
                        for k, v in dataclasses.asdict(config).items()},
             "grid": rows, "recommended": recommended, "recommended_vs_current": compare,
+            "recommended_context": rec_context,
             "bandits": bandit, "controller": controller, "ope": ope}
   if model_dir:
     policy = pol.SavedModelPolicy(model_dir, slate_len=config.slate_len)

@@ -151,6 +151,12 @@ class RolloutResult:
     return {name: self.summary(self.cube[:, :, i]) for i, name in enumerate(SIM_ACTIVITIES)
             if self.cube[:, :, i, _M["sessions"]].sum() > 0}
 
+  def by_segment_activity(self) -> Dict[str, Dict[str, float]]:
+    """Summaries keyed ``"segment/activity"`` (pairs with sessions only)."""
+    return {f"{s}/{a}": self.summary(self.cube[:, i, j])
+            for i, s in enumerate(fs.SEGMENTS) for j, a in enumerate(SIM_ACTIVITIES)
+            if self.cube[:, i, j, _M["sessions"]].sum() > 0}
+
   def by_day(self) -> List[Dict[str, float]]:
     return [self.summary(self.cube[d]) for d in range(self.cube.shape[0])]
 

@@ -255,3 +255,22 @@ def test_saved_model_policy_on_a_real_export(tmp_path_factory):
   want = np.where((L.segment == fs.SEGMENTS.index("paid"))[:, None], [0.2, 0.0, 0.5],
                   [0.2, 0.3, 0.5])
   np.testing.assert_allclose(pushed.weights, want, atol=1e-6)
+
+
+def test_context_rules_set_weights_per_segment_and_activity(world):
+  rules = {("free", "explore"): (0.1, 0.2, 0.7), ("paid", "commute"): (0.3, 0.0, 0.7)}
+  policy = pol.ContextRulePolicy(rules)
+  L = world.sample_users(40, np.random.default_rng(2))
+  L.segment = ((np.arange(40) // 4) % len(fs.SEGMENTS)).astype(np.int8)  # every pair
+  act = np.arange(40) % len(SIM_ACTIVITIES)
+  ctx = pol.Context(activity=act, hour=np.zeros(40, int), weekday=np.zeros(40, int),
+                    ts=np.zeros(40, int), seed=np.arange(40))
+  w = policy.weights(pol.ListenerState(world, L, {}), ctx)
+  table = sl.segment_table(sl.FusionConfig())
+  for i in range(40):
+    key = (fs.SEGMENTS[L.segment[i]], SIM_ACTIVITIES[act[i]])
+    np.testing.assert_allclose(w[i], rules.get(key, table[L.segment[i]]))
+  with pytest.raises(ValueError, match="unknown activity 'gym'"):
+    pol.ContextRulePolicy({("free", "gym"): (1, 0, 0)})
+  with pytest.raises(ValueError, match="3 finite weights"):
+    pol.ContextRulePolicy({("free", "focus"): (1, -1, 0)})
