@@ -341,10 +341,10 @@ def _mask_tail(x: tf.Tensor, length: tf.Tensor, pad) -> tf.Tensor:
   return tf.where(keep, x, tf.fill(tf.shape(x), tf.constant(pad, x.dtype)))
 
 
-def _any_match(a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
-  """``[B, N]``: whether ``a[b, n]`` (non-zero) occurs in ``b[b, :]``."""
-  hit = tf.reduce_any(tf.equal(a[:, :, tf.newaxis], b[:, tf.newaxis, :]), axis=-1)
-  return hit & tf.not_equal(a, 0)
+def _member(a: tf.Tensor, b: tf.Tensor, size: int) -> tf.Tensor:
+  """``[B, N]``: whether ``a[i, n]`` occurs in ``b[i, :]``, for ids in [0, size)."""
+  counts = tf.math.bincount(tf.cast(b, tf.int32), minlength=size, maxlength=size, axis=-1)
+  return tf.gather(counts, tf.cast(a, tf.int32), batch_dims=1) > 0
 
 
 class _Untracked:
@@ -423,6 +423,14 @@ class RankerServingModule(tf.Module):
     self.catalog_artist_index = tf.Variable(
         np.asarray([index.get(a, 0) for a in catalog.artist_ids] + [0], np.int64),
         trainable=False, name="catalog_artist_index")
+    self.num_artists = len(names)
+    tag_names = sorted({t for row in catalog.tags for t in row if t})
+    tag_index = {t: i + 1 for i, t in enumerate(tag_names)}
+    self.num_tags = len(tag_names)
+    self.catalog_tag_index = tf.Variable(
+        np.asarray([[tag_index.get(t, 0) for t in row] for row in catalog.tags]
+                   + [[0] * fs.MAX_TAGS], np.int64).reshape(-1, fs.MAX_TAGS),
+        trainable=False, name="catalog_tag_index")
     self.catalog_artists = tf.lookup.StaticHashTable(
         tf.lookup.KeyValueTensorInitializer(tf.constant(catalog.track_ids.astype(object)),
                                             tf.constant(catalog.artist_ids.astype(object))),
@@ -640,30 +648,34 @@ class RankerServingModule(tf.Module):
     candidates = {name: tf.gather(table, rows) for name, table in self.candidate_table.items()}
     candidates[X("cand_is_promo")] = promo
     heads = self._score(listener["encoding"], candidates)
+    for value in heads.values():
+      value.set_shape(rows.shape)   # the cond / map_fn loses the static batch size
 
     # Familiarity and style use exact catalogue identities (rows and artist indices),
     # not vocabulary ids: OOV hash buckets are shared by unrelated tracks and artists.
+    # Membership tests are per-listener count vectors gathered per candidate: O(N), where
+    # comparing every candidate with every play (and tag) cost more than the scorer.
     c = self.catalog_size
     artist = tf.gather(self.catalog_artist_index, rows)                          # [B, N]
     known = rows < c
     hist_rows, sess_rows = listener["hist_rows"], listener["sess_rows"]          # [B, L]
     played = tf.concat([hist_rows, sess_rows], axis=1)
-    played_artists = tf.gather(self.catalog_artist_index, played)
-    familiar_track = known & tf.reduce_any(
-        tf.equal(rows[:, :, tf.newaxis], played[:, tf.newaxis, :]), axis=-1)
-    familiar_artist = _any_match(artist, played_artists) & ~familiar_track
+    has_artist = tf.not_equal(artist, 0)   # index 0: unknown artist or the OOV row
+    familiar_track = known & _member(rows, played, c + 1)
+    familiar_artist = has_artist & ~familiar_track & _member(
+        artist, tf.gather(self.catalog_artist_index, played), self.num_artists + 1)
     familiar = tf.cast(familiar_track | familiar_artist, tf.float32)
 
-    # Session style: a shared artist or tag with a track of the current session.
-    sess_tags = tf.gather(self.candidate_table[X("cand_tags")], sess_rows)       # [B, S, T]
-    sess_tags = tf.where(sess_rows[..., tf.newaxis] < c, sess_tags, 0)
-    sess_tags = tf.reshape(sess_tags, [tf.shape(sess_rows)[0], -1])
-    cand_tags = tf.where(known[..., tf.newaxis], candidates[X("cand_tags")], 0)  # [B, N, T]
-    tag_hit = tf.reduce_any(
-        tf.equal(cand_tags[:, :, :, tf.newaxis], sess_tags[:, tf.newaxis, tf.newaxis, :])
-        & tf.not_equal(cand_tags, 0)[..., tf.newaxis], axis=[2, 3])
-    sess_artists = tf.gather(self.catalog_artist_index, sess_rows)
-    style = tag_hit | _any_match(artist, sess_artists)
+    # Session style: a shared artist or tag with a track of the current session (tags
+    # by exact name too; the OOV row and padding plays have none).
+    tags = self.catalog_tag_index                                               # [C+1, T]
+    sess_tags = tf.reshape(tf.gather(tags, sess_rows), [tf.shape(sess_rows)[0], -1])
+    cand_tags = tf.gather(tags, rows)                                           # [B, N, T]
+    tag_hit = tf.reduce_any(tf.not_equal(cand_tags, 0) & tf.reshape(
+        _member(tf.reshape(cand_tags, [tf.shape(rows)[0], -1]), sess_tags,
+                self.num_tags + 1), tf.shape(cand_tags)), axis=-1)
+    style = tag_hit | has_artist & _member(
+        artist, tf.gather(self.catalog_artist_index, sess_rows), self.num_artists + 1)
 
     seed = tf.cast(inputs["exploration_seed"], tf.int64)
     fused = self._py.fusion({
@@ -689,8 +701,11 @@ class RankerServingModule(tf.Module):
         ("familiar_artist", familiar_artist),
         ("new_for_you", ~(familiar_track | familiar_artist)),
     ]
-    reasons = tf.strings.join([tf.where(flag, code + ",", "") for code, flag in flags])
-    reasons = tf.where(valid, tf.strings.regex_replace(reasons, ",$", ""), "")
+    # One bit per code; the 2^7 joined strings are a constant table (no string ops).
+    bits = tf.add_n([tf.cast(flag, tf.int32) * (1 << i) for i, (_, flag) in enumerate(flags)])
+    table = tf.constant([",".join(code for i, (code, _) in enumerate(flags) if m >> i & 1)
+                         for m in range(1 << len(flags))])
+    reasons = tf.where(valid, tf.gather(table, bits), "")
     out = {k: tf.where(valid, v, 0.0) for k, v in heads.items()}
     out["fused_score"] = tf.where(valid, score, 0.0)
     out["reasons"] = reasons

@@ -288,3 +288,31 @@ def test_bad_requests_are_rejected_naming_the_input(env):
   rec = warmup.recommend_inputs(env["parsed"], [0], 0)
   with pytest.raises(ValueError, match="'k'"):
     sig.validate_recommend(rec, N_MAX)
+
+
+def test_reasons_follow_the_documented_rules(env):
+  """familiar_track / familiar_artist / new_for_you / session_style_match vs Python."""
+  cat, parsed = env["catalog"], env["parsed"]
+  row = env["rich"][0]
+  hist = list(parsed["hist_track_ids"][row][:parsed["hist_len"][row]])
+  sess = list(parsed["sess_track_ids"][row][:parsed["sess_len"][row]])
+  index = {t: i for i, t in enumerate(cat.track_ids)}
+  ids = list(dict.fromkeys(hist[:10] + sess + list(cat.track_ids[:40])))
+  out = _call(env["fns"]["rank"], _rank_request(env, [row], ids))
+  played = {t for t in hist + sess if t in index}
+  played_artists = {cat.artist_ids[index[t]] for t in played} - {b""}
+  sess_known = [index[t] for t in sess if t in index]
+  sess_artists = {cat.artist_ids[r] for r in sess_known} - {b""}
+  sess_tags = {t for r in sess_known for t in cat.tags[r] if t}
+  for track, reason in zip(ids, out["reasons"][0]):
+    codes = set(reason.decode().split(","))
+    r = index[track]
+    if track in played:
+      want = "familiar_track"
+    elif cat.artist_ids[r] in played_artists:
+      want = "familiar_artist"
+    else:
+      want = "new_for_you"
+    assert want in codes, (track, codes)
+    style = cat.artist_ids[r] in sess_artists or bool(set(cat.tags[r]) & sess_tags - {b""})
+    assert ("session_style_match" in codes) == style, (track, codes)
