@@ -5,10 +5,10 @@
   that names each anomalous feature, before Transform or the Trainer can consume bad
   data. Earlier artifacts and the last pushed model stay as they were.
 * ``LocalInfraValidator``: TFX's stock InfraValidator starts TF Serving through Docker
-  or Kubernetes only. Locally this component loads the candidate SavedModel in the
-  serving path (``tf.saved_model.load`` and its ``serving_default`` signature), replays
-  warmup requests built from real eval examples, checks every output is finite and of
-  the right batch size, and writes the same ``InfraBlessing`` artifact (custom property
+  or Kubernetes only. This component serves the candidate with Melody's own
+  TF-Serving-compatible gRPC server (``serving.server``: the same loader and warmup
+  replay as production), sends real eval examples through the Predict API, checks every
+  output is finite and of the right batch size, and writes the same ``InfraBlessing`` artifact (custom property
   ``blessed`` and the ``INFRA_BLESSED``/``INFRA_NOT_BLESSED`` marker file) that the
   Pusher checks. The KFP v2 compiler does not support the stock InfraValidator, so the
   Kubeflow build runs this component too, inside the Melody image.
@@ -68,31 +68,64 @@ def _eval_records(examples_uri: str, limit: int) -> list:
   return out
 
 
-def validate_serving_model(model_dir: str, records: list, batch_size: int = 8) -> str:
-  """Loads ``model_dir`` as a server would and replays ``records``; returns '' or why not."""
+def _check_outputs(outputs, n: int) -> str:
   import numpy as np  # pylint: disable=g-import-not-at-top
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  try:
-    loaded = tf.saved_model.load(model_dir)
-  except Exception as e:  # pylint: disable=broad-except
-    return f"SavedModel failed to load: {e}"
-  if "serving_default" not in loaded.signatures:
-    return f"no serving_default signature (has {sorted(loaded.signatures)})"
-  fn = loaded.signatures["serving_default"]
-  arg = list(fn.structured_input_signature[1])[0]
-  for start in range(0, len(records), batch_size):
-    batch = tf.constant(records[start:start + batch_size])
-    try:
-      outputs = fn(**{arg: batch})
-    except Exception as e:  # pylint: disable=broad-except
-      return f"warmup request {start // batch_size} failed: {e}"
-    for name, value in outputs.items():
-      value = value.numpy()
-      if value.shape[:1] != (len(batch),):
-        return f"output {name!r} has shape {value.shape} for a batch of {len(batch)}"
-      if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
-        return f"output {name!r} is not finite"
+  for name, value in outputs.items():
+    value = np.asarray(value)
+    if value.shape[:1] != (n,):
+      return f"output {name!r} has shape {value.shape} for a batch of {n}"
+    if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
+      return f"output {name!r} is not finite"
   return ""
+
+
+def validate_serving_model(model_dir: str, records: list, batch_size: int = 8,
+                           timeout_s: float = 300.0) -> str:
+  """Serves ``model_dir`` with Melody's gRPC model server and replays ``records``.
+
+  The server loads the SavedModel as in production (replaying its own
+  ``assets.extra/tf_serving_warmup_requests``); then each batch of raw examples goes
+  through ``score_examples`` (or ``serving_default`` for a raw-example-only model) over
+  the TF Serving Predict API.
+
+  Returns:
+    '' when the model served every request, else why not.
+  """
+  import tempfile  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from serving import client as client_lib  # pylint: disable=g-import-not-at-top
+  from serving import model_config  # pylint: disable=g-import-not-at-top
+  from serving import server as server_lib  # pylint: disable=g-import-not-at-top
+  base = tempfile.mkdtemp(prefix="melody_infra_")
+  os.symlink(os.path.abspath(model_dir), os.path.join(base, "1"))
+  server = server_lib.ModelServer(
+      [model_config.ModelEntry(name="candidate", base_path=base)],
+      server_lib.ServerOptions(port=0, metrics_port=None, file_system_poll_wait_seconds=0))
+  try:
+    try:
+      server.start()
+    except Exception as e:  # pylint: disable=broad-except
+      return f"the model server failed to start: {e}"
+    if server.loaded_versions("candidate") != (1,):
+      return "the model server did not load the candidate (see its log for the error)"
+    client = client_lib.ModelClient(server.target, timeout=timeout_s)
+    signatures = client.metadata("candidate")
+    name = "score_examples" if "score_examples" in signatures else "serving_default"
+    arg = list(signatures[name].inputs)[0]
+    for start in range(0, len(records), batch_size):
+      batch = records[start:start + batch_size]
+      try:
+        outputs = client.predict("candidate", name, {arg: np.array(batch, dtype=object)})
+      except Exception as e:  # pylint: disable=broad-except
+        return f"request {start // batch_size} to {name!r} failed: {e}"
+      why = _check_outputs(outputs, len(batch))
+      if why:
+        return why
+    return ""
+  finally:
+    server.stop(0)
+    os.unlink(os.path.join(base, "1"))
+    os.rmdir(base)
 
 
 @tfx.dsl.components.component
