@@ -273,13 +273,21 @@ def write_doc(results: Dict[str, object]) -> None:
       f"trains {s['steps']} steps of batch {s['batch_size']} (default architecture: "
       "2 layers, d_model 64, history 50) and is evaluated on the held-out users; numbers "
       f"are means over {s['seeds']} seeds. AUC: higher is better; RMSE: lower is better.")
-  for name, block in results["datasets"].items():
+  order = {"simulator": 0, "kkbox": 1, "30music": 2}
+  for name, block in sorted(results["datasets"].items(), key=lambda kv: order.get(kv[0], 9)):
     lines += ["", f"### {name} ({block.get('train_examples', 0):,} train / "
               f"{block.get('eval_examples', 0):,} eval examples)", ""]
     if "error" in block:
       lines.append(f"Not measured: {block['error']}")
       continue
-    lines.append(_table(block["mean"], _metric_columns()))
+    missing = [h for h, ok in block.get("covered_heads", {}).items() if not ok]
+    if missing:
+      lines += [f"Heads not measurable here (label absent, or fewer than 10 positives or "
+                f"negatives in the eval split): {', '.join(missing)}.", ""]
+    if block["mean"]:
+      lines.append(_table(block["mean"], _metric_columns()))
+    else:
+      lines.append("No model trained: no head is measurable on this source.")
   t = results["throughput"]
   lines += ["", "### Training speed (default config, batch 512)", "",
             f"- measured: **{t['examples_per_s']:,.0f} examples/s** "
@@ -311,7 +319,8 @@ def write_png(results: Dict[str, object]) -> None:
   sim = results["datasets"].get("simulator", {})
   fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
   if "mean" in sim:
-    heads = [h for h in _metric_columns() if h.endswith("_auc")]
+    heads = [h for h in _metric_columns()
+             if h.endswith("_auc") and any(h in r for r in sim["mean"])]
     models = [r["model"] for r in sim["mean"]]
     width = 0.8 / max(1, len(models))
     for i, r in enumerate(sim["mean"]):
@@ -334,6 +343,15 @@ def write_png(results: Dict[str, object]) -> None:
   fig.tight_layout()
   fig.savefig(PNG, dpi=110)
   plt.close(fig)
+
+
+def render(path: str = os.path.join(common.RESULTS_DIR, "ranking.json")) -> None:
+  """Rewrites the docs section and the PNG from a results file (no training)."""
+  import json  # pylint: disable=g-import-not-at-top
+  with open(path) as f:
+    results = json.load(f)
+  write_doc(results)
+  write_png(results)
 
 
 def main() -> None:
