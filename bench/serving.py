@@ -5,9 +5,10 @@ SavedModel version, default ``ModelConfig``, untrained weights — latency does 
 on them) on a simulated world's catalogue and real listeners, for N = 100 / 500 / 1000
 candidates at concurrency 1, 4 and 16:
 
-* ``grpc``: ``serving.server.ModelServer`` on 127.0.0.1 (no server-side batching, as a
-  latency-first deployment runs it), called through ``serving.client`` (the official
-  ``PredictionServiceStub``) from ``concurrency`` threads;
+* ``grpc``: ``melody serve`` (``serving.server``) on 127.0.0.1 in a child process, with
+  the export's ``models.config`` and no server-side batching (a latency-first setup),
+  called through ``serving.client`` (the official ``PredictionServiceStub``) from
+  ``concurrency`` threads;
 * ``in_process``: the same SavedModel loaded with ``tf.saved_model.load`` in this
   process, its ``rank`` signature called from ``concurrency`` threads — the baseline,
   measured in the same run.
@@ -18,8 +19,14 @@ concurrency 1 (target <= 15 ms). Results go to ``bench/results/serving.json`` an
 table to ``docs/benchmarks_serving.md``. The helpers that build the small world and
 the ranker are shared with ``tests/serving``.
 
+Both sides run TensorFlow with the same thread settings: ``BENCH_SERVING_INTRA_OP``
+intra-op threads (default 1: on a small shared box one thread per op and concurrency
+across requests beats splitting every small op; stock TF Serving takes the same setting
+as ``--tensorflow_intra_op_parallelism``) and TF's default inter-op pool.
+
 Environment knobs: ``BENCH_SERVING_REQUESTS`` (timed requests per cell, default 150),
-``BENCH_SERVING_DIR`` (reuse a prepared world and export there).
+``BENCH_SERVING_DIR`` (reuse a prepared world and export there),
+``BENCH_SERVING_INTRA_OP`` (see above; 0 = TensorFlow's default).
 """
 
 import concurrent.futures
@@ -76,6 +83,12 @@ def build_model(seed: int = SEED, config=None):
   model = model_lib.RankingModel(config)
   model(testing.synthetic_batch(2), training=False)
   return model
+
+
+def _thread_env() -> Dict[str, str]:
+  """The TF threading environment both the server child and this process use."""
+  intra = os.environ.get("BENCH_SERVING_INTRA_OP", "1")
+  return {} if intra in ("", "0") else {"TF_NUM_INTRAOP_THREADS": intra}
 
 
 def _export(root: str) -> Dict[str, str]:
@@ -141,8 +154,6 @@ def measure(paths: Dict[str, str], count: int, sizes=SIZES,
   """Latency rows for every (transport, N, concurrency)."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from serving import client  # pylint: disable=g-import-not-at-top
-  from serving import model_config  # pylint: disable=g-import-not-at-top
-  from serving import server as server_lib  # pylint: disable=g-import-not-at-top
 
   loaded = tf.saved_model.load(paths["version"])
   rank = loaded.signatures["rank"]
@@ -151,15 +162,13 @@ def measure(paths: Dict[str, str], count: int, sizes=SIZES,
     out = rank(**{k: tf.constant(v) for k, v in inputs.items()})
     return {k: v.numpy() for k, v in out.items()}
 
-  options = server_lib.ServerOptions(port=0, file_system_poll_wait_seconds=0)
   rows = []
-  with server_lib.ModelServer(model_config.read_model_config(paths["config"]),
-                              options) as server:
+  with _ServerProcess(paths["config"]) as target:
     clients = threading.local()
 
     def remote(inputs):
       if not hasattr(clients, "c"):
-        clients.c = client.ModelClient(server.target, timeout=60)
+        clients.c = client.ModelClient(target, timeout=60)
       return clients.c.predict("melody", "rank", inputs)
 
     for n in sizes:
@@ -171,6 +180,35 @@ def measure(paths: Dict[str, str], count: int, sizes=SIZES,
           print(f"[bench] {transport:<10} N={n:<5} c={c:<3} p50 {stats['p50_ms']:7.2f} ms  "
                 f"p99 {stats['p99_ms']:7.2f} ms  {stats['qps']:7.1f} qps", flush=True)
   return rows
+
+
+class _ServerProcess:
+  """``melody serve`` (``serving.server.main``) in a child process, as deployed: its own
+  interpreter, so the benchmark's client threads do not share its GIL."""
+
+  def __init__(self, config: str):
+    self._config = config
+    self._proc = None
+
+  def __enter__(self) -> str:
+    import subprocess  # pylint: disable=g-import-not-at-top
+    import sys  # pylint: disable=g-import-not-at-top
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    self._proc = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from serving import server; "
+         "sys.exit(server.main(sys.argv[1:]))", "--model_config_file", self._config,
+         "--port", "0", "--metrics_port", "-1", "--file_system_poll_wait_seconds", "0"],
+        cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        env={**os.environ, **_thread_env()})
+    for line in self._proc.stdout:
+      if "gRPC on " in line:
+        return line.split("gRPC on ")[1].split(",")[0].strip()
+    raise RuntimeError(f"the model server exited with code {self._proc.wait()}")
+
+  def __exit__(self, *exc) -> None:
+    import signal  # pylint: disable=g-import-not-at-top
+    self._proc.send_signal(signal.SIGTERM)
+    self._proc.wait(timeout=60)
 
 
 def summarize(rows: List[Dict[str, object]]) -> Dict[str, object]:
@@ -237,6 +275,11 @@ def markdown(rows, summary) -> str:
 def main(argv: Optional[list] = None) -> int:
   """Runs the benchmark, writes the results JSON and docs/benchmarks_serving.md."""
   del argv
+  import sys  # pylint: disable=g-import-not-at-top
+  if "tensorflow" in sys.modules:
+    print("[bench] TensorFlow already initialized: in-process threads stay as they are",
+          flush=True)
+  os.environ.update(_thread_env())
   from bench import common  # pylint: disable=g-import-not-at-top
   count = int(os.environ.get("BENCH_SERVING_REQUESTS", "150"))
   root = os.environ.get("BENCH_SERVING_DIR")
@@ -251,8 +294,12 @@ def main(argv: Optional[list] = None) -> int:
     if tmp is not None:
       tmp.cleanup()
   summary = summarize(rows)
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  threads = {"intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
+             "inter_op": tf.config.threading.get_inter_op_parallelism_threads(),
+             "env": _thread_env()}
   common.write_results("serving", {"rows": rows, **summary, "requests_per_cell": count,
-                                   "world": WORLD})
+                                   "world": WORLD, "tf_threads": threads})
   text = markdown(rows, summary)
   docs = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs",
                       "benchmarks_serving.md")
