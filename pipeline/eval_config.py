@@ -34,16 +34,38 @@ class Floors:
   calibration_high: float = 1.33
 
 
+def _metric(class_name: str, threshold: Optional[tfma.MetricThreshold] = None
+            ) -> tfma.MetricConfig:
+  """A metric whose threshold (if any) gates the overall slice only.
+
+  The slices (segment, activity) are reported, not gated: a small segment's AUC over a
+  few dozen examples is noise, and a floor on it would block good models at random.
+  """
+  if threshold is None:
+    return tfma.MetricConfig(class_name=class_name)
+  return tfma.MetricConfig(class_name=class_name, per_slice_thresholds=[
+      tfma.PerSliceMetricThreshold(slicing_specs=[tfma.SlicingSpec()], threshold=threshold)])
+
+
+def _bounds(lower: Optional[float] = None, upper: Optional[float] = None
+            ) -> tfma.MetricThreshold:
+  value = tfma.GenericValueThreshold()
+  if lower is not None:
+    value.lower_bound.value = lower
+  if upper is not None:
+    value.upper_bound.value = upper
+  return tfma.MetricThreshold(value_threshold=value)
+
+
 def _auc(floor: Optional[float], interest: bool) -> tfma.MetricConfig:
   if floor is None:
-    return tfma.MetricConfig(class_name="AUC")
-  threshold = tfma.MetricThreshold(
-      value_threshold=tfma.GenericValueThreshold(lower_bound={"value": floor}))
+    return _metric("AUC")
+  threshold = _bounds(lower=floor)
   if interest:
     threshold.change_threshold.CopyFrom(tfma.GenericChangeThreshold(
         direction=tfma.MetricDirection.HIGHER_IS_BETTER,
         absolute={"value": -MAX_INTEREST_AUC_DROP}))
-  return tfma.MetricConfig(class_name="AUC", threshold=threshold)
+  return _metric("AUC", threshold)
 
 
 def create_eval_config(outputs: Optional[Dict[str, str]] = None,
@@ -65,19 +87,15 @@ def create_eval_config(outputs: Optional[Dict[str, str]] = None,
     if label in by_label:
       specs.append(tfma.MetricsSpec(output_names=[by_label[label]], metrics=list(metrics)))
 
-  count = tfma.MetricConfig(class_name="ExampleCount")
+  count = _metric("ExampleCount")
   spec("interest_skip", count, _auc(floors.skip_auc, interest=True))
   spec("interest_like", count, _auc(floors.like_auc, interest=True))
   spec("subscription", count, _auc(floors.subscription_auc, interest=False))
   spec("interest_completion", count,
-       tfma.MetricConfig(class_name="RootMeanSquaredError", threshold=tfma.MetricThreshold(
-           value_threshold=tfma.GenericValueThreshold(
-               upper_bound={"value": floors.completion_rmse}))),
-       tfma.MetricConfig(class_name="Calibration", threshold=tfma.MetricThreshold(
-           value_threshold=tfma.GenericValueThreshold(
-               lower_bound={"value": floors.calibration_low},
-               upper_bound={"value": floors.calibration_high}))))
-  spec("exposure", count, tfma.MetricConfig(class_name="MeanAbsoluteError"))
+       _metric("RootMeanSquaredError", _bounds(upper=floors.completion_rmse)),
+       _metric("Calibration", _bounds(lower=floors.calibration_low,
+                                      upper=floors.calibration_high)))
+  spec("exposure", count, _metric("MeanAbsoluteError"))
 
   model_spec = tfma.ModelSpec(
       signature_name="serving_default",

@@ -69,14 +69,20 @@ def test_eval_config_thresholds():
   from pipeline import eval_config
   cfg = eval_config.create_eval_config()
   by_output = {s.output_names[0]: {m.class_name: m for m in s.metrics} for s in cfg.metrics_specs}
-  skip_auc = by_output["interest_skip"]["AUC"].threshold
+  gated = by_output["interest_skip"]["AUC"].per_slice_thresholds
+  assert len(gated) == 1 and list(gated[0].slicing_specs) == [eval_config.tfma.SlicingSpec()]
+  skip_auc = gated[0].threshold
   assert skip_auc.value_threshold.lower_bound.value == 0.55
   assert skip_auc.change_threshold.absolute.value == -eval_config.MAX_INTEREST_AUC_DROP
-  assert not by_output["subscription"]["AUC"].HasField("threshold")
+  assert not by_output["subscription"]["AUC"].per_slice_thresholds
   strict = eval_config.create_eval_config(floors=eval_config.Floors(subscription_auc=0.6))
   sub = {s.output_names[0]: s for s in strict.metrics_specs}["subscription"].metrics[1]
-  assert sub.threshold.value_threshold.lower_bound.value == 0.6
-  assert not sub.threshold.HasField("change_threshold")
+  sub = sub.per_slice_thresholds[0].threshold
+  assert sub.value_threshold.lower_bound.value == 0.6
+  assert not sub.HasField("change_threshold")
+  rmse = by_output["interest_completion"]["RootMeanSquaredError"].per_slice_thresholds[0]
+  assert rmse.threshold.value_threshold.upper_bound.value == 0.45
+  assert not rmse.threshold.value_threshold.HasField("lower_bound")
   assert dict(cfg.model_specs[0].example_weight_keys)["exposure"] == "exposure_weight"
   assert [list(s.feature_keys) for s in cfg.slicing_specs] == [
       [], ["user_segment"], ["context_activity"]]
