@@ -23,7 +23,7 @@ listeners).
 """
 
 import dataclasses
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Optional
 
 import numpy as np
 import pandas as pd
