@@ -15,6 +15,8 @@ _COMMAND_MODULES = (
     "features.cli",
     "pipeline.cli",
     "serving.cli",
+    "serving.query_cli",
+    "simulation.cli",
 )
 
 

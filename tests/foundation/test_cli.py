@@ -15,7 +15,8 @@ def test_help_lists_data_commands(capsys):
     cli.main(["--help"])
   assert exc.value.code == 0
   out = capsys.readouterr().out
-  assert "data" in out
+  for command in ("data", "train", "pipeline", "serve", "query", "simulate"):
+    assert command in out, command
 
 
 def test_unknown_command_fails(capsys):
