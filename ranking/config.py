@@ -32,6 +32,7 @@ class ModelConfig:
     num_layers: pre-LayerNorm Transformer blocks over the long-term history.
     num_heads: attention heads (history encoder, session encoder, target attention).
     ff_mult: feed-forward width of a Transformer block, in multiples of ``d_model``.
+    ffn_activation: feed-forward activation, "relu" (default, cheaper on CPU) or "gelu".
     dropout: dropout rate inside the Transformer blocks and the experts.
     history_len: long-term history length (``feature_spec.HISTORY_LEN``).
     session_len: short-term session length (``feature_spec.SESSION_LEN``).
@@ -52,6 +53,7 @@ class ModelConfig:
   num_layers: int = 2
   num_heads: int = 2
   ff_mult: int = 2
+  ffn_activation: str = "relu"
   dropout: float = 0.0
   history_len: int = fs.HISTORY_LEN
   session_len: int = fs.SESSION_LEN
@@ -76,6 +78,8 @@ class ModelConfig:
           f"d_model must be divisible by num_heads, got {self.d_model} and {self.num_heads}")
     if not 0.0 <= self.dropout < 1.0:
       raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+    if self.ffn_activation not in ("relu", "gelu"):
+      raise ValueError(f"ffn_activation must be 'relu' or 'gelu', got {self.ffn_activation!r}")
     if self.mixture not in MIXTURES:
       raise ValueError(f"mixture must be one of {MIXTURES}, got {self.mixture!r}")
     if not self.expert_units or any(u <= 0 for u in self.expert_units):

@@ -32,6 +32,7 @@ class SessionEncoder(tf.keras.layers.Layer):
     max_len: session length.
     num_gap_buckets: time-gap buckets.
     dropout: dropout rate.
+    activation: feed-forward activation of the blocks.
 
   Input shapes: ``item_emb [B, S, dim]``; ``completion``, ``skip`` ``[B, S]`` float;
     ``gap_bucket [B, S]`` int; ``mask [B, S]`` bool.
@@ -39,7 +40,8 @@ class SessionEncoder(tf.keras.layers.Layer):
   """
 
   def __init__(self, dim: int, num_layers: int, num_heads: int, ff_dim: int, max_len: int,
-               num_gap_buckets: int, dropout: float = 0.0, **kwargs):
+               num_gap_buckets: int, dropout: float = 0.0, activation: str = "relu",
+               **kwargs):
     super().__init__(**kwargs)
     self.dim = dim
     self.num_layers = num_layers
@@ -48,8 +50,9 @@ class SessionEncoder(tf.keras.layers.Layer):
     self.max_len = max_len
     self.num_gap_buckets = num_gap_buckets
     self.dropout = dropout
+    self.activation = activation
     self.encoder = sequence_encoder.SequenceEncoder(
-        dim, num_layers, num_heads, ff_dim, max_len, num_gap_buckets, dropout,
+        dim, num_layers, num_heads, ff_dim, max_len, num_gap_buckets, dropout, activation,
         name="encoder")
 
   def call(self, item_emb, completion, skip, gap_bucket, mask,
@@ -62,5 +65,6 @@ class SessionEncoder(tf.keras.layers.Layer):
     config = super().get_config()
     config.update(dim=self.dim, num_layers=self.num_layers, num_heads=self.num_heads,
                   ff_dim=self.ff_dim, max_len=self.max_len,
-                  num_gap_buckets=self.num_gap_buckets, dropout=self.dropout)
+                  num_gap_buckets=self.num_gap_buckets, dropout=self.dropout,
+                  activation=self.activation)
     return config

@@ -101,6 +101,10 @@ def test_transformer_block_ignores_padded_keys(tmp_path):
   _assert_round_trip(block, (x, mask), tmp_path)
   with pytest.raises(ValueError, match="dim must be divisible by num_heads, got 8 and 3"):
     sequence_encoder.TransformerBlock(dim=8, num_heads=3, ff_dim=16)
+  with pytest.raises(ValueError, match="activation must be one of .* got 'tanh'"):
+    sequence_encoder.TransformerBlock(dim=8, num_heads=2, ff_dim=16, activation="tanh")
+  gelu = sequence_encoder.TransformerBlock(dim=D, num_heads=2, ff_dim=16, activation="gelu")
+  _assert_round_trip(gelu, (x, mask), tmp_path)
 
 
 def test_transformer_block_attention_matches_numpy():

@@ -197,14 +197,14 @@ def test_saved_model_round_trip(batch, tmp_path):
 # Golden numbers of the default architecture (d_model 64, 2 layers, MMoE) on a fixed seed
 # and a fixed synthetic batch, computed once on this code and pinned.
 GOLDEN_SCORES = {
-    "exposure": [0.997292, 0.992507, 1.007817, 1.016971, 1.012676],
-    "interest": [0.310915, 0.315158, 0.31519, 0.312174, 0.313368],
-    "interest_completion": [0.517056, 0.519585, 0.523906, 0.517224, 0.519093],
-    "interest_like": [0.523425, 0.531035, 0.523337, 0.528108, 0.525616],
-    "interest_skip": [0.5232, 0.519726, 0.518817, 0.524352, 0.519316],
-    "subscription": [0.569503, 0.57685, 0.572191, 0.570533, 0.570783],
+    "exposure": [0.994508, 0.988473, 0.998835, 1.016675, 1.006798],
+    "interest": [0.312354, 0.3162, 0.316229, 0.313272, 0.314644],
+    "interest_completion": [0.522626, 0.526079, 0.529793, 0.523115, 0.526151],
+    "interest_like": [0.518352, 0.523944, 0.517099, 0.521226, 0.517448],
+    "interest_skip": [0.52232, 0.520112, 0.518987, 0.523268, 0.518332],
+    "subscription": [0.561324, 0.56868, 0.56393, 0.562591, 0.563272],
 }
-GOLDEN_LOSSES = [2.698707, 2.276421]   # before and after 8 steps on one batch
+GOLDEN_LOSSES = [2.686486, 2.278493]   # before and after 8 steps on one batch
 
 
 def _default_model(seed=7):
@@ -226,6 +226,7 @@ def test_golden_scores_of_a_fixed_input():
     np.testing.assert_allclose(got[k], v, atol=1e-5, err_msg=k)
 
 
+@pytest.mark.slow
 def test_golden_loss_after_training_steps():
   model = _default_model()
   b = _tensors(testing.synthetic_batch(128, seed=5))
