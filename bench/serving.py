@@ -44,6 +44,7 @@ CONCURRENCY = (1, 4, 16)
 TARGET_RATIO = 1.3
 TARGET_P99_MS_500 = 15.0
 RATIO_SLACK_MS = 1.0
+ROUNDS = 6
 WORLD = {"users": 150, "days": 3, "tracks": 3000}
 
 
@@ -118,9 +119,12 @@ def _requests(paths: Dict[str, str], n: int, count: int) -> List[Dict[str, objec
           for i in range(count)]
 
 
-def _drive(call, requests, concurrency: int) -> Dict[str, float]:
-  """Runs ``call(request)`` over ``requests`` from ``concurrency`` threads."""
-  from bench import common  # pylint: disable=g-import-not-at-top
+def _drive(call, requests, concurrency: int) -> Dict[str, object]:
+  """Runs ``call(request)`` over ``requests`` from ``concurrency`` threads.
+
+  Returns:
+    ``{"latencies": [s, ...], "wall": s}``.
+  """
   latencies: List[float] = []
   lock = threading.Lock()
   position = iter(range(len(requests)))
@@ -137,16 +141,37 @@ def _drive(call, requests, concurrency: int) -> Dict[str, float]:
       with lock:
         latencies.append(dt)
 
-  for r in requests[:3 * concurrency]:   # warm the path (and thread pools) untimed
-    call(r)
   t0 = time.perf_counter()
   with concurrent.futures.ThreadPoolExecutor(concurrency) as pool:
     for f in [pool.submit(worker) for _ in range(concurrency)]:
       f.result()
-  wall = time.perf_counter() - t0
-  stats = common.percentiles_ms(latencies)
-  stats["qps"] = len(latencies) / wall
-  return stats
+  return {"latencies": latencies, "wall": time.perf_counter() - t0}
+
+
+def _cell(calls, requests, concurrency: int, rounds: int = ROUNDS) -> Dict[str, Dict]:
+  """Both transports on the same requests, in alternating rounds.
+
+  The machine is shared: interleaving short rounds of the two transports exposes both
+  to the same background load, so their ratio means something even when absolute
+  numbers drift.
+  """
+  from bench import common  # pylint: disable=g-import-not-at-top
+  for call in calls.values():   # warm the path (and thread pools) untimed
+    for r in requests[:2 * concurrency]:
+      call(r)
+  samples = {name: {"latencies": [], "wall": 0.0} for name in calls}
+  names = list(calls)
+  for r in range(rounds):
+    for name in (names if r % 2 == 0 else names[::-1]):
+      got = _drive(calls[name], requests[r::rounds], concurrency)
+      samples[name]["latencies"] += got["latencies"]
+      samples[name]["wall"] += got["wall"]
+  out = {}
+  for name, got in samples.items():
+    stats = common.percentiles_ms(got["latencies"])
+    stats["qps"] = len(got["latencies"]) / got["wall"]
+    out[name] = stats
+  return out
 
 
 def measure(paths: Dict[str, str], count: int, sizes=SIZES,
@@ -174,11 +199,14 @@ def measure(paths: Dict[str, str], count: int, sizes=SIZES,
     for n in sizes:
       requests = _requests(paths, n, count)
       for c in concurrency:
-        for transport, call in (("in_process", local), ("grpc", remote)):
-          stats = _drive(call, requests, c)
-          rows.append({"transport": transport, "candidates": n, "concurrency": c, **stats})
+        load = os.getloadavg()[0]
+        cell = _cell({"in_process": local, "grpc": remote}, requests, c)
+        for transport, stats in cell.items():
+          rows.append({"transport": transport, "candidates": n, "concurrency": c,
+                       "load_avg_1m": load, **stats})
           print(f"[bench] {transport:<10} N={n:<5} c={c:<3} p50 {stats['p50_ms']:7.2f} ms  "
-                f"p99 {stats['p99_ms']:7.2f} ms  {stats['qps']:7.1f} qps", flush=True)
+                f"p99 {stats['p99_ms']:7.2f} ms  {stats['qps']:7.1f} qps  (load {load:.1f})",
+                flush=True)
   return rows
 
 
@@ -248,12 +276,15 @@ def markdown(rows, summary) -> str:
       "listeners of a simulated world, one listener per request, N real candidates;",
       "`grpc` = `serving.server.ModelServer` on 127.0.0.1 through the official stub,",
       "`in_process` = the same SavedModel's signature called in the benchmark process.",
-      "The machine is shared (2 cores, other jobs running), so p99 carries their noise.",
+      "The machine is shared (2 cores, other jobs running), so p99 carries their noise;",
+      "the two transports run in alternating rounds on the same requests so that both",
+      "see the same background load (`load_avg_1m` is the 1-minute load when a cell",
+      "started).",
       "",
       "## Latency",
       "",
       common.table(rows, ["transport", "candidates", "concurrency", "p50_ms", "p99_ms",
-                          "qps", "n"]),
+                          "qps", "n", "load_avg_1m"]),
       "",
       f"## gRPC p99 / (in-process p99 + {RATIO_SLACK_MS:g} ms)  (target <= {TARGET_RATIO})",
       "",

@@ -404,7 +404,6 @@ class RankerServingModule(tf.Module):
     self.n_max = n_max
     self.intent = intent
     self.catalog_size = len(catalog)
-    self._labels = tuple(model.config.labels)
 
     c = len(catalog)
     self.catalog_track_ids = tf.Variable(catalog.track_ids.astype(object), trainable=False,
@@ -465,7 +464,7 @@ class RankerServingModule(tf.Module):
       self._py.functions["intent_candidates"] = fn(
           self._intent_candidates, tf.TensorSpec([None], tf.string, name="text"),
           tf.TensorSpec([], tf.int32, name="k"))
-    self._concrete = None
+    self._py.concrete = None
 
   @property
   def model(self):
@@ -478,11 +477,11 @@ class RankerServingModule(tf.Module):
 
     Call one in process with keyword tensors: ``module.signatures()["rank"](**inputs)``.
     """
-    if self._concrete is None:
-      self._concrete = {name: fn.get_concrete_function()
-                        for name, fn in self._py.functions.items()}
-      self._concrete["serving_default"] = self._concrete["rank"]
-    return dict(self._concrete)
+    if self._py.concrete is None:
+      concrete = {name: fn.get_concrete_function() for name, fn in self._py.functions.items()}
+      concrete["serving_default"] = concrete["rank"]
+      self._py.concrete = concrete
+    return dict(self._py.concrete)
 
   def _transform_features(self, examples):
     return self.tft_layer(tf.io.parse_example(examples, self._example_spec_with_labels))
