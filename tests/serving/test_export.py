@@ -23,6 +23,21 @@ import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-orde
 SAVED_MODEL_CLI = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
 
 
+class TextLengthIntent(tf.Module):
+  """A minimal intent source honouring the contract (rows from the text length)."""
+
+  def __init__(self, catalog_size: int):
+    super().__init__()
+    self.catalog_size = tf.constant(catalog_size)
+
+  @tf.function(input_signature=[tf.TensorSpec([None], tf.string),
+                                tf.TensorSpec([], tf.int32)])
+  def candidates(self, texts, k):
+    rows = (tf.strings.length(texts)[:, tf.newaxis] + tf.range(k)[tf.newaxis, :]) % (
+        self.catalog_size)
+    return rows, tf.ones(tf.shape(rows), tf.float32)
+
+
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
   paths = bench_serving.prepare_world(str(tmp_path_factory.getbasetemp() / "serving_world"))
@@ -31,8 +46,10 @@ def exported(tmp_path_factory):
   base = str(root / "models" / "melody")
   v1 = export.export_serving_model(model, paths["tft"], paths["tracks"], base, n_max=200,
                                    num_warmup_records=14)
+  # Version 2 carries an intent module: the hook adds a signature and an input.
+  intent = TextLengthIntent(len(sig.Catalog.from_tracks(paths["tracks"])))
   v2 = export.export_serving_model(model, paths["tft"], paths["tracks"], base, n_max=200,
-                                   num_warmup_records=3)
+                                   num_warmup_records=9, intent=intent)
   return {"paths": paths, "model": model, "base": base, "v1": v1, "v2": v2,
           "parsed": warmup.parse_examples(warmup.read_examples(paths["examples"], 100))}
 
@@ -70,7 +87,7 @@ def test_server_configs_next_to_the_base_dir(exported):
 def test_warmup_records_are_real_replayable_requests(exported):
   logs = warmup.read_warmup(exported["v1"])
   assert len(logs) == 14 <= warmup.MAX_RECORDS
-  assert len(warmup.read_warmup(exported["v2"])) == 3
+  assert len(warmup.read_warmup(exported["v2"])) == 9
   loaded = tf.saved_model.load(exported["v1"])
   users = set(exported["parsed"]["user_id"])
   seen = set()
@@ -89,6 +106,23 @@ def test_warmup_records_are_real_replayable_requests(exported):
   assert seen == {"rank", "recommend"}
   with pytest.raises(ValueError, match="1000"):
     warmup.warmup_requests([b""], "melody", 10, num_records=1001)
+
+
+def test_an_intent_module_adds_intent_candidates_and_request_text(exported):
+  info = export.read_info(exported["v2"])
+  assert info["intent"] is True and "intent_candidates" in info["signatures"]
+  loaded = tf.saved_model.load(exported["v2"])
+  assert "request_text" in loaded.signatures["recommend"].structured_input_signature[1]
+  got = loaded.signatures["intent_candidates"](text=tf.constant([b"abc", b""]),
+                                               k=tf.constant(2, tf.int32))
+  ids = sig.Catalog.from_tracks(exported["paths"]["tracks"]).track_ids
+  np.testing.assert_array_equal(got["track_ids"].numpy()[0], ids[3:5])
+  assert list(got["track_ids"].numpy()[1]) == [b"", b""]   # empty text: no candidates
+  signatures = {log.predict_log.request.model_spec.signature_name
+                for log in warmup.read_warmup(exported["v2"])}
+  assert signatures == {"rank", "recommend", "intent_candidates"}
+  assert "request_text" not in tf.saved_model.load(exported["v1"]).signatures[
+      "recommend"].structured_input_signature[1]
 
 
 def test_saved_model_cli_lists_the_signatures(exported):
