@@ -57,7 +57,9 @@ class PipelineConfig:
 
   def trainer_custom_config(self) -> Dict[str, object]:
     cfg = {"model_config": self.model_config, "batch_size": self.batch_size,
-           "seed": self.seed}
+           "seed": self.seed,
+           # The catalog the serving graph scores and retrieves from.
+           "catalog_path": os.path.join(self.data_root, "tracks.parquet")}
     cfg.update(dict(self.extra_trainer_config))
     return cfg
 

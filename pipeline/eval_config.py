@@ -17,6 +17,8 @@ from features import feature_spec as fs
 
 MAX_INTEREST_AUC_DROP = 0.002
 SLICE_FEATURES = ("user_segment", "context_activity")
+# The exported model's raw tf.Example signature (serving_default is the dense `rank`).
+SIGNATURE = "score_examples"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,7 +100,7 @@ def create_eval_config(outputs: Optional[Dict[str, str]] = None,
   spec("exposure", count, _metric("MeanAbsoluteError"))
 
   model_spec = tfma.ModelSpec(
-      signature_name="serving_default",
+      signature_name=SIGNATURE,
       label_keys={out: label for out, label in outputs.items()},
       example_weight_keys={out: fs.weight_key(label) for out, label in outputs.items()})
   slicing = [tfma.SlicingSpec()] + [tfma.SlicingSpec(feature_keys=[f]) for f in SLICE_FEATURES]

@@ -313,5 +313,14 @@ def run_fn(fn_args) -> Dict[str, float]:
   steps = int(fn_args.train_steps)
   metrics = train(model, train_ds, eval_ds, steps, int(fn_args.eval_steps or 0), run_dir, bs,
                   log_every=max(1, min(50, steps // 10)))
-  export(model, tft_output, fn_args.serving_model_dir)
+  catalog = dict(getattr(fn_args, "custom_config", None) or {}).get("catalog_path")
+  if catalog:
+    # The full serving graph (rank = serving_default, recommend, score_examples,
+    # transform_features) with warmup records: what the InfraValidator serves and the
+    # Pusher pushes. Without a catalog, the raw-example signatures only.
+    from serving import export as serving_export  # pylint: disable=g-import-not-at-top
+    serving_export.export_from_training(model, transform_output, str(catalog),
+                                        fn_args.serving_model_dir)
+  else:
+    export(model, tft_output, fn_args.serving_model_dir)
   return metrics

@@ -54,6 +54,12 @@ def test_first_run_is_blessed_and_pushed(first_run, workdir):
   assert first_run.infra_blessed is True
   assert first_run.pushed is True
   assert len(_versions(workdir)) == 1
+  pushed = workdir / "work" / "serving_model" / _versions(workdir)[0]
+  assert (pushed / "assets.extra" / "tf_serving_warmup_requests").exists()
+  import tensorflow as tf
+  signatures = set(tf.saved_model.load(str(pushed)).signatures)
+  assert {"serving_default", "rank", "recommend", "score_examples",
+          "transform_features"} <= signatures, signatures
   for head in ("interest_skip", "interest_like"):
     assert first_run.metrics[(head, "overall", "auc")] > 0.55, head
   assert ("subscription", "overall", "auc") in first_run.metrics
