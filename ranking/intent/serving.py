@@ -71,6 +71,12 @@ class IntentCandidates(tf.Module):
     scores, rows = self.index(q, k=k)
     return tf.cast(rows, tf.int32), scores
 
+  @tf.function(input_signature=[tf.TensorSpec([None, None], tf.float32),
+                                tf.TensorSpec([], tf.int32)])
+  def retrieve(self, query_vectors, k):
+    """Top-k catalog rows and scores for precomputed request vectors ``[B, H]``."""
+    return self._top_k(query_vectors, k)
+
   @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
   def encode(self, texts):
     """Request vectors ``[B, H]`` without personalization."""
