@@ -98,11 +98,12 @@ def _export(root: str) -> Dict[str, str]:
   paths = prepare_world(os.path.join(root, "world"), **WORLD)
   base = os.path.join(root, "models", "melody")
   version = os.path.join(base, "1")
+  from ranking import config as config_lib  # pylint: disable=g-import-not-at-top
+  model = build_model(config=config_lib.ModelConfig())   # same seed: same weights
   if not os.path.isdir(version):
-    from ranking import config as config_lib  # pylint: disable=g-import-not-at-top
-    model = build_model(config=config_lib.ModelConfig())
     export.export_serving_model(model, paths["tft"], paths["tracks"], base, version=1,
                                 n_max=max(SIZES))
+  paths["model"] = model
   paths.update(base=base, version=version, config=os.path.join(root, "models",
                                                                 "models.config"))
   return paths
@@ -239,6 +240,76 @@ class _ServerProcess:
     self._proc.wait(timeout=60)
 
 
+def _p50_ms(fn, repeat: int = 40) -> float:
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  for _ in range(3):
+    fn()
+  times = []
+  for _ in range(repeat):
+    t0 = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - t0)
+  return float(np.median(times) * 1e3)
+
+
+def profile(paths: Dict[str, object], n: int = 500) -> List[Dict[str, object]]:
+  """p50 of cumulative stages of ``rank`` in process, and of the gRPC (de)serialization
+  steps, for one listener and ``n`` candidates: what dominates a request."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from serving import client  # pylint: disable=g-import-not-at-top
+  from serving import signatures as sig  # pylint: disable=g-import-not-at-top
+  from serving import tensors  # pylint: disable=g-import-not-at-top
+  module = sig.RankerServingModule(paths["model"], paths["tft"], paths["tracks"],
+                                   n_max=max(SIZES))
+  inputs = _requests(paths, n, 1)[0]
+  t = {k: tf.constant(v) for k, v in inputs.items()}
+
+  def tft_layer(x):
+    raw = dict(sig._neutral_raw_tf(tf.shape(x["user_id"])[0]))  # pylint: disable=protected-access
+    raw.update({k: x[k] for k in sig.LISTENER_INPUTS})
+    return module.tft_layer(raw)
+
+  def scored(x):
+    listener = module._listener(x)  # pylint: disable=protected-access
+    rows = module.catalog_rows.lookup(x["candidate_ids"])
+    cands = {k: tf.gather(v, rows) for k, v in module.candidate_table.items()}
+    return module._score(listener["encoding"], cands)  # pylint: disable=protected-access
+
+  def mixing_only(x):
+    scores = tf.random.stateless_uniform(tf.shape(x["candidate_ids"]), [1, 2])
+    return module._py.mixing({"scores": scores, "is_promo": x["candidate_is_promo"],  # pylint: disable=protected-access
+                              "artist_ids": tf.zeros_like(x["candidate_is_promo"])})
+
+  stages = [("TFT layer (listener)", tft_layer),
+            ("+ listener encoder", lambda x: module._listener(x)["encoding"]),  # pylint: disable=protected-access
+            ("+ candidate table + scorer", scored),
+            ("mixing alone", mixing_only),
+            ("full rank graph", module._rank)]  # pylint: disable=protected-access
+  out = []
+  for name, f in stages:
+    fn = tf.function(f, autograph=False, input_signature=[sig.rank_input_spec()])
+    out.append({"stage": name, "p50_ms": _p50_ms(lambda fn=fn: fn(t))})
+  fn = module.signatures()["rank"]
+  outputs = {k: v.numpy() for k, v in fn(**t).items()}
+  request = client.predict_request("melody", "rank", inputs)
+  specs = {k: tensors.InputSpec(k, v.dtype.as_datatype_enum, tuple(v.shape.as_list()))
+           for k, v in sig.rank_input_spec().items()}
+  protos = {k: tensors.to_tensor_proto(v) for k, v in outputs.items()}
+  for name, step in (
+      ("client: build PredictRequest", lambda: client.predict_request("melody", "rank",
+                                                                      inputs)),
+      ("server: decode + check inputs", lambda: tensors.decode_inputs(request.inputs, specs,
+                                                                      "rank")),
+      ("server: encode outputs", lambda: {k: tensors.to_tensor_proto(v)
+                                          for k, v in outputs.items()}),
+      ("client: decode outputs", lambda: {k: tensors.from_tensor_proto(v)
+                                          for k, v in protos.items()})):
+    out.append({"stage": name, "p50_ms": _p50_ms(step)})
+  for row in out:
+    print(f"[bench] profile N={n}: {row['stage']:<32} {row['p50_ms']:7.3f} ms", flush=True)
+  return out
+
+
 def summarize(rows: List[Dict[str, object]]) -> Dict[str, object]:
   """Ratios per (N, concurrency) and the two targets."""
   by = {(r["transport"], r["candidates"], r["concurrency"]): r for r in rows}
@@ -265,7 +336,7 @@ def summarize(rows: List[Dict[str, object]]) -> Dict[str, object]:
   }
 
 
-def markdown(rows, summary) -> str:
+def markdown(rows, summary, stages=()) -> str:
   from bench import common  # pylint: disable=g-import-not-at-top
   lines = [
       "# Serving benchmark",
@@ -274,7 +345,9 @@ def markdown(rows, summary) -> str:
       "`bench/results/serving.json`. The `rank` signature of one exported SavedModel",
       "(default `ModelConfig`: d_model 64, 2 Transformer layers, MMoE) over real",
       "listeners of a simulated world, one listener per request, N real candidates;",
-      "`grpc` = `serving.server.ModelServer` on 127.0.0.1 through the official stub,",
+      "`grpc` = `melody serve` (`serving.server`) in a child process on 127.0.0.1, no",
+      "server-side batching, called through the official stub; TensorFlow runs with one",
+      "intra-op thread on both sides (`tf_threads` in the JSON),",
       "`in_process` = the same SavedModel's signature called in the benchmark process.",
       "The machine is shared (2 cores, other jobs running), so p99 carries their noise;",
       "the two transports run in alternating rounds on the same requests so that both",
@@ -300,6 +373,17 @@ def markdown(rows, summary) -> str:
       f"{'met' if summary['meets_p99_target_500_c1'] else 'MISSED'})",
       "",
   ]
+  if stages:
+    lines += [
+        "## Profile (N=500, one listener, p50 of 40 calls)",
+        "",
+        "Cumulative stages of the `rank` graph in process, then the Python",
+        "(de)serialization steps a gRPC call adds (the rest of the gRPC overhead is the",
+        "transport and the hand-offs between the client and server processes):",
+        "",
+        common.table(list(stages), ["stage", "p50_ms"]),
+        "",
+    ]
   return "\n".join(lines)
 
 
@@ -320,6 +404,7 @@ def main(argv: Optional[list] = None) -> int:
     root = tmp.name
   try:
     paths = _export(root)
+    stages = profile(paths, 500)
     rows = measure(paths, count)
   finally:
     if tmp is not None:
@@ -330,8 +415,9 @@ def main(argv: Optional[list] = None) -> int:
              "inter_op": tf.config.threading.get_inter_op_parallelism_threads(),
              "env": _thread_env()}
   common.write_results("serving", {"rows": rows, **summary, "requests_per_cell": count,
-                                   "world": WORLD, "tf_threads": threads})
-  text = markdown(rows, summary)
+                                   "world": WORLD, "tf_threads": threads,
+                                   "profile_n500": stages})
+  text = markdown(rows, summary, stages)
   docs = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs",
                       "benchmarks_serving.md")
   with open(docs, "w", encoding="utf-8") as f:
