@@ -59,7 +59,7 @@ artist identity (unknown artists are exempt).
 """
 
 import dataclasses
-from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Mapping, Optional, Tuple, Union
 
 import numpy as np
 import pandas as pd
@@ -724,13 +724,3 @@ def _neutral_raw_tf(batch: tf.Tensor) -> Dict[str, tf.Tensor]:
     out[f.name] = tf.fill(shape, tf.constant(f.default, _TF_DTYPES[f.dtype]))
   return out
 
-
-def listener_request(rows: Mapping[str, Sequence], batch: Optional[int] = None
-                     ) -> Dict[str, np.ndarray]:
-  """Casts listener input values to the signature dtypes (helper for clients/tests)."""
-  out = {}
-  for name, (dtype, _) in LISTENER_INPUTS.items():
-    out[name] = np.asarray(rows[name], dtype=_NP_DTYPES[dtype])
-  if batch is not None and any(v.shape[0] != batch for v in out.values()):
-    raise ValueError(f"listener inputs must have batch {batch}")
-  return out
