@@ -1,0 +1,43 @@
+"""The intent module inside the composed serving SavedModel (``serving.export``): the
+served ``intent_candidates`` returns the track ids of the in-process module's rows."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import ranking  # noqa: F401  (Keras 2 before TensorFlow)
+import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+from bench import serving as bench_serving
+from ranking.intent import checkpoint as ckpt_lib
+from ranking.intent import data
+from ranking.intent import dual_encoder as de
+from ranking.intent import serving
+from ranking.intent import tokenizer as tok_lib
+from serving import export
+
+TEXTS = ["calm piano for a rainy commute", "dance music for a house party",
+         "dark ambient late at night"]
+
+
+@pytest.mark.slow
+def test_composed_export_serves_the_in_process_intent_ids(tmp_path_factory):
+  paths = bench_serving.prepare_world(str(tmp_path_factory.getbasetemp() / "intent_world"))
+  tracks = pd.read_parquet(paths["tracks"])
+  ck = ckpt_lib.load()
+  model = de.IntentDualEncoder(ck.config, num_tracks=len(tracks))
+  model.encoder.load_checkpoint(ck)
+  text_emb = de.encode_texts(model.encoder, tok_lib.WordPieceTokenizer(ck.vocab, 48),
+                             data.catalog_texts(tracks))
+  module = serving.IntentCandidates(model, tok_lib.WordPieceTokenizer(ck.vocab, 32),
+                                    serving.catalog_track_vectors(model, text_emb))
+  base = str(tmp_path_factory.mktemp("composed") / "melody")
+  version = export.export_serving_model(bench_serving.build_model(), paths["tft"],
+                                        paths["tracks"], base, n_max=100,
+                                        warmup_examples=None, intent=module)
+  loaded = tf.saved_model.load(version)
+  served = loaded.signatures["intent_candidates"](text=tf.constant(TEXTS), k=tf.constant(10))
+  rows, _ = module.candidates(tf.constant(TEXTS), tf.constant(10))
+  want = tracks["track_id"].to_numpy()[rows.numpy()].astype(str)
+  got = served["track_ids"].numpy().astype(str)
+  np.testing.assert_array_equal(got, want)
