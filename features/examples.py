@@ -125,6 +125,12 @@ def _encoded(table: pa.Table, name: str) -> Tuple[np.ndarray, pa.Array]:
   return codes, dictionary
 
 
+def _code_of(dictionary: pa.Array, value: bytes) -> int:
+  """The code of ``value`` in an ``_encoded`` dictionary (-1 when absent)."""
+  matches = np.flatnonzero(dictionary.to_numpy(zero_copy_only=False) == value)
+  return int(matches[0]) if matches.size else -1
+
+
 def _fixed_list(flat: Union[pa.Array, np.ndarray], n: int, length: int) -> pa.ListArray:
   offsets = pa.array(np.arange(0, n * length + 1, length, dtype=np.int32))
   if isinstance(flat, np.ndarray):
@@ -196,6 +202,39 @@ def eval_mask(user_ids: Sequence[str], eval_percent: int = DEFAULT_EVAL_PERCENT)
     h = hashlib.md5(str(u).encode("utf-8")).digest()
     out[i] = int.from_bytes(h[:4], "little") % 100 < eval_percent
   return out
+
+
+def subscription_within_window(user_codes: np.ndarray, ts: np.ndarray,
+                               ts_valid: np.ndarray, converted: np.ndarray,
+                               present: np.ndarray, paid: np.ndarray,
+                               window_s: int = fs.SUBSCRIPTION_WINDOW_S
+                               ) -> Tuple[np.ndarray, np.ndarray]:
+  """The subscription label of each impression: a conversion within the window after it.
+
+  Events carry the conversion on the impression where it happened; the label the model
+  learns is whether the listener converts within ``window_s`` seconds from this
+  impression on (``feature_spec.SUBSCRIPTION_WINDOW_S``). Rows sorted by (user, ts).
+
+  Args:
+    user_codes, ts, ts_valid: per event, grouped by user and sorted by time.
+    converted: the event's own conversion (0/1, NaN where unknown).
+    present: where ``converted`` is known.
+    paid: listeners already paying: not at risk, so their label weighs 0.
+
+  Returns:
+    (label values, label present) per event. Without a timestamp the event's own
+    conversion is kept.
+  """
+  conv_pos = np.flatnonzero(present & (np.nan_to_num(converted) > 0))
+  label = np.where(present, np.nan_to_num(converted), 0.0).astype(np.float32)
+  if conv_pos.size:
+    nxt = np.searchsorted(conv_pos, np.arange(len(ts)))   # first conversion at or after i
+    has = nxt < conv_pos.size
+    j = conv_pos[np.minimum(nxt, conv_pos.size - 1)]
+    within = (has & (user_codes[j] == user_codes) & ts_valid & ts_valid[j]
+              & (ts[j] - ts <= window_s))
+    label = np.where(within & present, 1.0, label).astype(np.float32)
+  return label, present & ~paid
 
 
 def events_to_record_batch(events: pa.Table, tracks: TrackIndex) -> pa.RecordBatch:
@@ -326,6 +365,10 @@ def events_to_record_batch(events: pa.Table, tracks: TrackIndex) -> pa.RecordBat
     values = completion if column == "completion" else (
         skip if column == "skip" else _floats(events, column))
     present = ~np.isnan(values)
+    if column == "subscription":
+      values, present = subscription_within_window(
+          user_codes, ts, ts_valid, values, present,
+          seg_codes == _code_of(seg_dict, b"paid"))
     scalar(label, np.where(present, values, 0).astype(np.float32))
     scalar(fs.weight_key(label), present.astype(np.float32))
 

@@ -19,6 +19,10 @@ from typing import Dict, Tuple
 HISTORY_LEN = 50          # long-term history: last 50 plays
 SESSION_LEN = 10          # short-term session: at most 10 events ...
 SESSION_WINDOW_S = 1800   # ... of the last 30 minutes
+# The subscription label of an impression: the listener converts to paid within this
+# many seconds after it (conversion events themselves are rare: a few per thousand
+# listeners a day). Paid listeners are not at risk: their label weighs 0.
+SUBSCRIPTION_WINDOW_S = 7 * 86400
 MAX_TAGS = 8              # candidate track tags, padded with PAD_TOKEN
 PAD_TOKEN = b""           # padding value for string sequences (masked by length)
 
@@ -132,7 +136,7 @@ LABEL_KEYS: Tuple[str, ...] = (
     "interest_completion",  # 0..1, fraction of the track played
     "interest_skip",        # 0/1
     "interest_like",        # 0/1 (explicit like, or a repeat-listen proxy; see docs/data.md)
-    "subscription",         # 0/1: converted to paid within the window
+    "subscription",         # 0/1: converted to paid within SUBSCRIPTION_WINDOW_S
     "exposure",             # >= 0: promo exposure value delivered by this impression
 )
 BINARY_LABELS = ("interest_skip", "interest_like", "subscription")

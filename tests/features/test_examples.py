@@ -225,3 +225,24 @@ def test_track_index_exposes_plain_columns():
   assert index.num_tags.tolist() == [2, 0, 0, 1, 1]
   np.testing.assert_allclose(index.duration_s, [200, 0, 100, 300, 400])
   assert index.rows(np.array(["t4", "nope"], dtype=object)).tolist() == [3, -1]
+
+
+def test_subscription_label_is_a_conversion_within_the_window():
+  day = 86400
+  users = np.array([0, 0, 0, 0, 1, 1, 2, 2])
+  ts = np.array([0, 2 * day, 9 * day, 10 * day, 0, day, 0, day])
+  valid = np.ones(8, bool)
+  converted = np.array([0, 0, 0, 1, 0, 0, 0, 1], np.float32)
+  present = np.ones(8, bool)
+  paid = np.array([0, 0, 0, 0, 1, 1, 0, 0], bool)
+  label, weight = ex.subscription_within_window(users, ts, valid, converted, present,
+                                                paid, window_s=7 * day)
+  # user 0 converts at day 10: impressions from day 3 on are positive, day 0 and 2 not.
+  assert label.tolist() == [0, 0, 1, 1, 0, 0, 1, 1]
+  # paid listeners are not at risk; user 1 never converts anyway
+  assert weight.tolist() == [1, 1, 1, 1, 0, 0, 1, 1]
+  # a conversion of another user never leaks across the user boundary
+  label, _ = ex.subscription_within_window(
+      np.array([0, 1]), np.array([0, 10]), np.ones(2, bool), np.array([0, 1], np.float32),
+      np.ones(2, bool), np.zeros(2, bool))
+  assert label.tolist() == [0, 1]
