@@ -17,7 +17,6 @@ ratio is reported. Writes ``bench/results/intent.json`` and prints the table.
 """
 
 import argparse
-import dataclasses
 import os
 import time
 from typing import Dict, List, Optional
