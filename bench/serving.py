@@ -384,6 +384,26 @@ def markdown(rows, summary, stages=()) -> str:
         common.table(list(stages), ["stage", "p50_ms"]),
         "",
     ]
+  lines += [
+      "## What the graph does to stay fast",
+      "",
+      "- The listener goes through the TFT layer and the encoder once per request; the",
+      "  candidates' transformed features are rows of a table built at export, so a",
+      "  request never runs TFT per candidate.",
+      "- Familiarity, session style and the artist cap use per-listener count vectors",
+      "  (`tf.math.bincount`) gathered per candidate, O(N); the first version compared",
+      "  every candidate tag with every session tag ([B, N, 8, 80]) and that single",
+      "  reduction cost about as much as the target attention.",
+      "- Reason codes are a gather from a constant table of the 2^7 code combinations,",
+      "  not per-request string joins.",
+      "- One intra-op thread: the ops are small, so splitting each across the two cores",
+      "  costs more in hand-offs than it gains, and concurrent requests use the cores.",
+      "- Remaining cost is the model itself (scorer over N candidates, encoders) and, on",
+      "  the gRPC side, Python protobuf work plus the transport between two processes;",
+      "  the stock C++ `tensorflow_model_server` serves the same SavedModel without the",
+      "  Python part.",
+      "",
+  ]
   return "\n".join(lines)
 
 
