@@ -83,6 +83,10 @@ RETRIEVAL_POPULARITY_WEIGHT = 0.05
 REASON_CODES: Tuple[str, ...] = (
     "promo", "exploration", "intent_match", "session_style_match", "familiar_track",
     "familiar_artist", "new_for_you")
+# recommend ranks a retrieved pool of max(RECOMMEND_POOL_FACTOR * k, RECOMMEND_MIN_POOL)
+# candidates (bounded by the catalogue and N_max) and returns its top k.
+RECOMMEND_POOL_FACTOR = 4
+RECOMMEND_MIN_POOL = 100
 
 _TF_DTYPES = {"string": tf.string, "int64": tf.int64, "float32": tf.float32}
 _NP_DTYPES = {"string": object, "int64": np.int64, "float32": np.float32}
@@ -521,13 +525,17 @@ class RankerServingModule(tf.Module):
     with tf.control_dependencies(self._assert_listener(inputs)):
       k = tf.identity(k)
     listener = self._listener(inputs)
-    scores, rows = self._py.retrieval(self._query(listener["transformed"]), k=k)
+    # Retrieve a pool larger than k so that mixing (promo spacing, the artist cap) has
+    # alternatives to choose from; the top k of the mixed pool are returned.
+    pool = tf.minimum(tf.maximum(RECOMMEND_POOL_FACTOR * k, RECOMMEND_MIN_POOL),
+                      min(self.catalog_size, self.n_max))
+    scores, rows = self._py.retrieval(self._query(listener["transformed"]), k=pool)
     rows = tf.cast(rows, tf.int64)
     valid = tf.ones_like(rows, tf.bool)
     retrieval_score = scores
     from_intent = tf.zeros_like(valid)
     if self.intent is not None:
-      text_rows, text_scores, text_valid = self._intent_rows(inputs["request_text"], k)
+      text_rows, text_scores, text_valid = self._intent_rows(inputs["request_text"], pool)
       rows = tf.concat([rows, tf.cast(text_rows, tf.int64)], axis=1)
       valid = tf.concat([valid, text_valid], axis=1)
       retrieval_score = tf.concat([retrieval_score, text_scores], axis=1)

@@ -233,6 +233,20 @@ def test_recommend_retrieves_distinct_catalogue_tracks(env):
   assert _call(env["fns"]["recommend"], inputs)["ranked_track_ids"].shape == (2, N_MAX)
 
 
+def test_recommend_mixes_a_pool_larger_than_k(env):
+  """The top k come from a larger retrieved pool, so the artist cap holds in them."""
+  from ranking.layers import mixing
+  cap = mixing.MixingConfig().max_per_artist
+  cat = env["catalog"]
+  artist_of = dict(zip(cat.track_ids, cat.artist_ids))
+  inputs = warmup.recommend_inputs(env["parsed"], env["rich"][:2], 10)
+  out = _call(env["fns"]["recommend"], inputs)
+  for b in range(2):
+    artists = [artist_of[t] for t in out["ranked_track_ids"][b] if artist_of[t]]
+    counts = {a: artists.count(a) for a in artists}
+    assert max(counts.values()) <= cap, counts
+
+
 def test_intent_candidates_merge_into_recommend(env):
   fns, cat = env["intent_fns"], env["catalog"]
   assert "intent_candidates" in fns and "intent_candidates" not in env["fns"]
