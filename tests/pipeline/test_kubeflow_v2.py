@@ -7,7 +7,7 @@ import pytest
 from pipeline import configs
 from pipeline import kubeflow_v2_runner as kv2
 
-EXPECTED_TASKS = {"ImportExampleGen", "StatisticsGen", "SchemaGen", "ExampleValidator",
+EXPECTED_TASKS = {"ImportExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator",
                   "AnomaliesGate", "Transform", "Trainer", "Evaluator",
                   "LocalInfraValidator", "Pusher"}
 BEAM_EXECUTORS = ("ImportExampleGen", "StatisticsGen", "Transform", "Evaluator")
