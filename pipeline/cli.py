@@ -10,7 +10,8 @@ def _train(args):
 
 def _local_config(args):
   from pipeline import configs
-  overrides = {"train_steps": args.steps, "model_config": args.config}
+  overrides = {"train_steps": args.steps, "model_config": args.config,
+               "with_intent": args.with_intent, "intent_steps": args.intent_steps}
   if args.beam_mode:
     overrides["beam_args"] = configs.direct_beam_args(args.beam_mode)
   if args.infer_schema:
@@ -98,6 +99,10 @@ def register(subparsers) -> None:
   p.add_argument("--config", default="mmoe")
   p.add_argument("--schema", default=None,
                  help="schema dir to import (default: the curated pipeline/schema/)")
+  p.add_argument("--with-intent", action="store_true",
+                 help="also train the text-intent model and compose it into the export")
+  p.add_argument("--intent-steps", type=int, default=300,
+                 help="contrastive fine-tuning steps of the intent model")
   p.add_argument("--infer-schema", action="store_true",
                  help="infer the schema with SchemaGen instead (first run on new data)")
   p.add_argument("--beam-mode", default=None,

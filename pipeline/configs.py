@@ -15,6 +15,7 @@ PIPELINE_NAME = "melody"
 # so the Kubeflow compiler never has to stage user code to the pipeline root.
 PREPROCESSING_FN = "features.preprocessing.preprocessing_fn"
 RUN_FN = "pipeline.trainer.run_fn"
+INTENT_RUN_FN = "pipeline.intent_trainer.run_fn"
 CURATED_SCHEMA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "schema")
 
 
@@ -33,6 +34,9 @@ class PipelineConfig:
     train_steps / eval_steps / batch_size / model_config: passed to the Trainer.
     subscription_auc_floor: blessing floor on the subscription AUC (None: reported
       only; small eval splits may hold no conversion).
+    with_intent / intent_steps: also train the text-intent model (IntentTrainer) and
+      compose it into the ranker's serving SavedModel (``intent_candidates`` and text
+      requests in ``recommend``).
     beam_args: Beam pipeline options for every Beam-using component.
   """
   data_root: str
@@ -49,17 +53,25 @@ class PipelineConfig:
   beam_args: Tuple[str, ...] = ()
   extra_trainer_config: Tuple[Tuple[str, object], ...] = ()
   subscription_auc_floor: Optional[float] = None
+  with_intent: bool = False
+  intent_steps: int = 300
 
   def __post_init__(self):
     for name in ("train_steps", "eval_steps", "batch_size"):
       if getattr(self, name) <= 0:
         raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
 
+  def catalog_path(self) -> str:
+    return os.path.join(self.data_root, "tracks.parquet")
+
+  def intent_custom_config(self) -> Dict[str, object]:
+    return {"catalog_path": self.catalog_path(), "seed": self.seed}
+
   def trainer_custom_config(self) -> Dict[str, object]:
     cfg = {"model_config": self.model_config, "batch_size": self.batch_size,
            "seed": self.seed,
            # The catalog the serving graph scores and retrieves from.
-           "catalog_path": os.path.join(self.data_root, "tracks.parquet")}
+           "catalog_path": self.catalog_path()}
     cfg.update(dict(self.extra_trainer_config))
     return cfg
 

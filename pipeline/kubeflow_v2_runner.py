@@ -38,6 +38,7 @@ class KubeflowConfig:
   train_steps: int = 5000
   use_spans: bool = True
   subscription_auc_floor: float = 0.55
+  with_intent: bool = True
 
 
 def pipeline_config(kf: KubeflowConfig) -> configs.PipelineConfig:
@@ -45,7 +46,7 @@ def pipeline_config(kf: KubeflowConfig) -> configs.PipelineConfig:
       data_root=kf.data_root, pipeline_root=kf.pipeline_root, serving_dir=kf.serving_dir,
       schema_dir=configs.curated_schema_dir(),
       use_spans=kf.use_spans, train_steps=kf.train_steps,
-      subscription_auc_floor=kf.subscription_auc_floor,
+      subscription_auc_floor=kf.subscription_auc_floor, with_intent=kf.with_intent,
       beam_args=tuple(kf.beam_args))
 
 

@@ -4,7 +4,9 @@ Pure: it builds components and runs nothing. The graph:
 
   ImportExampleGen → StatisticsGen → SchemaGen (first run) | ImportSchemaGen (curated)
   → ExampleValidator → AnomaliesGate → Transform (features.preprocessing)
-  → Trainer (pipeline.trainer.run_fn) → Resolver(latest blessed) → Evaluator (TFMA)
+  → [IntentTrainer (pipeline.intent_trainer.run_fn), opt-in, as the Trainer's base_model]
+  → Trainer (pipeline.trainer.run_fn; composes ranker + intent into one SavedModel)
+  → Resolver(latest blessed) → Evaluator (TFMA)
   → LocalInfraValidator (loads the model in the serving path with warmup) → Pusher
 
 Runners (``local_runner``, ``kubeflow_v2_runner``) choose the orchestrator and the
@@ -63,8 +65,21 @@ def create_pipeline(config: configs.PipelineConfig,
       preprocessing_fn=configs.PREPROCESSING_FN)
   transform.add_upstream_node(anomalies_gate)
 
+  intent_trainer = None
+  if config.with_intent:
+    # The text-intent model trains on the catalogue (its run_fn synthesizes requests
+    # from the tracks' real tags); the ranker's Trainer receives it as `base_model` and
+    # composes both into the one serving SavedModel that is evaluated and pushed.
+    intent_trainer = tfx.components.Trainer(
+        run_fn=configs.INTENT_RUN_FN,
+        examples=example_gen.outputs["examples"],
+        train_args=tfx.proto.TrainArgs(num_steps=config.intent_steps),
+        eval_args=tfx.proto.EvalArgs(num_steps=0),
+        custom_config=config.intent_custom_config()).with_id("IntentTrainer")
+
   trainer = tfx.components.Trainer(
       run_fn=configs.RUN_FN,
+      base_model=intent_trainer.outputs["model"] if intent_trainer else None,
       examples=transform.outputs["transformed_examples"],
       transform_graph=transform.outputs["transform_graph"],
       schema=schema_gen.outputs["schema"],
@@ -102,8 +117,8 @@ def create_pipeline(config: configs.PipelineConfig,
               base_directory=config.serving_dir)))
 
   components: List = [example_gen, statistics_gen, schema_gen, example_validator,
-                      anomalies_gate, transform, trainer, model_resolver, evaluator,
-                      infra_validator, pusher]
+                      anomalies_gate, transform] + ([intent_trainer] if intent_trainer else []) + [
+                          trainer, model_resolver, evaluator, infra_validator, pusher]
   return tfx.dsl.Pipeline(
       pipeline_name=configs.PIPELINE_NAME,
       pipeline_root=config.pipeline_root,

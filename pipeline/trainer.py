@@ -319,8 +319,15 @@ def run_fn(fn_args) -> Dict[str, float]:
     # transform_features) with warmup records: what the InfraValidator serves and the
     # Pusher pushes. Without a catalog, the raw-example signatures only.
     from serving import export as serving_export  # pylint: disable=g-import-not-at-top
+    intent = None
+    base_model = getattr(fn_args, "base_model", None)
+    if base_model:
+      # The IntentTrainer's SavedModel: its `candidates` function is composed into
+      # this export (intent_candidates, text requests in recommend).
+      intent = tf.saved_model.load(base_model)
+      _log(f"composing the intent model from {base_model}")
     serving_export.export_from_training(model, transform_output, str(catalog),
-                                        fn_args.serving_model_dir)
+                                        fn_args.serving_model_dir, intent=intent)
   else:
     export(model, tft_output, fn_args.serving_model_dir)
   return metrics

@@ -212,7 +212,7 @@ def export_serving_model(model, tft_output_dir: str,
 
 
 def export_from_training(model, tft_output_dir: str, catalog_path: str,
-                         serving_model_dir: str) -> str:
+                         serving_model_dir: str, intent: Optional[tf.Module] = None) -> str:
   """The Trainer's export: the serving SavedModel directly in ``serving_model_dir``.
 
   Call it at the end of ``run_fn`` instead of the raw-example-only export:
@@ -221,12 +221,14 @@ def export_from_training(model, tft_output_dir: str, catalog_path: str,
   ``rank``, ``recommend``, ``transform_features`` and ``score_examples`` (the raw
   ``tf.Example`` signature TFMA and the InfraValidator should name). Warmup records come
   from the ``examples/`` next to ``catalog_path`` when there are any. No version
-  directory and no config files: TFX's Pusher versions the pushed copy.
+  directory and no config files: TFX's Pusher versions the pushed copy. ``intent``
+  (e.g. the IntentTrainer's reloaded SavedModel) adds ``intent_candidates`` and text
+  requests in ``recommend``.
 
   Returns:
     ``serving_model_dir``.
   """
-  module = sig.RankerServingModule(model, tft_output_dir, catalog_path)
+  module = sig.RankerServingModule(model, tft_output_dir, catalog_path, intent=intent)
   if tf.io.gfile.exists(os.path.join(serving_model_dir, "saved_model.pb")):
     raise ValueError(f"{serving_model_dir} holds a SavedModel already")
   save_module(module, serving_model_dir, default_example_pattern(catalog_path))

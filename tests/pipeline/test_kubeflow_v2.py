@@ -9,7 +9,7 @@ from pipeline import kubeflow_v2_runner as kv2
 
 EXPECTED_TASKS = {"ImportExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator",
                   "AnomaliesGate", "Transform", "Trainer", "Evaluator",
-                  "LocalInfraValidator", "Pusher"}
+                  "LocalInfraValidator", "Pusher", "IntentTrainer"}
 BEAM_EXECUTORS = ("ImportExampleGen", "StatisticsGen", "Transform", "Evaluator")
 
 
@@ -60,6 +60,15 @@ def test_trainer_and_transform_use_module_paths_not_files(dataflow_spec):
   transform = _params(dataflow_spec, "Transform")
   assert transform["preprocessing_fn"] == configs.PREPROCESSING_FN
   assert "module_file" not in transform
+
+
+def test_intent_trainer_feeds_the_ranker_trainer(dataflow_spec):
+  tasks = dataflow_spec["pipelineSpec"]["root"]["dag"]["tasks"]
+  base = tasks["Trainer"]["inputs"]["artifacts"]["base_model"]["taskOutputArtifact"]
+  assert base["producerTask"] == "IntentTrainer"
+  intent = _params(dataflow_spec, "IntentTrainer")
+  assert intent["run_fn"] == configs.INTENT_RUN_FN
+  assert json.loads(intent["custom_config"])["catalog_path"].endswith("tracks.parquet")
 
 
 def test_pipeline_root_and_spans(dataflow_spec):

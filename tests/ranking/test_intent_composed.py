@@ -41,3 +41,29 @@ def test_composed_export_serves_the_in_process_intent_ids(tmp_path_factory):
   want = tracks["track_id"].to_numpy()[rows.numpy()].astype(str)
   got = served["track_ids"].numpy().astype(str)
   np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.slow
+def test_a_saved_intent_module_composes_like_the_in_process_one(tmp_path_factory):
+  """The pipeline composes from the intent Trainer's SavedModel (fn_args.base_model):
+  the reloaded module must serve the same ids inside the ranker's export."""
+  paths = bench_serving.prepare_world(str(tmp_path_factory.getbasetemp() / "intent_world"))
+  tracks = pd.read_parquet(paths["tracks"])
+  ck = ckpt_lib.load()
+  model = de.IntentDualEncoder(ck.config, num_tracks=len(tracks))
+  model.encoder.load_checkpoint(ck)
+  text_emb = de.encode_texts(model.encoder, tok_lib.WordPieceTokenizer(ck.vocab, 48),
+                             data.catalog_texts(tracks))
+  module = serving.IntentCandidates(model, tok_lib.WordPieceTokenizer(ck.vocab, 32),
+                                    serving.catalog_track_vectors(model, text_emb))
+  saved = module.save(str(tmp_path_factory.mktemp("intent_model") / "intent"))
+  restored = tf.saved_model.load(saved)
+  base = str(tmp_path_factory.mktemp("composed_saved") / "melody")
+  version = export.export_serving_model(bench_serving.build_model(), paths["tft"],
+                                        paths["tracks"], base, n_max=100,
+                                        warmup_examples=None, intent=restored)
+  served = tf.saved_model.load(version).signatures["intent_candidates"](
+      text=tf.constant(TEXTS), k=tf.constant(10))
+  rows, _ = module.candidates(tf.constant(TEXTS), tf.constant(10))
+  want = tracks["track_id"].to_numpy()[rows.numpy()].astype(str)
+  np.testing.assert_array_equal(served["track_ids"].numpy().astype(str), want)
