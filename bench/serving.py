@@ -181,7 +181,8 @@ def measure(paths: Dict[str, str], count: int, sizes=SIZES,
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from serving import client  # pylint: disable=g-import-not-at-top
 
-  loaded = tf.saved_model.load(paths["version"])
+  from serving import tensors as serving_tensors  # pylint: disable=g-import-not-at-top
+  loaded = serving_tensors.load_saved_model(paths["version"])
   rank = loaded.signatures["rank"]
 
   def local(inputs):

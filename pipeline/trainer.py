@@ -319,12 +319,13 @@ def run_fn(fn_args) -> Dict[str, float]:
     # transform_features) with warmup records: what the InfraValidator serves and the
     # Pusher pushes. Without a catalog, the raw-example signatures only.
     from serving import export as serving_export  # pylint: disable=g-import-not-at-top
+    from serving import tensors as serving_tensors  # pylint: disable=g-import-not-at-top
     intent = None
     base_model = getattr(fn_args, "base_model", None)
     if base_model:
       # The IntentTrainer's SavedModel: its `candidates` function is composed into
       # this export (intent_candidates, text requests in recommend).
-      intent = tf.saved_model.load(base_model)
+      intent = serving_tensors.load_saved_model(base_model)
       _log(f"composing the intent model from {base_model}")
     serving_export.export_from_training(model, transform_output, str(catalog),
                                         fn_args.serving_model_dir, intent=intent)

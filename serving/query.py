@@ -172,7 +172,8 @@ def run(data_dir: str, user: str, context: str, server: Optional[str] = "127.0.0
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   inputs = build_request(data_dir, user, context, signature, k, text, candidates, surface)
   if saved_model:
-    fn = tf.saved_model.load(saved_model).signatures.get(signature)
+    from serving import tensors  # pylint: disable=g-import-not-at-top
+    fn = tensors.load_saved_model(saved_model).signatures.get(signature)
     if fn is None:
       raise ValueError(f"{saved_model} has no signature {signature!r}")
     expected = set(fn.structured_input_signature[1])

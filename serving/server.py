@@ -733,7 +733,7 @@ class _ModelService(model_service_pb2_grpc.ModelServiceServicer):
 
 
 def _load_version(path: str, version: int) -> LoadedVersion:
-  module = tf.saved_model.load(path)
+  module = tensors.load_saved_model(path)
   signatures = {}
   for name, function in module.signatures.items():
     inputs = tensors.input_specs(function)

@@ -188,3 +188,16 @@ def from_tensor_proto(proto: tensor_pb2.TensorProto) -> np.ndarray:
 def split_rows(array: np.ndarray, sizes: Sequence[int]) -> Sequence[np.ndarray]:
   """Splits ``array`` along dim 0 into consecutive pieces of ``sizes`` rows."""
   return np.split(array, np.cumsum(sizes)[:-1], axis=0)
+
+
+def load_saved_model(path: str):
+  """``tf.saved_model.load`` with the custom ops Melody's exports may use registered.
+
+  A model composed with the text-intent module tokenizes in the graph with
+  tensorflow_text kernels (FastBertNormalize, FastWordpieceTokenizeWithOffsets); those
+  ops exist in a process only once ``tensorflow_text`` is imported (stock TF Serving
+  links them in).
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  import tensorflow_text  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
+  return tf.saved_model.load(path)

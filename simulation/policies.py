@@ -410,7 +410,8 @@ class SavedModelPolicy(Policy):
     if weights is not None and np.shape(weights) != (N_SEG, 3):
       raise ValueError(f"weights must be [{N_SEG}, 3], got shape {np.shape(weights)}")
     self._tf = tf
-    self.loaded = tf.saved_model.load(model_dir)
+    from serving import tensors as serving_tensors  # pylint: disable=g-import-not-at-top
+    self.loaded = serving_tensors.load_saved_model(model_dir)
     if signature not in self.loaded.signatures:
       raise ValueError(f"{model_dir!r} has no signature {signature!r}; it has "
                        f"{sorted(self.loaded.signatures)}")
