@@ -20,8 +20,8 @@ TEXTS = ["calm piano for a rainy commute", "dance music for a house party",
          "dark ambient late at night"]
 
 
-@pytest.mark.slow
-def test_composed_export_serves_the_in_process_intent_ids(tmp_path_factory):
+def _zero_shot_intent(tmp_path_factory):
+  """The simulated world's paths and catalogue, and a zero-shot MiniLM intent module."""
   paths = bench_serving.prepare_world(str(tmp_path_factory.getbasetemp() / "intent_world"))
   tracks = pd.read_parquet(paths["tracks"])
   ck = ckpt_lib.load()
@@ -31,6 +31,12 @@ def test_composed_export_serves_the_in_process_intent_ids(tmp_path_factory):
                              data.catalog_texts(tracks))
   module = serving.IntentCandidates(model, tok_lib.WordPieceTokenizer(ck.vocab, 32),
                                     serving.catalog_track_vectors(model, text_emb))
+  return paths, tracks, module
+
+
+@pytest.mark.slow
+def test_composed_export_serves_the_in_process_intent_ids(tmp_path_factory):
+  paths, tracks, module = _zero_shot_intent(tmp_path_factory)
   base = str(tmp_path_factory.mktemp("composed") / "melody")
   version = export.export_serving_model(bench_serving.build_model(), paths["tft"],
                                         paths["tracks"], base, n_max=100,
@@ -47,15 +53,7 @@ def test_composed_export_serves_the_in_process_intent_ids(tmp_path_factory):
 def test_a_saved_intent_module_composes_like_the_in_process_one(tmp_path_factory):
   """The pipeline composes from the intent Trainer's SavedModel (fn_args.base_model):
   the reloaded module must serve the same ids inside the ranker's export."""
-  paths = bench_serving.prepare_world(str(tmp_path_factory.getbasetemp() / "intent_world"))
-  tracks = pd.read_parquet(paths["tracks"])
-  ck = ckpt_lib.load()
-  model = de.IntentDualEncoder(ck.config, num_tracks=len(tracks))
-  model.encoder.load_checkpoint(ck)
-  text_emb = de.encode_texts(model.encoder, tok_lib.WordPieceTokenizer(ck.vocab, 48),
-                             data.catalog_texts(tracks))
-  module = serving.IntentCandidates(model, tok_lib.WordPieceTokenizer(ck.vocab, 32),
-                                    serving.catalog_track_vectors(model, text_emb))
+  paths, tracks, module = _zero_shot_intent(tmp_path_factory)
   saved = module.save(str(tmp_path_factory.mktemp("intent_model") / "intent"))
   restored = tf.saved_model.load(saved)
   base = str(tmp_path_factory.mktemp("composed_saved") / "melody")
