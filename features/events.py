@@ -140,32 +140,24 @@ def make_events(source: str, n: int, **columns) -> pd.DataFrame:
   """
   if source not in fs.SOURCES:
     raise ValueError(f"unknown source {source!r}; known: {fs.SOURCES}")
-  if n < 0:
-    raise ValueError(f"n must be >= 0, got {n}")
-  unknown = sorted(set(columns) - set(EVENT_SCHEMA.names))
-  if unknown:
-    raise ValueError(f"columns not in EVENT_SCHEMA: {unknown}")
-  data = {
-      "user_id": pd.Series([None] * n, dtype=object),
-      "session_id": pd.Series([None] * n, dtype=object),
-      "ts": _null_ints(n),
-      "plays": pd.Series(np.ones(n, dtype=np.int64)),
-      "track_id": pd.Series([None] * n, dtype=object),
-      "artist_id": pd.Series([None] * n, dtype=object),
-      "source": pd.Series([source] * n, dtype=object),
-      "user_segment": pd.Series([None] * n, dtype=object),
-      "user_tenure_days": pd.Series(np.full(n, np.nan, dtype=np.float32)),
-      "context_activity": pd.Series(["unknown"] * n, dtype=object),
-      "context_surface": pd.Series(["unknown"] * n, dtype=object),
-      "is_promo": pd.Series(np.zeros(n, dtype=bool)),
-  }
-  data.update({k: pd.Series(v) for k, v in empty_labels(n).items()})
-  for name, values in columns.items():
-    values = pd.Series(values).reset_index(drop=True)
-    if len(values) != n:
-      raise ValueError(f"column {name!r} has {len(values)} values, expected {n}")
-    data[name] = values
-  return pd.DataFrame({name: data[name] for name in EVENT_SCHEMA.names})
+
+  def defaults():
+    return {
+        "user_id": pd.Series([None] * n, dtype=object),
+        "session_id": pd.Series([None] * n, dtype=object),
+        "ts": _null_ints(n),
+        "plays": pd.Series(np.ones(n, dtype=np.int64)),
+        "track_id": pd.Series([None] * n, dtype=object),
+        "artist_id": pd.Series([None] * n, dtype=object),
+        "source": pd.Series([source] * n, dtype=object),
+        "user_segment": pd.Series([None] * n, dtype=object),
+        "user_tenure_days": pd.Series(np.full(n, np.nan, dtype=np.float32)),
+        "context_activity": pd.Series(["unknown"] * n, dtype=object),
+        "context_surface": pd.Series(["unknown"] * n, dtype=object),
+        "is_promo": pd.Series(np.zeros(n, dtype=bool)),
+        **{k: pd.Series(v) for k, v in empty_labels(n).items()},
+    }
+  return _schema_frame("EVENT_SCHEMA", EVENT_SCHEMA, n, defaults, columns)
 
 
 def make_tracks(n: int, **columns) -> pd.DataFrame:
@@ -181,25 +173,33 @@ def make_tracks(n: int, **columns) -> pd.DataFrame:
   Raises:
     ValueError: unknown column, or a column of the wrong length.
   """
+  def defaults():
+    return {
+        "track_id": pd.Series([None] * n, dtype=object),
+        "artist_id": pd.Series([None] * n, dtype=object),
+        "tags": pd.Series([[] for _ in range(n)], dtype=object),
+        "duration_s": pd.Series(np.full(n, np.nan, dtype=np.float32)),
+        "popularity": pd.Series(np.full(n, np.nan, dtype=np.float32)),
+        "title": pd.Series([""] * n, dtype=object),
+    }
+  return _schema_frame("TRACK_SCHEMA", TRACK_SCHEMA, n, defaults, columns)
+
+
+def _schema_frame(schema_name: str, schema: pa.Schema, n: int, defaults, columns
+                  ) -> pd.DataFrame:
+  """``defaults()`` overlaid with ``columns``, checked, in ``schema`` column order."""
   if n < 0:
     raise ValueError(f"n must be >= 0, got {n}")
-  unknown = sorted(set(columns) - set(TRACK_SCHEMA.names))
+  unknown = sorted(set(columns) - set(schema.names))
   if unknown:
-    raise ValueError(f"columns not in TRACK_SCHEMA: {unknown}")
-  data = {
-      "track_id": pd.Series([None] * n, dtype=object),
-      "artist_id": pd.Series([None] * n, dtype=object),
-      "tags": pd.Series([[] for _ in range(n)], dtype=object),
-      "duration_s": pd.Series(np.full(n, np.nan, dtype=np.float32)),
-      "popularity": pd.Series(np.full(n, np.nan, dtype=np.float32)),
-      "title": pd.Series([""] * n, dtype=object),
-  }
+    raise ValueError(f"columns not in {schema_name}: {unknown}")
+  data = defaults()
   for name, values in columns.items():
     values = pd.Series(values).reset_index(drop=True)
     if len(values) != n:
       raise ValueError(f"column {name!r} has {len(values)} values, expected {n}")
     data[name] = values
-  return pd.DataFrame({name: data[name] for name in TRACK_SCHEMA.names})
+  return pd.DataFrame({name: data[name] for name in schema.names})
 
 
 def numeric_or_text(raw: pd.Series, integer: bool = False) -> pd.Series:
