@@ -70,7 +70,7 @@ def predict_request(model: str, signature: str, inputs: Mapping[str, object],
   request = predict_pb2.PredictRequest()
   _fill_spec(request.model_spec, model, signature, version, version_label)
   for name, value in inputs.items():
-    request.inputs[name].CopyFrom(tensors.to_tensor_proto(value))
+    tensors.fill_tensor_proto(request.inputs[name], value)
   request.output_filter.extend(output_filter)
   return request
 

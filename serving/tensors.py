@@ -109,7 +109,9 @@ def to_ndarray(name: str, proto: tensor_pb2.TensorProto, spec: InputSpec,
       raise InputError(f"input '{name}' has {values} values, more than shape {list(dims)} "
                        f"holds ({count})")
   try:
-    array = tf.make_ndarray(proto)
+    array = _decode_fast(proto, dims)
+    if array is None:
+      array = tf.make_ndarray(proto)
   except Exception as e:  # pylint: disable=broad-except
     raise InputError(f"input '{name}' could not be decoded: {e}") from e
   if array.shape != dims:
@@ -168,12 +170,61 @@ def _expected(specs: Mapping[str, InputSpec]) -> str:
   return "{" + ", ".join(f"'{n}': {specs[n].describe()}" for n in sorted(specs)) + "}"
 
 
+# numpy dtype <-> TensorProto dtype for the fast path: these travel as raw
+# little-endian bytes in ``tensor_content`` (what ``tf.make_tensor_proto`` also emits for
+# numpy arrays), so encoding and decoding is one memory copy instead of TensorFlow's
+# generic per-type Python code (about 0.1 ms per tensor, several per request).
+_RAW_DTYPES = {
+    np.dtype(np.float32): types_pb2.DT_FLOAT, np.dtype(np.float64): types_pb2.DT_DOUBLE,
+    np.dtype(np.int32): types_pb2.DT_INT32, np.dtype(np.int64): types_pb2.DT_INT64,
+    np.dtype(np.int16): types_pb2.DT_INT16, np.dtype(np.int8): types_pb2.DT_INT8,
+    np.dtype(np.uint8): types_pb2.DT_UINT8, np.dtype(np.uint16): types_pb2.DT_UINT16,
+    np.dtype(np.uint32): types_pb2.DT_UINT32, np.dtype(np.uint64): types_pb2.DT_UINT64,
+    np.dtype(np.bool_): types_pb2.DT_BOOL,
+}
+_RAW_ENUMS = {enum: dtype for dtype, enum in _RAW_DTYPES.items()}
+
+
+def fill_tensor_proto(proto: tensor_pb2.TensorProto, array) -> tensor_pb2.TensorProto:
+  """Encodes ``array`` into ``proto`` in place (e.g. ``request.inputs[name]``).
+
+  numpy arrays of the common numeric dtypes go as raw ``tensor_content``; byte and
+  unicode strings as ``string_val``; anything else (Python scalars and lists, whose
+  dtype TensorFlow infers, e.g. float32 for a Python float) through
+  ``tf.make_tensor_proto``, so the wire format is the one TF Serving clients expect.
+  """
+  if isinstance(array, np.ndarray):
+    enum = _RAW_DTYPES.get(array.dtype.newbyteorder("="))
+    if enum is not None:
+      proto.dtype = enum
+      for d in array.shape:
+        proto.tensor_shape.dim.add(size=d)
+      if array.dtype.byteorder == ">":
+        array = array.astype(array.dtype.newbyteorder("<"))
+      proto.tensor_content = np.ascontiguousarray(array).tobytes()
+      return proto
+    if array.dtype.kind in "SUO":
+      values = array.ravel().tolist()
+      if all(type(v) is bytes for v in values):  # pylint: disable=unidiomatic-typecheck
+        strings = values
+      elif all(isinstance(v, (bytes, str)) for v in values):
+        strings = [v.encode("utf-8") if isinstance(v, str) else bytes(v) for v in values]
+      else:
+        strings = None
+      if strings is not None:
+        proto.dtype = types_pb2.DT_STRING
+        for d in array.shape:
+          proto.tensor_shape.dim.add(size=d)
+        proto.string_val.extend(strings)
+        return proto
+  proto.CopyFrom(tf.make_tensor_proto(array))
+  return proto
+
+
 def to_tensor_proto(array) -> tensor_pb2.TensorProto:
-  """Encodes a numpy array (or anything ``np.asarray`` takes) as a ``TensorProto``."""
-  array = np.asarray(array)
-  if array.dtype.kind == "U":
-    array = np.char.encode(array, "utf-8").astype(object)
-  return tf.make_tensor_proto(array)
+  """Encodes a numpy array (or anything ``tf.make_tensor_proto`` takes) as a
+  ``TensorProto``; see :func:`fill_tensor_proto`."""
+  return fill_tensor_proto(tensor_pb2.TensorProto(), array)
 
 
 def to_tensor_protos(arrays: Mapping[str, object]) -> Dict[str, tensor_pb2.TensorProto]:
@@ -182,7 +233,27 @@ def to_tensor_protos(arrays: Mapping[str, object]) -> Dict[str, tensor_pb2.Tenso
 
 def from_tensor_proto(proto: tensor_pb2.TensorProto) -> np.ndarray:
   """Decodes a response ``TensorProto``; strings come back as an object array of bytes."""
-  return tf.make_ndarray(proto)
+  dims = tuple(d.size for d in proto.tensor_shape.dim)
+  fast = _decode_fast(proto, dims)
+  return fast if fast is not None else tf.make_ndarray(proto)
+
+
+def _decode_fast(proto: tensor_pb2.TensorProto, dims: Tuple[int, ...]) -> Optional[np.ndarray]:
+  """The array of a raw-content numeric or a complete string proto, else None (the
+  caller falls back to ``tf.make_ndarray``, which also expands repeated-last values)."""
+  count = int(np.prod(dims, dtype=np.int64)) if dims else 1
+  dtype = _RAW_ENUMS.get(proto.dtype)
+  if dtype is not None and proto.tensor_content:
+    content = proto.tensor_content
+    if len(content) != count * dtype.itemsize:
+      return None
+    # bytearray: a writable array, like tf.make_ndarray's (one copy of a few KB).
+    return np.frombuffer(bytearray(content), dtype=dtype.newbyteorder("<")).reshape(dims)
+  if proto.dtype == types_pb2.DT_STRING and len(proto.string_val) == count:
+    out = np.empty(count, dtype=object)
+    out[:] = list(proto.string_val)
+    return out.reshape(dims)
+  return None
 
 
 def split_rows(array: np.ndarray, sizes: Sequence[int]) -> Sequence[np.ndarray]:

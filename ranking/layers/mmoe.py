@@ -47,10 +47,25 @@ class MMoE(tf.keras.layers.Layer):
     self.gates = {t: tf.keras.layers.Dense(num_experts, activation="softmax",
                                            name=f"gate_{t}") for t in task_names}
 
+  def build(self, input_shape):
+    # Experts first, then the gates in task order: the variable creation order (hence
+    # the seeded initial values) of building them lazily in ``call``.
+    self.experts.build(input_shape)
+    width = experts_lib.input_width(input_shape)
+    for t in self.task_names:
+      self.gates[t].build(tf.TensorShape([None, width]))
+    super().build(input_shape)
+
   def call(self, x, training: Optional[bool] = None) -> Dict[str, tf.Tensor]:
     e = self.experts(x, training=training)                       # [B, K, U]
-    full = experts_lib.concat_input(x)
-    return {t: tf.einsum("bk,bku->bu", self.gates[t](full), e) for t in self.task_names}
+    # All gates in one matmul on the (split) input: no [B, F] concat of the broadcast
+    # listener part, one [F, T*K] product instead of T narrow ones.
+    tasks, k = self.task_names, self.num_experts
+    kernel = tf.concat([self.gates[t].kernel for t in tasks], axis=1)
+    bias = tf.concat([self.gates[t].bias for t in tasks], axis=0)
+    logits = tf.reshape(experts_lib.split_dense(x, kernel) + bias, [-1, len(tasks), k])
+    mixed = tf.matmul(tf.nn.softmax(logits, axis=-1), e)        # [B, T, U]
+    return {t: mixed[:, i] for i, t in enumerate(tasks)}
 
   def get_config(self):
     config = super().get_config()

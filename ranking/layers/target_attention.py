@@ -56,6 +56,8 @@ class TargetAttention(tf.keras.layers.Layer):
     return tf.transpose(x, [0, 2, 1, 3])
 
   def call(self, query, memory, mask):
+    if memory.shape.rank is not None and memory.shape[0] == 1:
+      return self._one_memory(query, memory, mask)
     q = self._heads(self.query(query)[:, tf.newaxis, :])    # [N, H, 1, dh]
     k = self._heads(self.key(memory))                       # [M, H, L, dh]
     v = self._heads(self.value(memory))                     # [M, H, L, dh]
@@ -66,6 +68,21 @@ class TargetAttention(tf.keras.layers.Layer):
     out = tf.reshape(out, [-1, self.dim])
     has_history = tf.cast(tf.reduce_any(tf.cast(mask, tf.bool), axis=-1), out.dtype)
     return self.output_projection(out) * has_history[:, tf.newaxis]
+
+  def _one_memory(self, query, memory, mask):
+    """The serving case (one listener's history, N candidate queries): per head, the N
+    queries against the L keys are ONE ``[N, dh] x [dh, L]`` matmul, not N tiny ones."""
+    h, dh = self.num_heads, self.head_dim
+    q = tf.transpose(tf.reshape(self.query(query), [-1, h, dh]), [1, 0, 2])      # [H, N, dh]
+    k = tf.transpose(tf.reshape(self.key(memory[0]), [-1, h, dh]), [1, 0, 2])    # [H, L, dh]
+    v = tf.transpose(tf.reshape(self.value(memory[0]), [-1, h, dh]), [1, 0, 2])  # [H, L, dh]
+    m = tf.cast(mask[0], tf.float32)
+    logits = tf.matmul(q, k, transpose_b=True) / math.sqrt(dh)                    # [H, N, L]
+    logits += (1.0 - m) * -1e9
+    out = tf.matmul(tf.nn.softmax(logits, axis=-1), v)                           # [H, N, dh]
+    out = tf.reshape(tf.transpose(out, [1, 0, 2]), [-1, self.dim])
+    has_history = tf.cast(tf.reduce_any(tf.cast(mask[0], tf.bool)), out.dtype)
+    return self.output_projection(out) * has_history
 
   def get_config(self):
     config = super().get_config()
