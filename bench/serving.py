@@ -13,9 +13,11 @@ candidates at concurrency 1, 4 and 16:
   process, its ``rank`` signature called from ``concurrency`` threads — the baseline,
   measured in the same run.
 
-Reported per cell: p50 / p99 latency and QPS; per (N, concurrency) the ratio
-``gRPC p99 / (in-process p99 + 1 ms)`` (target <= 1.3) and the 500-candidate p99 at
-concurrency 1 (target <= 15 ms). Results go to ``bench/results/serving.json`` and the
+Reported per cell: p50 / p99 latency and QPS; per (N, concurrency) the gRPC p99 against
+its budget ``1.3 x in-process p99 + 1 ms`` (the issue's target) and the 500-candidate
+p99 at concurrency 1 (target <= 15 ms). Both processes freeze the loaded model out of
+the garbage collector (``gc.freeze``, as ``serving.server`` does after every load), so
+neither side's p99 carries full-collection pauses over the SavedModel's objects. Results go to ``bench/results/serving.json`` and the
 table to ``docs/benchmarks_serving.md``. The helpers that build the small world and
 the ranker are shared with ``tests/serving``.
 
@@ -184,6 +186,9 @@ def measure(paths: Dict[str, str], count: int, sizes=SIZES,
   from serving import tensors as serving_tensors  # pylint: disable=g-import-not-at-top
   loaded = serving_tensors.load_saved_model(paths["version"])
   rank = loaded.signatures["rank"]
+  import gc  # pylint: disable=g-import-not-at-top
+  gc.collect()
+  gc.freeze()
 
   def local(inputs):
     out = rank(**{k: tf.constant(v) for k, v in inputs.items()})
@@ -319,20 +324,22 @@ def summarize(rows: List[Dict[str, object]]) -> Dict[str, object]:
     if transport != "grpc" or ("in_process", n, c) not in by:
       continue
     base = by[("in_process", n, c)]
+    budget = TARGET_RATIO * base["p99_ms"] + RATIO_SLACK_MS
     ratios.append({"candidates": n, "concurrency": c, "grpc_p99_ms": r["p99_ms"],
-                   "in_process_p99_ms": base["p99_ms"],
-                   "ratio": r["p99_ms"] / (base["p99_ms"] + RATIO_SLACK_MS)})
+                   "in_process_p99_ms": base["p99_ms"], "budget_ms": budget,
+                   "ratio": r["p99_ms"] / budget, "met": r["p99_ms"] <= budget})
   p99_500 = by.get(("grpc", 500, 1), {}).get("p99_ms")
   ratio_c1 = max((r["ratio"] for r in ratios if r["concurrency"] == 1), default=None)
   return {
       "ratios": ratios,
       "targets": {
-          "ratio_grpc_p99_over_in_process_p99_plus_1ms": TARGET_RATIO,
+          "grpc_p99_at_most_ratio_x_in_process_p99_plus_1ms": TARGET_RATIO,
           "p99_ms_500_candidates_concurrency_1": TARGET_P99_MS_500},
       "worst_ratio_concurrency_1": ratio_c1,
       "worst_ratio_all": max((r["ratio"] for r in ratios), default=None),
       "grpc_p99_ms_500_c1": p99_500,
-      "meets_ratio_target_c1": ratio_c1 is not None and ratio_c1 <= TARGET_RATIO,
+      "meets_ratio_target_c1": ratio_c1 is not None and ratio_c1 <= 1.0,
+      "meets_ratio_target_all": bool(ratios) and all(r["met"] for r in ratios),
       "meets_p99_target_500_c1": p99_500 is not None and p99_500 <= TARGET_P99_MS_500,
   }
 
@@ -360,15 +367,21 @@ def markdown(rows, summary, stages=()) -> str:
       common.table(rows, ["transport", "candidates", "concurrency", "p50_ms", "p99_ms",
                           "qps", "n", "load_avg_1m"]),
       "",
-      f"## gRPC p99 / (in-process p99 + {RATIO_SLACK_MS:g} ms)  (target <= {TARGET_RATIO})",
+      f"## gRPC p99 against its budget {TARGET_RATIO:g} x in-process p99 + "
+      f"{RATIO_SLACK_MS:g} ms",
+      "",
+      "`ratio` = gRPC p99 / budget (target <= 1).",
       "",
       common.table(summary["ratios"], ["candidates", "concurrency", "grpc_p99_ms",
-                                       "in_process_p99_ms", "ratio"]),
+                                       "in_process_p99_ms", "budget_ms", "ratio", "met"]),
       "",
       "## Targets",
       "",
-      f"- worst ratio at concurrency 1: {summary['worst_ratio_concurrency_1']:.3f} "
-      f"(target <= {TARGET_RATIO}: {'met' if summary['meets_ratio_target_c1'] else 'MISSED'})",
+      f"- worst gRPC p99 / budget at concurrency 1: "
+      f"{summary['worst_ratio_concurrency_1']:.3f} (target <= 1: "
+      f"{'met' if summary['meets_ratio_target_c1'] else 'MISSED'}); at every "
+      f"concurrency: {summary['worst_ratio_all']:.3f} "
+      f"({'met' if summary['meets_ratio_target_all'] else 'MISSED'})",
       f"- gRPC p99 at N=500, concurrency 1: {summary['grpc_p99_ms_500_c1']:.2f} ms "
       f"(target <= {TARGET_P99_MS_500:g} ms: "
       f"{'met' if summary['meets_p99_target_500_c1'] else 'MISSED'})",
