@@ -637,7 +637,9 @@ class RankerServingModule(tf.Module):
     one ``map_fn`` step per listener; a single listener skips the loop.
     """
     def one(b):
-      enc = {k: v[b:b + 1] for k, v in encoding.items()}
+      # Exactly one row, said statically: the scorer's one-listener (broadcast) paths,
+      # e.g. the target attention's single-memory matmuls, key on a static batch of 1.
+      enc = {k: tf.ensure_shape(v[b:b + 1], [1] + v.shape[1:]) for k, v in encoding.items()}
       cands = {k: v[b] for k, v in candidates.items()}
       preds = self.model.score(enc, cands, training=False)
       return self._heads(preds)
