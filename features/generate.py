@@ -13,6 +13,13 @@ This module owns the dataset layout written under ``OUT``:
   of the impression, for a TFX ImportExampleGen reading spans by date;
 * ``manifest.json`` — counts, seed, settings, label coverage and a feature spec summary.
 
+The world is ``simulation.world.WorldConfig()`` (the calibrated defaults) unless
+``run(world_overrides=...)`` replaces some of its fields: e.g. the ranking benchmark
+scales the conversion hazard (``base_hazard``) so that the rare subscription label has
+enough positives to measure an AUC on a few thousand listeners. The overrides are
+recorded in the manifest (``generator.world_overrides``); the same seed and overrides
+give the same data.
+
 The examples stage is a Beam pipeline: DirectRunner by default, Dataflow or Flink with
 ``runner`` and ``beam_args``.
 """
@@ -22,7 +29,7 @@ import json
 import os
 import sys
 import time
-from typing import Dict, Iterable, Optional, Sequence
+from typing import Dict, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -276,7 +283,8 @@ def write_dataset(event_chunks: Iterable[pa.Table], tracks: pd.DataFrame, out: s
 def run(users: int, days: int, out: str, seed: int = 7, shards: int = 4,
         tracks: int = 5000, runner: str = "DirectRunner", beam_args: Sequence[str] = (),
         chunk_users: int = DEFAULT_CHUNK_USERS, eval_percent: int = examples.DEFAULT_EVAL_PERCENT,
-        span_layout: bool = False) -> int:
+        span_layout: bool = False,
+        world_overrides: Optional[Mapping[str, object]] = None) -> int:
   """Simulates ``users`` listeners over ``days`` days and writes the dataset to ``out``.
 
   Args:
@@ -291,23 +299,43 @@ def run(users: int, days: int, out: str, seed: int = 7, shards: int = 4,
     chunk_users: users per events chunk (bounds memory).
     eval_percent: share of users in the eval split.
     span_layout: write ``examples/span-YYYYMMDD/`` folders instead of the flat layout.
+    world_overrides: ``simulation.world.WorldConfig`` fields to change from their
+      calibrated defaults (not ``n_tracks``: use ``tracks``), e.g.
+      ``{"base_hazard": (4e-3, 2.2e-3, 8e-4, 2.6e-2, 0.0)}`` for 20x the conversion
+      hazard. ``None`` or ``{}``: the calibrated world.
 
   Returns:
     0 (the CLI exit code).
+
+  Raises:
+    ValueError: a non-positive size, or an unknown or invalid world override.
   """
   for name, value in (("users", users), ("days", days), ("tracks", tracks),
                       ("shards", shards), ("chunk_users", chunk_users)):
     if value < 1:
       raise ValueError(f"{name} must be >= 1, got {value}")
+  import dataclasses  # pylint: disable=g-import-not-at-top
   from simulation.world import World, WorldConfig  # pylint: disable=g-import-not-at-top
+  overrides = dict(world_overrides or {})
+  known = {f.name for f in dataclasses.fields(WorldConfig)} - {"n_tracks"}
+  unknown = sorted(set(overrides) - known)
+  if unknown:
+    raise ValueError(f"unknown world_overrides {unknown}; WorldConfig fields other than "
+                     f"n_tracks: {sorted(known)}")
+  overrides = {k: (tuple(v) if isinstance(v, list) else v) for k, v in overrides.items()}
   t0 = time.perf_counter()
-  world = World(WorldConfig(n_tracks=tracks), seed=seed)
-  _log(f"world: {tracks:,} tracks, seed {seed} ({time.perf_counter() - t0:.1f}s)")
+  world = World(WorldConfig(n_tracks=tracks, **overrides), seed=seed)
+  _log(f"world: {tracks:,} tracks, seed {seed}"
+       + (f", overrides {overrides}" if overrides else "")
+       + f" ({time.perf_counter() - t0:.1f}s)")
   chunks = world.iter_events(users, days, chunk_users=chunk_users)
   write_dataset(chunks, world.tracks, out, shards=shards, runner=runner,
                 beam_args=list(beam_args or ()), eval_percent=eval_percent,
                 span_layout=span_layout, expected_chunks=-(-users // chunk_users),
-                manifest_extra={"seed": seed, "generator": {"users": users, "days": days, "seed": seed,
-                                              "tracks": tracks, "chunk_users": chunk_users}})
+                manifest_extra={"seed": seed, "generator": {
+                    "users": users, "days": days, "seed": seed, "tracks": tracks,
+                    "chunk_users": chunk_users,
+                    "world_overrides": {k: (list(v) if isinstance(v, tuple) else v)
+                                        for k, v in overrides.items()}}})
   return 0
 

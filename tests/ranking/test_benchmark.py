@@ -1,0 +1,149 @@
+"""Tests of the ranking benchmark's measuring rules (bench/ranking.py) and of the
+generator setting it relies on (``features.generate.run(world_overrides=...)``).
+
+The rules are checked on small hand-made arrays and runs with known answers: which heads
+count as measurable and why, the mean ± sd over seeds, the paired MMoE-vs-shared-bottom
+verdict, the steady-state step clock and the promo/organic label profile.
+"""
+
+import json
+import os
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from bench import ranking as bench
+from features import feature_spec as fs
+from features import generate
+from simulation.world import WorldConfig
+
+
+def _split(n, **labels):
+  """A split with every label absent (weight 0) except those given as (values, weights)."""
+  out = {fs.xf("cand_is_promo"): np.zeros(n, np.int64)}
+  for lab in fs.LABEL_KEYS:
+    y, w = labels.get(lab, (np.zeros(n), np.zeros(n)))
+    out[lab] = np.asarray(y, np.float32)
+    out[fs.weight_key(lab)] = np.asarray(w, np.float32)
+  return out
+
+
+def test_head_coverage_names_the_reason():
+  n = 40
+  ones = np.ones(n)
+  few = np.r_[np.ones(3), np.zeros(n - 3)]
+  half = np.r_[np.ones(20), np.zeros(20)]
+  data = {"train": _split(n, interest_skip=(half, ones), subscription=(few, ones),
+                          interest_completion=(ones * 0.5, ones)),
+          "eval": _split(n, interest_skip=(half, ones), subscription=(few, ones),
+                         interest_completion=(ones * 0.5, ones))}
+  skip = bench.head_coverage(data, "interest_skip")
+  assert skip["covered"] and skip["eval_positives"] == 20 and skip["eval_negatives"] == 20
+  sub = bench.head_coverage(data, "subscription")
+  assert not sub["covered"]
+  assert sub["reason"] == "3 positives / 37 negatives among 40 labelled eval rows (< 10)"
+  like = bench.head_coverage(data, "interest_like")
+  assert not like["covered"] and like["reason"] == "label absent from the source"
+  assert bench.head_coverage(data, "interest_completion")["covered"]   # regression head
+  # A label present in train but absent from eval is not measurable either.
+  data["eval"][fs.weight_key("interest_completion")][:] = 0
+  assert not bench.head_coverage(data, "interest_completion")["covered"]
+
+
+def _run(model, seed, **metrics):
+  return dict(model=model, seed=seed, train_examples_per_s=1000.0, **metrics)
+
+
+def test_mean_rows_reports_mean_and_sample_sd():
+  rows = [_run("mmoe", s, exposure_rmse=v) for s, v in ((1, 0.10), (2, 0.12), (3, 0.14))]
+  (row,) = bench.mean_rows(rows)
+  assert row["seeds"] == 3
+  assert row["exposure_rmse"] == pytest.approx(0.12)
+  assert row["exposure_rmse_std"] == pytest.approx(0.02)   # ddof 1
+
+
+def test_targets_pair_seeds_and_say_when_a_difference_is_noise():
+  runs = []
+  for s, (sb_auc, mm_auc, sb_rmse, mm_rmse) in enumerate(
+      [(0.60, 0.62, 0.120, 0.118), (0.61, 0.63, 0.110, 0.113), (0.62, 0.64, 0.130, 0.128)],
+      start=1):
+    runs += [_run("shared_bottom", s, subscription_auc=sb_auc, exposure_rmse=sb_rmse,
+                  interest_skip_auc=0.70, interest_like_auc=0.70),
+             _run("mmoe", s, subscription_auc=mm_auc, exposure_rmse=mm_rmse,
+                  interest_skip_auc=0.698, interest_like_auc=0.696),
+             _run("single:interest", s, interest_skip_auc=0.70, interest_like_auc=0.70),
+             _run("single:exposure", s, exposure_rmse=sb_rmse - 0.01)]
+  t = bench.targets({"runs": runs, "mean": bench.mean_rows(runs)})
+  gaps = t["mmoe_minus_single_interest_auc"]
+  assert gaps["interest_skip_auc"] == pytest.approx(-0.002)
+  assert gaps["interest_like_auc"] == pytest.approx(-0.004)
+  assert t["mmoe_within_0.003_auc_of_single_on_interest"] is False   # like is 0.004 behind
+  sub = t["mmoe_minus_shared_bottom"]["subscription_auc"]
+  assert sub["mean"] == pytest.approx(0.02) and sub["n"] == 3
+  assert sub["per_seed"] == pytest.approx([0.02, 0.02, 0.02])
+  assert t["mmoe_beats_shared_bottom"] == {"subscription_auc": True, "exposure_rmse": True}
+  # Subscription: +0.02 on every seed (sd 0) is beyond noise; exposure: -0.002, +0.003,
+  # -0.002 (mean -0.0003) favours MMoE, but by less than two standard errors (0.0017).
+  assert t["mmoe_beats_shared_bottom_beyond_noise"] == {"subscription_auc": True,
+                                                        "exposure_rmse": False}
+  assert t["single_minus_shared_bottom"]["exposure_rmse"]["mean"] == pytest.approx(-0.01)
+
+
+def test_step_clock_times_from_the_first_step_to_the_last():
+  clock = bench._step_clock()   # pylint: disable=protected-access
+  clock.marks = [(10.0, 1.0), (11.0, 2.5), (12.0, 4.0), (13.0, 5.5)]
+  s = clock.steady(batch_size=100)
+  assert s["steps"] == 3
+  assert s["wall_s_per_step"] == pytest.approx(1.0)
+  assert s["cpu_s_per_step"] == pytest.approx(1.5)
+  assert s["examples_per_s"] == pytest.approx(100.0)
+  clock.marks = clock.marks[:1]
+  with pytest.raises(ValueError, match="at least two steps"):
+    clock.steady(batch_size=100)
+
+
+def test_label_profile_splits_promo_from_organic():
+  n = 6
+  split = _split(n, interest_completion=([0.9, 0.8, 0.7, 0.2, 0.4, 0.6], np.ones(n)),
+                 exposure=([0, 0, 0, 0.2, 0.4, 0.6], np.ones(n)))
+  split[fs.xf("cand_is_promo")] = np.array([0, 0, 0, 1, 1, 1])
+  prof = bench.label_profile(split)
+  assert prof["organic"]["rows"] == 3 and prof["promo"]["rows"] == 3
+  assert prof["organic"]["interest_completion"] == pytest.approx(0.8)
+  assert prof["promo"]["exposure"] == pytest.approx(0.4)
+  assert prof["promo"]["corr_exposure_completion"] == pytest.approx(1.0)
+  assert np.isnan(prof["promo"]["interest_like"])   # absent label: no mean
+
+
+def test_conversion_overrides_scale_the_calibrated_hazard():
+  base = WorldConfig().base_hazard
+  assert bench.conversion_overrides(1.0) == {}
+  scaled = bench.conversion_overrides(15.0)["base_hazard"]
+  np.testing.assert_allclose(scaled, np.asarray(base) * 15.0)
+  assert scaled[-1] == 0.0   # paid listeners never convert
+  with pytest.raises(ValueError, match="conversion scale must be positive, got 0"):
+    bench.conversion_overrides(0)
+
+
+def test_generate_rejects_unknown_world_overrides(tmp_path):
+  with pytest.raises(ValueError, match=r"unknown world_overrides \['conversion'\]"):
+    generate.run(users=2, days=1, out=str(tmp_path), world_overrides={"conversion": 2.0})
+  with pytest.raises(ValueError, match="base_hazard must be 5 values"):
+    generate.run(users=2, days=1, out=str(tmp_path), world_overrides={"base_hazard": [0.1]})
+
+
+@pytest.mark.slow
+def test_generate_world_overrides_reach_the_world_and_the_manifest(tmp_path):
+  # At the calibrated hazard (~1e-4 per impression) 40 listeners over 2 days convert
+  # about 0.1 times; at 0.2 per impression nearly every non-paid listener converts.
+  hazard = [0.2, 0.2, 0.2, 0.2, 0.0]
+  generate.run(users=40, days=2, out=str(tmp_path), seed=3, shards=1, tracks=200,
+               world_overrides={"base_hazard": hazard})
+  with open(os.path.join(tmp_path, "manifest.json")) as f:
+    manifest = json.load(f)
+  assert manifest["generator"]["world_overrides"] == {"base_hazard": hazard}
+  events = pq.read_table(os.path.join(tmp_path, "events")).to_pandas()
+  converted = events.loc[events["subscription"] > 0, "user_id"].nunique()
+  not_paid = events.loc[events["user_segment"] != "paid", "user_id"].nunique()
+  assert converted >= 0.5 * not_paid
