@@ -48,7 +48,22 @@ def test_head_coverage_names_the_reason():
   assert bench.head_coverage(data, "interest_completion")["covered"]   # regression head
   # A label present in train but absent from eval is not measurable either.
   data["eval"][fs.weight_key("interest_completion")][:] = 0
-  assert not bench.head_coverage(data, "interest_completion")["covered"]
+  completion = bench.head_coverage(data, "interest_completion")
+  assert not completion["covered"]
+  assert completion["reason"] == "label absent from the eval split"
+
+
+def test_worker_data_file_round_trips(tmp_path):
+  data = {"train": {"a": np.arange(6).reshape(3, 2), "b": np.ones(3, np.float32)},
+          "eval": {"a": np.zeros((1, 2), np.int64), "b": np.zeros(1, np.float32)}}
+  path = bench._save_splits(data, str(tmp_path / "splits.npz"))   # pylint: disable=protected-access
+  back = bench._load_splits(path)   # pylint: disable=protected-access
+  assert set(back) == {"train", "eval"}
+  for split in data:
+    assert set(back[split]) == set(data[split])
+    for k, v in data[split].items():
+      np.testing.assert_array_equal(back[split][k], v)
+      assert back[split][k].dtype == v.dtype
 
 
 def _run(model, seed, **metrics):
