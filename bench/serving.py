@@ -6,9 +6,10 @@ on them) on a simulated world's catalogue and real listeners, for N = 100 / 500 
 candidates at concurrency 1, 4 and 16:
 
 * ``grpc``: ``melody serve`` (``serving.server``) on 127.0.0.1 in a child process, with
-  the export's ``models.config`` and no server-side batching (a latency-first setup),
-  called through ``serving.client`` (the official ``PredictionServiceStub``) from
-  ``concurrency`` threads;
+  the export's ``models.config`` and ``batching_parameters.txt`` (as deployed: greedy
+  server-side batching, so a lone request runs at once and requests that arrive while
+  both batch slots are busy share one model call), called through ``serving.client``
+  (the official ``PredictionServiceStub``) from ``concurrency`` threads;
 * ``in_process``: the same SavedModel loaded with ``tf.saved_model.load`` in this
   process, its ``rank`` signature called from ``concurrency`` threads — the baseline,
   measured in the same run.
@@ -107,8 +108,10 @@ def _export(root: str) -> Dict[str, str]:
     export.export_serving_model(model, paths["tft"], paths["tracks"], base, version=1,
                                 n_max=max(SIZES))
   paths["model"] = model
-  paths.update(base=base, version=version, config=os.path.join(root, "models",
-                                                                "models.config"))
+  from serving import model_config  # pylint: disable=g-import-not-at-top
+  paths.update(base=base, version=version,
+               config=os.path.join(root, "models", "models.config"),
+               batching=os.path.join(root, "models", model_config.BATCHING_PARAMETERS))
   return paths
 
 
@@ -196,7 +199,7 @@ def measure(paths: Dict[str, str], count: int, sizes=SIZES,
     return {k: v.numpy() for k, v in out.items()}
 
   rows = []
-  with _ServerProcess(paths["config"]) as target:
+  with _ServerProcess(paths["config"], paths["batching"]) as target:
     clients = threading.local()
 
     def remote(inputs):
@@ -222,8 +225,9 @@ class _ServerProcess:
   """``melody serve`` (``serving.server.main``) in a child process, as deployed: its own
   interpreter, so the benchmark's client threads do not share its GIL."""
 
-  def __init__(self, config: str):
+  def __init__(self, config: str, batching: Optional[str] = None):
     self._config = config
+    self._batching = batching
     self._proc = None
 
   def __enter__(self) -> str:
@@ -233,7 +237,8 @@ class _ServerProcess:
     self._proc = subprocess.Popen(
         [sys.executable, "-c", "import sys; from serving import server; "
          "sys.exit(server.main(sys.argv[1:]))", "--model_config_file", self._config,
-         "--port", "0", "--metrics_port", "-1", "--file_system_poll_wait_seconds", "0"],
+         "--port", "0", "--metrics_port", "-1", "--file_system_poll_wait_seconds", "0"]
+        + (["--batching_parameters_file", self._batching] if self._batching else []),
         cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         env={**os.environ, **_thread_env()})
     for line in self._proc.stdout:
@@ -354,8 +359,10 @@ def markdown(rows, summary, stages=()) -> str:
       "`bench/results/serving.json`. The `rank` signature of one exported SavedModel",
       "(default `ModelConfig`: d_model 64, 2 Transformer layers, MMoE) over real",
       "listeners of a simulated world, one listener per request, N real candidates;",
-      "`grpc` = `melody serve` (`serving.server`) in a child process on 127.0.0.1, no",
-      "server-side batching, called through the official stub; TensorFlow runs with one",
+      "`grpc` = `melody serve` (`serving.server`) in a child process on 127.0.0.1 with the",
+      "export's `batching_parameters.txt` (greedy batching: no request waits; requests",
+      "arriving while both batch slots are busy share one model call), called through",
+      "the official stub; TensorFlow runs with one",
       "intra-op thread on both sides (`tf_threads` in the JSON),",
       "`in_process` = the same SavedModel's signature called in the benchmark process.",
       "The machine is shared (2 cores, other jobs running), so p99 carries their noise;",

@@ -7,6 +7,12 @@ one queue can always be concatenated along dim 0. A queue runs a batch when it h
 ``num_batch_threads`` workers run batches; the results are split back per request. A
 batch that fails, or whose outputs do not split along dim 0, is re-run request by
 request, so one bad request never fails its neighbours.
+
+With ``batch_timeout_micros`` 0 nothing ever waits for a batch to fill: batches form
+only from requests that queue while every one of the ``num_batch_threads`` slots is
+busy. A request that finds its queue empty and a slot free then runs at once on its own
+(RPC) thread, saving the hand-off to a worker and back (the common case at low load).
+At most ``num_batch_threads`` model calls run at once either way.
 """
 
 import collections
@@ -67,6 +73,7 @@ class BatchScheduler:
     self._stopping = False
     self._flushing = False
     self._threads: List[threading.Thread] = []
+    self._running = 0   # model calls in progress (workers and callers running inline)
 
   @property
   def params(self) -> model_config.BatchingParameters:
@@ -133,16 +140,29 @@ class BatchScheduler:
       if self._stopping or not self._threads:
         raise SchedulerStoppedError("the batch scheduler is not running")
       queue = self._queues.get(key)
-      if queue is None:
-        queue = self._queues[key] = _Queue(run=run)
-      limit = self._params.max_enqueued_batches * self._params.max_batch_size
-      if queue.rows + rows > limit:
-        raise QueueFullError(f"the batch queue is full ({queue.rows} rows queued, limit "
-                             f"{limit})")
-      queue.tasks.append(task)
-      queue.rows += rows
-      self._cond.notify()
-    task.done.wait()
+      inline = (self._timeout == 0 and (queue is None or not queue.tasks)
+                and self._running < self._params.num_batch_threads)
+      if inline:
+        self._running += 1
+      else:
+        if queue is None:
+          queue = self._queues[key] = _Queue(run=run)
+        limit = self._params.max_enqueued_batches * self._params.max_batch_size
+        if queue.rows + rows > limit:
+          raise QueueFullError(f"the batch queue is full ({queue.rows} rows queued, limit "
+                               f"{limit})")
+        queue.tasks.append(task)
+        queue.rows += rows
+        self._cond.notify()
+    if inline:
+      try:
+        self._execute(key, run, [task])
+      finally:
+        with self._cond:
+          self._running -= 1
+          self._cond.notify_all()
+    else:
+      task.done.wait()
     if task.error is not None:
       raise task.error
     return task.result
@@ -152,14 +172,22 @@ class BatchScheduler:
       with self._cond:
         picked = None
         while picked is None:
-          picked = self._pick()
-          if picked is not None:
-            break
+          if self._running < self._params.num_batch_threads:
+            picked = self._pick()
+            if picked is not None:
+              break
           if self._stopping and not any(q.tasks for q in self._queues.values()):
             return
-          self._cond.wait(self._next_deadline())
+          self._cond.wait(self._next_deadline()
+                          if self._running < self._params.num_batch_threads else None)
+        self._running += 1
       key, run, batch = picked
-      self._execute(key, run, batch)
+      try:
+        self._execute(key, run, batch)
+      finally:
+        with self._cond:
+          self._running -= 1
+          self._cond.notify_all()
 
   def _pick(self):
     """Pops a ready batch (under the lock), preferring the oldest waiting request."""

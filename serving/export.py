@@ -43,9 +43,13 @@ from serving import warmup as warmup_lib
 INFO_FILE = os.path.join("assets.extra", "melody_serving.json")
 DEFAULT_MODEL_NAME = "melody"
 # Batching: a request carries up to N_max candidates per listener, so a few listeners
-# already make a large batch; 2 ms of waiting is a small share of a ~10 ms request.
+# already make a large batch. No timeout: a request never waits for others (a lone one
+# runs at once); requests that arrive while every batch thread is busy run together,
+# which shares the listener encoder, the TFT layer and the mixing ops between them.
+# Measured on 2 cores (bench serving, N=100, concurrency 4): 8.5 ms of server CPU per
+# request against 12.3 ms without batching.
 DEFAULT_BATCHING = model_config.BatchingParameters(
-    max_batch_size=8, batch_timeout_micros=2000,
+    max_batch_size=8, batch_timeout_micros=0,
     num_batch_threads=max(1, os.cpu_count() or 1), max_enqueued_batches=64)
 
 
