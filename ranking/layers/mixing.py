@@ -29,8 +29,8 @@ hold on the first ``num_placed`` positions, the tail holds only promos, and the 
 cap holds on the top ``W`` positions except where ``artist_relaxed`` is set.
 
 How it stays fast: only the top ``W`` positions need the full rules (the artist cap
-stops there), so a ``tf.while_loop`` runs ``min(W, N)`` steps, each a masked argmin
-over the candidates. Below the window only the promo rules act, and the greedy becomes a
+stops there), so ``W`` unrolled steps, each a masked argmin over the candidates, place
+them. Below the window only the promo rules act, and the greedy becomes a
 merge of two score-sorted streams (promos and non-promos) that has a closed form: with
 ``m_k`` the number of non-promos placed before the ``k``-th promo,
 
@@ -147,8 +147,8 @@ def mix(scores: tf.Tensor, is_promo: tf.Tensor, artist_ids: tf.Tensor,
         config: MixingConfig = MixingConfig()) -> Dict[str, tf.Tensor]:
   """Orders the candidates greedily by score under the mixing rules (see module doc).
 
-  Pure graph ops (one short ``tf.while_loop`` of ``min(W, N)`` steps plus vectorized
-  ops); rows of the batch are independent.
+  Pure graph ops (``W`` unrolled placement steps plus vectorized ops); rows of the batch
+  are independent.
 
   Args:
     scores: ``[B, N]`` float fused scores.
@@ -191,42 +191,47 @@ def mix(scores: tf.Tensor, is_promo: tf.Tensor, artist_ids: tf.Tensor,
 
   # ---- Top window: full rules, one masked argmin per position.
   exempt = tf.equal(artist, config.unknown_artist_id)
-  steps = tf.minimum(tf.cast(w, tf.int32), n)
+  steps = tf.minimum(w, n)
 
-  def step(t, placed, pos, artist_count, promo_count, last_promo, done, n_placed,
-           promo_ta, relaxed_ta):
-    t64 = tf.cast(t, tf.int64)
+  def step(t, placed, pos, artist_count, promo_count, last_promo, done, n_placed):
+    t64 = tf.constant(t, tf.int64)
     remaining = valid & ~placed
     promo_ok = (promo_count < p) & tf.not_equal(last_promo, t64 - 1)
     keeps_all = (remaining & (exempt | (artist_count < r))
                  & (~promo | promo_ok[:, tf.newaxis]))
     fallback = remaining & ~promo
     key = tf.where(keeps_all, rank, tf.where(fallback, rank + n64, 3 * n64))
-    pick = tf.argmin(key, axis=1)
+    # Ranks are distinct, so the minimum key names one candidate; read its flags by
+    # masked reductions (no gather: N may be 0).
     best = tf.reduce_min(key, axis=1)
     found = (best < 2 * n64) & ~done
     relaxed = found & (best >= n64)
-    chosen = tf.equal(idx, pick[:, tf.newaxis]) & found[:, tf.newaxis]
-    pick_promo = tf.gather(promo, pick, batch_dims=1) & found
-    pick_artist = tf.gather(artist, pick, batch_dims=1)
+    chosen = tf.equal(key, best[:, tf.newaxis]) & found[:, tf.newaxis]
+    pick_promo = tf.reduce_any(chosen & promo, axis=1)
+    pick_artist = tf.reduce_max(tf.where(chosen, artist, _NEG), axis=1)
     artist_count += tf.cast(tf.equal(artist, pick_artist[:, tf.newaxis])
                             & found[:, tf.newaxis], tf.int64)
-    return (t + 1, placed | chosen, tf.where(chosen, t64, pos), artist_count,
+    return (placed | chosen, tf.where(chosen, t64, pos), artist_count,
             promo_count + tf.cast(pick_promo, tf.int64),
             tf.where(pick_promo, t64, last_promo), done | ~found,
-            n_placed + tf.cast(found, tf.int64),
-            promo_ta.write(t, pick_promo), relaxed_ta.write(t, relaxed))
+            n_placed + tf.cast(found, tf.int64), pick_promo, relaxed)
 
+  # The W steps are unrolled (W is a small Python int): no per-iteration body calls of
+  # a tf.while_loop (measured, one listener, one CPU thread: N=500 1.58 -> 1.30 ms,
+  # N=1000 1.96 -> 1.80 ms for the whole mix). Steps past N find nothing to place and
+  # change nothing; their flags are cut off below.
   zeros_b = tf.zeros([batch], tf.int64)
-  init = (tf.constant(0), tf.zeros_like(valid), tf.fill([batch, n], tf.constant(-1, tf.int64)),
-          tf.zeros([batch, n], tf.int64), zeros_b, zeros_b - 2,
-          tf.zeros([batch], tf.bool), zeros_b,
-          tf.TensorArray(tf.bool, size=steps, element_shape=tf.TensorShape([None])),
-          tf.TensorArray(tf.bool, size=steps, element_shape=tf.TensorShape([None])))
-  (_, placed, pos_top, _, _, _, _, n_top, promo_ta, relaxed_ta) = tf.while_loop(
-      lambda t, *_: t < steps, step, init)
-  top_promo = tf.transpose(promo_ta.stack())         # [B, steps]
-  top_relaxed = tf.transpose(relaxed_ta.stack())     # [B, steps]
+  state = (tf.zeros_like(valid), tf.fill([batch, n], tf.constant(-1, tf.int64)),
+           tf.zeros([batch, n], tf.int64), zeros_b, zeros_b - 2, tf.zeros([batch], tf.bool),
+           zeros_b)
+  promo_steps, relaxed_steps = [], []
+  for t in range(w):
+    *state, pick_promo, relaxed = step(t, *state)
+    promo_steps.append(pick_promo)
+    relaxed_steps.append(relaxed)
+  placed, pos_top, _, _, _, _, n_top = state
+  top_promo = tf.stack(promo_steps, axis=1)[:, :steps]       # [B, steps]
+  top_relaxed = tf.stack(relaxed_steps, axis=1)[:, :steps]   # [B, steps]
 
   # ---- Below the window: promo rules only, closed form over score-sorted streams.
   # The loop ran all W steps without getting stuck iff it placed W candidates.

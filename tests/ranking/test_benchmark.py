@@ -162,3 +162,11 @@ def test_generate_world_overrides_reach_the_world_and_the_manifest(tmp_path):
   converted = events.loc[events["subscription"] > 0, "user_id"].nunique()
   not_paid = events.loc[events["user_segment"] != "paid", "user_id"].nunique()
   assert converted >= 0.5 * not_paid
+
+
+def test_latency_job_times_every_size():
+  out = bench._latency_job((3, 7), reps=4, seed=1, freeze=False)   # pylint: disable=protected-access
+  assert set(out) == {"3", "7"}
+  for stats in out.values():
+    assert stats["n"] == 4
+    assert 0 < stats["p50_ms"] <= stats["p99_ms"]
