@@ -8,7 +8,7 @@ candidates at concurrency 1, 4 and 16:
 * ``grpc``: ``melody serve`` (``serving.server``) on 127.0.0.1 in a child process, with
   the export's ``models.config`` and ``batching_parameters.txt`` (as deployed: greedy
   server-side batching, so a lone request runs at once and requests that arrive while
-  both batch slots are busy share one model call), called through ``serving.client``
+  the batch threads are busy share one model call), called through ``serving.client``
   (the official ``PredictionServiceStub``) from ``concurrency`` threads;
 * ``in_process``: the same SavedModel loaded with ``tf.saved_model.load`` in this
   process, its ``rank`` signature called from ``concurrency`` threads — the baseline,
@@ -361,7 +361,7 @@ def markdown(rows, summary, stages=()) -> str:
       "listeners of a simulated world, one listener per request, N real candidates;",
       "`grpc` = `melody serve` (`serving.server`) in a child process on 127.0.0.1 with the",
       "export's `batching_parameters.txt` (greedy batching: no request waits; requests",
-      "arriving while both batch slots are busy share one model call), called through",
+      "arriving while the batch threads are busy share one model call), called through",
       "the official stub; TensorFlow runs with one",
       "intra-op thread on both sides (`tf_threads` in the JSON),",
       "`in_process` = the same SavedModel's signature called in the benchmark process.",

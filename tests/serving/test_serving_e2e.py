@@ -4,6 +4,7 @@ metadata, status and bad requests, with server-side batching on.
 """
 
 import concurrent.futures
+import dataclasses
 import os
 
 import grpc
@@ -49,6 +50,7 @@ def served(tmp_path_factory):
   yield {"server": server, "channel": channel, "stub":
          prediction_service_pb2_grpc.PredictionServiceStub(channel),
          "loaded": tf.saved_model.load(version_dir), "paths": paths,
+         "version_dir": version_dir,
          "parsed": warmup.parse_examples(warmup.read_examples(paths["examples"], 100))}
   channel.close()
   server.stop(grace=1)
@@ -90,6 +92,16 @@ def test_recommend_and_score_examples_over_grpc(served):
   records = np.asarray(warmup.read_examples(served["paths"]["examples"], 5), dtype=object)
   scored = _predict(served, "score_examples", {"examples": records})
   _assert_same(scored, _local(served, "score_examples", {"examples": records}))
+
+
+def test_server_signatures_take_the_flat_call_and_answer_like_the_keyword_call(served):
+  loaded = server_lib._load_version(served["version_dir"], 1)   # pylint: disable=protected-access
+  rank = loaded.signatures["rank"]
+  assert rank.flat_order is not None and sorted(rank.flat_order) == sorted(rank.inputs)
+  inputs = warmup.rank_inputs(served["parsed"], [4, 9], 30)
+  keyword = dataclasses.replace(rank, flat_order=None)
+  _assert_same(rank.call(inputs), keyword.call(inputs))
+  _assert_same(rank.call(inputs), _local(served, "rank", inputs))
 
 
 def test_batched_concurrent_requests_get_their_own_answers(served):
