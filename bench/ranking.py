@@ -806,7 +806,8 @@ def write_doc(results: Dict[str, object]) -> None:
             "out of the garbage collector as the server does), 300 timed calls per N"
             + (f"; re-measured at {results['latency_measured_at']}"
                if results.get("latency_measured_at") else "") + ".", "",
-            common.table([dict(candidates=int(n), **v) for n, v in results["latency"].items()],
+            common.table([dict(candidates=int(n), **v) for n, v in
+                          sorted(results["latency"].items(), key=lambda kv: int(kv[0]))],
                          ["candidates", "p50_ms", "p99_ms", "mean_ms", "n"]),
             "", "### Targets", ""]
   tg = results["targets"]
@@ -856,7 +857,7 @@ def write_png(results: Dict[str, object]) -> None:
         ax.set_ylim(0, np.nanmax(vals) * 1.15)
       ax.legend(fontsize=7)
   lat = results["latency"]
-  ns = [int(n) for n in lat]
+  ns = sorted(int(n) for n in lat)
   axes[2].plot(ns, [lat[str(n)]["p50_ms"] for n in ns], "o-", label="p50")
   axes[2].plot(ns, [lat[str(n)]["p99_ms"] for n in ns], "o-", label="p99")
   axes[2].axhline(10, color="grey", ls="--", lw=1, label="target p99 @500")
