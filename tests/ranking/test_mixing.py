@@ -9,6 +9,7 @@ import tensorflow as tf
 from hypothesis import given, settings, strategies as st
 
 from ranking.layers.fusion import ScoreFusion
+from ranking.layers import mixing
 from ranking.layers.mixing import Mixing, MixingConfig, mix
 from ranking.layers.mixing_reference import mix_reference
 
@@ -126,7 +127,7 @@ def test_graph_equals_reference_and_keeps_rules(cfg, rows):
   _assert_matches_reference(cfg, scores, promo, artists, valid, out)
 
 
-@pytest.mark.parametrize("n", [80, 200])
+@pytest.mark.parametrize("n", [80, 200, 1100])
 def test_graph_equals_reference_on_long_lists(n):
   rng = np.random.default_rng(n)
   cfg = MixingConfig(max_promos_per_window=2, window=7, max_per_artist=2)
@@ -287,3 +288,10 @@ def test_config_round_trips_and_is_frozen():
   assert MixingConfig.from_dict(cfg.to_dict()) == cfg
   with pytest.raises(AttributeError):
     cfg.window = 3  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 5, 1024, 1025, 3000])
+def test_prefix_max_matches_numpy_past_the_unrolled_steps(n):
+  x = np.random.default_rng(n).integers(-1000, 1000, size=(2, 3, n))
+  got = mixing._prefix_max(tf.constant(x)).numpy()   # pylint: disable=protected-access
+  np.testing.assert_array_equal(got, np.maximum.accumulate(x, axis=-1) if n else x)
