@@ -141,7 +141,7 @@ class BatchScheduler:
         raise SchedulerStoppedError("the batch scheduler is not running")
       queue = self._queues.get(key)
       inline = (self._timeout == 0 and (queue is None or not queue.tasks)
-                and self._running < self._params.num_batch_threads)
+                and self._slot_free())
       if inline:
         self._running += 1
       else:
@@ -155,12 +155,7 @@ class BatchScheduler:
         queue.rows += rows
         self._cond.notify()
     if inline:
-      try:
-        self._execute(key, run, [task])
-      finally:
-        with self._cond:
-          self._running -= 1
-          self._cond.notify_all()
+      self._execute_in_slot(key, run, [task])
     else:
       task.done.wait()
     if task.error is not None:
@@ -172,22 +167,28 @@ class BatchScheduler:
       with self._cond:
         picked = None
         while picked is None:
-          if self._running < self._params.num_batch_threads:
+          if self._slot_free():
             picked = self._pick()
             if picked is not None:
               break
           if self._stopping and not any(q.tasks for q in self._queues.values()):
             return
-          self._cond.wait(self._next_deadline()
-                          if self._running < self._params.num_batch_threads else None)
+          self._cond.wait(self._next_deadline() if self._slot_free() else None)
         self._running += 1
-      key, run, batch = picked
-      try:
-        self._execute(key, run, batch)
-      finally:
-        with self._cond:
-          self._running -= 1
-          self._cond.notify_all()
+      self._execute_in_slot(*picked)
+
+  def _slot_free(self) -> bool:
+    """Whether fewer than ``num_batch_threads`` model calls run (call under the lock)."""
+    return self._running < self._params.num_batch_threads
+
+  def _execute_in_slot(self, key: Hashable, run: RunFn, batch: List[_Task]) -> None:
+    """Runs ``batch`` in a slot the caller took (``_running`` += 1), then frees it."""
+    try:
+      self._execute(key, run, batch)
+    finally:
+      with self._cond:
+        self._running -= 1
+        self._cond.notify_all()
 
   def _pick(self):
     """Pops a ready batch (under the lock), preferring the oldest waiting request."""

@@ -152,7 +152,7 @@ class Signature:
 
 def _flat_order(function, inputs: Mapping[str, tensors.InputSpec]) -> Optional[Tuple[str, ...]]:
   """The input names in the function's flat (positional) order, or None when the
-  function does not offer a flat call that returns the structured dict."""
+  function has no flat entry point or its flat inputs are not exactly ``inputs``."""
   try:
     if not callable(getattr(function, "_call_flat", None)):
       return None

@@ -98,18 +98,11 @@ def to_ndarray(name: str, proto: tensor_pb2.TensorProto, spec: InputSpec,
     raise InputError(f"input '{name}' has {count} elements, more than the limit "
                      f"{max_elements}")
   content = proto.tensor_content
-  raw = _RAW_ENUMS.get(spec.dtype)
-  if content and raw is not None:
-    # The common case (numeric raw bytes, what TF Serving clients send): checked and
-    # decoded in one step.
-    if len(content) != count * raw.itemsize:
-      raise InputError(f"input '{name}' has {len(content)} bytes of tensor_content, "
-                       f"shape {list(dims)} needs {count * raw.itemsize}")
-    return np.frombuffer(bytearray(content), dtype=raw.newbyteorder("<")).reshape(dims)
   if content:
     if spec.dtype == types_pb2.DT_STRING:
       raise InputError(f"input '{name}': string tensors cannot use tensor_content")
-    itemsize = tf.dtypes.as_dtype(spec.dtype).size
+    raw = _RAW_ENUMS.get(spec.dtype)   # the common dtypes, without TF's dtype lookup
+    itemsize = raw.itemsize if raw is not None else tf.dtypes.as_dtype(spec.dtype).size
     if len(content) != count * itemsize:
       raise InputError(f"input '{name}' has {len(content)} bytes of "
                        f"tensor_content, shape {list(dims)} needs {count * itemsize}")
@@ -251,7 +244,7 @@ def from_tensor_proto(proto: tensor_pb2.TensorProto) -> np.ndarray:
 def _decode_fast(proto: tensor_pb2.TensorProto, dims: Tuple[int, ...]) -> Optional[np.ndarray]:
   """The array of a raw-content numeric or a complete string proto, else None (the
   caller falls back to ``tf.make_ndarray``, which also expands repeated-last values)."""
-  count = int(np.prod(dims, dtype=np.int64)) if dims else 1
+  count = math.prod(dims)
   dtype = _RAW_ENUMS.get(proto.dtype)
   if dtype is not None and proto.tensor_content:
     content = proto.tensor_content
