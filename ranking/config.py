@@ -34,6 +34,9 @@ class ModelConfig:
     ff_mult: feed-forward width of a Transformer block, in multiples of ``d_model``.
     ffn_activation: feed-forward activation, "relu" (default, cheaper on CPU) or "gelu".
     dropout: dropout rate inside the Transformer blocks and the experts.
+    user_id_dropout: share of training examples whose listener id is sent to an OOV
+      bucket (``embeddings.OovDropout``), so that listeners unseen in training (OOV at
+      serving time) meet trained rows; 0 disables it.
     history_len: long-term history length (``feature_spec.HISTORY_LEN``).
     session_len: short-term session length (``feature_spec.SESSION_LEN``).
     session_layers: Transformer blocks of the session encoder.
@@ -55,6 +58,7 @@ class ModelConfig:
   ff_mult: int = 2
   ffn_activation: str = "relu"
   dropout: float = 0.0
+  user_id_dropout: float = 0.25
   history_len: int = fs.HISTORY_LEN
   session_len: int = fs.SESSION_LEN
   session_layers: int = 1
@@ -78,6 +82,8 @@ class ModelConfig:
           f"d_model must be divisible by num_heads, got {self.d_model} and {self.num_heads}")
     if not 0.0 <= self.dropout < 1.0:
       raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+    if not 0.0 <= self.user_id_dropout < 1.0:
+      raise ValueError(f"user_id_dropout must be in [0, 1), got {self.user_id_dropout}")
     if self.ffn_activation not in ("relu", "gelu"):
       raise ValueError(f"ffn_activation must be 'relu' or 'gelu', got {self.ffn_activation!r}")
     if self.mixture not in MIXTURES:

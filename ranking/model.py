@@ -100,7 +100,9 @@ def _seq(x, length: int, dtype=None):
 class RankingModel(tfrs.Model):
   """Multi-task Transformer ranker with a listener encoder and a candidate scorer.
 
-  Math: listener ``u = relu(W_u [E_user; E_seg; E_act; E_surf; E_hour; E_wday; tenure])``,
+  Math: listener ``u = relu(W_u [E_user; E_seg; E_act; E_surf; E_hour; E_wday; tenure])``
+  (in training a share ``user_id_dropout`` of the listener ids is sent to the OOV rows,
+  so listeners unseen in training meet trained rows: ``embeddings.OovDropout``),
   history ``H = Transformer(tokens(hist))``, session ``s = SessionEncoder(sess)``,
   history summary ``h = mean(H)``; candidate item ``c = T[track] + A[artist]`` (the
   shared tables), candidate features ``f = [c; tags; duration; popularity; promo]``,
@@ -140,6 +142,8 @@ class RankingModel(tfrs.Model):
     # Listener side.
     self.user_embedding = tf.keras.layers.Embedding(card[X("user_id")], d,
                                                     name="user_embedding")
+    self.user_id_dropout = embeddings.OovDropout(c.user_id_dropout, *fs.VOCABS["user"],
+                                                 name="user_id_dropout")
     self.context_embeddings = {
         k: tf.keras.layers.Embedding(card[X(k)], small, name=f"{k}_embedding")
         for k in ("user_segment", "context_activity", "context_surface", "context_hour",
@@ -216,7 +220,8 @@ class RankingModel(tfrs.Model):
             for k in ("user_segment", "context_activity", "context_surface", "context_hour",
                       "context_weekday")]
     tenure = _scalar(features[X("user_tenure_days")], tf.float32)[:, tf.newaxis]
-    user = self.user_embedding(_scalar(features[X("user_id")], tf.int64))
+    user = self.user_embedding(self.user_id_dropout(_scalar(features[X("user_id")], tf.int64),
+                                                    training=training))
     listener = self.listener_projection(tf.concat([user] + cats + [tenure], axis=-1))
 
     h_ids = _seq(features[X("hist_track_ids")], L, tf.int64)

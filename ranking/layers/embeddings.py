@@ -111,3 +111,55 @@ class MaskedMeanEmbedding(tf.keras.layers.Layer):
     config = super().get_config()
     config.update(vocab=self.vocab, dim=self.dim)
     return config
+
+
+@tf.keras.utils.register_keras_serializable(package="melody")
+class OovDropout(tf.keras.layers.Layer):
+  """During training, sends a random share of known ids to the OOV buckets.
+
+  Listeners the vocabulary has never seen (every listener of a new cohort, and the eval
+  split, which holds out whole listeners) map to OOV buckets whose rows no training
+  example ever reaches, so they keep their random initial values and feed noise into
+  every layer that reads the id. Sending a fraction ``rate`` of the known ids to the
+  OOV rows while training teaches those rows "a listener we know nothing about" (the
+  id dropout of cold-start recommenders, e.g. DropoutNet, Volkovs et al. 2017).
+
+  Math: for a known id ``x`` (``1 <= x <= top_k``) in training,
+  ``x' = top_k + 1 + (x mod num_oov)`` with probability ``rate``, else ``x``; padding
+  (0) and ids already in the OOV range are kept; outside training ``x' = x``.
+
+  Usage:
+    user_ids = OovDropout(0.25, top_k=50_000, num_oov=50)(user_ids, training=True)
+
+  Args:
+    rate: probability of replacing a known id, in ``[0, 1)``.
+    top_k: vocabulary entries (ids ``1..top_k``).
+    num_oov: OOV buckets (ids ``top_k + 1 .. top_k + num_oov``).
+
+  Input shape: int ids of any shape. Output: int64 ids of the same shape.
+  """
+
+  def __init__(self, rate: float, top_k: int, num_oov: int, **kwargs):
+    super().__init__(**kwargs)
+    if not 0.0 <= rate < 1.0:
+      raise ValueError(f"rate must be in [0, 1), got {rate}")
+    if top_k <= 0 or num_oov <= 0:
+      raise ValueError(f"top_k and num_oov must be positive, got {top_k} and {num_oov}")
+    self.rate = float(rate)
+    self.top_k = int(top_k)
+    self.num_oov = int(num_oov)
+
+  def call(self, ids, training=None):
+    ids = tf.cast(ids, tf.int64)
+    if training is None or training is False or self.rate == 0.0:
+      return ids
+    known = tf.logical_and(ids > 0, ids <= self.top_k)
+    drop = tf.logical_and(known, tf.random.uniform(tf.shape(ids)) < self.rate)
+    if isinstance(training, tf.Tensor):   # a symbolic learning phase
+      drop = tf.logical_and(drop, tf.cast(training, tf.bool))
+    return tf.where(drop, self.top_k + 1 + ids % self.num_oov, ids)
+
+  def get_config(self):
+    config = super().get_config()
+    config.update(rate=self.rate, top_k=self.top_k, num_oov=self.num_oov)
+    return config

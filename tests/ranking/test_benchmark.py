@@ -105,6 +105,22 @@ def test_targets_pair_seeds_and_say_when_a_difference_is_noise():
   assert t["single_minus_shared_bottom"]["exposure_rmse"]["mean"] == pytest.approx(-0.01)
 
 
+def test_id_dropout_ablation_is_paired_with_mmoe():
+  runs = []
+  for s, (with_drop, without) in enumerate([(0.71, 0.67), (0.69, 0.62), (0.72, 0.70)],
+                                           start=1):
+    runs += [_run("mmoe", s, subscription_auc=with_drop, exposure_rmse=0.115),
+             _run(bench.NO_ID_DROPOUT, s, subscription_auc=without, exposure_rmse=0.116)]
+  t = bench.targets({"runs": runs, "mean": bench.mean_rows(runs)})
+  gain = t["mmoe_minus_mmoe_without_id_dropout"]
+  assert gain["subscription_auc"]["per_seed"] == pytest.approx([0.04, 0.07, 0.02])
+  assert gain["exposure_rmse"]["mean"] == pytest.approx(-0.001)
+  assert "interest_like_auc" not in gain          # neither run measured it
+  assert [r["model"] for r in bench.mean_rows(runs)] == ["mmoe", bench.NO_ID_DROPOUT]
+  base, overrides = bench.ABLATIONS[bench.NO_ID_DROPOUT]
+  assert base == "mmoe" and overrides == {"user_id_dropout": 0.0}
+
+
 def test_step_clock_times_from_the_first_step_to_the_last():
   clock = bench._step_clock()   # pylint: disable=protected-access
   clock.marks = [(10.0, 1.0), (11.0, 2.5), (12.0, 4.0), (13.0, 5.5)]

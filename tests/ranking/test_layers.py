@@ -75,6 +75,33 @@ def test_masked_mean_embedding(tmp_path):
     embeddings.MaskedMeanEmbedding(vocab=-1, dim=4)
 
 
+def test_oov_dropout_sends_known_ids_to_their_oov_bucket(tmp_path):
+  top_k, oov = 1000, 7
+  layer = embeddings.OovDropout(0.3, top_k=top_k, num_oov=oov)
+  ids = np.concatenate([np.arange(1, top_k + 1), [0] * 200, np.arange(top_k + 1, top_k + 8)])
+  tf.keras.utils.set_random_seed(3)
+  out = layer(tf.constant(ids), training=True).numpy()
+  known = (ids >= 1) & (ids <= top_k)
+  changed = out != ids
+  assert not changed[~known].any()                     # padding and OOV ids are kept
+  np.testing.assert_array_equal(out[changed], top_k + 1 + ids[changed] % oov)
+  assert 0.25 < changed[known].mean() < 0.35           # ~rate of the known ids (n=1000)
+  # Outside training (and at rate 0) the ids pass through untouched.
+  np.testing.assert_array_equal(layer(tf.constant(ids), training=False), ids)
+  np.testing.assert_array_equal(layer(tf.constant(ids)), ids)
+  np.testing.assert_array_equal(
+      embeddings.OovDropout(0.0, top_k, oov)(tf.constant(ids), training=True), ids)
+  # A symbolic learning phase picks the branch at run time.
+  phase = tf.function(lambda x, t: layer(x, training=t))
+  np.testing.assert_array_equal(phase(tf.constant(ids), tf.constant(False)), ids)
+  assert (phase(tf.constant(ids), tf.constant(True)).numpy() != ids).any()
+  _assert_round_trip(layer, (tf.constant([5, 0], tf.int64),), tmp_path)
+  with pytest.raises(ValueError, match=r"rate must be in \[0, 1\), got 1.0"):
+    embeddings.OovDropout(1.0, top_k, oov)
+  with pytest.raises(ValueError, match="top_k and num_oov must be positive"):
+    embeddings.OovDropout(0.1, top_k, 0)
+
+
 def test_play_tokens_math(tmp_path):
   layer = sequence_encoder.PlayTokens(dim=D, max_len=L, num_gap_buckets=5)
   args = _seq_inputs()

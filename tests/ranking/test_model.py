@@ -138,6 +138,21 @@ def test_uncertainty_weighting_trains_its_log_variances(batch):
   assert all(abs(float(v)) > 0 for v in log_vars.values())
 
 
+def test_user_id_dropout_trains_the_oov_rows_only_in_training(batch):
+  model = _model(user_id_dropout=0.5)
+  top_k, _ = fs.VOCABS["user"]
+  rows = {}
+  for training in (True, False):
+    with tf.GradientTape() as tape:
+      loss = model.compute_loss(batch, training=training)
+    rows[training] = tape.gradient(loss, model.user_embedding.embeddings).indices.numpy()
+  # Training sends about half of the listeners to the OOV rows, inference none.
+  assert (rows[True] > top_k).any() and (rows[True] <= top_k).any()
+  assert (rows[False] <= top_k).all()
+  a = model.encode_listener(batch, training=False)["listener"]
+  np.testing.assert_array_equal(a, model.encode_listener(batch, training=False)["listener"])
+
+
 def test_fit_reports_metrics_per_head(batch):
   model = _model()
   model.compile(model_lib.make_optimizer(model, config_lib.TrainConfig()))
