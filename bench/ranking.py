@@ -474,8 +474,11 @@ def targets(block: Dict[str, object]) -> Dict[str, object]:
     out["mmoe_minus_shared_bottom"] = diffs
     out["mmoe_beats_shared_bottom"] = beats
     out["mmoe_beats_shared_bottom_beyond_noise"] = beyond
-  ablation = {h: p for h in _metric_columns() for p in [_paired(runs, "mmoe", NO_ID_DROPOUT, h)]
-              if p is not None}
+  ablation = {}
+  for h in _metric_columns():
+    p = _paired(runs, "mmoe", NO_ID_DROPOUT, h)
+    if p is not None:
+      ablation[h] = p
   if ablation:
     out["mmoe_minus_mmoe_without_id_dropout"] = ablation
   transfer = {}
