@@ -28,7 +28,10 @@ listeners), ``MELODY_BENCH_RANKING_DAYS`` (10), ``MELODY_BENCH_RANKING_CONVERSIO
 (15), ``MELODY_BENCH_RANKING_EVAL_PERCENT`` (20) and ``MELODY_BENCH_RANKING_WORKERS``
 (2: two single-threaded training runs side by side; 1: one two-threaded run at a time).
 ``MELODY_BENCH_RANKING_ONLY=latency`` re-measures only the scoring latency (a fresh
-child process, seconds) into the existing results file and rewrites the docs and PNG.
+child process, seconds) into the existing results file and rewrites the docs and PNG;
+``MELODY_BENCH_RANKING_ONLY=throughput`` likewise re-measures only the training speed
+(the default config and its float32 baseline, on freshly generated simulator data, a
+few minutes).
 
 Writes ``bench/results/ranking.json``, a section of ``docs/benchmarks.md`` and
 ``docs/ranking_benchmark.png``.
@@ -553,31 +556,50 @@ def step_profile(model, ds, batches: int = 8) -> Dict[str, Dict[str, float]]:
   return out
 
 
-def training_throughput(paths: Dict[str, str], steps: int = 40,
-                        batch_size: int = 512) -> Dict[str, object]:
-  """Training speed of the default config on the ``melody train`` / TFX Trainer path."""
+def _fit_speed(paths: Dict[str, str], model_config, steps: int, batch_size: int):
+  """One ``fit()`` of ``steps + 1`` steps on the ``melody train`` path; its steady state."""
   import tensorflow_transform as tft  # pylint: disable=g-import-not-at-top
   from pipeline import trainer  # pylint: disable=g-import-not-at-top
   from ranking import config as config_lib  # pylint: disable=g-import-not-at-top
   spec = tft.TFTransformOutput(paths["transform_output"]).transformed_feature_spec()
   tc = config_lib.TrainConfig(batch_size=batch_size)
-  model = trainer.build_model(config_lib.ModelConfig(), tc)
+  model = trainer.build_model(model_config, tc)
   ds = trainer.input_fn([paths["train"]], spec, batch_size, seed=tc.seed)
   clock = _step_clock()
   t0, c0 = time.perf_counter(), time.process_time()
   model.fit(ds, steps_per_epoch=steps + 1, verbose=0, callbacks=[clock])
   wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+  return model, ds, clock, wall, cpu, t0
+
+
+def training_throughput(paths: Dict[str, str], steps: int = 40,
+                        batch_size: int = 512) -> Dict[str, object]:
+  """Training speed of the default config on the ``melody train`` / TFX Trainer path,
+  with the same config in float32 (``train_precision="float32"``) as the baseline,
+  measured in the same process right after it."""
+  from ranking import config as config_lib  # pylint: disable=g-import-not-at-top
+  model, ds, clock, wall, cpu, t0 = _fit_speed(paths, config_lib.ModelConfig(), steps,
+                                               batch_size)
   load = os.getloadavg()[0]
   s = clock.steady(batch_size)
   profile = step_profile(model, ds)
+  _, _, base_clock, _, _, _ = _fit_speed(
+      paths, config_lib.ModelConfig(train_precision="float32"), steps, batch_size)
+  base = base_clock.steady(batch_size)
   return {"examples_per_s": s["examples_per_s"], "batch_size": batch_size,
           "steps": s["steps"], "cpu_s_per_step": s["cpu_s_per_step"],
           "wall_s_per_step": s["wall_s_per_step"],
+          "train_precision": config_lib.ModelConfig().train_precision,
           # What 2 dedicated cores would do: CPU time per step spread over both.
           "examples_per_s_2_dedicated_cores_est": 2 * batch_size / s["cpu_s_per_step"],
           # The whole fit() call: graph tracing, steps + 1 steps and the teardown.
           "fit_call_examples_per_s": (steps + 1) * batch_size / wall,
           "fit_call_cpu_s": cpu, "fit_teardown_s": t0 + wall - clock.marks[-1][0],
+          "float32_baseline": {
+              "examples_per_s": base["examples_per_s"],
+              "cpu_s_per_step": base["cpu_s_per_step"],
+              "examples_per_s_2_dedicated_cores_est": 2 * batch_size / base["cpu_s_per_step"]},
+          "speedup_vs_float32": s["examples_per_s"] / base["examples_per_s"],
           "step_profile_ms": profile, "load_average_1m": load, "model": model}
 
 
@@ -693,6 +715,17 @@ def _profile_lines(block) -> List[str]:
   return lines
 
 
+def _baseline_lines(t) -> List[str]:
+  base = t.get("float32_baseline")
+  if not base:
+    return []
+  return [f"- `train_precision` {t.get('train_precision', '?')}; the same config in float32, "
+          f"measured in the same process right after: "
+          f"{base['examples_per_s']:,.0f} examples/s wall, "
+          f"{base['examples_per_s_2_dedicated_cores_est']:,.0f} est. on 2 dedicated cores; "
+          f"ratio {t['speedup_vs_float32']:.2f}x"]
+
+
 def _speed_lines(t) -> List[str]:
   prof = t.get("step_profile_ms", {})
   lines = ["", "### Training speed (default config, batch 512, the `melody train` path)", "",
@@ -702,6 +735,7 @@ def _speed_lines(t) -> List[str]:
            f"1-min load {t['load_average_1m']:.1f})",
            f"- 2 dedicated cores, estimated from CPU time: "
            f"**{t['examples_per_s_2_dedicated_cores_est']:,.0f} examples/s** (target 3,000)",
+           *_baseline_lines(t),
            f"- one whole `fit()` call of {t['steps'] + 1} steps (graph tracing, steps, "
            f"teardown): {t.get('fit_call_examples_per_s', float('nan')):,.0f} examples/s; "
            f"the teardown after the last step took {t.get('fit_teardown_s', float('nan')):.1f} s "
@@ -732,49 +766,35 @@ OOV rows the held-out listeners map to; the row `mmoe|user_id_dropout=0` measure
 it adds."""
 
 
-SPEED_NOTES = """What was measured for the 3,000 examples/s target (issue #5), default config,
-batch 512, this machine (runs of the same code vary by about ±10%):
+SPEED_NOTES = """How the default config reaches the 3,000 examples/s target (issue #5), batch 512,
+this machine (2 vCPUs of an AMD EPYC with AVX512-BF16; runs of the same code vary by
+about ±10% with the other jobs on the host):
 
-- TF profiler, one training step: the history Transformer is 71% of the op time
-  (forward 20%, backward 51%); the session encoder 10%, target attention 6%, optimizer
-  5%. Its weight-gradient matmuls (x^T dy over 25,600 tokens) take 1.9x the time of the
-  forward matmuls of equal FLOPs, and its LayerNorms take Keras' unfused path (fused
-  only for epsilon >= 1.001e-5; the blocks use 1e-6). All of it is in `ranking/layers/`.
-- XLA: `compile(jit_compile=True)` fails: `ResourceSparseApplyAdagradV2` (the sparse
-  Adagrad of the id tables) has no XLA kernel. Compiling forward + backward only, the
-  optimizer outside, runs and matches, but is not faster: 284 vs 283 ms wall per
-  gradient computation (2 threads), 415 vs 375 ms CPU single-threaded; the XLA_FLAGS
-  tried (oneDNN, XNNPACK dots, no thunk runtime) did not change that.
-- Per-head AUC/RMSE/calibration updates in training: 0.5 ms per step (0.1%), so they
-  stay (training logs keep them). `steps_per_execution=10`: no measurable change.
-- Threads: inter-op 2 / intra-op 1 cuts CPU per step ~5% but raises wall time (338 vs
-  290 ms per step); 1 / 2 and 1 / 1 are slower; `TF_ENABLE_ONEDNN_OPTS=0` costs ~25%.
-  A fused LayerNorm (epsilon forced to 1.001e-5, a test-only patch) changed nothing
-  beyond the run-to-run noise.
-- Input: `pipeline.trainer.input_fn` (gzip + parse) costs ~10 ms CPU per batch, the
-  optimizer ~30 ms (sparse Adagrad de-duplication + Adam).
-- History encoder alone (forward + backward, batch 512, 2 threads; a later session):
-  160-230 ms wall across runs of the same code. Ablations, CPU ms per step: all 392,
-  without the LayerNorms 294, without attention 209, without the feed-forward 316. A
-  hand-written LayerNorm gradient (same forward) did not help (408 vs 418): the passes
-  are memory-bound elementwise work, not the autodiff graph. XLA-compiling only the
-  LayerNorms or only the attention core was slower (368 and 418 vs 308).
-  `mixed_bfloat16` on the encoder: 20-35% less time for it, short of the target on its
-  own, and it changes the model's numbers (not adopted).
-- Whole training steps (forward, backward, optimizer; batch 512, 2 threads; variants
-  built in one process and timed in alternating rounds, median of 6): baseline 298-316
-  ms; `mixed_bfloat16` history and session encoders 238-248 ms (this CPU has
-  AVX512-BF16: a 25,600 x 64 x 64 matmul takes 0.90 ms in bf16 vs 1.63 ms in fp32);
-  one attention head 263 ms; one head + bf16 + `ff_mult` 1: 220 ms, i.e. 2,330
-  examples/s. Even that smaller, lower-precision encoder stays short of 3,000 examples/s;
-  with fused QKV projections (one 64 x 192 matmul) the encoder was 10-20% slower, and
-  XLA on the whole encoder (forward + backward) was within the noise of no XLA.
-Nothing in the training loop's own code (loss, metrics, optimizer wiring, input) is
-more than ~10% of a step, so the target needs a cheaper history encoder (its kernels
-or its size) or lower-precision matmuls: changes to `ranking/layers/` or to the model's
-numbers, left to their owners. The one-off costs of a `fit()` call are real but not
-throughput: graph tracing, and, on this machine, an idle teardown of up to ~10 s when
-tf.data autotuning is on (the earlier wall-clock figure timed them with 30 steps)."""
+- `ModelConfig.train_precision = "mixed_bfloat16"` (the default): in training steps the
+  history and session Transformer blocks run their projections, attention and
+  feed-forward in bfloat16 from float32 weights (cast per step; gradients come back
+  float32), with float32 LayerNorms and residual stream. Inference (evaluation, export,
+  serving, the latency below) is float32, so scores do not depend on it; the golden
+  loss after 8 training steps moved by less than its 0.2% tolerance. A 25,600 x 64 x 64
+  matmul takes 0.90 ms in bf16 vs 1.63 ms in fp32 here. The float32 baseline above is
+  the same config with `train_precision="float32"`.
+- TF profiler, one bf16 training step (CPU ms summed over both threads, ~320 in all):
+  matmuls 120, LayerNorms 76 (Keras' unfused path: ~15 elementwise passes forward and
+  backward), optimizer 21, bias gradients 19, transposes 11. Before bf16 the matmuls
+  were 218 of ~420.
+- Tried and not adopted (whole training steps timed in alternating rounds in one
+  process): one attention head (-12%), `ff_mult` 1; fused QKV projections (one 64 x 192
+  matmul; the encoder was 10-20% slower); XLA on the encoder, forward and backward
+  (within noise), on the LayerNorms or the attention core alone (slower); a fused
+  LayerNorm (epsilon >= 1.001e-5) and a hand-written LayerNorm gradient (within noise);
+  splitting the weight-gradient matmuls over K (no change: x^T dy already runs at the
+  forward matmul's ~95 GFLOP/s); inter-op/intra-op threads 2/1, 1/2, 1/1 (slower);
+  `TF_ENABLE_ONEDNN_OPTS=0` (25% slower). `compile(jit_compile=True)` fails:
+  `ResourceSparseApplyAdagradV2` (the sparse Adagrad of the id tables) has no XLA kernel.
+- Input (`pipeline.trainer.input_fn`, gzip + parse) costs ~10-15 ms CPU per batch, on
+  the same two cores. Per-head metric updates: 0.5 ms per step.
+The one-off costs of a `fit()` call are real but not throughput: graph tracing, and, on
+this machine, an idle teardown of up to ~10 s when tf.data autotuning is on."""
 
 
 def write_doc(results: Dict[str, object]) -> None:
@@ -934,9 +954,51 @@ def remeasure_latency(path: str = os.path.join(common.RESULTS_DIR, "ranking.json
   write_png(results)
 
 
+def _throughput_targets(results: Dict[str, object]) -> None:
+  t = results["throughput"]
+  results["targets"]["training_3000_examples_per_s_measured"] = t["examples_per_s"] >= 3000
+  results["targets"]["training_3000_examples_per_s_2_dedicated_cores_est"] = (
+      t["examples_per_s_2_dedicated_cores_est"] >= 3000)
+
+
+def _log_throughput(thr: Dict[str, object]) -> None:
+  _log(f"training: {thr['examples_per_s']:,.0f} examples/s steady state "
+       f"({thr['examples_per_s_2_dedicated_cores_est']:,.0f} est. on 2 dedicated cores); "
+       f"float32 baseline {thr['float32_baseline']['examples_per_s']:,.0f} examples/s, "
+       f"ratio {thr['speedup_vs_float32']:.2f}x")
+
+
+def remeasure_throughput(path: str = os.path.join(common.RESULTS_DIR, "ranking.json"),
+                         users: int = 2000) -> None:
+  """Re-measures only the training speed (default config and its float32 baseline) into
+  an existing results file, on freshly generated simulator data (a few minutes)."""
+  import json  # pylint: disable=g-import-not-at-top
+  with open(path) as f:
+    results = json.load(f)
+  generator = results.get("settings", {}).get("generator", {})
+  with tempfile.TemporaryDirectory(prefix="melody_bench_throughput_") as work:
+    users = results.get("settings", {}).get("simulated_users", users)
+    _, sim_paths, _ = simulator_data(work, users, generator.get("days", 10),
+                                     generator.get("conversion_scale", 15.0),
+                                     generator.get("eval_percent", 20))
+    thr = training_throughput(sim_paths)
+  thr.pop("model")
+  results["throughput"] = thr
+  results["throughput_measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+  _log_throughput(thr)
+  _throughput_targets(results)
+  common.write_results("ranking", results)
+  write_doc(results)
+  write_png(results)
+
+
 def main() -> None:
-  if os.environ.get("MELODY_BENCH_RANKING_ONLY") == "latency":
+  only = os.environ.get("MELODY_BENCH_RANKING_ONLY")
+  if only == "latency":
     remeasure_latency()
+    return
+  if only == "throughput":
+    remeasure_throughput()
     return
   steps = _env_int("MELODY_BENCH_RANKING_STEPS", 300)
   real_steps = _env_int("MELODY_BENCH_RANKING_REAL_STEPS", 150)
@@ -967,8 +1029,7 @@ def main() -> None:
     thr = training_throughput(sim_paths)
     model = thr.pop("model")
     results["throughput"] = thr
-    _log(f"training: {thr['examples_per_s']:,.0f} examples/s steady state "
-         f"({thr['examples_per_s_2_dedicated_cores_est']:,.0f} est. on 2 dedicated cores)")
+    _log_throughput(thr)
     del model
     results["latency"] = scoring_latency(reps=300)
     block = compare_models(sim, steps, batch_size, seeds, workers=workers, work_dir=work)
@@ -986,10 +1047,7 @@ def main() -> None:
         _log(f"{source}: not measured ({type(e).__name__}: {e})")
         results["datasets"][source] = {"error": f"{type(e).__name__}: {e}"}
   results["targets"] = targets(results["datasets"]["simulator"])
-  results["targets"]["training_3000_examples_per_s_measured"] = (
-      results["throughput"]["examples_per_s"] >= 3000)
-  results["targets"]["training_3000_examples_per_s_2_dedicated_cores_est"] = (
-      results["throughput"]["examples_per_s_2_dedicated_cores_est"] >= 3000)
+  _throughput_targets(results)
   _latency_targets(results)
   results["runtime_s"] = time.perf_counter() - t_start
   results["written_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

@@ -15,6 +15,7 @@ from typing import Dict, Optional, Tuple
 from features import feature_spec as fs
 
 MIXTURES = ("mmoe", "ple", "shared_bottom")
+TRAIN_PRECISIONS = ("float32", "mixed_bfloat16")
 DYNAMIC_WEIGHTING = ("none", "uncertainty")
 
 
@@ -51,6 +52,10 @@ class ModelConfig:
       single-task model.
     interest_weights: ``(w_c, w_l, w_s)`` of the interest score
       ``S_int = w_c * p_complete + w_l * p_like - w_s * p_skip``.
+    train_precision: "mixed_bfloat16" (the history and session Transformer blocks
+      compute in bfloat16 in training steps, with float32 weights, LayerNorms, residual
+      stream and everything outside the blocks) or "float32". Inference (evaluation,
+      export, serving) is float32 either way.
   """
   d_model: int = 64
   num_layers: int = 2
@@ -71,6 +76,7 @@ class ModelConfig:
   tower_units: Tuple[int, ...] = (64,)
   tasks: Tuple[str, ...] = tuple(fs.TASKS)
   interest_weights: Tuple[float, float, float] = (0.5, 0.3, 0.2)
+  train_precision: str = "mixed_bfloat16"
 
   def __post_init__(self):
     for name in ("d_model", "num_layers", "num_heads", "ff_mult", "history_len",
@@ -86,6 +92,9 @@ class ModelConfig:
       raise ValueError(f"user_id_dropout must be in [0, 1), got {self.user_id_dropout}")
     if self.ffn_activation not in ("relu", "gelu"):
       raise ValueError(f"ffn_activation must be 'relu' or 'gelu', got {self.ffn_activation!r}")
+    if self.train_precision not in TRAIN_PRECISIONS:
+      raise ValueError(f"train_precision must be one of {TRAIN_PRECISIONS}, "
+                       f"got {self.train_precision!r}")
     if self.mixture not in MIXTURES:
       raise ValueError(f"mixture must be one of {MIXTURES}, got {self.mixture!r}")
     if not self.expert_units or any(u <= 0 for u in self.expert_units):

@@ -154,10 +154,10 @@ class RankingModel(tfrs.Model):
                                           card[X("cand_artist_id")], name="items")
     self.history_encoder = sequence_encoder.SequenceEncoder(
         d, c.num_layers, c.num_heads, ff, c.history_len, fs.NUM_GAP_BUCKETS, c.dropout,
-        c.ffn_activation, name="history_encoder")
+        c.ffn_activation, c.train_precision, name="history_encoder")
     self.session_encoder = session_encoder.SessionEncoder(
         d, c.session_layers, c.num_heads, ff, c.session_len, fs.NUM_GAP_BUCKETS, c.dropout,
-        c.ffn_activation, name="session_encoder")
+        c.ffn_activation, c.train_precision, name="session_encoder")
 
     # Candidate side.
     self.tag_embedding = embeddings.MaskedMeanEmbedding(card[X("cand_tags")], small,

@@ -10,6 +10,66 @@ from typing import Optional
 import tensorflow as tf
 
 ACTIVATIONS = ("relu", "gelu")
+# Precision of the Transformer blocks' matmuls in training steps (inference is float32).
+TRAIN_PRECISIONS = ("float32", "mixed_bfloat16")
+
+
+def _check_precision(train_precision: str) -> None:
+  if train_precision not in TRAIN_PRECISIONS:
+    raise ValueError(f"train_precision must be one of {TRAIN_PRECISIONS}, "
+                     f"got {train_precision!r}")
+
+
+def layer_norm(ln: tf.keras.layers.LayerNormalization, x: tf.Tensor,
+               training: Optional[bool] = None) -> tf.Tensor:
+  """``ln(x)`` over the last axis; in training calls with a hand-written gradient.
+
+  Keras' LayerNormalization (unfused for epsilon < 1.001e-5) differentiates through
+  ~15 elementwise ops; the closed-form gradient
+  ``dx = r * (g*dy - mean(g*dy) - xhat * mean(g*dy * xhat))`` takes about a third less
+  CPU (measured on [25,600, 64]: 10.6-15.8 vs 19.1-20.6 ms CPU for forward + backward),
+  ~10% of a default training step (157 vs 174 ms, alternating rounds). Same float32 math
+  as Keras (outputs within ~1e-6); inference calls use the Keras layer itself.
+  """
+  if not training:
+    return ln(x)
+  return _layer_norm_train(tf.cast(x, tf.float32), ln.gamma, ln.beta, ln.epsilon)
+
+
+def _layer_norm_train(x, gamma, beta, epsilon):
+  @tf.custom_gradient
+  def norm(x, gamma, beta):
+    mean = tf.reduce_mean(x, -1, keepdims=True)
+    centred = x - mean
+    r = tf.math.rsqrt(tf.reduce_mean(tf.square(centred), -1, keepdims=True) + epsilon)
+    xhat = centred * r
+
+    def grad(dy):
+      dxhat = dy * gamma
+      m1 = tf.reduce_mean(dxhat, -1, keepdims=True)
+      m2 = tf.reduce_mean(dxhat * xhat, -1, keepdims=True)
+      rows = tf.range(tf.rank(dy) - 1)
+      return (r * (dxhat - m1 - xhat * m2), tf.reduce_sum(dy * xhat, rows),
+              tf.reduce_sum(dy, rows))
+
+    return xhat * gamma + beta, grad
+
+  return norm(x, gamma, beta)
+
+
+def _call(dense: tf.keras.layers.Dense, x: tf.Tensor) -> tf.Tensor:
+  return dense(x)
+
+
+def _project(dense: tf.keras.layers.Dense, x: tf.Tensor) -> tf.Tensor:
+  """``dense(x)`` computed in ``x``'s dtype with the layer's float32 weights cast to it
+  (the weights stay float32; their gradients come back float32 through the casts)."""
+  kernel = tf.cast(dense.kernel, x.dtype)
+  shape = tf.shape(x)
+  y = tf.matmul(tf.reshape(x, [-1, kernel.shape[0]]), kernel)
+  y = tf.nn.bias_add(y, tf.cast(dense.bias, x.dtype))
+  y = tf.reshape(y, tf.concat([shape[:-1], [kernel.shape[1]]], 0))
+  return dense.activation(y)
 
 
 @tf.keras.utils.register_keras_serializable(package="melody")
@@ -88,14 +148,19 @@ class TransformerBlock(tf.keras.layers.Layer):
     ff_dim: hidden width of the feed-forward sub-layer.
     dropout: dropout rate on the attention weights and sub-layer outputs.
     activation: feed-forward activation, "relu" or "gelu".
+    train_precision: "float32", or "mixed_bfloat16": in training calls the projections,
+      the attention and the feed-forward run in bfloat16 (float32 weights, LayerNorms
+      and residual stream); inference calls are float32 either way, so serving scores
+      do not depend on it. On CPUs with AVX512-BF16 a training step is ~20-30% faster.
 
   Input shapes: ``x [B, L, dim]``, ``mask [B, L]`` bool (True = real step).
   Output shape: ``[B, L, dim]``.
   """
 
   def __init__(self, dim: int, num_heads: int, ff_dim: int, dropout: float = 0.0,
-               activation: str = "relu", **kwargs):
+               activation: str = "relu", train_precision: str = "float32", **kwargs):
     super().__init__(**kwargs)
+    _check_precision(train_precision)
     if activation not in ACTIVATIONS:
       raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
     for name, v in (("dim", dim), ("num_heads", num_heads), ("ff_dim", ff_dim)):
@@ -110,6 +175,7 @@ class TransformerBlock(tf.keras.layers.Layer):
     self.ff_dim = ff_dim
     self.dropout = dropout
     self.activation = activation
+    self.train_precision = train_precision
     self.head_dim = dim // num_heads
     self.ln_attention = tf.keras.layers.LayerNormalization(epsilon=1e-6, name="ln_attention")
     # Plain projections + one 4-D transpose each: measured ~2x cheaper (forward+backward
@@ -123,30 +189,59 @@ class TransformerBlock(tf.keras.layers.Layer):
     self.ffn_out = tf.keras.layers.Dense(dim, name="ffn_out")
     self.drop = tf.keras.layers.Dropout(dropout)
 
-  def _self_attention(self, x, mask, training):
+  def build(self, input_shape):
+    # The sublayers are built here, in their call order (so the random initial weights
+    # are the ones a lazy build gives), because the bfloat16 path reads their weights
+    # without calling them.
+    shape = tf.TensorShape(input_shape)
+    self.ln_attention.build(shape)
+    for dense in (self.query, self.key, self.value, self.attention_output):
+      dense.build(shape)
+    self.ln_ffn.build(shape)
+    self.ffn_in.build(shape)
+    self.ffn_out.build(shape[:-1].concatenate([self.ff_dim]))
+    super().build(input_shape)
+
+  def _drop(self, t, training):
+    """Dropout in ``t``'s dtype (the Keras layer would cast bfloat16 to float32)."""
+    if not self.dropout:
+      return t
+    return tf.cast(self.drop(t, training=training), t.dtype)
+
+  def _self_attention(self, x, mask, training, project=None):
+    project = project or _call
     batch, length = tf.shape(x)[0], tf.shape(x)[1]
 
     def heads(t):   # [B, L, dim] -> [B, H, L, dh]
       return tf.transpose(tf.reshape(t, [batch, length, self.num_heads, self.head_dim]),
                           [0, 2, 1, 3])
 
-    q, k, v = heads(self.query(x)), heads(self.key(x)), heads(self.value(x))
-    logits = tf.matmul(q, k, transpose_b=True) * (self.head_dim ** -0.5)   # [B, H, L, L]
+    q = heads(project(self.query, x) * tf.constant(self.head_dim ** -0.5, x.dtype))
+    k, v = heads(project(self.key, x)), heads(project(self.value, x))
+    logits = tf.matmul(q, k, transpose_b=True)   # [B, H, L, L]
     logits += (1.0 - tf.cast(mask, x.dtype))[:, tf.newaxis, tf.newaxis, :] * -1e9
-    weights = self.drop(tf.nn.softmax(logits, axis=-1), training=training)
+    weights = self._drop(tf.nn.softmax(logits, axis=-1), training)
     out = tf.transpose(tf.matmul(weights, v), [0, 2, 1, 3])   # [B, L, H, dh]
-    return self.attention_output(tf.reshape(out, [batch, length, self.dim]))
+    return project(self.attention_output, tf.reshape(out, [batch, length, self.dim]))
 
   def call(self, x, mask, training: Optional[bool] = None):
-    x = x + self.drop(self._self_attention(self.ln_attention(x), mask, training),
-                      training=training)
-    h = self.ffn_out(self.ffn_in(self.ln_ffn(x)))
-    return x + self.drop(h, training=training)
+    if training and self.train_precision == "mixed_bfloat16":
+      low = lambda t: tf.cast(t, tf.bfloat16)   # noqa: E731
+      project = _project
+    else:
+      low = lambda t: t   # noqa: E731
+      project = _call
+    a = self._self_attention(low(layer_norm(self.ln_attention, x, training)), mask,
+                             training, project)
+    x = x + tf.cast(self._drop(a, training), x.dtype)
+    h = project(self.ffn_out, project(self.ffn_in, low(layer_norm(self.ln_ffn, x, training))))
+    return x + tf.cast(self._drop(h, training), x.dtype)
 
   def get_config(self):
     config = super().get_config()
     config.update(dim=self.dim, num_heads=self.num_heads, ff_dim=self.ff_dim,
-                  dropout=self.dropout, activation=self.activation)
+                  dropout=self.dropout, activation=self.activation,
+                  train_precision=self.train_precision)
     return config
 
 
@@ -171,14 +266,16 @@ class SequenceEncoder(tf.keras.layers.Layer):
     num_gap_buckets: time-gap buckets.
     dropout: dropout rate.
     activation: feed-forward activation of the blocks.
+    train_precision: the blocks' precision in training calls (see
+      :class:`TransformerBlock`).
 
   Input shapes: as :class:`PlayTokens`.
-  Output shape: ``[B, L, dim]``.
+  Output shape: ``[B, L, dim]`` float32.
   """
 
   def __init__(self, dim: int, num_layers: int, num_heads: int, ff_dim: int, max_len: int,
                num_gap_buckets: int, dropout: float = 0.0, activation: str = "relu",
-               **kwargs):
+               train_precision: str = "float32", **kwargs):
     super().__init__(**kwargs)
     if num_layers <= 0:
       raise ValueError(f"num_layers must be positive, got {num_layers}")
@@ -190,9 +287,11 @@ class SequenceEncoder(tf.keras.layers.Layer):
     self.num_gap_buckets = num_gap_buckets
     self.dropout = dropout
     self.activation = activation
+    _check_precision(train_precision)
+    self.train_precision = train_precision
     self.tokens = PlayTokens(dim, max_len, num_gap_buckets, name="tokens")
     self.blocks = [TransformerBlock(dim, num_heads, ff_dim, dropout, activation,
-                                    name=f"block_{i}")
+                                    train_precision, name=f"block_{i}")
                    for i in range(num_layers)]
     self.ln_out = tf.keras.layers.LayerNormalization(epsilon=1e-6, name="ln_out")
 
@@ -201,14 +300,16 @@ class SequenceEncoder(tf.keras.layers.Layer):
     x = self.tokens(item_emb, completion, skip, gap_bucket, mask)
     for block in self.blocks:
       x = block(x, mask, training=training)
-    return self.ln_out(x) * tf.cast(mask, x.dtype)[..., tf.newaxis]
+    if not self.ln_out.built:   # the training path reads its weights without calling it
+      self.ln_out.build(x.shape)
+    return layer_norm(self.ln_out, x, training) * tf.cast(mask, x.dtype)[..., tf.newaxis]
 
   def get_config(self):
     config = super().get_config()
     config.update(dim=self.dim, num_layers=self.num_layers, num_heads=self.num_heads,
                   ff_dim=self.ff_dim, max_len=self.max_len,
                   num_gap_buckets=self.num_gap_buckets, dropout=self.dropout,
-                  activation=self.activation)
+                  activation=self.activation, train_precision=self.train_precision)
     return config
 
 

@@ -33,6 +33,8 @@ class SessionEncoder(tf.keras.layers.Layer):
     num_gap_buckets: time-gap buckets.
     dropout: dropout rate.
     activation: feed-forward activation of the blocks.
+    train_precision: the blocks' precision in training calls (see
+      :class:`sequence_encoder.TransformerBlock`).
 
   Input shapes: ``item_emb [B, S, dim]``; ``completion``, ``skip`` ``[B, S]`` float;
     ``gap_bucket [B, S]`` int; ``mask [B, S]`` bool.
@@ -41,7 +43,7 @@ class SessionEncoder(tf.keras.layers.Layer):
 
   def __init__(self, dim: int, num_layers: int, num_heads: int, ff_dim: int, max_len: int,
                num_gap_buckets: int, dropout: float = 0.0, activation: str = "relu",
-               **kwargs):
+               train_precision: str = "float32", **kwargs):
     super().__init__(**kwargs)
     self.dim = dim
     self.num_layers = num_layers
@@ -51,9 +53,10 @@ class SessionEncoder(tf.keras.layers.Layer):
     self.num_gap_buckets = num_gap_buckets
     self.dropout = dropout
     self.activation = activation
+    self.train_precision = train_precision
     self.encoder = sequence_encoder.SequenceEncoder(
         dim, num_layers, num_heads, ff_dim, max_len, num_gap_buckets, dropout, activation,
-        name="encoder")
+        train_precision, name="encoder")
 
   def call(self, item_emb, completion, skip, gap_bucket, mask,
            training: Optional[bool] = None):
@@ -66,5 +69,5 @@ class SessionEncoder(tf.keras.layers.Layer):
     config.update(dim=self.dim, num_layers=self.num_layers, num_heads=self.num_heads,
                   ff_dim=self.ff_dim, max_len=self.max_len,
                   num_gap_buckets=self.num_gap_buckets, dropout=self.dropout,
-                  activation=self.activation)
+                  activation=self.activation, train_precision=self.train_precision)
     return config

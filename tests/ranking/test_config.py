@@ -32,6 +32,7 @@ def test_frozen():
     ({"tasks": ()}, "tasks must name at least one task"),
     ({"dropout": 1.0}, r"dropout must be in \[0, 1\), got 1.0"),
     ({"user_id_dropout": -0.1}, r"user_id_dropout must be in \[0, 1\), got -0.1"),
+    ({"train_precision": "float16"}, "train_precision must be one of .* got .float16."),
     ({"ffn_activation": "swish"}, "ffn_activation must be 'relu' or 'gelu', got 'swish'"),
     ({"expert_units": (64, -1)}, "expert_units must be positive widths"),
     ({"interest_weights": (1.0, -0.1, 0.2)}, "interest_weights must be three non-negative"),

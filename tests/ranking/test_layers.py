@@ -134,6 +134,55 @@ def test_transformer_block_ignores_padded_keys(tmp_path):
   _assert_round_trip(gelu, (x, mask), tmp_path)
 
 
+def test_training_layer_norm_matches_keras_values_and_gradients():
+  ln = tf.keras.layers.LayerNormalization(epsilon=1e-6)
+  ln.build([None, None, D])
+  rng = np.random.default_rng(5)
+  ln.gamma.assign(rng.normal(size=D).astype(np.float32))
+  ln.beta.assign(rng.normal(size=D).astype(np.float32))
+  x = tf.constant(rng.normal(3.0, 2.0, size=(B, L, D)), tf.float32)
+  dy = tf.constant(rng.normal(size=(B, L, D)), tf.float32)
+  results = []
+  for training in (False, True):   # False: the Keras layer itself
+    with tf.GradientTape() as tape:
+      tape.watch(x)
+      y = sequence_encoder.layer_norm(ln, x, training=training)
+    results.append([y] + tape.gradient(y, [x, ln.gamma, ln.beta], output_gradients=dy))
+  for keras_value, ours in zip(*results):
+    np.testing.assert_allclose(ours, keras_value, rtol=1e-4, atol=1e-5)
+
+
+def test_transformer_block_bfloat16_training_path(tmp_path):
+  """mixed_bfloat16 changes training calls only: the same weights give float32-exact
+  inference, bfloat16-close training outputs, and float32 gradients for every weight."""
+  x, _, _, _, mask = _seq_inputs(lengths=(6, 3, 1))
+  tf.keras.utils.set_random_seed(4)
+  fp32, bf16 = (sequence_encoder.TransformerBlock(dim=D, num_heads=2, ff_dim=16,
+                                                  train_precision=p)
+                for p in ("float32", "mixed_bfloat16"))
+  fp32(x, mask), bf16(x, mask)   # builds both
+  bf16.set_weights(fp32.get_weights())
+  np.testing.assert_array_equal(fp32(x, mask).numpy(), bf16(x, mask).numpy())
+  m = mask.numpy()
+  train32 = fp32(x, mask, training=True).numpy()
+  with tf.GradientTape() as tape:
+    y = bf16(x, mask, training=True)
+    loss = tf.reduce_sum(tf.square(y))
+  grads = tape.gradient(loss, bf16.trainable_weights)
+  assert y.dtype == tf.float32
+  # bfloat16 keeps 8 mantissa bits: close to float32, but not equal (the path is taken).
+  np.testing.assert_allclose(y.numpy()[m], train32[m], rtol=0, atol=0.05)
+  assert np.abs(y.numpy()[m] - train32[m]).max() > 1e-6
+  assert len(grads) == len(bf16.trainable_weights) == 16
+  for g, w in zip(grads, bf16.trainable_weights):
+    assert g is not None and g.dtype == tf.float32, w.name
+  # Only padded rows may differ in inference (none do here), and the config travels.
+  assert bf16.get_config()["train_precision"] == "mixed_bfloat16"
+  _assert_round_trip(bf16, (x, mask), tmp_path)
+  with pytest.raises(ValueError, match="train_precision must be one of .* got 'fp16'"):
+    sequence_encoder.TransformerBlock(dim=D, num_heads=2, ff_dim=16, train_precision="fp16")
+
+
 def test_transformer_block_attention_matches_numpy():
   tf.keras.utils.set_random_seed(2)
   block = sequence_encoder.TransformerBlock(dim=4, num_heads=2, ff_dim=8)
