@@ -509,7 +509,7 @@ def _cpu_ms(fn, reps: int = 8, warmup: int = 2) -> Dict[str, float]:
 def step_profile(model, ds, batches: int = 8) -> Dict[str, Dict[str, float]]:
   """Wall and CPU milliseconds of the parts of one training step of ``model``.
 
-  ``input``: one batch from ``ds``; ``forward``: ``compute_loss``; ``gradients``: forward
+  ``input``: one batch from ``ds``; ``forward``: ``compute_loss`` in training mode; ``gradients``: forward
   and backward; ``optimizer``: ``apply_gradients`` of those gradients (changes the
   weights: call it after the model is no longer trained); ``metrics``: one update of
   every per-head metric.
@@ -518,12 +518,13 @@ def step_profile(model, ds, batches: int = 8) -> Dict[str, Dict[str, float]]:
   it = iter(ds)
   batch = next(it)
   out = {"input": _cpu_ms(lambda: next(it), reps=batches)}
-  forward = tf.function(lambda b: model.compute_loss(b, training=False))
+  # training=True: the training path (the blocks' train_precision, the id dropout).
+  forward = tf.function(lambda b: model.compute_loss(b, training=True))
 
   @tf.function
   def gradients(b):
     with tf.GradientTape() as tape:
-      loss = model.compute_loss(b, training=False)
+      loss = model.compute_loss(b, training=True)
     return tape.gradient(loss, model.trainable_variables)
 
   @tf.function
@@ -728,7 +729,9 @@ def _baseline_lines(t) -> List[str]:
 
 def _speed_lines(t) -> List[str]:
   prof = t.get("step_profile_ms", {})
-  lines = ["", "### Training speed (default config, batch 512, the `melody train` path)", "",
+  when = f", re-measured {t['measured_at']}" if t.get("measured_at") else ""
+  lines = ["", "### Training speed (default config, batch 512, the `melody train` path"
+           f"{when})", "",
            f"- steady state: **{t['examples_per_s']:,.0f} examples/s** wall "
            f"({t['wall_s_per_step'] * 1e3:.0f} ms/step wall, "
            f"{t['cpu_s_per_step'] * 1e3:.0f} ms/step CPU over {t['steps']} steps; "
@@ -743,7 +746,9 @@ def _speed_lines(t) -> List[str]:
            ""]
   if prof:
     lines += ["One step by parts (ms; the input and optimizer parts as in training, "
-              "forward = `compute_loss`, gradients = forward + backward):", "",
+              "forward = `compute_loss` in training mode, gradients = forward + backward; each "
+              "part timed alone in its own `tf.function`, without the overlap a `fit()` "
+              "step gets, so they add up to more than a step):", "",
               "| part | wall_ms | cpu_ms |", "|---|---|---|"]
     for k in ("input", "forward", "gradients", "optimizer", "metrics"):
       if k in prof:
@@ -983,8 +988,8 @@ def remeasure_throughput(path: str = os.path.join(common.RESULTS_DIR, "ranking.j
                                      generator.get("eval_percent", 20))
     thr = training_throughput(sim_paths)
   thr.pop("model")
+  thr["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
   results["throughput"] = thr
-  results["throughput_measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
   _log_throughput(thr)
   _throughput_targets(results)
   common.write_results("ranking", results)
