@@ -40,7 +40,8 @@ import threading
 import time
 from typing import Dict, List, Optional
 
-import serving  # noqa: F401  (Keras 2 guard before TensorFlow)
+import serving  # noqa: F401  (Keras 2 guard before TensorFlow, gRPC I/O before grpc)
+from serving import grpc_env
 
 SEED = 7
 SIZES = (100, 500, 1000)
@@ -363,7 +364,8 @@ def markdown(rows, summary, stages=()) -> str:
       "export's `batching_parameters.txt` (greedy batching: no request waits; requests",
       "arriving while the batch threads are busy share one model call), called through",
       "the official stub; TensorFlow runs with one",
-      "intra-op thread on both sides (`tf_threads` in the JSON),",
+      "intra-op thread on both sides (`tf_threads` in the JSON); gRPC on both sides",
+      f"uses {grpc_env.describe()} (`grpc_io`; see `serving/grpc_env.py`),",
       "`in_process` = the same SavedModel's signature called in the benchmark process.",
       "The machine is shared (2 cores, other jobs running), so p99 carries their noise;",
       "the two transports run in alternating rounds on the same requests so that both",
@@ -474,6 +476,7 @@ def main(argv: Optional[list] = None) -> int:
              "env": _thread_env()}
   common.write_results("serving", {"rows": rows, **summary, "requests_per_cell": count,
                                    "world": WORLD, "tf_threads": threads,
+                                   "grpc_io": grpc_env.describe(),
                                    "profile_n500": stages})
   text = markdown(rows, summary, stages)
   docs = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs",

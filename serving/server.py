@@ -50,6 +50,7 @@ from tensorflow_serving.apis import prediction_log_pb2
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from serving import batching
+from serving import grpc_env
 from serving import model_config
 from serving import tensors
 
@@ -911,6 +912,7 @@ def main(args: Union[argparse.Namespace, Sequence[str], None] = None) -> int:
     metrics = (f", metrics on http://{_bracket(args.host)}:{server.metrics_port}"
                f"{server.options.monitoring.path}" if server.metrics_port else "")
     print(f"melody serve: gRPC on {server.target}{metrics}", flush=True)
+    print(f"melody serve: transport: {grpc_env.describe()}", flush=True)
     while not stop.wait(0.5):
       pass
     print("melody serve: draining in-flight requests", flush=True)
