@@ -28,17 +28,17 @@ import ranking  # noqa: F401  (Keras 2 before TensorFlow)
 import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-order
 
 from bench import common
-from features import feature_spec as fs
+from features import feature_spec
 from pipeline import intent_trainer
 from ranking import config as ranking_config
 from ranking import model as ranking_model
-from ranking import testing as ranking_testing
+from melody_testing import synthetic_batches
 from ranking.intent import data
-from ranking.intent import dual_encoder as de
+from ranking.intent import dual_encoder
 from ranking.intent import evaluation
 from ranking.intent import preference as pref
 
-X = fs.xf
+X = feature_spec.xf
 METRIC_KEYS = ("recall@10", "recall@50", "ndcg@10", "personal@10")
 
 
@@ -67,11 +67,11 @@ def catalog_candidates(catalog: pd.DataFrame) -> Dict[str, np.ndarray]:
   Ids are hashed into the ranker's vocabularies (the pipeline's TFT vocabularies do this
   for real; here only the structure matters: one id per track, artist and tag).
   """
-  card = {k: v[2] for k, v in fs.TRANSFORMED_FEATURES.items()}
+  card = {k: v[2] for k, v in feature_spec.TRANSFORMED_FEATURES.items()}
   n = len(catalog)
-  tags = np.zeros((n, fs.MAX_TAGS), np.int64)
+  tags = np.zeros((n, feature_spec.MAX_TAGS), np.int64)
   for i, t in enumerate(catalog["tags"]):
-    keys = [data.tag_key(x) for x in list(t)[:fs.MAX_TAGS]]
+    keys = [data.tag_key(x) for x in list(t)[:feature_spec.MAX_TAGS]]
     if keys:
       tags[i, :len(keys)] = _stable_hash(keys, card[X("cand_tags")])
   pop = pd.to_numeric(catalog["popularity"], errors="coerce").fillna(0.0).to_numpy()
@@ -97,14 +97,14 @@ def ranking_listeners(catalog: pd.DataFrame, n_listeners: int, train_steps: int,
   model = ranking_model.RankingModel(ranking_config.ModelConfig(),
                                      ranking_config.TrainConfig())
   model.compile(optimizer=ranking_model.make_optimizer(model, model.train_config))
-  n_art = fs.TRANSFORMED_FEATURES[X("cand_artist_id")][2] - 1
+  n_art = feature_spec.TRANSFORMED_FEATURES[X("cand_artist_id")][2] - 1
   if train_steps:
-    batches = [ranking_testing.synthetic_batch(256, seed=seed + s, num_artists=min(n_art, 200))
+    batches = [synthetic_batches.synthetic_batch(256, seed=seed + s, num_artists=min(n_art, 200))
                for s in range(train_steps)]
     ds = tf.data.Dataset.from_tensor_slices(
         {k: np.stack([b[k] for b in batches]) for k in batches[0]})
     model.fit(ds, epochs=1, verbose=0)
-  listeners = ranking_testing.synthetic_batch(n_listeners, seed=seed + 10_000,
+  listeners = synthetic_batches.synthetic_batch(n_listeners, seed=seed + 10_000,
                                               num_artists=min(n_art, 200))
   feats = {k: tf.constant(listeners[k]) for k in ranking_model.LISTENER_FEATURES}
   enc = model.encode_listener(feats, training=False)
@@ -200,10 +200,12 @@ def main(argv=None) -> Dict[str, object]:
   print(f"[intent] catalog: {len(catalog)} tracks ({source})", flush=True)
   lvecs, interest = ranking_listeners(catalog, args.listeners, args.ranker_steps, args.seed)
   personal = pref.standardize_interest(interest)
-  config = intent_trainer.IntentTrainConfig(
-      intent=de.IntentConfig(steps=args.steps, batch_size=args.batch_size, seed=args.seed),
-      preference=pref.PreferenceConfig(steps=args.po_steps, seed=args.seed),
-      num_train_requests=args.train_requests, seed=args.seed)
+  config = intent_trainer.IntentTrainConfig(intent=dual_encoder.IntentConfig(
+      steps=args.steps, batch_size=args.batch_size, seed=args.seed),
+                                            preference=pref.PreferenceConfig(steps=args.po_steps,
+                                                                             seed=args.seed),
+                                            num_train_requests=args.train_requests,
+                                            seed=args.seed)
   t0 = time.time()
   run = intent_trainer.IntentRun(catalog, config, lvecs, interest, log_every=50)
   prep_s = time.time() - t0

@@ -47,8 +47,7 @@ import numpy as np
 
 import ranking  # noqa: F401  (Keras 2 before TensorFlow)
 from bench import common
-from features import feature_spec as fs
-
+from features import feature_spec
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOC = os.path.join(REPO, "docs", "benchmarks.md")
 PNG = os.path.join(REPO, "docs", "ranking_benchmark.png")
@@ -59,7 +58,7 @@ NO_ID_DROPOUT = "mmoe|user_id_dropout=0"
 ABLATIONS = {NO_ID_DROPOUT: ("mmoe", {"user_id_dropout": 0.0})}
 MODELS = ("single:interest", "single:subscription", "single:exposure", "shared_bottom",
           "mmoe", "ple", NO_ID_DROPOUT)
-HEADS = fs.LABEL_KEYS
+HEADS = feature_spec.LABEL_KEYS
 COMMERCIAL_HEADS = ("subscription_auc", "exposure_rmse")
 INTEREST_AUC_HEADS = ("interest_skip_auc", "interest_like_auc")
 MIN_POSITIVES = 10
@@ -182,12 +181,12 @@ def label_profile(split: Dict[str, np.ndarray]) -> Dict[str, Dict[str, float]]:
     ``{"organic"|"promo": {label: weighted mean, "rows": n}}`` plus
     ``{"promo": {"corr_exposure_completion": r}}`` (Pearson, promo rows).
   """
-  promo = np.asarray(split[fs.xf("cand_is_promo")]).reshape(-1) > 0
+  promo = np.asarray(split[feature_spec.xf("cand_is_promo")]).reshape(-1) > 0
   out = {}
   for name, rows in (("organic", ~promo), ("promo", promo)):
     d = {"rows": int(rows.sum())}
     for lab in HEADS:
-      w = np.asarray(split[fs.weight_key(lab)]).reshape(-1)[rows]
+      w = np.asarray(split[feature_spec.weight_key(lab)]).reshape(-1)[rows]
       y = np.asarray(split[lab]).reshape(-1)[rows]
       d[lab] = float((w * y).sum() / w.sum()) if w.sum() > 0 else float("nan")
     out[name] = d
@@ -275,7 +274,7 @@ def train_and_eval(name: str, data, steps: int, batch_size: int, seed: int,
   for head in model_config.labels:
     if not covered.get(head):
       continue
-    key = f"{head}_auc" if head in fs.BINARY_LABELS else f"{head}_rmse"
+    key = f"{head}_auc" if head in feature_spec.BINARY_LABELS else f"{head}_rmse"
     row[key] = float(metrics[key])
   return row
 
@@ -306,10 +305,10 @@ def head_coverage(data, head: str, min_positives: int = MIN_POSITIVES) -> Dict[s
   """
   info = {}
   for split in ("train", "eval"):
-    info[f"{split}_rows"] = int((np.asarray(data[split][fs.weight_key(head)]) > 0).sum())
-  w = np.asarray(data["eval"][fs.weight_key(head)]).reshape(-1) > 0
+    info[f"{split}_rows"] = int((np.asarray(data[split][feature_spec.weight_key(head)]) > 0).sum())
+  w = np.asarray(data["eval"][feature_spec.weight_key(head)]).reshape(-1) > 0
   y = np.asarray(data["eval"][head]).reshape(-1)[w]
-  if head in fs.BINARY_LABELS:
+  if head in feature_spec.BINARY_LABELS:
     info["eval_positives"] = int((y > 0.5).sum())
     info["eval_negatives"] = int((y <= 0.5).sum())
   if not info["train_rows"] or not info["eval_rows"]:
@@ -318,7 +317,7 @@ def head_coverage(data, head: str, min_positives: int = MIN_POSITIVES) -> Dict[s
                       if not info["train_rows"] and not info["eval_rows"] else
                       f"label absent from the {'train' if not info['train_rows'] else 'eval'} "
                       "split")
-  elif head in fs.BINARY_LABELS and min(info["eval_positives"],
+  elif head in feature_spec.BINARY_LABELS and min(info["eval_positives"],
                                         info["eval_negatives"]) < min_positives:
     info["covered"] = False
     info["reason"] = (f"{info['eval_positives']:,} positives / {info['eval_negatives']:,} "
@@ -392,8 +391,8 @@ def compare_models(data, steps, batch_size, seeds, models: Sequence[str] = MODEL
   covered = {h: bool(c["covered"]) for h, c in coverage.items()}
   jobs = []
   for name in models:
-    tasks = (name.split(":")[1],) if name.startswith("single:") else tuple(fs.TASKS)
-    if not any(covered[h] for t in tasks for h in fs.TASKS[t]):
+    tasks = (name.split(":")[1],) if name.startswith("single:") else tuple(feature_spec.TASKS)
+    if not any(covered[h] for t in tasks for h in feature_spec.TASKS[t]):
       continue
     jobs += [(name, seed) for seed in seeds]
 
@@ -407,7 +406,8 @@ def compare_models(data, steps, batch_size, seeds, models: Sequence[str] = MODEL
     import multiprocessing  # pylint: disable=g-import-not-at-top
     if work_dir is None:
       raise ValueError("compare_models with workers > 1 needs a work_dir")
-    data_file = _save_splits(data, os.path.join(work_dir, f"splits-{len(os.listdir(work_dir))}.npz"))
+    data_file = _save_splits(data, os.path.join(work_dir,
+                                                f"splits-{len(os.listdir(work_dir))}.npz"))
     with concurrent.futures.ProcessPoolExecutor(
         max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
         initializer=_worker_init) as pool:
@@ -425,8 +425,8 @@ def compare_models(data, steps, batch_size, seeds, models: Sequence[str] = MODEL
   return {"runs": rows, "mean": mean_rows(rows), "covered_heads": covered,
           "coverage": coverage, "steps": steps, "batch_size": batch_size,
           "seeds": list(seeds), "workers": workers,
-          "train_examples": int(len(data["train"][fs.LABEL_KEYS[0]])),
-          "eval_examples": int(len(data["eval"][fs.LABEL_KEYS[0]]))}
+          "train_examples": int(len(data["train"][feature_spec.LABEL_KEYS[0]])),
+          "eval_examples": int(len(data["eval"][feature_spec.LABEL_KEYS[0]]))}
 
 
 def _paired(runs, a: str, b: str, key: str) -> Optional[Dict[str, float]]:
@@ -626,10 +626,10 @@ def _latency_job(sizes: Sequence[int], reps: int, seed: int, freeze: bool = True
       pass   # TensorFlow already initialized in this process (e.g. under pytest)
   from ranking import config as config_lib  # pylint: disable=g-import-not-at-top
   from ranking import model as model_lib  # pylint: disable=g-import-not-at-top
-  from ranking import testing  # pylint: disable=g-import-not-at-top
+  from melody_testing import synthetic_batches  # pylint: disable=g-import-not-at-top
   tf.keras.utils.set_random_seed(seed)
   model = model_lib.RankingModel(config_lib.ModelConfig(), config_lib.TrainConfig())
-  batch = testing.synthetic_batch(max(sizes), seed=seed)
+  batch = synthetic_batches.synthetic_batch(max(sizes), seed=seed)
   model(batch, training=False)
   fn = tf.function(model.score_candidates,
                    input_signature=[model_lib.listener_input_spec(1),
@@ -668,7 +668,7 @@ def scoring_latency(sizes=(100, 500, 1000), reps: int = 300,
 
 # -------------------------------------------------------------------------- reports
 def _metric_columns():
-  return [f"{h}_auc" if h in fs.BINARY_LABELS else f"{h}_rmse" for h in HEADS]
+  return [f"{h}_auc" if h in feature_spec.BINARY_LABELS else f"{h}_rmse" for h in HEADS]
 
 
 def _table(mean, heads) -> str:

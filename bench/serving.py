@@ -81,13 +81,13 @@ def build_model(seed: int = SEED, config=None):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from ranking import config as config_lib  # pylint: disable=g-import-not-at-top
   from ranking import model as model_lib  # pylint: disable=g-import-not-at-top
-  from ranking import testing  # pylint: disable=g-import-not-at-top
+  from melody_testing import synthetic_batches  # pylint: disable=g-import-not-at-top
   config = config or config_lib.ModelConfig(
       d_model=16, num_layers=1, num_heads=2, expert_units=(16,), tower_units=(8,),
       num_experts=2)
   tf.keras.utils.set_random_seed(seed)
   model = model_lib.RankingModel(config)
-  model(testing.synthetic_batch(2), training=False)
+  model(synthetic_batches.synthetic_batch(2), training=False)
   return model
 
 
@@ -290,14 +290,19 @@ def profile(paths: Dict[str, object], n: int = 500) -> List[Dict[str, object]]:
 
   def mixing_only(x):
     scores = tf.random.stateless_uniform(tf.shape(x["candidate_ids"]), [1, 2])
-    return module._py.mixing({"scores": scores, "is_promo": x["candidate_is_promo"],  # pylint: disable=protected-access
-                              "artist_ids": tf.zeros_like(x["candidate_is_promo"])})
+    return module._py.mixing({
+        "scores": scores,
+        "is_promo": x["candidate_is_promo"],  # pylint: disable=protected-access
+        "artist_ids": tf.zeros_like(x["candidate_is_promo"])
+    })
 
-  stages = [("TFT layer (listener)", tft_layer),
-            ("+ listener encoder", lambda x: module._listener(x)["encoding"]),  # pylint: disable=protected-access
-            ("+ candidate table + scorer", scored),
-            ("mixing alone", mixing_only),
-            ("full rank graph", module._rank)]  # pylint: disable=protected-access
+  stages = [
+      ("TFT layer (listener)", tft_layer),
+      ("+ listener encoder", lambda x: module._listener(x)["encoding"]),  # pylint: disable=protected-access
+      ("+ candidate table + scorer", scored),
+      ("mixing alone", mixing_only),
+      ("full rank graph", module._rank)
+  ]  # pylint: disable=protected-access
   out = []
   for name, f in stages:
     fn = tf.function(f, autograph=False, input_signature=[sig.rank_input_spec()])

@@ -25,8 +25,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from features import feature_spec as fs
-
+from features import feature_spec
 EVENT_SCHEMA = pa.schema([
     ("user_id", pa.string()),
     ("session_id", pa.string()),        # a pseudo-session (one per user) where the source has none
@@ -138,7 +137,7 @@ def make_events(source: str, n: int, **columns) -> pd.DataFrame:
   Raises:
     ValueError: unknown source or column, or a column of the wrong length.
   """
-  if source not in fs.SOURCES:
+  if source not in feature_spec.SOURCES:
     raise ValueError(f"unknown source {source!r}; known: {fs.SOURCES}")
 
   def defaults():
@@ -263,13 +262,13 @@ def _reasons_events(df: pd.DataFrame) -> pd.Series:
   r.mark(ts.notna() & (ts != np.floor(ts)), "ts not whole seconds")
   plays = _numeric(r, df["plays"], "plays")
   r.mark(plays.isna() | (plays < 1), "plays below 1")
-  r.mark(~df["source"].isin(fs.SOURCES), "unknown source")
-  r.mark(df["user_segment"].notna() & ~df["user_segment"].isin(fs.SEGMENTS),
+  r.mark(~df["source"].isin(feature_spec.SOURCES), "unknown source")
+  r.mark(df["user_segment"].notna() & ~df["user_segment"].isin(feature_spec.SEGMENTS),
          "unknown user_segment")
   tenure = _numeric(r, df["user_tenure_days"], "user_tenure_days")
   r.mark(tenure.notna() & (tenure < 0), "user_tenure_days negative")
-  r.mark(~df["context_activity"].isin(fs.ACTIVITIES), "unknown context_activity")
-  r.mark(~df["context_surface"].isin(fs.SURFACES), "unknown context_surface")
+  r.mark(~df["context_activity"].isin(feature_spec.ACTIVITIES), "unknown context_activity")
+  r.mark(~df["context_surface"].isin(feature_spec.SURFACES), "unknown context_surface")
   for col in _UNIT_LABELS:
     v = _numeric(r, df[col], col)
     r.mark(v.notna() & ((v < 0) | (v > 1)), f"{col} outside [0, 1]")

@@ -37,9 +37,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from features import events as ev
-from features import feature_spec as fs
-
+from features import events as events_lib
+from features import feature_spec
 _WEEKDAY_OF_EPOCH = 3  # 1970-01-01 was a Thursday; Monday = 0 as in datetime.weekday().
 DEFAULT_EVAL_PERCENT = 10
 # Rows encoded per tfx_bsl call: bounds the temporary Arrow buffers of a large chunk.
@@ -75,13 +74,13 @@ class TrackIndex:
     self.duration_s = _nan_to_zero(tracks["duration_s"].to_numpy(dtype=np.float32))
     self.popularity = _nan_to_zero(tracks["popularity"].to_numpy(dtype=np.float32))
     # Tags as codes into one tag dictionary whose entry 0 is the padding token.
-    tag_vocab: Dict[str, int] = {fs.PAD_TOKEN.decode(): 0}
-    self.tag_codes = np.zeros((n, fs.MAX_TAGS), dtype=np.int32)
+    tag_vocab: Dict[str, int] = {feature_spec.PAD_TOKEN.decode(): 0}
+    self.tag_codes = np.zeros((n, feature_spec.MAX_TAGS), dtype=np.int32)
     self.num_tags = np.zeros(n, dtype=np.int64)
     for row, tags in enumerate(tracks["tags"].to_numpy(dtype=object)):
       if tags is None or (isinstance(tags, float) and np.isnan(tags)):
         continue
-      kept = [str(t) for t in tags if t is not None and str(t)][:fs.MAX_TAGS]
+      kept = [str(t) for t in tags if t is not None and str(t)][:feature_spec.MAX_TAGS]
       self.num_tags[row] = len(kept)
       for k, tag in enumerate(kept):
         self.tag_codes[row, k] = tag_vocab.setdefault(tag, len(tag_vocab))
@@ -121,7 +120,7 @@ def _encoded(table: pa.Table, name: str) -> Tuple[np.ndarray, pa.Array]:
   codes = col.indices.to_numpy(zero_copy_only=False)
   codes = np.where(col.indices.is_null().to_numpy(zero_copy_only=False), pad_code,
                    codes).astype(np.int64)
-  dictionary = pa.concat_arrays([dictionary, pa.array([fs.PAD_TOKEN], pa.binary())])
+  dictionary = pa.concat_arrays([dictionary, pa.array([feature_spec.PAD_TOKEN], pa.binary())])
   return codes, dictionary
 
 
@@ -207,7 +206,7 @@ def eval_mask(user_ids: Sequence[str], eval_percent: int = DEFAULT_EVAL_PERCENT)
 def subscription_within_window(user_codes: np.ndarray, ts: np.ndarray,
                                ts_valid: np.ndarray, converted: np.ndarray,
                                present: np.ndarray, paid: np.ndarray,
-                               window_s: int = fs.SUBSCRIPTION_WINDOW_S
+                               window_s: int = feature_spec.SUBSCRIPTION_WINDOW_S
                                ) -> Tuple[np.ndarray, np.ndarray]:
   """The subscription label of each impression: a conversion within the window after it.
 
@@ -251,7 +250,7 @@ def events_to_record_batch(events: pa.Table, tracks: TrackIndex) -> pa.RecordBat
   Raises:
     ValueError: a column is missing or the rows are not grouped by user.
   """
-  missing = [c for c in ev.EVENT_SCHEMA.names if c not in events.column_names]
+  missing = [c for c in events_lib.EVENT_SCHEMA.names if c not in events.column_names]
   if missing:
     raise ValueError(f"events table lacks columns {missing}")
   n = events.num_rows
@@ -278,9 +277,9 @@ def events_to_record_batch(events: pa.Table, tracks: TrackIndex) -> pa.RecordBat
   step_completion = _nan_to_zero(completion)
   step_skip = _nan_to_zero(skip)
 
-  hist_idx, hist_valid = history_windows(user_codes, fs.HISTORY_LEN)
+  hist_idx, hist_valid = history_windows(user_codes, feature_spec.HISTORY_LEN)
   sess_idx, sess_valid = session_windows(hist_idx, hist_valid, session_codes, ts, ts_valid,
-                                         fs.SESSION_LEN, fs.SESSION_WINDOW_S)
+                                         feature_spec.SESSION_LEN, feature_spec.SESSION_WINDOW_S)
 
   def gaps(idx, valid):
     g = (ts[:, None] - ts[idx]).astype(np.float32)
@@ -308,7 +307,8 @@ def events_to_record_batch(events: pa.Table, tracks: TrackIndex) -> pa.RecordBat
   strings("context_activity", act_codes, act_dict)
   surf_codes, surf_dict = _encoded(events, "context_surface")
   strings("context_surface", surf_codes, surf_dict)
-  scalar("context_hour", np.where(ts_valid, (ts // 3600) % fs.NUM_HOURS, 0).astype(np.int64))
+  scalar("context_hour",
+         np.where(ts_valid, (ts // 3600) % feature_spec.NUM_HOURS, 0).astype(np.int64))
   scalar("context_weekday",
          np.where(ts_valid, (ts // 86400 + _WEEKDAY_OF_EPOCH) % 7, 0).astype(np.int64))
 
@@ -345,10 +345,10 @@ def events_to_record_batch(events: pa.Table, tracks: TrackIndex) -> pa.RecordBat
     duration = np.where(known, tracks.duration_s[safe_rows], 0)
     popularity = np.where(known, tracks.popularity[safe_rows], 0)
   else:
-    tag_codes = np.zeros((n, fs.MAX_TAGS), np.int32)
+    tag_codes = np.zeros((n, feature_spec.MAX_TAGS), np.int32)
     num_tags = np.zeros(n, np.int64)
     duration = popularity = np.zeros(n, np.float32)
-  strings("cand_tags", tag_codes, tracks.tag_dictionary, fs.MAX_TAGS)
+  strings("cand_tags", tag_codes, tracks.tag_dictionary, feature_spec.MAX_TAGS)
   scalar("cand_num_tags", num_tags.astype(np.int64))
   scalar("cand_duration_s", duration.astype(np.float32))
   scalar("cand_popularity", popularity.astype(np.float32))
@@ -361,7 +361,7 @@ def events_to_record_batch(events: pa.Table, tracks: TrackIndex) -> pa.RecordBat
   scalar("impression_ts", ts)
 
   # labels: null -> value 0, weight 0
-  for column, label in ev.EVENT_LABELS.items():
+  for column, label in events_lib.EVENT_LABELS.items():
     values = completion if column == "completion" else (
         skip if column == "skip" else _floats(events, column))
     present = ~np.isnan(values)
@@ -370,9 +370,9 @@ def events_to_record_batch(events: pa.Table, tracks: TrackIndex) -> pa.RecordBat
           user_codes, ts, ts_valid, values, present,
           seg_codes == _code_of(seg_dict, b"paid"))
     scalar(label, np.where(present, values, 0).astype(np.float32))
-    scalar(fs.weight_key(label), present.astype(np.float32))
+    scalar(feature_spec.weight_key(label), present.astype(np.float32))
 
-  names = [f.name for f in fs.RAW_FEATURES]
+  names = [f.name for f in feature_spec.RAW_FEATURES]
   return pa.RecordBatch.from_arrays([cols[k] for k in names], names)
 
 
@@ -427,7 +427,8 @@ def split_examples(events: pa.Table, tracks: TrackIndex,
   by_date = len(span_days) > 0
   if by_date:
     known = np.array(sorted(set(int(d) for d in span_days)), dtype=np.int64)
-    days = batch.column(fs.RAW_FEATURES.index(fs.RAW_BY_NAME["impression_ts"])).flatten()
+    days = batch.column(feature_spec.RAW_FEATURES.index(
+        feature_spec.RAW_BY_NAME["impression_ts"])).flatten()
     days = days.to_numpy(zero_copy_only=False) // 86400
     days = np.where(np.isin(days, known), days, known[0])
   else:
@@ -750,7 +751,7 @@ def reference_example(features: Dict[str, Sequence]) -> bytes:
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   feats = {}
-  for f in fs.RAW_FEATURES:
+  for f in feature_spec.RAW_FEATURES:
     v = features[f.name]
     v = list(v) if isinstance(v, (list, tuple, np.ndarray)) else [v]
     if f.dtype == "string":

@@ -36,10 +36,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from features import events as ev
+from features import events as events_lib
 from features import examples
-from features import feature_spec as fs
-
+from features import feature_spec
 # Direct runs above this many events use Beam's multi_processing mode.
 LARGE_RUN_EVENTS = 2_000_000
 DEFAULT_CHUNK_USERS = 500
@@ -105,12 +104,12 @@ def _clear(pattern: str) -> None:
 def feature_spec_summary() -> Dict[str, object]:
   """The parts of ``feature_spec`` a consumer of the dataset needs to check."""
   return {
-      "history_len": fs.HISTORY_LEN, "session_len": fs.SESSION_LEN,
-      "session_window_s": fs.SESSION_WINDOW_S, "max_tags": fs.MAX_TAGS,
-      "vocabs": {k: list(v) for k, v in fs.VOCABS.items()},
-      "raw_features": {f.name: [f.dtype, f.length] for f in fs.RAW_FEATURES},
-      "transformed_features": {k: list(v) for k, v in fs.TRANSFORMED_FEATURES.items()},
-      "label_keys": list(fs.LABEL_KEYS),
+      "history_len": feature_spec.HISTORY_LEN, "session_len": feature_spec.SESSION_LEN,
+      "session_window_s": feature_spec.SESSION_WINDOW_S, "max_tags": feature_spec.MAX_TAGS,
+      "vocabs": {k: list(v) for k, v in feature_spec.VOCABS.items()},
+      "raw_features": {f.name: [f.dtype, f.length] for f in feature_spec.RAW_FEATURES},
+      "transformed_features": {k: list(v) for k, v in feature_spec.TRANSFORMED_FEATURES.items()},
+      "label_keys": list(feature_spec.LABEL_KEYS),
   }
 
 
@@ -123,7 +122,7 @@ class _EventStream:
     self.paths = []
     self.events = 0
     self.users = 0
-    self.label_present = {c: 0 for c in ev.EVENT_LABELS}
+    self.label_present = {c: 0 for c in events_lib.EVENT_LABELS}
     self.min_ts: Optional[int] = None
     self.max_ts: Optional[int] = None
     self.days = set()
@@ -132,9 +131,9 @@ class _EventStream:
     self._last = 0.0
 
   def write(self, chunk: pa.Table) -> None:
-    if chunk.schema != ev.EVENT_SCHEMA:
+    if chunk.schema != events_lib.EVENT_SCHEMA:
       try:
-        chunk = chunk.select(ev.EVENT_SCHEMA.names).cast(ev.EVENT_SCHEMA)
+        chunk = chunk.select(events_lib.EVENT_SCHEMA.names).cast(events_lib.EVENT_SCHEMA)
       except (KeyError, pa.ArrowInvalid, ValueError) as e:
         raise ValueError(f"events chunk does not match EVENT_SCHEMA: {e}") from e
     path = os.path.join(self.events_dir, f"part-{len(self.paths):05d}.parquet")
@@ -265,7 +264,7 @@ def write_dataset(event_chunks: Iterable[pa.Table], tracks: pd.DataFrame, out: s
       "time_range": {"min_ts": stream.min_ts, "max_ts": stream.max_ts},
       "spans": [examples.span_name(d) for d in span_days],
       "label_coverage": {fs_label: stream.label_present[col] / max(stream.events, 1)
-                         for col, fs_label in ev.EVENT_LABELS.items()},
+                         for col, fs_label in events_lib.EVENT_LABELS.items()},
       "files": {"events": [rel(p) for p in stream.paths], "tracks": rel(tracks_path),
                 "examples": [rel(p) for p in files]},
       "feature_spec": feature_spec_summary(),

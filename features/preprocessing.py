@@ -25,16 +25,15 @@ from typing import Dict, Iterable, Optional
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from features import feature_spec as fs
-
+from features import feature_spec
 # Vocabulary file names inside the transform output (tft.TFTransformOutput
 # .vocabulary_file_by_name(name)); serving and simulation read them by these names.
-VOCAB_FILES: Dict[str, str] = {v: f"vocab_{v}" for v in fs.VOCABS}
+VOCAB_FILES: Dict[str, str] = {v: f"vocab_{v}" for v in feature_spec.VOCABS}
 
 
 def _vocab_lookup(vocab: str, columns: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
   """One TFT vocabulary over all ``columns``; each column mapped with the id convention."""
-  top_k, oov = fs.VOCABS[vocab]
+  top_k, oov = feature_spec.VOCABS[vocab]
   flat = tf.concat([tf.reshape(c, [-1]) for c in columns.values()], axis=0)
   vocab_file = tft.vocabulary(flat, top_k=top_k, vocab_filename=VOCAB_FILES[vocab],
                               name=f"vocabulary_{vocab}")
@@ -43,7 +42,7 @@ def _vocab_lookup(vocab: str, columns: Dict[str, tf.Tensor]) -> Dict[str, tf.Ten
     index = tft.apply_vocabulary(x, vocab_file, default_value=-1, name=f"apply_{name}")
     oov_id = top_k + 1 + tf.strings.to_hash_bucket_fast(x, oov)
     ids = tf.where(index >= 0, index + 1, oov_id)
-    out[name] = tf.where(tf.equal(x, fs.PAD_TOKEN), tf.zeros_like(ids), ids)
+    out[name] = tf.where(tf.equal(x, feature_spec.PAD_TOKEN), tf.zeros_like(ids), ids)
   return out
 
 
@@ -69,7 +68,7 @@ def _dense(name: str, x) -> tf.Tensor:
   ``raw_feature_spec()`` gives exactly that; a TFX schema may instead give ``[batch, 1]``
   scalars (SchemaGen's inferred shapes) or sparse/ragged values (no inferred shape).
   """
-  f = fs.RAW_BY_NAME[name]
+  f = feature_spec.RAW_BY_NAME[name]
   if isinstance(x, tf.RaggedTensor):
     x = x.to_sparse()
   if isinstance(x, tf.SparseTensor):
@@ -96,8 +95,8 @@ def preprocessing_fn(inputs: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
   Returns:
     Exactly the keys of ``TRANSFORMED_FEATURES`` and ``PASSTHROUGH_KEYS``.
   """
-  xf = fs.xf
-  inputs = {k: _dense(k, v) for k, v in inputs.items() if k in fs.RAW_BY_NAME}
+  xf = feature_spec.xf
+  inputs = {k: _dense(k, v) for k, v in inputs.items() if k in feature_spec.RAW_BY_NAME}
   out: Dict[str, tf.Tensor] = {}
 
   ids = {}
@@ -110,10 +109,10 @@ def preprocessing_fn(inputs: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
   for name, value in ids.items():
     out[xf(name)] = value
 
-  out[xf("user_segment")] = _fixed_index(inputs["user_segment"], fs.SEGMENTS)
-  out[xf("context_activity")] = _fixed_index(inputs["context_activity"], fs.ACTIVITIES)
-  out[xf("context_surface")] = _fixed_index(inputs["context_surface"], fs.SURFACES)
-  out[xf("context_hour")] = _clip(inputs["context_hour"], fs.NUM_HOURS - 1)
+  out[xf("user_segment")] = _fixed_index(inputs["user_segment"], feature_spec.SEGMENTS)
+  out[xf("context_activity")] = _fixed_index(inputs["context_activity"], feature_spec.ACTIVITIES)
+  out[xf("context_surface")] = _fixed_index(inputs["context_surface"], feature_spec.SURFACES)
+  out[xf("context_hour")] = _clip(inputs["context_hour"], feature_spec.NUM_HOURS - 1)
   out[xf("context_weekday")] = _clip(inputs["context_weekday"], 6)
 
   tenure = tf.math.log1p(tf.maximum(tf.cast(inputs["user_tenure_days"], tf.float32), 0.0))
@@ -124,14 +123,16 @@ def preprocessing_fn(inputs: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
   for prefix in ("hist", "sess"):
     out[xf(f"{prefix}_completion")] = tf.cast(inputs[f"{prefix}_completion"], tf.float32)
     out[xf(f"{prefix}_skip")] = tf.cast(inputs[f"{prefix}_skip"], tf.float32)
-    out[xf(f"{prefix}_gap_s")] = _bucketize(inputs[f"{prefix}_gap_s"], fs.GAP_BOUNDARIES_S)
+    out[xf(f"{prefix}_gap_s")] = _bucketize(inputs[f"{prefix}_gap_s"],
+                                            feature_spec.GAP_BOUNDARIES_S)
     out[xf(f"{prefix}_len")] = tf.cast(inputs[f"{prefix}_len"], tf.int64)
 
-  out[xf("cand_num_tags")] = _clip(inputs["cand_num_tags"], fs.MAX_TAGS)
-  out[xf("cand_duration_s")] = _bucketize(inputs["cand_duration_s"], fs.DURATION_BOUNDARIES_S)
+  out[xf("cand_num_tags")] = _clip(inputs["cand_num_tags"], feature_spec.MAX_TAGS)
+  out[xf("cand_duration_s")] = _bucketize(inputs["cand_duration_s"],
+                                          feature_spec.DURATION_BOUNDARIES_S)
   out[xf("cand_is_promo")] = _clip(inputs["cand_is_promo"], 1)
 
-  for key in fs.PASSTHROUGH_KEYS:
+  for key in feature_spec.PASSTHROUGH_KEYS:
     out[key] = tf.cast(inputs[key], tf.float32)
   return out
 
@@ -144,7 +145,7 @@ def raw_metadata():
   """
   from tensorflow_transform.tf_metadata import dataset_metadata  # pylint: disable=g-import-not-at-top
   spec = {k: tf.io.FixedLenFeature(v.shape, v.dtype)
-          for k, v in fs.raw_feature_spec().items()}
+          for k, v in feature_spec.raw_feature_spec().items()}
   return dataset_metadata.DatasetMetadata.from_feature_spec(spec)
 
 

@@ -13,8 +13,7 @@ from typing import Dict, Optional
 
 from tensorflow_model_analysis.proto import config_pb2 as tfma
 
-from features import feature_spec as fs
-
+from features import feature_spec
 MAX_INTEREST_AUC_DROP = 0.002
 SLICE_FEATURES = ("user_segment", "context_activity")
 # The exported model's raw tf.Example signature (serving_default is the dense `rank`).
@@ -78,8 +77,8 @@ def create_eval_config(outputs: Optional[Dict[str, str]] = None,
     outputs: model output name -> label key; default: each label key names its output.
     floors: absolute thresholds.
   """
-  outputs = dict(outputs or {k: k for k in fs.LABEL_KEYS})
-  unknown = sorted(set(outputs.values()) - set(fs.LABEL_KEYS))
+  outputs = dict(outputs or {k: k for k in feature_spec.LABEL_KEYS})
+  unknown = sorted(set(outputs.values()) - set(feature_spec.LABEL_KEYS))
   if unknown:
     raise ValueError(f"unknown label keys in outputs: {unknown}")
   by_label = {label: out for out, label in outputs.items()}
@@ -102,6 +101,6 @@ def create_eval_config(outputs: Optional[Dict[str, str]] = None,
   model_spec = tfma.ModelSpec(
       signature_name=SIGNATURE,
       label_keys={out: label for out, label in outputs.items()},
-      example_weight_keys={out: fs.weight_key(label) for out, label in outputs.items()})
+      example_weight_keys={out: feature_spec.weight_key(label) for out, label in outputs.items()})
   slicing = [tfma.SlicingSpec()] + [tfma.SlicingSpec(feature_keys=[f]) for f in SLICE_FEATURES]
   return tfma.EvalConfig(model_specs=[model_spec], slicing_specs=slicing, metrics_specs=specs)

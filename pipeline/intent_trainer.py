@@ -37,7 +37,7 @@ import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-orde
 
 from ranking.intent import checkpoint as ckpt_lib
 from ranking.intent import data
-from ranking.intent import dual_encoder as de
+from ranking.intent import dual_encoder
 from ranking.intent import preference as pref
 from ranking.intent import serving
 from ranking.intent import tokenizer as tok_lib
@@ -56,7 +56,7 @@ class IntentTrainConfig:
     model_dir: BERT checkpoint folder (default: the installed all-MiniLM-L6-v2).
     seed: seed of the synthesis.
   """
-  intent: de.IntentConfig = de.IntentConfig()
+  intent: dual_encoder.IntentConfig = dual_encoder.IntentConfig()
   preference: pref.PreferenceConfig = pref.PreferenceConfig()
   synth: data.SynthConfig = data.SynthConfig()
   num_train_requests: int = 4000
@@ -87,7 +87,7 @@ class IntentTrainConfig:
       if key not in known:
         continue
       if key == "intent":
-        value = de.IntentConfig.from_dict(value)
+        value = dual_encoder.IntentConfig.from_dict(value)
       elif key == "preference":
         value = pref.PreferenceConfig.from_dict(value)
       elif key == "synth":
@@ -141,7 +141,7 @@ class IntentRun:
     self.track_tokenizer = tok_lib.WordPieceTokenizer(self.checkpoint.vocab,
                                                       ic.track_max_length,
                                                       name="track_tokenizer")
-    self.model = de.IntentDualEncoder(
+    self.model = dual_encoder.IntentDualEncoder(
         self.checkpoint.config, num_tracks=n,
         listener_dim=0 if listener_vectors is None else listener_vectors.shape[1],
         trainable_layers=min(ic.trainable_layers, self.checkpoint.config.num_hidden_layers),
@@ -149,18 +149,18 @@ class IntentRun:
     self.model.encoder.load_checkpoint(self.checkpoint)
     self.texts = data.catalog_texts(self.catalog)
     # The pretrained encoder's track-text embeddings, before any fine-tuning.
-    self.track_text_embeddings = de.encode_texts(self.model.encoder, self.track_tokenizer,
+    self.track_text_embeddings = dual_encoder.encode_texts(self.model.encoder, self.track_tokenizer,
                                                  self.texts)
     self.synthesizer = data.RequestSynthesizer(self.catalog, config.synth, seed=config.seed)
     self.train = self.synthesizer.triplets(config.num_train_requests, heldout=False,
                                            interest=interest,
                                            n_listeners=self.num_listeners)
-    self.train_tokens = de.tokenize(self.tokenizer, self.train.texts)
+    self.train_tokens = dual_encoder.tokenize(self.tokenizer, self.train.texts)
     self.history: Dict[str, object] = {}
 
   def fine_tune(self) -> List[float]:
     """Contrastive fine-tuning with in-batch negatives and logQ correction."""
-    losses = de.contrastive_fit(self.model, self.config.intent, self.train_tokens,
+    losses = dual_encoder.contrastive_fit(self.model, self.config.intent, self.train_tokens,
                                 self.train.track, self.track_text_embeddings,
                                 self.train.listener, self.listener_vectors,
                                 log_every=self.log_every)
@@ -182,7 +182,7 @@ class IntentRun:
   def query_vectors(self, texts: Sequence[str],
                     listener_rows: Optional[np.ndarray] = None) -> np.ndarray:
     """In-process request vectors (batched, padding trimmed)."""
-    tokens = de.tokenize(self.tokenizer, list(texts))
+    tokens = dual_encoder.tokenize(self.tokenizer, list(texts))
     out = np.zeros((len(texts), self.model.hidden_size), np.float32)
     for s in range(0, len(texts), 256):
       b = np.arange(s, min(s + 256, len(texts)))

@@ -11,13 +11,12 @@ writes it to ``pipeline/schema/schema.pbtxt``, which is checked in.
 from google.protobuf import text_format
 from tensorflow_metadata.proto.v0 import schema_pb2
 
-from features import feature_spec as fs
-
+from features import feature_spec
 CATEGORICAL_DOMAINS = {
-    "user_segment": fs.SEGMENTS,
-    "context_activity": fs.ACTIVITIES,
-    "context_surface": fs.SURFACES,
-    "source": fs.SOURCES,
+    "user_segment": feature_spec.SEGMENTS,
+    "context_activity": feature_spec.ACTIVITIES,
+    "context_surface": feature_spec.SURFACES,
+    "source": feature_spec.SOURCES,
 }
 UNIT_INTERVAL = ("interest_completion", "interest_skip", "interest_like", "subscription")
 
@@ -27,7 +26,7 @@ def curate(inferred: schema_pb2.Schema) -> schema_pb2.Schema:
   schema = schema_pb2.Schema()
   schema.CopyFrom(inferred)
   names = {f.name for f in schema.feature}
-  missing = sorted(set(fs.RAW_BY_NAME) - names)
+  missing = sorted(set(feature_spec.RAW_BY_NAME) - names)
   if missing:
     raise ValueError(f"inferred schema lacks features {missing}")
   del schema.string_domain[:]
@@ -35,7 +34,7 @@ def curate(inferred: schema_pb2.Schema) -> schema_pb2.Schema:
     schema.string_domain.add(name=name, value=sorted(values))
   for feature in schema.feature:
     feature.presence.min_fraction = 1.0
-    if fs.RAW_BY_NAME[feature.name].length == 1:
+    if feature_spec.RAW_BY_NAME[feature.name].length == 1:
       # A scalar: no dims, so it parses as FixedLenFeature([]) exactly like
       # feature_spec.raw_feature_spec() (SchemaGen infers [1]).
       feature.shape.ClearField("dim")
@@ -44,7 +43,8 @@ def curate(inferred: schema_pb2.Schema) -> schema_pb2.Schema:
     elif feature.HasField("domain"):
       feature.ClearField("domain")
     label = feature.name[:-len("_weight")] if feature.name.endswith("_weight") else feature.name
-    if feature.name in UNIT_INTERVAL or (label in fs.LABEL_KEYS and label != feature.name):
+    if feature.name in UNIT_INTERVAL or (label in feature_spec.LABEL_KEYS and
+                                         label != feature.name):
       feature.float_domain.min = 0.0
       feature.float_domain.max = 1.0
     elif feature.name == "exposure":

@@ -30,11 +30,11 @@ from typing import Dict, List, Optional, Sequence
 import ranking  # noqa: F401  (Keras 2 before TensorFlow)
 import tensorflow as tf
 
-from features import feature_spec as fs
+from features import feature_spec as feature_spec_lib
 from ranking import config as config_lib
 from ranking import model as model_lib
 
-LABEL_AND_WEIGHT_KEYS = frozenset(fs.PASSTHROUGH_KEYS)
+LABEL_AND_WEIGHT_KEYS = frozenset(feature_spec_lib.PASSTHROUGH_KEYS)
 SERVING_INPUT = "examples"
 
 
@@ -228,7 +228,7 @@ def train(model: model_lib.RankingModel, train_ds: tf.data.Dataset,
 def raw_serving_spec(with_labels: bool) -> Dict[str, object]:
   """Parse spec of raw examples (``feature_spec.raw_feature_spec``, scalars with
   defaults); without labels for ``serving_default`` (requests carry no labels)."""
-  return {k: v for k, v in fs.raw_feature_spec().items()
+  return {k: v for k, v in feature_spec_lib.raw_feature_spec().items()
           if with_labels or k not in LABEL_AND_WEIGHT_KEYS}
 
 

@@ -12,8 +12,7 @@ Both validate themselves on construction, round-trip through plain dicts (for Ke
 import dataclasses
 from typing import Dict, Optional, Tuple
 
-from features import feature_spec as fs
-
+from features import feature_spec
 MIXTURES = ("mmoe", "ple", "shared_bottom")
 TRAIN_PRECISIONS = ("float32", "mixed_bfloat16")
 DYNAMIC_WEIGHTING = ("none", "uncertainty")
@@ -64,8 +63,8 @@ class ModelConfig:
   ffn_activation: str = "relu"
   dropout: float = 0.0
   user_id_dropout: float = 0.25
-  history_len: int = fs.HISTORY_LEN
-  session_len: int = fs.SESSION_LEN
+  history_len: int = feature_spec.HISTORY_LEN
+  session_len: int = feature_spec.SESSION_LEN
   session_layers: int = 1
   mixture: str = "mmoe"
   num_experts: int = 4
@@ -74,7 +73,7 @@ class ModelConfig:
   ple_task_experts: int = 1
   ple_levels: int = 1
   tower_units: Tuple[int, ...] = (64,)
-  tasks: Tuple[str, ...] = tuple(fs.TASKS)
+  tasks: Tuple[str, ...] = tuple(feature_spec.TASKS)
   interest_weights: Tuple[float, float, float] = (0.5, 0.3, 0.2)
   train_precision: str = "mixed_bfloat16"
 
@@ -104,7 +103,7 @@ class ModelConfig:
     if not self.tasks:
       raise ValueError("tasks must name at least one task")
     for t in self.tasks:
-      if t not in fs.TASKS:
+      if t not in feature_spec.TASKS:
         raise ValueError(f"unknown task {t!r}; known: {tuple(fs.TASKS)}")
     if len(set(self.tasks)) != len(self.tasks):
       raise ValueError(f"tasks must be distinct, got {self.tasks}")
@@ -125,8 +124,8 @@ class ModelConfig:
   @property
   def labels(self) -> Tuple[str, ...]:
     """Label keys predicted by this model, in ``feature_spec.LABEL_KEYS`` order."""
-    wanted = {lab for t in self.tasks for lab in fs.TASKS[t]}
-    return tuple(k for k in fs.LABEL_KEYS if k in wanted)
+    wanted = {lab for t in self.tasks for lab in feature_spec.TASKS[t]}
+    return tuple(k for k in feature_spec.LABEL_KEYS if k in wanted)
 
   def to_dict(self) -> Dict[str, object]:
     return {f.name: (list(v) if isinstance(v, tuple) else v)
@@ -159,7 +158,7 @@ def model_config_from_name(name: str, **overrides) -> ModelConfig:
     return ModelConfig(mixture=name, **overrides)
   if name.startswith("single:"):
     task = name.split(":", 1)[1]
-    if task not in fs.TASKS:
+    if task not in feature_spec.TASKS:
       raise ValueError(f"unknown task {task!r} in config {name!r}; known: {tuple(fs.TASKS)}")
     overrides.setdefault("mixture", "shared_bottom")
     return ModelConfig(tasks=(task,), **overrides)
@@ -219,7 +218,7 @@ class TrainConfig:
     object.__setattr__(self, "task_weights",
                        tuple((str(t), float(w)) for t, w in weights.items()))
     for t in weights:
-      if t not in fs.TASKS:
+      if t not in feature_spec.TASKS:
         raise ValueError(f"unknown task {t!r} in task_weights; known: {tuple(fs.TASKS)}")
 
   @property

@@ -24,7 +24,7 @@ from typing import Dict, Mapping, Optional
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
-from features import feature_spec as fs
+from features import feature_spec
 from ranking import config as config_lib
 from ranking import metrics as metrics_lib
 from ranking import tasks as tasks_lib
@@ -38,17 +38,17 @@ from ranking.layers import shared_bottom
 from ranking.layers import target_attention
 from ranking.layers import towers
 
-X = fs.xf
+X = feature_spec.xf
 LISTENER_FEATURES = tuple(
-    X(f.name) for f in fs.USER_FEATURES + fs.CONTEXT_FEATURES + fs.HISTORY_FEATURES
-    + fs.SESSION_FEATURES)
-CANDIDATE_FEATURES = tuple(X(f.name) for f in fs.CANDIDATE_FEATURES)
+    X(f.name) for f in feature_spec.USER_FEATURES + feature_spec.CONTEXT_FEATURES +
+    feature_spec.HISTORY_FEATURES + feature_spec.SESSION_FEATURES)
+CANDIDATE_FEATURES = tuple(X(f.name) for f in feature_spec.CANDIDATE_FEATURES)
 ENCODING_KEYS = ("listener", "session", "history", "history_mask")
 _DTYPES = {"int64": tf.int64, "float32": tf.float32}
 
 
 def _spec(name: str, batch: Optional[int]) -> tf.TensorSpec:
-  dtype, length, _ = fs.TRANSFORMED_FEATURES[name]
+  dtype, length, _ = feature_spec.TRANSFORMED_FEATURES[name]
   shape = [batch] if length == 1 else [batch, length]
   return tf.TensorSpec(shape, _DTYPES[dtype], name=name)
 
@@ -137,12 +137,12 @@ class RankingModel(tfrs.Model):
     c = self.config
     d, small = c.d_model, _small(c)
     ff = c.ff_mult * d
-    card = {k: v[2] for k, v in fs.TRANSFORMED_FEATURES.items()}
+    card = {k: v[2] for k, v in feature_spec.TRANSFORMED_FEATURES.items()}
 
     # Listener side.
     self.user_embedding = tf.keras.layers.Embedding(card[X("user_id")], d,
                                                     name="user_embedding")
-    self.user_id_dropout = embeddings.OovDropout(c.user_id_dropout, *fs.VOCABS["user"],
+    self.user_id_dropout = embeddings.OovDropout(c.user_id_dropout, *feature_spec.VOCABS["user"],
                                                  name="user_id_dropout")
     self.context_embeddings = {
         k: tf.keras.layers.Embedding(card[X(k)], small, name=f"{k}_embedding")
@@ -153,11 +153,18 @@ class RankingModel(tfrs.Model):
     self.items = embeddings.ItemEmbedding(d, card[X("cand_track_id")],
                                           card[X("cand_artist_id")], name="items")
     self.history_encoder = sequence_encoder.SequenceEncoder(
-        d, c.num_layers, c.num_heads, ff, c.history_len, fs.NUM_GAP_BUCKETS, c.dropout,
+        d, c.num_layers, c.num_heads, ff, c.history_len, feature_spec.NUM_GAP_BUCKETS, c.dropout,
         c.ffn_activation, c.train_precision, name="history_encoder")
-    self.session_encoder = session_encoder.SessionEncoder(
-        d, c.session_layers, c.num_heads, ff, c.session_len, fs.NUM_GAP_BUCKETS, c.dropout,
-        c.ffn_activation, c.train_precision, name="session_encoder")
+    self.session_encoder = session_encoder.SessionEncoder(d,
+                                                          c.session_layers,
+                                                          c.num_heads,
+                                                          ff,
+                                                          c.session_len,
+                                                          feature_spec.NUM_GAP_BUCKETS,
+                                                          c.dropout,
+                                                          c.ffn_activation,
+                                                          c.train_precision,
+                                                          name="session_encoder")
 
     # Candidate side.
     self.tag_embedding = embeddings.MaskedMeanEmbedding(card[X("cand_tags")], small,
@@ -251,7 +258,7 @@ class RankingModel(tfrs.Model):
     item = self.items(_scalar(candidates[X("cand_track_id")], tf.int64),
                       _scalar(candidates[X("cand_artist_id")], tf.int64))    # [N, d]
     n = tf.shape(item)[0]
-    tags = self.tag_embedding(_seq(candidates[X("cand_tags")], fs.MAX_TAGS, tf.int64))
+    tags = self.tag_embedding(_seq(candidates[X("cand_tags")], feature_spec.MAX_TAGS, tf.int64))
     duration = self.duration_embedding(_scalar(candidates[X("cand_duration_s")], tf.int64))
     promo = self.promo_embedding(
         tf.clip_by_value(_scalar(candidates[X("cand_is_promo")], tf.int64), 0, 1))
@@ -329,12 +336,12 @@ class RankingModel(tfrs.Model):
     for t in self.config.tasks:
       parts = []
       for lab in tasks_lib.task_labels(t):
-        if lab not in features or fs.weight_key(lab) not in features:
+        if lab not in features or feature_spec.weight_key(lab) not in features:
           raise ValueError(
               f"compute_loss needs label {lab!r} and its weight {fs.weight_key(lab)!r} "
               "in the inputs (weight 0 when the source lacks the label)")
         parts.append(tasks_lib.label_loss(lab, logits[lab], _scalar(features[lab]),
-                                          _scalar(features[fs.weight_key(lab)])))
+                                          _scalar(features[feature_spec.weight_key(lab)])))
       losses[t] = tf.add_n(parts)
     return losses
 
@@ -359,7 +366,7 @@ class RankingModel(tfrs.Model):
 
     for lab, ms in self.label_metrics.items():
       y = _scalar(features[lab], tf.float32)
-      w = _scalar(features[fs.weight_key(lab)], tf.float32)
+      w = _scalar(features[feature_spec.weight_key(lab)], tf.float32)
       for m in ms:
         m.update_state(y, preds[lab], sample_weight=w)
     return total

@@ -24,8 +24,7 @@ from typing import Dict, Mapping, Sequence, Tuple
 
 import tensorflow as tf
 
-from features import feature_spec as fs
-
+from features import feature_spec
 BINARY = "binary"        # sigmoid link, cross-entropy
 BOUNDED = "bounded"      # 0..1 regression: sigmoid link, soft-label cross-entropy
 NONNEG = "nonneg"        # >= 0 regression: softplus link, squared error
@@ -48,7 +47,7 @@ class LabelSpec:
 
 
 def _kind(label: str) -> str:
-  if label in fs.BINARY_LABELS:
+  if label in feature_spec.BINARY_LABELS:
     return BINARY
   if label == "interest_completion":
     return BOUNDED
@@ -56,14 +55,16 @@ def _kind(label: str) -> str:
 
 
 LABELS: Dict[str, LabelSpec] = {
-    lab: LabelSpec(lab, task, _kind(lab)) for task, labs in fs.TASKS.items() for lab in labs}
+    lab: LabelSpec(lab, task, _kind(lab)) for task, labs in feature_spec.TASKS.items()
+    for lab in labs
+}
 
 
 def task_labels(task: str) -> Tuple[str, ...]:
   """Labels predicted by ``task``'s tower, in tower output order."""
-  if task not in fs.TASKS:
+  if task not in feature_spec.TASKS:
     raise ValueError(f"unknown task {task!r}; known: {tuple(fs.TASKS)}")
-  return fs.TASKS[task]
+  return feature_spec.TASKS[task]
 
 
 def link(label: str, logit: tf.Tensor) -> tf.Tensor:

@@ -20,10 +20,9 @@ from typing import Dict, Mapping, Optional
 
 import tensorflow as tf
 
-from features import feature_spec as fs
-
+from features import feature_spec
 INTEREST = "interest"
-COMMERCIAL = tuple(t for t in fs.TASKS if t != INTEREST)
+COMMERCIAL = tuple(t for t in feature_spec.TASKS if t != INTEREST)
 
 
 def validate_static_weights(weights: Mapping[str, float]) -> Dict[str, float]:
@@ -41,7 +40,7 @@ def validate_static_weights(weights: Mapping[str, float]) -> Dict[str, float]:
   """
   out = {}
   for task, w in weights.items():
-    if task not in fs.TASKS:
+    if task not in feature_spec.TASKS:
       raise ValueError(f"unknown task {task!r} in weights; known: {tuple(fs.TASKS)}")
     w = float(w)
     if w < 0:

@@ -37,7 +37,7 @@ import pandas as pd
 import tensorflow as tf
 
 from serving import model_config
-from serving import signatures as sig
+from serving import signatures as signatures_lib
 from serving import warmup as warmup_lib
 
 INFO_FILE = os.path.join("assets.extra", "melody_serving.json")
@@ -75,7 +75,7 @@ def default_example_pattern(catalog_path: str) -> Optional[str]:
   return pattern if glob.glob(pattern, recursive=True) else None
 
 
-def save_module(module: sig.RankerServingModule, path: str,
+def save_module(module: signatures_lib.RankerServingModule, path: str,
                 warmup_examples: Union[None, str, Sequence[bytes]] = None,
                 num_warmup_records: int = warmup_lib.DEFAULT_RECORDS,
                 model_name: str = DEFAULT_MODEL_NAME) -> str:
@@ -152,15 +152,19 @@ def write_configs(base_dir: str, model_name: str, labels: Dict[str, int],
                                            monitoring)
 
 
-def export_serving_model(model, tft_output_dir: str,
-                         catalog_path_or_df: Union[str, pd.DataFrame], base_dir: str,
-                         version: Optional[int] = None, intent: Optional[tf.Module] = None,
+def export_serving_model(model,
+                         tft_output_dir: str,
+                         catalog_path_or_df: Union[str, pd.DataFrame],
+                         base_dir: str,
+                         version: Optional[int] = None,
+                         intent: Optional[tf.Module] = None,
                          warmup_examples: Union[None, str, Sequence[bytes]] = "auto",
-                         model_name: Optional[str] = None, n_max: int = sig.DEFAULT_N_MAX,
-                         fusion_config=None, mixing_config=None,
+                         model_name: Optional[str] = None,
+                         n_max: int = signatures_lib.DEFAULT_N_MAX,
+                         fusion_config=None,
+                         mixing_config=None,
                          num_warmup_records: int = warmup_lib.DEFAULT_RECORDS,
-                         batching: model_config.BatchingParameters = DEFAULT_BATCHING
-                         ) -> str:
+                         batching: model_config.BatchingParameters = DEFAULT_BATCHING) -> str:
   """Exports a numbered version under ``base_dir`` and the server configs beside it.
 
   Args:
@@ -201,7 +205,7 @@ def export_serving_model(model, tft_output_dir: str,
   if isinstance(warmup_examples, str) and warmup_examples == "auto":
     warmup_examples = (default_example_pattern(catalog_path_or_df)
                        if isinstance(catalog_path_or_df, str) else None)
-  module = sig.RankerServingModule(
+  module = signatures_lib.RankerServingModule(
       model, tft_output_dir, catalog_path_or_df,
       fusion_config or fusion_lib.FusionConfig(), mixing_config or mixing_lib.MixingConfig(),
       n_max=n_max, intent=intent)
@@ -235,7 +239,7 @@ def export_from_training(model, tft_output_dir: str, catalog_path: str,
   Returns:
     ``serving_model_dir``.
   """
-  module = sig.RankerServingModule(model, tft_output_dir, catalog_path, intent=intent)
+  module = signatures_lib.RankerServingModule(model, tft_output_dir, catalog_path, intent=intent)
   if tf.io.gfile.exists(os.path.join(serving_model_dir, "saved_model.pb")):
     raise ValueError(f"{serving_model_dir} holds a SavedModel already")
   save_module(module, serving_model_dir, default_example_pattern(catalog_path))
@@ -255,12 +259,12 @@ def restore_trained_model(train_out: str, config_name: str = "mmoe"):
   """
   from ranking import config as config_lib  # pylint: disable=g-import-not-at-top
   from ranking import model as model_lib  # pylint: disable=g-import-not-at-top
-  from ranking import testing  # pylint: disable=g-import-not-at-top
+  from melody_testing import synthetic_batches  # pylint: disable=g-import-not-at-top
   ckpt = tf.train.latest_checkpoint(os.path.join(train_out, "run", "checkpoints"))
   if ckpt is None:
     raise ValueError(f"no checkpoint under {train_out}/run/checkpoints")
   model = model_lib.RankingModel(config_lib.model_config_from_name(config_name))
-  model(testing.synthetic_batch(2), training=False)   # creates the variables
+  model(synthetic_batches.synthetic_batch(2), training=False)   # creates the variables
   tf.train.Checkpoint(model=model).restore(ckpt).expect_partial()
   return model
 
@@ -276,7 +280,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   parser.add_argument("--base-dir", required=True, help="model base path, e.g. models/melody")
   parser.add_argument("--config", default="mmoe", help="model config it was trained with")
   parser.add_argument("--version", type=int, default=None)
-  parser.add_argument("--n-max", type=int, default=sig.DEFAULT_N_MAX)
+  parser.add_argument("--n-max", type=int, default=signatures_lib.DEFAULT_N_MAX)
   args = parser.parse_args(argv)
   try:
     model = restore_trained_model(args.train_out, args.config)

@@ -20,10 +20,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as pads
 
-from features import events as ev
+from features import events
 from features import examples as examples_lib
-from features import feature_spec as fs
-from serving import signatures as sig
+from features import feature_spec
+from serving import signatures as signatures_lib
 from serving import warmup
 
 SIGNATURES = ("rank", "recommend")
@@ -56,7 +56,7 @@ def read_user_events(data_dir: str, user: str) -> pa.Table:
       filter=pads.field("user_id") == user)
   if table.num_rows == 0:
     raise ValueError(f"user {user!r} has no events under {events_dir}")
-  return table.select(ev.EVENT_SCHEMA.names).cast(ev.EVENT_SCHEMA).sort_by("ts")
+  return table.select(events.EVENT_SCHEMA.names).cast(events.EVENT_SCHEMA).sort_by("ts")
 
 
 def listener_from_events(data_dir: str, user: str, context: str, surface: str = "home",
@@ -67,18 +67,18 @@ def listener_from_events(data_dir: str, user: str, context: str, surface: str = 
   Raises:
     ValueError: an unknown context or surface, or a user without events.
   """
-  if context not in fs.ACTIVITIES:
+  if context not in feature_spec.ACTIVITIES:
     raise ValueError(f"unknown context {context!r}; known: {fs.ACTIVITIES}")
-  if surface not in fs.SURFACES:
+  if surface not in feature_spec.SURFACES:
     raise ValueError(f"unknown surface {surface!r}; known: {fs.SURFACES}")
   history = read_user_events(data_dir, user)
   last = history.slice(history.num_rows - 1).to_pylist()[0]
-  now = dict.fromkeys(ev.EVENT_SCHEMA.names)
+  now = dict.fromkeys(events.EVENT_SCHEMA.names)
   now.update(user_id=user, session_id=last["session_id"], plays=1, source=last["source"],
              user_segment=last["user_segment"], user_tenure_days=last["user_tenure_days"],
              context_activity=context, context_surface=surface, is_promo=False,
              ts=None if last["ts"] is None else int(last["ts"]) + 60)
-  table = pa.concat_tables([history, pa.Table.from_pylist([now], schema=ev.EVENT_SCHEMA)])
+  table = pa.concat_tables([history, pa.Table.from_pylist([now], schema=events.EVENT_SCHEMA)])
   if tracks is None:
     tracks = pd.read_parquet(os.path.join(data_dir, "tracks.parquet"))
   record = examples_lib.events_to_examples(table, tracks)[-1]
@@ -109,7 +109,7 @@ def build_request(data_dir: str, user: str, context: str, signature: str = "rank
     raise ValueError("--text applies to --signature recommend only")
   tracks = pd.read_parquet(os.path.join(data_dir, "tracks.parquet"))
   inputs = listener_from_events(data_dir, user, context, surface, tracks)
-  inputs.update(sig.neutral_controls(1))
+  inputs.update(signatures_lib.neutral_controls(1))
   if signature == "rank":
     inputs.update(popular_candidates(tracks, candidates))
   else:

@@ -67,15 +67,15 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 from features import examples as examples_lib
-from features import feature_spec as fs
+from features import feature_spec
 from ranking import model as model_lib
 from ranking import tasks as tasks_lib
 from ranking.layers import fusion as fusion_lib
 from ranking.layers import mixing as mixing_lib
 
-X = fs.xf
+X = feature_spec.xf
 DEFAULT_N_MAX = 1000
-HEAD_OUTPUTS: Tuple[str, ...] = fs.LABEL_KEYS + (tasks_lib.INTEREST_SCORE,)
+HEAD_OUTPUTS: Tuple[str, ...] = feature_spec.LABEL_KEYS + (tasks_lib.INTEREST_SCORE,)
 OOV_TRACK_ID = b"<melody-oov-track>"
 # Weight of the popularity z-score appended to the retrieval embeddings: enough to order
 # a cold-start listener's (zero query) candidates by popularity, small next to a cosine.
@@ -101,15 +101,15 @@ LISTENER_INPUTS: Dict[str, Tuple[str, Tuple[int, ...]]] = {
     "context_surface": ("string", ()),
     "context_hour": ("int64", ()),
     "context_weekday": ("int64", ()),
-    "hist_track_ids": ("string", (fs.HISTORY_LEN,)),
-    "hist_completion": ("float32", (fs.HISTORY_LEN,)),
-    "hist_skip": ("float32", (fs.HISTORY_LEN,)),
-    "hist_gap_s": ("float32", (fs.HISTORY_LEN,)),
+    "hist_track_ids": ("string", (feature_spec.HISTORY_LEN,)),
+    "hist_completion": ("float32", (feature_spec.HISTORY_LEN,)),
+    "hist_skip": ("float32", (feature_spec.HISTORY_LEN,)),
+    "hist_gap_s": ("float32", (feature_spec.HISTORY_LEN,)),
     "hist_len": ("int64", ()),
-    "sess_track_ids": ("string", (fs.SESSION_LEN,)),
-    "sess_completion": ("float32", (fs.SESSION_LEN,)),
-    "sess_skip": ("float32", (fs.SESSION_LEN,)),
-    "sess_gap_s": ("float32", (fs.SESSION_LEN,)),
+    "sess_track_ids": ("string", (feature_spec.SESSION_LEN,)),
+    "sess_completion": ("float32", (feature_spec.SESSION_LEN,)),
+    "sess_skip": ("float32", (feature_spec.SESSION_LEN,)),
+    "sess_gap_s": ("float32", (feature_spec.SESSION_LEN,)),
     "sess_len": ("int64", ()),
 }
 # Per-request fusion controls shared by ``rank`` and ``recommend``.
@@ -122,7 +122,7 @@ CANDIDATE_INPUTS: Dict[str, Tuple[str, Tuple[Optional[int], ...]]] = {
     "candidate_ids": ("string", (None,)),
     "candidate_is_promo": ("int64", (None,)),
 }
-_SEQ = {"hist": fs.HISTORY_LEN, "sess": fs.SESSION_LEN}
+_SEQ = {"hist": feature_spec.HISTORY_LEN, "sess": feature_spec.SESSION_LEN}
 
 
 def _specs(inputs: Mapping[str, Tuple[str, Tuple]]) -> Dict[str, tf.TensorSpec]:
@@ -304,8 +304,8 @@ class Catalog:
 def _neutral_raw(batch: int) -> Dict[str, np.ndarray]:
   """Raw non-label features with padding/zero values for ``batch`` rows."""
   out = {}
-  for f in fs.RAW_FEATURES:
-    if f.name in fs.PASSTHROUGH_KEYS:
+  for f in feature_spec.RAW_FEATURES:
+    if f.name in feature_spec.PASSTHROUGH_KEYS:
       continue
     shape = (batch,) if f.length == 1 else (batch, f.length)
     out[f.name] = np.full(shape, f.default, dtype=_NP_DTYPES[f.dtype])
@@ -325,7 +325,8 @@ def transformed_catalog(catalog: Catalog, tft_layer) -> Dict[str, np.ndarray]:
   raw["cand_track_id"] = np.append(catalog.track_ids, OOV_TRACK_ID).astype(object)
   raw["cand_artist_id"] = np.append(catalog.artist_ids, b"").astype(object)
   raw["cand_tags"] = np.concatenate(
-      [catalog.tags, np.full((1, fs.MAX_TAGS), fs.PAD_TOKEN, object)]).astype(object)
+      [catalog.tags,
+       np.full((1, feature_spec.MAX_TAGS), feature_spec.PAD_TOKEN, object)]).astype(object)
   raw["cand_num_tags"] = np.append(catalog.num_tags, 0).astype(np.int64)
   raw["cand_duration_s"] = np.append(catalog.duration_s, 0).astype(np.float32)
   raw["cand_popularity"] = np.append(catalog.popularity, 0).astype(np.float32)
@@ -432,12 +433,12 @@ class RankerServingModule(tf.Module):
     self.num_tags = len(tag_names)
     self.catalog_tag_index = tf.Variable(
         np.asarray([[tag_index.get(t, 0) for t in row] for row in catalog.tags]
-                   + [[0] * fs.MAX_TAGS], np.int64).reshape(-1, fs.MAX_TAGS),
+                   + [[0] * feature_spec.MAX_TAGS], np.int64).reshape(-1, feature_spec.MAX_TAGS),
         trainable=False, name="catalog_tag_index")
     self.catalog_artists = tf.lookup.StaticHashTable(
         tf.lookup.KeyValueTensorInitializer(tf.constant(catalog.track_ids.astype(object)),
                                             tf.constant(catalog.artist_ids.astype(object))),
-        default_value=fs.PAD_TOKEN, name="catalog_artists")
+        default_value=feature_spec.PAD_TOKEN, name="catalog_artists")
     table = transformed_catalog(catalog, self.tft_layer)
     self.candidate_table = {name: tf.Variable(value, trainable=False, name=f"catalog_{name}")
                             for name, value in table.items()}
@@ -451,8 +452,10 @@ class RankerServingModule(tf.Module):
     self.model_variables = list(model.variables)
     self.retrieval_variables = list(self._py.retrieval.variables)
 
-    raw_spec = fs.raw_feature_spec()
-    self._example_spec = {k: v for k, v in raw_spec.items() if k not in fs.PASSTHROUGH_KEYS}
+    raw_spec = feature_spec.raw_feature_spec()
+    self._example_spec = {
+        k: v for k, v in raw_spec.items() if k not in feature_spec.PASSTHROUGH_KEYS
+    }
     self._example_spec_with_labels = raw_spec
     examples_spec = tf.TensorSpec([None], tf.string, name="examples")
     # The tf.functions stay out of the object graph: only the signatures are saved, so
@@ -510,7 +513,7 @@ class RankerServingModule(tf.Module):
       ids = tf.identity(ids)
     listener = self._listener(inputs)
     rows = self.catalog_rows.lookup(ids)
-    valid = tf.not_equal(ids, fs.PAD_TOKEN)
+    valid = tf.not_equal(ids, feature_spec.PAD_TOKEN)
     out = self._rank_rows(listener, inputs, rows, valid,
                           tf.clip_by_value(tf.cast(promo, tf.int64), 0, 1))
     ranked = tf.where(out["order"] >= 0,
@@ -589,7 +592,8 @@ class RankerServingModule(tf.Module):
       raw[name] = inputs[name]
     for prefix in _SEQ:
       n = inputs[f"{prefix}_len"]
-      raw[f"{prefix}_track_ids"] = _mask_tail(inputs[f"{prefix}_track_ids"], n, fs.PAD_TOKEN)
+      raw[f"{prefix}_track_ids"] = _mask_tail(inputs[f"{prefix}_track_ids"], n,
+                                              feature_spec.PAD_TOKEN)
       for part in ("completion", "skip", "gap_s"):
         raw[f"{prefix}_{part}"] = _mask_tail(inputs[f"{prefix}_{part}"], n, 0.0)
       raw[f"{prefix}_artist_ids"] = self.catalog_artists.lookup(raw[f"{prefix}_track_ids"])
@@ -727,10 +731,9 @@ class RankerServingModule(tf.Module):
 def _neutral_raw_tf(batch: tf.Tensor) -> Dict[str, tf.Tensor]:
   """In-graph twin of :func:`_neutral_raw` for a dynamic batch size."""
   out = {}
-  for f in fs.RAW_FEATURES:
-    if f.name in fs.PASSTHROUGH_KEYS:
+  for f in feature_spec.RAW_FEATURES:
+    if f.name in feature_spec.PASSTHROUGH_KEYS:
       continue
     shape = tf.stack([batch]) if f.length == 1 else tf.stack([batch, f.length])
     out[f.name] = tf.fill(shape, tf.constant(f.default, _TF_DTYPES[f.dtype]))
   return out
-

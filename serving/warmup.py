@@ -19,10 +19,9 @@ import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import prediction_log_pb2
 
-from features import feature_spec as fs
+from features import feature_spec
 from serving import client
-from serving import signatures as sig
-
+from serving import signatures
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 MAX_RECORDS = 1000
 DEFAULT_RECORDS = 24
@@ -62,7 +61,7 @@ def read_examples(source: Union[str, Sequence[bytes]], limit: int = 2000) -> Lis
 
 def parse_examples(records: Sequence[bytes]) -> Dict[str, np.ndarray]:
   """Raw features of serialized examples as numpy arrays (``[B]`` or ``[B, L]``)."""
-  parsed = tf.io.parse_example(tf.constant(list(records)), fs.raw_feature_spec())
+  parsed = tf.io.parse_example(tf.constant(list(records)), feature_spec.raw_feature_spec())
   return {k: v.numpy() for k, v in parsed.items()}
 
 
@@ -70,7 +69,7 @@ def listener_inputs(parsed: Dict[str, np.ndarray], rows: Sequence[int]) -> Dict[
   """The ``rank`` / ``recommend`` listener inputs of examples ``rows`` (batch ``len(rows)``)."""
   rows = np.asarray(rows, dtype=np.int64)
   out = {}
-  for name, (dtype, _) in sig.LISTENER_INPUTS.items():
+  for name, (dtype, _) in signatures.LISTENER_INPUTS.items():
     out[name] = parsed[name][rows].astype(object if dtype == "string" else
                                           (np.int64 if dtype == "int64" else np.float32))
   return out
@@ -96,7 +95,7 @@ def rank_inputs(parsed: Dict[str, np.ndarray], listener_rows: Sequence[int], n: 
                 catalog_ids: Optional[np.ndarray] = None) -> Dict[str, np.ndarray]:
   """A ``rank`` request for the listeners of ``listener_rows`` with ``n`` candidates each."""
   inputs = listener_inputs(parsed, listener_rows)
-  inputs.update(sig.neutral_controls(len(listener_rows)))
+  inputs.update(signatures.neutral_controls(len(listener_rows)))
   ids, promo = zip(*[_candidates(parsed, int(r) + 1, n, catalog_ids) for r in listener_rows])
   inputs["candidate_ids"] = np.stack(ids).astype(object)
   inputs["candidate_is_promo"] = np.stack(promo).astype(np.int64)
@@ -107,7 +106,7 @@ def recommend_inputs(parsed: Dict[str, np.ndarray], listener_rows: Sequence[int]
                      texts: Optional[Sequence[str]] = None) -> Dict[str, np.ndarray]:
   """A ``recommend`` request; ``texts`` adds ``request_text`` (intent models only)."""
   inputs = listener_inputs(parsed, listener_rows)
-  inputs.update(sig.neutral_controls(len(listener_rows)))
+  inputs.update(signatures.neutral_controls(len(listener_rows)))
   inputs["k"] = np.int32(k)
   if texts is not None:
     inputs["request_text"] = np.asarray([t.encode() if isinstance(t, str) else t

@@ -20,9 +20,7 @@ from typing import Optional
 
 import numpy as np
 
-from simulation import policies as pol
-
-
+from simulation import policies
 def simplex_grid(step: float = 0.25) -> np.ndarray:
   """All (alpha, beta, gamma) >= 0 on a grid of ``step`` that sum to 1.
 
@@ -44,9 +42,9 @@ def context_features(segment: np.ndarray, activity: np.ndarray) -> np.ndarray:
   """``[n, S + A]`` one-hot segment then one-hot activity (no separate bias: the
   segment one-hot already sums to one)."""
   n = len(segment)
-  x = np.zeros((n, pol.N_SEG + pol.N_ACT))
+  x = np.zeros((n, policies.N_SEG + policies.N_ACT))
   x[np.arange(n), np.asarray(segment, np.int64)] = 1.0
-  x[np.arange(n), pol.N_SEG + np.asarray(activity, np.int64)] = 1.0
+  x[np.arange(n), policies.N_SEG + np.asarray(activity, np.int64)] = 1.0
   return x
 
 
@@ -156,7 +154,7 @@ class RandomArms:
     del x, arms, rewards
 
 
-class BanditPolicy(pol.FusionPolicy):
+class BanditPolicy(policies.FusionPolicy):
   """Fusion + mixing whose (alpha, beta, gamma) a bandit picks per listener-session.
 
   Rewards are centred on ``reward_offset`` before the bandit sees them (default: the
@@ -210,6 +208,6 @@ class BanditPolicy(pol.FusionPolicy):
     """``[segments, 3]`` the greedy arm's weights per segment (average activity)."""
     theta = self.bandit.theta() if hasattr(self.bandit, "theta") else None
     if theta is None:
-      return np.full((pol.N_SEG, 3), np.nan)
-    seg_value = theta[:, :pol.N_SEG] + theta[:, pol.N_SEG:].mean(1, keepdims=True)
+      return np.full((policies.N_SEG, 3), np.nan)
+    seg_value = theta[:, :policies.N_SEG] + theta[:, policies.N_SEG:].mean(1, keepdims=True)
     return self.arms[np.argmax(seg_value, axis=0)]

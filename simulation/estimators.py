@@ -28,8 +28,8 @@ from typing import Dict, Optional
 import numpy as np
 import pandas as pd
 
-from simulation import policies as pol
-from simulation import slates as sl
+from simulation import policies
+from simulation import slates
 from simulation.world import DEFAULT_START_TS, World
 
 
@@ -209,31 +209,31 @@ class LoggedData:
   positions: np.ndarray
   rewards: np.ndarray
   p_log: np.ndarray
-  logging: pol.PlackettLucePolicy
+  logging: policies.PlackettLucePolicy
 
 
-OPE_CANDIDATES = sl.CandidateConfig(familiar=6, style=6, popular=5, promo=3)
+OPE_CANDIDATES = slates.CandidateConfig(familiar=6, style=6, popular=5, promo=3)
 
 
-def _target_scores(policy: pol.PlackettLucePolicy, logs: LoggedData) -> np.ndarray:
+def _target_scores(policy: policies.PlackettLucePolicy, logs: LoggedData) -> np.ndarray:
   if policy.fixed is not None:
     w = np.broadcast_to(policy.fixed, (len(logs.segment), 3)).copy()
   else:
-    w = sl.segment_table(policy.fusion)[logs.segment]
-  return sl.fuse(logs.heads, logs.segment, logs.activity, logs.familiar, policy.fusion,
+    w = slates.segment_table(policy.fusion)[logs.segment]
+  return slates.fuse(logs.heads, logs.segment, logs.activity, logs.familiar, policy.fusion,
                  weights=w, seed=logs.seed, candidate_ids=logs.tracks)
 
 
-def _play(world: World, policy: pol.PlackettLucePolicy, n: int, k: int, seed: int,
-          candidates: sl.CandidateConfig):
+def _play(world: World, policy: policies.PlackettLucePolicy, n: int, k: int, seed: int,
+          candidates: slates.CandidateConfig):
   """Fresh listeners and contexts, one sampled slate each, played in the world."""
   rng = np.random.default_rng(np.random.SeedSequence([seed, 77]))
   L = world.sample_users(n, rng)
   raw = world.sample_context(n, rng, DEFAULT_START_TS)
-  ctx = pol.Context(activity=raw["activity"], hour=raw["hour"], weekday=raw["weekday"],
+  ctx = policies.Context(activity=raw["activity"], hour=raw["hour"], weekday=raw["weekday"],
                     ts=raw["ts"], seed=rng.integers(0, 2**31 - 1, n))
-  tracks, valid = sl.CandidatePool(world, candidates).draw(L, rng)
-  state = pol.ListenerState(world=world, listeners=L, history={}, day=0)
+  tracks, valid = slates.CandidatePool(world, candidates).draw(L, rng)
+  state = policies.ListenerState(world=world, listeners=L, history={}, day=0)
   heads = policy.scorer.heads(state, tracks, ctx.activity, rng)
   fam = world.is_familiar(L, np.arange(n)[:, None], tracks)
   logs = LoggedData(heads=heads, familiar=fam, promo=world.track_promo[tracks],
@@ -241,14 +241,14 @@ def _play(world: World, policy: pol.PlackettLucePolicy, n: int, k: int, seed: in
                     activity=ctx.activity, seed=ctx.seed, tracks=tracks, positions=None,
                     rewards=None, p_log=None, logging=policy)
   scores = _target_scores(policy, logs)
-  pos, prop = pol.plackett_luce(scores, valid, k, policy.temperature, rng)
+  pos, prop = policies.plackett_luce(scores, valid, k, policy.temperature, rng)
   out = world.play_slate(L, np.take_along_axis(tracks, pos, 1), ctx.activity, rng)
   logs.positions, logs.rewards, logs.p_log = pos, out["completion"], prop
   return logs
 
 
-def collect_logs(world: World, logging: pol.PlackettLucePolicy, n: int, k: int = 3,
-                 seed: int = 0, candidates: sl.CandidateConfig = OPE_CANDIDATES
+def collect_logs(world: World, logging: policies.PlackettLucePolicy, n: int, k: int = 3,
+                 seed: int = 0, candidates: slates.CandidateConfig = OPE_CANDIDATES
                  ) -> LoggedData:
   """Logs ``n`` slates of length ``k`` of the logging policy on fresh listeners."""
   if n < 1 or k < 1:
@@ -256,8 +256,8 @@ def collect_logs(world: World, logging: pol.PlackettLucePolicy, n: int, k: int =
   return _play(world, logging, n, k, seed, candidates)
 
 
-def ground_truth(world: World, target: pol.PlackettLucePolicy, n: int, k: int = 3,
-                 seed: int = 1, candidates: sl.CandidateConfig = OPE_CANDIDATES) -> float:
+def ground_truth(world: World, target: policies.PlackettLucePolicy, n: int, k: int = 3,
+                 seed: int = 1, candidates: slates.CandidateConfig = OPE_CANDIDATES) -> float:
   """The target's true value: mean summed completion of its slates played in the world
   on ``n`` fresh listeners (an independent seed from the logs)."""
   return float(_play(world, target, n, k, seed, candidates).rewards.sum(1).mean())
@@ -301,7 +301,7 @@ class RewardModel:
     return f @ self.coef
 
 
-def estimate(logs: LoggedData, target: pol.PlackettLucePolicy,
+def estimate(logs: LoggedData, target: policies.PlackettLucePolicy,
              model: Optional[RewardModel] = None) -> Dict[str, float]:
   """IPS, SNIPS, DR, position-based and direct-method estimates of ``target``."""
   n, k = logs.positions.shape
@@ -328,26 +328,28 @@ def estimate(logs: LoggedData, target: pol.PlackettLucePolicy,
   }
 
 
-def default_targets(scorer: pol.HeadScorer = pol.HeadScorer()) -> Dict[str, pol.PlackettLucePolicy]:
+def default_targets(scorer: policies.HeadScorer = policies.HeadScorer()) -> Dict[
+    str, policies.PlackettLucePolicy]:
   """Three held-out target policies (none is the logging policy)."""
   return {
-      "interest_only": pol.PlackettLucePolicy(0.06, weights=(1.0, 0.0, 0.0),
+      "interest_only": policies.PlackettLucePolicy(0.06, weights=(1.0, 0.0, 0.0),
                                               scorer=scorer, slate_len=3),
-      "promo_heavy": pol.PlackettLucePolicy(0.1, weights=(0.4, 0.2, 0.4),
+      "promo_heavy": policies.PlackettLucePolicy(0.1, weights=(0.4, 0.2, 0.4),
                                             scorer=scorer, slate_len=3),
-      "subscription_push": pol.PlackettLucePolicy(0.12, weights=(0.5, 0.5, 0.0),
+      "subscription_push": policies.PlackettLucePolicy(0.12, weights=(0.5, 0.5, 0.0),
                                                   scorer=scorer, slate_len=3),
   }
 
 
-def default_logging(scorer: pol.HeadScorer = pol.HeadScorer()) -> pol.PlackettLucePolicy:
+def default_logging(scorer: policies.HeadScorer = policies.HeadScorer()
+                   ) -> policies.PlackettLucePolicy:
   """The logging policy: the production fusion table, softened to temperature 0.15."""
-  return pol.PlackettLucePolicy(0.15, scorer=scorer, slate_len=3)
+  return policies.PlackettLucePolicy(0.15, scorer=scorer, slate_len=3)
 
 
 def validate(world: World, n_logs: int = 20_000, n_truth: int = 100_000, k: int = 3,
-             seed: int = 0, targets: Optional[Dict[str, pol.PlackettLucePolicy]] = None,
-             logging: Optional[pol.PlackettLucePolicy] = None) -> pd.DataFrame:
+             seed: int = 0, targets: Optional[Dict[str, policies.PlackettLucePolicy]] = None,
+             logging: Optional[policies.PlackettLucePolicy] = None) -> pd.DataFrame:
   """Relative-error table of every estimator on held-out targets vs ground truth.
 
   Returns:

@@ -20,13 +20,13 @@ from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
-from features import feature_spec as fs
-from simulation import slates as sl
+from features import feature_spec
+from simulation import slates as slates_lib
 from simulation.world import SIM_ACTIVITIES
 
-FusionConfig = sl.FusionConfig
-MixingConfig = sl.MixingConfig
-N_SEG = len(fs.SEGMENTS)
+FusionConfig = slates_lib.FusionConfig
+MixingConfig = slates_lib.MixingConfig
+N_SEG = len(feature_spec.SEGMENTS)
 N_ACT = len(SIM_ACTIVITIES)
 
 
@@ -190,7 +190,7 @@ class FusionPolicy(Policy):
 
   def weights(self, state: ListenerState, context: Context) -> np.ndarray:
     """``[n, 3]`` (alpha, beta, gamma) per listener (default: the segment table)."""
-    return sl.segment_table(self.fusion)[state.listeners.segment.astype(np.int64)]
+    return slates_lib.segment_table(self.fusion)[state.listeners.segment.astype(np.int64)]
 
   def max_promos(self, state: ListenerState) -> Optional[np.ndarray]:
     """``[n]`` promo cap per listener, or None for the mixing config's."""
@@ -202,7 +202,7 @@ class FusionPolicy(Policy):
     heads = self.scorer.heads(state, candidates.tracks, context.activity, rng)
     fam = world.is_familiar(state.listeners, np.arange(len(state))[:, None],
                             candidates.tracks)
-    return sl.fuse(heads, state.listeners.segment, context.activity, fam, self.fusion,
+    return slates_lib.fuse(heads, state.listeners.segment, context.activity, fam, self.fusion,
                    weights=weights, seed=context.seed, candidate_ids=candidates.tracks)
 
   def rank(self, state, candidates, context):
@@ -210,7 +210,7 @@ class FusionPolicy(Policy):
     w = self.weights(state, context)
     score = self.fused(state, candidates, context, w, rng)
     world = state.world
-    pos = sl.mix_top(score, world.track_promo[candidates.tracks],
+    pos = slates_lib.mix_top(score, world.track_promo[candidates.tracks],
                      world.track_artist[candidates.tracks] + 1, candidates.valid,
                      self.mixing, self.slate_len, max_promos=self.max_promos(state))
     tracks = np.where(pos >= 0, np.take_along_axis(candidates.tracks,
@@ -229,16 +229,16 @@ class ContextRulePolicy(FusionPolicy):
   def __init__(self, rules: Dict[Tuple[str, str], Sequence[float]], **kwargs):
     kwargs.setdefault("name", "context_rules")
     super().__init__(**kwargs)
-    table = np.repeat(sl.segment_table(self.fusion)[:, None, :], N_ACT, axis=1)
+    table = np.repeat(slates_lib.segment_table(self.fusion)[:, None, :], N_ACT, axis=1)
     for (seg, act), w in rules.items():
-      if seg not in fs.SEGMENTS:
+      if seg not in feature_spec.SEGMENTS:
         raise ValueError(f"unknown segment {seg!r} in rules; known: {fs.SEGMENTS}")
       if act not in SIM_ACTIVITIES:
         raise ValueError(f"unknown activity {act!r} in rules; known: {SIM_ACTIVITIES}")
       w = tuple(float(x) for x in w)
       if len(w) != 3 or min(w) < 0 or not all(np.isfinite(w)):
         raise ValueError(f"rule {(seg, act)} must be 3 finite weights >= 0, got {w}")
-      table[fs.SEGMENTS.index(seg), SIM_ACTIVITIES.index(act)] = w
+      table[feature_spec.SEGMENTS.index(seg), SIM_ACTIVITIES.index(act)] = w
     self.table = table
 
   def weights(self, state, context):
@@ -428,7 +428,7 @@ class SavedModelPolicy(Policy):
     world, L, n = state.world, state.listeners, len(state)
     ids = world.track_ids
     hist = state.history
-    h_len = fs.HISTORY_LEN
+    h_len = feature_spec.HISTORY_LEN
     h_track = hist.get("track", np.full((n, 0), -1))[:, :h_len]
     pad = h_len - h_track.shape[1]
 
@@ -442,16 +442,16 @@ class SavedModelPolicy(Policy):
     h_skip = padded(hist.get("skip", np.zeros((n, 0)))[:, :h_len], 0, np.float32)
     have = h_track >= 0
     gap = np.where(have, np.maximum(context.ts[:, None] - h_ts, 0), 0).astype(np.float32)
-    names = np.where(have, ids[np.maximum(h_track, 0)], fs.PAD_TOKEN.decode())
-    in_sess = have & (gap <= fs.SESSION_WINDOW_S)
-    s_len = np.minimum(in_sess.sum(1), fs.SESSION_LEN)
-    s_mask = np.arange(fs.SESSION_LEN)[None, :] < s_len[:, None]
-    s = slice(0, fs.SESSION_LEN)   # history is most recent first, so is the session
+    names = np.where(have, ids[np.maximum(h_track, 0)], feature_spec.PAD_TOKEN.decode())
+    in_sess = have & (gap <= feature_spec.SESSION_WINDOW_S)
+    s_len = np.minimum(in_sess.sum(1), feature_spec.SESSION_LEN)
+    s_mask = np.arange(feature_spec.SESSION_LEN)[None, :] < s_len[:, None]
+    s = slice(0, feature_spec.SESSION_LEN)   # history is most recent first, so is the session
     weights = (self.table[L.segment.astype(np.int64)] if self.table is not None
                else np.full((n, 3), -1.0, np.float32))
     return {
         "user_id": np.array([f"u{i:07d}" for i in L.user_index], object),
-        "user_segment": np.array(fs.SEGMENTS, object)[L.segment.astype(np.int64)],
+        "user_segment": np.array(feature_spec.SEGMENTS, object)[L.segment.astype(np.int64)],
         "user_tenure_days": L.tenure_days.astype(np.float32),
         "context_activity": np.array(SIM_ACTIVITIES, object)[context.activity],
         "context_surface": np.full(n, self.surface, object),

@@ -19,12 +19,12 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from features import feature_spec as fs
-from simulation import bandits as bd
-from simulation import estimators as est
-from simulation import policies as pol
-from simulation import rollout as ro
-from simulation import slates as sl
+from features import feature_spec
+from simulation import bandits
+from simulation import estimators
+from simulation import policies
+from simulation import rollout as rollout_lib
+from simulation import slates
 from simulation.world import SIM_ACTIVITIES, World, WorldConfig
 
 FIGURES = ("frontier.png", "regret.png", "ope.png")
@@ -56,7 +56,7 @@ class ReportConfig:
   chunk_users: int = 1000
   ope_logs: int = 20_000
   ope_truth: int = 100_000
-  objective: ro.Objective = ro.Objective()
+  objective: rollout_lib.Objective = rollout_lib.Objective()
   slate_len: int = 10
 
   def __post_init__(self):
@@ -67,20 +67,21 @@ class ReportConfig:
     if not 0 <= self.floor <= 1:
       raise ValueError(f"floor must be in [0, 1], got {self.floor}")
 
-  def rollout_config(self) -> ro.RolloutConfig:
-    return ro.RolloutConfig(users=self.users, days=self.days, seed=self.seed,
+  def rollout_config(self) -> rollout_lib.RolloutConfig:
+    return rollout_lib.RolloutConfig(users=self.users, days=self.days, seed=self.seed,
                             slate_len=self.slate_len, chunk_users=self.chunk_users,
                             objective=self.objective)
 
 
-def uniform_fusion(weights, base: sl.FusionConfig = sl.FusionConfig()) -> sl.FusionConfig:
+def uniform_fusion(
+    weights, base: slates.FusionConfig = slates.FusionConfig()) -> slates.FusionConfig:
   """The fusion config giving every segment ``weights`` (beta 0 where it must be)."""
   w = tuple(float(x) for x in weights)
-  return table_fusion({s: w for s in fs.SEGMENTS}, base)
+  return table_fusion({s: w for s in feature_spec.SEGMENTS}, base)
 
 
-def table_fusion(rows: Dict[str, tuple], base: sl.FusionConfig = sl.FusionConfig()
-                 ) -> sl.FusionConfig:
+def table_fusion(rows: Dict[str, tuple], base: slates.FusionConfig = slates.FusionConfig()
+                 ) -> slates.FusionConfig:
   """A fusion config with ``rows`` per segment (beta zeroed for zero-beta segments)."""
   table = {s: (w[0], 0.0 if s in base.zero_beta_segments else w[1], w[2])
            for s, w in rows.items()}
@@ -101,11 +102,12 @@ def _grid_rows(world, cfg: ReportConfig, grid, runner: str) -> List[Dict[str, ob
   for g in grid:
     fusion = uniform_fusion(g)
     if runner == "beam":
-      res = ro.rollout_beam(cfg.world_seed, WorldConfig(n_tracks=cfg.n_tracks),
+      res = rollout_lib.rollout_beam(cfg.world_seed, WorldConfig(n_tracks=cfg.n_tracks),
                             _FusionFactory(fusion, cfg.slate_len), cfg.rollout_config())
     else:
-      res = ro.rollout(world, pol.FusionPolicy(fusion=fusion, slate_len=cfg.slate_len),
-                       cfg.rollout_config())
+      res = rollout_lib.rollout(world, policies.FusionPolicy(fusion=fusion,
+                                                             slate_len=cfg.slate_len),
+                                cfg.rollout_config())
     s = res.summary()
     rows.append({"weights": [float(x) for x in g], **s,
                  "last_day_expected_reward": res.summary(res.cube[-1])[
@@ -124,11 +126,11 @@ class _FusionFactory:
     self.fusion, self.slate_len = fusion, slate_len
 
   def __call__(self):
-    return pol.FusionPolicy(fusion=self.fusion, slate_len=self.slate_len)
+    return policies.FusionPolicy(fusion=self.fusion, slate_len=self.slate_len)
 
 
 def recommend(rows: List[Dict[str, object]], floor: float, by: str = "by_segment",
-              keys=fs.SEGMENTS) -> Dict[str, Dict[str, object]]:
+              keys=feature_spec.SEGMENTS) -> Dict[str, Dict[str, object]]:
   """Per group (a segment, or ``"segment/activity"`` with ``by="by_segment_activity"``):
   the grid point with the best expected objective on that group's sessions among those
   keeping its completion rate >= floor (the best completion rate if none does)."""
@@ -149,7 +151,7 @@ def recommend(rows: List[Dict[str, object]], floor: float, by: str = "by_segment
 
 
 def _bandits(world, cfg: ReportConfig, grid, rows) -> Dict[str, object]:
-  dim = pol.N_SEG + pol.N_ACT
+  dim = policies.N_SEG + policies.N_ACT
   best = int(np.argmax([r["expected_reward_per_session"] for r in rows]))
   best_day = np.array(rows[best]["by_day_expected_reward"])
   worst_last = min(r["last_day_expected_reward"] for r in rows)
@@ -158,14 +160,14 @@ def _bandits(world, cfg: ReportConfig, grid, rows) -> Dict[str, object]:
          "best_grid_last_day": rows[best]["last_day_expected_reward"],
          "worst_grid_last_day": worst_last, "bandits": {}}
   makers = {
-      "linucb": lambda: bd.LinUCB(len(grid), dim, alpha=1.0),
-      "thompson": lambda: bd.LinearThompson(len(grid), dim, noise=1.0),
-      "random": lambda: bd.RandomArms(len(grid), dim),
+      "linucb": lambda: bandits.LinUCB(len(grid), dim, alpha=1.0),
+      "thompson": lambda: bandits.LinearThompson(len(grid), dim, noise=1.0),
+      "random": lambda: bandits.RandomArms(len(grid), dim),
   }
   for name, make in makers.items():
-    policy = bd.BanditPolicy(make(), grid, seed=cfg.seed, slate_len=cfg.slate_len,
+    policy = bandits.BanditPolicy(make(), grid, seed=cfg.seed, slate_len=cfg.slate_len,
                              name=name)
-    res = ro.rollout(world, policy, cfg.rollout_config())
+    res = rollout_lib.rollout(world, policy, cfg.rollout_config())
     r = res.rounds
     regret = r["sessions"] * best_day[r["day"]] - r["expected_reward"]
     last = res.summary(res.cube[-1])["expected_reward_per_session"]
@@ -177,7 +179,7 @@ def _bandits(world, cfg: ReportConfig, grid, rows) -> Dict[str, object]:
             out["best_grid_last_day"] - worst_last, 1e-12),
         "cumulative_regret": np.cumsum(regret).tolist(),
         "cumulative_sessions": np.cumsum(r["sessions"]).tolist(),
-        "segment_weights": {s: w.tolist() for s, w in zip(fs.SEGMENTS,
+        "segment_weights": {s: w.tolist() for s, w in zip(feature_spec.SEGMENTS,
                                                           policy.segment_choice())},
     }
   return out
@@ -187,16 +189,16 @@ def _controller(world, cfg: ReportConfig, weights) -> Dict[str, object]:
   """The controller on the objective's favourite (promo-heavy) weights with a generous
   starting promo cap: it should pull the promo share down to defend the floor."""
   fusion = uniform_fusion(weights)
-  mixing = sl.MixingConfig(max_promos_per_window=CONTROLLER_START_PROMOS)
-  fixed = ro.rollout(world, pol.FusionPolicy(fusion=fusion, mixing=mixing,
+  mixing = slates.MixingConfig(max_promos_per_window=CONTROLLER_START_PROMOS)
+  fixed = rollout_lib.rollout(world, policies.FusionPolicy(fusion=fusion, mixing=mixing,
                                              slate_len=cfg.slate_len), cfg.rollout_config())
-  ctrl = pol.PromoShareController(floor=cfg.floor, fusion=fusion, mixing=mixing,
+  ctrl = policies.PromoShareController(floor=cfg.floor, fusion=fusion, mixing=mixing,
                                   slate_len=cfg.slate_len)
-  res = ro.rollout(world, ctrl, cfg.rollout_config())
+  res = rollout_lib.rollout(world, ctrl, cfg.rollout_config())
   return {"floor": cfg.floor, "weights": [float(x) for x in weights],
           "start_promos_per_window": CONTROLLER_START_PROMOS,
           "share_by_day": {s: [float(h[i]) for h in ctrl.history]
-                           for i, s in enumerate(fs.SEGMENTS)},
+                           for i, s in enumerate(feature_spec.SEGMENTS)},
           "fixed": fixed.summary(), "controlled": res.summary()}
 
 
@@ -284,7 +286,7 @@ def _markdown(cfg: ReportConfig, res: Dict[str, object]) -> str:
   L += ["\n## Recommended alpha/beta/gamma per segment\n",
         "| segment | recommended | meets floor | completion | objective | current table |",
         "|---|---|---|---|---|---|"]
-  current = dict(sl.FusionConfig().segment_weights)
+  current = dict(slates.FusionConfig().segment_weights)
   for seg, r in res["recommended"].items():
     L.append(f"| {seg} | {'/'.join(f'{w:g}' for w in r['weights'])} | "
              f"{r['meets_floor']} | {_fmt(r['completion_rate'])} | "
@@ -303,7 +305,7 @@ def _markdown(cfg: ReportConfig, res: Dict[str, object]) -> str:
         "same rule, measured on that pair's sessions:\n",
         "| segment | " + " | ".join(SIM_ACTIVITIES) + " |",
         "|---|" + "---|" * len(SIM_ACTIVITIES)]
-  for seg in fs.SEGMENTS:
+  for seg in feature_spec.SEGMENTS:
     cells = [res["recommended_context"].get(f"{seg}/{a}") for a in SIM_ACTIVITIES]
     L.append(f"| {seg} | " + " | ".join(
         "/".join(f"{w:g}" for w in c["weights"]) + ("" if c["meets_floor"] else " (below)")
@@ -384,7 +386,7 @@ def run(out_dir: str, config: ReportConfig = ReportConfig(), model_dir: Optional
     raise ValueError(f"runner must be 'direct' or 'beam', got {runner!r}")
   os.makedirs(out_dir, exist_ok=True)
   world = World(WorldConfig(n_tracks=config.n_tracks), seed=config.world_seed)
-  grid = bd.simplex_grid(config.grid_step)
+  grid = bandits.simplex_grid(config.grid_step)
   rows = _grid_rows(world, config, grid, runner)
   pts = np.array([[r["completion_rate"], r["expected_conversions_per_1k_sessions"],
                    r["exposure_per_session"]] for r in rows])
@@ -393,25 +395,25 @@ def run(out_dir: str, config: ReportConfig = ReportConfig(), model_dir: Optional
     r["frontier"] = bool(f)
     r["meets_floor"] = bool(r["completion_rate"] >= config.floor)
   recommended = recommend(rows, config.floor)
-  rec_policy = pol.FusionPolicy(
+  rec_policy = policies.FusionPolicy(
       fusion=table_fusion({s: tuple(r["weights"]) for s, r in recommended.items()}),
       slate_len=config.slate_len)
-  rec_result = ro.rollout(world, rec_policy, config.rollout_config())
-  pairs = [f"{s}/{a}" for s in fs.SEGMENTS for a in SIM_ACTIVITIES]
+  rec_result = rollout_lib.rollout(world, rec_policy, config.rollout_config())
+  pairs = [f"{s}/{a}" for s in feature_spec.SEGMENTS for a in SIM_ACTIVITIES]
   rec_context = recommend(rows, config.floor, by="by_segment_activity", keys=pairs)
-  ctx_policy = pol.ContextRulePolicy(
+  ctx_policy = policies.ContextRulePolicy(
       {tuple(k.split("/")): tuple(r["weights"]) for k, r in rec_context.items()},
       fusion=rec_policy.fusion, slate_len=config.slate_len)
   compare = {
-      "current": ro.rollout(world, pol.FusionPolicy(slate_len=config.slate_len),
+      "current": rollout_lib.rollout(world, policies.FusionPolicy(slate_len=config.slate_len),
                             config.rollout_config()).summary(),
       "recommended": rec_result.summary(),
-      "context_rules": ro.rollout(world, ctx_policy, config.rollout_config()).summary(),
+      "context_rules": rollout_lib.rollout(world, ctx_policy, config.rollout_config()).summary(),
       "recommended_by_segment": rec_result.by_segment(),
       "recommended_by_activity": rec_result.by_activity()}
   bandit = _bandits(world, config, grid, rows)
   controller = _controller(world, config, bandit["best_grid_point"])
-  ope = est.validate(world, n_logs=config.ope_logs, n_truth=config.ope_truth,
+  ope = estimators.validate(world, n_logs=config.ope_logs, n_truth=config.ope_truth,
                      seed=config.seed).to_dict("records")
   result = {"config": {k: (dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v)
                        for k, v in dataclasses.asdict(config).items()},
@@ -419,10 +421,10 @@ def run(out_dir: str, config: ReportConfig = ReportConfig(), model_dir: Optional
             "recommended_context": rec_context,
             "bandits": bandit, "controller": controller, "ope": ope}
   if model_dir:
-    policy = pol.SavedModelPolicy(model_dir, slate_len=config.slate_len)
+    policy = policies.SavedModelPolicy(model_dir, slate_len=config.slate_len)
     small = dataclasses.replace(config.rollout_config(), users=min(config.users, 2000))
     result["model"] = {"model_dir": model_dir,
-                       "summary": ro.rollout(world, policy, small).summary()}
+                       "summary": rollout_lib.rollout(world, policy, small).summary()}
   _figures(out_dir, config, rows, front, bandit, ope)
   with open(os.path.join(out_dir, "report.json"), "w", encoding="utf-8") as f:
     json.dump(result, f, indent=1, sort_keys=True)

@@ -23,9 +23,9 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from features import feature_spec as fs
-from simulation import policies as pol
-from simulation import slates as sl
+from features import feature_spec
+from simulation import policies
+from simulation import slates as slates_lib
 from simulation.world import DAY_S, DEFAULT_START_TS, SIM_ACTIVITIES, World
 
 # Summed outcome columns of the [day, segment, activity, metric] cube.
@@ -33,7 +33,7 @@ METRICS = ("impressions", "completion", "skips", "minutes", "likes", "promo_impr
            "exposure", "conversions", "expected_conversions", "fatigue", "sessions",
            "reward", "expected_reward", "active", "returned")
 _M = {name: i for i, name in enumerate(METRICS)}
-N_SEG, N_ACT = len(fs.SEGMENTS), len(SIM_ACTIVITIES)
+N_SEG, N_ACT = len(feature_spec.SEGMENTS), len(SIM_ACTIVITIES)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,7 +87,7 @@ class RolloutConfig:
   slate_len: int = 10
   sessions_per_day: int = 1
   chunk_users: int = 10_000
-  candidates: sl.CandidateConfig = sl.CandidateConfig()
+  candidates: slates_lib.CandidateConfig = slates_lib.CandidateConfig()
   objective: Objective = Objective()
   start_ts: int = DEFAULT_START_TS
   keep_history: bool = True
@@ -144,7 +144,7 @@ class RolloutResult:
     }
 
   def by_segment(self) -> Dict[str, Dict[str, float]]:
-    return {name: self.summary(self.cube[:, i]) for i, name in enumerate(fs.SEGMENTS)
+    return {name: self.summary(self.cube[:, i]) for i, name in enumerate(feature_spec.SEGMENTS)
             if self.cube[:, i, :, _M["sessions"]].sum() > 0}
 
   def by_activity(self) -> Dict[str, Dict[str, float]]:
@@ -154,7 +154,7 @@ class RolloutResult:
   def by_segment_activity(self) -> Dict[str, Dict[str, float]]:
     """Summaries keyed ``"segment/activity"`` (pairs with sessions only)."""
     return {f"{s}/{a}": self.summary(self.cube[:, i, j])
-            for i, s in enumerate(fs.SEGMENTS) for j, a in enumerate(SIM_ACTIVITIES)
+            for i, s in enumerate(feature_spec.SEGMENTS) for j, a in enumerate(SIM_ACTIVITIES)
             if self.cube[:, i, j, _M["sessions"]].sum() > 0}
 
   def by_day(self) -> List[Dict[str, float]]:
@@ -183,7 +183,7 @@ class _Chunk:
     rng = _rng(cfg.seed, index, 0, 0)
     self.L = world.sample_users(n, rng, start_index=first)
     self.active = rng.random(n) < 1.0 / (1.0 + np.exp(-(self.L.activity + 0.5)))
-    h = fs.HISTORY_LEN if cfg.keep_history else 0
+    h = feature_spec.HISTORY_LEN if cfg.keep_history else 0
     self.history = {"track": np.full((n, h), -1, np.int64),
                     "completion": np.zeros((n, h), np.float32),
                     "skip": np.zeros((n, h), np.float32),
@@ -203,8 +203,9 @@ def _push_history(hist, rows, tracks, comp, skip, ts):
   hist["length"][rows] = np.minimum(hist["length"][rows] + k, h)
 
 
-def _run_day(world: World, policy: pol.Policy, cfg: RolloutConfig, pool: sl.CandidatePool,
-             chunk: _Chunk, day: int, cube: np.ndarray, rounds: List[tuple]) -> None:
+def _run_day(world: World, policy: policies.Policy, cfg: RolloutConfig,
+             pool: slates_lib.CandidatePool, chunk: _Chunk, day: int, cube: np.ndarray,
+             rounds: List[tuple]) -> None:
   """Plays one day of one chunk; adds outcomes to ``cube[day]``."""
   L = chunk.L
   rows = np.flatnonzero(chunk.active)
@@ -220,13 +221,13 @@ def _run_day(world: World, policy: pol.Policy, cfg: RolloutConfig, pool: sl.Cand
       r_cand = _rng(cfg.seed, chunk.index, day, 11 + 3 * s)
       r_play = _rng(cfg.seed, chunk.index, day, 12 + 3 * s)
       ctx_raw = world.sample_context(len(rows), r_ctx, day_start)
-      ctx = pol.Context(activity=ctx_raw["activity"], hour=ctx_raw["hour"],
+      ctx = policies.Context(activity=ctx_raw["activity"], hour=ctx_raw["hour"],
                         weekday=ctx_raw["weekday"], ts=ctx_raw["ts"],
                         seed=r_ctx.integers(0, 2**31 - 1, len(rows)))
       tracks, valid = pool.draw(sub, r_cand)
       hist = {k: v[rows] for k, v in chunk.history.items()}
-      state = pol.ListenerState(world=world, listeners=sub, history=hist, day=day)
-      slates = policy.rank(state, pol.Candidates(tracks, valid), ctx)
+      state = policies.ListenerState(world=world, listeners=sub, history=hist, day=day)
+      slates = policy.rank(state, policies.Candidates(tracks, valid), ctx)
       played = slates.tracks
       if (played < 0).any():
         raise ValueError(f"policy {policy.name!r} returned short slates")
@@ -279,7 +280,7 @@ def _chunks(cfg: RolloutConfig):
           for i, first in enumerate(range(0, cfg.users, cfg.chunk_users))]
 
 
-def rollout(world: World, policy: pol.Policy, config: RolloutConfig = RolloutConfig(),
+def rollout(world: World, policy: policies.Policy, config: RolloutConfig = RolloutConfig(),
             chunks: Optional[List[int]] = None) -> RolloutResult:
   """Runs ``policy`` for ``config.users`` listeners x ``config.days`` days in-process.
 
@@ -295,9 +296,9 @@ def rollout(world: World, policy: pol.Policy, config: RolloutConfig = RolloutCon
   Returns:
     A :class:`RolloutResult`.
   """
-  if not isinstance(policy, pol.Policy):
+  if not isinstance(policy, policies.Policy):
     raise ValueError(f"policy must be a simulation.policies.Policy, got {policy!r}")
-  pool = sl.CandidatePool(world, config.candidates)
+  pool = slates_lib.CandidatePool(world, config.candidates)
   specs = _chunks(config)
   if chunks is not None:
     specs = [specs[i] for i in chunks]

@@ -20,7 +20,7 @@ from typing import Optional
 
 import numpy as np
 
-from features import feature_spec as fs
+from features import feature_spec
 from ranking.layers import fusion as fusion_lib
 from ranking.layers import mixing as mixing_lib
 
@@ -55,7 +55,7 @@ def exploration_uniform(seed: np.ndarray, candidate_ids: np.ndarray) -> np.ndarr
 def segment_table(config: FusionConfig) -> np.ndarray:
   """``[len(SEGMENTS), 3]`` weight table of a fusion config (beta zeroed as the graph)."""
   table = np.array([row for _, row in config.segment_weights], np.float64)
-  zero = np.array([name in config.zero_beta_segments for name in fs.SEGMENTS])
+  zero = np.array([name in config.zero_beta_segments for name in feature_spec.SEGMENTS])
   table[zero, 1] = 0.0
   return table
 
@@ -89,7 +89,7 @@ def fuse(heads: np.ndarray, segment: np.ndarray, activity: np.ndarray,
   w = table[segment] if weights is None else np.asarray(weights, np.float64).copy()
   if w.shape != (heads.shape[0], 3):
     raise ValueError(f"weights must be [B={heads.shape[0]}, 3], got shape {w.shape}")
-  zero = np.array([name in config.zero_beta_segments for name in fs.SEGMENTS])
+  zero = np.array([name in config.zero_beta_segments for name in feature_spec.SEGMENTS])
   w[:, 1] = np.where(zero[segment], 0.0, w[:, 1])
   fam = np.asarray(familiar, np.float64)
   kappa = np.array([k for _, k in config.activity_familiarity])[np.asarray(activity) + 1]

@@ -44,19 +44,18 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from features import events as ev
-from features import feature_spec as fs
-
+from features import events
+from features import feature_spec
 PARAMS_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                            "calibrated_params.json")
 DEFAULT_START_TS = 1_704_067_200   # 2024-01-01 00:00:00 UTC, a Monday
 DAY_S = 86_400
 # Activities the simulator draws (feature_spec.ACTIVITIES without "unknown").
-SIM_ACTIVITIES: Tuple[str, ...] = tuple(a for a in fs.ACTIVITIES if a != "unknown")
+SIM_ACTIVITIES: Tuple[str, ...] = tuple(a for a in feature_spec.ACTIVITIES if a != "unknown")
 # Surfaces of organic (non-promo) slots; promo slots use "promo".
 ORGANIC_SURFACES: Tuple[str, ...] = ("home", "discover", "radio", "library", "playlist",
                                      "search")
-PAID = fs.SEGMENTS.index("paid")
+PAID = feature_spec.SEGMENTS.index("paid")
 # Tag words that make a track suit a workout (energy) or a focus session (calm). Only
 # the words present in the tag vocabulary are used.
 ENERGY_TAGS = ("energetic", "sport", "fast", "party", "upbeat", "motivational", "action",
@@ -215,11 +214,11 @@ class WorldConfig:
       v = getattr(self, name)
       if not 0.0 <= v <= 1.0:
         raise ValueError(f"{name} must be in [0, 1], got {v}")
-    if len(self.segment_mix) != len(fs.SEGMENTS) or min(self.segment_mix) < 0 or (
+    if len(self.segment_mix) != len(feature_spec.SEGMENTS) or min(self.segment_mix) < 0 or (
         abs(sum(self.segment_mix) - 1.0) > 1e-6):
       raise ValueError(f"segment_mix must be {len(fs.SEGMENTS)} non-negative shares "
                        f"summing to 1, got {self.segment_mix}")
-    if len(self.base_hazard) != len(fs.SEGMENTS) or min(self.base_hazard) < 0:
+    if len(self.base_hazard) != len(feature_spec.SEGMENTS) or min(self.base_hazard) < 0:
       raise ValueError(f"base_hazard must be {len(fs.SEGMENTS)} values >= 0, "
                        f"got {self.base_hazard}")
     for name in ("familiar_weight", "novel_weight", "energy_weight", "calm_weight"):
@@ -422,16 +421,16 @@ class World:
     other = rng.random(n_t) < 0.15
     primary[other] = self.style_tags[rng.choice(len(style_p), other.sum(), p=style_p)]
     tpt = np.asarray(p["tags_per_track"], dtype=np.float64)
-    tpt = tpt[:fs.MAX_TAGS] / tpt[:fs.MAX_TAGS].sum()
+    tpt = tpt[:feature_spec.MAX_TAGS] / tpt[:feature_spec.MAX_TAGS].sum()
     n_tags_t = np.minimum(1 + rng.choice(len(tpt), n_t, p=tpt), n_tags)
     logits = np.log(freq)[None, :] + lift[primary] + rng.gumbel(size=(n_t, n_tags))
     logits[np.arange(n_t), primary] = -np.inf
-    rest = np.argsort(-logits, axis=1)[:, :fs.MAX_TAGS - 1]
-    if rest.shape[1] < fs.MAX_TAGS - 1:   # a vocabulary smaller than MAX_TAGS
-      rest = np.pad(rest, ((0, 0), (0, fs.MAX_TAGS - 1 - rest.shape[1])),
+    rest = np.argsort(-logits, axis=1)[:, :feature_spec.MAX_TAGS - 1]
+    if rest.shape[1] < feature_spec.MAX_TAGS - 1:   # a vocabulary smaller than MAX_TAGS
+      rest = np.pad(rest, ((0, 0), (0, feature_spec.MAX_TAGS - 1 - rest.shape[1])),
                     constant_values=-1)
     tag_mat = np.concatenate([primary[:, None], rest], axis=1)
-    tag_mat[np.arange(fs.MAX_TAGS)[None, :] >= n_tags_t[:, None]] = -1
+    tag_mat[np.arange(feature_spec.MAX_TAGS)[None, :] >= n_tags_t[:, None]] = -1
     self.track_tags = tag_mat
     self.track_num_tags = n_tags_t
     self.track_style = primary
@@ -508,8 +507,8 @@ class World:
 
   def tracks_table(self) -> pa.Table:
     """The catalog in exactly ``features.events.TRACK_SCHEMA``."""
-    return pa.Table.from_pandas(self.tracks[list(ev.TRACK_SCHEMA.names)],
-                                schema=ev.TRACK_SCHEMA, preserve_index=False)
+    return pa.Table.from_pandas(self.tracks[list(events.TRACK_SCHEMA.names)],
+                                schema=events.TRACK_SCHEMA, preserve_index=False)
 
   # ---------------------------------------------------------------- listeners
   def sample_users(self, n: int, rng: np.random.Generator, start_index: int = 0,
@@ -529,7 +528,7 @@ class World:
       raise ValueError(f"n must be >= 0, got {n}")
     c = self.config
     mix = np.asarray(segment_mix if segment_mix is not None else c.segment_mix, float)
-    if len(mix) != len(fs.SEGMENTS) or mix.min() < 0 or abs(mix.sum() - 1) > 1e-6:
+    if len(mix) != len(feature_spec.SEGMENTS) or mix.min() < 0 or abs(mix.sum() - 1) > 1e-6:
       raise ValueError(f"segment_mix must be {len(fs.SEGMENTS)} shares summing to 1, "
                        f"got {segment_mix}")
     d = c.latent_dim
@@ -554,7 +553,7 @@ class World:
         self._known_sampler.draw(np.zeros(n * (K - n_style), np.int64),
                                  rng.random(n * (K - n_style))).reshape(n, K - n_style)],
         axis=1)
-    segment = rng.choice(len(fs.SEGMENTS), n, p=mix / mix.sum()).astype(np.int8)
+    segment = rng.choice(len(feature_spec.SEGMENTS), n, p=mix / mix.sum()).astype(np.int8)
     lo = np.array([0, 14, 180, 0, 30], float)[segment]
     hi = np.array([14, 180, 1500, 60, 2000], float)[segment]
     tenure = lo + rng.random(n) * (hi - lo)
@@ -778,12 +777,13 @@ class World:
     listeners.tenure_days = listeners.tenure_days + 1
     seg = listeners.segment
     seg = np.where(listeners.converted, PAID, seg)
-    seg = np.where((seg == fs.SEGMENTS.index("new")) & (listeners.tenure_days >= 14),
-                   fs.SEGMENTS.index("free"), seg)
-    seg = np.where((seg == fs.SEGMENTS.index("free")) & (listeners.tenure_days >= 180),
-                   fs.SEGMENTS.index("free_veteran"), seg)
-    expire = (seg == fs.SEGMENTS.index("trial")) & (rng.random(len(seg)) < 1 / c.trial_days)
-    listeners.segment = np.where(expire, fs.SEGMENTS.index("free"), seg).astype(np.int8)
+    seg = np.where((seg == feature_spec.SEGMENTS.index("new")) & (listeners.tenure_days >= 14),
+                   feature_spec.SEGMENTS.index("free"), seg)
+    seg = np.where((seg == feature_spec.SEGMENTS.index("free")) & (listeners.tenure_days >= 180),
+                   feature_spec.SEGMENTS.index("free_veteran"), seg)
+    expire = (seg == feature_spec.SEGMENTS.index("trial")) & (rng.random(len(seg))
+                                                              < 1 / c.trial_days)
+    listeners.segment = np.where(expire, feature_spec.SEGMENTS.index("free"), seg).astype(np.int8)
     return rng.random(len(listeners)) < self.return_probability(listeners)
 
   # ------------------------------------------------------------- event logging
@@ -1009,7 +1009,7 @@ class World:
       raise ValueError(f"chunk_users must be >= 1, got {chunk_users}")
     if start_ts <= 0:
       raise ValueError(f"start_ts must be positive epoch seconds, got {start_ts}")
-    seg_dict = pa.array(list(fs.SEGMENTS), pa.string())
+    seg_dict = pa.array(list(feature_spec.SEGMENTS), pa.string())
     act_dict = pa.array(list(SIM_ACTIVITIES), pa.string())
     surf_dict = pa.array(list(ORGANIC_SURFACES) + ["promo"], pa.string())
     for first in range(0, n_users, chunk_users):
@@ -1058,5 +1058,4 @@ class World:
         f32(cols["subscription"]),
         f32(cols["exposure"]),
     ]
-    return pa.Table.from_arrays(arrays, schema=ev.EVENT_SCHEMA)
-
+    return pa.Table.from_arrays(arrays, schema=events.EVENT_SCHEMA)

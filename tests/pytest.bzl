@@ -20,6 +20,7 @@ MELODY_LIBS = [
     "//bench",
     "//features",
     "//melody_cli",
+    "//melody_testing",
     "//pipeline",
     "//ranking",
     "//serving",

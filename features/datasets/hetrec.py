@@ -26,7 +26,7 @@ from typing import Tuple
 import numpy as np
 import pandas as pd
 
-from features import events as ev
+from features import events as events_lib
 
 SOURCE = "hetrec"
 FILES = ("artists.dat", "tags.dat", "user_artists.dat", "user_taggedartists.dat")
@@ -95,8 +95,8 @@ def load(data_dir: str) -> Tuple[pd.DataFrame, pd.DataFrame]:
   user_id = (USER_PREFIX + user).where(user.notna() & (user != ""), None)
   artist_id = (ARTIST_PREFIX + artist).where(artist.notna() & (artist != ""), None)
   weight = pd.to_numeric(ua["weight"], errors="coerce")
-  events = ev.make_events(SOURCE, len(ua), user_id=user_id, session_id=user_id,
-                          plays=ev.numeric_or_text(ua["weight"], integer=True),
+  events = events_lib.make_events(SOURCE, len(ua), user_id=user_id, session_id=user_id,
+                          plays=events_lib.numeric_or_text(ua["weight"], integer=True),
                           track_id=artist_id, artist_id=artist_id)
 
   artists = read_artists(data_dir)
@@ -106,7 +106,7 @@ def load(data_dir: str) -> Tuple[pd.DataFrame, pd.DataFrame]:
   extra = tags_of.index.difference(ids)
   all_ids = list(ids) + sorted(extra, key=lambda a: (len(a), a))
   track_ids = [ARTIST_PREFIX + a for a in all_ids]
-  tracks = ev.make_tracks(
+  tracks = events_lib.make_tracks(
       len(all_ids),
       track_id=track_ids,
       artist_id=track_ids,

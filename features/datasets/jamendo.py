@@ -22,8 +22,7 @@ from typing import List, Tuple
 import numpy as np
 import pandas as pd
 
-from features import events as ev
-
+from features import events
 SOURCE = "jamendo"
 SPLITS = ("train", "validation", "test")
 _HEADER = ["TRACK_ID", "ARTIST_ID", "ALBUM_ID", "PATH", "DURATION"]
@@ -100,13 +99,13 @@ def load(data_dir: str) -> Tuple[pd.DataFrame, pd.DataFrame]:
   popularity = popularity[popularity.index.notna() & ~popularity.index.duplicated()]
   titles = load_titles(data_dir)
   track = meta["TRACK_ID"].str.strip()
-  tracks = ev.make_tracks(
+  tracks = events.make_tracks(
       len(meta),
       track_id=track,
       artist_id=meta["ARTIST_ID"],
       tags=meta["TAGS"],
-      duration_s=ev.numeric_or_text(meta["DURATION"]),
+      duration_s=events.numeric_or_text(meta["DURATION"]),
       popularity=track.map(popularity).astype(np.float32),
       title=track.map(titles).fillna("").astype(str),
   )
-  return ev.make_events(SOURCE, 0), tracks
+  return events.make_events(SOURCE, 0), tracks

@@ -34,7 +34,7 @@ from typing import Tuple
 import numpy as np
 import pandas as pd
 
-from features import events as ev
+from features import events as events_lib
 
 SOURCE = "kkbox"
 FILES = ("train.csv", "test.csv", "songs.csv", "members.csv", "song_extra_info.csv")
@@ -175,7 +175,7 @@ def load(data_dir: str, include_test: bool = True) -> Tuple[pd.DataFrame, pd.Dat
     (events_df, tracks_df) with the EVENT_SCHEMA / TRACK_SCHEMA columns, not validated.
   """
   train = _read(data_dir, "train.csv")
-  parts = [train.assign(like=ev.numeric_or_text(train["target"]))]
+  parts = [train.assign(like=events_lib.numeric_or_text(train["target"]))]
   if include_test:
     test = _read(data_dir, "test.csv").sort_values("id", kind="stable")
     parts.append(test.assign(like=np.nan))
@@ -191,7 +191,7 @@ def load(data_dir: str, include_test: bool = True) -> Tuple[pd.DataFrame, pd.Dat
   feats = feats[~feats.index.duplicated()]
   user = plays["msno"]
   n = len(plays)
-  events = ev.make_events(
+  events = events_lib.make_events(
       SOURCE, n,
       user_id=user,
       session_id="kkbox_user:" + user.fillna(""),
@@ -210,12 +210,12 @@ def load(data_dir: str, include_test: bool = True) -> Tuple[pd.DataFrame, pd.Dat
   title_of = title_of[~title_of.index.duplicated()]
   tags = songs["genre_ids"].fillna("").str.split("|").map(
       lambda ids: ["kkbox_genre:" + g.strip() for g in ids if g.strip()])
-  tracks = ev.make_tracks(
+  tracks = events_lib.make_tracks(
       len(songs),
       track_id=songs["song_id"],
       artist_id="kkbox_artist:" + songs["artist_name"],
       tags=tags,
-      duration_s=_seconds(ev.numeric_or_text(songs["song_length"])),
+      duration_s=_seconds(events_lib.numeric_or_text(songs["song_length"])),
       popularity=np.log1p(songs["song_id"].map(counts).fillna(0)).astype(np.float32),
       title=songs["song_id"].map(title_of).fillna("").astype(str),
   )

@@ -18,7 +18,7 @@ from typing import Callable, Dict, Optional, Tuple
 import pandas as pd
 import pyarrow.parquet as pq
 
-from features import events as ev
+from features import events as events_lib
 from features.datasets import hetrec, jamendo, kkbox, thirty_music
 
 Loader = Callable[[str], Tuple[pd.DataFrame, pd.DataFrame]]
@@ -81,7 +81,7 @@ def source_dir(source: str, data_dir: str) -> str:
 def _check(reports, max_bad_fraction):
   over = [r for r in reports.values() if r.bad_fraction > max_bad_fraction]
   if over:
-    raise ev.BadDataError("\n".join(
+    raise events_lib.BadDataError("\n".join(
         f"{r.table}: {r.bad} of {r.total} rows are malformed "
         f"({100 * r.bad_fraction:.2f}% > limit {100 * max_bad_fraction:.2f}%)\n"
         + r.summary() for r in over))
@@ -112,8 +112,8 @@ def load(source: str, data_dir: str, quarantine_dir: Optional[str] = None,
   if not 0.0 <= max_bad_fraction <= 1.0:
     raise ValueError(f"max_bad_fraction must be in [0, 1], got {max_bad_fraction}")
   raw_events, raw_tracks = get(source).loader(source_dir(source, data_dir))
-  events, ev_report = ev.validate_events(raw_events, quarantine_dir, max_bad_fraction=1.0)
-  tracks, tr_report = ev.validate_tracks(raw_tracks, quarantine_dir, max_bad_fraction=1.0)
+  events, ev_report = events_lib.validate_events(raw_events, quarantine_dir, max_bad_fraction=1.0)
+  tracks, tr_report = events_lib.validate_tracks(raw_tracks, quarantine_dir, max_bad_fraction=1.0)
   reports = {"events": ev_report, "tracks": tr_report}
   _check(reports, max_bad_fraction)
   return events, tracks, reports
@@ -124,7 +124,7 @@ def _rate(rows: int, seconds: float) -> str:
   return f"{rows / seconds:,.0f} rows/s" if seconds > 0 else "n/a rows/s"
 
 
-def summary_table(events: pd.DataFrame, reports: Dict[str, ev.ValidationReport]) -> str:
+def summary_table(events: pd.DataFrame, reports: Dict[str, events_lib.ValidationReport]) -> str:
   """The human-readable summary printed at the end of an import."""
   lines = [f"{'table':<8} {'read':>9} {'written':>9} {'bad':>7}   bad rows by reason"]
   for name, r in reports.items():
@@ -132,7 +132,7 @@ def summary_table(events: pd.DataFrame, reports: Dict[str, ev.ValidationReport])
                         sorted(r.bad_by_reason.items(), key=lambda kv: (-kv[1], kv[0])))
     lines.append(f"{name:<8} {r.total:>9,} {r.valid:>9,} {r.bad:>7,}   {reasons or '-'}")
   lines.append(f"{'label':<22} {'coverage':>9}")
-  for key, cov in ev.label_coverage(events).items():
+  for key, cov in events_lib.label_coverage(events).items():
     lines.append(f"{key:<22} {100 * cov:>8.1f}%")
   return "\n".join(lines)
 
@@ -201,8 +201,8 @@ def run_import(source: str, data_dir: str, out: str, max_bad_fraction: float = 0
 
   t0 = time.perf_counter()
   qdir = os.path.join(out, "quarantine")
-  events, ev_report = ev.validate_events(raw_events, qdir, max_bad_fraction=1.0)
-  tracks, tr_report = ev.validate_tracks(raw_tracks, qdir, max_bad_fraction=1.0)
+  events, ev_report = events_lib.validate_events(raw_events, qdir, max_bad_fraction=1.0)
+  tracks, tr_report = events_lib.validate_tracks(raw_tracks, qdir, max_bad_fraction=1.0)
   reports = {"events": ev_report, "tracks": tr_report}
   val_s = time.perf_counter() - t0
   say(f"validated {n_read:,} rows in {val_s:.2f} s ({_rate(n_read, val_s)}); "
@@ -210,19 +210,21 @@ def run_import(source: str, data_dir: str, out: str, max_bad_fraction: float = 0
   report.update({
       "events": ev_report.to_dict(),
       "tracks": tr_report.to_dict(),
-      "label_coverage": ev.label_coverage(events),
+      "label_coverage": events_lib.label_coverage(events),
   })
   try:
     _check(reports, max_bad_fraction)
-  except ev.BadDataError as e:
+  except events_lib.BadDataError as e:
     print(f"melody data import: {source} rejected, too many malformed rows:\n{e}",
           file=sys.stderr)
     _write_report(report_path, dict(report, status="failed", error=str(e)))
     return EXIT_BAD_DATA
 
   t0 = time.perf_counter()
-  pq.write_table(ev.to_arrow(events, ev.EVENT_SCHEMA), os.path.join(out, "events.parquet"))
-  pq.write_table(ev.to_arrow(tracks, ev.TRACK_SCHEMA), os.path.join(out, "tracks.parquet"))
+  pq.write_table(events_lib.to_arrow(events, events_lib.EVENT_SCHEMA),
+                 os.path.join(out, "events.parquet"))
+  pq.write_table(events_lib.to_arrow(tracks, events_lib.TRACK_SCHEMA),
+                 os.path.join(out, "tracks.parquet"))
   write_s = time.perf_counter() - t0
   n_out = len(events) + len(tracks)
   say(f"wrote {n_out:,} rows to {out} in {write_s:.2f} s ({_rate(n_out, write_s)})")

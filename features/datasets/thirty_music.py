@@ -29,7 +29,7 @@ from typing import Tuple
 import numpy as np
 import pandas as pd
 
-from features import events as ev
+from features import events as events_lib
 
 SOURCE = "30music"
 FILE_PATTERN = "30music-200ks_test.*.txt"
@@ -126,11 +126,11 @@ def load(data_dir: str, rule: SkipProxy = SkipProxy()) -> Tuple[pd.DataFrame, pd
   session = ids("SessionId", "30music_session:")
   track = ids("ItemId", "30music_track:")
   artist = ids("ArtistId", "30music_artist:")
-  events = ev.make_events(
+  events = events_lib.make_events(
       SOURCE, n,
       user_id=ids("UserId", "30music_user:"),
       session_id=session,
-      ts=ev.numeric_or_text(plays["Time"], integer=True),
+      ts=events_lib.numeric_or_text(plays["Time"], integer=True),
       track_id=track,
       artist_id=artist,
       skip=skip_proxy(session, track, plays["_time"], rule),
@@ -141,7 +141,7 @@ def load(data_dir: str, rule: SkipProxy = SkipProxy()) -> Tuple[pd.DataFrame, pd
   # Popularity counts distinct plays: a play logged twice counts once.
   counts = known.drop_duplicates(["s", "track_id", "ts"])["track_id"].value_counts(sort=False)
   first = known.drop_duplicates("track_id", keep="first")
-  tracks = ev.make_tracks(
+  tracks = events_lib.make_tracks(
       len(first),
       track_id=first["track_id"],
       artist_id=first["artist_id"],

@@ -34,9 +34,7 @@ import numpy as np
 import tensorflow as tf
 
 from ranking.intent import data
-from ranking.intent import dual_encoder as de
-
-
+from ranking.intent import dual_encoder
 @dataclasses.dataclass(frozen=True)
 class PreferenceConfig:
   """Settings of the preference optimization.
@@ -178,7 +176,7 @@ def grpo_loss(logits: tf.Tensor, old_log_probs: tf.Tensor, ref_log_probs: tf.Ten
   return {"loss": policy_loss + kl_weight * kl, "policy_loss": policy_loss, "kl": kl}
 
 
-def grpo_fit(model: de.IntentDualEncoder, config: PreferenceConfig,
+def grpo_fit(model: dual_encoder.IntentDualEncoder, config: PreferenceConfig,
              requests: Sequence[data.Request], request_tokens: Mapping[str, np.ndarray],
              track_text_embeddings: np.ndarray, tag_keys,
              listeners: Optional[np.ndarray] = None,

@@ -24,7 +24,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
-from ranking.intent import dual_encoder as de
+from ranking.intent import dual_encoder
 from ranking.intent import tokenizer as tok_lib
 
 SIGNATURE = "intent_candidates"
@@ -45,7 +45,7 @@ class IntentCandidates(tf.Module):
     name: module name.
   """
 
-  def __init__(self, model: de.IntentDualEncoder, tokenizer: tok_lib.WordPieceTokenizer,
+  def __init__(self, model: dual_encoder.IntentDualEncoder, tokenizer: tok_lib.WordPieceTokenizer,
                track_vectors: np.ndarray, name: str = "intent"):
     super().__init__(name=name)
     track_vectors = np.asarray(track_vectors, np.float32)
@@ -122,7 +122,7 @@ class IntentCandidates(tf.Module):
     return path
 
 
-def catalog_track_vectors(model: de.IntentDualEncoder, track_text_embeddings: np.ndarray,
+def catalog_track_vectors(model: dual_encoder.IntentDualEncoder, track_text_embeddings: np.ndarray,
                           id_rows: Optional[np.ndarray] = None,
                           batch_size: int = 4096) -> np.ndarray:
   """Track-tower vectors ``[N, H]`` of a serving catalog.

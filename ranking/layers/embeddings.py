@@ -8,9 +8,7 @@ transformed-id convention of ``features.feature_spec``) and embeds to zeros.
 
 import tensorflow as tf
 
-from features import feature_spec as fs
-
-
+from features import feature_spec
 @tf.keras.utils.register_keras_serializable(package="melody")
 class ItemEmbedding(tf.keras.layers.Layer):
   """Embeds (track id, artist id) pairs as the sum of a track and an artist vector.
@@ -34,8 +32,8 @@ class ItemEmbedding(tf.keras.layers.Layer):
   Output shape: ``S + [dim]``.
   """
 
-  def __init__(self, dim: int, track_vocab: int = fs.vocab_size("track"),
-               artist_vocab: int = fs.vocab_size("artist"),
+  def __init__(self, dim: int, track_vocab: int = feature_spec.vocab_size("track"),
+               artist_vocab: int = feature_spec.vocab_size("artist"),
                initializer_stddev: float = 0.05, **kwargs):
     super().__init__(**kwargs)
     for name, v in (("dim", dim), ("track_vocab", track_vocab),

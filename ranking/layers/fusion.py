@@ -24,8 +24,7 @@ from typing import Dict, Mapping, Tuple, Union
 
 import tensorflow as tf
 
-from features import feature_spec as fs
-
+from features import feature_spec
 HEADS: Tuple[str, ...] = ("interest", "subscription", "exposure")   # alpha, beta, gamma
 
 # Weights per listener segment (alpha, beta, gamma); every row sums to 1.
@@ -105,7 +104,7 @@ class FusionConfig:
   zero_beta_segments: Tuple[str, ...] = ("paid",)
 
   def __post_init__(self):
-    weights = _as_pairs(self.segment_weights, fs.SEGMENTS, "segment_weights")
+    weights = _as_pairs(self.segment_weights, feature_spec.SEGMENTS, "segment_weights")
     rows = []
     for name, row in weights:
       row = tuple(row)
@@ -115,7 +114,7 @@ class FusionConfig:
       rows.append((name, tuple(float(x) for x in row)))
     object.__setattr__(self, "segment_weights", tuple(rows))
 
-    kappas = _as_pairs(self.activity_familiarity, fs.ACTIVITIES, "activity_familiarity")
+    kappas = _as_pairs(self.activity_familiarity, feature_spec.ACTIVITIES, "activity_familiarity")
     for name, kappa in kappas:
       if not (_finite(kappa) and abs(kappa) <= 1.0):
         raise ValueError(
@@ -128,7 +127,7 @@ class FusionConfig:
       raise ValueError(f"exploration must be finite and >= 0, got {self.exploration!r}")
     zero = tuple(self.zero_beta_segments)
     for name in zero:
-      if name not in fs.SEGMENTS:
+      if name not in feature_spec.SEGMENTS:
         raise ValueError(f"zero_beta_segments has unknown segment {name!r}; "
                          f"known: {fs.SEGMENTS}")
       if dict(rows)[name][1] != 0.0:
@@ -260,8 +259,8 @@ class ScoreFusion(tf.keras.layers.Layer):
       raise ValueError("override_weights and override must be given together")
     cfg = self.config
     heads = tf.stack([tf.cast(inputs[h], tf.float32) for h in HEADS], axis=-1)  # [B,N,3]
-    segment = _index(inputs["segment"], len(fs.SEGMENTS))
-    activity = _index(inputs["activity"], len(fs.ACTIVITIES))
+    segment = _index(inputs["segment"], len(feature_spec.SEGMENTS))
+    activity = _index(inputs["activity"], len(feature_spec.ACTIVITIES))
 
     table = tf.constant([row for _, row in cfg.segment_weights], tf.float32)   # [S, 3]
     weights = tf.gather(table, segment)                                          # [B, 3]
@@ -270,7 +269,7 @@ class ScoreFusion(tf.keras.layers.Layer):
       use = (tf.cast(inputs["override"], tf.bool)[:, tf.newaxis]
              & tf.math.is_finite(override) & (override >= 0))
       weights = tf.where(use, override, weights)
-    zero_beta = tf.constant([name in cfg.zero_beta_segments for name in fs.SEGMENTS])
+    zero_beta = tf.constant([name in cfg.zero_beta_segments for name in feature_spec.SEGMENTS])
     keep = tf.logical_not(tf.gather(zero_beta, segment))
     weights = weights * tf.stack(
         [tf.ones_like(weights[:, 0]), tf.cast(keep, tf.float32), tf.ones_like(weights[:, 0])],

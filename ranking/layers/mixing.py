@@ -4,7 +4,7 @@ This module owns the last step of the serving graph: it turns fused scores into 
 final order of the candidates, so TF Serving alone returns a list that keeps the
 business rules. It holds :class:`MixingConfig`, the graph function :func:`mix` and the
 Keras layer :class:`Mixing` around it. The semantics are stated (and tested against) the
-plain-Python oracle in ``ranking.layers.mixing_reference``.
+plain-Python oracle in ``melody_testing.mixing_reference``.
 
 The rules, for a window ``W``, a promo cap ``P`` and an artist cap ``R``:
 

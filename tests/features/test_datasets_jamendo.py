@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from features import events as ev
+from features import events as events_lib
 from features.datasets import jamendo, registry
 
 
@@ -21,7 +21,7 @@ def _fixture(fixtures_dir):
 
 def test_fixture_tracks(fixtures_dir):
   events, tracks, reports = _load(_fixture(fixtures_dir))
-  assert len(events) == 0 and list(events.columns) == list(ev.EVENT_SCHEMA.names)
+  assert len(events) == 0 and list(events.columns) == list(events_lib.EVENT_SCHEMA.names)
   assert (reports["tracks"].total, reports["tracks"].bad) == (79, 0)   # 25 + 10 + 44
   assert tracks["track_id"].iloc[0] == "track_0000241"
   assert int(tracks["tags"].map(len).sum()) == 112

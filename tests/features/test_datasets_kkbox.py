@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features import feature_spec as fs
+from features import feature_spec
 from features.datasets import kkbox, registry
 
 
@@ -66,7 +66,7 @@ def test_real_counts_and_coverage(shared_data):
     assert events[col].isna().all(), col
   assert events["ts"].isna().all()
   assert (events["plays"] == 1).all()
-  assert set(events["context_surface"]) <= set(fs.SURFACES)
+  assert set(events["context_surface"]) <= set(feature_spec.SURFACES)
 
 
 @pytest.mark.realdata

@@ -7,7 +7,7 @@ import shutil
 import pyarrow.parquet as pq
 import pytest
 
-from features import events as ev
+from features import events as events_lib
 from features.datasets import registry
 from melody_cli import main as melody
 
@@ -32,14 +32,14 @@ def test_cli_import_writes_parquet_and_report(fixtures_dir, tmp_path, capsys):
   assert rc == 0
   events = pq.read_table(out / "events.parquet")
   tracks = pq.read_table(out / "tracks.parquet")
-  assert events.schema == ev.EVENT_SCHEMA and tracks.schema == ev.TRACK_SCHEMA
+  assert events.schema == events_lib.EVENT_SCHEMA and tracks.schema == events_lib.TRACK_SCHEMA
   assert (events.num_rows, tracks.num_rows) == (200, 706)
   assert events.column("plays").to_pylist()[:2] == [13_883, 11_690]
   assert events.column("ts").null_count == 200
   report = json.loads((out / "import_report.json").read_text(encoding="utf-8"))
   assert report["status"] == "ok"
   assert (report["events"]["total"], report["events"]["valid"]) == (200, 200)
-  assert report["label_coverage"] == {k: 0.0 for k in ev.EVENT_LABELS.values()}
+  assert report["label_coverage"] == {k: 0.0 for k in events_lib.EVENT_LABELS.values()}
   assert not (out / "quarantine").exists()
   printed = capsys.readouterr().out
   assert "rows/s" in printed and "interest_like" in printed
@@ -101,7 +101,7 @@ def test_load_rejects_bad_arguments(fixtures_dir):
 def test_load_raises_over_the_limit_after_quarantining(fixtures_dir, tmp_path):
   _hetrec_copy(fixtures_dir, str(tmp_path / "data"), _BAD_ROWS)
   qdir = tmp_path / "q"
-  with pytest.raises(ev.BadDataError, match="3 of 203 rows are malformed"):
+  with pytest.raises(events_lib.BadDataError, match="3 of 203 rows are malformed"):
     registry.load("hetrec", str(tmp_path / "data"), quarantine_dir=str(qdir),
                   max_bad_fraction=0.01)
   assert (qdir / "events.quarantine.csv").exists()

@@ -7,10 +7,10 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from features import events as ev
-from features import examples as ex
-from features import feature_spec as fs
-from features import toy
+from features import events as events_lib
+from features import examples
+from features import feature_spec
+from melody_testing import toy_events
 
 import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-order
 
@@ -43,17 +43,19 @@ ROWS = [
     _event("a", "s1", 1200, "t3", "a3", completion=None, skip=None),
     _event("a", "s2", 1500, "t1", "a1"),
     _event("a", "s1", 1600, "t4", "a4", is_promo=True),
-    _event("a", "s1", 1600 + fs.SESSION_WINDOW_S, "t5", "a5"),
+    _event("a", "s1", 1600 + feature_spec.SESSION_WINDOW_S, "t5", "a5"),
     _event("b", "x", 2 * 86400 + 5 * 3600 + 59, "zzz", None, user_segment="paid"),
 ]
 
 
 @pytest.fixture(scope="module")
 def parsed():
-  table = pa.Table.from_pylist(ROWS, schema=ev.EVENT_SCHEMA)
-  records = ex.events_to_examples(table, TRACKS)
+  table = pa.Table.from_pylist(ROWS, schema=events_lib.EVENT_SCHEMA)
+  records = examples.events_to_examples(table, TRACKS)
   assert len(records) == len(ROWS)
-  return {k: v.numpy() for k, v in tf.io.parse_example(records, fs.raw_feature_spec()).items()}
+  return {
+      k: v.numpy() for k, v in tf.io.parse_example(records, feature_spec.raw_feature_spec()).items()
+  }
 
 
 def _ids(row, n):
@@ -61,8 +63,8 @@ def _ids(row, n):
 
 
 def test_every_raw_feature_has_its_length(parsed):
-  assert set(parsed) == {f.name for f in fs.RAW_FEATURES}
-  for f in fs.RAW_FEATURES:
+  assert set(parsed) == {f.name for f in feature_spec.RAW_FEATURES}
+  for f in feature_spec.RAW_FEATURES:
     assert parsed[f.name].shape == ((len(ROWS), f.length) if f.length > 1 else (len(ROWS),))
 
 
@@ -75,8 +77,8 @@ def test_history_is_previous_plays_most_recent_first(parsed):
   np.testing.assert_allclose(parsed["hist_completion"][3, :4], [0.0, 0.5, 1.0, 0.0])
   np.testing.assert_allclose(parsed["hist_skip"][3, :4], [0.0, 1.0, 0.0, 0.0])
   # Padding beyond the length, and no history leaks across users.
-  assert set(parsed["hist_track_ids"][0].tolist()) == {fs.PAD_TOKEN}
-  assert set(parsed["hist_track_ids"][6].tolist()) == {fs.PAD_TOKEN}
+  assert set(parsed["hist_track_ids"][0].tolist()) == {feature_spec.PAD_TOKEN}
+  assert set(parsed["hist_track_ids"][6].tolist()) == {feature_spec.PAD_TOKEN}
   assert not parsed["hist_gap_s"][6].any()
 
 
@@ -87,7 +89,7 @@ def test_session_is_same_session_within_window(parsed):
   np.testing.assert_allclose(parsed["sess_gap_s"][4, :3], [400, 500, 600])
   # Row 5 is exactly SESSION_WINDOW_S after row 4 (kept), older s1 rows are out.
   assert _ids(parsed["sess_track_ids"][5], 2) == ["t4", ""]
-  np.testing.assert_allclose(parsed["sess_gap_s"][5, 0], fs.SESSION_WINDOW_S)
+  np.testing.assert_allclose(parsed["sess_gap_s"][5, 0], feature_spec.SESSION_WINDOW_S)
   np.testing.assert_allclose(parsed["sess_completion"][2, :3], [0.5, 1.0, 0.0])
 
 
@@ -99,7 +101,7 @@ def test_candidate_and_context(parsed):
   assert parsed["cand_is_promo"].tolist() == [0, 0, 0, 0, 1, 0, 0]
   # Unknown track: padded tags; missing artist stays empty (no track row to fill it).
   assert parsed["cand_track_id"][6] == b"zzz" and parsed["cand_artist_id"][6] == b""
-  assert set(parsed["cand_tags"][6].tolist()) == {fs.PAD_TOKEN}
+  assert set(parsed["cand_tags"][6].tolist()) == {feature_spec.PAD_TOKEN}
   # 1970-01-03 was a Saturday (weekday 5); 05:00:59 UTC.
   assert parsed["context_hour"][6] == 5 and parsed["context_weekday"][6] == 5
   assert parsed["user_segment"][6] == b"paid"
@@ -108,8 +110,9 @@ def test_candidate_and_context(parsed):
 
 def test_missing_artist_is_filled_from_the_track_table():
   rows = [_event("c", "s", 10, "t2", None)]
-  records = ex.events_to_examples(pa.Table.from_pylist(rows, schema=ev.EVENT_SCHEMA), TRACKS)
-  got = tf.io.parse_example(records, fs.raw_feature_spec())
+  records = examples.events_to_examples(pa.Table.from_pylist(rows, schema=events_lib.EVENT_SCHEMA),
+                                        TRACKS)
+  got = tf.io.parse_example(records, feature_spec.raw_feature_spec())
   assert got["cand_artist_id"].numpy().tolist() == [b"a2"]
 
 
@@ -126,21 +129,22 @@ def test_null_label_has_weight_zero(parsed):
 
 
 def test_windows_truncate_to_fixed_lengths():
-  n = fs.HISTORY_LEN + 10
+  n = feature_spec.HISTORY_LEN + 10
   rows = [_event("u", "s", 100 + 10 * i, f"t{i}", "a") for i in range(n)]
-  records = ex.events_to_examples(pa.Table.from_pylist(rows, schema=ev.EVENT_SCHEMA), TRACKS)
-  got = tf.io.parse_example(records[-1:], fs.raw_feature_spec())
-  assert got["hist_len"].numpy()[0] == fs.HISTORY_LEN
+  records = examples.events_to_examples(pa.Table.from_pylist(rows, schema=events_lib.EVENT_SCHEMA),
+                                        TRACKS)
+  got = tf.io.parse_example(records[-1:], feature_spec.raw_feature_spec())
+  assert got["hist_len"].numpy()[0] == feature_spec.HISTORY_LEN
   hist = got["hist_track_ids"].numpy()[0]
   assert hist[0] == f"t{n - 2}".encode() and hist[-1] == f"t{n - 1 - fs.HISTORY_LEN}".encode()
-  assert got["sess_len"].numpy()[0] == fs.SESSION_LEN
+  assert got["sess_len"].numpy()[0] == feature_spec.SESSION_LEN
   assert got["sess_track_ids"].numpy()[0][-1] == f"t{n - 1 - fs.SESSION_LEN}".encode()
 
 
 def test_fast_encoder_matches_the_proto_reference(parsed):
   row = 4
-  reference = ex.reference_example({k: v[row] for k, v in parsed.items()})
-  again = tf.io.parse_example([reference], fs.raw_feature_spec())
+  reference = examples.reference_example({k: v[row] for k, v in parsed.items()})
+  again = tf.io.parse_example([reference], feature_spec.raw_feature_spec())
   for name, value in again.items():
     np.testing.assert_array_equal(value.numpy()[0], parsed[name][row], err_msg=name)
 
@@ -149,49 +153,52 @@ def test_unsorted_or_ungrouped_events_are_rejected():
   rows = [_event("a", "s", 10, "t1", "a1"), _event("b", "s", 10, "t1", "a1"),
           _event("a", "s", 20, "t1", "a1")]
   with pytest.raises(ValueError, match="grouped by user_id"):
-    ex.events_to_examples(pa.Table.from_pylist(rows, schema=ev.EVENT_SCHEMA), TRACKS)
+    examples.events_to_examples(pa.Table.from_pylist(rows, schema=events_lib.EVENT_SCHEMA), TRACKS)
   rows = [_event("a", "s", 20, "t1", "a1"), _event("a", "s", 10, "t1", "a1")]
   with pytest.raises(ValueError, match="sorted by ts"):
-    ex.events_to_examples(pa.Table.from_pylist(rows, schema=ev.EVENT_SCHEMA), TRACKS)
+    examples.events_to_examples(pa.Table.from_pylist(rows, schema=events_lib.EVENT_SCHEMA), TRACKS)
 
 
 def test_eval_split_is_a_stable_user_hash():
   users = [f"user{i}" for i in range(2000)]
-  mask = ex.eval_mask(users, 10)
-  assert mask.tolist() == ex.eval_mask(users, 10).tolist()
+  mask = examples.eval_mask(users, 10)
+  assert mask.tolist() == examples.eval_mask(users, 10).tolist()
   assert 0.07 < mask.mean() < 0.13
-  assert not ex.eval_mask(users, 0).any() and ex.eval_mask(users, 100).all()
+  assert not examples.eval_mask(users, 0).any() and examples.eval_mask(users, 100).all()
   with pytest.raises(ValueError, match="101"):
-    ex.eval_mask(users, 101)
+    examples.eval_mask(users, 101)
 
 
 def test_beam_tfrecord_round_trip(tmp_path):
-  events, tracks = toy.toy_events(n_users=8, events_per_user=15)
+  events, tracks = toy_events.toy_events(n_users=8, events_per_user=15)
   chunks = [events.slice(0, 60), events.slice(60)]  # 4 whole users each
-  expected = ex.events_to_examples(events, tracks)
-  counts = ex.write_examples(chunks, tracks, str(tmp_path), shards=2,
+  expected = examples.events_to_examples(events, tracks)
+  counts = examples.write_examples(chunks, tracks, str(tmp_path), shards=2,
                              beam_args=["--direct_running_mode=in_memory"])
   assert sorted(os.listdir(tmp_path)) == [
       f"{split}-0000{i}-of-00002.tfrecord.gz" for split in ("eval", "train") for i in (0, 1)]
-  train = list(ex.iter_records(str(tmp_path / "train-*-of-00002.tfrecord.gz")))
-  evals = list(ex.iter_records(str(tmp_path / "eval-*-of-00002.tfrecord.gz")))
+  train = list(examples.iter_records(str(tmp_path / "train-*-of-00002.tfrecord.gz")))
+  evals = list(examples.iter_records(str(tmp_path / "eval-*-of-00002.tfrecord.gz")))
   assert counts == {"events": 120, "train": len(train), "eval": len(evals)}
-  assert sorted(map(ex.canonical, train + evals)) == sorted(map(ex.canonical, expected))
-  eval_users = set(tf.io.parse_example(evals, fs.raw_feature_spec())["user_id"].numpy()
+  assert sorted(map(examples.canonical, train + evals)) == sorted(map(examples.canonical, expected))
+  eval_users = set(tf.io.parse_example(evals, feature_spec.raw_feature_spec())["user_id"].numpy()
                    .tolist()) if evals else set()
-  train_users = set(tf.io.parse_example(train, fs.raw_feature_spec())["user_id"].numpy()
+  train_users = set(tf.io.parse_example(train, feature_spec.raw_feature_spec())["user_id"].numpy()
                     .tolist())
   assert not eval_users & train_users
-  parsed = tf.io.parse_example(train, fs.raw_feature_spec())
-  assert parsed["hist_track_ids"].shape == (len(train), fs.HISTORY_LEN)
+  parsed = tf.io.parse_example(train, feature_spec.raw_feature_spec())
+  assert parsed["hist_track_ids"].shape == (len(train), feature_spec.HISTORY_LEN)
 
 
 def test_span_layout_groups_by_utc_day():
   rows = [_event("a", "s", 86400 * 3 + 10, "t1", "a1"), _event("a", "s", 86400 * 4, "t2", "a2"),
           _event("a", "s", None, "t2", "a2")]
-  table = pa.Table.from_pylist(rows, schema=ev.EVENT_SCHEMA)
+  table = pa.Table.from_pylist(rows, schema=events_lib.EVENT_SCHEMA)
   table = table.take([2, 0, 1])  # the null-ts row first keeps (user, ts) order
-  out = ex.split_examples(table, ex.TrackIndex(TRACKS), eval_percent=0, span_days=[3, 4])
+  out = examples.split_examples(table,
+                                examples.TrackIndex(TRACKS),
+                                eval_percent=0,
+                                span_days=[3, 4])
   assert {k: len(v) for k, v in out.items()} == {
       "span-19700104/train": 2, "span-19700104/eval": 0,
       "span-19700105/train": 1, "span-19700105/eval": 0}
@@ -204,20 +211,20 @@ def test_tfrecord_framing_matches_tensorflow_writer(tmp_path):
     for r in records:
       w.write(r)
   with open(path, "rb") as f:
-    assert ex.tfrecord_frames(records) == f.read()
+    assert examples.tfrecord_frames(records) == f.read()
   shard = str(tmp_path / "ours.tfrecord.gz")
   # Record sequences and ready gzip members mix; the members concatenate to one file.
-  size = ex.write_shard(shard, [records[:1], [], ex.gzip_member(records[1:])])
+  size = examples.write_shard(shard, [records[:1], [], examples.gzip_member(records[1:])])
   assert size == os.path.getsize(shard)
-  assert list(ex.iter_records(shard)) == records
+  assert list(examples.iter_records(shard)) == records
   empty = str(tmp_path / "empty.tfrecord.gz")
-  ex.write_shard(empty, [])
-  assert not list(ex.iter_records(empty))
+  examples.write_shard(empty, [])
+  assert not list(examples.iter_records(empty))
 
 
 def test_track_index_exposes_plain_columns():
   # serving.signatures builds its in-graph catalogue from these attributes.
-  index = ex.TrackIndex(TRACKS)
+  index = examples.TrackIndex(TRACKS)
   assert list(index.ids) == ["t1", "t2", "t3", "t4", "t5"]
   assert index.artist_ids.tolist() == ["a1", "a2", "a3", "a4", "a5"]
   tags = np.asarray(index.tag_dictionary.to_pylist(), dtype=object)[index.tag_codes]
@@ -235,14 +242,14 @@ def test_subscription_label_is_a_conversion_within_the_window():
   converted = np.array([0, 0, 0, 1, 0, 0, 0, 1], np.float32)
   present = np.ones(8, bool)
   paid = np.array([0, 0, 0, 0, 1, 1, 0, 0], bool)
-  label, weight = ex.subscription_within_window(users, ts, valid, converted, present,
+  label, weight = examples.subscription_within_window(users, ts, valid, converted, present,
                                                 paid, window_s=7 * day)
   # user 0 converts at day 10: impressions from day 3 on are positive, day 0 and 2 not.
   assert label.tolist() == [0, 0, 1, 1, 0, 0, 1, 1]
   # paid listeners are not at risk; user 1 never converts anyway
   assert weight.tolist() == [1, 1, 1, 1, 0, 0, 1, 1]
   # a conversion of another user never leaks across the user boundary
-  label, _ = ex.subscription_within_window(
+  label, _ = examples.subscription_within_window(
       np.array([0, 1]), np.array([0, 10]), np.ones(2, bool), np.array([0, 1], np.float32),
       np.ones(2, bool), np.zeros(2, bool))
   assert label.tolist() == [0, 1]

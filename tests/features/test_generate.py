@@ -8,9 +8,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from features import events as ev
-from features import examples as ex
-from features import feature_spec as fs
+from features import events as events_lib
+from features import examples as examples_lib
+from features import feature_spec
 from features import generate
 from melody_cli import main as cli
 
@@ -26,7 +26,8 @@ def _generate(out, seed):
 
 
 def _records(out, split):
-  return list(ex.iter_records(os.path.join(str(out), "examples", f"{split}-*.tfrecord.gz")))
+  return list(
+      examples_lib.iter_records(os.path.join(str(out), "examples", f"{split}-*.tfrecord.gz")))
 
 
 @pytest.fixture(scope="module")
@@ -48,9 +49,9 @@ def test_layout_and_counts(run_a):
   assert event_files and all(n.endswith(".parquet") for n in event_files)
 
   events = pq.read_table(str(out / "events"))
-  assert events.schema.equals(ev.EVENT_SCHEMA)
+  assert events.schema.equals(events_lib.EVENT_SCHEMA)
   tracks = pq.read_table(str(out / "tracks.parquet"))
-  assert set(ev.TRACK_SCHEMA.names) <= set(tracks.column_names)
+  assert set(events_lib.TRACK_SCHEMA.names) <= set(tracks.column_names)
   assert tracks.num_rows == 200
 
   train, evals = _records(out, "train"), _records(out, "eval")
@@ -59,18 +60,18 @@ def test_layout_and_counts(run_a):
   assert counts["train_examples"] == len(train) and counts["eval_examples"] == len(evals)
   assert len(train) + len(evals) == events.num_rows  # one example per impression
   assert manifest["seed"] == 3 and manifest["layout"] == "flat"
-  assert manifest["feature_spec"]["history_len"] == fs.HISTORY_LEN
+  assert manifest["feature_spec"]["history_len"] == feature_spec.HISTORY_LEN
   assert sorted(manifest["files"]["examples"]) == examples
 
 
 def test_examples_parse_and_splits_are_disjoint_by_user(run_a):
   out, _ = run_a
-  spec = fs.raw_feature_spec()
+  spec = feature_spec.raw_feature_spec()
   train = tf.io.parse_example(_records(out, "train"), spec)
   evals = tf.io.parse_example(_records(out, "eval"), spec)
   assert not set(train["user_id"].numpy().tolist()) & set(evals["user_id"].numpy().tolist())
   hist_len = train["hist_len"].numpy()
-  assert hist_len.max() <= fs.HISTORY_LEN and hist_len.max() > 0
+  assert hist_len.max() <= feature_spec.HISTORY_LEN and hist_len.max() > 0
   weights = train["interest_completion_weight"].numpy()
   assert set(np.unique(weights).tolist()) <= {0.0, 1.0}
 
@@ -83,8 +84,8 @@ def test_same_seed_same_data_other_seed_other_data(run_a, tmp_path):
   b_events = pq.read_table(str(tmp_path / "b" / "events"))
   assert a_events.equals(b_events)
   for split in ("train", "eval"):
-    assert sorted(map(ex.canonical, _records(out_a, split))) == sorted(
-        map(ex.canonical, _records(tmp_path / "b", split)))
+    assert sorted(map(examples_lib.canonical, _records(out_a, split))) == sorted(
+        map(examples_lib.canonical, _records(tmp_path / "b", split)))
   _generate(tmp_path / "c", seed=4)
   c_events = pq.read_table(str(tmp_path / "c" / "events"))
   assert not a_events.equals(c_events)
@@ -96,8 +97,8 @@ def test_span_layout_has_one_folder_per_event_day(tmp_path):
   events = pq.read_table(str(tmp_path / "events"))
   days = np.unique(events.column("ts").to_numpy() // 86400)
   spans = sorted(os.listdir(tmp_path / "examples"))
-  assert spans == [ex.span_name(d) for d in days]
-  n = sum(len(list(ex.iter_records(str(tmp_path / "examples" / s / "*.tfrecord.gz"))))
+  assert spans == [examples_lib.span_name(d) for d in days]
+  n = sum(len(list(examples_lib.iter_records(str(tmp_path / "examples" / s / "*.tfrecord.gz"))))
           for s in spans)
   assert n == events.num_rows
 

@@ -6,11 +6,11 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from features import events as ev
-from features import examples as ex
-from features import feature_spec as fs
-from features import preprocessing as pp
-from features import toy
+from features import events as events_lib
+from features import examples as examples_lib
+from features import feature_spec
+from features import preprocessing
+from melody_testing import toy_events
 
 import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-order
 import tensorflow_transform as tft  # pylint: disable=g-import-not-at-top,wrong-import-order
@@ -24,7 +24,7 @@ def _write(path, records):
 
 
 def _read(pattern, spec):
-  records = list(ex.iter_records(pattern))
+  records = list(examples_lib.iter_records(pattern))
   return {k: v.numpy() for k, v in tf.io.parse_example(records, spec).items()}
 
 
@@ -32,12 +32,12 @@ def _read(pattern, spec):
 def transformed(tmp_path_factory):
   """Analyze + transform toy examples; the eval split is ONE held-out raw example."""
   root = tmp_path_factory.mktemp("tft")
-  events, tracks = toy.toy_events(n_users=6, events_per_user=12, n_tracks=40)
-  records = ex.events_to_examples(events, tracks)
+  events, tracks = toy_events.toy_events(n_users=6, events_per_user=12, n_tracks=40)
+  records = examples_lib.events_to_examples(events, tracks)
   probe = records[30]  # a user's 7th play: non-empty history and padding
   _write(str(root / "raw" / "train-0.tfrecord.gz"), records)
   _write(str(root / "raw_probe" / "eval-0.tfrecord.gz"), [probe])
-  paths = pp.transform_dataset(str(root / "raw" / "*.gz"), str(root / "out"),
+  paths = preprocessing.transform_dataset(str(root / "raw" / "*.gz"), str(root / "out"),
                                eval_file_pattern=str(root / "raw_probe" / "*.gz"), shards=1)
   tfo = tft.TFTransformOutput(paths["transform_output"])
   spec = tfo.transformed_feature_spec()
@@ -46,21 +46,21 @@ def transformed(tmp_path_factory):
 
 
 def _layer_outputs(tfo, records):
-  raw = tf.io.parse_example(records, fs.raw_feature_spec())
+  raw = tf.io.parse_example(records, feature_spec.raw_feature_spec())
   return {k: v.numpy() for k, v in tfo.transform_features_layer()(raw).items()}
 
 
 def test_outputs_match_feature_spec(transformed):
   spec = transformed["tfo"].transformed_feature_spec()
-  assert set(spec) == set(fs.TRANSFORMED_FEATURES) | set(fs.PASSTHROUGH_KEYS)
+  assert set(spec) == set(feature_spec.TRANSFORMED_FEATURES) | set(feature_spec.PASSTHROUGH_KEYS)
   dtypes = {"int64": tf.int64, "float32": tf.float32}
-  for name, (dtype, length, cardinality) in fs.TRANSFORMED_FEATURES.items():
+  for name, (dtype, length, cardinality) in feature_spec.TRANSFORMED_FEATURES.items():
     assert spec[name].dtype == dtypes[dtype], name
     assert list(spec[name].shape) == ([length] if length > 1 else []), name
     values = transformed["train"][name]
     if cardinality:
       assert values.min() >= 0 and values.max() < cardinality, name
-  for key in fs.PASSTHROUGH_KEYS:
+  for key in feature_spec.PASSTHROUGH_KEYS:
     assert spec[key].dtype == tf.float32
 
 
@@ -83,7 +83,7 @@ def test_saved_model_signature_over_serialized_examples(transformed, tmp_path):
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
     def transform_features(self, examples):
-      return self.tft_layer(tf.io.parse_example(examples, fs.raw_feature_spec()))
+      return self.tft_layer(tf.io.parse_example(examples, feature_spec.raw_feature_spec()))
 
   module = Module()
   path = str(tmp_path / "sm")
@@ -97,7 +97,7 @@ def test_saved_model_signature_over_serialized_examples(transformed, tmp_path):
 
 def test_padding_maps_to_zero_and_real_ids_do_not(transformed):
   t = transformed["train"]
-  for prefix, length in (("hist", fs.HISTORY_LEN), ("sess", fs.SESSION_LEN)):
+  for prefix, length in (("hist", feature_spec.HISTORY_LEN), ("sess", feature_spec.SESSION_LEN)):
     n = t[f"{prefix}_len_xf"]
     pos = np.arange(length)[None, :]
     for kind in ("track", "artist"):
@@ -105,14 +105,14 @@ def test_padding_maps_to_zero_and_real_ids_do_not(transformed):
       assert (ids[pos >= n[:, None]] == 0).all()
       assert (ids[pos < n[:, None]] > 0).all()
   tags, num = t["cand_tags_xf"], t["cand_num_tags_xf"]
-  pos = np.arange(fs.MAX_TAGS)[None, :]
+  pos = np.arange(feature_spec.MAX_TAGS)[None, :]
   assert (tags[pos >= num[:, None]] == 0).all() and (tags[pos < num[:, None]] > 0).all()
   assert (t["cand_track_id_xf"] > 0).all() and (t["user_id_xf"] > 0).all()
 
 
 def test_history_and_candidate_share_one_track_vocabulary(transformed):
   raw = {k: v.numpy() for k, v in tf.io.parse_example(
-      transformed["records"], fs.raw_feature_spec()).items()}
+      transformed["records"], feature_spec.raw_feature_spec()).items()}
   got = _layer_outputs(transformed["tfo"], transformed["records"])
   mapping = {}
   pairs = [(raw["cand_track_id"], got["cand_track_id_xf"]),
@@ -121,13 +121,13 @@ def test_history_and_candidate_share_one_track_vocabulary(transformed):
   for raw_ids, xf_ids in pairs:
     for r, x in zip(raw_ids.tolist(), xf_ids.tolist()):
       assert mapping.setdefault(r, x) == x, r
-  top_k, _ = fs.VOCABS["track"]
-  real = {r: x for r, x in mapping.items() if r != fs.PAD_TOKEN}
-  assert mapping[fs.PAD_TOKEN] == 0
+  top_k, _ = feature_spec.VOCABS["track"]
+  real = {r: x for r, x in mapping.items() if r != feature_spec.PAD_TOKEN}
+  assert mapping[feature_spec.PAD_TOKEN] == 0
   assert len(set(real.values())) == len(real)  # one id per track
   assert sorted(real.values()) == list(range(1, len(real) + 1))  # 1..n, no gaps
   assert max(real.values()) <= top_k
-  vocab = transformed["tfo"].vocabulary_by_name(pp.VOCAB_FILES["track"])
+  vocab = transformed["tfo"].vocabulary_by_name(preprocessing.VOCAB_FILES["track"])
   assert {v.decode() if isinstance(v, bytes) else v for v in vocab} == {
       r.decode() for r in real}
 
@@ -138,16 +138,16 @@ def test_unseen_ids_go_to_oov_buckets_and_categoricals_to_fixed_indices(transfor
       "artist_id": "nobody", "source": "sim", "user_segment": "paid",
       "user_tenure_days": 5.0, "context_activity": "workout", "context_surface": "radio",
       "is_promo": True, "completion": None, "skip": None, "like": None,
-      "subscription": None, "exposure": None}], schema=ev.EVENT_SCHEMA)
-  records = ex.events_to_examples(table, toy.toy_tracks(40))
+      "subscription": None, "exposure": None}], schema=events_lib.EVENT_SCHEMA)
+  records = examples_lib.events_to_examples(table, toy_events.toy_tracks(40))
   got = _layer_outputs(transformed["tfo"], records)
   for key, vocab in (("cand_track_id_xf", "track"), ("cand_artist_id_xf", "artist"),
                      ("user_id_xf", "user")):
-    top_k, oov = fs.VOCABS[vocab]
+    top_k, oov = feature_spec.VOCABS[vocab]
     assert top_k < got[key][0] <= top_k + oov, key
-  assert got["user_segment_xf"][0] == fs.SEGMENTS.index("paid")
-  assert got["context_activity_xf"][0] == fs.ACTIVITIES.index("workout")
-  assert got["context_surface_xf"][0] == fs.SURFACES.index("radio")
+  assert got["user_segment_xf"][0] == feature_spec.SEGMENTS.index("paid")
+  assert got["context_activity_xf"][0] == feature_spec.ACTIVITIES.index("workout")
+  assert got["context_surface_xf"][0] == feature_spec.SURFACES.index("radio")
   assert got["cand_is_promo_xf"][0] == 1
   assert got["hist_len_xf"][0] == 0 and not got["hist_track_ids_xf"][0].any()
 
@@ -158,16 +158,16 @@ def test_buckets_and_z_scores(transformed):
   assert t["user_tenure_days_xf"].std() == pytest.approx(1.0, abs=1e-3)
   assert abs(t["cand_popularity_xf"].mean()) < 1e-4
   raw = {k: v.numpy() for k, v in tf.io.parse_example(
-      transformed["records"], fs.raw_feature_spec()).items()}
-  expected = np.searchsorted(np.asarray(fs.DURATION_BOUNDARIES_S), raw["cand_duration_s"],
+      transformed["records"], feature_spec.raw_feature_spec()).items()}
+  expected = np.searchsorted(np.asarray(feature_spec.DURATION_BOUNDARIES_S), raw["cand_duration_s"],
                              side="right")
   got = _layer_outputs(transformed["tfo"], transformed["records"])
   np.testing.assert_array_equal(got["cand_duration_s_xf"], expected)
-  gap_expected = np.searchsorted(np.asarray(fs.GAP_BOUNDARIES_S), raw["hist_gap_s"],
+  gap_expected = np.searchsorted(np.asarray(feature_spec.GAP_BOUNDARIES_S), raw["hist_gap_s"],
                                  side="right")
   np.testing.assert_array_equal(got["hist_gap_s_xf"], gap_expected)
   assert gap_expected.max() > 0  # the toy data has gaps beyond the first boundary
-  for key in fs.PASSTHROUGH_KEYS:
+  for key in feature_spec.PASSTHROUGH_KEYS:
     np.testing.assert_array_equal(got[key], raw[key])
 
 
@@ -177,7 +177,7 @@ def test_other_schemas_give_the_same_outputs(transformed, tmp_path):
   import tensorflow_transform.beam as tft_beam  # pylint: disable=g-import-not-at-top
   from tensorflow_transform.tf_metadata import dataset_metadata  # pylint: disable=g-import-not-at-top
   spec = {}
-  for f in fs.RAW_FEATURES:
+  for f in feature_spec.RAW_FEATURES:
     dtype = {"string": tf.string, "int64": tf.int64, "float32": tf.float32}[f.dtype]
     if f.name == "hist_track_ids":
       spec[f.name] = tf.io.VarLenFeature(dtype)
@@ -190,13 +190,15 @@ def test_other_schemas_give_the_same_outputs(transformed, tmp_path):
     row = {}
     for name, value in parsed.items():
       if isinstance(value, tf.SparseTensor):
-        dense = tf.sparse.to_dense(value, default_value=fs.PAD_TOKEN).numpy()[i]
-        row[name] = dense[dense != fs.PAD_TOKEN]  # drop the padding: truly variable length
+        dense = tf.sparse.to_dense(value, default_value=feature_spec.PAD_TOKEN).numpy()[i]
+        row[name] = dense[dense
+                          != feature_spec.PAD_TOKEN]  # drop the padding: truly variable length
       else:
         row[name] = value.numpy()[i]
     rows.append(row)
   with tft_beam.Context(temp_dir=str(tmp_path)):
-    (out, _), _ = ((rows, metadata) | tft_beam.AnalyzeAndTransformDataset(pp.preprocessing_fn))
+    (out, _), _ = ((rows, metadata) |
+                   tft_beam.AnalyzeAndTransformDataset(preprocessing.preprocessing_fn))
   expected = _layer_outputs(transformed["tfo"], transformed["records"])
   for name in ("hist_track_ids_xf", "cand_track_id_xf", "user_segment_xf", "hist_len_xf",
                "user_tenure_days_xf", "interest_like_weight"):

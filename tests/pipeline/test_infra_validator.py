@@ -8,7 +8,7 @@ import pytest
 import pipeline  # noqa: F401  (Keras 2 before TensorFlow)
 import tensorflow as tf
 
-from features import feature_spec as fs
+from features import feature_spec
 from pipeline import components
 
 
@@ -34,7 +34,7 @@ class _ExampleModel(tf.Module):
     score = tf.cast(parsed["context_hour"], tf.float32) / 24.0
     if self.poison:
       score = score / 0.0 * 0.0   # NaN everywhere
-    return {fs.LABEL_KEYS[0]: score}
+    return {feature_spec.LABEL_KEYS[0]: score}
 
 
 def _save(tmp_path, poison):
@@ -52,7 +52,7 @@ def test_a_healthy_model_passes(tmp_path):
 
 def test_non_finite_outputs_fail(tmp_path):
   why = components.validate_serving_model(_save(tmp_path, True), _records())
-  assert "not finite" in why and fs.LABEL_KEYS[0] in why
+  assert "not finite" in why and feature_spec.LABEL_KEYS[0] in why
 
 
 def test_an_unloadable_model_fails(tmp_path):

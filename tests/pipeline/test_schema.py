@@ -4,7 +4,7 @@ import os
 
 from tensorflow_metadata.proto.v0 import schema_pb2
 
-from features import feature_spec as fs
+from features import feature_spec as feature_spec_lib
 from pipeline import configs, schema_tools
 
 
@@ -17,8 +17,8 @@ def _schema():
 def test_every_raw_feature_is_in_the_schema_with_its_type_and_shape():
   types = {"string": schema_pb2.BYTES, "int64": schema_pb2.INT, "float32": schema_pb2.FLOAT}
   by_name = {f.name: f for f in _schema().feature}
-  assert set(by_name) == set(fs.RAW_BY_NAME)
-  for name, spec in fs.RAW_BY_NAME.items():
+  assert set(by_name) == set(feature_spec_lib.RAW_BY_NAME)
+  for name, spec in feature_spec_lib.RAW_BY_NAME.items():
     feature = by_name[name]
     assert feature.type == types[spec.dtype], name
     assert [d.size for d in feature.shape.dim] == ([spec.length] if spec.length > 1 else []), name
@@ -27,16 +27,16 @@ def test_every_raw_feature_is_in_the_schema_with_its_type_and_shape():
 
 def test_categorical_domains_list_every_allowed_value():
   domains = {d.name: sorted(d.value) for d in _schema().string_domain}
-  assert domains["user_segment"] == sorted(fs.SEGMENTS)
-  assert domains["context_activity"] == sorted(fs.ACTIVITIES)
-  assert domains["context_surface"] == sorted(fs.SURFACES)
-  assert domains["source"] == sorted(fs.SOURCES)
+  assert domains["user_segment"] == sorted(feature_spec_lib.SEGMENTS)
+  assert domains["context_activity"] == sorted(feature_spec_lib.ACTIVITIES)
+  assert domains["context_surface"] == sorted(feature_spec_lib.SURFACES)
+  assert domains["source"] == sorted(feature_spec_lib.SOURCES)
 
 
 def test_labels_and_weights_have_ranges():
   by_name = {f.name: f for f in _schema().feature}
-  for label in fs.LABEL_KEYS:
-    weight = by_name[fs.weight_key(label)]
+  for label in feature_spec_lib.LABEL_KEYS:
+    weight = by_name[feature_spec_lib.weight_key(label)]
     assert (weight.float_domain.min, weight.float_domain.max) == (0.0, 1.0)
   assert by_name["interest_completion"].float_domain.max == 1.0
   assert by_name["exposure"].float_domain.min == 0.0
@@ -45,7 +45,7 @@ def test_labels_and_weights_have_ranges():
 def test_schema_parses_like_the_feature_spec():
   from tensorflow_transform.tf_metadata import schema_utils
   spec = schema_utils.schema_as_feature_spec(_schema()).feature_spec
-  expected = fs.raw_feature_spec()
+  expected = feature_spec_lib.raw_feature_spec()
   assert set(spec) == set(expected)
   for name, feature in expected.items():
     assert list(spec[name].shape) == list(feature.shape), name

@@ -12,9 +12,9 @@ import os
 import numpy as np
 import pytest
 
-from features import examples as ex
-from features import feature_spec as fs
-from features import toy
+from features import examples as examples_lib
+from features import feature_spec
+from melody_testing import toy_events
 from pipeline import trainer
 from pipeline import train_local
 from ranking import config as config_lib
@@ -32,8 +32,8 @@ def _write(path, records):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
   root = tmp_path_factory.mktemp("train")
-  events, tracks = toy.toy_events(n_users=8, events_per_user=12, n_tracks=40)
-  records = ex.events_to_examples(events, tracks)
+  events, tracks = toy_events.toy_events(n_users=8, events_per_user=12, n_tracks=40)
+  records = examples_lib.events_to_examples(events, tracks)
   _write(str(root / "data" / "examples" / "train-00000-of-00001.tfrecord.gz"), records[:80])
   _write(str(root / "data" / "examples" / "eval-00000-of-00001.tfrecord.gz"), records[80:])
   args = argparse.Namespace(data=str(root / "data"), out=str(root / "out"), steps=6,
@@ -47,11 +47,11 @@ def test_serving_default_outputs_per_head(trained):
   loaded = tf.saved_model.load(str(trained["out"] / "serving_model"))
   assert {"serving_default", "transform_features"} <= set(loaded.signatures)
   out = loaded.signatures["serving_default"](examples=tf.constant(trained["records"][:5]))
-  assert set(out) == set(fs.LABEL_KEYS) | {"interest"}
+  assert set(out) == set(feature_spec.LABEL_KEYS) | {"interest"}
   for k, v in out.items():
     assert v.shape == (5,), k
     assert np.all(np.isfinite(v.numpy())), k
-  for k in fs.BINARY_LABELS + ("interest_completion",):
+  for k in feature_spec.BINARY_LABELS + ("interest_completion",):
     assert np.all((out[k].numpy() >= 0) & (out[k].numpy() <= 1)), k
 
 
@@ -60,7 +60,7 @@ def test_signatures_agree_with_model_on_transformed_features(trained):
   loaded = tf.saved_model.load(str(trained["out"] / "serving_model"))
   recs = tf.constant(trained["records"][:7])
   xf = loaded.signatures["transform_features"](examples=recs)
-  assert set(fs.TRANSFORMED_FEATURES) <= set(xf)
+  assert set(feature_spec.TRANSFORMED_FEATURES) <= set(xf)
   served = loaded.signatures["serving_default"](examples=recs)
   from ranking import model as model_lib  # pylint: disable=g-import-not-at-top
   listener = {k: xf[k] for k in model_lib.LISTENER_FEATURES}
@@ -112,8 +112,8 @@ def test_train_local_rejects_bad_arguments(tmp_path):
 
 
 def test_input_fn_batches_transformed_records(tmp_path):
-  from ranking import testing  # pylint: disable=g-import-not-at-top
-  batch = testing.synthetic_batch(10, seed=0)
+  from melody_testing import synthetic_batches  # pylint: disable=g-import-not-at-top
+  batch = synthetic_batches.synthetic_batch(10, seed=0)
   spec = {}
   recs = []
   for i in range(10):
@@ -133,6 +133,6 @@ def test_input_fn_batches_transformed_records(tmp_path):
                         repeat=False)
   got = list(ds)
   assert len(got) == 2   # 10 records, batches of 4, remainder dropped
-  np.testing.assert_array_equal(got[0][fs.xf("hist_track_ids")].numpy(),
-                                batch[fs.xf("hist_track_ids")][:4])
+  np.testing.assert_array_equal(got[0][feature_spec.xf("hist_track_ids")].numpy(),
+                                batch[feature_spec.xf("hist_track_ids")][:4])
   assert got[0]["exposure"].shape == (4,)

@@ -14,18 +14,18 @@ import pyarrow.parquet as pq
 import pytest
 
 from bench import ranking as bench
-from features import feature_spec as fs
+from features import feature_spec
 from features import generate
 from simulation.world import WorldConfig
 
 
 def _split(n, **labels):
   """A split with every label absent (weight 0) except those given as (values, weights)."""
-  out = {fs.xf("cand_is_promo"): np.zeros(n, np.int64)}
-  for lab in fs.LABEL_KEYS:
+  out = {feature_spec.xf("cand_is_promo"): np.zeros(n, np.int64)}
+  for lab in feature_spec.LABEL_KEYS:
     y, w = labels.get(lab, (np.zeros(n), np.zeros(n)))
     out[lab] = np.asarray(y, np.float32)
-    out[fs.weight_key(lab)] = np.asarray(w, np.float32)
+    out[feature_spec.weight_key(lab)] = np.asarray(w, np.float32)
   return out
 
 
@@ -47,7 +47,7 @@ def test_head_coverage_names_the_reason():
   assert not like["covered"] and like["reason"] == "label absent from the source"
   assert bench.head_coverage(data, "interest_completion")["covered"]   # regression head
   # A label present in train but absent from eval is not measurable either.
-  data["eval"][fs.weight_key("interest_completion")][:] = 0
+  data["eval"][feature_spec.weight_key("interest_completion")][:] = 0
   completion = bench.head_coverage(data, "interest_completion")
   assert not completion["covered"]
   assert completion["reason"] == "label absent from the eval split"
@@ -138,7 +138,7 @@ def test_label_profile_splits_promo_from_organic():
   n = 6
   split = _split(n, interest_completion=([0.9, 0.8, 0.7, 0.2, 0.4, 0.6], np.ones(n)),
                  exposure=([0, 0, 0, 0.2, 0.4, 0.6], np.ones(n)))
-  split[fs.xf("cand_is_promo")] = np.array([0, 0, 0, 1, 1, 1])
+  split[feature_spec.xf("cand_is_promo")] = np.array([0, 0, 0, 1, 1, 1])
   prof = bench.label_profile(split)
   assert prof["organic"]["rows"] == 3 and prof["promo"]["rows"] == 3
   assert prof["organic"]["interest_completion"] == pytest.approx(0.8)
@@ -181,7 +181,7 @@ def test_generate_world_overrides_reach_the_world_and_the_manifest(tmp_path):
 
 
 def test_latency_job_times_every_size():
-  out = bench._latency_job((3, 7), reps=4, seed=1, freeze=False)   # pylint: disable=protected-access
+  out = bench._latency_job((3, 7), reps=4, seed=1, freeze=False)  # pylint: disable=protected-access
   assert set(out) == {"3", "7"}
   for stats in out.values():
     assert stats["n"] == 4

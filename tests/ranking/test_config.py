@@ -4,17 +4,17 @@ import dataclasses
 
 import pytest
 
-from features import feature_spec as fs
+from features import feature_spec
 from ranking import config as config_lib
 
 
 def test_defaults_follow_the_issue_and_feature_spec():
   c = config_lib.ModelConfig()
-  assert (c.d_model, c.num_layers, c.history_len, c.session_len) == (64, 2, fs.HISTORY_LEN,
-                                                                     fs.SESSION_LEN)
+  assert (c.d_model, c.num_layers, c.history_len,
+          c.session_len) == (64, 2, feature_spec.HISTORY_LEN, feature_spec.SESSION_LEN)
   assert c.mixture == "mmoe"
-  assert c.tasks == tuple(fs.TASKS)
-  assert c.labels == fs.LABEL_KEYS
+  assert c.tasks == tuple(feature_spec.TASKS)
+  assert c.labels == feature_spec.LABEL_KEYS
   assert not c.single_task
   assert config_lib.TrainConfig().batch_size == 512
 

@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from features import feature_spec as fs
+from features import feature_spec
 from ranking.layers.fusion import (FusionConfig, ScoreFusion, exploration_uniform,
                                    exploration_uniform_py)
 
-SEG = {name: i for i, name in enumerate(fs.SEGMENTS)}
-ACT = {name: i for i, name in enumerate(fs.ACTIVITIES)}
+SEG = {name: i for i, name in enumerate(feature_spec.SEGMENTS)}
+ACT = {name: i for i, name in enumerate(feature_spec.ACTIVITIES)}
 
 
 def _inputs(segments, activities, n=4, s_int=0.6, s_sub=0.5, s_exp=0.3, **extra):
@@ -24,12 +24,13 @@ def _inputs(segments, activities, n=4, s_int=0.6, s_sub=0.5, s_exp=0.3, **extra)
 
 
 def test_golden_scores_per_segment():
-  out = ScoreFusion()(_inputs(list(fs.SEGMENTS), ["unknown"] * 5))
+  out = ScoreFusion()(_inputs(list(feature_spec.SEGMENTS), ["unknown"] * 5))
   # alpha*0.6 + beta*0.5 + gamma*0.3, plus the unseeded novelty bonus 0.02 * (1 - 0.5).
   expected = {"new": 0.585, "free": 0.564, "free_veteran": 0.545, "trial": 0.556,
               "paid": 0.550}
   np.testing.assert_allclose(out["score"].numpy(),
-                             np.array([[expected[s]] * 4 for s in fs.SEGMENTS]), atol=1e-6)
+                             np.array([[expected[s]] * 4 for s in feature_spec.SEGMENTS]),
+                             atol=1e-6)
   np.testing.assert_allclose(out["weights"].numpy(), [
       [0.85, 0.10, 0.05], [0.70, 0.22, 0.08], [0.55, 0.35, 0.10], [0.62, 0.30, 0.08],
       [0.80, 0.00, 0.20]], atol=1e-7)
@@ -38,12 +39,12 @@ def test_golden_scores_per_segment():
 
 def test_default_table_shape_of_the_policy():
   cfg = FusionConfig()
-  alpha = {s: cfg.weights_for(s)[0] for s in fs.SEGMENTS}
-  beta = {s: cfg.weights_for(s)[1] for s in fs.SEGMENTS}
+  alpha = {s: cfg.weights_for(s)[0] for s in feature_spec.SEGMENTS}
+  beta = {s: cfg.weights_for(s)[1] for s in feature_spec.SEGMENTS}
   assert max(alpha, key=alpha.get) == "new"
   assert beta["paid"] == 0.0 and cfg.weights_for("paid")[2] > 0
   assert beta["free"] < beta["trial"] < beta["free_veteran"]
-  for s in fs.SEGMENTS:
+  for s in feature_spec.SEGMENTS:
     assert sum(cfg.weights_for(s)) == pytest.approx(1.0)
 
 

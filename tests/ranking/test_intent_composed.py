@@ -11,7 +11,7 @@ import tensorflow as tf  # pylint: disable=g-import-not-at-top
 from bench import serving as bench_serving
 from ranking.intent import checkpoint as ckpt_lib
 from ranking.intent import data
-from ranking.intent import dual_encoder as de
+from ranking.intent import dual_encoder
 from ranking.intent import serving
 from ranking.intent import tokenizer as tok_lib
 from serving import export
@@ -25,9 +25,9 @@ def _zero_shot_intent(tmp_path_factory):
   paths = bench_serving.prepare_world(str(tmp_path_factory.getbasetemp() / "intent_world"))
   tracks = pd.read_parquet(paths["tracks"])
   ck = ckpt_lib.load()
-  model = de.IntentDualEncoder(ck.config, num_tracks=len(tracks))
+  model = dual_encoder.IntentDualEncoder(ck.config, num_tracks=len(tracks))
   model.encoder.load_checkpoint(ck)
-  text_emb = de.encode_texts(model.encoder, tok_lib.WordPieceTokenizer(ck.vocab, 48),
+  text_emb = dual_encoder.encode_texts(model.encoder, tok_lib.WordPieceTokenizer(ck.vocab, 48),
                              data.catalog_texts(tracks))
   module = serving.IntentCandidates(model, tok_lib.WordPieceTokenizer(ck.vocab, 32),
                                     serving.catalog_track_vectors(model, text_emb))

@@ -10,7 +10,7 @@ from tensorflow.python.tools import saved_model_utils  # pylint: disable=g-impor
 
 from ranking.intent import checkpoint as ckpt_lib
 from ranking.intent import data
-from ranking.intent import dual_encoder as de
+from ranking.intent import dual_encoder
 from ranking.intent import serving
 from ranking.intent import tokenizer as tok_lib
 from simulation import world as world_lib
@@ -25,13 +25,15 @@ def setup(tmp_path_factory):
   ck = ckpt_lib.load()
   tracks = world_lib.World(world_lib.WorldConfig(n_tracks=150), seed=3).tracks
   tok = tok_lib.WordPieceTokenizer(ck.vocab, 32)
-  model = de.IntentDualEncoder(ck.config, num_tracks=len(tracks), listener_dim=LISTENER_DIM)
+  model = dual_encoder.IntentDualEncoder(ck.config,
+                                         num_tracks=len(tracks),
+                                         listener_dim=LISTENER_DIM)
   model.encoder.load_checkpoint(ck)
   rng = np.random.default_rng(0)
   # Non-trivial heads so personalization and ids change the result.
   model.listener_projection.kernel.assign(rng.normal(0, 0.05, (LISTENER_DIM, 384)))
   model.track_ids.embeddings.assign(rng.normal(0, 0.02, (len(tracks), 384)))
-  text_emb = de.encode_texts(model.encoder, tok_lib.WordPieceTokenizer(ck.vocab, 64),
+  text_emb = dual_encoder.encode_texts(model.encoder, tok_lib.WordPieceTokenizer(ck.vocab, 64),
                              data.catalog_texts(tracks))
   vectors = serving.catalog_track_vectors(model, text_emb)
   module = serving.IntentCandidates(model, tok, vectors)

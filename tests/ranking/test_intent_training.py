@@ -13,7 +13,7 @@ import tensorflow as tf  # pylint: disable=g-import-not-at-top
 from pipeline import intent_trainer
 from ranking.intent import checkpoint as ckpt_lib
 from ranking.intent import data
-from ranking.intent import dual_encoder as de
+from ranking.intent import dual_encoder
 from ranking.intent import preference as pref
 from ranking.intent import serving
 from ranking.intent import tokenizer as tok_lib
@@ -68,16 +68,16 @@ def test_in_batch_loss_matches_numpy_with_logq_and_duplicates():
   t = rng.normal(size=(5, 8)).astype(np.float32)
   rows = np.array([3, 1, 3, 0, 2], np.int32)
   log_q = np.log(rng.uniform(0.01, 0.5, 5)).astype(np.float32)
-  got = de.in_batch_loss(tf.constant(q), tf.constant(t), tf.constant(rows),
+  got = dual_encoder.in_batch_loss(tf.constant(q), tf.constant(t), tf.constant(rows),
                          tf.constant(log_q), 0.5).numpy()
   assert got == pytest.approx(_np_loss(q.astype(np.float64), t.astype(np.float64), rows,
                                        log_q.astype(np.float64), 0.5), rel=1e-5)
-  no_q = de.in_batch_loss(tf.constant(q), tf.constant(t), tf.constant(rows), None, 0.5)
+  no_q = dual_encoder.in_batch_loss(tf.constant(q), tf.constant(t), tf.constant(rows), None, 0.5)
   assert float(no_q) != pytest.approx(float(got))
 
 
 def test_positive_log_q_grows_with_frequency():
-  lq = de.positive_log_q(np.array([0, 0, 0, 1]), num_tracks=3, batch_size=4)
+  lq = dual_encoder.positive_log_q(np.array([0, 0, 0, 1]), num_tracks=3, batch_size=4)
   assert lq[0] > lq[1] > lq[2]
   assert np.all(lq < 0)
 
@@ -85,7 +85,7 @@ def test_positive_log_q_grows_with_frequency():
 def test_untrained_dual_encoder_is_the_zero_shot_encoder(tiny_checkpoint):
   ck = ckpt_lib.load(tiny_checkpoint)
   tok = tok_lib.WordPieceTokenizer(ck.vocab, 16)
-  model = de.IntentDualEncoder(ck.config, num_tracks=4, listener_dim=3)
+  model = dual_encoder.IntentDualEncoder(ck.config, num_tracks=4, listener_dim=3)
   model.encoder.load_checkpoint(ck)
   tokens = tok(tf.constant(["chill rock", "party"]))
   np.testing.assert_allclose(model.query(tokens, tf.ones([2, 3])).numpy(),
@@ -93,33 +93,34 @@ def test_untrained_dual_encoder_is_the_zero_shot_encoder(tiny_checkpoint):
   e = np.random.default_rng(1).normal(size=(4, 32)).astype(np.float32)
   np.testing.assert_allclose(model.track_vectors(e, tf.constant([0, 1, -1, 9])).numpy(),
                              e / np.linalg.norm(e, axis=1, keepdims=True), atol=1e-6)
-  clone = de.IntentDualEncoder.from_config(model.get_config())
+  clone = dual_encoder.IntentDualEncoder.from_config(model.get_config())
   assert clone.get_config() == model.get_config()
 
 
 def test_intent_config_validation_and_round_trip():
-  cfg = de.IntentConfig(steps=7, batch_size=8)
-  assert de.IntentConfig.from_dict(cfg.to_dict()) == cfg
+  cfg = dual_encoder.IntentConfig(steps=7, batch_size=8)
+  assert dual_encoder.IntentConfig.from_dict(cfg.to_dict()) == cfg
   with pytest.raises(ValueError, match="batch_size"):
-    de.IntentConfig(batch_size=1)
+    dual_encoder.IntentConfig(batch_size=1)
   with pytest.raises(ValueError, match="temperature"):
-    de.IntentConfig(temperature=0.0)
+    dual_encoder.IntentConfig(temperature=0.0)
   with pytest.raises(ValueError, match="unknown IntentConfig fields"):
-    de.IntentConfig.from_dict({"stepz": 3})
+    dual_encoder.IntentConfig.from_dict({"stepz": 3})
 
 
 def test_contrastive_fit_lowers_the_loss(tiny_checkpoint, catalog):
   ck = ckpt_lib.load(tiny_checkpoint)
   tok = tok_lib.WordPieceTokenizer(ck.vocab, 24)
-  model = de.IntentDualEncoder(ck.config, num_tracks=len(catalog), trainable_layers=2)
+  model = dual_encoder.IntentDualEncoder(ck.config, num_tracks=len(catalog), trainable_layers=2)
   model.encoder.load_checkpoint(ck)
-  text_emb = de.encode_texts(model.encoder, tok_lib.WordPieceTokenizer(ck.vocab, 48),
+  text_emb = dual_encoder.encode_texts(model.encoder, tok_lib.WordPieceTokenizer(ck.vocab, 48),
                              data.catalog_texts(catalog))
   syn = data.RequestSynthesizer(catalog, seed=0)
   train = syn.triplets(64, n_listeners=1)
-  cfg = de.IntentConfig(steps=40, batch_size=16, encoder_learning_rate=1e-3,
+  cfg = dual_encoder.IntentConfig(steps=40, batch_size=16, encoder_learning_rate=1e-3,
                         head_learning_rate=1e-2, seed=0)
-  losses = de.contrastive_fit(model, cfg, de.tokenize(tok, train.texts), train.track, text_emb)
+  losses = dual_encoder.contrastive_fit(model, cfg, dual_encoder.tokenize(tok, train.texts),
+                                        train.track, text_emb)
   assert len(losses) == 40
   assert np.mean(losses[-8:]) < np.mean(losses[:8]) - 0.2
 
@@ -177,10 +178,15 @@ def test_preference_config_names_bad_values():
 
 # --------------------------------------------------------------------------- trainer
 def _tiny_train_config(model_dir, steps=6, po_steps=3):
-  return intent_trainer.IntentTrainConfig(
-      intent=de.IntentConfig(steps=steps, batch_size=8, max_length=16, track_max_length=32),
-      preference=pref.PreferenceConfig(steps=po_steps, batch_size=4, group_size=4),
-      num_train_requests=40, model_dir=model_dir)
+  return intent_trainer.IntentTrainConfig(intent=dual_encoder.IntentConfig(steps=steps,
+                                                                           batch_size=8,
+                                                                           max_length=16,
+                                                                           track_max_length=32),
+                                          preference=pref.PreferenceConfig(steps=po_steps,
+                                                                           batch_size=4,
+                                                                           group_size=4),
+                                          num_train_requests=40,
+                                          model_dir=model_dir)
 
 
 def test_train_config_round_trips_through_custom_config(tiny_checkpoint):

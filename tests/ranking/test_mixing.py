@@ -11,7 +11,7 @@ from hypothesis import given, settings, strategies as st
 from ranking.layers.fusion import ScoreFusion
 from ranking.layers import mixing
 from ranking.layers.mixing import Mixing, MixingConfig, mix
-from ranking.layers.mixing_reference import mix_reference
+from melody_testing.mixing_reference import mix_reference
 
 N_MAX = 32
 BATCH = 3

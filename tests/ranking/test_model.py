@@ -8,10 +8,10 @@ the default architecture's numbers on a fixed seed and a fixed synthetic batch.
 import numpy as np
 import pytest
 
-from features import feature_spec as fs
+from features import feature_spec
 from ranking import config as config_lib
 from ranking import model as model_lib
-from ranking import testing
+from melody_testing import synthetic_batches
 
 import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-order
 
@@ -32,12 +32,12 @@ def _tensors(batch):
 
 @pytest.fixture(scope="module")
 def batch():
-  return testing.synthetic_batch(64, seed=11)
+  return synthetic_batches.synthetic_batch(64, seed=11)
 
 
 def _listener_and_candidates(batch, n):
-  listener = testing.take(batch, slice(0, 1), model_lib.LISTENER_FEATURES)
-  candidates = testing.take(batch, slice(0, n), model_lib.CANDIDATE_FEATURES)
+  listener = synthetic_batches.take(batch, slice(0, 1), model_lib.LISTENER_FEATURES)
+  candidates = synthetic_batches.take(batch, slice(0, n), model_lib.CANDIDATE_FEATURES)
   tiled = {k: np.repeat(v, n, axis=0) for k, v in listener.items()}
   tiled.update(candidates)
   return listener, candidates, tiled
@@ -67,9 +67,9 @@ def test_listener_encoding_has_fixed_shapes(batch):
   for k, v in enc.items():
     assert v.shape == tuple(spec[k].shape), k
   assert set(model_lib.listener_input_spec()) | set(model_lib.candidate_input_spec()) == set(
-      fs.TRANSFORMED_FEATURES)
+      feature_spec.TRANSFORMED_FEATURES)
   np.testing.assert_array_equal(
-      enc["history_mask"].numpy()[0].sum(), min(listener[fs.xf("hist_len")][0], 50))
+      enc["history_mask"].numpy()[0].sum(), min(listener[feature_spec.xf("hist_len")][0], 50))
 
 
 def test_scalar_inputs_accept_rank_one_and_two(batch):
@@ -83,12 +83,12 @@ def test_scalar_inputs_accept_rank_one_and_two(batch):
 def test_missing_labels_weigh_nothing(batch):
   model = _model()
   x = dict(batch)
-  x[fs.weight_key("subscription")] = np.zeros_like(x["subscription"])
+  x[feature_spec.weight_key("subscription")] = np.zeros_like(x["subscription"])
   loss_a = float(model.compute_loss(_tensors(x)))
   x["subscription"] = 1.0 - x["subscription"]
   loss_b = float(model.compute_loss(_tensors(x)))
   assert loss_a == pytest.approx(loss_b, rel=1e-6)
-  del x[fs.weight_key("exposure")]
+  del x[feature_spec.weight_key("exposure")]
   with pytest.raises(ValueError, match="label 'exposure' and its weight 'exposure_weight'"):
     model.compute_loss(_tensors(x))
 
@@ -140,7 +140,7 @@ def test_uncertainty_weighting_trains_its_log_variances(batch):
 
 def test_user_id_dropout_trains_the_oov_rows_only_in_training(batch):
   model = _model(user_id_dropout=0.5)
-  top_k, _ = fs.VOCABS["user"]
+  top_k, _ = feature_spec.VOCABS["user"]
   rows = {}
   for training in (True, False):
     with tf.GradientTape() as tape:
@@ -232,7 +232,7 @@ def _default_model(seed=7):
 
 def test_golden_scores_of_a_fixed_input():
   model = _default_model()
-  b = testing.synthetic_batch(8, seed=3)
+  b = synthetic_batches.synthetic_batch(8, seed=3)
   listener, candidates, _ = _listener_and_candidates(b, 5)
   s = model.score_candidates(_tensors(listener), _tensors(candidates))
   got = {k: np.round(v.numpy().astype(np.float64), 6).tolist() for k, v in sorted(s.items())}
@@ -244,7 +244,7 @@ def test_golden_scores_of_a_fixed_input():
 @pytest.mark.slow
 def test_golden_loss_after_training_steps():
   model = _default_model()
-  b = _tensors(testing.synthetic_batch(128, seed=5))
+  b = _tensors(synthetic_batches.synthetic_batch(128, seed=5))
   before = float(model.compute_loss(b))
   model.fit(tf.data.Dataset.from_tensors(b).repeat(), steps_per_epoch=8, verbose=0)
   after = float(model.compute_loss(b))

@@ -3,18 +3,18 @@
 import numpy as np
 import pytest
 
-from features import feature_spec as fs
+from features import feature_spec
 from ranking import tasks
 
 import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-order
 
 
 def test_every_label_has_a_task_and_kind():
-  assert set(tasks.LABELS) == set(fs.LABEL_KEYS)
+  assert set(tasks.LABELS) == set(feature_spec.LABEL_KEYS)
   assert tasks.LABELS["interest_completion"].kind == tasks.BOUNDED
   assert tasks.LABELS["subscription"].kind == tasks.BINARY
   assert tasks.LABELS["exposure"].kind == tasks.NONNEG
-  assert tasks.task_labels("interest") == fs.TASKS["interest"]
+  assert tasks.task_labels("interest") == feature_spec.TASKS["interest"]
   with pytest.raises(ValueError, match="unknown task 'promo'"):
     tasks.task_labels("promo")
 

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from serving import client
-from serving import model_config as mc
+from serving import model_config
 from serving import server as server_lib
 from serving import tensors
-from serving import toy_model
+from melody_testing import toy_saved_model
 
 from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import predict_pb2
@@ -35,11 +35,11 @@ def _broken_validator(inputs):
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
   root = tmp_path_factory.mktemp("models")
-  toy_model.write_version(str(root / "toy"), 1, scale=1.0)
-  entry = mc.ModelEntry("toy", str(root / "toy"), version_labels={"stable": 1})
+  toy_saved_model.write_version(str(root / "toy"), 1, scale=1.0)
+  entry = model_config.ModelEntry("toy", str(root / "toy"), version_labels={"stable": 1})
   options = server_lib.ServerOptions(
       port=0, file_system_poll_wait_seconds=0, enable_batching=True,
-      batching=mc.BatchingParameters(max_batch_size=16, batch_timeout_micros=1000),
+      batching=model_config.BatchingParameters(max_batch_size=16, batch_timeout_micros=1000),
       max_tensor_elements=10_000)
   server = server_lib.ModelServer(
       [entry], options,
@@ -55,7 +55,7 @@ def _request(inputs, signature="serving_default", model="toy", **spec):
 
 
 def _good():
-  return dict(toy_model.score_inputs(2, seed=5))
+  return dict(toy_saved_model.score_inputs(2, seed=5))
 
 
 def _with(**changes):
@@ -181,7 +181,7 @@ def test_server_keeps_serving_after_10000_malformed_requests(served):
               if metric.name == "melody_serving_errors"
               for s in metric.samples if s.name.endswith("_total"))
   assert total >= threads * per_thread
-  inputs = toy_model.score_inputs(3, seed=8)
+  inputs = toy_saved_model.score_inputs(3, seed=8)
   response = stub.Predict(_request(inputs), timeout=30)
   np.testing.assert_array_equal(tensors.from_tensor_proto(response.outputs["score"]),
-                                toy_model.expected_score(inputs["x"], inputs["ids"], 1.0))
+                                toy_saved_model.expected_score(inputs["x"], inputs["ids"], 1.0))

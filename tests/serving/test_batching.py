@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from serving import client
-from serving import model_config as mc
+from serving import model_config
 from serving import server as server_lib
-from serving import toy_model
+from melody_testing import toy_saved_model
 
 MAX_BATCH = 4
 
@@ -21,12 +21,15 @@ MAX_BATCH = 4
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
   root = tmp_path_factory.mktemp("models")
-  toy_model.write_version(str(root / "toy"), 1, scale=2.0)
-  params = mc.BatchingParameters(max_batch_size=MAX_BATCH, batch_timeout_micros=600_000_000,
-                                 num_batch_threads=1, max_enqueued_batches=4)
+  toy_saved_model.write_version(str(root / "toy"), 1, scale=2.0)
+  params = model_config.BatchingParameters(max_batch_size=MAX_BATCH,
+                                           batch_timeout_micros=600_000_000,
+                                           num_batch_threads=1,
+                                           max_enqueued_batches=4)
   options = server_lib.ServerOptions(port=0, file_system_poll_wait_seconds=0,
                                      enable_batching=True, batching=params, max_workers=16)
-  server = server_lib.ModelServer([mc.ModelEntry("toy", str(root / "toy"))], options).start()
+  server = server_lib.ModelServer([model_config.ModelEntry("toy", str(root / "toy"))],
+                                  options).start()
   yield server
   server.stop(grace=1)
 
@@ -69,13 +72,13 @@ def _concurrently(server, signature, inputs_list):
 
 def test_concurrent_requests_share_one_call(served):
   before = _stats(served, "serving_default")
-  inputs = [toy_model.score_inputs(1, seed=s) for s in range(MAX_BATCH)]
+  inputs = [toy_saved_model.score_inputs(1, seed=s) for s in range(MAX_BATCH)]
   results = _concurrently(served, "serving_default", inputs)
   # The four one-row requests can only have run as one full batch of four.
   assert _delta(_stats(served, "serving_default"), before) == (1, 4, 4)
   for one, out in zip(inputs, results):
     np.testing.assert_array_equal(out["score"],
-                                  toy_model.expected_score(one["x"], one["ids"], 2.0))
+                                  toy_saved_model.expected_score(one["x"], one["ids"], 2.0))
     assert out["score"].shape == (1,)
 
 
@@ -94,10 +97,10 @@ def test_requests_with_different_trailing_dims_batch_separately(served):
 def test_oversized_and_unbatchable_requests_run_alone(served):
   with client.ModelClient(served.target, timeout=120) as c:
     before = _stats(served, "serving_default")
-    big = toy_model.score_inputs(MAX_BATCH + 2, seed=1)
+    big = toy_saved_model.score_inputs(MAX_BATCH + 2, seed=1)
     out = c.predict("toy", "serving_default", big)
     np.testing.assert_array_equal(out["score"],
-                                  toy_model.expected_score(big["x"], big["ids"], 2.0))
+                                  toy_saved_model.expected_score(big["x"], big["ids"], 2.0))
     assert _delta(_stats(served, "serving_default"), before) == (1, 1, MAX_BATCH + 2)
 
     # A fully fixed shape has no batch dim: it never waits for a batch to fill.
@@ -117,14 +120,15 @@ def test_failing_request_does_not_fail_its_batch_neighbours(served):
 
 
 def test_stop_drains_a_request_waiting_for_its_batch(tmp_path):
-  toy_model.write_version(str(tmp_path / "toy"), 1, scale=2.0)
-  params = mc.BatchingParameters(max_batch_size=MAX_BATCH, batch_timeout_micros=600_000_000,
-                                 num_batch_threads=1)
+  toy_saved_model.write_version(str(tmp_path / "toy"), 1, scale=2.0)
+  params = model_config.BatchingParameters(max_batch_size=MAX_BATCH,
+                                           batch_timeout_micros=600_000_000,
+                                           num_batch_threads=1)
   options = server_lib.ServerOptions(port=0, file_system_poll_wait_seconds=0,
                                      enable_batching=True, batching=params)
-  server = server_lib.ModelServer([mc.ModelEntry("toy", str(tmp_path / "toy"))],
+  server = server_lib.ModelServer([model_config.ModelEntry("toy", str(tmp_path / "toy"))],
                                   options).start()
-  one = toy_model.score_inputs(1, seed=4)
+  one = toy_saved_model.score_inputs(1, seed=4)
   result = {}
 
   def call():
@@ -148,7 +152,7 @@ def test_stop_drains_a_request_waiting_for_its_batch(tmp_path):
   caller.join(timeout=60)
   assert "error" not in result, result.get("error")
   np.testing.assert_array_equal(result["out"]["score"],
-                                toy_model.expected_score(one["x"], one["ids"], 2.0))
+                                toy_saved_model.expected_score(one["x"], one["ids"], 2.0))
   with client.ModelClient(server.target, timeout=5) as c:
     with pytest.raises(grpc.RpcError) as e:
       c.predict("toy", "serving_default", one)

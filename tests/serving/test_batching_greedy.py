@@ -10,11 +10,9 @@ import threading
 import numpy as np
 
 from serving import batching
-from serving import model_config as mc
-
-
+from serving import model_config
 def _scheduler(threads: int = 1, max_batch: int = 8):
-  params = mc.BatchingParameters(max_batch_size=max_batch, batch_timeout_micros=0,
+  params = model_config.BatchingParameters(max_batch_size=max_batch, batch_timeout_micros=0,
                                  num_batch_threads=threads, max_enqueued_batches=4)
   calls = []
   scheduler = batching.BatchScheduler(

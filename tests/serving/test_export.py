@@ -14,7 +14,7 @@ import pytest
 from bench import serving as bench_serving
 from serving import export
 from serving import model_config
-from serving import signatures as sig
+from serving import signatures as signatures_lib
 from serving import tensors
 from serving import warmup
 
@@ -47,7 +47,7 @@ def exported(tmp_path_factory):
   v1 = export.export_serving_model(model, paths["tft"], paths["tracks"], base, n_max=200,
                                    num_warmup_records=14)
   # Version 2 carries an intent module: the hook adds a signature and an input.
-  intent = TextLengthIntent(len(sig.Catalog.from_tracks(paths["tracks"])))
+  intent = TextLengthIntent(len(signatures_lib.Catalog.from_tracks(paths["tracks"])))
   v2 = export.export_serving_model(model, paths["tft"], paths["tracks"], base, n_max=200,
                                    num_warmup_records=9, intent=intent)
   return {"paths": paths, "model": model, "base": base, "v1": v1, "v2": v2,
@@ -102,7 +102,7 @@ def test_warmup_records_are_real_replayable_requests(exported):
     out = fn(**{k: tf.constant(v) for k, v in arrays.items()})
     assert np.all(np.isfinite(out["fused_score"].numpy()))
     if name == "rank":
-      sig.validate_rank(arrays, 200)
+      signatures_lib.validate_rank(arrays, 200)
   assert seen == {"rank", "recommend"}
   with pytest.raises(ValueError, match="1000"):
     warmup.warmup_requests([b""], "melody", 10, num_records=1001)
@@ -115,7 +115,7 @@ def test_an_intent_module_adds_intent_candidates_and_request_text(exported):
   assert "request_text" in loaded.signatures["recommend"].structured_input_signature[1]
   got = loaded.signatures["intent_candidates"](text=tf.constant([b"abc", b""]),
                                                k=tf.constant(2, tf.int32))
-  ids = sig.Catalog.from_tracks(exported["paths"]["tracks"]).track_ids
+  ids = signatures_lib.Catalog.from_tracks(exported["paths"]["tracks"]).track_ids
   np.testing.assert_array_equal(got["track_ids"].numpy()[0], ids[3:5])
   assert list(got["track_ids"].numpy()[1]) == [b"", b""]   # empty text: no candidates
   signatures = {log.predict_log.request.model_spec.signature_name
@@ -138,7 +138,7 @@ def test_saved_model_cli_lists_the_signatures(exported):
 
 def test_reload_gives_identical_outputs(exported):
   paths, parsed = exported["paths"], exported["parsed"]
-  module = sig.RankerServingModule(exported["model"], paths["tft"], paths["tracks"],
+  module = signatures_lib.RankerServingModule(exported["model"], paths["tft"], paths["tracks"],
                                    n_max=200)
   fns = module.signatures()
   loaded = tf.saved_model.load(exported["v1"])

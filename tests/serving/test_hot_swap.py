@@ -7,19 +7,19 @@ import numpy as np
 import pytest
 
 from serving import client
-from serving import model_config as mc
+from serving import model_config
 from serving import server as server_lib
-from serving import toy_model
+from melody_testing import toy_saved_model
 
 from tensorflow_serving.apis import get_model_status_pb2
 
 State = get_model_status_pb2.ModelVersionStatus.State
-INPUTS = toy_model.score_inputs(4, seed=11)
-WARMUP = [toy_model.score_inputs(r, seed=r) for r in (1, 2, 3)]
+INPUTS = toy_saved_model.score_inputs(4, seed=11)
+WARMUP = [toy_saved_model.score_inputs(r, seed=r) for r in (1, 2, 3)]
 
 
 def _expected(scale):
-  return toy_model.expected_score(INPUTS["x"], INPUTS["ids"], scale)
+  return toy_saved_model.expected_score(INPUTS["x"], INPUTS["ids"], scale)
 
 
 class _Caller(threading.Thread):
@@ -51,20 +51,20 @@ class _Caller(threading.Thread):
 @pytest.fixture
 def base(tmp_path):
   path = str(tmp_path / "toy")
-  toy_model.write_version(path, 1, scale=1.0)
+  toy_saved_model.write_version(path, 1, scale=1.0)
   return path
 
 
 def test_new_version_swaps_in_with_zero_failed_requests(base):
   options = server_lib.ServerOptions(port=0, file_system_poll_wait_seconds=0.05,
                                      enable_batching=True)
-  with server_lib.ModelServer([mc.ModelEntry("toy", base)], options) as server:
+  with server_lib.ModelServer([model_config.ModelEntry("toy", base)], options) as server:
     assert server.loaded_versions("toy") == (1,)
     caller = _Caller(server.target, new_version=2)
     caller.start()
     assert caller.started.wait(60)
     # Written under a temporary name, then renamed into place while calls are flowing.
-    toy_model.write_version(base, 2, scale=3.0, warmup=WARMUP)
+    toy_saved_model.write_version(base, 2, scale=3.0, warmup=WARMUP)
     assert server.wait_for_versions("toy", [2], timeout=60)
     caller.join(timeout=60)
     assert not caller.is_alive()
@@ -84,10 +84,10 @@ def test_new_version_swaps_in_with_zero_failed_requests(base):
 
 def test_version_with_failing_warmup_is_not_swapped_in(base):
   options = server_lib.ServerOptions(port=0, file_system_poll_wait_seconds=0)
-  with server_lib.ModelServer([mc.ModelEntry("toy", base)], options) as server:
+  with server_lib.ModelServer([model_config.ModelEntry("toy", base)], options) as server:
     # A warmup record the signature rejects (float64 x) fails the whole load.
     bad = [{"x": np.zeros((1, 3)), "ids": np.zeros((1, 2), np.int64)}]
-    toy_model.write_version(base, 2, scale=5.0, warmup=bad)
+    toy_saved_model.write_version(base, 2, scale=5.0, warmup=bad)
     server.poll_file_system()
     assert server.loaded_versions("toy") == (1,)
     with client.ModelClient(server.target, timeout=30) as c:
@@ -105,12 +105,13 @@ def test_version_with_failing_warmup_is_not_swapped_in(base):
 
 def test_version_policies_unload_old_versions(base):
   options = server_lib.ServerOptions(port=0, file_system_poll_wait_seconds=0)
-  latest2 = mc.ModelEntry("toy", base, mc.VersionPolicy("latest", num_versions=2))
+  latest2 = model_config.ModelEntry("toy", base, model_config.VersionPolicy("latest",
+                                                                            num_versions=2))
   with server_lib.ModelServer([latest2], options) as server:
-    toy_model.write_version(base, 2, scale=2.0)
+    toy_saved_model.write_version(base, 2, scale=2.0)
     server.poll_file_system()
     assert server.loaded_versions("toy") == (1, 2)
-    toy_model.write_version(base, 3, scale=3.0)
+    toy_saved_model.write_version(base, 3, scale=3.0)
     server.poll_file_system()
     assert server.loaded_versions("toy") == (2, 3)
     with client.ModelClient(server.target, timeout=30) as c:
@@ -120,11 +121,14 @@ def test_version_policies_unload_old_versions(base):
       np.testing.assert_array_equal(
           c.predict("toy", "serving_default", INPUTS, version=2)["score"], _expected(2.0))
 
-  pinned = mc.ModelEntry("toy", base, mc.VersionPolicy("specific", versions=(1, 3)),
-                         {"stable": 1, "canary": 3})
+  pinned = model_config.ModelEntry("toy", base,
+                                   model_config.VersionPolicy("specific", versions=(1, 3)), {
+                                       "stable": 1,
+                                       "canary": 3
+                                   })
   with server_lib.ModelServer([pinned], options) as server:
     assert server.loaded_versions("toy") == (1, 3)
-    toy_model.write_version(base, 4, scale=4.0)
+    toy_saved_model.write_version(base, 4, scale=4.0)
     server.poll_file_system()
     assert server.loaded_versions("toy") == (1, 3)  # 4 is not in the policy.
     with client.ModelClient(server.target, timeout=30) as c:

@@ -4,8 +4,7 @@ import os
 
 import pytest
 
-from serving import model_config as mc
-
+from serving import model_config
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
@@ -30,24 +29,24 @@ model_config_list {
 
 
 def test_models_config_parses_stock_text():
-  melody, intent = mc.parse_model_config(STOCK_MODELS_CONFIG)
-  assert melody == mc.ModelEntry(
-      "melody", "/models/melody", mc.VersionPolicy("specific", versions=(3, 4)),
+  melody, intent = model_config.parse_model_config(STOCK_MODELS_CONFIG)
+  assert melody == model_config.ModelEntry(
+      "melody", "/models/melody", model_config.VersionPolicy("specific", versions=(3, 4)),
       (("canary", 4), ("stable", 3)))
   assert melody.labels == {"stable": 3, "canary": 4}
-  assert intent.version_policy == mc.VersionPolicy("latest", 1)
+  assert intent.version_policy == model_config.VersionPolicy("latest", 1)
   assert intent.version_labels == ()
 
 
 def test_models_config_round_trip(tmp_path):
   entries = (
-      mc.ModelEntry("a", "/m/a", mc.VersionPolicy("latest", num_versions=2),
+      model_config.ModelEntry("a", "/m/a", model_config.VersionPolicy("latest", num_versions=2),
                     {"stable": 1, "canary": 2}),
-      mc.ModelEntry("b", "/m/b", mc.VersionPolicy("all")),
-      mc.ModelEntry("c", "/m/c", mc.VersionPolicy("specific", versions=(7, 5))),
+      model_config.ModelEntry("b", "/m/b", model_config.VersionPolicy("all")),
+      model_config.ModelEntry("c", "/m/c", model_config.VersionPolicy("specific", versions=(7, 5))),
   )
-  path = mc.write_model_config(str(tmp_path / "models.config"), entries)
-  assert mc.read_model_config(path) == entries
+  path = model_config.write_model_config(str(tmp_path / "models.config"), entries)
+  assert model_config.read_model_config(path) == entries
   # The written text is a valid ModelServerConfig for the official proto.
   proto = text_format.Parse(open(path).read(), model_server_config_pb2.ModelServerConfig())
   assert [c.name for c in proto.model_config_list.config] == ["a", "b", "c"]
@@ -72,30 +71,30 @@ def test_models_config_round_trip(tmp_path):
 ])
 def test_models_config_errors_name_the_problem(text, needle):
   with pytest.raises(ValueError, match=needle):
-    mc.parse_model_config(text)
+    model_config.parse_model_config(text)
 
 
 def test_version_policy_select():
   available = [4, 1, 9, 3]
-  assert mc.VersionPolicy().select(available) == (9,)
-  assert mc.VersionPolicy("latest", 2).select(available) == (4, 9)
-  assert mc.VersionPolicy("all").select(available) == (1, 3, 4, 9)
-  assert mc.VersionPolicy("specific", versions=(3, 5)).select(available) == (3,)
-  assert mc.VersionPolicy("latest", 3).select([]) == ()
+  assert model_config.VersionPolicy().select(available) == (9,)
+  assert model_config.VersionPolicy("latest", 2).select(available) == (4, 9)
+  assert model_config.VersionPolicy("all").select(available) == (1, 3, 4, 9)
+  assert model_config.VersionPolicy("specific", versions=(3, 5)).select(available) == (3,)
+  assert model_config.VersionPolicy("latest", 3).select([]) == ()
   with pytest.raises(ValueError, match="num_versions"):
-    mc.VersionPolicy("latest", 0)
+    model_config.VersionPolicy("latest", 0)
   with pytest.raises(ValueError, match="newest"):
-    mc.VersionPolicy("newest")
+    model_config.VersionPolicy("newest")
 
 
 def test_batching_parameters_round_trip(tmp_path):
-  params = mc.BatchingParameters(max_batch_size=32, batch_timeout_micros=5000,
+  params = model_config.BatchingParameters(max_batch_size=32, batch_timeout_micros=5000,
                                  num_batch_threads=4, max_enqueued_batches=7)
-  path = mc.write_batching_parameters(str(tmp_path / "batching_parameters.txt"), params)
+  path = model_config.write_batching_parameters(str(tmp_path / "batching_parameters.txt"), params)
   text = open(path).read()
   assert "max_batch_size { value: 32 }" in text
   assert "batch_timeout_micros { value: 5000 }" in text
-  assert mc.read_batching_parameters(path) == params
+  assert model_config.read_batching_parameters(path) == params
 
 
 def test_batching_parameters_parse_stock_layout():
@@ -107,7 +106,7 @@ def test_batching_parameters_parse_stock_layout():
   }
   num_batch_threads { value: 2 }  # = cores
   """
-  assert mc.parse_batching_parameters(text) == mc.BatchingParameters(
+  assert model_config.parse_batching_parameters(text) == model_config.BatchingParameters(
       max_batch_size=64, batch_timeout_micros=2000, num_batch_threads=2,
       max_enqueued_batches=100)
 
@@ -123,16 +122,16 @@ def test_batching_parameters_parse_stock_layout():
 ])
 def test_batching_parameters_errors_name_the_field(text, needle):
   with pytest.raises(ValueError, match=needle):
-    mc.parse_batching_parameters(text)
+    model_config.parse_batching_parameters(text)
 
 
 def test_monitoring_config_round_trip(tmp_path):
-  for config in (mc.MonitoringConfig(), mc.MonitoringConfig(False, "/metrics")):
-    path = mc.write_monitoring_config(str(tmp_path / "monitoring.config"), config)
-    assert mc.read_monitoring_config(path) == config
+  for config in (model_config.MonitoringConfig(), model_config.MonitoringConfig(False, "/metrics")):
+    path = model_config.write_monitoring_config(str(tmp_path / "monitoring.config"), config)
+    assert model_config.read_monitoring_config(path) == config
   text = 'prometheus_config { enable: true, path: "/monitoring/prometheus/metrics" }'
-  assert mc.parse_monitoring_config(text.replace(",", "")) == mc.MonitoringConfig(
-      True, "/monitoring/prometheus/metrics")
+  assert model_config.parse_monitoring_config(text.replace(
+      ",", "")) == model_config.MonitoringConfig(True, "/monitoring/prometheus/metrics")
 
 
 @pytest.mark.parametrize("text, needle", [
@@ -144,7 +143,7 @@ def test_monitoring_config_round_trip(tmp_path):
 ])
 def test_monitoring_config_errors(text, needle):
   with pytest.raises(ValueError, match=needle):
-    mc.parse_monitoring_config(text)
+    model_config.parse_monitoring_config(text)
 
 
 def test_write_server_configs_and_list_versions(tmp_path):
@@ -155,13 +154,16 @@ def test_write_server_configs_and_list_versions(tmp_path):
   (base / "12" / "saved_model.pb").write_bytes(b"")
   (base / ".tmp-13" / "saved_model.pb").write_bytes(b"")
   os.makedirs(base / "14")  # No saved_model.pb yet: not a version.
-  assert mc.list_versions(str(base)) == [1, 12]
-  assert mc.list_versions(str(tmp_path / "missing")) == []
+  assert model_config.list_versions(str(base)) == [1, 12]
+  assert model_config.list_versions(str(tmp_path / "missing")) == []
 
-  entry = mc.ModelEntry("melody", str(base), version_labels={"stable": 1, "canary": 12})
-  paths = mc.write_server_configs(str(tmp_path / "config"), [entry])
-  assert sorted(os.listdir(tmp_path / "config")) == sorted(
-      [mc.MODELS_CONFIG, mc.BATCHING_PARAMETERS, mc.MONITORING_CONFIG])
-  assert mc.read_model_config(paths[mc.MODELS_CONFIG]) == (entry,)
-  assert mc.read_batching_parameters(paths[mc.BATCHING_PARAMETERS]) == mc.BatchingParameters()
-  assert mc.read_monitoring_config(paths[mc.MONITORING_CONFIG]) == mc.MonitoringConfig()
+  entry = model_config.ModelEntry("melody", str(base), version_labels={"stable": 1, "canary": 12})
+  paths = model_config.write_server_configs(str(tmp_path / "config"), [entry])
+  assert sorted(os.listdir(tmp_path / "config")) == sorted([
+      model_config.MODELS_CONFIG, model_config.BATCHING_PARAMETERS, model_config.MONITORING_CONFIG
+  ])
+  assert model_config.read_model_config(paths[model_config.MODELS_CONFIG]) == (entry,)
+  assert model_config.read_batching_parameters(
+      paths[model_config.BATCHING_PARAMETERS]) == model_config.BatchingParameters()
+  assert model_config.read_monitoring_config(
+      paths[model_config.MONITORING_CONFIG]) == model_config.MonitoringConfig()

@@ -9,14 +9,12 @@ import pandas as pd
 import pytest
 
 from bench import serving as bench_serving
-from features import feature_spec as fs
+from features import feature_spec
 from serving import export
 from serving import query
 from serving import query_cli
 from serving import server as server_lib
-from serving import signatures as sig
-
-
+from serving import signatures
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
   paths = bench_serving.prepare_world(str(tmp_path_factory.getbasetemp() / "serving_world"))
@@ -39,11 +37,11 @@ def _args(env, *extra):
 def test_listener_is_the_users_recent_plays(env):
   inputs = query.listener_from_events(env["paths"]["data"], env["user"], "commute")
   mine = env["events"][env["events"]["user_id"] == env["user"]].sort_values("ts")
-  n = min(len(mine), fs.HISTORY_LEN)
+  n = min(len(mine), feature_spec.HISTORY_LEN)
   assert inputs["hist_len"].tolist() == [n]
   recent = [t.encode() for t in mine["track_id"].to_numpy()[::-1][:n]]
   assert list(inputs["hist_track_ids"][0][:n]) == recent
-  assert 1 <= inputs["sess_len"][0] <= fs.SESSION_LEN   # the last play is a minute ago
+  assert 1 <= inputs["sess_len"][0] <= feature_spec.SESSION_LEN   # the last play is a minute ago
   assert inputs["sess_track_ids"][0][0] == recent[0]
   assert inputs["context_activity"].tolist() == [b"commute"]
   assert inputs["user_segment"][0].decode() == mine["user_segment"].iloc[-1]
@@ -70,7 +68,7 @@ def test_rank_in_process_prints_the_ranked_table(env, capsys):
                             saved_model=env["version"], k=7, candidates=30)
   assert [r.track_id for r in rows] == [line.split()[1] for line in body]
   for r in rows:
-    assert set(r.reasons.split(",")) <= set(sig.REASON_CODES)
+    assert set(r.reasons.split(",")) <= set(signatures.REASON_CODES)
   assert np.isclose(sum(weights), 1.0, atol=1e-5)
 
 

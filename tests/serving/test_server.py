@@ -19,10 +19,10 @@ import pytest
 
 from serving import cli
 from serving import client
-from serving import model_config as mc
+from serving import model_config
 from serving import server as server_lib
 from serving import tensors
-from serving import toy_model
+from melody_testing import toy_saved_model
 
 from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import classification_pb2
@@ -38,13 +38,16 @@ AVAILABLE = get_model_status_pb2.ModelVersionStatus.AVAILABLE
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
   root = tmp_path_factory.mktemp("models")
-  toy_model.write_version(str(root / "toy"), 1, scale=1.0)
-  toy_model.write_version(str(root / "toy"), 2, scale=2.0)
-  toy_model.write_version(str(root / "other"), 7, scale=10.0)
-  config = mc.write_model_config(str(root / "models.config"), [
-      mc.ModelEntry("toy", str(root / "toy"), mc.VersionPolicy("specific", versions=(1, 2)),
-                    {"stable": 1, "canary": 2}),
-      mc.ModelEntry("other", str(root / "other")),
+  toy_saved_model.write_version(str(root / "toy"), 1, scale=1.0)
+  toy_saved_model.write_version(str(root / "toy"), 2, scale=2.0)
+  toy_saved_model.write_version(str(root / "other"), 7, scale=10.0)
+  config = model_config.write_model_config(str(root / "models.config"), [
+      model_config.ModelEntry("toy", str(root / "toy"),
+                              model_config.VersionPolicy("specific", versions=(1, 2)), {
+                                  "stable": 1,
+                                  "canary": 2
+                              }),
+      model_config.ModelEntry("other", str(root / "other")),
   ])
   options = server_lib.ServerOptions(port=0, metrics_port=0,
                                      file_system_poll_wait_seconds=0)
@@ -66,14 +69,14 @@ def _outputs(response):
 
 def test_predict_serving_default_exact(served):
   _, channel, _ = served
-  inputs = toy_model.score_inputs(5, seed=3)
+  inputs = toy_saved_model.score_inputs(5, seed=3)
   response = _predict(channel, "toy", "serving_default", inputs)
   out = _outputs(response)
   # Default version is the newest loaded one (2, scale 2).
   assert response.model_spec.version.value == 2
   assert response.model_spec.signature_name == "serving_default"
   np.testing.assert_array_equal(out["score"],
-                                toy_model.expected_score(inputs["x"], inputs["ids"], 2.0))
+                                toy_saved_model.expected_score(inputs["x"], inputs["ids"], 2.0))
   np.testing.assert_array_equal(out["version"], [2] * 5)
   assert out["score"].dtype == np.float32 and out["version"].dtype == np.int64
 
@@ -96,22 +99,22 @@ def test_predict_other_signatures_exact(served):
   out = _outputs(_predict(channel, "toy", "explode", {"flag": np.array([0, -3], np.int32)}))
   np.testing.assert_array_equal(out["out"], [0, -6])
 
-  out = _outputs(_predict(channel, "other", "serving_default", toy_model.score_inputs(1, 0)))
-  inputs = toy_model.score_inputs(1, 0)
+  out = _outputs(_predict(channel, "other", "serving_default", toy_saved_model.score_inputs(1, 0)))
+  inputs = toy_saved_model.score_inputs(1, 0)
   np.testing.assert_array_equal(out["score"],
-                                toy_model.expected_score(inputs["x"], inputs["ids"], 10.0))
+                                toy_saved_model.expected_score(inputs["x"], inputs["ids"], 10.0))
 
 
 def test_output_filter_returns_only_named_outputs(served):
   _, channel, _ = served
-  response = _predict(channel, "toy", "serving_default", toy_model.score_inputs(2, 1),
+  response = _predict(channel, "toy", "serving_default", toy_saved_model.score_inputs(2, 1),
                       output_filter=["version"])
   assert list(response.outputs) == ["version"]
 
 
 def test_version_and_label_routing(served):
   _, channel, _ = served
-  inputs = toy_model.score_inputs(3, seed=4)
+  inputs = toy_saved_model.score_inputs(3, seed=4)
   for spec, version, scale in [({"version": 1}, 1, 1.0), ({"version": 2}, 2, 2.0),
                                ({"version_label": "stable"}, 1, 1.0),
                                ({"version_label": "canary"}, 2, 2.0)]:
@@ -119,7 +122,7 @@ def test_version_and_label_routing(served):
     assert response.model_spec.version.value == version, spec
     np.testing.assert_array_equal(
         _outputs(response)["score"],
-        toy_model.expected_score(inputs["x"], inputs["ids"], scale))
+        toy_saved_model.expected_score(inputs["x"], inputs["ids"], scale))
 
 
 def test_get_model_metadata_signature_defs(served):
@@ -132,7 +135,7 @@ def test_get_model_metadata_signature_defs(served):
   assert response.model_spec.version.value == 1
   signatures = get_model_metadata_pb2.SignatureDefMap()
   assert response.metadata["signature_def"].Unpack(signatures)
-  assert set(signatures.signature_def) == set(toy_model.SIGNATURES)
+  assert set(signatures.signature_def) == set(toy_saved_model.SIGNATURES)
   default = signatures.signature_def["serving_default"]
   assert default.inputs["x"].dtype == types_pb2.DT_FLOAT
   assert [d.size for d in default.inputs["x"].tensor_shape.dim] == [-1, 3]
@@ -220,12 +223,12 @@ def test_metrics_page(served):
 def test_client_wraps_the_same_calls(served):
   server, _, _ = served
   with client.ModelClient(server.target, timeout=30) as c:
-    inputs = toy_model.score_inputs(2, seed=9)
+    inputs = toy_saved_model.score_inputs(2, seed=9)
     outputs, version = c.predict_full("toy", "serving_default", inputs, version_label="stable")
     assert version == 1
     np.testing.assert_array_equal(outputs["score"],
-                                  toy_model.expected_score(inputs["x"], inputs["ids"], 1.0))
-    assert set(c.metadata("toy", version=2)) == set(toy_model.SIGNATURES)
+                                  toy_saved_model.expected_score(inputs["x"], inputs["ids"], 1.0))
+    assert set(c.metadata("toy", version=2)) == set(toy_saved_model.SIGNATURES)
     assert c.status("toy") == (client.VersionStatus(2, "AVAILABLE"),
                                client.VersionStatus(1, "AVAILABLE"))
     assert c.health() == "SERVING"
@@ -274,10 +277,10 @@ def test_main_serves_and_drains_on_sigterm(served):
     match = re.search(r"gRPC on (\S+)", line)
     assert match, line
     with client.ModelClient(match.group(1), timeout=30) as c:
-      inputs = toy_model.score_inputs(2, seed=1)
+      inputs = toy_saved_model.score_inputs(2, seed=1)
       outputs = c.predict("toy", "serving_default", inputs)
       np.testing.assert_array_equal(
-          outputs["score"], toy_model.expected_score(inputs["x"], inputs["ids"], 2.0))
+          outputs["score"], toy_saved_model.expected_score(inputs["x"], inputs["ids"], 2.0))
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == 0
     rest = []

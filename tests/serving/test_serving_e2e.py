@@ -16,7 +16,7 @@ from serving import client
 from serving import export
 from serving import model_config
 from serving import server as server_lib
-from serving import signatures as sig
+from serving import signatures as signatures_lib
 from serving import tensors
 from serving import warmup
 
@@ -45,7 +45,7 @@ def served(tmp_path_factory):
           os.path.join(config_dir, "batching_parameters.txt")))
   server = server_lib.ModelServer.from_config_file(
       os.path.join(config_dir, "models.config"), options,
-      validators={"melody": sig.validators(N_MAX)}).start()
+      validators={"melody": signatures_lib.validators(N_MAX)}).start()
   channel = grpc.insecure_channel(server.target)
   yield {"server": server, "channel": channel, "stub":
          prediction_service_pb2_grpc.PredictionServiceStub(channel),

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from bench import serving as bench_serving
-from features import feature_spec as fs
+from features import feature_spec
 from ranking import model as model_lib
 from ranking.layers import mixing as mixing_lib
-from serving import signatures as sig
+from serving import signatures as signatures_lib
 from serving import warmup
 
 import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-order
@@ -40,9 +40,9 @@ class KeywordIntent(tf.Module):
 def env(tmp_path_factory):
   paths = bench_serving.prepare_world(str(tmp_path_factory.getbasetemp() / "serving_world"))
   model = bench_serving.build_model()
-  catalog = sig.Catalog.from_tracks(paths["tracks"])
-  module = sig.RankerServingModule(model, paths["tft"], catalog, n_max=N_MAX)
-  intent_module = sig.RankerServingModule(model, paths["tft"], catalog, n_max=N_MAX,
+  catalog = signatures_lib.Catalog.from_tracks(paths["tracks"])
+  module = signatures_lib.RankerServingModule(model, paths["tft"], catalog, n_max=N_MAX)
+  intent_module = signatures_lib.RankerServingModule(model, paths["tft"], catalog, n_max=N_MAX,
                                           intent=KeywordIntent(len(catalog)))
   records = warmup.read_examples(paths["examples"], 200)
   parsed = warmup.parse_examples(records)
@@ -62,10 +62,10 @@ def _rank_request(env, rows, ids, promo=None):
   if ids.ndim == 1:
     ids = np.tile(ids, (len(rows), 1))
   inputs = warmup.listener_inputs(env["parsed"], rows)
-  inputs.update(sig.neutral_controls(len(rows)))
+  inputs.update(signatures_lib.neutral_controls(len(rows)))
   inputs["candidate_ids"] = ids
-  inputs["candidate_is_promo"] = (np.zeros(ids.shape, np.int64) if promo is None
-                                  else np.broadcast_to(np.asarray(promo, np.int64), ids.shape).copy())
+  inputs["candidate_is_promo"] = (np.zeros(ids.shape, np.int64) if promo is None else
+                                  np.broadcast_to(np.asarray(promo, np.int64), ids.shape).copy())
   return inputs
 
 
@@ -73,7 +73,7 @@ def test_rank_outputs_shapes_and_a_consistent_order(env):
   cat = env["catalog"]
   ids = np.array([list(cat.track_ids[:6]) + [b""], list(cat.track_ids[10:17])], dtype=object)
   out = _call(env["fns"]["rank"], _rank_request(env, env["rich"][:2], ids))
-  for k in sig.HEAD_OUTPUTS + ("fused_score", "reasons", "order", "ranked_track_ids"):
+  for k in signatures_lib.HEAD_OUTPUTS + ("fused_score", "reasons", "order", "ranked_track_ids"):
     assert out[k].shape == (2, 7), k
   assert out["weights"].shape == (2, 3)
   assert out["order"].dtype == np.int32
@@ -82,11 +82,11 @@ def test_rank_outputs_shapes_and_a_consistent_order(env):
   assert out["ranked_track_ids"][0][6] == b"" and out["reasons"][0][6] == b""
   assert sorted(out["order"][1]) == list(range(7))
   np.testing.assert_array_equal(out["ranked_track_ids"][1], ids[1][out["order"][1]])
-  for k in fs.BINARY_LABELS + ("interest_completion",):
+  for k in feature_spec.BINARY_LABELS + ("interest_completion",):
     assert np.all((out[k][:, :6] > 0) & (out[k][:, :6] < 1)), k
   for reason in out["reasons"][1]:
     codes = reason.decode().split(",")
-    assert set(codes) <= set(sig.REASON_CODES)
+    assert set(codes) <= set(signatures_lib.REASON_CODES)
     assert sum(c in ("familiar_track", "familiar_artist", "new_for_you") for c in codes) == 1
 
 
@@ -120,7 +120,7 @@ def test_heads_equal_model_score_candidates_on_tft_features(env):
   candidates = {k: xf[k] for k in model_lib.CANDIDATE_FEATURES}
   direct = env["model"].score_candidates(listener, candidates)
   out = _call(env["fns"]["rank"], _rank_request(env, [row], cat.track_ids[cand_rows], promo))
-  for k in sig.HEAD_OUTPUTS:
+  for k in signatures_lib.HEAD_OUTPUTS:
     np.testing.assert_allclose(out[k][0], direct[k].numpy(), atol=1e-5, err_msg=k)
 
 
@@ -167,7 +167,7 @@ def test_unknown_ids_score_as_the_oov_row(env):
   cat = env["catalog"]
   ids = [b"no-such-track", cat.track_ids[5], b"another-unknown-id"]
   out = _call(env["fns"]["rank"], _rank_request(env, env["rich"][:1], ids))
-  for k in sig.HEAD_OUTPUTS:
+  for k in signatures_lib.HEAD_OUTPUTS:
     assert np.all(np.isfinite(out[k])), k
     assert out[k][0][0] == out[k][0][2], k   # both unknown ids get the one OOV row
   assert sorted(out["order"][0]) == [0, 1, 2]
@@ -202,7 +202,7 @@ def test_batch_scores_equal_per_listener_calls(env):
   batch = _call(env["fns"]["rank"], inputs)
   for b in range(3):
     one = _call(env["fns"]["rank"], {k: v[b:b + 1] for k, v in inputs.items()})
-    for k in sig.HEAD_OUTPUTS + ("fused_score",):
+    for k in signatures_lib.HEAD_OUTPUTS + ("fused_score",):
       np.testing.assert_allclose(batch[k][b], one[k][0], atol=1e-6, err_msg=k)
     for k in ("order", "reasons", "ranked_track_ids", "weights"):
       np.testing.assert_array_equal(batch[k][b], one[k][0], err_msg=k)
@@ -269,11 +269,11 @@ def test_intent_candidates_merge_into_recommend(env):
 def test_score_examples_and_transform_features(env):
   records = tf.constant(env["records"][:9])
   scored = {k: v.numpy() for k, v in env["fns"]["score_examples"](examples=records).items()}
-  assert set(scored) == set(fs.LABEL_KEYS) | {"interest"}
+  assert set(scored) == set(feature_spec.LABEL_KEYS) | {"interest"}
   xf = env["fns"]["transform_features"](examples=records)
-  assert set(fs.TRANSFORMED_FEATURES) <= set(xf)
+  assert set(feature_spec.TRANSFORMED_FEATURES) <= set(xf)
   direct = env["model"](dict(xf), training=False)
-  for k in fs.LABEL_KEYS:
+  for k in feature_spec.LABEL_KEYS:
     assert scored[k].shape == (9,)
     np.testing.assert_allclose(scored[k], direct[k].numpy(), atol=1e-6, err_msg=k)
 
@@ -281,27 +281,27 @@ def test_score_examples_and_transform_features(env):
 def test_bad_requests_are_rejected_naming_the_input(env):
   cat = env["catalog"]
   good = _rank_request(env, [0], cat.track_ids[:5])
-  sig.validate_rank(good, N_MAX)
+  signatures_lib.validate_rank(good, N_MAX)
   too_many = _rank_request(env, [0], np.resize(cat.track_ids, N_MAX + 1))
   with pytest.raises(ValueError, match="candidate_ids"):
-    sig.validate_rank(too_many, N_MAX)
+    signatures_lib.validate_rank(too_many, N_MAX)
   with pytest.raises(tf.errors.InvalidArgumentError, match="candidate_ids"):
     _call(env["fns"]["rank"], too_many)
   mismatch = dict(good, candidate_is_promo=np.zeros((1, 4), np.int64))
   with pytest.raises(ValueError, match="candidate_is_promo"):
-    sig.validate_rank(mismatch, N_MAX)
+    signatures_lib.validate_rank(mismatch, N_MAX)
   with pytest.raises(tf.errors.InvalidArgumentError, match="candidate_is_promo"):
     _call(env["fns"]["rank"], mismatch)
-  long_history = dict(good, hist_len=np.array([fs.HISTORY_LEN + 1], np.int64))
+  long_history = dict(good, hist_len=np.array([feature_spec.HISTORY_LEN + 1], np.int64))
   with pytest.raises(ValueError, match="hist_len"):
-    sig.validate_rank(long_history, N_MAX)
+    signatures_lib.validate_rank(long_history, N_MAX)
   with pytest.raises(tf.errors.InvalidArgumentError, match="hist_len"):
     _call(env["fns"]["rank"], long_history)
   with pytest.raises(ValueError, match="candidate_is_promo"):
-    sig.validate_rank(dict(good, candidate_is_promo=np.full((1, 5), 2, np.int64)), N_MAX)
+    signatures_lib.validate_rank(dict(good, candidate_is_promo=np.full((1, 5), 2, np.int64)), N_MAX)
   rec = warmup.recommend_inputs(env["parsed"], [0], 0)
   with pytest.raises(ValueError, match="'k'"):
-    sig.validate_recommend(rec, N_MAX)
+    signatures_lib.validate_recommend(rec, N_MAX)
 
 
 def test_reasons_follow_the_documented_rules(env):

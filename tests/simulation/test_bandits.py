@@ -7,32 +7,32 @@ import dataclasses
 import numpy as np
 import pytest
 
-from simulation import bandits as bd
-from simulation import policies as pol
-from simulation import report as rp
-from simulation import rollout as ro
+from simulation import bandits
+from simulation import policies
+from simulation import report
+from simulation import rollout as rollout_lib
 from simulation.world import World
 
 
 def test_simplex_grid_golden():
-  g = bd.simplex_grid(0.5)
+  g = bandits.simplex_grid(0.5)
   np.testing.assert_allclose(g, [[1, 0, 0], [0.5, 0, 0.5], [0.5, 0.5, 0], [0, 0, 1],
                                  [0, 0.5, 0.5], [0, 1, 0]])
-  assert len(bd.simplex_grid(0.25)) == 15
-  np.testing.assert_allclose(bd.simplex_grid(0.1).sum(1), 1.0)
+  assert len(bandits.simplex_grid(0.25)) == 15
+  np.testing.assert_allclose(bandits.simplex_grid(0.1).sum(1), 1.0)
   with pytest.raises(ValueError, match="step=0.3"):
-    bd.simplex_grid(0.3)
+    bandits.simplex_grid(0.3)
 
 
 def test_context_features_are_segment_and_activity_one_hots():
-  x = bd.context_features(np.array([0, 4]), np.array([3, 1]))
+  x = bandits.context_features(np.array([0, 4]), np.array([3, 1]))
   assert x.shape == (2, 9)
   assert np.flatnonzero(x[0]).tolist() == [0, 8]
   assert np.flatnonzero(x[1]).tolist() == [4, 6]
 
 
 def test_linucb_golden_updates():
-  b = bd.LinUCB(2, 2, alpha=1.0, ridge=1.0)
+  b = bandits.LinUCB(2, 2, alpha=1.0, ridge=1.0)
   b.update(np.array([[1.0, 0.0]]), np.array([0]), np.array([1.0]))
   np.testing.assert_allclose(b.A[0], [[2, 0], [0, 1]])
   np.testing.assert_allclose(b.b[0], [1, 0])
@@ -52,7 +52,7 @@ def test_batched_update_equals_one_by_one():
   x = rng.random((7, 3))
   arms = rng.integers(0, 2, 7)
   r = rng.random(7)
-  batch, single = bd.LinUCB(2, 3), bd.LinUCB(2, 3)
+  batch, single = bandits.LinUCB(2, 3), bandits.LinUCB(2, 3)
   batch.update(x, arms, r)
   for i in range(7):
     single.update(x[i:i + 1], arms[i:i + 1], r[i:i + 1])
@@ -61,7 +61,7 @@ def test_batched_update_equals_one_by_one():
 
 
 def test_thompson_golden_update_and_draw():
-  t = bd.LinearThompson(2, 2, noise=0.5, ridge=1.0)
+  t = bandits.LinearThompson(2, 2, noise=0.5, ridge=1.0)
   t.update(np.array([[1.0, 0.0], [1.0, 1.0]]), np.array([0, 1]), np.array([1.0, 2.0]))
   np.testing.assert_allclose(t.theta(), [[0.5, 0], [2 / 3, 2 / 3]])
   x = np.array([[1.0, 0.0], [0.0, 1.0]])
@@ -77,7 +77,7 @@ def test_thompson_golden_update_and_draw():
   # With no noise Thompson is greedy on the posterior mean: x = [1, 0] scores
   # (0.5, 2/3) and x = [0, 1] scores (0, 2/3), so arm 1 both times; an arm-0-only
   # context [1, -1] scores (0.5, 0).
-  greedy = bd.LinearThompson(2, 2, noise=0.0)
+  greedy = bandits.LinearThompson(2, 2, noise=0.0)
   greedy.A, greedy.b = t.A.copy(), t.b.copy()
   rng = np.random.default_rng(0)
   assert greedy.select(np.vstack([x, [[1.0, -1.0]]]), rng).tolist() == [1, 1, 0]
@@ -85,34 +85,34 @@ def test_thompson_golden_update_and_draw():
 
 def test_bad_arguments_are_named():
   with pytest.raises(ValueError, match="alpha must be >= 0, got -1"):
-    bd.LinUCB(2, 2, alpha=-1)
+    bandits.LinUCB(2, 2, alpha=-1)
   with pytest.raises(ValueError, match="arms must be in"):
-    bd.LinUCB(2, 2).update(np.ones((1, 2)), np.array([2]), np.ones(1))
+    bandits.LinUCB(2, 2).update(np.ones((1, 2)), np.array([2]), np.ones(1))
   with pytest.raises(ValueError, match="needs an rng"):
-    bd.LinearThompson(2, 2).select(np.ones((1, 2)))
+    bandits.LinearThompson(2, 2).select(np.ones((1, 2)))
 
 
 @pytest.fixture(scope="module")
 def problem():
   """Six arms (grid step 0.5), 1,500 listeners x 5 days, rounds of 300 listeners."""
   world = World(seed=7)
-  cfg = ro.RolloutConfig(users=1500, days=5, seed=2, chunk_users=300)
-  grid = bd.simplex_grid(0.5)
+  cfg = rollout_lib.RolloutConfig(users=1500, days=5, seed=2, chunk_users=300)
+  grid = bandits.simplex_grid(0.5)
   last_day = []
   for g in grid:
-    res = ro.rollout(world, pol.FusionPolicy(fusion=rp.uniform_fusion(g)), cfg)
+    res = rollout_lib.rollout(world, policies.FusionPolicy(fusion=report.uniform_fusion(g)), cfg)
     last_day.append(res.summary(res.cube[-1])["expected_reward_per_session"])
   return world, cfg, grid, np.array(last_day)
 
 
-@pytest.mark.parametrize("make", [lambda: bd.LinUCB(6, 9, alpha=1.0),
-                                  lambda: bd.LinearThompson(6, 9, noise=1.0)],
+@pytest.mark.parametrize("make", [lambda: bandits.LinUCB(6, 9, alpha=1.0),
+                                  lambda: bandits.LinearThompson(6, 9, noise=1.0)],
                          ids=["linucb", "thompson"])
 def test_bandit_reaches_95_percent_of_best_grid_point(problem, make):
   world, cfg, grid, last_day = problem
   assert last_day.max() > 1.1 * last_day.min()      # the arms really differ
-  policy = bd.BanditPolicy(make(), grid, seed=0)
-  res = ro.rollout(world, policy, cfg)
+  policy = bandits.BanditPolicy(make(), grid, seed=0)
+  res = rollout_lib.rollout(world, policy, cfg)
   bandit_last = res.summary(res.cube[-1])["expected_reward_per_session"]
   assert bandit_last >= 0.95 * last_day.max()
   assert len(res.rounds["day"]) == cfg.days * cfg.users // cfg.chunk_users
@@ -124,5 +124,5 @@ def test_bandit_reaches_95_percent_of_best_grid_point(problem, make):
 
 def test_bandit_policy_checks_its_arms():
   with pytest.raises(ValueError, match=r"arms must be \[3, 3\]"):
-    bd.BanditPolicy(bd.LinUCB(3, 9), np.ones((2, 3)))
-  assert dataclasses.is_dataclass(ro.Objective())
+    bandits.BanditPolicy(bandits.LinUCB(3, 9), np.ones((2, 3)))
+  assert dataclasses.is_dataclass(rollout_lib.Objective())

@@ -6,8 +6,8 @@ and DR within 5% of the simulator's truth on three held-out target policies."""
 import numpy as np
 import pytest
 
-from simulation import estimators as est
-from simulation import policies as pol
+from simulation import estimators
+from simulation import policies
 from simulation.world import World
 
 # Two logged slates of two positions (see each test for the arithmetic).
@@ -18,12 +18,12 @@ P_TGT = np.array([[1.0, 0.25], [0.5, 1.0]])   # W = [[2, 1], [2, 2]]
 
 def test_ips_golden():
   # (W_2 * sum r) per row: 1 * 1 = 1 and 2 * 1.5 = 3; mean 2.
-  assert est.ips(REWARDS, P_LOG, P_TGT) == pytest.approx(2.0)
+  assert estimators.ips(REWARDS, P_LOG, P_TGT) == pytest.approx(2.0)
 
 
 def test_snips_golden():
   # (1 * 1 + 2 * 1.5) / (1 + 2).
-  assert est.snips(REWARDS, P_LOG, P_TGT) == pytest.approx(4.0 / 3.0)
+  assert estimators.snips(REWARDS, P_LOG, P_TGT) == pytest.approx(4.0 / 3.0)
 
 
 def test_dr_golden():
@@ -31,7 +31,7 @@ def test_dr_golden():
   q_expected = np.array([[0.6, 0.4], [0.3, 0.7]])
   # row 0: 2*(1-.5) + 1*.6 = 1.6; 1*(0-.5) + 2*.4 = 0.3  -> 1.9
   # row 1: 2*(.5-.5) + 1*.3 = 0.3; 2*(1-.5) + 2*.7 = 2.4 -> 2.7; mean 2.3
-  assert est.doubly_robust(REWARDS, P_LOG, P_TGT, q_logged, q_expected) == pytest.approx(2.3)
+  assert estimators.doubly_robust(REWARDS, P_LOG, P_TGT, q_logged, q_expected) == pytest.approx(2.3)
 
 
 def test_dr_with_a_perfect_model_of_zero_rewards_is_the_model():
@@ -39,30 +39,30 @@ def test_dr_with_a_perfect_model_of_zero_rewards_is_the_model():
   q_exp = np.array([[0.2, 0.1], [0.4, 0.3]])
   # r = q_logged = 0: only the model terms remain, weighted by W_{k-1} = [1, W_1].
   want = np.mean([0.2 + 2 * 0.1, 0.4 + 2 * 0.3])
-  assert est.doubly_robust(zeros, P_LOG, P_TGT, zeros, q_exp) == pytest.approx(want)
+  assert estimators.doubly_robust(zeros, P_LOG, P_TGT, zeros, q_exp) == pytest.approx(want)
 
 
 def test_position_based_golden():
   m_log = np.array([[0.5, 0.25], [0.5, 0.5]])
   m_tgt = np.array([[0.25, 0.5], [1.0, 0.25]])
   # row 0: 1 * .25/.5 + 0 = 0.5; row 1: .5 * 1/.5 + 1 * .25/.5 = 1.5; mean 1.0
-  assert est.position_based(REWARDS, m_log, m_tgt) == pytest.approx(1.0)
+  assert estimators.position_based(REWARDS, m_log, m_tgt) == pytest.approx(1.0)
 
 
 def test_estimators_name_bad_inputs():
   with pytest.raises(ValueError, match="> 0"):
-    est.ips(REWARDS, np.zeros((2, 2)), P_TGT)
+    estimators.ips(REWARDS, np.zeros((2, 2)), P_TGT)
   with pytest.raises(ValueError, match=r"\[n, K\]"):
-    est.snips(REWARDS, P_LOG[:1], P_TGT)
+    estimators.snips(REWARDS, P_LOG[:1], P_TGT)
   with pytest.raises(ValueError, match="marginals"):
-    est.position_based(REWARDS, np.zeros((2, 2)), P_TGT)
+    estimators.position_based(REWARDS, np.zeros((2, 2)), P_TGT)
 
 
 def test_plackett_luce_marginals_golden():
   # e = (1, 2, 3), Z = 6: m1 = e/6; m2(0) = 2/6 * 1/4 + 3/6 * 1/3 = 1/4,
   # m2(1) = 1/6 * 2/5 + 3/6 * 2/3 = 2/5, m2(2) = 1/6 * 3/5 + 2/6 * 3/4 = 7/20.
   scores = np.log([[1.0, 2.0, 3.0]])
-  m = est.pl_marginals(scores, np.ones((1, 3), bool), 3, 1.0)[0]
+  m = estimators.pl_marginals(scores, np.ones((1, 3), bool), 3, 1.0)[0]
   np.testing.assert_allclose(m[:, 0], [1 / 6, 2 / 6, 3 / 6])
   np.testing.assert_allclose(m[:, 1], [0.25, 0.4, 0.35])
   np.testing.assert_allclose(m[:, 2], [1 - 1 / 6 - 0.25, 1 - 2 / 6 - 0.4, 1 - 0.5 - 0.35])
@@ -70,7 +70,7 @@ def test_plackett_luce_marginals_golden():
 
 def test_plackett_luce_pick_propensities_golden():
   scores = np.log([[1.0, 2.0, 3.0]])
-  pos, prop = pol.plackett_luce(scores, np.ones((1, 3), bool), 3, 1.0,
+  pos, prop = policies.plackett_luce(scores, np.ones((1, 3), bool), 3, 1.0,
                                 chosen=np.array([[2, 0, 1]]))
   np.testing.assert_array_equal(pos, [[2, 0, 1]])
   np.testing.assert_allclose(prop, [[0.5, 1 / 3, 1.0]])
@@ -81,14 +81,14 @@ def test_closed_form_marginals_match_enumeration_and_sampling():
   scores = rng.normal(size=(40, 6))
   valid = rng.random((40, 6)) > 0.25
   valid[:, :3] = True
-  closed = est.pl_marginals(scores, valid, 3, 0.7)
-  np.testing.assert_allclose(closed, est.pl_marginals_enumerated(scores, valid, 3, 0.7),
+  closed = estimators.pl_marginals(scores, valid, 3, 0.7)
+  np.testing.assert_allclose(closed, estimators.pl_marginals_enumerated(scores, valid, 3, 0.7),
                              atol=1e-12)
   np.testing.assert_allclose(closed.sum(1), 1.0)
   assert (closed[~valid] == 0).all()
   # Monte Carlo frequencies of sampled slates agree with the exact marginals.
   row = np.repeat(scores[:1], 20_000, 0)
-  pos, _ = pol.plackett_luce(row, np.repeat(valid[:1], 20_000, 0), 3, 0.7, rng)
+  pos, _ = policies.plackett_luce(row, np.repeat(valid[:1], 20_000, 0), 3, 0.7, rng)
   freq = np.stack([np.bincount(pos[:, k], minlength=6) / 20_000 for k in range(3)], 1)
   np.testing.assert_allclose(freq, closed[0], atol=0.015)
 
@@ -112,24 +112,24 @@ def test_vectorized_estimators_match_plain_python_reference():
     n, k = rng.integers(1, 30), rng.integers(1, 5)
     r, q1, q2 = rng.random((3, n, k))
     pl, pt = rng.uniform(0.05, 1, (2, n, k))
-    assert est.doubly_robust(r, pl, pt, q1, q2) == pytest.approx(
+    assert estimators.doubly_robust(r, pl, pt, q1, q2) == pytest.approx(
         _dr_reference(r, pl, pt, q1, q2))
     w = [np.prod(pt[i] / pl[i]) for i in range(n)]
     ref_ips = sum(w[i] * sum(r[i]) for i in range(n)) / n
-    assert est.ips(r, pl, pt) == pytest.approx(ref_ips)
-    assert est.snips(r, pl, pt) == pytest.approx(ref_ips * n / sum(w))
+    assert estimators.ips(r, pl, pt) == pytest.approx(ref_ips)
+    assert estimators.snips(r, pl, pt) == pytest.approx(ref_ips * n / sum(w))
 
 
 @pytest.fixture(scope="module")
 def table():
-  return est.validate(World(seed=7), n_logs=5000, n_truth=30_000, seed=0)
+  return estimators.validate(World(seed=7), n_logs=5000, n_truth=30_000, seed=0)
 
 
 def test_dr_within_five_percent_on_three_held_out_targets(table):
   assert len(table) == 3
-  logging = est.default_logging()
+  logging = estimators.default_logging()
   assert all(t.fixed is not None and t.temperature != logging.temperature
-             for t in est.default_targets().values())
+             for t in estimators.default_targets().values())
   # The targets are genuinely different policies: their true values are spread out.
   assert table["truth"].max() / table["truth"].min() > 1.1
   assert (table["dr_rel_err"] <= 0.05).all(), table[["target", "truth", "dr", "dr_rel_err"]]

@@ -11,28 +11,28 @@ import numpy as np
 import pytest
 
 from simulation import cli
-from simulation import report as rp
+from simulation import report as report_lib
 
-TINY = rp.ReportConfig(users=400, days=2, seed=1, grid_step=0.5, floor=0.72,
+TINY = report_lib.ReportConfig(users=400, days=2, seed=1, grid_step=0.5, floor=0.72,
                        chunk_users=200, ope_logs=1500, ope_truth=4000)
 
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
   out = str(tmp_path_factory.mktemp("report"))
-  return out, rp.run(out, TINY)
+  return out, report_lib.run(out, TINY)
 
 
 def test_report_files_exist(report):
   out, _ = report
-  for name in ("report.md", "report.json") + rp.FIGURES:
+  for name in ("report.md", "report.json") + report_lib.FIGURES:
     path = os.path.join(out, name)
     assert os.path.getsize(path) > 0, name
-  for name in rp.FIGURES:
+  for name in report_lib.FIGURES:
     with open(os.path.join(out, name), "rb") as f:
       assert f.read(8) == b"\x89PNG\r\n\x1a\n"
   md = open(os.path.join(out, "report.md"), encoding="utf-8").read()
-  for fig in rp.FIGURES:
+  for fig in report_lib.FIGURES:
     assert f"]({fig})" in md
   for heading in ("Trade-off frontier", "Recommended alpha/beta/gamma per segment",
                   "Bandits", "Promo-share controller", "Off-policy evaluation"):
@@ -77,15 +77,15 @@ def test_recommendations_keep_the_floor(report):
 
 def test_same_seed_same_report_numbers_other_seed_differs(report, tmp_path):
   _, res = report
-  again = json.loads(json.dumps(rp.run(str(tmp_path / "again"), TINY)))
+  again = json.loads(json.dumps(report_lib.run(str(tmp_path / "again"), TINY)))
   assert again == json.loads(json.dumps(res))
-  other = rp.run(str(tmp_path / "other"), dataclasses.replace(TINY, seed=2))
+  other = report_lib.run(str(tmp_path / "other"), dataclasses.replace(TINY, seed=2))
   assert other["grid"][0]["completion_rate"] != res["grid"][0]["completion_rate"]
 
 
 def test_pareto_golden():
   pts = np.array([[1, 1, 1], [0, 0, 0], [2, 0, 1], [1, 1, 0]])
-  assert rp.pareto(pts).tolist() == [True, False, True, False]
+  assert report_lib.pareto(pts).tolist() == [True, False, True, False]
 
 
 def test_cli_writes_the_report(tmp_path):

@@ -8,14 +8,14 @@ import dataclasses
 import numpy as np
 import pytest
 
-from features import feature_spec as fs
-from ranking.layers.mixing_reference import mix_reference
-from simulation import policies as pol
-from simulation import rollout as ro
-from simulation import slates as sl
+from features import feature_spec
+from melody_testing.mixing_reference import mix_reference
+from simulation import policies
+from simulation import rollout as rollout_lib
+from simulation import slates as slates_lib
 from simulation.world import SIM_ACTIVITIES, World, WorldConfig
 
-SMALL = ro.RolloutConfig(users=600, days=3, seed=5, chunk_users=300)
+SMALL = rollout_lib.RolloutConfig(users=600, days=3, seed=5, chunk_users=300)
 
 
 @pytest.fixture(scope="module")
@@ -25,18 +25,18 @@ def world():
 
 @pytest.fixture(scope="module")
 def result(world):
-  return ro.rollout(world, pol.FusionPolicy(), SMALL)
+  return rollout_lib.rollout(world, policies.FusionPolicy(), SMALL)
 
 
 def test_same_seed_gives_identical_report_numbers(world, result):
-  again = ro.rollout(world, pol.FusionPolicy(), SMALL)
+  again = rollout_lib.rollout(world, policies.FusionPolicy(), SMALL)
   np.testing.assert_array_equal(again.cube, result.cube)
   assert again.summary() == result.summary()
   assert again.by_segment() == result.by_segment()
 
 
 def test_different_seeds_differ(world, result):
-  other = ro.rollout(world, pol.FusionPolicy(), dataclasses.replace(SMALL, seed=6))
+  other = rollout_lib.rollout(world, policies.FusionPolicy(), dataclasses.replace(SMALL, seed=6))
   assert other.summary()["completion_rate"] != result.summary()["completion_rate"]
   assert not np.array_equal(other.cube, result.cube)
 
@@ -52,7 +52,7 @@ def test_outcome_ranges(result):
   assert s["exposure_per_session"] > 0 and s["fatigue"] >= 0
   assert s["conversions"] >= 0 and s["expected_conversions_per_1k_sessions"] > 0
   t = result.totals()
-  m = {k: i for i, k in enumerate(ro.METRICS)}
+  m = {k: i for i, k in enumerate(rollout_lib.METRICS)}
   assert t[m["returned"]] <= t[m["active"]]
   assert result.by_segment()["paid"]["conversions"] == 0
   assert set(result.by_activity()) <= set(SIM_ACTIVITIES)
@@ -62,9 +62,9 @@ def test_interest_only_weights_complete_more_than_exposure_only(world):
   cfg = dataclasses.replace(SMALL, days=1)
 
   def run(w):
-    fusion = dataclasses.replace(sl.FusionConfig(), segment_weights={
-        s: (w[0], 0.0 if s == "paid" else w[1], w[2]) for s in fs.SEGMENTS})
-    return ro.rollout(world, pol.FusionPolicy(fusion=fusion), cfg).summary()
+    fusion = dataclasses.replace(slates_lib.FusionConfig(), segment_weights={
+        s: (w[0], 0.0 if s == "paid" else w[1], w[2]) for s in feature_spec.SEGMENTS})
+    return rollout_lib.rollout(world, policies.FusionPolicy(fusion=fusion), cfg).summary()
 
   interest, exposure = run((1.0, 0.0, 0.0)), run((0.0, 0.0, 1.0))
   assert interest["completion_rate"] > exposure["completion_rate"] + 0.05
@@ -72,25 +72,26 @@ def test_interest_only_weights_complete_more_than_exposure_only(world):
 
 
 def test_promo_controller_lowers_share_when_completion_is_below_floor(world):
-  mixing = sl.MixingConfig(max_promos_per_window=4)
+  mixing = slates_lib.MixingConfig(max_promos_per_window=4)
   cfg = dataclasses.replace(SMALL, days=4)
-  strict = pol.PromoShareController(floor=0.95, mixing=mixing)
-  res = ro.rollout(world, strict, cfg)
+  strict = policies.PromoShareController(floor=0.95, mixing=mixing)
+  res = rollout_lib.rollout(world, strict, cfg)
   shares = np.array(strict.history)                 # [days + 1, segments]
   assert (shares[0] == 0.4).all()
   assert (np.diff(shares, axis=0) <= 0).all() and (shares[-1] < shares[0]).all()
   by_day = [d["promo_share"] for d in res.by_day()]
   assert by_day[-1] < by_day[0]
   # A floor every segment clears leaves the share alone.
-  lax = pol.PromoShareController(floor=0.1, mixing=mixing)
-  ro.rollout(world, lax, cfg)
+  lax = policies.PromoShareController(floor=0.1, mixing=mixing)
+  rollout_lib.rollout(world, lax, cfg)
   assert (np.array(lax.history) == 0.4).all()
 
 
 def test_numpy_mixing_matches_the_reference():
   rng = np.random.default_rng(0)
-  configs = (sl.MixingConfig(), sl.MixingConfig(1, 3, 1), sl.MixingConfig(3, 4, 2),
-             sl.MixingConfig(0, 4, 1), sl.MixingConfig(1, 40, 3, unknown_artist_id=-1))
+  configs = (slates_lib.MixingConfig(), slates_lib.MixingConfig(1, 3, 1),
+             slates_lib.MixingConfig(3, 4, 2), slates_lib.MixingConfig(0, 4, 1),
+             slates_lib.MixingConfig(1, 40, 3, unknown_artist_id=-1))
   for cfg in configs:
     b, n, k = 60, 14, 12
     scores = np.round(rng.normal(size=(b, n)), 1)        # rounding makes ties
@@ -98,7 +99,7 @@ def test_numpy_mixing_matches_the_reference():
     promo = rng.random((b, n)) < 0.35
     artist = rng.integers(0, 4, (b, n))
     valid = rng.random((b, n)) < 0.9
-    got = sl.mix_top(scores, promo, artist, valid, cfg, k)
+    got = slates_lib.mix_top(scores, promo, artist, valid, cfg, k)
     for i in range(b):
       ref = mix_reference(scores[i], promo[i], artist[i], valid[i], cfg.max_promos_per_window,
                           cfg.window, cfg.max_per_artist, cfg.unknown_artist_id).order[:k]
@@ -112,7 +113,7 @@ def test_numpy_fusion_matches_the_graph_layer():
   rng = np.random.default_rng(1)
   b, n = 8, 6
   heads = rng.random((b, n, 3))
-  seg = rng.integers(0, len(fs.SEGMENTS), b)
+  seg = rng.integers(0, len(feature_spec.SEGMENTS), b)
   act = rng.integers(0, len(SIM_ACTIVITIES), b)
   fam = (rng.random((b, n)) < 0.5).astype(float)
   ids = rng.integers(0, 5000, (b, n))
@@ -126,27 +127,33 @@ def test_numpy_fusion_matches_the_graph_layer():
       "familiar": tf.constant(fam, tf.float32), "candidate_ids": tf.constant(ids),
       "seed": tf.constant(seed), "override_weights": tf.constant(override, tf.float32),
       "override": tf.ones([b], tf.bool)})
-  got = sl.fuse(heads, seg, act, fam, sl.FusionConfig(), weights=override, seed=seed,
-                candidate_ids=ids)
+  got = slates_lib.fuse(heads,
+                        seg,
+                        act,
+                        fam,
+                        slates_lib.FusionConfig(),
+                        weights=override,
+                        seed=seed,
+                        candidate_ids=ids)
   np.testing.assert_allclose(got, out["score"].numpy(), atol=1e-5)
 
 
 def test_beam_rollout_equals_in_process(world):
   cfg = dataclasses.replace(SMALL, days=2)
-  direct = ro.rollout(world, pol.FusionPolicy(), cfg)
-  beam = ro.rollout_beam(7, WorldConfig(), pol.FusionPolicy, cfg)
+  direct = rollout_lib.rollout(world, policies.FusionPolicy(), cfg)
+  beam = rollout_lib.rollout_beam(7, WorldConfig(), policies.FusionPolicy, cfg)
   np.testing.assert_allclose(beam.cube, direct.cube)
   with pytest.raises(ValueError, match="learns across listeners"):
-    ro.rollout_beam(7, WorldConfig(), pol.PromoShareController, cfg)
+    rollout_lib.rollout_beam(7, WorldConfig(), policies.PromoShareController, cfg)
 
 
 def test_config_errors_name_the_value():
   with pytest.raises(ValueError, match="users must be >= 1, got 0"):
-    ro.RolloutConfig(users=0)
+    rollout_lib.RolloutConfig(users=0)
   with pytest.raises(ValueError, match="slate_len=50"):
-    ro.RolloutConfig(slate_len=50)
+    rollout_lib.RolloutConfig(slate_len=50)
   with pytest.raises(ValueError, match="floor"):
-    pol.PromoShareController(floor=1.5)
+    policies.PromoShareController(floor=1.5)
 
 
 # ------------------------------------------------------------- SavedModel policy
@@ -178,10 +185,10 @@ def _mimic_model(path):
 
 
 def test_saved_model_policy_calls_the_rank_signature(world, tmp_path):
-  model = pol.SavedModelPolicy(_mimic_model(str(tmp_path / "mimic")), slate_len=5,
-                               weights=np.full((len(fs.SEGMENTS), 3), 0.5), batch_size=64)
-  cfg = ro.RolloutConfig(users=120, days=2, seed=3, chunk_users=120, slate_len=5)
-  res = ro.rollout(world, model, cfg)
+  model = policies.SavedModelPolicy(_mimic_model(str(tmp_path / "mimic")), slate_len=5,
+                               weights=np.full((len(feature_spec.SEGMENTS), 3), 0.5), batch_size=64)
+  cfg = rollout_lib.RolloutConfig(users=120, days=2, seed=3, chunk_users=120, slate_len=5)
+  res = rollout_lib.rollout(world, model, cfg)
   assert res.summary()["sessions"] > 0
 
   # One ranking call by hand: the request carries the listener's history and session,
@@ -193,14 +200,14 @@ def test_saved_model_policy_calls_the_rank_signature(world, tmp_path):
           "completion": np.ones((4, 3)), "skip": np.zeros((4, 3)),
           "ts": np.array([[9990, 100, 0], [500, 0, 0], [0, 0, 0], [9995, 9990, 10]]),
           "length": np.array([2, 1, 0, 3])}
-  state = pol.ListenerState(world, L, hist)
-  ctx = pol.Context(activity=np.array([0, 1, 2, 3]), hour=np.full(4, 8),
+  state = policies.ListenerState(world, L, hist)
+  ctx = policies.Context(activity=np.array([0, 1, 2, 3]), hour=np.full(4, 8),
                     weekday=np.zeros(4, int), ts=np.full(4, 10_000), seed=np.arange(4))
-  cands = pol.Candidates(tracks, np.ones((4, 8), bool))
+  cands = policies.Candidates(tracks, np.ones((4, 8), bool))
   req = model.requests(state, cands, ctx)
   assert req["hist_len"].tolist() == [2, 1, 0, 3]
   assert req["hist_track_ids"][0, :2].tolist() == ["t000012", "t000015"]
-  assert req["hist_track_ids"].shape == (4, fs.HISTORY_LEN)
+  assert req["hist_track_ids"].shape == (4, feature_spec.HISTORY_LEN)
   assert req["sess_len"].tolist() == [1, 0, 0, 2]      # plays of the last 30 minutes
   assert req["sess_track_ids"][3, :3].tolist() == ["t000017", "t000016", ""]
   assert req["hist_gap_s"][3, :3].tolist() == [5, 10, 9990]
@@ -225,21 +232,21 @@ def test_saved_model_policy_on_a_real_export(tmp_path_factory):
                                         paths["tracks"], str(root / "models" / "melody"),
                                         n_max=64, num_warmup_records=2)
   world = World(WorldConfig(n_tracks=300), seed=bench_serving.SEED)
-  cfg = ro.RolloutConfig(users=80, days=2, seed=4, chunk_users=80)
-  res = ro.rollout(world, pol.SavedModelPolicy(version), cfg)
+  cfg = rollout_lib.RolloutConfig(users=80, days=2, seed=4, chunk_users=80)
+  res = rollout_lib.rollout(world, policies.SavedModelPolicy(version), cfg)
   assert res.summary()["sessions"] > 0 and 0 < res.summary()["completion_rate"] < 1
 
   rng = np.random.default_rng(1)
   L = world.sample_users(16, rng)
-  pool = sl.CandidatePool(world, sl.CandidateConfig(familiar=8, style=8, popular=8,
+  pool = slates_lib.CandidatePool(world, slates_lib.CandidateConfig(familiar=8, style=8, popular=8,
                                                     promo=6))
   tracks, valid = pool.draw(L, rng)
   raw = world.sample_context(16, rng)
-  ctx = pol.Context(activity=raw["activity"], hour=raw["hour"], weekday=raw["weekday"],
+  ctx = policies.Context(activity=raw["activity"], hour=raw["hour"], weekday=raw["weekday"],
                     ts=raw["ts"], seed=np.arange(16))
-  state = pol.ListenerState(world, L, {})
-  table = sl.segment_table(sl.FusionConfig())
-  plain = pol.SavedModelPolicy(version).rank(state, pol.Candidates(tracks, valid), ctx)
+  state = policies.ListenerState(world, L, {})
+  table = slates_lib.segment_table(slates_lib.FusionConfig())
+  plain = policies.SavedModelPolicy(version).rank(state, policies.Candidates(tracks, valid), ctx)
   np.testing.assert_allclose(plain.weights, table[L.segment], atol=1e-6)
   # With a 300-track catalog a row can run out of distinct non-promos; promos after
   # num_placed are the graph's dropped tail and may break the rules there.
@@ -249,28 +256,28 @@ def test_saved_model_policy_on_a_real_export(tmp_path_factory):
     assert set(plain.tracks[i]) <= set(tracks[i][valid[i]])
     promo = world.track_promo[plain.tracks[i]][:placed[i]]
     assert not (promo[1:] & promo[:-1]).any() and promo.sum() <= 2
-  override = np.tile([[0.2, 0.3, 0.5]], (len(fs.SEGMENTS), 1))
-  pushed = pol.SavedModelPolicy(version, weights=override).rank(
-      state, pol.Candidates(tracks, valid), ctx)
-  want = np.where((L.segment == fs.SEGMENTS.index("paid"))[:, None], [0.2, 0.0, 0.5],
+  override = np.tile([[0.2, 0.3, 0.5]], (len(feature_spec.SEGMENTS), 1))
+  pushed = policies.SavedModelPolicy(version, weights=override).rank(
+      state, policies.Candidates(tracks, valid), ctx)
+  want = np.where((L.segment == feature_spec.SEGMENTS.index("paid"))[:, None], [0.2, 0.0, 0.5],
                   [0.2, 0.3, 0.5])
   np.testing.assert_allclose(pushed.weights, want, atol=1e-6)
 
 
 def test_context_rules_set_weights_per_segment_and_activity(world):
   rules = {("free", "explore"): (0.1, 0.2, 0.7), ("paid", "commute"): (0.3, 0.0, 0.7)}
-  policy = pol.ContextRulePolicy(rules)
+  policy = policies.ContextRulePolicy(rules)
   L = world.sample_users(40, np.random.default_rng(2))
-  L.segment = ((np.arange(40) // 4) % len(fs.SEGMENTS)).astype(np.int8)  # every pair
+  L.segment = ((np.arange(40) // 4) % len(feature_spec.SEGMENTS)).astype(np.int8)  # every pair
   act = np.arange(40) % len(SIM_ACTIVITIES)
-  ctx = pol.Context(activity=act, hour=np.zeros(40, int), weekday=np.zeros(40, int),
+  ctx = policies.Context(activity=act, hour=np.zeros(40, int), weekday=np.zeros(40, int),
                     ts=np.zeros(40, int), seed=np.arange(40))
-  w = policy.weights(pol.ListenerState(world, L, {}), ctx)
-  table = sl.segment_table(sl.FusionConfig())
+  w = policy.weights(policies.ListenerState(world, L, {}), ctx)
+  table = slates_lib.segment_table(slates_lib.FusionConfig())
   for i in range(40):
-    key = (fs.SEGMENTS[L.segment[i]], SIM_ACTIVITIES[act[i]])
+    key = (feature_spec.SEGMENTS[L.segment[i]], SIM_ACTIVITIES[act[i]])
     np.testing.assert_allclose(w[i], rules.get(key, table[L.segment[i]]))
   with pytest.raises(ValueError, match="unknown activity 'gym'"):
-    pol.ContextRulePolicy({("free", "gym"): (1, 0, 0)})
+    policies.ContextRulePolicy({("free", "gym"): (1, 0, 0)})
   with pytest.raises(ValueError, match="3 finite weights"):
-    pol.ContextRulePolicy({("free", "focus"): (1, -1, 0)})
+    policies.ContextRulePolicy({("free", "focus"): (1, -1, 0)})

@@ -12,9 +12,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from features import events as ev
-from features import feature_spec as fs
-from simulation import world as wm
+from features import events
+from features import feature_spec
+from simulation import world as world_lib
 from simulation.world import SIM_ACTIVITIES, World, WorldConfig
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -56,8 +56,8 @@ def test_catalog_is_seeded(world):
 def test_chunks_have_exactly_the_event_schema(tables):
   assert len(tables) == 3
   for t in tables:
-    assert t.schema.equals(ev.EVENT_SCHEMA, check_metadata=True)
-    assert t.schema.names == ev.EVENT_SCHEMA.names
+    assert t.schema.equals(events.EVENT_SCHEMA, check_metadata=True)
+    assert t.schema.names == events.EVENT_SCHEMA.names
 
 
 def test_chunks_are_sorted_and_hold_whole_users(tables):
@@ -78,20 +78,20 @@ def test_chunks_are_sorted_and_hold_whole_users(tables):
 
 
 def test_events_pass_the_common_validator(frame):
-  valid, report = ev.validate_events(frame, max_bad_fraction=0.0)
+  valid, report = events.validate_events(frame, max_bad_fraction=0.0)
   assert report.bad == 0
   assert len(valid) == len(frame)
 
 
 def test_tracks_table_has_track_schema(world):
   t = world.tracks_table()
-  assert t.schema.equals(ev.TRACK_SCHEMA)
+  assert t.schema.equals(events.TRACK_SCHEMA)
   assert len(t) == 5000
   tracks = world.tracks
   assert {"is_promo", "exposure_value"} <= set(tracks.columns)
   assert (tracks["exposure_value"] >= 0).all()
   assert (tracks.loc[~tracks["is_promo"], "exposure_value"] == 0).all()
-  assert tracks["tags"].map(len).between(1, fs.MAX_TAGS).all()
+  assert tracks["tags"].map(len).between(1, feature_spec.MAX_TAGS).all()
   vocab = set(world.tag_names)
   assert all(set(tags) <= vocab for tags in tracks["tags"])
 
@@ -106,7 +106,7 @@ def test_label_ranges_and_constant_columns(frame):
   assert (frame.loc[frame["is_promo"], "exposure"] > 0).all()
   assert (frame["plays"] == 1).all()
   assert (frame["source"] == "sim").all()
-  assert set(frame["context_surface"]) <= set(fs.SURFACES) - {"unknown"}
+  assert set(frame["context_surface"]) <= set(feature_spec.SURFACES) - {"unknown"}
   assert frame.loc[frame["context_surface"] == "promo", "is_promo"].all()
   assert set(frame["context_activity"]) == set(SIM_ACTIVITIES)
   # A skipped play ends within 30 s; liked plays are never skipped.
@@ -130,16 +130,16 @@ def test_calibrated_rates_on_fixed_seed(frame):
 # ----------------------------------------------------------------- segment mix
 def test_segment_mix_follows_config(world):
   L = world.sample_users(40_000, np.random.default_rng(3))
-  share = np.bincount(L.segment, minlength=len(fs.SEGMENTS)) / len(L)
+  share = np.bincount(L.segment, minlength=len(feature_spec.SEGMENTS)) / len(L)
   np.testing.assert_allclose(share, world.config.segment_mix, atol=0.01)
-  assert (L.converted == (L.segment == wm.PAID)).all()
+  assert (L.converted == (L.segment == world_lib.PAID)).all()
   custom = world.sample_users(1000, np.random.default_rng(3),
                               segment_mix=(0, 0, 0, 1.0, 0))
-  assert (custom.segment == fs.SEGMENTS.index("trial")).all()
+  assert (custom.segment == feature_spec.SEGMENTS.index("trial")).all()
 
 
 def test_logged_segments_cover_all(frame):
-  assert set(frame["user_segment"]) == set(fs.SEGMENTS)
+  assert set(frame["user_segment"]) == set(feature_spec.SEGMENTS)
 
 
 # -------------------------------------------------------------- context / drift
@@ -273,7 +273,7 @@ def test_expected_response_shapes_and_ranges(world):
     assert ((r[k] >= 0) & (r[k] <= 1)).all(), k
   promo = world.track_promo[t]
   assert (r["exposure"][~promo] == 0).all() and (r["exposure"][promo] > 0).all()
-  paid = L.segment == wm.PAID
+  paid = L.segment == world_lib.PAID
   assert (r["conversion_hazard"][paid] == 0).all()
 
 
@@ -318,14 +318,14 @@ def test_small_catalog_works():
   w = World(WorldConfig(n_tracks=50), seed=1)
   assert w.config.n_artists == 10
   t = next(w.iter_events(20, 2))
-  assert t.schema.equals(ev.EVENT_SCHEMA) and t.num_rows > 0
+  assert t.schema.equals(events.EVENT_SCHEMA) and t.num_rows > 0
 
 
 def test_small_tag_vocabulary_works():
   w = World(WorldConfig(n_tracks=200, n_tags=5), seed=1)
   assert len(w.tag_names) == 5
   assert w.tracks["tags"].map(len).between(1, 5).all()
-  assert set(w.tag_names) <= set(wm.load_params()["tags"]["names"][:5])
+  assert set(w.tag_names) <= set(world_lib.load_params()["tags"]["names"][:5])
   assert next(w.iter_events(10, 1)).num_rows > 0
   with pytest.raises(ValueError, match="n_tags"):
     World(WorldConfig(n_tags=500))
@@ -333,14 +333,14 @@ def test_small_tag_vocabulary_works():
 
 # ------------------------------------------------------------------ fresh clone
 def test_committed_params_hold_only_derived_statistics():
-  p = wm.load_params()
+  p = world_lib.load_params()
   assert len(p["tags"]["names"]) == 183
   assert {"genre", "instrument", "mood"} == set(p["tags"]["categories"])
   assert abs(sum(p["tags"]["freq"]) - 1) < 1e-4
   assert len(p["popularity_quantiles"]) == len(p["duration_log_quantiles"]) == 101
   assert set(p["behaviour"]) >= {"skip_bias", "like_bias", "popularity_exponent",
                                  "session_len_mu", "think_s_mean"}
-  assert os.path.getsize(wm.PARAMS_PATH) < 200_000
+  assert os.path.getsize(world_lib.PARAMS_PATH) < 200_000
 
 
 def test_world_runs_from_a_fresh_clone_without_shared_data(tmp_path):
@@ -368,9 +368,11 @@ def test_world_runs_from_a_fresh_clone_without_shared_data(tmp_path):
 def test_sample_context_follows_the_clock(world):
   rng = np.random.default_rng(0)
   monday = world.sample_context(20_000, rng)
-  saturday = world.sample_context(20_000, rng, day_start=wm.DEFAULT_START_TS + 5 * wm.DAY_S)
+  saturday = world.sample_context(20_000,
+                                  rng,
+                                  day_start=world_lib.DEFAULT_START_TS + 5 * world_lib.DAY_S)
   assert (monday["weekday"] == 0).all() and (saturday["weekday"] == 5).all()
-  assert ((monday["ts"] - wm.DEFAULT_START_TS) // 3600 == monday["hour"]).all()
+  assert ((monday["ts"] - world_lib.DEFAULT_START_TS) // 3600 == monday["hour"]).all()
   commute = SIM_ACTIVITIES.index("commute")
   assert (monday["activity"] == commute).mean() > 2 * (saturday["activity"] == commute).mean()
   rush = np.isin(monday["hour"], [7, 8, 9])

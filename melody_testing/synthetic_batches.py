@@ -12,9 +12,8 @@ from typing import Dict, Optional
 
 import numpy as np
 
-from features import feature_spec as fs
-
-X = fs.xf
+from features import feature_spec
+X = feature_spec.xf
 
 
 def synthetic_batch(batch_size: int, seed: int = 0, num_tracks: int = 2000,
@@ -36,16 +35,16 @@ def synthetic_batch(batch_size: int, seed: int = 0, num_tracks: int = 2000,
   if batch_size <= 0:
     raise ValueError(f"batch_size must be positive, got {batch_size}")
   rng = np.random.default_rng(seed)
-  B, L, S = batch_size, fs.HISTORY_LEN, fs.SESSION_LEN
+  B, L, S = batch_size, feature_spec.HISTORY_LEN, feature_spec.SESSION_LEN
   track_artist = 1 + (np.arange(num_tracks + 1) * 7919) % num_artists   # fixed mapping
   out: Dict[str, np.ndarray] = {}
   out[X("user_id")] = rng.integers(1, num_users + 1, B)
-  segment = rng.integers(0, len(fs.SEGMENTS), B)
+  segment = rng.integers(0, len(feature_spec.SEGMENTS), B)
   out[X("user_segment")] = segment
   out[X("user_tenure_days")] = rng.normal(size=B).astype(np.float32)
-  out[X("context_activity")] = rng.integers(0, len(fs.ACTIVITIES), B)
-  out[X("context_surface")] = rng.integers(0, len(fs.SURFACES), B)
-  out[X("context_hour")] = rng.integers(0, fs.NUM_HOURS, B)
+  out[X("context_activity")] = rng.integers(0, len(feature_spec.ACTIVITIES), B)
+  out[X("context_surface")] = rng.integers(0, len(feature_spec.SURFACES), B)
+  out[X("context_hour")] = rng.integers(0, feature_spec.NUM_HOURS, B)
   out[X("context_weekday")] = rng.integers(0, 7, B)
 
   # Each listener prefers a small set of artists; history draws mostly from them.
@@ -61,7 +60,7 @@ def synthetic_batch(batch_size: int, seed: int = 0, num_tracks: int = 2000,
     valid = np.arange(length)[None, :] < lens[:, None]
     completion = np.clip(rng.beta(2, 2, (B, length)) + 0.3 * liked, 0, 1)
     skip = (completion < 0.3).astype(np.float32)
-    gaps = np.sort(rng.integers(0, fs.NUM_GAP_BUCKETS, (B, length)), axis=1)
+    gaps = np.sort(rng.integers(0, feature_spec.NUM_GAP_BUCKETS, (B, length)), axis=1)
     return {
         "track_ids": np.where(valid, tracks, 0), "artist_ids": np.where(valid, artists, 0),
         "completion": np.where(valid, completion, 0).astype(np.float32),
@@ -78,13 +77,14 @@ def synthetic_batch(batch_size: int, seed: int = 0, num_tracks: int = 2000,
   in_taste = rng.random(B) < 0.5
   cand_artist = np.where(in_taste, fav[np.arange(B), rng.integers(0, 5, B)],
                          track_artist[cand_track])
-  num_tags = rng.integers(0, fs.MAX_TAGS + 1, B)
-  tags = rng.integers(1, 200, (B, fs.MAX_TAGS))
+  num_tags = rng.integers(0, feature_spec.MAX_TAGS + 1, B)
+  tags = rng.integers(1, 200, (B, feature_spec.MAX_TAGS))
   out[X("cand_track_id")] = cand_track
   out[X("cand_artist_id")] = cand_artist
-  out[X("cand_tags")] = np.where(np.arange(fs.MAX_TAGS)[None] < num_tags[:, None], tags, 0)
+  out[X("cand_tags")] = np.where(
+      np.arange(feature_spec.MAX_TAGS)[None] < num_tags[:, None], tags, 0)
   out[X("cand_num_tags")] = num_tags
-  out[X("cand_duration_s")] = rng.integers(0, fs.NUM_DURATION_BUCKETS, B)
+  out[X("cand_duration_s")] = rng.integers(0, feature_spec.NUM_DURATION_BUCKETS, B)
   out[X("cand_popularity")] = rng.normal(size=B).astype(np.float32)
   promo = (rng.random(B) < promo_rate).astype(np.int64)
   out[X("cand_is_promo")] = promo
@@ -102,13 +102,13 @@ def synthetic_batch(batch_size: int, seed: int = 0, num_tracks: int = 2000,
             "interest_like": like, "subscription": subscription, "exposure": exposure}
   for k, v in labels.items():
     out[k] = v
-    out[fs.weight_key(k)] = np.ones(B, np.float32)
+    out[feature_spec.weight_key(k)] = np.ones(B, np.float32)
   # Likes are missing for a quarter of the examples: present with weight 0.
   missing = rng.random(B) < 0.25
   out["interest_like"] = np.where(missing, 0.0, like).astype(np.float32)
-  out[fs.weight_key("interest_like")] = np.where(missing, 0.0, 1.0).astype(np.float32)
+  out[feature_spec.weight_key("interest_like")] = np.where(missing, 0.0, 1.0).astype(np.float32)
 
-  for name, (dtype, _, _) in fs.TRANSFORMED_FEATURES.items():
+  for name, (dtype, _, _) in feature_spec.TRANSFORMED_FEATURES.items():
     out[name] = out[name].astype(np.int64 if dtype == "int64" else np.float32)
   return out
 

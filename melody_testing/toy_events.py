@@ -11,9 +11,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from features import events as ev
-from features import feature_spec as fs
-
+from features import events
+from features import feature_spec
 _T0 = 1_767_225_600  # 2026-01-01T00:00:00Z
 
 
@@ -50,7 +49,7 @@ def toy_events(n_users: int = 6, events_per_user: int = 12, n_tracks: int = 40,
     session = 0
     for _ in range(events_per_user):
       gap = int(rng.choice([60, 200, 900, 5000]))
-      if gap > fs.SESSION_WINDOW_S:
+      if gap > feature_spec.SESSION_WINDOW_S:
         session += 1
       ts += gap
       t = int(rng.integers(0, n_tracks))
@@ -58,11 +57,11 @@ def toy_events(n_users: int = 6, events_per_user: int = 12, n_tracks: int = 40,
       rows.append({
           "user_id": f"u{u}", "session_id": f"u{u}-s{session}", "ts": ts, "plays": 1,
           "track_id": f"t{t}", "artist_id": tracks.artist_id[t], "source": "sim",
-          "user_segment": fs.SEGMENTS[u % len(fs.SEGMENTS)],
-          "user_tenure_days": float(10 * u), "context_activity": fs.ACTIVITIES[u % 3],
-          "context_surface": fs.SURFACES[1 + u % 4], "is_promo": bool(t % 7 == 0),
+          "user_segment": feature_spec.SEGMENTS[u % len(feature_spec.SEGMENTS)],
+          "user_tenure_days": float(10 * u), "context_activity": feature_spec.ACTIVITIES[u % 3],
+          "context_surface": feature_spec.SURFACES[1 + u % 4], "is_promo": bool(t % 7 == 0),
           "completion": 0.1 if skip else 0.9, "skip": skip,
           "like": None if u % 2 else float(rng.random() < 0.2),
           "subscription": 0.0, "exposure": 1.0 if t % 7 == 0 else 0.0,
       })
-  return pa.Table.from_pylist(rows, schema=ev.EVENT_SCHEMA), tracks
+  return pa.Table.from_pylist(rows, schema=events.EVENT_SCHEMA), tracks
