@@ -131,15 +131,22 @@ META_FEATURES = (
 )
 
 # ------------------------------------------------------------------------- labels
-# Task heads and their label keys. Each label key K has a weight feature K + "_weight".
-LABEL_KEYS: Tuple[str, ...] = (
-    "interest_completion",  # 0..1, fraction of the track played
-    "interest_skip",        # 0/1
-    "interest_like",        # 0/1 (explicit like, or a repeat-listen proxy; see docs/data.md)
-    "subscription",         # 0/1: converted to paid within SUBSCRIPTION_WINDOW_S
-    "exposure",             # >= 0: promo exposure value delivered by this impression
-)
-BINARY_LABELS = ("interest_skip", "interest_like", "subscription")
+# Label kinds: what a label's values are, which decides its link and loss
+# (ranking.tasks) and its metrics (ranking.tasks, pipeline.eval_config).
+BINARY = "binary"         # 0/1: a binary classification
+BOUNDED = "bounded"       # a fraction in 0..1: a bounded regression
+NONNEG = "nonneg"         # a value >= 0: a regression
+# Task heads' label keys and their kinds. Each label key K has a weight feature
+# K + "_weight".
+LABEL_KINDS: Dict[str, str] = {
+    "interest_completion": BOUNDED,  # fraction of the track played
+    "interest_skip": BINARY,
+    "interest_like": BINARY,   # explicit like, or a repeat-listen proxy; see docs/data.md
+    "subscription": BINARY,    # converted to paid within SUBSCRIPTION_WINDOW_S
+    "exposure": NONNEG,        # promo exposure value delivered by this impression
+}
+LABEL_KEYS: Tuple[str, ...] = tuple(LABEL_KINDS)
+BINARY_LABELS: Tuple[str, ...] = tuple(k for k, kind in LABEL_KINDS.items() if kind == BINARY)
 TASKS: Dict[str, Tuple[str, ...]] = {
     "interest": ("interest_completion", "interest_skip", "interest_like"),
     "subscription": ("subscription",),
