@@ -7,13 +7,14 @@ export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-fast demo bench bench-data bench-ranking bench-serving bench-intent \
+.PHONY: setup test test-fast lint-imports arch-report demo bench bench-data bench-ranking bench-serving bench-intent \
 	bench-simulation bazel-test lock clean help
 
 help:
 	@echo "make setup       create .venv with the locked dependencies (+ glibc compat layer if needed)"
 	@echo "make test        run all tests (unit + slow end-to-end)"
 	@echo "make test-fast   run the fast tests only"
+	@echo "make lint-imports check the layer order (.importlinter)"
 	@echo "make demo        generate simulated data and run the main job end to end"
 	@echo "make bench       run the benchmarks; results in bench/results/*.json"
 	@echo "make bazel-test  bazel test //... (installs Debian's bazel-bootstrap if missing)"
@@ -21,11 +22,19 @@ help:
 setup:
 	@bash scripts/setup_env.sh
 
-test:
+test: lint-imports
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
-test-fast:
+test-fast: lint-imports
 	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+# The layer order and the test-support rule of .importlinter (docs/architecture.md).
+lint-imports:
+	.venv/bin/lint-imports --no-cache
+
+# Largest modules and classes, import cycles and back-arrows, for reviewing a change.
+arch-report:
+	$(PY) scripts/architecture_report.py
 
 demo:
 	@bash scripts/demo.sh
