@@ -1,4 +1,5 @@
-"""Shared helpers for benchmarks: timing, peak RSS, ratio tables and the results file.
+"""Shared helpers for benchmarks: progress lines, timing, peak RSS, ratio tables and the
+results file.
 
 The machine is shared and noisy, so every benchmark reports its numbers next to a
 baseline measured in the same process and run, and the ratio between them.
@@ -8,10 +9,16 @@ import json
 import os
 import platform
 import resource
+import sys
 import time
 from typing import Callable, Dict, List, Sequence
 
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+
+
+def log(bench: str, msg: str) -> None:
+  """A progress line on stderr, tagged with the benchmark's name."""
+  print(f"[bench {bench}] {msg}", file=sys.stderr, flush=True)
 
 
 def timed(fn: Callable[[], object], repeat: int = 1) -> float:

@@ -1,4 +1,4 @@
-"""Tests of the ranking benchmark's measuring rules (bench/ranking.py) and of the
+"""Tests of the ranking benchmark's measuring rules (bench/ranking_*.py) and of the
 generator setting it relies on (``features.generate.run(world_overrides=...)``).
 
 The rules are checked on small hand-made arrays and runs with known answers: which heads
@@ -13,7 +13,11 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from bench import ranking as bench
+from bench import ranking_compare
+from bench import ranking_data
+from bench import ranking_latency
+from bench import ranking_models
+from bench import ranking_targets
 from features import feature_spec
 from features import generate
 from simulation.world import WorldConfig
@@ -38,17 +42,17 @@ def test_head_coverage_names_the_reason():
                           interest_completion=(ones * 0.5, ones)),
           "eval": _split(n, interest_skip=(half, ones), subscription=(few, ones),
                          interest_completion=(ones * 0.5, ones))}
-  skip = bench.head_coverage(data, "interest_skip")
+  skip = ranking_compare.head_coverage(data, "interest_skip")
   assert skip["covered"] and skip["eval_positives"] == 20 and skip["eval_negatives"] == 20
-  sub = bench.head_coverage(data, "subscription")
+  sub = ranking_compare.head_coverage(data, "subscription")
   assert not sub["covered"]
   assert sub["reason"] == "3 positives / 37 negatives among 40 labelled eval rows (< 10)"
-  like = bench.head_coverage(data, "interest_like")
+  like = ranking_compare.head_coverage(data, "interest_like")
   assert not like["covered"] and like["reason"] == "label absent from the source"
-  assert bench.head_coverage(data, "interest_completion")["covered"]   # regression head
+  assert ranking_compare.head_coverage(data, "interest_completion")["covered"]   # regression head
   # A label present in train but absent from eval is not measurable either.
   data["eval"][feature_spec.weight_key("interest_completion")][:] = 0
-  completion = bench.head_coverage(data, "interest_completion")
+  completion = ranking_compare.head_coverage(data, "interest_completion")
   assert not completion["covered"]
   assert completion["reason"] == "label absent from the eval split"
 
@@ -56,8 +60,8 @@ def test_head_coverage_names_the_reason():
 def test_worker_data_file_round_trips(tmp_path):
   data = {"train": {"a": np.arange(6).reshape(3, 2), "b": np.ones(3, np.float32)},
           "eval": {"a": np.zeros((1, 2), np.int64), "b": np.zeros(1, np.float32)}}
-  path = bench._save_splits(data, str(tmp_path / "splits.npz"))   # pylint: disable=protected-access
-  back = bench._load_splits(path)   # pylint: disable=protected-access
+  path = ranking_compare.save_splits(data, str(tmp_path / "splits.npz"))
+  back = ranking_compare.load_splits(path)
   assert set(back) == {"train", "eval"}
   for split in data:
     assert set(back[split]) == set(data[split])
@@ -72,7 +76,7 @@ def _run(model, seed, **metrics):
 
 def test_mean_rows_reports_mean_and_sample_sd():
   rows = [_run("mmoe", s, exposure_rmse=v) for s, v in ((1, 0.10), (2, 0.12), (3, 0.14))]
-  (row,) = bench.mean_rows(rows)
+  (row,) = ranking_targets.mean_rows(rows)
   assert row["seeds"] == 3
   assert row["exposure_rmse"] == pytest.approx(0.12)
   assert row["exposure_rmse_std"] == pytest.approx(0.02)   # ddof 1
@@ -89,7 +93,7 @@ def test_targets_pair_seeds_and_say_when_a_difference_is_noise():
                   interest_skip_auc=0.698, interest_like_auc=0.696),
              _run("single:interest", s, interest_skip_auc=0.70, interest_like_auc=0.70),
              _run("single:exposure", s, exposure_rmse=sb_rmse - 0.01)]
-  t = bench.targets({"runs": runs, "mean": bench.mean_rows(runs)})
+  t = ranking_targets.targets({"runs": runs, "mean": ranking_targets.mean_rows(runs)})
   gaps = t["mmoe_minus_single_interest_auc"]
   assert gaps["interest_skip_auc"] == pytest.approx(-0.002)
   assert gaps["interest_like_auc"] == pytest.approx(-0.004)
@@ -110,19 +114,19 @@ def test_id_dropout_ablation_is_paired_with_mmoe():
   for s, (with_drop, without) in enumerate([(0.71, 0.67), (0.69, 0.62), (0.72, 0.70)],
                                            start=1):
     runs += [_run("mmoe", s, subscription_auc=with_drop, exposure_rmse=0.115),
-             _run(bench.NO_ID_DROPOUT, s, subscription_auc=without, exposure_rmse=0.116)]
-  t = bench.targets({"runs": runs, "mean": bench.mean_rows(runs)})
+             _run(ranking_models.NO_ID_DROPOUT, s, subscription_auc=without, exposure_rmse=0.116)]
+  t = ranking_targets.targets({"runs": runs, "mean": ranking_targets.mean_rows(runs)})
   gain = t["mmoe_minus_mmoe_without_id_dropout"]
   assert gain["subscription_auc"]["per_seed"] == pytest.approx([0.04, 0.07, 0.02])
   assert gain["exposure_rmse"]["mean"] == pytest.approx(-0.001)
   assert "interest_like_auc" not in gain          # neither run measured it
-  assert [r["model"] for r in bench.mean_rows(runs)] == ["mmoe", bench.NO_ID_DROPOUT]
-  base, overrides = bench.ABLATIONS[bench.NO_ID_DROPOUT]
+  assert [r["model"] for r in ranking_targets.mean_rows(runs)] == ["mmoe", ranking_models.NO_ID_DROPOUT]
+  base, overrides = ranking_models.ABLATIONS[ranking_models.NO_ID_DROPOUT]
   assert base == "mmoe" and overrides == {"user_id_dropout": 0.0}
 
 
 def test_step_clock_times_from_the_first_step_to_the_last():
-  clock = bench._step_clock()   # pylint: disable=protected-access
+  clock = ranking_models.step_clock()
   clock.marks = [(10.0, 1.0), (11.0, 2.5), (12.0, 4.0), (13.0, 5.5)]
   s = clock.steady(batch_size=100)
   assert s["steps"] == 3
@@ -139,7 +143,7 @@ def test_label_profile_splits_promo_from_organic():
   split = _split(n, interest_completion=([0.9, 0.8, 0.7, 0.2, 0.4, 0.6], np.ones(n)),
                  exposure=([0, 0, 0, 0.2, 0.4, 0.6], np.ones(n)))
   split[feature_spec.xf("cand_is_promo")] = np.array([0, 0, 0, 1, 1, 1])
-  prof = bench.label_profile(split)
+  prof = ranking_data.label_profile(split)
   assert prof["organic"]["rows"] == 3 and prof["promo"]["rows"] == 3
   assert prof["organic"]["interest_completion"] == pytest.approx(0.8)
   assert prof["promo"]["exposure"] == pytest.approx(0.4)
@@ -149,12 +153,12 @@ def test_label_profile_splits_promo_from_organic():
 
 def test_conversion_overrides_scale_the_calibrated_hazard():
   base = WorldConfig().base_hazard
-  assert bench.conversion_overrides(1.0) == {}
-  scaled = bench.conversion_overrides(15.0)["base_hazard"]
+  assert ranking_data.conversion_overrides(1.0) == {}
+  scaled = ranking_data.conversion_overrides(15.0)["base_hazard"]
   np.testing.assert_allclose(scaled, np.asarray(base) * 15.0)
   assert scaled[-1] == 0.0   # paid listeners never convert
   with pytest.raises(ValueError, match="conversion scale must be positive, got 0"):
-    bench.conversion_overrides(0)
+    ranking_data.conversion_overrides(0)
 
 
 def test_generate_rejects_unknown_world_overrides(tmp_path):
@@ -181,7 +185,7 @@ def test_generate_world_overrides_reach_the_world_and_the_manifest(tmp_path):
 
 
 def test_latency_job_times_every_size():
-  out = bench._latency_job((3, 7), reps=4, seed=1, freeze=False)  # pylint: disable=protected-access
+  out = ranking_latency._latency_job((3, 7), reps=4, seed=1, freeze=False)  # pylint: disable=protected-access
   assert set(out) == {"3", "7"}
   for stats in out.values():
     assert stats["n"] == 4
