@@ -1,20 +1,25 @@
 """TFMA evaluation of Melody's ranker, per head, sliced, with blessing thresholds.
 
-Per head: AUC for the binary heads (skip, like, subscription), RMSE and calibration
-(mean prediction / mean label) for completion, mean absolute error for exposure; every
-head weighted by its label weight so that a missing label counts for nothing. Slices:
+Per head, by the label's kind (``feature_spec.LABEL_KINDS``): AUC for the binary heads
+(skip, like, subscription), RMSE and calibration (mean prediction / mean label) for the
+bounded regression (completion), mean absolute error for the non-negative regression
+(exposure); every head weighted by its label weight so that a missing label counts for
+nothing. Slices:
 overall, by user segment, by context activity. A model is blessed only when every
 absolute floor holds and the interest AUCs drop by at most ``MAX_INTEREST_AUC_DROP``
 against the last blessed model.
 """
 
 import dataclasses
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 from tensorflow_model_analysis.proto import config_pb2 as tfma
 
 from features import feature_spec
+
 MAX_INTEREST_AUC_DROP = 0.002
+INTEREST_TASK = "interest"
+_KIND_ORDER = (feature_spec.BINARY, feature_spec.BOUNDED, feature_spec.NONNEG)
 SLICE_FEATURES = ("user_segment", "context_activity")
 # The exported model's raw tf.Example signature (serving_default is the dense `rank`).
 SIGNATURE = "score_examples"
@@ -69,6 +74,23 @@ def _auc(floor: Optional[float], interest: bool) -> tfma.MetricConfig:
   return _metric("AUC", threshold)
 
 
+def _label_metrics(label: str, floors: Floors) -> List[tfma.MetricConfig]:
+  """The TFMA metrics of one label, chosen by its kind (``feature_spec.LABEL_KINDS``)."""
+  kind = feature_spec.LABEL_KINDS[label]
+  count = _metric("ExampleCount")
+  if kind == feature_spec.BINARY:
+    auc_floors = {"interest_skip": floors.skip_auc, "interest_like": floors.like_auc,
+                  "subscription": floors.subscription_auc}
+    return [count, _auc(auc_floors.get(label),
+                        interest=label in feature_spec.TASKS[INTEREST_TASK])]
+  if kind == feature_spec.BOUNDED:
+    return [count,
+            _metric("RootMeanSquaredError", _bounds(upper=floors.completion_rmse)),
+            _metric("Calibration", _bounds(lower=floors.calibration_low,
+                                           upper=floors.calibration_high))]
+  return [count, _metric("MeanAbsoluteError")]
+
+
 def create_eval_config(outputs: Optional[Dict[str, str]] = None,
                        floors: Floors = Floors()) -> tfma.EvalConfig:
   """Builds the EvalConfig.
@@ -82,21 +104,11 @@ def create_eval_config(outputs: Optional[Dict[str, str]] = None,
   if unknown:
     raise ValueError(f"unknown label keys in outputs: {unknown}")
   by_label = {label: out for out, label in outputs.items()}
-  specs = []
-
-  def spec(label, *metrics):
-    if label in by_label:
-      specs.append(tfma.MetricsSpec(output_names=[by_label[label]], metrics=list(metrics)))
-
-  count = _metric("ExampleCount")
-  spec("interest_skip", count, _auc(floors.skip_auc, interest=True))
-  spec("interest_like", count, _auc(floors.like_auc, interest=True))
-  spec("subscription", count, _auc(floors.subscription_auc, interest=False))
-  spec("interest_completion", count,
-       _metric("RootMeanSquaredError", _bounds(upper=floors.completion_rmse)),
-       _metric("Calibration", _bounds(lower=floors.calibration_low,
-                                      upper=floors.calibration_high)))
-  spec("exposure", count, _metric("MeanAbsoluteError"))
+  # Classifications first, then the regressions, each in LABEL_KEYS order.
+  labels = sorted((k for k in feature_spec.LABEL_KEYS if k in by_label),
+                  key=lambda k: _KIND_ORDER.index(feature_spec.LABEL_KINDS[k]))
+  specs = [tfma.MetricsSpec(output_names=[by_label[label]],
+                            metrics=_label_metrics(label, floors)) for label in labels]
 
   model_spec = tfma.ModelSpec(
       signature_name=SIGNATURE,

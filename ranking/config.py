@@ -13,7 +13,10 @@ import dataclasses
 from typing import Dict, Optional, Tuple
 
 from features import feature_spec
+
 MIXTURES = ("mmoe", "ple", "shared_bottom")
+FFN_ACTIVATIONS = ("relu", "gelu")
+# Precision of the Transformer blocks' matmuls in training steps (inference is float32).
 TRAIN_PRECISIONS = ("float32", "mixed_bfloat16")
 DYNAMIC_WEIGHTING = ("none", "uncertainty")
 
@@ -89,7 +92,7 @@ class ModelConfig:
       raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
     if not 0.0 <= self.user_id_dropout < 1.0:
       raise ValueError(f"user_id_dropout must be in [0, 1), got {self.user_id_dropout}")
-    if self.ffn_activation not in ("relu", "gelu"):
+    if self.ffn_activation not in FFN_ACTIVATIONS:
       raise ValueError(f"ffn_activation must be 'relu' or 'gelu', got {self.ffn_activation!r}")
     if self.train_precision not in TRAIN_PRECISIONS:
       raise ValueError(f"train_precision must be one of {TRAIN_PRECISIONS}, "
@@ -104,7 +107,7 @@ class ModelConfig:
       raise ValueError("tasks must name at least one task")
     for t in self.tasks:
       if t not in feature_spec.TASKS:
-        raise ValueError(f"unknown task {t!r}; known: {tuple(fs.TASKS)}")
+        raise ValueError(f"unknown task {t!r}; known: {tuple(feature_spec.TASKS)}")
     if len(set(self.tasks)) != len(self.tasks):
       raise ValueError(f"tasks must be distinct, got {self.tasks}")
     if len(self.interest_weights) != 3 or any(w < 0 for w in self.interest_weights):
@@ -159,7 +162,8 @@ def model_config_from_name(name: str, **overrides) -> ModelConfig:
   if name.startswith("single:"):
     task = name.split(":", 1)[1]
     if task not in feature_spec.TASKS:
-      raise ValueError(f"unknown task {task!r} in config {name!r}; known: {tuple(fs.TASKS)}")
+      raise ValueError(f"unknown task {task!r} in config {name!r}; "
+                       f"known: {tuple(feature_spec.TASKS)}")
     overrides.setdefault("mixture", "shared_bottom")
     return ModelConfig(tasks=(task,), **overrides)
   raise ValueError(
@@ -219,7 +223,7 @@ class TrainConfig:
                        tuple((str(t), float(w)) for t, w in weights.items()))
     for t in weights:
       if t not in feature_spec.TASKS:
-        raise ValueError(f"unknown task {t!r} in task_weights; known: {tuple(fs.TASKS)}")
+        raise ValueError(f"unknown task {t!r} in task_weights; known: {tuple(feature_spec.TASKS)}")
 
   @property
   def weights(self) -> Dict[str, float]:

@@ -26,7 +26,6 @@ import tensorflow_recommenders as tfrs
 
 from features import feature_spec
 from ranking import config as config_lib
-from ranking import metrics as metrics_lib
 from ranking import tasks as tasks_lib
 from ranking import weighting
 from ranking.layers import embeddings
@@ -75,6 +74,18 @@ def encoding_spec(config: config_lib.ModelConfig,
       "history_mask": tf.TensorSpec([batch, config.history_len], tf.float32,
                                     name="history_mask"),
   }
+
+
+def zero_features(batch: int = 1) -> Dict[str, tf.Tensor]:
+  """Zeros shaped like ``feature_spec.TRANSFORMED_FEATURES`` (``[B]`` or ``[B, L]``).
+
+  One inference call on them creates every variable of a :class:`RankingModel` without
+  reading data (see :meth:`RankingModel.build_variables`): all sequences are empty.
+  """
+  if batch < 1:
+    raise ValueError(f"batch must be positive, got {batch}")
+  return {name: tf.zeros(_spec(name, batch).shape, _DTYPES[dtype])
+          for name, (dtype, _, _) in feature_spec.TRANSFORMED_FEATURES.items()}
 
 
 def _small(config) -> int:
@@ -195,18 +206,19 @@ class RankingModel(tfrs.Model):
     self.step_counter = tf.Variable(0, dtype=tf.int64, trainable=False, name="step_counter")
 
     # Metrics, keyed by label.
-    label_metrics = {}
-    for lab in c.labels:
-      kind = tasks_lib.LABELS[lab].kind
-      if kind == tasks_lib.BINARY:
-        ms = [tf.keras.metrics.AUC(name=f"{lab}_auc")]
-      else:
-        ms = [tf.keras.metrics.RootMeanSquaredError(name=f"{lab}_rmse")]
-      if lab == "interest_completion":
-        ms.append(metrics_lib.CalibrationRatio(name=f"{lab}_calibration"))
-      label_metrics[lab] = ms
     # Assigned whole: Keras only registers metrics present at assignment time.
-    self.label_metrics = label_metrics
+    self.label_metrics = {lab: tasks_lib.label_metrics(lab) for lab in c.labels}
+
+  def build_variables(self) -> "RankingModel":
+    """Creates every weight by one inference call on :func:`zero_features`.
+
+    What a checkpoint restore needs first; the weights keep their initial values.
+
+    Returns:
+      ``self``.
+    """
+    self(zero_features(2), training=False)
+    return self
 
   # ------------------------------------------------------------------ listener side
   def encode_listener(self, features: Mapping[str, tf.Tensor],
@@ -338,7 +350,7 @@ class RankingModel(tfrs.Model):
       for lab in tasks_lib.task_labels(t):
         if lab not in features or feature_spec.weight_key(lab) not in features:
           raise ValueError(
-              f"compute_loss needs label {lab!r} and its weight {fs.weight_key(lab)!r} "
+              f"compute_loss needs label {lab!r} and its weight {feature_spec.weight_key(lab)!r} "
               "in the inputs (weight 0 when the source lacks the label)")
         parts.append(tasks_lib.label_loss(lab, logits[lab], _scalar(features[lab]),
                                           _scalar(features[feature_spec.weight_key(lab)])))

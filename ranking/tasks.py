@@ -1,14 +1,16 @@
-"""The ranking tasks: which labels each head predicts, their link functions and losses,
-and the interest score that folds the three interest labels into one number.
+"""The ranking tasks: which labels each head predicts, their link functions, losses and
+metrics, and the interest score that folds the three interest labels into one number.
 
-Tasks and their labels come from ``features.feature_spec.TASKS``:
+Tasks, their labels and each label's kind come from ``features.feature_spec``
+(``TASKS``, ``LABEL_KINDS``); the kind decides the rest:
 
-* ``interest`` -> ``interest_completion`` (fraction played, 0..1, a bounded regression
+* ``BINARY`` (``interest_skip``, ``interest_like``, ``subscription``): sigmoid link,
+  sigmoid cross-entropy, AUC.
+* ``BOUNDED`` (``interest_completion``, fraction played, 0..1): a bounded regression
   trained with sigmoid cross-entropy on the soft target, which is minimised by the true
-  mean and so keeps the prediction calibrated), ``interest_skip`` and ``interest_like``
-  (binary, sigmoid cross-entropy).
-* ``subscription`` -> ``subscription`` (binary).
-* ``exposure`` -> ``exposure`` (promo exposure value >= 0: softplus link, squared error).
+  mean and so keeps the prediction calibrated; RMSE and the calibration ratio.
+* ``NONNEG`` (``exposure``, promo exposure value >= 0): softplus link, squared error,
+  RMSE.
 
 The interest score is explicit and documented (weights in ``ModelConfig``):
 
@@ -20,16 +22,17 @@ source does not have the label) and reduced like Keras' ``SUM_OVER_BATCH_SIZE``:
 """
 
 import dataclasses
-from typing import Dict, Mapping, Sequence, Tuple
+from typing import Dict, List, Mapping, Sequence, Tuple
 
 import tensorflow as tf
 
 from features import feature_spec
-BINARY = "binary"        # sigmoid link, cross-entropy
-BOUNDED = "bounded"      # 0..1 regression: sigmoid link, soft-label cross-entropy
-NONNEG = "nonneg"        # >= 0 regression: softplus link, squared error
+from ranking import metrics as metrics_lib
 
 INTEREST_SCORE = "interest"   # output key of S_int (the task name it summarises)
+# The metric reported for a label (Keras name ``<label>_<metric>``) by kind.
+_HEADLINE_METRICS = {feature_spec.BINARY: "auc", feature_spec.BOUNDED: "rmse",
+                     feature_spec.NONNEG: "rmse"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,38 +42,29 @@ class LabelSpec:
   Attributes:
     label: key in ``feature_spec.LABEL_KEYS``.
     task: the task head that predicts it.
-    kind: ``BINARY``, ``BOUNDED`` or ``NONNEG``.
+    kind: ``feature_spec.BINARY``, ``BOUNDED`` or ``NONNEG``.
   """
   label: str
   task: str
   kind: str
 
 
-def _kind(label: str) -> str:
-  if label in feature_spec.BINARY_LABELS:
-    return BINARY
-  if label == "interest_completion":
-    return BOUNDED
-  return NONNEG
-
-
 LABELS: Dict[str, LabelSpec] = {
-    lab: LabelSpec(lab, task, _kind(lab)) for task, labs in feature_spec.TASKS.items()
-    for lab in labs
+    lab: LabelSpec(lab, task, feature_spec.LABEL_KINDS[lab])
+    for task, labs in feature_spec.TASKS.items() for lab in labs
 }
 
 
 def task_labels(task: str) -> Tuple[str, ...]:
   """Labels predicted by ``task``'s tower, in tower output order."""
   if task not in feature_spec.TASKS:
-    raise ValueError(f"unknown task {task!r}; known: {tuple(fs.TASKS)}")
+    raise ValueError(f"unknown task {task!r}; known: {tuple(feature_spec.TASKS)}")
   return feature_spec.TASKS[task]
 
 
 def link(label: str, logit: tf.Tensor) -> tf.Tensor:
   """The prediction of ``label`` from its logit (probability, fraction or value)."""
-  kind = LABELS[label].kind
-  if kind in (BINARY, BOUNDED):
+  if LABELS[label].kind in (feature_spec.BINARY, feature_spec.BOUNDED):
     return tf.sigmoid(logit)
   return tf.nn.softplus(logit)
 
@@ -90,13 +84,30 @@ def label_loss(label: str, logit: tf.Tensor, target: tf.Tensor,
   """
   target = tf.cast(target, tf.float32)
   weight = tf.cast(weight, tf.float32)
-  kind = LABELS[label].kind
-  if kind in (BINARY, BOUNDED):
+  if LABELS[label].kind in (feature_spec.BINARY, feature_spec.BOUNDED):
     per_example = tf.nn.sigmoid_cross_entropy_with_logits(labels=target, logits=logit)
   else:
     per_example = tf.square(tf.nn.softplus(logit) - target)
   batch = tf.cast(tf.maximum(tf.size(per_example), 1), tf.float32)
   return tf.reduce_sum(weight * per_example) / batch
+
+
+def metric_name(label: str) -> str:
+  """Name of the label's headline metric: ``<label>_auc`` or ``<label>_rmse``."""
+  return f"{label}_{_HEADLINE_METRICS[LABELS[label].kind]}"
+
+
+def label_metrics(label: str) -> List[tf.keras.metrics.Metric]:
+  """The Keras metrics of one label: its headline metric, plus the calibration ratio
+  (``<label>_calibration``) of a bounded regression."""
+  kind = LABELS[label].kind
+  if kind == feature_spec.BINARY:
+    metrics = [tf.keras.metrics.AUC(name=metric_name(label))]
+  else:
+    metrics = [tf.keras.metrics.RootMeanSquaredError(name=metric_name(label))]
+  if kind == feature_spec.BOUNDED:
+    metrics.append(metrics_lib.CalibrationRatio(name=f"{label}_calibration"))
+  return metrics
 
 
 def interest_score(predictions: Mapping[str, tf.Tensor],

@@ -41,7 +41,7 @@ def validate_static_weights(weights: Mapping[str, float]) -> Dict[str, float]:
   out = {}
   for task, w in weights.items():
     if task not in feature_spec.TASKS:
-      raise ValueError(f"unknown task {task!r} in weights; known: {tuple(fs.TASKS)}")
+      raise ValueError(f"unknown task {task!r} in weights; known: {tuple(feature_spec.TASKS)}")
     w = float(w)
     if w < 0:
       raise ValueError(f"weight of task {task!r} must be >= 0, got {w}")

@@ -1,22 +1,21 @@
 """The Transformer encoder of the listener's long-term history.
 
 Owns the token construction of a play (shared item embedding + learned position +
-time-gap bucket + per-step completion/skip) and the pre-LayerNorm Transformer blocks
-with a padding mask. The session encoder reuses both pieces.
+time-gap bucket + per-step completion/skip), the pre-LayerNorm Transformer blocks with
+a padding mask, and :class:`PlaySequenceLayer`, the hyper-parameters every encoder of a
+play sequence shares. The session encoder reuses all three.
 """
 
-from typing import Optional
+from typing import Dict, Optional
 
 import tensorflow as tf
 
-ACTIVATIONS = ("relu", "gelu")
-# Precision of the Transformer blocks' matmuls in training steps (inference is float32).
-TRAIN_PRECISIONS = ("float32", "mixed_bfloat16")
+from ranking import config as config_lib
 
 
 def _check_precision(train_precision: str) -> None:
-  if train_precision not in TRAIN_PRECISIONS:
-    raise ValueError(f"train_precision must be one of {TRAIN_PRECISIONS}, "
+  if train_precision not in config_lib.TRAIN_PRECISIONS:
+    raise ValueError(f"train_precision must be one of {config_lib.TRAIN_PRECISIONS}, "
                      f"got {train_precision!r}")
 
 
@@ -161,8 +160,9 @@ class TransformerBlock(tf.keras.layers.Layer):
                activation: str = "relu", train_precision: str = "float32", **kwargs):
     super().__init__(**kwargs)
     _check_precision(train_precision)
-    if activation not in ACTIVATIONS:
-      raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+    if activation not in config_lib.FFN_ACTIVATIONS:
+      raise ValueError(f"activation must be one of {config_lib.FFN_ACTIVATIONS}, "
+                       f"got {activation!r}")
     for name, v in (("dim", dim), ("num_heads", num_heads), ("ff_dim", ff_dim)):
       if v <= 0:
         raise ValueError(f"{name} must be positive, got {v}")
@@ -245,17 +245,11 @@ class TransformerBlock(tf.keras.layers.Layer):
     return config
 
 
-@tf.keras.utils.register_keras_serializable(package="melody")
-class SequenceEncoder(tf.keras.layers.Layer):
-  """Pre-LayerNorm Transformer encoder of the long-term play history.
+class PlaySequenceLayer(tf.keras.layers.Layer):
+  """Base of the encoders of a padded play sequence: their hyper-parameters and config.
 
-  Math: ``X_0 = PlayTokens(...)``; ``X_k = Block_k(X_{k-1}, mask)`` for
-  ``k = 1..num_layers``; output ``H = m * LN(X_K)`` (padding rows are zero).
-
-  Usage:
-    enc = SequenceEncoder(dim=64, num_layers=2, num_heads=4, ff_dim=128, max_len=50,
-                          num_gap_buckets=12)
-    h = enc(item_emb, completion, skip, gap_bucket, mask)   # [B, 50, 64]
+  Subclasses build their sub-layers in ``__init__`` after calling this one, from the
+  attributes it sets (``encoder_args()`` passes them all on).
 
   Args:
     dim: model width.
@@ -268,9 +262,6 @@ class SequenceEncoder(tf.keras.layers.Layer):
     activation: feed-forward activation of the blocks.
     train_precision: the blocks' precision in training calls (see
       :class:`TransformerBlock`).
-
-  Input shapes: as :class:`PlayTokens`.
-  Output shape: ``[B, L, dim]`` float32.
   """
 
   def __init__(self, dim: int, num_layers: int, num_heads: int, ff_dim: int, max_len: int,
@@ -279,6 +270,7 @@ class SequenceEncoder(tf.keras.layers.Layer):
     super().__init__(**kwargs)
     if num_layers <= 0:
       raise ValueError(f"num_layers must be positive, got {num_layers}")
+    _check_precision(train_precision)
     self.dim = dim
     self.num_layers = num_layers
     self.num_heads = num_heads
@@ -287,12 +279,45 @@ class SequenceEncoder(tf.keras.layers.Layer):
     self.num_gap_buckets = num_gap_buckets
     self.dropout = dropout
     self.activation = activation
-    _check_precision(train_precision)
     self.train_precision = train_precision
-    self.tokens = PlayTokens(dim, max_len, num_gap_buckets, name="tokens")
-    self.blocks = [TransformerBlock(dim, num_heads, ff_dim, dropout, activation,
-                                    train_precision, name=f"block_{i}")
-                   for i in range(num_layers)]
+
+  def encoder_args(self) -> Dict[str, object]:
+    """The constructor arguments above, by name."""
+    return dict(dim=self.dim, num_layers=self.num_layers, num_heads=self.num_heads,
+                ff_dim=self.ff_dim, max_len=self.max_len,
+                num_gap_buckets=self.num_gap_buckets, dropout=self.dropout,
+                activation=self.activation, train_precision=self.train_precision)
+
+  def get_config(self):
+    config = super().get_config()
+    config.update(self.encoder_args())
+    return config
+
+
+@tf.keras.utils.register_keras_serializable(package="melody")
+class SequenceEncoder(PlaySequenceLayer):
+  """Pre-LayerNorm Transformer encoder of the long-term play history.
+
+  Math: ``X_0 = PlayTokens(...)``; ``X_k = Block_k(X_{k-1}, mask)`` for
+  ``k = 1..num_layers``; output ``H = m * LN(X_K)`` (padding rows are zero).
+
+  Usage:
+    enc = SequenceEncoder(dim=64, num_layers=2, num_heads=4, ff_dim=128, max_len=50,
+                          num_gap_buckets=12)
+    h = enc(item_emb, completion, skip, gap_bucket, mask)   # [B, 50, 64]
+
+  Args: as :class:`PlaySequenceLayer`.
+
+  Input shapes: as :class:`PlayTokens`.
+  Output shape: ``[B, L, dim]`` float32.
+  """
+
+  def __init__(self, *args, **kwargs):
+    super().__init__(*args, **kwargs)
+    self.tokens = PlayTokens(self.dim, self.max_len, self.num_gap_buckets, name="tokens")
+    self.blocks = [TransformerBlock(self.dim, self.num_heads, self.ff_dim, self.dropout,
+                                    self.activation, self.train_precision, name=f"block_{i}")
+                   for i in range(self.num_layers)]
     self.ln_out = tf.keras.layers.LayerNormalization(epsilon=1e-6, name="ln_out")
 
   def call(self, item_emb, completion, skip, gap_bucket, mask,
@@ -303,14 +328,6 @@ class SequenceEncoder(tf.keras.layers.Layer):
     if not self.ln_out.built:   # the training path reads its weights without calling it
       self.ln_out.build(x.shape)
     return layer_norm(self.ln_out, x, training) * tf.cast(mask, x.dtype)[..., tf.newaxis]
-
-  def get_config(self):
-    config = super().get_config()
-    config.update(dim=self.dim, num_layers=self.num_layers, num_heads=self.num_heads,
-                  ff_dim=self.ff_dim, max_len=self.max_len,
-                  num_gap_buckets=self.num_gap_buckets, dropout=self.dropout,
-                  activation=self.activation, train_precision=self.train_precision)
-    return config
 
 
 def length_mask(length, max_len: int):

@@ -11,12 +11,22 @@ import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-orde
 
 def test_every_label_has_a_task_and_kind():
   assert set(tasks.LABELS) == set(feature_spec.LABEL_KEYS)
-  assert tasks.LABELS["interest_completion"].kind == tasks.BOUNDED
-  assert tasks.LABELS["subscription"].kind == tasks.BINARY
-  assert tasks.LABELS["exposure"].kind == tasks.NONNEG
+  assert tasks.LABELS["interest_completion"].kind == feature_spec.BOUNDED
+  assert tasks.LABELS["subscription"].kind == feature_spec.BINARY
+  assert tasks.LABELS["exposure"].kind == feature_spec.NONNEG
   assert tasks.task_labels("interest") == feature_spec.TASKS["interest"]
   with pytest.raises(ValueError, match="unknown task 'promo'"):
     tasks.task_labels("promo")
+
+
+def test_metrics_follow_the_label_kind():
+  assert [tasks.metric_name(k) for k in feature_spec.LABEL_KEYS] == [
+      "interest_completion_rmse", "interest_skip_auc", "interest_like_auc",
+      "subscription_auc", "exposure_rmse"]
+  assert [m.name for m in tasks.label_metrics("interest_completion")] == [
+      "interest_completion_rmse", "interest_completion_calibration"]
+  assert [m.name for m in tasks.label_metrics("subscription")] == ["subscription_auc"]
+  assert [m.name for m in tasks.label_metrics("exposure")] == ["exposure_rmse"]
 
 
 def test_links():
