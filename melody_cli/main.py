@@ -15,7 +15,6 @@ _COMMAND_MODULES = (
     "features.cli",
     "pipeline.cli",
     "serving.cli",
-    "serving.query_cli",
     "simulation.cli",
 )
 

@@ -1,50 +1,61 @@
-"""``melody serve``: runs the TF Serving-compatible gRPC model server.
+"""``melody serve`` and ``melody query``: the serving side's sub-commands.
 
-Only argument parsing lives here; the handler imports ``serving.server`` (and with it
-TensorFlow) only when the command runs. Flag names follow ``tensorflow_model_server`` so
-the same command line mostly carries over to the stock server.
+Only argument parsing lives here. ``serve`` takes its flags from ``serving.server_main``
+(the flags the stock ``tensorflow_model_server`` also has keep its names, so the same
+command line mostly carries over); ``query`` asks a running server (or a SavedModel in
+process) for one listener's list. The handlers import TensorFlow and gRPC only when the
+command runs, so ``melody --help`` stays fast.
 """
 
 import argparse
 
+from serving import server_main
+
 
 def _serve(args):
-  from serving import server  # pylint: disable=import-outside-toplevel
-  return server.main(args)
+  return server_main.main(args)
 
 
-def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
-  """Adds the ``melody serve`` flags to ``parser``."""
-  parser.add_argument("--model_config_file", default=None,
-                      help="models.config (ModelServerConfig text); or use --model_name "
-                           "with --model_base_path")
-  parser.add_argument("--model_name", default=None, help="name of the single served model")
-  parser.add_argument("--model_base_path", default=None,
-                      help="directory of numbered SavedModel versions of that model")
-  parser.add_argument("--host", default="127.0.0.1", help="interface to bind")
-  parser.add_argument("--port", type=int, default=8500, help="gRPC port (0: pick a free one)")
-  parser.add_argument("--metrics_port", type=int, default=8501,
-                      help="Prometheus HTTP port (0: pick a free one, -1: no metrics)")
-  parser.add_argument("--monitoring_config_file", default=None,
-                      help="monitoring.config (prometheus_config enable/path)")
-  parser.add_argument("--enable_batching", action="store_true",
-                      help="merge concurrent Predict calls per model signature")
-  parser.add_argument("--batching_parameters_file", default=None,
-                      help="batching_parameters.txt (implies --enable_batching)")
-  parser.add_argument("--file_system_poll_wait_seconds", type=float, default=1.0,
-                      help="how often base paths are polled for new versions (0: never)")
-  parser.add_argument("--grace_seconds", type=float, default=10.0,
-                      help="on SIGTERM/SIGINT, how long in-flight requests may finish")
-  parser.add_argument("--input_validator", action="append", default=[],
-                      metavar="MODEL:SIGNATURE=module:function",
-                      help="per-request input check raising ValueError (repeatable)")
+def _query(args):
+  from serving import query  # pylint: disable=import-outside-toplevel
+  return query.main(args)
+
+
+def add_query_arguments(parser: argparse.ArgumentParser) -> None:
+  """Adds the ``melody query`` flags to ``parser``."""
+  parser.add_argument("--user", required=True, help="user id in the data directory")
+  parser.add_argument("--context", required=True,
+                      help="listening activity: unknown, commute, workout, focus, explore")
+  parser.add_argument("--data", required=True,
+                      help="melody data generate/import directory (events/, tracks.parquet)")
+  parser.add_argument("--server", default="127.0.0.1:8500", help="model server HOST:PORT")
+  parser.add_argument("--model", default="melody", help="served model name")
+  parser.add_argument("--version-label", default=None, help="e.g. stable or canary")
+  parser.add_argument("--signature", default="rank", choices=["rank", "recommend"])
+  parser.add_argument("--text", default=None,
+                      help="free-text request for recommend (needs an intent module)")
+  parser.add_argument("--k", type=int, default=20, help="positions to show (recommend: k)")
+  parser.add_argument("--candidates", type=int, default=100,
+                      help="rank: how many popular catalogue tracks to rank")
+  parser.add_argument("--surface", default="home", help="context surface (home, radio, ...)")
+  parser.add_argument("--saved-model", default=None,
+                      help="call this SavedModel version directory in process instead of "
+                           "a server")
 
 
 def register(subparsers) -> None:
-  parser = subparsers.add_parser(
+  """Adds ``serve`` and ``query`` to the ``melody`` sub-commands."""
+  serve = subparsers.add_parser(
       "serve", help="serve SavedModels over the TF Serving gRPC API",
       description="Serve directories of numbered SavedModel versions over the TF Serving "
                   "gRPC API (PredictionService, ModelService, health), with hot swap of "
                   "new versions, optional batching and Prometheus metrics.")
-  add_serve_arguments(parser)
-  parser.set_defaults(handler=_serve)
+  server_main.add_serve_arguments(serve)
+  serve.set_defaults(handler=_serve)
+  query = subparsers.add_parser(
+      "query", help="rank or recommend tracks for one listener and print the list",
+      description="Build a rank/recommend request from a listener's recent plays in a data "
+                  "directory, send it to the model server (or a SavedModel) and print the "
+                  "tracks with per-head scores, fused score and reasons.")
+  add_query_arguments(query)
+  query.set_defaults(handler=_query)

@@ -5,22 +5,23 @@ This module owns the Python side of a serving call: it builds official
 (or version label) always explicit, sends them over ``PredictionServiceStub`` /
 ``ModelServiceStub``, and turns responses back into numpy arrays. Failures surface as
 ``grpc.RpcError`` (check ``.code()``), unchanged.
+
+Opening the first :class:`ModelClient` of a process applies the gRPC I/O setting of
+``serving.grpc_env`` (polling I/O) before ``grpc`` is imported; it has no effect when the
+process imported ``grpc`` earlier, and an explicit ``GRPC_EXPERIMENTS`` wins.
 """
 
 import dataclasses
 from typing import Dict, Mapping, Optional, Sequence, Tuple
 
-import grpc
 from grpc_health.v1 import health_pb2
-from grpc_health.v1 import health_pb2_grpc
 import numpy as np
 
 from tensorflow_serving.apis import get_model_metadata_pb2
 from tensorflow_serving.apis import get_model_status_pb2
-from tensorflow_serving.apis import model_service_pb2_grpc
 from tensorflow_serving.apis import predict_pb2
-from tensorflow_serving.apis import prediction_service_pb2_grpc
 
+from serving import grpc_env
 from serving import tensors
 
 DEFAULT_TIMEOUT = 10.0
@@ -78,6 +79,8 @@ def predict_request(model: str, signature: str, inputs: Mapping[str, object],
 class ModelClient:
   """Calls a model server at ``target`` (``host:port``).
 
+  The first client of a process chooses its gRPC I/O path (see the module docstring).
+
   Args:
     target: Server address.
     timeout: Default deadline in seconds of each call.
@@ -86,6 +89,14 @@ class ModelClient:
 
   def __init__(self, target: str, timeout: float = DEFAULT_TIMEOUT,
                max_message_bytes: int = 64 << 20):
+    # grpc reads GRPC_EXPERIMENTS once, on import: set it before the first import.
+    grpc_env.prefer_polling_io()
+    # pylint: disable=import-outside-toplevel
+    import grpc
+    from grpc_health.v1 import health_pb2_grpc
+    from tensorflow_serving.apis import model_service_pb2_grpc
+    from tensorflow_serving.apis import prediction_service_pb2_grpc
+    # pylint: enable=import-outside-toplevel
     self._timeout = timeout
     self._channel = grpc.insecure_channel(
         target, options=[("grpc.max_receive_message_length", max_message_bytes),

@@ -1,25 +1,17 @@
-"""gRPC core settings the serving side applies before ``grpc`` is imported.
+"""The gRPC core setting Melody's server and client apply before ``grpc`` is imported.
 
-Since 1.60 grpcio moves the socket I/O of channels and servers onto EventEngine
-threads. On a small VM every hand-off between threads after an idle gap costs about
-0.1 ms: a TCP echo between two processes takes 20 us back to back and 150 us after a
-7 ms sleep, which is how a model server sees each request (idle while the model runs).
-A unary call on the EventEngine path makes more of these hand-offs than on the older
-polling path, where the thread waiting on a completion queue polls the socket itself.
+Since 1.60 grpcio moves the socket I/O of channels and servers onto EventEngine threads,
+so a unary call hands work between threads several times; on a small VM each hand-off
+after an idle gap is slow, and a model server is idle on its socket while the model runs.
+With the three EventEngine I/O experiments off, the thread waiting on a completion queue
+polls the socket itself, which makes a call on such a machine faster (measurements in
+``docs/benchmarks_serving.md``, "gRPC I/O path").
 
-Measured here (grpcio 1.85, 2 vCPUs, p50; the echo rows in runs back to back, the
-`Predict` rows in two timelines an hour apart):
-
-| call | EventEngine | polling |
-|---|---|---|
-| raw-bytes echo, back to back | 0.44-0.56 ms | 0.35-0.39 ms |
-| raw-bytes echo after a 7 ms sleep | 1.18-1.53 ms | 0.70-0.99 ms |
-| `Predict` (N=100): client send to handler | 1.02 ms | 0.79 ms |
-| `Predict` (N=100): handler return to client | 0.72 ms | 0.52 ms |
-
-So ``import serving`` turns the three EventEngine I/O experiments off for its process
-(and the processes it starts). ``GRPC_EXPERIMENTS`` is read once, when ``grpc`` is
-imported; a value already in the environment, even an empty one, is left alone, so
+``GRPC_EXPERIMENTS`` is read once, when ``grpc`` is first imported, so the setting is
+applied at entry points, not on ``import serving``: ``melody serve``
+(``serving.server_main.main``) and ``serving.client.ModelClient`` call
+:func:`prefer_polling_io`. A process that imported ``grpc`` earlier keeps grpcio's
+defaults, and a value already in the environment, even an empty one, is left alone, so
 ``GRPC_EXPERIMENTS= melody serve ...`` runs with grpcio's defaults.
 """
 

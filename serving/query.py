@@ -194,7 +194,7 @@ def run(data_dir: str, user: str, context: str, server: Optional[str] = "127.0.0
 
 
 def main(args) -> int:
-  """Runs ``melody query`` (arguments from ``serving.query_cli``)."""
+  """Runs ``melody query`` (arguments from ``serving.cli``)."""
   import sys  # pylint: disable=g-import-not-at-top
   try:
     rows, weights = run(args.data, args.user, args.context, args.server, args.model,

@@ -1,4 +1,5 @@
-"""The gRPC I/O setting ``import serving`` applies (serving/grpc_env.py)."""
+"""The gRPC I/O setting (serving/grpc_env.py): applied by the server's entry point and the
+client, never by ``import serving``."""
 
 import os
 import subprocess
@@ -7,15 +8,34 @@ import sys
 from serving import grpc_env
 
 
-def test_import_serving_sets_polling_io_before_grpc_loads():
+def _run(code: str) -> list:
   env = {k: v for k, v in os.environ.items() if k != grpc_env.VAR}
-  code = ("import sys, os, serving; assert 'grpc' not in sys.modules; import grpc; "
-          "from serving import grpc_env; print(os.environ['GRPC_EXPERIMENTS']); "
-          "print(grpc_env.describe())")
-  out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                       check=True).stdout.splitlines()
-  assert out[0] == grpc_env.POLLING_IO
+  return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                        text=True, check=True, timeout=300).stdout.splitlines()
+
+
+def test_import_serving_leaves_grpc_experiments_unset():
+  out = _run("import os, serving, serving.cli, serving.client, serving.server_main; "
+             "print(os.environ.get('GRPC_EXPERIMENTS'))")
+  assert out == ["None"]
+
+
+def test_server_entry_point_sets_polling_io_before_grpc_loads(tmp_path):
+  code = ("import os, sys; from serving import server_main; "
+          "assert 'grpc' not in sys.modules; "
+          f"code = server_main.main(['--model_config_file', {str(tmp_path / 'none')!r}]); "
+          "import grpc; from serving import grpc_env; "
+          "print(code, os.environ['GRPC_EXPERIMENTS']); print(grpc_env.describe())")
+  out = _run(code)
+  assert out[0] == f"2 {grpc_env.POLLING_IO}"   # a bad config, but the setting came first
   assert out[1].startswith("polling I/O")
+
+
+def test_client_helper_sets_polling_io_before_grpc_loads():
+  out = _run("import os, sys; from serving import client; assert 'grpc' not in sys.modules; "
+             "client.ModelClient('127.0.0.1:1').close(); "
+             "print(os.environ['GRPC_EXPERIMENTS'])")
+  assert out == [grpc_env.POLLING_IO]
 
 
 def test_an_explicit_setting_or_a_late_import_is_left_alone(monkeypatch):

@@ -1,4 +1,4 @@
-"""Tests of ``melody query`` (serving.query, serving.query_cli): requests from a data
+"""Tests of ``melody query`` (serving.query, serving.cli): requests from a data
 directory's events, in process and over gRPC against the local model server."""
 
 import argparse
@@ -10,9 +10,9 @@ import pytest
 
 from bench import serving as bench_serving
 from features import feature_spec
+from serving import cli
 from serving import export
 from serving import query
-from serving import query_cli
 from serving import server as server_lib
 from serving import signatures
 @pytest.fixture(scope="module")
@@ -29,7 +29,7 @@ def env(tmp_path_factory):
 
 def _args(env, *extra):
   parser = argparse.ArgumentParser()
-  query_cli.register(parser.add_subparsers())
+  cli.register(parser.add_subparsers())
   return parser.parse_args(["query", "--user", env["user"], "--context", "commute",
                             "--data", env["paths"]["data"], *extra])
 

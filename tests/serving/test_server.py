@@ -21,6 +21,7 @@ from serving import cli
 from serving import client
 from serving import model_config
 from serving import server as server_lib
+from serving import server_main
 from serving import tensors
 from melody_testing import toy_saved_model
 
@@ -248,26 +249,42 @@ def test_serve_cli_arguments():
   assert args.handler.__module__ == "serving.cli"
   args.model_config_file = "/models.config"
   with pytest.raises(ValueError, match="not both"):
-    server_lib.server_from_args(args)
+    server_main.server_from_args(args)
+
+
+def test_melody_flags_are_kebab_case_and_stock_flags_keep_their_names():
+  parser = argparse.ArgumentParser()
+  server_main.add_serve_arguments(parser)
+  actions = parser._actions  # pylint: disable=protected-access
+  flags = {flag for action in actions for flag in action.option_strings}
+  stock = {"--port", "--model_config_file", "--model_name", "--model_base_path",
+           "--enable_batching", "--batching_parameters_file", "--monitoring_config_file",
+           "--file_system_poll_wait_seconds"}
+  assert stock <= flags
+  assert {f for f in flags - stock if "_" in f} == set()
+  args = parser.parse_args(["--metrics-port", "0", "--grace-seconds", "3",
+                            "--input-validator", "m:s=pkg.mod:fn"])
+  assert (args.metrics_port, args.grace_seconds, args.input_validator) == (
+      0, 3.0, ["m:s=pkg.mod:fn"])
 
 
 def test_main_reports_bad_configuration(tmp_path, capsys):
-  assert server_lib.main(["--model_config_file", str(tmp_path / "missing.config"),
-                          "--port", "0", "--metrics_port", "-1"]) == 2
+  assert server_main.main(["--model_config_file", str(tmp_path / "missing.config"),
+                           "--port", "0", "--metrics-port", "-1"]) == 2
   assert "missing.config" in capsys.readouterr().err
   (tmp_path / "bad.txt").write_text("max_batch_size { value: 0 }")
-  assert server_lib.main(["--model_name", "m", "--model_base_path", str(tmp_path),
-                          "--batching_parameters_file", str(tmp_path / "bad.txt")]) == 2
+  assert server_main.main(["--model_name", "m", "--model_base_path", str(tmp_path),
+                           "--batching_parameters_file", str(tmp_path / "bad.txt")]) == 2
   assert "max_batch_size" in capsys.readouterr().err
 
 
 @pytest.mark.slow
 def test_main_serves_and_drains_on_sigterm(served):
   _, _, root = served
-  code = "import sys; from serving import server; sys.exit(server.main(sys.argv[1:]))"
+  code = "import sys; from serving import server_main; sys.exit(server_main.main())"
   proc = subprocess.Popen(
       [sys.executable, "-c", code, "--model_name", "toy", "--model_base_path",
-       str(root / "toy"), "--port", "0", "--metrics_port", "-1",
+       str(root / "toy"), "--port", "0", "--metrics-port", "-1",
        "--file_system_poll_wait_seconds", "0"],
       cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
   lines = queue.Queue()

@@ -18,6 +18,7 @@ from serving import model_config
 from serving import server as server_lib
 from serving import signatures as signatures_lib
 from serving import tensors
+from serving import version_manager
 from serving import warmup
 
 import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-order
@@ -95,7 +96,7 @@ def test_recommend_and_score_examples_over_grpc(served):
 
 
 def test_server_signatures_take_the_flat_call_and_answer_like_the_keyword_call(served):
-  loaded = server_lib._load_version(served["version_dir"], 1)   # pylint: disable=protected-access
+  loaded = version_manager.load_version(served["version_dir"], 1)
   rank = loaded.signatures["rank"]
   assert rank.flat_order is not None and sorted(rank.flat_order) == sorted(rank.inputs)
   inputs = warmup.rank_inputs(served["parsed"], [4, 9], 30)

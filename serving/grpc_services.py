@@ -1,0 +1,108 @@
+"""The gRPC face of the model server: TF Serving's services on a ``grpc.Server``.
+
+This module owns the servicers clients of the stock ``tensorflow_model_server`` talk to,
+on the official ``tensorflow_serving.apis`` protos: ``tensorflow.serving.PredictionService``
+(Predict and GetModelMetadata; Classify, Regress and MultiInference answer UNIMPLEMENTED,
+since Melody's signatures take dense tensors, not ``tf.Example``s) and
+``tensorflow.serving.ModelService`` (GetModelStatus; config reload answers UNIMPLEMENTED),
+plus the standard ``grpc.health.v1`` service, all added to one ``grpc.Server``. The
+servicers only route: ``serving.dispatch`` answers.
+"""
+
+import concurrent.futures
+
+import grpc
+from grpc_health.v1 import health
+from grpc_health.v1 import health_pb2_grpc
+
+from tensorflow_serving.apis import model_service_pb2_grpc
+from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+from serving import dispatch
+
+
+class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
+  """``tensorflow.serving.PredictionService`` on a :class:`~serving.dispatch.Dispatcher`."""
+
+  def __init__(self, dispatcher: dispatch.Dispatcher):
+    self._dispatcher = dispatcher
+
+  def Predict(self, request, context):  # pylint: disable=invalid-name
+    return self._dispatcher.handle_rpc("predict", request, context, self._dispatcher.predict)
+
+  def GetModelMetadata(self, request, context):  # pylint: disable=invalid-name
+    return self._dispatcher.handle_rpc("metadata", request, context,
+                                       self._dispatcher.metadata)
+
+  def Classify(self, request, context):  # pylint: disable=invalid-name
+    return self._dispatcher.handle_rpc("classify", request, context,
+                                       _unimplemented("Classify"))
+
+  def Regress(self, request, context):  # pylint: disable=invalid-name
+    return self._dispatcher.handle_rpc("regress", request, context, _unimplemented("Regress"))
+
+  def MultiInference(self, request, context):  # pylint: disable=invalid-name
+    del request  # Has no single model_spec to count it under.
+    context.abort(grpc.StatusCode.UNIMPLEMENTED,
+                  "MultiInference is not implemented by Melody's server; use Predict")
+
+
+def _unimplemented(api: str):
+  def handler(request):
+    del request
+    raise dispatch.RpcError(grpc.StatusCode.UNIMPLEMENTED,
+                            f"{api} is not implemented by Melody's server; use Predict")
+  return handler
+
+
+class ModelService(model_service_pb2_grpc.ModelServiceServicer):
+  """``tensorflow.serving.ModelService`` (status only) on a ``Dispatcher``."""
+
+  def __init__(self, dispatcher: dispatch.Dispatcher):
+    self._dispatcher = dispatcher
+
+  def GetModelStatus(self, request, context):  # pylint: disable=invalid-name
+    return self._dispatcher.handle_rpc("status", request, context, self._dispatcher.status)
+
+  def HandleReloadConfigRequest(self, request, context):  # pylint: disable=invalid-name
+    context.abort(grpc.StatusCode.UNIMPLEMENTED,
+                  "config reload is not implemented; restart the server with the new "
+                  "models.config (new versions are picked up without a restart)")
+
+
+def build_server(dispatcher: dispatch.Dispatcher, health_servicer: health.HealthServicer,
+                 max_workers: int, max_message_bytes: int) -> grpc.Server:
+  """A ``grpc.Server`` (not yet bound or started) with all three services.
+
+  Args:
+    dispatcher: Answers the TF Serving APIs.
+    health_servicer: The health service the caller keeps up to date.
+    max_workers: Handler threads (bounds concurrent RPCs, hence batch fill).
+    max_message_bytes: Send and receive message limit.
+  """
+  server = grpc.server(
+      concurrent.futures.ThreadPoolExecutor(max_workers=max_workers,
+                                            thread_name_prefix="melody-rpc"),
+      options=[("grpc.max_receive_message_length", max_message_bytes),
+               ("grpc.max_send_message_length", max_message_bytes),
+               ("grpc.so_reuseport", 0)])
+  prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
+      PredictionService(dispatcher), server)
+  model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(dispatcher), server)
+  health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+  return server
+
+
+def bind(server: grpc.Server, address: str) -> int:
+  """Binds ``address`` without TLS and returns the port.
+
+  Raises:
+    OSError: the address cannot be bound.
+  """
+  try:
+    port = server.add_insecure_port(address)
+  except RuntimeError as e:  # grpcio raises rather than returning 0 on some versions.
+    raise OSError(f"could not bind gRPC to {address}: {e}") from e
+  if not port:
+    raise OSError(f"could not bind gRPC to {address}")
+  return port
