@@ -176,7 +176,8 @@ def _expected(specs: Mapping[str, InputSpec]) -> str:
 # numpy dtype <-> TensorProto dtype for the fast path: these travel as raw
 # little-endian bytes in ``tensor_content`` (what ``tf.make_tensor_proto`` also emits for
 # numpy arrays), so encoding and decoding is one memory copy instead of TensorFlow's
-# generic per-type Python code (about 0.1 ms per tensor, several per request).
+# generic per-type Python code, which costs per tensor, several times per request
+# (docs/benchmarks.md).
 _RAW_DTYPES = {
     np.dtype(np.float32): types_pb2.DT_FLOAT, np.dtype(np.float64): types_pb2.DT_DOUBLE,
     np.dtype(np.int32): types_pb2.DT_INT32, np.dtype(np.int64): types_pb2.DT_INT64,

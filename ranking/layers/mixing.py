@@ -111,9 +111,8 @@ def _prefix_max(x: tf.Tensor) -> tf.Tensor:
 
   The first ``_UNROLLED_DOUBLINGS`` doublings are straight-line ops (a step whose shift
   reaches past N shifts in only padding and changes nothing); a ``tf.while_loop`` does
-  the rest, which runs no iteration for N <= 1024. Measured on the whole mix, one
-  listener, one CPU thread: N=100 1.58 -> 1.41 ms, N=500 1.79 -> 1.68 ms, N=1000
-  2.26 -> 2.04 ms against the loop alone.
+  the rest, which runs no iteration for N <= 1024: straight-line ops cost less per
+  call than loop iterations (docs/benchmarks.md has the timings).
   """
   n = tf.shape(x)[-1]
   lead = tf.shape(x)[:-1]
@@ -234,9 +233,8 @@ def mix(scores: tf.Tensor, is_promo: tf.Tensor, artist_ids: tf.Tensor,
             n_placed + tf.cast(found, tf.int64), pick_promo, relaxed)
 
   # The W steps are unrolled (W is a small Python int): no per-iteration body calls of
-  # a tf.while_loop (measured, one listener, one CPU thread: N=500 1.58 -> 1.30 ms,
-  # N=1000 1.96 -> 1.80 ms for the whole mix). Steps past N find nothing to place and
-  # change nothing; their flags are cut off below.
+  # a tf.while_loop, which cost more than the steps themselves (docs/benchmarks.md).
+  # Steps past N find nothing to place and change nothing; their flags are cut off below.
   zeros_b = tf.zeros([batch], tf.int64)
   state = (tf.zeros_like(valid), tf.fill([batch, n], tf.constant(-1, tf.int64)),
            tf.zeros([batch, n], tf.int64), zeros_b, zeros_b - 2, tf.zeros([batch], tf.bool),

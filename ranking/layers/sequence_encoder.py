@@ -25,10 +25,10 @@ def layer_norm(ln: tf.keras.layers.LayerNormalization, x: tf.Tensor,
 
   Keras' LayerNormalization (unfused for epsilon < 1.001e-5) differentiates through
   ~15 elementwise ops; the closed-form gradient
-  ``dx = r * (g*dy - mean(g*dy) - xhat * mean(g*dy * xhat))`` takes about a third less
-  CPU (measured on [25,600, 64]: 10.6-15.8 vs 19.1-20.6 ms CPU for forward + backward),
-  ~10% of a default training step (157 vs 174 ms, alternating rounds). Same float32 math
-  as Keras (outputs within ~1e-6); inference calls use the Keras layer itself.
+  ``dx = r * (g*dy - mean(g*dy) - xhat * mean(g*dy * xhat))`` takes less CPU for
+  forward + backward, a visible share of a default training step (the timings are in
+  docs/benchmarks.md). Same float32 math as Keras (outputs within ~1e-6); inference
+  calls use the Keras layer itself.
   """
   if not training:
     return ln(x)
@@ -133,10 +133,10 @@ class TransformerBlock(tf.keras.layers.Layer):
 
   Math: ``h = x + W_o MHA(LN(x), mask)`` with ``Q, K, V = LN(x) W_{q,k,v}`` and
   ``MHA = concat_h softmax(Q_h K_h^T / sqrt(d_h) + (1 - m) * -1e9) V_h``;
-  ``y = h + W2 act(W1 LN(h))`` (``act`` relu by default: ~15% cheaper per training
-  step on CPU than gelu, measured). Padding keys get
-  no attention weight; a fully padded sequence attends uniformly to padding, which is
-  finite and later masked out by the callers.
+  ``y = h + W2 act(W1 LN(h))`` (``act`` relu by default: a cheaper training step on
+  CPU than gelu, see docs/benchmarks.md). Padding keys get no attention weight; a fully
+  padded sequence attends uniformly to padding, which is finite and later masked out by
+  the callers.
 
   Usage:
     y = TransformerBlock(dim=64, num_heads=4, ff_dim=128)(x, mask)
@@ -150,7 +150,8 @@ class TransformerBlock(tf.keras.layers.Layer):
     train_precision: "float32", or "mixed_bfloat16": in training calls the projections,
       the attention and the feed-forward run in bfloat16 (float32 weights, LayerNorms
       and residual stream); inference calls are float32 either way, so serving scores
-      do not depend on it. On CPUs with AVX512-BF16 a training step is ~20-30% faster.
+      do not depend on it. On CPUs with AVX512-BF16 training steps run faster (the
+      ratio is in docs/benchmarks.md).
 
   Input shapes: ``x [B, L, dim]``, ``mask [B, L]`` bool (True = real step).
   Output shape: ``[B, L, dim]``.
@@ -178,8 +179,8 @@ class TransformerBlock(tf.keras.layers.Layer):
     self.train_precision = train_precision
     self.head_dim = dim // num_heads
     self.ln_attention = tf.keras.layers.LayerNormalization(epsilon=1e-6, name="ln_attention")
-    # Plain projections + one 4-D transpose each: measured ~2x cheaper (forward+backward
-    # on CPU) than Keras' MultiHeadAttention einsums or a fused 5-D QKV transpose.
+    # Plain projections + one 4-D transpose each: cheaper forward + backward on CPU than
+    # Keras' MultiHeadAttention einsums or a fused 5-D QKV transpose (docs/benchmarks.md).
     self.query = tf.keras.layers.Dense(dim, name="query")
     self.key = tf.keras.layers.Dense(dim, name="key")
     self.value = tf.keras.layers.Dense(dim, name="value")
