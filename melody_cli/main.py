@@ -14,6 +14,7 @@ from typing import Optional, Sequence
 _COMMAND_MODULES = (
     "features.cli",
     "pipeline.cli",
+    "serving.export_cli",
     "serving.cli",
     "simulation.cli",
 )
