@@ -36,7 +36,8 @@ DAYS = 7
 
 
 def _world():
-  from simulation.world import World, WorldConfig  # pylint: disable=g-import-not-at-top
+  from simulation.world import World  # pylint: disable=g-import-not-at-top
+  from simulation.world_config import WorldConfig  # pylint: disable=g-import-not-at-top
   return World(WorldConfig(n_tracks=N_TRACKS), seed=SEED)
 
 

@@ -51,7 +51,8 @@ def load_catalog(data_dir: Optional[str], n_jamendo: int, n_hetrec: int,
     _, het, _ = registry.load("hetrec", data_dir)
     return data.mixed_catalog(jam, het, n_jamendo, n_hetrec, seed=seed), "jamendo+hetrec"
   from simulation import world as world_lib  # pylint: disable=g-import-not-at-top
-  w = world_lib.World(world_lib.WorldConfig(n_tracks=n_jamendo + n_hetrec), seed=seed)
+  from simulation import world_config  # pylint: disable=g-import-not-at-top
+  w = world_lib.World(world_config.WorldConfig(n_tracks=n_jamendo + n_hetrec), seed=seed)
   return w.tracks.reset_index(drop=True), "simulator (Jamendo tags)"
 
 

@@ -58,7 +58,7 @@ def bench_scale(world, users: int, baseline_users: int):
 def bench_beam(world, users: int):
   from simulation import policies as pol  # pylint: disable=import-outside-toplevel
   from simulation import rollout as ro  # pylint: disable=import-outside-toplevel
-  from simulation.world import WorldConfig  # pylint: disable=import-outside-toplevel
+  from simulation.world_config import WorldConfig  # pylint: disable=import-outside-toplevel
   cfg = ro.RolloutConfig(users=users, days=DAYS, seed=11, chunk_users=1000)
   t0 = time.perf_counter()
   beam = ro.rollout_beam(7, WorldConfig(n_tracks=5000), pol.FusionPolicy, cfg)
@@ -107,7 +107,8 @@ def bench_report():
 
 
 def main() -> None:
-  from simulation.world import World, WorldConfig  # pylint: disable=import-outside-toplevel
+  from simulation.world import World  # pylint: disable=import-outside-toplevel
+  from simulation.world_config import WorldConfig  # pylint: disable=import-outside-toplevel
   users = int(os.environ.get("BENCH_SIM_USERS", "100000"))
   baseline_users = int(os.environ.get("BENCH_SIM_BASELINE_USERS", "100"))
   beam_users = int(os.environ.get("BENCH_SIM_BEAM_USERS", "4000"))

@@ -314,7 +314,8 @@ def run(users: int, days: int, out: str, seed: int = 7, shards: int = 4,
     if value < 1:
       raise ValueError(f"{name} must be >= 1, got {value}")
   import dataclasses  # pylint: disable=g-import-not-at-top
-  from simulation.world import World, WorldConfig  # pylint: disable=g-import-not-at-top
+  from simulation.world import World  # pylint: disable=g-import-not-at-top
+  from simulation.world_config import WorldConfig  # pylint: disable=g-import-not-at-top
   overrides = dict(world_overrides or {})
   known = {f.name for f in dataclasses.fields(WorldConfig)} - {"n_tracks"}
   unknown = sorted(set(overrides) - known)

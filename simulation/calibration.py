@@ -247,14 +247,15 @@ def _logged_stats(session, gap, logged):
 # --------------------------------------------------------------------- fitting
 def _world(params, seed, **config):
   from simulation import world as wm  # pylint: disable=g-import-not-at-top
-  return wm.World(wm.WorldConfig(**config), seed=seed, params=params)
+  from simulation import world_config  # pylint: disable=g-import-not-at-top
+  return wm.World(world_config.WorldConfig(**config), seed=seed, params=params)
 
 
 def _simulate(world, n_users: int, days: int, seed: int):
-  from simulation import world as wm  # pylint: disable=g-import-not-at-top
+  from simulation import world_config  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(np.random.SeedSequence([seed, 99]))
   L = world.sample_users(n_users, rng)
-  cols = world.simulate(L, days, wm.DEFAULT_START_TS, rng)
+  cols = world.simulate(L, days, world_config.DEFAULT_START_TS, rng)
   cols["duration"] = world.track_duration[cols["track"]].astype(np.float64)
   return cols
 
@@ -614,7 +615,7 @@ def run(data_dir: str, out: str, seed: int = 7, params_out: Optional[str] = None
   Returns:
     0 on success, 2 when the data is missing.
   """
-  from simulation import world as wm  # pylint: disable=g-import-not-at-top
+  from simulation import world_config as wm  # pylint: disable=g-import-not-at-top
   if not os.path.isdir(data_dir):
     print(f"melody data calibrate: data directory not found: {data_dir}", file=sys.stderr)
     return 2

@@ -26,7 +26,8 @@ import numpy as np
 from features import feature_spec
 from simulation import policies
 from simulation import slates as slates_lib
-from simulation.world import DAY_S, DEFAULT_START_TS, SIM_ACTIVITIES, World
+from simulation.world import World
+from simulation.world_config import DAY_S, DEFAULT_START_TS, SIM_ACTIVITIES
 
 # Summed outcome columns of the [day, segment, activity, metric] cube.
 METRICS = ("impressions", "completion", "skips", "minutes", "likes", "promo_impressions",

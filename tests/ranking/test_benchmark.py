@@ -20,7 +20,7 @@ from bench import ranking_models
 from bench import ranking_targets
 from features import feature_spec
 from features import generate
-from simulation.world import WorldConfig
+from simulation.world_config import WorldConfig
 
 
 def _split(n, **labels):

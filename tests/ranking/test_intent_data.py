@@ -9,11 +9,12 @@ from features.datasets import registry
 from ranking.intent import data
 from ranking.intent import evaluation
 from simulation import world as world_lib
+from simulation.world_config import WorldConfig
 
 
 @pytest.fixture(scope="module")
 def catalog():
-  return world_lib.World(world_lib.WorldConfig(n_tracks=400), seed=5).tracks
+  return world_lib.World(WorldConfig(n_tracks=400), seed=5).tracks
 
 
 def test_tag_keys_merge_spellings_and_words_are_readable():

@@ -14,6 +14,7 @@ from ranking.intent import dual_encoder
 from ranking.intent import serving
 from ranking.intent import tokenizer as tok_lib
 from simulation import world as world_lib
+from simulation.world_config import WorldConfig
 
 REQUESTS = ["calm piano for a rainy commute", "upbeat but not cheesy, for cleaning the flat",
             "dark techno late at night", "something to study to", "Jazz für das Abendessen"]
@@ -23,7 +24,7 @@ LISTENER_DIM = 8
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
   ck = ckpt_lib.load()
-  tracks = world_lib.World(world_lib.WorldConfig(n_tracks=150), seed=3).tracks
+  tracks = world_lib.World(WorldConfig(n_tracks=150), seed=3).tracks
   tok = tok_lib.WordPieceTokenizer(ck.vocab, 32)
   model = dual_encoder.IntentDualEncoder(ck.config,
                                          num_tracks=len(tracks),

@@ -18,11 +18,12 @@ from ranking.intent import preference as pref
 from ranking.intent import serving
 from ranking.intent import tokenizer as tok_lib
 from simulation import world as world_lib
+from simulation.world_config import WorldConfig
 
 
 @pytest.fixture(scope="module")
 def catalog():
-  return world_lib.World(world_lib.WorldConfig(n_tracks=120), seed=11).tracks
+  return world_lib.World(WorldConfig(n_tracks=120), seed=11).tracks
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,8 @@ import pytest
 from scipy import stats
 
 from simulation import calibration
-from simulation import world
+from simulation import world_config
+from simulation.world import World
 # ------------------------------------------------------------------- helpers
 def test_ks_distance_matches_scipy():
   rng = np.random.default_rng(0)
@@ -107,7 +108,7 @@ def test_ks_distances_below_the_documented_limits(shared_data, fitted):
 @pytest.mark.realdata
 def test_committed_params_equal_a_fresh_fit(shared_data, fitted):
   _, params, _ = fitted
-  committed = world.load_params()
+  committed = world_config.load_params()
   assert committed["tags"] == params["tags"]
   assert committed["popularity_quantiles"] == params["popularity_quantiles"]
   for k, v in params["behaviour"].items():
@@ -119,12 +120,12 @@ def test_committed_params_equal_a_fresh_fit(shared_data, fitted):
 def test_fitted_rates_hit_their_targets(shared_data, fitted):
   real, params, _ = fitted
   # The calibration seed's catalog, listeners it has not seen: on target.
-  cols = calibration._simulate(world.World(seed=7, params=params), 1500, 3, 11)
+  cols = calibration._simulate(World(seed=7, params=params), 1500, 3, 11)
   assert cols["skip"].mean() == pytest.approx(calibration.SKIP_RATE_TARGET, abs=0.01)
   assert cols["like"][~cols["skip"]].mean() == pytest.approx(real.like_rate, abs=0.02)
   # Another catalog seed: the links were fitted on seed 7's catalog, so rates move a
   # little with the catalog draw.
-  cols = calibration._simulate(world.World(seed=11, params=params), 1500, 3, 11)
+  cols = calibration._simulate(World(seed=11, params=params), 1500, 3, 11)
   assert cols["skip"].mean() == pytest.approx(calibration.SKIP_RATE_TARGET, abs=0.05)
   assert cols["like"][~cols["skip"]].mean() == pytest.approx(real.like_rate, abs=0.05)
 
@@ -140,7 +141,7 @@ def test_run_writes_report_png_and_params(shared_data, tmp_path, capsys):
   printed = capsys.readouterr().out
   assert "session length (plays)" in printed and "KS" in printed
   with open(params_out, encoding="utf-8") as f:
-    assert json.load(f)["behaviour"] == world.load_params()["behaviour"]
+    assert json.load(f)["behaviour"] == world_config.load_params()["behaviour"]
 
 
 def test_run_reports_missing_data(tmp_path):
@@ -152,7 +153,7 @@ def test_run_reports_missing_data(tmp_path):
 def test_world_keeps_the_real_tag_co_occurrence():
   # Uses only the committed parameters: pairs that go together in MTG-Jamendo (lift > 1)
   # mostly go together in the simulated catalog too.
-  agreement = calibration.cooc_agreement(world.load_params(), seed=7)
+  agreement = calibration.cooc_agreement(world_config.load_params(), seed=7)
   assert agreement["pairs"] > 500
   assert agreement["share_above_1"] > 0.8
   assert agreement["spearman"] > 0.45

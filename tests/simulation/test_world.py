@@ -14,8 +14,9 @@ import pytest
 
 from features import events
 from features import feature_spec
-from simulation import world as world_lib
-from simulation.world import SIM_ACTIVITIES, World, WorldConfig
+from simulation import world_config
+from simulation.world import World
+from simulation.world_config import SIM_ACTIVITIES, WorldConfig
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -132,7 +133,7 @@ def test_segment_mix_follows_config(world):
   L = world.sample_users(40_000, np.random.default_rng(3))
   share = np.bincount(L.segment, minlength=len(feature_spec.SEGMENTS)) / len(L)
   np.testing.assert_allclose(share, world.config.segment_mix, atol=0.01)
-  assert (L.converted == (L.segment == world_lib.PAID)).all()
+  assert (L.converted == (L.segment == world_config.PAID)).all()
   custom = world.sample_users(1000, np.random.default_rng(3),
                               segment_mix=(0, 0, 0, 1.0, 0))
   assert (custom.segment == feature_spec.SEGMENTS.index("trial")).all()
@@ -144,7 +145,7 @@ def test_logged_segments_cover_all(frame):
 
 # -------------------------------------------------------------- context / drift
 def _familiar_tracks(world, L, rng):
-  return world._artist_sampler.draw(L.known_artists[:, 0], rng.random(len(L)))
+  return world.catalog.artist_sampler.draw(L.known_artists[:, 0], rng.random(len(L)))
 
 
 def test_commute_raises_familiar_completion_vs_explore(world):
@@ -191,9 +192,9 @@ def test_a_run_of_one_style_raises_that_style(world):
   L = world.sample_users(n, rng)
   final = _familiar_tracks(world, L, rng)
   style = world.track_style[final]
-  same = np.stack([world._style_sampler.draw(style, rng.random(n)) for _ in range(6)], 1)
+  same = np.stack([world.catalog.style_sampler.draw(style, rng.random(n)) for _ in range(6)], 1)
   others = world.style_tags[rng.integers(0, len(world.style_tags), (n, 6))]
-  diff = world._style_sampler.draw(others.reshape(-1), rng.random(6 * n)).reshape(n, 6)
+  diff = world.catalog.style_sampler.draw(others.reshape(-1), rng.random(6 * n)).reshape(n, 6)
   slate_same = np.concatenate([same, final[:, None]], 1)
   slate_diff = np.concatenate([diff, final[:, None]], 1)
   skip_same = world.play_slate(L.take(np.arange(n)), slate_same, "explore",
@@ -213,7 +214,7 @@ def test_promo_fatigue_lowers_conversion(world):
   rng = np.random.default_rng(5)
   n = 40_000
   L = world.sample_users(n, rng, segment_mix=(0, 0, 0, 1.0, 0))
-  promos = world._promo_tracks[rng.integers(0, len(world._promo_tracks), (n, 10))]
+  promos = world.catalog.promo_tracks[rng.integers(0, len(world.catalog.promo_tracks), (n, 10))]
   fresh = L.take(np.arange(n))
   tired = L.take(np.arange(n))
   tired.fatigue[:] = 15.0
@@ -234,7 +235,7 @@ def test_well_placed_promos_convert_better(world):
   rng = np.random.default_rng(1)
   n = 3000
   L = world.sample_users(n, rng, segment_mix=(0, 1.0, 0, 0, 0))
-  promo = world._promo_tracks
+  promo = world.catalog.promo_tracks
   fit = world.placement(L, np.arange(n)[:, None], promo[None, :])
   best = promo[np.argmax(fit, axis=1)][:, None]
   worst = promo[np.argmin(fit, axis=1)][:, None]
@@ -273,7 +274,7 @@ def test_expected_response_shapes_and_ranges(world):
     assert ((r[k] >= 0) & (r[k] <= 1)).all(), k
   promo = world.track_promo[t]
   assert (r["exposure"][~promo] == 0).all() and (r["exposure"][promo] > 0).all()
-  paid = L.segment == world_lib.PAID
+  paid = L.segment == world_config.PAID
   assert (r["conversion_hazard"][paid] == 0).all()
 
 
@@ -325,7 +326,7 @@ def test_small_tag_vocabulary_works():
   w = World(WorldConfig(n_tracks=200, n_tags=5), seed=1)
   assert len(w.tag_names) == 5
   assert w.tracks["tags"].map(len).between(1, 5).all()
-  assert set(w.tag_names) <= set(world_lib.load_params()["tags"]["names"][:5])
+  assert set(w.tag_names) <= set(world_config.load_params()["tags"]["names"][:5])
   assert next(w.iter_events(10, 1)).num_rows > 0
   with pytest.raises(ValueError, match="n_tags"):
     World(WorldConfig(n_tags=500))
@@ -333,14 +334,14 @@ def test_small_tag_vocabulary_works():
 
 # ------------------------------------------------------------------ fresh clone
 def test_committed_params_hold_only_derived_statistics():
-  p = world_lib.load_params()
+  p = world_config.load_params()
   assert len(p["tags"]["names"]) == 183
   assert {"genre", "instrument", "mood"} == set(p["tags"]["categories"])
   assert abs(sum(p["tags"]["freq"]) - 1) < 1e-4
   assert len(p["popularity_quantiles"]) == len(p["duration_log_quantiles"]) == 101
   assert set(p["behaviour"]) >= {"skip_bias", "like_bias", "popularity_exponent",
                                  "session_len_mu", "think_s_mean"}
-  assert os.path.getsize(world_lib.PARAMS_PATH) < 200_000
+  assert os.path.getsize(world_config.PARAMS_PATH) < 200_000
 
 
 def test_world_runs_from_a_fresh_clone_without_shared_data(tmp_path):
@@ -370,9 +371,9 @@ def test_sample_context_follows_the_clock(world):
   monday = world.sample_context(20_000, rng)
   saturday = world.sample_context(20_000,
                                   rng,
-                                  day_start=world_lib.DEFAULT_START_TS + 5 * world_lib.DAY_S)
+                                  day_start=world_config.DEFAULT_START_TS + 5 * world_config.DAY_S)
   assert (monday["weekday"] == 0).all() and (saturday["weekday"] == 5).all()
-  assert ((monday["ts"] - world_lib.DEFAULT_START_TS) // 3600 == monday["hour"]).all()
+  assert ((monday["ts"] - world_config.DEFAULT_START_TS) // 3600 == monday["hour"]).all()
   commute = SIM_ACTIVITIES.index("commute")
   assert (monday["activity"] == commute).mean() > 2 * (saturday["activity"] == commute).mean()
   rush = np.isin(monday["hour"], [7, 8, 9])
