@@ -56,14 +56,14 @@ def _schema(args):
 
 
 def _compile(args):
-  from pipeline import configs, kubeflow_v2_runner as kv2
+  from pipeline import configs, kubeflow_v2_runner
   if args.beam == "dataflow":
     beam = configs.dataflow_beam_args(args.project, args.region, args.temp_location)
   elif args.beam == "flink":
     beam = configs.flink_beam_args(args.flink_master)
   else:
     beam = configs.direct_beam_args("multi_processing", 2)
-  spec = kv2.compile_pipeline(kv2.KubeflowConfig(
+  spec = kubeflow_v2_runner.compile_pipeline(kubeflow_v2_runner.KubeflowConfig(
       image=args.image, pipeline_root=args.pipeline_root, data_root=args.data_root,
       serving_dir=args.serving_dir, beam_args=beam), args.out)
   tasks = spec["pipelineSpec"]["root"]["dag"]["tasks"]
@@ -81,20 +81,26 @@ def _schedule(args):
 def register(subparsers) -> None:
   p = subparsers.add_parser("train", help="train the ranking model on generated examples")
   p.add_argument("--data", required=True,
-                 help="directory written by `melody data generate` (raw TFRecord examples)")
-  p.add_argument("--out", default="runs/train", help="checkpoints, TensorBoard logs, SavedModel")
+                 help="directory written by `melody data generate` (raw TFRecord examples "
+                      "and the catalogue tracks.parquet)")
+  p.add_argument("--out", default="runs/train",
+                 help="checkpoints, TensorBoard logs, metrics and the serving model "
+                      "(serving_model/<version>/ with models.config beside it)")
   p.add_argument("--steps", type=int, default=2000)
   p.add_argument("--batch-size", type=int, default=512)
   p.add_argument("--config", default="mmoe", help="mmoe | ple | shared_bottom | single:<task>")
   p.add_argument("--seed", type=int, default=7)
   p.set_defaults(handler=_train)
 
-  pipe = subparsers.add_parser("pipeline", help="run, inspect, compile and schedule the TFX pipeline")
+  pipe = subparsers.add_parser("pipeline",
+                               help="run, inspect, compile and schedule the TFX pipeline")
   sub = pipe.add_subparsers(dest="pipeline_command", metavar="PIPELINE_COMMAND")
 
-  p = sub.add_parser("run", help="run the pipeline locally (LocalDagRunner, SQLite MLMD, Beam Direct)")
+  p = sub.add_parser("run", help="run the pipeline locally (LocalDagRunner, SQLite MLMD, "
+                                 "Beam Direct)")
   p.add_argument("--data", required=True, help="directory written by `melody data generate`")
-  p.add_argument("--workdir", default="runs/pipeline", help="pipeline root, metadata, pushed models")
+  p.add_argument("--workdir", default="runs/pipeline",
+                 help="pipeline root, metadata, pushed models")
   p.add_argument("--steps", type=int, default=600)
   p.add_argument("--config", default="mmoe")
   p.add_argument("--schema", default=None,

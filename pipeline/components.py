@@ -8,10 +8,11 @@
   or Kubernetes only. This component serves the candidate with Melody's own
   TF-Serving-compatible gRPC server (``serving.server``: the same loader and warmup
   replay as production), sends real eval examples through the Predict API, checks every
-  output is finite and of the right batch size, and writes the same ``InfraBlessing`` artifact (custom property
-  ``blessed`` and the ``INFRA_BLESSED``/``INFRA_NOT_BLESSED`` marker file) that the
-  Pusher checks. The KFP v2 compiler does not support the stock InfraValidator, so the
-  Kubeflow build runs this component too, inside the Melody image.
+  output is finite and of the right batch size, and writes the same ``InfraBlessing``
+  artifact (custom property ``blessed`` and the ``INFRA_BLESSED``/``INFRA_NOT_BLESSED``
+  marker file) that the Pusher checks. The KFP v2 compiler does not support the stock
+  InfraValidator, so the Kubeflow build runs this component too, inside the Melody
+  image.
 """
 
 import glob
@@ -85,14 +86,15 @@ def validate_serving_model(model_dir: str, records: list, batch_size: int = 8,
 
   The server loads the SavedModel as in production (replaying its own
   ``assets.extra/tf_serving_warmup_requests``); then each batch of raw examples goes
-  through ``score_examples`` (or ``serving_default`` for a raw-example-only model) over
-  the TF Serving Predict API.
+  through the raw-example signature the Evaluator evaluates (``score_examples``, see
+  ``pipeline.eval_config.SIGNATURE``) over the TF Serving Predict API.
 
   Returns:
     '' when the model served every request, else why not.
   """
   import tempfile  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
+  from pipeline import eval_config  # pylint: disable=g-import-not-at-top
   from serving import client as client_lib  # pylint: disable=g-import-not-at-top
   from serving import model_config  # pylint: disable=g-import-not-at-top
   from serving import server as server_lib  # pylint: disable=g-import-not-at-top
@@ -110,7 +112,9 @@ def validate_serving_model(model_dir: str, records: list, batch_size: int = 8,
       return "the model server did not load the candidate (see its log for the error)"
     client = client_lib.ModelClient(server.target, timeout=timeout_s)
     signatures = client.metadata("candidate")
-    name = "score_examples" if "score_examples" in signatures else "serving_default"
+    name = eval_config.SIGNATURE
+    if name not in signatures:
+      return f"the model has no {name!r} signature (it has {sorted(signatures)})"
     arg = list(signatures[name].inputs)[0]
     for start in range(0, len(records), batch_size):
       batch = records[start:start + batch_size]

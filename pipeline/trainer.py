@@ -1,41 +1,35 @@
 """The TFX Trainer ``run_fn`` of the ranking model and the training loop it shares with
 ``melody train``.
 
-This module owns the I/O around the model (``ranking.model`` owns the math): reading
-transformed TFRecords into batches, the training loop with progress (steps,
-examples/s, ETA), checkpoints and TensorBoard logs, and the export of a SavedModel with
-two signatures:
+This module owns the I/O around the model (``ranking.model`` owns the math, and
+``serving.export`` the SavedModel): reading transformed TFRecords into batches, the
+training loop with progress (steps, examples/s, ETA), checkpoints and TensorBoard logs.
+:func:`fit` trains; :func:`run_fn` trains and saves the serving SavedModel of
+``serving.export.export_from_training`` in ``serving_model_dir`` (``serving_default`` =
+``rank``, ``recommend``, ``score_examples`` over raw ``tf.Example`` s for TFMA and the
+InfraValidator, ``transform_features``, warmup records), composed with the
+IntentTrainer's model when there is one.
 
-* ``serving_default``: serialized raw ``tf.Example`` s (input ``examples``, string
-  ``[B]``) -> the TFT layer -> the model -> one ``[B]`` output per head
-  (``interest_completion``, ``interest_skip``, ``interest_like``, ``subscription``,
-  ``exposure`` and the interest score ``interest``), so TFMA evaluates raw examples;
-* ``transform_features``: serialized raw examples -> the transformed features.
-
-The exported object also carries ``encode_listener(listener_features)`` and
-``score(encoding, candidate_features)`` as saved functions on transformed features (the
-listener encoded once, N candidates scored against it), and the model itself.
-
-``custom_config`` keys (all optional): ``model_config`` ("mmoe", "ple",
-"shared_bottom", "single:<task>"), ``batch_size``, ``seed``, ``learning_rate``,
-``interest_only_steps``, ``ramp_steps``, ``dynamic_weighting``, ``completion_floor``.
+``custom_config`` keys: ``catalog_path`` (required by :func:`run_fn`: the
+``tracks.parquet`` the serving graph scores and retrieves from); optional
+``model_config`` ("mmoe", "ple", "shared_bottom", "single:<task>"), ``batch_size``,
+``seed``, ``learning_rate``, ``interest_only_steps``, ``ramp_steps``,
+``dynamic_weighting``, ``completion_floor``.
 """
 
 import dataclasses
 import os
 import sys
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, NamedTuple, Optional, Sequence
 
 import ranking  # noqa: F401  (Keras 2 before TensorFlow)
 import tensorflow as tf
 
-from features import feature_spec as feature_spec_lib
 from ranking import config as config_lib
 from ranking import model as model_lib
 
-LABEL_AND_WEIGHT_KEYS = frozenset(feature_spec_lib.PASSTHROUGH_KEYS)
-SERVING_INPUT = "examples"
+CATALOG_PATH = "catalog_path"
 
 
 def _log(msg: str) -> None:
@@ -225,69 +219,32 @@ def train(model: model_lib.RankingModel, train_ds: tf.data.Dataset,
   return result
 
 
-def raw_serving_spec(with_labels: bool) -> Dict[str, object]:
-  """Parse spec of raw examples (``feature_spec.raw_feature_spec``, scalars with
-  defaults); without labels for ``serving_default`` (requests carry no labels)."""
-  return {k: v for k, v in feature_spec_lib.raw_feature_spec().items()
-          if with_labels or k not in LABEL_AND_WEIGHT_KEYS}
+class Trained(NamedTuple):
+  """What :func:`fit` returns: the trained model, its final metrics and the TFT output
+  directory it was trained on."""
+  model: model_lib.RankingModel
+  metrics: Dict[str, float]
+  transform_output: str
 
 
-class ServingModule(tf.Module):
-  """The exported object: the model, the TFT layer and the raw-example signatures."""
+def catalog_path(custom_config: Optional[Dict[str, object]]) -> str:
+  """The ``catalog_path`` of a Trainer ``custom_config``, checked to exist.
 
-  def __init__(self, model: model_lib.RankingModel, tft_output):
-    super().__init__(name="melody_ranker")
-    self.model = model
-    self.tft_layer = tft_output.transform_features_layer()
-    self._serving_spec = raw_serving_spec(with_labels=False)
-    self._transform_spec = raw_serving_spec(with_labels=True)
-
-  @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=SERVING_INPUT)])
-  def serve_examples(self, examples):
-    raw = tf.io.parse_example(examples, self._serving_spec)
-    transformed = self.tft_layer(raw)
-    return self.model(transformed, training=False)
-
-  @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=SERVING_INPUT)])
-  def transform_features(self, examples):
-    raw = tf.io.parse_example(examples, self._transform_spec)
-    return self.tft_layer(raw)
-
-  def encode_listener(self, listener_features):
-    """Listener features (transformed, batch B) -> the listener encoding."""
-    return self.model.encode_listener(listener_features, training=False)
-
-  def score(self, encoding, candidate_features):
-    """A listener encoding (batch 1 or N) x N transformed candidates -> ``[N]`` scores."""
-    return self.model.score(encoding, candidate_features, training=False)
+  Raises:
+    ValueError: the key is missing, or no file is at that path.
+  """
+  path = dict(custom_config or {}).get(CATALOG_PATH)
+  if not path:
+    raise ValueError(f"the Trainer's custom_config has no {CATALOG_PATH!r} (the "
+                     "tracks.parquet the serving graph scores and retrieves from)")
+  if not tf.io.gfile.exists(str(path)):
+    raise ValueError(f"the catalogue {path} does not exist (custom_config "
+                     f"{CATALOG_PATH!r}; `melody data generate` writes tracks.parquet)")
+  return str(path)
 
 
-def _attach_scoring_functions(module: "ServingModule") -> None:
-  # Saved as plain functions (not signatures) with transformed-feature inputs, so a
-  # loaded model can still encode a listener once and score candidates against it.
-  config = module.model.config
-  module.encode_listener = tf.function(
-      module.encode_listener, input_signature=[model_lib.listener_input_spec(None)])
-  module.score = tf.function(
-      module.score, input_signature=[model_lib.encoding_spec(config, None),
-                                     model_lib.candidate_input_spec(None)])
-
-
-def export(model: model_lib.RankingModel, tft_output, serving_model_dir: str) -> str:
-  """Saves the SavedModel with ``serving_default`` and ``transform_features``."""
-  module = ServingModule(model, tft_output)
-  _attach_scoring_functions(module)
-  signatures = {
-      "serving_default": module.serve_examples.get_concrete_function(),
-      "transform_features": module.transform_features.get_concrete_function(),
-  }
-  tf.saved_model.save(module, serving_model_dir, signatures=signatures)
-  _log(f"saved model to {serving_model_dir}")
-  return serving_model_dir
-
-
-def run_fn(fn_args) -> Dict[str, float]:
-  """TFX Trainer entry point (``pipeline.trainer.run_fn``).
+def fit(fn_args) -> Trained:
+  """Trains the ranking model as ``fn_args`` says, without exporting it.
 
   Args:
     fn_args: TFX ``FnArgs`` (or :class:`TrainerArgs`): ``train_files``,
@@ -295,15 +252,14 @@ def run_fn(fn_args) -> Dict[str, float]:
       ``model_run_dir``, ``train_steps``, ``eval_steps``, ``custom_config``.
 
   Returns:
-    The final metrics (also logged).
+    The trained model, its final metrics (also logged) and the TFT output directory.
   """
   import tensorflow_transform as tft  # pylint: disable=g-import-not-at-top
 
   model_config, train_config = configs_from_custom(getattr(fn_args, "custom_config", None))
   transform_output = (getattr(fn_args, "transform_output", None)
                       or getattr(fn_args, "transform_graph_path"))
-  tft_output = tft.TFTransformOutput(transform_output)
-  spec = tft_output.transformed_feature_spec()
+  spec = tft.TFTransformOutput(transform_output).transformed_feature_spec()
   bs = train_config.batch_size
   train_ds = input_fn(fn_args.train_files, spec, bs, seed=train_config.seed)
   eval_ds = (input_fn(fn_args.eval_files, spec, bs, seed=train_config.seed, shuffle=False)
@@ -313,22 +269,37 @@ def run_fn(fn_args) -> Dict[str, float]:
   steps = int(fn_args.train_steps)
   metrics = train(model, train_ds, eval_ds, steps, int(fn_args.eval_steps or 0), run_dir, bs,
                   log_every=max(1, min(50, steps // 10)))
-  catalog = dict(getattr(fn_args, "custom_config", None) or {}).get("catalog_path")
-  if catalog:
-    # The full serving graph (rank = serving_default, recommend, score_examples,
-    # transform_features) with warmup records: what the InfraValidator serves and the
-    # Pusher pushes. Without a catalog, the raw-example signatures only.
-    from serving import export as serving_export  # pylint: disable=g-import-not-at-top
-    from serving import tensors as serving_tensors  # pylint: disable=g-import-not-at-top
-    intent = None
-    base_model = getattr(fn_args, "base_model", None)
-    if base_model:
-      # The IntentTrainer's SavedModel: its `candidates` function is composed into
-      # this export (intent_candidates, text requests in recommend).
-      intent = serving_tensors.load_saved_model(base_model)
-      _log(f"composing the intent model from {base_model}")
-    serving_export.export_from_training(model, transform_output, str(catalog),
-                                        fn_args.serving_model_dir, intent=intent)
-  else:
-    export(model, tft_output, fn_args.serving_model_dir)
-  return metrics
+  return Trained(model, metrics, transform_output)
+
+
+def run_fn(fn_args) -> Dict[str, float]:
+  """TFX Trainer entry point (``pipeline.trainer.run_fn``): :func:`fit`, then the
+  serving SavedModel in ``fn_args.serving_model_dir``.
+
+  The SavedModel is what the Evaluator evaluates (``score_examples``), the
+  InfraValidator serves and the Pusher pushes. An IntentTrainer's SavedModel in
+  ``fn_args.base_model`` is composed into it (``intent_candidates``, text requests in
+  ``recommend``).
+
+  Args:
+    fn_args: as :func:`fit`; ``custom_config`` must name the catalogue.
+
+  Returns:
+    The final metrics.
+
+  Raises:
+    ValueError: no catalogue (checked before training).
+  """
+  from serving import export as serving_export  # pylint: disable=g-import-not-at-top
+  from serving import tensors as serving_tensors  # pylint: disable=g-import-not-at-top
+
+  catalog = catalog_path(getattr(fn_args, "custom_config", None))
+  trained = fit(fn_args)
+  intent = None
+  base_model = getattr(fn_args, "base_model", None)
+  if base_model:
+    intent = serving_tensors.load_saved_model(base_model)
+    _log(f"composing the intent model from {base_model}")
+  serving_export.export_from_training(trained.model, trained.transform_output, catalog,
+                                      fn_args.serving_model_dir, intent=intent)
+  return trained.metrics

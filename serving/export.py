@@ -22,11 +22,10 @@ This module owns how a trained ``RankingModel`` becomes something a model server
 * :func:`export_from_training` is the one-call entry point for a Trainer ``run_fn``:
   the SavedModel directly in ``serving_model_dir`` (TFX's Pusher adds the version
   number), warmup included, no config files.
-* ``python -m serving.export`` (:func:`main`) exports from a ``melody train`` output
-  directory (TFT output + checkpoints) and a ``melody data generate`` directory.
+* :func:`restore_trained_model` rebuilds a trained model from the checkpoints of a
+  ``melody train`` output directory, for ``melody export`` (``serving.export_cli``).
 """
 
-import argparse
 import json
 import os
 import shutil
@@ -37,6 +36,7 @@ import pandas as pd
 import tensorflow as tf
 
 from serving import model_config
+from serving import request_schema
 from serving import signatures as signatures_lib
 from serving import warmup as warmup_lib
 
@@ -160,7 +160,7 @@ def export_serving_model(model,
                          intent: Optional[tf.Module] = None,
                          warmup_examples: Union[None, str, Sequence[bytes]] = "auto",
                          model_name: Optional[str] = None,
-                         n_max: int = signatures_lib.DEFAULT_N_MAX,
+                         n_max: int = request_schema.DEFAULT_N_MAX,
                          fusion_config=None,
                          mixing_config=None,
                          num_warmup_records: int = warmup_lib.DEFAULT_RECORDS,
@@ -191,7 +191,7 @@ def export_serving_model(model,
   Raises:
     ValueError: the version exists already, or a bad argument.
   """
-  from ranking.layers import fusion as fusion_lib  # pylint: disable=g-import-not-at-top
+  from ranking.fusion.spec import FusionConfig  # pylint: disable=g-import-not-at-top
   from ranking.layers import mixing as mixing_lib  # pylint: disable=g-import-not-at-top
   base_dir = os.path.abspath(base_dir)
   model_name = model_name or os.path.basename(base_dir) or DEFAULT_MODEL_NAME
@@ -207,7 +207,7 @@ def export_serving_model(model,
                        if isinstance(catalog_path_or_df, str) else None)
   module = signatures_lib.RankerServingModule(
       model, tft_output_dir, catalog_path_or_df,
-      fusion_config or fusion_lib.FusionConfig(), mixing_config or mixing_lib.MixingConfig(),
+      fusion_config or FusionConfig(), mixing_config or mixing_lib.MixingConfig(),
       n_max=n_max, intent=intent)
   tmp = os.path.join(base_dir, f".tmp-{version}-{os.getpid()}")
   shutil.rmtree(tmp, ignore_errors=True)
@@ -259,40 +259,10 @@ def restore_trained_model(train_out: str, config_name: str = "mmoe"):
   """
   from ranking import config as config_lib  # pylint: disable=g-import-not-at-top
   from ranking import model as model_lib  # pylint: disable=g-import-not-at-top
-  from melody_testing import synthetic_batches  # pylint: disable=g-import-not-at-top
   ckpt = tf.train.latest_checkpoint(os.path.join(train_out, "run", "checkpoints"))
   if ckpt is None:
     raise ValueError(f"no checkpoint under {train_out}/run/checkpoints")
   model = model_lib.RankingModel(config_lib.model_config_from_name(config_name))
-  model(synthetic_batches.synthetic_batch(2), training=False)   # creates the variables
+  model.build_variables()
   tf.train.Checkpoint(model=model).restore(ckpt).expect_partial()
   return model
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-  """``python -m serving.export --train-out OUT --data DATA --base-dir models/melody``."""
-  parser = argparse.ArgumentParser(prog="python -m serving.export",
-                                   description="Export a trained ranker for serving.")
-  parser.add_argument("--train-out", required=True,
-                      help="melody train --out directory (transform/, run/checkpoints)")
-  parser.add_argument("--data", required=True,
-                      help="melody data generate directory (tracks.parquet, examples/)")
-  parser.add_argument("--base-dir", required=True, help="model base path, e.g. models/melody")
-  parser.add_argument("--config", default="mmoe", help="model config it was trained with")
-  parser.add_argument("--version", type=int, default=None)
-  parser.add_argument("--n-max", type=int, default=signatures_lib.DEFAULT_N_MAX)
-  args = parser.parse_args(argv)
-  try:
-    model = restore_trained_model(args.train_out, args.config)
-    path = export_serving_model(model, os.path.join(args.train_out, "transform"),
-                                os.path.join(args.data, "tracks.parquet"), args.base_dir,
-                                version=args.version, n_max=args.n_max)
-  except ValueError as e:
-    print(f"serving.export: error: {e}", file=sys.stderr)
-    return 2
-  print(path)
-  return 0
-
-
-if __name__ == "__main__":
-  sys.exit(main())

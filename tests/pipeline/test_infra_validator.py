@@ -61,3 +61,12 @@ def test_an_unloadable_model_fails(tmp_path):
   (broken / "saved_model.pb").write_bytes(b"not a saved model")
   why = components.validate_serving_model(str(broken), _records())
   assert why, "a broken SavedModel must not be blessed"
+
+
+def test_a_model_without_the_raw_example_signature_fails(tmp_path):
+  module = _ExampleModel(False)
+  path = str(tmp_path / "no_score_examples")
+  tf.saved_model.save(module, path, signatures={
+      "serving_default": module.score_examples.get_concrete_function()})
+  why = components.validate_serving_model(path, _records())
+  assert "no 'score_examples' signature" in why
