@@ -1,6 +1,6 @@
-"""Tests of simulation.calibration: the statistics helpers on small hand-made inputs, and
-the calibration on the real shared data (KS distances below the documented limits, and
-the committed ``calibrated_params.json`` equal to a fresh fit)."""
+"""Tests of the calibration (``simulation.calibration*``): the statistics helpers on small
+hand-made inputs, and the calibration on the real shared data (KS distances below the
+documented limits, and the committed ``calibrated_params.json`` equal to a fresh fit)."""
 
 import json
 import os
@@ -11,27 +11,33 @@ import pytest
 from scipy import stats
 
 from simulation import calibration
+from simulation import calibration_data
+from simulation import calibration_fit
+from simulation import calibration_report
+from simulation import calibration_stats
 from simulation import world_config
 from simulation.world import World
 # ------------------------------------------------------------------- helpers
 def test_ks_distance_matches_scipy():
   rng = np.random.default_rng(0)
   a, b = rng.normal(0, 1, 500), rng.normal(0.3, 1.2, 700)
-  assert calibration.ks_distance(a, b) == pytest.approx(stats.ks_2samp(a, b).statistic, abs=1e-12)
-  assert calibration.ks_distance(a, a) == 0.0
+  assert calibration_stats.ks_distance(a, b) == pytest.approx(stats.ks_2samp(a, b).statistic,
+                                                              abs=1e-12)
+  assert calibration_stats.ks_distance(a, a) == 0.0
   with pytest.raises(ValueError, match="non-empty"):
-    calibration.ks_distance([], a)
+    calibration_stats.ks_distance([], a)
 
 
 def test_lorenz_curve():
-  np.testing.assert_allclose(calibration.lorenz([1, 1, 1, 1], grid=5), [0, .25, .5, .75, 1])
+  np.testing.assert_allclose(calibration_stats.lorenz([1, 1, 1, 1], grid=5), [0, .25, .5, .75, 1])
   # One item of four holds 9 of 12 plays: the other three hold a quarter.
-  assert calibration.lorenz([1, 1, 1, 9], grid=5)[3] == pytest.approx(0.25)
+  assert calibration_stats.lorenz([1, 1, 1, 9], grid=5)[3] == pytest.approx(0.25)
   # Unplayed items are ignored, as they are absent from a play log.
-  np.testing.assert_allclose(calibration.lorenz([0, 0, 9], grid=5), calibration.lorenz([9], grid=5))
-  assert calibration.lorenz_ks([5, 5], [1, 1, 1]) == pytest.approx(0.0)
+  np.testing.assert_allclose(calibration_stats.lorenz([0, 0, 9], grid=5),
+                             calibration_stats.lorenz([9], grid=5))
+  assert calibration_stats.lorenz_ks([5, 5], [1, 1, 1]) == pytest.approx(0.0)
   with pytest.raises(ValueError, match="positive"):
-    calibration.lorenz([0, 0])
+    calibration_stats.lorenz([0, 0])
 
 
 def test_fit_catalog_on_a_tiny_frame():
@@ -41,7 +47,7 @@ def test_fit_catalog_on_a_tiny_frame():
       "duration_s": np.linspace(100, 300, 10),
       "popularity": [np.nan] * 5 + list(np.arange(5.0)),
   })
-  p = calibration.fit_catalog(tracks)
+  p = calibration_fit.fit_catalog(tracks)
   # Most frequent first; ties broken by the full "category---name" text.
   assert p["tags"]["names"] == ["rock", "guitar", "pop", "happy"]
   assert p["tags"]["categories"] == ["genre", "instrument", "genre", "mood"]
@@ -55,7 +61,7 @@ def test_fit_catalog_on_a_tiny_frame():
   assert np.exp(p["duration_log_quantiles"][0]) == pytest.approx(100, rel=1e-4)
   assert np.exp(p["duration_log_quantiles"][-1]) == pytest.approx(300, rel=1e-4)
   with pytest.raises(ValueError, match="empty"):
-    calibration.fit_catalog(tracks.iloc[:0])
+    calibration_fit.fit_catalog(tracks.iloc[:0])
 
 
 def test_scrobble_view_drops_short_plays_and_folds_their_time_in():
@@ -65,7 +71,7 @@ def test_scrobble_view_drops_short_plays_and_folds_their_time_in():
       "duration": np.array([220.0, 200.0, 160.0, 300.0, 260.0, 480.0]),
       "gap": np.array([210, 15, 160, 25, 300, 250]),
   }
-  lengths, gaps, rate = calibration.scrobble_view(cols)
+  lengths, gaps, rate = calibration_stats.scrobble_view(cols)
   assert list(lengths) == [2, 2]
   assert list(gaps) == [225.0, 300.0]   # the skipped play's 15 s is inside the first gap
   assert rate == 0.0
@@ -80,9 +86,9 @@ def fitted():
                                         os.path.join(repo, "..", "shared", "data")))
   if not os.path.isdir(path):
     pytest.skip(f"real datasets not found at {path} (set MELODY_DATA_DIR)")
-  real = calibration.load_real(path)
-  params = calibration.fit(real, seed=7, say=lambda msg: None)
-  return real, params, calibration.compare(params, real, seed=7)
+  real = calibration_data.load_real(path)
+  params = calibration_fit.fit(real, seed=7, say=lambda msg: None)
+  return real, params, calibration_report.compare(params, real, seed=7)
 
 
 @pytest.mark.realdata
@@ -99,7 +105,7 @@ def test_real_data_summaries(shared_data, fitted):
 def test_ks_distances_below_the_documented_limits(shared_data, fitted):
   _, _, rows = fitted
   by_name = {r.name: r for r in rows}
-  assert set(by_name) == set(calibration.THRESHOLDS)
+  assert set(by_name) == set(calibration_report.THRESHOLDS)
   failures = [f"{r.name}: KS {r.ks:.3f} > {r.threshold}" for r in rows
               if not r.ks <= r.threshold]
   assert not failures, "\n".join(failures)
@@ -120,13 +126,13 @@ def test_committed_params_equal_a_fresh_fit(shared_data, fitted):
 def test_fitted_rates_hit_their_targets(shared_data, fitted):
   real, params, _ = fitted
   # The calibration seed's catalog, listeners it has not seen: on target.
-  cols = calibration._simulate(World(seed=7, params=params), 1500, 3, 11)
-  assert cols["skip"].mean() == pytest.approx(calibration.SKIP_RATE_TARGET, abs=0.01)
+  cols = calibration_stats.simulate_plays(World(seed=7, params=params), 1500, 3, 11)
+  assert cols["skip"].mean() == pytest.approx(calibration_data.SKIP_RATE_TARGET, abs=0.01)
   assert cols["like"][~cols["skip"]].mean() == pytest.approx(real.like_rate, abs=0.02)
   # Another catalog seed: the links were fitted on seed 7's catalog, so rates move a
   # little with the catalog draw.
-  cols = calibration._simulate(World(seed=11, params=params), 1500, 3, 11)
-  assert cols["skip"].mean() == pytest.approx(calibration.SKIP_RATE_TARGET, abs=0.05)
+  cols = calibration_stats.simulate_plays(World(seed=11, params=params), 1500, 3, 11)
+  assert cols["skip"].mean() == pytest.approx(calibration_data.SKIP_RATE_TARGET, abs=0.05)
   assert cols["like"][~cols["skip"]].mean() == pytest.approx(real.like_rate, abs=0.05)
 
 
@@ -153,7 +159,7 @@ def test_run_reports_missing_data(tmp_path):
 def test_world_keeps_the_real_tag_co_occurrence():
   # Uses only the committed parameters: pairs that go together in MTG-Jamendo (lift > 1)
   # mostly go together in the simulated catalog too.
-  agreement = calibration.cooc_agreement(world_config.load_params(), seed=7)
+  agreement = calibration_report.cooc_agreement(world_config.load_params(), seed=7)
   assert agreement["pairs"] > 500
   assert agreement["share_above_1"] > 0.8
   assert agreement["spearman"] > 0.45
