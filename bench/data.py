@@ -6,10 +6,10 @@ Three measurements, each next to a baseline measured in the same run:
     ``simulation.world.World.iter_events``; baseline: writing the very same Arrow tables
     to parquet (the cheapest thing one can do with those rows), as events/s.
 (b) streaming: ``BENCH_STREAM_EVENTS`` (10M) events from the world streamed to parquet
-    shards by ``features.generate.stream_events`` in a child process; its peak RSS must
-    stay under 2 GB.
+    shards by ``features.dataset_writer.stream_events`` in a child process; its peak RSS
+    must stay under 2 GB.
 (c) examples: raw ``tf.train.Example`` s per second through the Beam path
-    (``features.examples.write_examples``, DirectRunner in_memory, one core), and the
+    (``features.examples_beam.write_examples``, DirectRunner in_memory, one core), and the
     serialization step alone (Arrow batch + tfx_bsl C++ encoder) against the
     straightforward baseline (one ``tf.train.Example`` proto built per row in Python,
     then ``SerializeToString``) on the same rows.
@@ -85,11 +85,11 @@ def _own_peak_rss_mb() -> float:
 
 def _stream_child(out_dir: str, target_events: int, users: int) -> None:
   """Runs in a child process: world -> parquet until ``target_events``; prints JSON."""
-  from features import generate  # pylint: disable=g-import-not-at-top
+  from features import dataset_writer  # pylint: disable=g-import-not-at-top
   world = _world()
   cpu0, t0 = time.process_time(), time.perf_counter()
-  stream = generate.stream_events(world.iter_events(users, DAYS, chunk_users=1000), out_dir,
-                                  max_events=target_events)
+  stream = dataset_writer.stream_events(world.iter_events(users, DAYS, chunk_users=1000),
+                                        out_dir, max_events=target_events)
   size = sum(os.path.getsize(p) for p in stream.paths)
   print(json.dumps({"events": stream.events, "files": len(stream.paths),
                     "wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - cpu0,
@@ -121,7 +121,9 @@ def bench_examples(tables, max_events: int = 150_000, baseline_rows: int = 2000)
   import pyarrow as pa  # pylint: disable=g-import-not-at-top
   import pyarrow.parquet as pq  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from features import examples as ex  # pylint: disable=g-import-not-at-top
+  from features import example_io  # pylint: disable=g-import-not-at-top
+  from features import examples_beam  # pylint: disable=g-import-not-at-top
+  from features import raw_features  # pylint: disable=g-import-not-at-top
   from features import feature_spec as fs  # pylint: disable=g-import-not-at-top
   import apache_beam  # noqa: F401 pylint: disable=g-import-not-at-top,unused-import
 
@@ -133,18 +135,18 @@ def bench_examples(tables, max_events: int = 150_000, baseline_rows: int = 2000)
     chunks.append(t)
     n += t.num_rows
   events = pa.concat_tables(chunks)
-  index = ex.TrackIndex(world.tracks)
+  index = raw_features.TrackIndex(world.tracks)
 
   # Stage breakdown on one core, in this process.
   t0 = time.perf_counter()
-  batch = ex.events_to_record_batch(events, index)
+  batch = raw_features.events_to_record_batch(events, index)
   t1 = time.perf_counter()
-  records = ex.encode_record_batch(batch)
+  records = example_io.encode_record_batch(batch)
   t2 = time.perf_counter()
-  framed = ex.tfrecord_frames(records)
+  framed = example_io.tfrecord_frames(records)
   t3 = time.perf_counter()
   import zlib  # pylint: disable=g-import-not-at-top
-  zlib.compress(framed, ex.GZIP_LEVEL)
+  zlib.compress(framed, example_io.GZIP_LEVEL)
   t4 = time.perf_counter()
   zlib.compress(framed, 6)
   t5 = time.perf_counter()
@@ -156,11 +158,11 @@ def bench_examples(tables, max_events: int = 150_000, baseline_rows: int = 2000)
   dicts = [{k: v[i] for k, v in sample.items()} for i in range(len(records[:baseline_rows]))]
   b0 = time.perf_counter()
   for d in dicts:
-    ex.reference_example(d)
+    example_io.reference_example(d)
   baseline_s = time.perf_counter() - b0
   fast_sample = pa.Table.from_batches([batch]).slice(0, len(dicts)).to_batches()[0]
   f0 = time.perf_counter()
-  ex.encode_record_batch(fast_sample)
+  example_io.encode_record_batch(fast_sample)
   fast_sample_s = time.perf_counter() - f0
 
   # The Beam path end to end (files written), DirectRunner in_memory.
@@ -172,8 +174,8 @@ def bench_examples(tables, max_events: int = 150_000, baseline_rows: int = 2000)
     tracks_path = os.path.join(tmp, "tracks.parquet")
     pq.write_table(pa.Table.from_pandas(world.tracks, preserve_index=False), tracks_path)
     b0 = time.perf_counter()
-    counts = ex.write_examples(paths, tracks_path, os.path.join(tmp, "examples"), shards=4,
-                               beam_args=["--direct_running_mode=in_memory"])
+    counts = examples_beam.write_examples(paths, tracks_path, os.path.join(tmp, "examples"),
+                                          shards=4, beam_args=["--direct_running_mode=in_memory"])
     beam_s = time.perf_counter() - b0
     out_bytes = sum(os.path.getsize(os.path.join(tmp, "examples", f))
                     for f in os.listdir(os.path.join(tmp, "examples")))
@@ -183,7 +185,7 @@ def bench_examples(tables, max_events: int = 150_000, baseline_rows: int = 2000)
       "bytes_per_example": float(np.mean([len(r) for r in records])),
       "gzip_bytes_per_example": out_bytes / max(made, 1),
       "build_batch_per_s": rows / (t1 - t0), "encode_per_s": rows / (t2 - t1),
-      "frame_per_s": rows / (t3 - t2), f"gzip{ex.GZIP_LEVEL}_per_s": rows / (t4 - t3),
+      "frame_per_s": rows / (t3 - t2), f"gzip{example_io.GZIP_LEVEL}_per_s": rows / (t4 - t3),
       "gzip6_per_s": rows / (t5 - t4),
       "serialize_fast_per_s": len(dicts) / fast_sample_s,
       "serialize_baseline_per_s": len(dicts) / baseline_s,

@@ -1,13 +1,13 @@
 """Ranking benchmark: single-task vs shared-bottom vs MMoE vs PLE, training speed and
 in-process scoring latency.
 
-Data: the simulator (``features.generate.run``: promo tracks cost completion but carry
+Data: the simulator (``simulation.datagen.run``: promo tracks cost completion but carry
 exposure and lift conversion) transformed with ``features.preprocessing.transform_dataset``,
 and, when ``MELODY_DATA_DIR`` holds them, the real KKBox sample and 30Music slices
-(through ``features.datasets.registry`` -> ``features.examples``) with only the heads
+(through ``features.datasets.registry`` -> ``features.splits``) with only the heads
 their labels cover. The simulated world is the calibrated one except for one documented
 benchmark setting: the conversion hazard is scaled (``world_overrides`` of
-``generate.run``), because at the calibrated rate a few thousand listeners convert only a
+``datagen.run``), because at the calibrated rate a few thousand listeners convert only a
 handful of times and the subscription head could not be measured at all.
 
 Protocol (the same for every model of a dataset): ``steps`` steps of batch ``batch_size``

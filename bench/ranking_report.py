@@ -196,7 +196,7 @@ def write_doc(results: Dict[str, object]) -> None:
       lines += [f"Simulator: {g['users']:,} listeners, {g['days']} days, seed 7, "
                 f"{g['eval_percent']}% of listeners in the eval split; the calibrated world "
                 f"except the conversion hazard, scaled x{g['conversion_scale']:g} "
-                "(`generate.run(world_overrides={'base_hazard': ...})`) so that the "
+                "(`datagen.run(world_overrides={'base_hazard': ...})`) so that the "
                 f"subscription head has enough converting listeners to measure "
                 f"({g.get('converting_listeners', '?')} listeners convert, "
                 f"{g.get('eval_converting_listeners', '?')} of them in the eval split; "

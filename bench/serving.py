@@ -58,14 +58,14 @@ def prepare_world(root: str, users: int = 40, days: int = 2, tracks: int = 300,
   Returns:
     ``{"data": DIR, "tracks": tracks.parquet, "examples": glob, "tft": DIR}``.
   """
-  from features import generate  # pylint: disable=g-import-not-at-top
   from features import preprocessing  # pylint: disable=g-import-not-at-top
+  from simulation import datagen  # pylint: disable=g-import-not-at-top
   data, tft_dir = os.path.join(root, "data"), os.path.join(root, "tft")
   done = os.path.join(root, "DONE")
   paths = {"data": data, "tracks": os.path.join(data, "tracks.parquet"),
            "examples": os.path.join(data, "examples", "*.tfrecord.gz"), "tft": tft_dir}
   if not os.path.exists(done):
-    generate.run(users=users, days=days, out=data, seed=seed, shards=1, tracks=tracks)
+    datagen.run(users=users, days=days, out=data, seed=seed, shards=1, tracks=tracks)
     preprocessing.transform_dataset(os.path.join(data, "examples", "train-*.tfrecord.gz"),
                                     tft_dir)
     with open(done, "w") as f:

@@ -3,7 +3,7 @@
 Two tables make a dataset:
 
 * **events**: one row per play or impression (``EVENT_SCHEMA``). Labels a source does
-  not record are null (NaN for floats); ``features.examples`` turns a null label into
+  not record are null (NaN for floats); ``features.raw_features`` turns a null label into
   value 0 with weight 0 — it is never invented. Features a source does not record
   (``ts``, ``user_segment``, ``user_tenure_days``) are null as well.
 * **tracks**: one row per track with its metadata (``TRACK_SCHEMA``).
@@ -138,7 +138,7 @@ def make_events(source: str, n: int, **columns) -> pd.DataFrame:
     ValueError: unknown source or column, or a column of the wrong length.
   """
   if source not in feature_spec.SOURCES:
-    raise ValueError(f"unknown source {source!r}; known: {fs.SOURCES}")
+    raise ValueError(f"unknown source {source!r}; known: {feature_spec.SOURCES}")
 
   def defaults():
     return {

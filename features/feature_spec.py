@@ -1,7 +1,7 @@
 """The single source of truth for Melody's features.
 
 Names, dtypes, fixed sequence lengths, vocabulary sizes and label keys of the raw
-training examples (``tf.train.Example``, written by ``features.examples``) and of the
+training examples (``tf.train.Example``, built by ``features.raw_features``) and of the
 transformed features (suffix ``_xf``, produced by ``features.preprocessing``) live here
 and nowhere else. Every other module imports them from this file.
 

@@ -141,7 +141,7 @@ def raw_metadata():
   """``tft.DatasetMetadata`` of the raw examples.
 
   TFT schemas cannot carry defaults for fixed-length features; every raw example holds
-  every feature (``features.examples`` writes them all), so none is needed.
+  every feature (``features.raw_features`` builds them all), so none is needed.
   """
   from tensorflow_transform.tf_metadata import dataset_metadata  # pylint: disable=g-import-not-at-top
   spec = {k: tf.io.FixedLenFeature(v.shape, v.dtype)
@@ -177,7 +177,7 @@ def transform_dataset(raw_file_pattern: str, out_dir: str,
   from tfx_bsl.coders import example_coder  # pylint: disable=g-import-not-at-top
   from tfx_bsl.public import tfxio  # pylint: disable=g-import-not-at-top
 
-  from features import examples  # pylint: disable=g-import-not-at-top
+  from features import examples_beam  # pylint: disable=g-import-not-at-top
 
   if shards < 0:
     raise ValueError(f"shards must be >= 0, got {shards}")
@@ -186,7 +186,7 @@ def transform_dataset(raw_file_pattern: str, out_dir: str,
   temp_dir = temp_dir or os.path.join(out_dir, "tmp")
   xf_dir = os.path.join(out_dir, "transformed")
   schema = raw_metadata().schema
-  options = examples.pipeline_options(runner, beam_args)
+  options = examples_beam.pipeline_options(runner, beam_args)
 
   def read(p, pattern, label):
     source = tfxio.TFExampleRecord(file_pattern=pattern, schema=schema,

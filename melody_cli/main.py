@@ -1,8 +1,10 @@
 """Entry point of the ``melody`` console script.
 
-Holds no logic: each package exposes a ``cli`` module with ``register(subparsers)``,
-which adds its sub-commands and binds each to a handler; heavy imports happen inside
-the handlers so that ``melody --help`` stays fast.
+Holds no logic, only two tables: the verb groups it creates (``melody data …``) and the
+package modules that add sub-commands, each with the group it adds them to. A package's
+register function gets the sub-parsers of its group (or of ``melody`` itself) and binds
+every command to a handler; heavy imports happen inside the handlers so that
+``melody --help`` stays fast.
 """
 
 import argparse
@@ -10,13 +12,20 @@ import importlib
 import sys
 from typing import Optional, Sequence
 
-# Packages whose `cli` module adds sub-commands, in the order `--help` lists them.
-_COMMAND_MODULES = (
-    "features.cli",
-    "pipeline.cli",
-    "serving.export_cli",
-    "serving.cli",
-    "simulation.cli",
+# Verb groups that several packages add sub-commands to: name -> help.
+_GROUPS = {
+    "data": "import, generate and calibrate data",
+}
+
+# (group or None for a top-level verb, module, register function), in the order
+# `--help` lists them; a group is listed where its first row is.
+_REGISTRARS = (
+    ("data", "features.cli", "register_data"),
+    ("data", "simulation.cli", "register_data"),
+    (None, "pipeline.cli", "register"),
+    (None, "serving.export_cli", "register"),
+    (None, "serving.cli", "register"),
+    (None, "simulation.cli", "register"),
 )
 
 
@@ -25,8 +34,15 @@ def build_parser() -> argparse.ArgumentParser:
       prog="melody",
       description="Melody: multi-task Transformer ranking engine for music streaming.")
   subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-  for name in _COMMAND_MODULES:
-    importlib.import_module(name).register(subparsers)
+  groups = {}
+  for group, module, function in _REGISTRARS:
+    target = subparsers
+    if group is not None:
+      if group not in groups:
+        groups[group] = subparsers.add_parser(group, help=_GROUPS[group]).add_subparsers(
+            dest=f"{group}_command", metavar=f"{group.upper()}_COMMAND")
+      target = groups[group]
+    getattr(importlib.import_module(module), function)(target)
   return parser
 
 

@@ -1,8 +1,14 @@
-"""``melody simulate``: the offline policy report (frontier, weights, bandits, OPE).
+"""``melody simulate`` and the simulator's ``melody data`` sub-commands.
 
-Only argument parsing lives here; the handler imports ``simulation.report`` (and with
-it numpy, TensorFlow for the config classes and matplotlib) only when the command runs.
+``simulate`` writes the offline policy report (frontier, weights, bandits, OPE);
+``data generate`` simulates listeners and writes a dataset with training examples
+(``simulation.datagen``); ``data calibrate`` fits the simulator to the real data
+(``simulation.calibration``). Only argument parsing lives here; each handler imports
+the module that does the work (and with it numpy, TensorFlow, Beam or matplotlib) only
+when the command runs.
 """
+
+import argparse
 
 
 def _simulate(args) -> int:
@@ -18,7 +24,23 @@ def _simulate(args) -> int:
   return 0
 
 
+def _generate(args) -> int:
+  from simulation import datagen  # pylint: disable=import-outside-toplevel
+  return datagen.run(users=args.users, days=args.days, out=args.out, seed=args.seed,
+                     shards=args.shards, tracks=args.tracks, runner=args.runner,
+                     beam_args=args.beam_args, span_layout=args.span_layout)
+
+
+def _calibrate(args) -> int:
+  # pylint: disable=import-outside-toplevel
+  from features.datasets import registry
+  from simulation import calibration
+  return calibration.run(args.data_dir or registry.default_data_dir(), args.out,
+                         seed=args.seed)
+
+
 def register(subparsers) -> None:
+  """Adds ``simulate`` to the top-level commands of ``melody``."""
   parser = subparsers.add_parser(
       "simulate", help="offline policy simulation report (weights, bandits, OPE)",
       description="Roll out fusion weights, bandits and the promo-share controller "
@@ -27,13 +49,13 @@ def register(subparsers) -> None:
   parser.add_argument("--users", type=int, default=5000, help="listeners per rollout")
   parser.add_argument("--days", type=int, default=7, help="simulated days")
   parser.add_argument("--seed", type=int, default=0, help="rollout seed")
-  parser.add_argument("--world_seed", type=int, default=7, help="world (catalog) seed")
+  parser.add_argument("--world-seed", type=int, default=7, help="world (catalog) seed")
   parser.add_argument("--tracks", type=int, default=5000, help="catalog size")
-  parser.add_argument("--grid_step", type=float, default=0.25,
+  parser.add_argument("--grid-step", type=float, default=0.25,
                       help="alpha/beta/gamma simplex grid step")
   parser.add_argument("--floor", type=float, default=0.75, help="completion-rate floor")
-  parser.add_argument("--ope_logs", type=int, default=20_000, help="logged OPE slates")
-  parser.add_argument("--ope_truth", type=int, default=100_000,
+  parser.add_argument("--ope-logs", type=int, default=20_000, help="logged OPE slates")
+  parser.add_argument("--ope-truth", type=int, default=100_000,
                       help="fresh slates per target policy for the OPE ground truth")
   parser.add_argument("--out", default="simulation_report", help="output directory")
   parser.add_argument("--model", default=None, metavar="SAVED_MODEL_DIR",
@@ -41,3 +63,27 @@ def register(subparsers) -> None:
   parser.add_argument("--runner", choices=("direct", "beam"), default="direct",
                       help="in-process rollouts, or Beam (DirectRunner) per listener chunk")
   parser.set_defaults(handler=_simulate)
+
+
+def register_data(subparsers) -> None:
+  """Adds ``generate`` and ``calibrate`` to the sub-commands of ``melody data``."""
+  p = subparsers.add_parser("generate", help="simulate listeners and write training examples")
+  p.add_argument("--users", type=int, default=2000)
+  p.add_argument("--days", type=int, default=7)
+  p.add_argument("--tracks", type=int, default=5000)
+  p.add_argument("--seed", type=int, default=7)
+  p.add_argument("--shards", type=int, default=4)
+  p.add_argument("--out", required=True)
+  p.add_argument("--span-layout", action="store_true",
+                 help="write examples/span-YYYYMMDD/ folders (for scheduled pipeline runs)")
+  p.add_argument("--runner", default="DirectRunner",
+                 help="Beam runner (DirectRunner, DataflowRunner, FlinkRunner)")
+  p.add_argument("--beam-args", nargs=argparse.REMAINDER, default=[],
+                 help="extra Beam pipeline options, e.g. --project=... --region=...")
+  p.set_defaults(handler=_generate)
+
+  p = subparsers.add_parser("calibrate", help="fit the simulator to the real data; report + PNG")
+  p.add_argument("--out", default="docs/calibration")
+  p.add_argument("--data-dir", default=None)
+  p.add_argument("--seed", type=int, default=7)
+  p.set_defaults(handler=_calibrate)

@@ -1,11 +1,11 @@
 """The registry of real-data adapters: load a source validated, or import it to disk.
 
-Owns the name -> adapter table, the lookup of a source's folder under a data directory,
-``load`` (adapter + validation + optional quarantine) used by other packages (e.g. the
-simulator's calibration), and ``run_import``, the work behind ``melody data import``:
-it writes ``events.parquet``, ``tracks.parquet``, ``quarantine/*.csv`` when some rows
-are bad and ``import_report.json``, prints progress and a summary table, and returns a
-process exit code.
+Owns the name -> adapter table, the default data directory, the lookup of a source's
+folder under a data directory, ``load`` (adapter + validation + optional quarantine) used
+by other packages (e.g. the simulator's calibration), and ``run_import``, the work behind
+``melody data import``: it writes ``events.parquet``, ``tracks.parquet``,
+``quarantine/*.csv`` when some rows are bad and ``import_report.json``, prints progress
+and a summary table, and returns a process exit code.
 """
 
 import dataclasses
@@ -51,6 +51,14 @@ SOURCES: Dict[str, Source] = {s.name: s for s in (
 EXIT_OK = 0
 EXIT_BAD_DATA = 1
 EXIT_NOT_FOUND = 2
+
+_REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DEFAULT_DATA_DIR = os.path.join(_REPO, "..", "shared", "data")
+
+
+def default_data_dir() -> str:
+  """Where the shared real datasets live: $MELODY_DATA_DIR or ../shared/data."""
+  return os.path.abspath(os.environ.get("MELODY_DATA_DIR", DEFAULT_DATA_DIR))
 
 
 def get(source: str) -> Source:

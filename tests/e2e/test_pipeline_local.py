@@ -19,10 +19,10 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
-  from features import generate
+  from simulation import datagen
   root = tmp_path_factory.mktemp("pipeline_e2e")
-  assert generate.run(users=240, days=2, out=str(root / "data"), seed=11, shards=2,
-                      tracks=1500) == 0
+  assert datagen.run(users=240, days=2, out=str(root / "data"), seed=11, shards=2,
+                     tracks=1500) == 0
   return root
 
 

@@ -1,4 +1,5 @@
-"""Tests of features.examples: golden history/session windows, labels, TFRecord round trip."""
+"""Tests of the training examples (features.windows, raw_features, splits, example_io,
+examples_beam): golden history/session windows, labels, splits, TFRecord round trip."""
 
 import os
 
@@ -8,8 +9,12 @@ import pyarrow as pa
 import pytest
 
 from features import events as events_lib
-from features import examples
+from features import example_io
+from features import examples_beam
 from features import feature_spec
+from features import raw_features
+from features import splits
+from features import windows
 from melody_testing import toy_events
 
 import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-order
@@ -51,7 +56,7 @@ ROWS = [
 @pytest.fixture(scope="module")
 def parsed():
   table = pa.Table.from_pylist(ROWS, schema=events_lib.EVENT_SCHEMA)
-  records = examples.events_to_examples(table, TRACKS)
+  records = example_io.events_to_examples(table, TRACKS)
   assert len(records) == len(ROWS)
   return {
       k: v.numpy() for k, v in tf.io.parse_example(records, feature_spec.raw_feature_spec()).items()
@@ -110,8 +115,8 @@ def test_candidate_and_context(parsed):
 
 def test_missing_artist_is_filled_from_the_track_table():
   rows = [_event("c", "s", 10, "t2", None)]
-  records = examples.events_to_examples(pa.Table.from_pylist(rows, schema=events_lib.EVENT_SCHEMA),
-                                        TRACKS)
+  records = example_io.events_to_examples(
+      pa.Table.from_pylist(rows, schema=events_lib.EVENT_SCHEMA), TRACKS)
   got = tf.io.parse_example(records, feature_spec.raw_feature_spec())
   assert got["cand_artist_id"].numpy().tolist() == [b"a2"]
 
@@ -131,19 +136,20 @@ def test_null_label_has_weight_zero(parsed):
 def test_windows_truncate_to_fixed_lengths():
   n = feature_spec.HISTORY_LEN + 10
   rows = [_event("u", "s", 100 + 10 * i, f"t{i}", "a") for i in range(n)]
-  records = examples.events_to_examples(pa.Table.from_pylist(rows, schema=events_lib.EVENT_SCHEMA),
-                                        TRACKS)
+  records = example_io.events_to_examples(
+      pa.Table.from_pylist(rows, schema=events_lib.EVENT_SCHEMA), TRACKS)
   got = tf.io.parse_example(records[-1:], feature_spec.raw_feature_spec())
   assert got["hist_len"].numpy()[0] == feature_spec.HISTORY_LEN
   hist = got["hist_track_ids"].numpy()[0]
-  assert hist[0] == f"t{n - 2}".encode() and hist[-1] == f"t{n - 1 - fs.HISTORY_LEN}".encode()
+  assert hist[0] == f"t{n - 2}".encode()
+  assert hist[-1] == f"t{n - 1 - feature_spec.HISTORY_LEN}".encode()
   assert got["sess_len"].numpy()[0] == feature_spec.SESSION_LEN
-  assert got["sess_track_ids"].numpy()[0][-1] == f"t{n - 1 - fs.SESSION_LEN}".encode()
+  assert got["sess_track_ids"].numpy()[0][-1] == f"t{n - 1 - feature_spec.SESSION_LEN}".encode()
 
 
 def test_fast_encoder_matches_the_proto_reference(parsed):
   row = 4
-  reference = examples.reference_example({k: v[row] for k, v in parsed.items()})
+  reference = example_io.reference_example({k: v[row] for k, v in parsed.items()})
   again = tf.io.parse_example([reference], feature_spec.raw_feature_spec())
   for name, value in again.items():
     np.testing.assert_array_equal(value.numpy()[0], parsed[name][row], err_msg=name)
@@ -153,34 +159,37 @@ def test_unsorted_or_ungrouped_events_are_rejected():
   rows = [_event("a", "s", 10, "t1", "a1"), _event("b", "s", 10, "t1", "a1"),
           _event("a", "s", 20, "t1", "a1")]
   with pytest.raises(ValueError, match="grouped by user_id"):
-    examples.events_to_examples(pa.Table.from_pylist(rows, schema=events_lib.EVENT_SCHEMA), TRACKS)
+    example_io.events_to_examples(
+        pa.Table.from_pylist(rows, schema=events_lib.EVENT_SCHEMA), TRACKS)
   rows = [_event("a", "s", 20, "t1", "a1"), _event("a", "s", 10, "t1", "a1")]
   with pytest.raises(ValueError, match="sorted by ts"):
-    examples.events_to_examples(pa.Table.from_pylist(rows, schema=events_lib.EVENT_SCHEMA), TRACKS)
+    example_io.events_to_examples(
+        pa.Table.from_pylist(rows, schema=events_lib.EVENT_SCHEMA), TRACKS)
 
 
 def test_eval_split_is_a_stable_user_hash():
   users = [f"user{i}" for i in range(2000)]
-  mask = examples.eval_mask(users, 10)
-  assert mask.tolist() == examples.eval_mask(users, 10).tolist()
+  mask = splits.eval_mask(users, 10)
+  assert mask.tolist() == splits.eval_mask(users, 10).tolist()
   assert 0.07 < mask.mean() < 0.13
-  assert not examples.eval_mask(users, 0).any() and examples.eval_mask(users, 100).all()
+  assert not splits.eval_mask(users, 0).any() and splits.eval_mask(users, 100).all()
   with pytest.raises(ValueError, match="101"):
-    examples.eval_mask(users, 101)
+    splits.eval_mask(users, 101)
 
 
 def test_beam_tfrecord_round_trip(tmp_path):
   events, tracks = toy_events.toy_events(n_users=8, events_per_user=15)
   chunks = [events.slice(0, 60), events.slice(60)]  # 4 whole users each
-  expected = examples.events_to_examples(events, tracks)
-  counts = examples.write_examples(chunks, tracks, str(tmp_path), shards=2,
-                             beam_args=["--direct_running_mode=in_memory"])
+  expected = example_io.events_to_examples(events, tracks)
+  counts = examples_beam.write_examples(chunks, tracks, str(tmp_path), shards=2,
+                                        beam_args=["--direct_running_mode=in_memory"])
   assert sorted(os.listdir(tmp_path)) == [
       f"{split}-0000{i}-of-00002.tfrecord.gz" for split in ("eval", "train") for i in (0, 1)]
-  train = list(examples.iter_records(str(tmp_path / "train-*-of-00002.tfrecord.gz")))
-  evals = list(examples.iter_records(str(tmp_path / "eval-*-of-00002.tfrecord.gz")))
+  train = list(example_io.iter_records(str(tmp_path / "train-*-of-00002.tfrecord.gz")))
+  evals = list(example_io.iter_records(str(tmp_path / "eval-*-of-00002.tfrecord.gz")))
   assert counts == {"events": 120, "train": len(train), "eval": len(evals)}
-  assert sorted(map(examples.canonical, train + evals)) == sorted(map(examples.canonical, expected))
+  assert sorted(map(example_io.canonical, train + evals)) == sorted(
+      map(example_io.canonical, expected))
   eval_users = set(tf.io.parse_example(evals, feature_spec.raw_feature_spec())["user_id"].numpy()
                    .tolist()) if evals else set()
   train_users = set(tf.io.parse_example(train, feature_spec.raw_feature_spec())["user_id"].numpy()
@@ -195,10 +204,8 @@ def test_span_layout_groups_by_utc_day():
           _event("a", "s", None, "t2", "a2")]
   table = pa.Table.from_pylist(rows, schema=events_lib.EVENT_SCHEMA)
   table = table.take([2, 0, 1])  # the null-ts row first keeps (user, ts) order
-  out = examples.split_examples(table,
-                                examples.TrackIndex(TRACKS),
-                                eval_percent=0,
-                                span_days=[3, 4])
+  out = splits.split_examples(table, raw_features.TrackIndex(TRACKS), eval_percent=0,
+                              span_days=[3, 4])
   assert {k: len(v) for k, v in out.items()} == {
       "span-19700104/train": 2, "span-19700104/eval": 0,
       "span-19700105/train": 1, "span-19700105/eval": 0}
@@ -211,20 +218,20 @@ def test_tfrecord_framing_matches_tensorflow_writer(tmp_path):
     for r in records:
       w.write(r)
   with open(path, "rb") as f:
-    assert examples.tfrecord_frames(records) == f.read()
+    assert example_io.tfrecord_frames(records) == f.read()
   shard = str(tmp_path / "ours.tfrecord.gz")
   # Record sequences and ready gzip members mix; the members concatenate to one file.
-  size = examples.write_shard(shard, [records[:1], [], examples.gzip_member(records[1:])])
+  size = example_io.write_shard(shard, [records[:1], [], example_io.gzip_member(records[1:])])
   assert size == os.path.getsize(shard)
-  assert list(examples.iter_records(shard)) == records
+  assert list(example_io.iter_records(shard)) == records
   empty = str(tmp_path / "empty.tfrecord.gz")
-  examples.write_shard(empty, [])
-  assert not list(examples.iter_records(empty))
+  example_io.write_shard(empty, [])
+  assert not list(example_io.iter_records(empty))
 
 
 def test_track_index_exposes_plain_columns():
   # serving.signatures builds its in-graph catalogue from these attributes.
-  index = examples.TrackIndex(TRACKS)
+  index = raw_features.TrackIndex(TRACKS)
   assert list(index.ids) == ["t1", "t2", "t3", "t4", "t5"]
   assert index.artist_ids.tolist() == ["a1", "a2", "a3", "a4", "a5"]
   tags = np.asarray(index.tag_dictionary.to_pylist(), dtype=object)[index.tag_codes]
@@ -242,14 +249,14 @@ def test_subscription_label_is_a_conversion_within_the_window():
   converted = np.array([0, 0, 0, 1, 0, 0, 0, 1], np.float32)
   present = np.ones(8, bool)
   paid = np.array([0, 0, 0, 0, 1, 1, 0, 0], bool)
-  label, weight = examples.subscription_within_window(users, ts, valid, converted, present,
-                                                paid, window_s=7 * day)
+  label, weight = windows.subscription_within_window(users, ts, valid, converted, present,
+                                                     paid, window_s=7 * day)
   # user 0 converts at day 10: impressions from day 3 on are positive, day 0 and 2 not.
   assert label.tolist() == [0, 0, 1, 1, 0, 0, 1, 1]
   # paid listeners are not at risk; user 1 never converts anyway
   assert weight.tolist() == [1, 1, 1, 1, 0, 0, 1, 1]
   # a conversion of another user never leaks across the user boundary
-  label, _ = examples.subscription_within_window(
+  label, _ = windows.subscription_within_window(
       np.array([0, 1]), np.array([0, 10]), np.ones(2, bool), np.array([0, 1], np.float32),
       np.ones(2, bool), np.zeros(2, bool))
   assert label.tolist() == [0, 1]

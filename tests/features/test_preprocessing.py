@@ -7,7 +7,7 @@ import pyarrow as pa
 import pytest
 
 from features import events as events_lib
-from features import examples as examples_lib
+from features import example_io
 from features import feature_spec
 from features import preprocessing
 from melody_testing import toy_events
@@ -24,7 +24,7 @@ def _write(path, records):
 
 
 def _read(pattern, spec):
-  records = list(examples_lib.iter_records(pattern))
+  records = list(example_io.iter_records(pattern))
   return {k: v.numpy() for k, v in tf.io.parse_example(records, spec).items()}
 
 
@@ -33,12 +33,13 @@ def transformed(tmp_path_factory):
   """Analyze + transform toy examples; the eval split is ONE held-out raw example."""
   root = tmp_path_factory.mktemp("tft")
   events, tracks = toy_events.toy_events(n_users=6, events_per_user=12, n_tracks=40)
-  records = examples_lib.events_to_examples(events, tracks)
+  records = example_io.events_to_examples(events, tracks)
   probe = records[30]  # a user's 7th play: non-empty history and padding
   _write(str(root / "raw" / "train-0.tfrecord.gz"), records)
   _write(str(root / "raw_probe" / "eval-0.tfrecord.gz"), [probe])
   paths = preprocessing.transform_dataset(str(root / "raw" / "*.gz"), str(root / "out"),
-                               eval_file_pattern=str(root / "raw_probe" / "*.gz"), shards=1)
+                                          eval_file_pattern=str(root / "raw_probe" / "*.gz"),
+                                          shards=1)
   tfo = tft.TFTransformOutput(paths["transform_output"])
   spec = tfo.transformed_feature_spec()
   return {"tfo": tfo, "root": root, "records": records, "probe": probe,
@@ -139,7 +140,7 @@ def test_unseen_ids_go_to_oov_buckets_and_categoricals_to_fixed_indices(transfor
       "user_tenure_days": 5.0, "context_activity": "workout", "context_surface": "radio",
       "is_promo": True, "completion": None, "skip": None, "like": None,
       "subscription": None, "exposure": None}], schema=events_lib.EVENT_SCHEMA)
-  records = examples_lib.events_to_examples(table, toy_events.toy_tracks(40))
+  records = example_io.events_to_examples(table, toy_events.toy_tracks(40))
   got = _layer_outputs(transformed["tfo"], records)
   for key, vocab in (("cand_track_id_xf", "track"), ("cand_artist_id_xf", "artist"),
                      ("user_id_xf", "user")):

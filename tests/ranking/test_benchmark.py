@@ -1,5 +1,5 @@
 """Tests of the ranking benchmark's measuring rules (bench/ranking_*.py) and of the
-generator setting it relies on (``features.generate.run(world_overrides=...)``).
+generator setting it relies on (``simulation.datagen.run(world_overrides=...)``).
 
 The rules are checked on small hand-made arrays and runs with known answers: which heads
 count as measurable and why, the mean ± sd over seeds, the paired MMoE-vs-shared-bottom
@@ -19,7 +19,7 @@ from bench import ranking_latency
 from bench import ranking_models
 from bench import ranking_targets
 from features import feature_spec
-from features import generate
+from simulation import datagen
 from simulation.world_config import WorldConfig
 
 
@@ -163,9 +163,9 @@ def test_conversion_overrides_scale_the_calibrated_hazard():
 
 def test_generate_rejects_unknown_world_overrides(tmp_path):
   with pytest.raises(ValueError, match=r"unknown world_overrides \['conversion'\]"):
-    generate.run(users=2, days=1, out=str(tmp_path), world_overrides={"conversion": 2.0})
+    datagen.run(users=2, days=1, out=str(tmp_path), world_overrides={"conversion": 2.0})
   with pytest.raises(ValueError, match="base_hazard must be 5 values"):
-    generate.run(users=2, days=1, out=str(tmp_path), world_overrides={"base_hazard": [0.1]})
+    datagen.run(users=2, days=1, out=str(tmp_path), world_overrides={"base_hazard": [0.1]})
 
 
 @pytest.mark.slow
@@ -173,8 +173,8 @@ def test_generate_world_overrides_reach_the_world_and_the_manifest(tmp_path):
   # At the calibrated hazard (~1e-4 per impression) 40 listeners over 2 days convert
   # about 0.1 times; at 0.2 per impression nearly every non-paid listener converts.
   hazard = [0.2, 0.2, 0.2, 0.2, 0.0]
-  generate.run(users=40, days=2, out=str(tmp_path), seed=3, shards=1, tracks=200,
-               world_overrides={"base_hazard": hazard})
+  datagen.run(users=40, days=2, out=str(tmp_path), seed=3, shards=1, tracks=200,
+              world_overrides={"base_hazard": hazard})
   with open(os.path.join(tmp_path, "manifest.json")) as f:
     manifest = json.load(f)
   assert manifest["generator"]["world_overrides"] == {"base_hazard": hazard}

@@ -92,8 +92,8 @@ def test_cli_writes_the_report(tmp_path):
   parser = argparse.ArgumentParser()
   cli.register(parser.add_subparsers(dest="command"))
   args = parser.parse_args([
-      "simulate", "--users", "200", "--days", "1", "--grid_step", "1", "--ope_logs", "500",
-      "--ope_truth", "1000", "--out", str(tmp_path / "cli")])
+      "simulate", "--users", "200", "--days", "1", "--grid-step", "1", "--ope-logs", "500",
+      "--ope-truth", "1000", "--out", str(tmp_path / "cli")])
   assert args.handler(args) == 0
   assert os.path.exists(tmp_path / "cli" / "report.md")
   with pytest.raises(SystemExit):

@@ -1,27 +1,23 @@
-"""``melody data generate``: simulated listeners -> events parquet -> training examples.
+"""A Melody dataset directory written from any stream of events: events, tracks, examples.
 
-This module owns the dataset layout written under ``OUT``:
+This module owns the dataset layout written under ``OUT`` (what ``melody train``,
+``melody export`` and ``melody query`` read):
 
 * ``events/part-NNNNN.parquet`` — raw events in ``EVENT_SCHEMA``, streamed chunk by chunk
-  from the world simulator (``simulation.world``), whole users per file, sorted by
-  (user_id, ts); memory stays bounded by one chunk;
-* ``tracks.parquet`` — the catalogue (``TRACK_SCHEMA`` columns plus the simulator's
-  extras such as ``is_promo`` and ``exposure_value``);
+  from the source, whole users per file, sorted by (user_id, ts); memory stays bounded
+  by one chunk;
+* ``tracks.parquet`` — the catalogue (``TRACK_SCHEMA`` columns plus any extras of the
+  source, such as the simulator's ``is_promo`` and ``exposure_value``);
 * ``examples/train-SSSSS-of-NNNNN.tfrecord.gz`` and ``examples/eval-…`` — raw
-  ``tf.train.Example`` s (``features.examples``), split ~90/10 by a hash of the user id;
-  with ``span_layout=True`` instead ``examples/span-YYYYMMDD/{train,eval}-…`` by UTC day
-  of the impression, for a TFX ImportExampleGen reading spans by date;
-* ``manifest.json`` — counts, seed, settings, label coverage and a feature spec summary.
+  ``tf.train.Example`` s (``features.raw_features``), split ~90/10 by a hash of the user
+  id (``features.splits``); with ``span_layout=True`` instead
+  ``examples/span-YYYYMMDD/{train,eval}-…`` by UTC day of the impression, for a TFX
+  ImportExampleGen reading spans by date;
+* ``manifest.json`` — counts, settings, label coverage, a feature spec summary, and
+  whatever the source adds (e.g. the simulator's seed and generator settings).
 
-The world is ``simulation.world.WorldConfig()`` (the calibrated defaults) unless
-``run(world_overrides=...)`` replaces some of its fields: e.g. the ranking benchmark
-scales the conversion hazard (``base_hazard``) so that the rare subscription label has
-enough positives to measure an AUC on a few thousand listeners. The overrides are
-recorded in the manifest (``generator.world_overrides``); the same seed and overrides
-give the same data.
-
-The examples stage is a Beam pipeline: DirectRunner by default, Dataflow or Flink with
-``runner`` and ``beam_args``.
+The examples stage is the Beam job of ``features.examples_beam``: DirectRunner by
+default, Dataflow or Flink with ``runner`` and ``beam_args``.
 """
 
 import glob
@@ -29,7 +25,7 @@ import json
 import os
 import sys
 import time
-from typing import Dict, Iterable, Mapping, Optional, Sequence
+from typing import Dict, Iterable, Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -37,11 +33,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from features import events as events_lib
-from features import examples
+from features import examples_beam
 from features import feature_spec
+from features import splits
+
 # Direct runs above this many events use Beam's multi_processing mode.
 LARGE_RUN_EVENTS = 2_000_000
-DEFAULT_CHUNK_USERS = 500
 
 
 def _log(msg: str) -> None:
@@ -198,7 +195,7 @@ def stream_events(event_chunks: Iterable[pa.Table], events_dir: str,
 def write_dataset(event_chunks: Iterable[pa.Table], tracks: pd.DataFrame, out: str,
                   shards: int = 4, runner: str = "DirectRunner",
                   beam_args: Sequence[str] = (),
-                  eval_percent: int = examples.DEFAULT_EVAL_PERCENT,
+                  eval_percent: int = splits.DEFAULT_EVAL_PERCENT,
                   span_layout: bool = False, expected_chunks: Optional[int] = None,
                   manifest_extra: Optional[Dict[str, object]] = None) -> Dict[str, object]:
   """Streams events to parquet, writes the tracks, builds the examples, writes the manifest.
@@ -242,7 +239,7 @@ def write_dataset(event_chunks: Iterable[pa.Table], tracks: pd.DataFrame, out: s
     raise ValueError("span_layout needs timestamps, but every event has a null ts")
   _log(f"examples: Beam {runner} over {len(stream.paths)} event files ...")
   t0 = time.perf_counter()
-  counts = examples.write_examples(
+  counts = examples_beam.write_examples(
       stream.paths, tracks_path, examples_dir, shards=shards, runner=runner,
       beam_args=beam_args, eval_percent=eval_percent,
       large=stream.events > LARGE_RUN_EVENTS, span_days=span_days, progress_every_s=10)
@@ -262,7 +259,7 @@ def write_dataset(event_chunks: Iterable[pa.Table], tracks: pd.DataFrame, out: s
       "shards": shards,
       "runner": runner,
       "time_range": {"min_ts": stream.min_ts, "max_ts": stream.max_ts},
-      "spans": [examples.span_name(d) for d in span_days],
+      "spans": [splits.span_name(d) for d in span_days],
       "label_coverage": {fs_label: stream.label_present[col] / max(stream.events, 1)
                          for col, fs_label in events_lib.EVENT_LABELS.items()},
       "files": {"events": [rel(p) for p in stream.paths], "tracks": rel(tracks_path),
@@ -277,65 +274,3 @@ def write_dataset(event_chunks: Iterable[pa.Table], tracks: pd.DataFrame, out: s
                json.dumps(manifest, indent=2, sort_keys=True).encode())
   _log(f"wrote {out}/manifest.json")
   return manifest
-
-
-def run(users: int, days: int, out: str, seed: int = 7, shards: int = 4,
-        tracks: int = 5000, runner: str = "DirectRunner", beam_args: Sequence[str] = (),
-        chunk_users: int = DEFAULT_CHUNK_USERS, eval_percent: int = examples.DEFAULT_EVAL_PERCENT,
-        span_layout: bool = False,
-        world_overrides: Optional[Mapping[str, object]] = None) -> int:
-  """Simulates ``users`` listeners over ``days`` days and writes the dataset to ``out``.
-
-  Args:
-    users: simulated listeners.
-    days: days of activity; impression timestamps spread over them.
-    out: output directory.
-    seed: world seed; the same seed gives the same events and examples.
-    shards: TFRecord files per split.
-    tracks: catalogue size.
-    runner: Beam runner of the examples stage.
-    beam_args: extra Beam flags.
-    chunk_users: users per events chunk (bounds memory).
-    eval_percent: share of users in the eval split.
-    span_layout: write ``examples/span-YYYYMMDD/`` folders instead of the flat layout.
-    world_overrides: ``simulation.world.WorldConfig`` fields to change from their
-      calibrated defaults (not ``n_tracks``: use ``tracks``), e.g.
-      ``{"base_hazard": (4e-3, 2.2e-3, 8e-4, 2.6e-2, 0.0)}`` for 20x the conversion
-      hazard. ``None`` or ``{}``: the calibrated world.
-
-  Returns:
-    0 (the CLI exit code).
-
-  Raises:
-    ValueError: a non-positive size, or an unknown or invalid world override.
-  """
-  for name, value in (("users", users), ("days", days), ("tracks", tracks),
-                      ("shards", shards), ("chunk_users", chunk_users)):
-    if value < 1:
-      raise ValueError(f"{name} must be >= 1, got {value}")
-  import dataclasses  # pylint: disable=g-import-not-at-top
-  from simulation.world import World  # pylint: disable=g-import-not-at-top
-  from simulation.world_config import WorldConfig  # pylint: disable=g-import-not-at-top
-  overrides = dict(world_overrides or {})
-  known = {f.name for f in dataclasses.fields(WorldConfig)} - {"n_tracks"}
-  unknown = sorted(set(overrides) - known)
-  if unknown:
-    raise ValueError(f"unknown world_overrides {unknown}; WorldConfig fields other than "
-                     f"n_tracks: {sorted(known)}")
-  overrides = {k: (tuple(v) if isinstance(v, list) else v) for k, v in overrides.items()}
-  t0 = time.perf_counter()
-  world = World(WorldConfig(n_tracks=tracks, **overrides), seed=seed)
-  _log(f"world: {tracks:,} tracks, seed {seed}"
-       + (f", overrides {overrides}" if overrides else "")
-       + f" ({time.perf_counter() - t0:.1f}s)")
-  chunks = world.iter_events(users, days, chunk_users=chunk_users)
-  write_dataset(chunks, world.tracks, out, shards=shards, runner=runner,
-                beam_args=list(beam_args or ()), eval_percent=eval_percent,
-                span_layout=span_layout, expected_chunks=-(-users // chunk_users),
-                manifest_extra={"seed": seed, "generator": {
-                    "users": users, "days": days, "seed": seed, "tracks": tracks,
-                    "chunk_users": chunk_users,
-                    "world_overrides": {k: (list(v) if isinstance(v, tuple) else v)
-                                        for k, v in overrides.items()}}})
-  return 0
-

@@ -1,4 +1,4 @@
-"""Tests of ``melody data generate`` (features.generate): layout, counts, determinism."""
+"""Tests of ``melody data generate`` (simulation.datagen): layout, counts, determinism."""
 
 import glob
 import json
@@ -9,10 +9,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from features import events as events_lib
-from features import examples as examples_lib
+from features import example_io
 from features import feature_spec
-from features import generate
+from features import splits
 from melody_cli import main as cli
+from simulation import datagen
 
 import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-order
 
@@ -27,7 +28,7 @@ def _generate(out, seed):
 
 def _records(out, split):
   return list(
-      examples_lib.iter_records(os.path.join(str(out), "examples", f"{split}-*.tfrecord.gz")))
+      example_io.iter_records(os.path.join(str(out), "examples", f"{split}-*.tfrecord.gz")))
 
 
 @pytest.fixture(scope="module")
@@ -84,27 +85,27 @@ def test_same_seed_same_data_other_seed_other_data(run_a, tmp_path):
   b_events = pq.read_table(str(tmp_path / "b" / "events"))
   assert a_events.equals(b_events)
   for split in ("train", "eval"):
-    assert sorted(map(examples_lib.canonical, _records(out_a, split))) == sorted(
-        map(examples_lib.canonical, _records(tmp_path / "b", split)))
+    assert sorted(map(example_io.canonical, _records(out_a, split))) == sorted(
+        map(example_io.canonical, _records(tmp_path / "b", split)))
   _generate(tmp_path / "c", seed=4)
   c_events = pq.read_table(str(tmp_path / "c" / "events"))
   assert not a_events.equals(c_events)
 
 
 def test_span_layout_has_one_folder_per_event_day(tmp_path):
-  generate.run(users=10, days=2, out=str(tmp_path), seed=5, shards=1, tracks=100,
-               span_layout=True)
+  datagen.run(users=10, days=2, out=str(tmp_path), seed=5, shards=1, tracks=100,
+              span_layout=True)
   events = pq.read_table(str(tmp_path / "events"))
   days = np.unique(events.column("ts").to_numpy() // 86400)
   spans = sorted(os.listdir(tmp_path / "examples"))
-  assert spans == [examples_lib.span_name(d) for d in days]
-  n = sum(len(list(examples_lib.iter_records(str(tmp_path / "examples" / s / "*.tfrecord.gz"))))
+  assert spans == [splits.span_name(d) for d in days]
+  n = sum(len(list(example_io.iter_records(str(tmp_path / "examples" / s / "*.tfrecord.gz"))))
           for s in spans)
   assert n == events.num_rows
 
 
 def test_bad_arguments_name_the_value(tmp_path):
   with pytest.raises(ValueError, match="users must be >= 1, got 0"):
-    generate.run(users=0, days=1, out=str(tmp_path))
+    datagen.run(users=0, days=1, out=str(tmp_path))
   with pytest.raises(ValueError, match="shards must be >= 1, got 0"):
-    generate.run(users=1, days=1, out=str(tmp_path), shards=0)
+    datagen.run(users=1, days=1, out=str(tmp_path), shards=0)
