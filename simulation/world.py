@@ -68,17 +68,8 @@ class World:
 
   def sample_users(self, n: int, rng: np.random.Generator, start_index: int = 0,
                    segment_mix: Optional[Sequence[float]] = None) -> Listeners:
-    """Draws ``n`` fresh listeners (``listeners.sample_listeners``).
-
-    Args:
-      n: how many.
-      rng: random generator (the caller owns the stream).
-      start_index: global number of the first listener (for ``user_id``).
-      segment_mix: overrides ``config.segment_mix``.
-
-    Returns:
-      A ``Listeners`` batch.
-    """
+    """Draws ``n`` fresh listeners from ``rng`` (the caller owns the stream); the
+    arguments are ``listeners.sample_listeners``'s."""
     return listeners_lib.sample_listeners(self.config, self.catalog, n, rng,
                                           start_index=start_index, segment_mix=segment_mix)
 
