@@ -25,10 +25,10 @@ def thread_env() -> Dict[str, str]:
 
 def rank_requests(paths: Dict[str, str], n: int, count: int) -> List[Dict[str, object]]:
   """``count`` distinct one-listener rank requests of ``n`` real candidates."""
-  from serving import signatures  # pylint: disable=g-import-not-at-top
+  from serving import catalog as catalog_lib  # pylint: disable=g-import-not-at-top
   from serving import warmup  # pylint: disable=g-import-not-at-top
   parsed = warmup.parse_examples(warmup.read_examples(paths["examples"], 400))
-  catalog = signatures.Catalog.from_tracks(paths["tracks"])
+  catalog = catalog_lib.Catalog.from_tracks(paths["tracks"])
   rows = len(parsed["user_id"])
   return [warmup.rank_inputs(parsed, [(i * 13) % rows], n, catalog.track_ids)
           for i in range(count)]

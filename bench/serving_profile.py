@@ -33,6 +33,7 @@ def profile(paths: Dict[str, object], n: int = 500) -> List[Dict[str, object]]:
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from serving import client  # pylint: disable=g-import-not-at-top
+  from serving import request_schema  # pylint: disable=g-import-not-at-top
   from serving import signatures  # pylint: disable=g-import-not-at-top
   from serving import tensors  # pylint: disable=g-import-not-at-top
   module = signatures.RankerServingModule(paths["model"], paths["tft"], paths["tracks"],
@@ -41,9 +42,8 @@ def profile(paths: Dict[str, object], n: int = 500) -> List[Dict[str, object]]:
   t = {k: tf.constant(v) for k, v in inputs.items()}
 
   def tft_layer(x):
-    # pylint: disable-next=protected-access
-    raw = dict(signatures._neutral_raw_tf(tf.shape(x["user_id"])[0]))
-    raw.update({k: x[k] for k in signatures.LISTENER_INPUTS})
+    raw = dict(request_schema.neutral_raw_tf(tf.shape(x["user_id"])[0]))
+    raw.update({k: x[k] for k in request_schema.LISTENER_INPUTS})
     return module.tft_layer(raw)
 
   def scored(x):
@@ -71,13 +71,13 @@ def profile(paths: Dict[str, object], n: int = 500) -> List[Dict[str, object]]:
   # pylint: enable=protected-access
   out = []
   for name, f in stages:
-    fn = tf.function(f, autograph=False, input_signature=[signatures.rank_input_spec()])
+    fn = tf.function(f, autograph=False, input_signature=[request_schema.rank_input_spec()])
     out.append({"stage": name, "p50_ms": _p50_ms(lambda fn=fn: fn(t))})
   fn = module.signatures()["rank"]
   outputs = {k: v.numpy() for k, v in fn(**t).items()}
   request = client.predict_request("melody", "rank", inputs)
   specs = {k: tensors.InputSpec(k, v.dtype.as_datatype_enum, tuple(v.shape.as_list()))
-           for k, v in signatures.rank_input_spec().items()}
+           for k, v in request_schema.rank_input_spec().items()}
   protos = {k: tensors.to_tensor_proto(v) for k, v in outputs.items()}
   for name, step in (
       ("client: build PredictRequest", lambda: client.predict_request("melody", "rank",

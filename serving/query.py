@@ -3,7 +3,7 @@
 This module owns the client side of a ranking request built from data on disk: the
 listener's inputs come from a ``melody data generate`` (or ``melody data import``)
 directory — the user's recent plays in ``events/*.parquet`` become the history and the
-session exactly as the training examples are built (``features.examples``), for an
+session exactly as the training examples are built (``features.raw_features``), for an
 impression "now" (one minute after the user's last play) in the requested context.
 ``rank`` gets the most popular catalogue tracks as candidates; ``recommend`` retrieves
 its own (plus intent candidates for ``--text`` when the model has an intent module).
@@ -21,9 +21,9 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 
 from features import events
-from features import examples as examples_lib
+from features import example_io
 from features import feature_spec
-from serving import signatures as signatures_lib
+from serving import request_schema
 from serving import warmup
 
 SIGNATURES = ("rank", "recommend")
@@ -68,9 +68,9 @@ def listener_from_events(data_dir: str, user: str, context: str, surface: str = 
     ValueError: an unknown context or surface, or a user without events.
   """
   if context not in feature_spec.ACTIVITIES:
-    raise ValueError(f"unknown context {context!r}; known: {fs.ACTIVITIES}")
+    raise ValueError(f"unknown context {context!r}; known: {feature_spec.ACTIVITIES}")
   if surface not in feature_spec.SURFACES:
-    raise ValueError(f"unknown surface {surface!r}; known: {fs.SURFACES}")
+    raise ValueError(f"unknown surface {surface!r}; known: {feature_spec.SURFACES}")
   history = read_user_events(data_dir, user)
   last = history.slice(history.num_rows - 1).to_pylist()[0]
   now = dict.fromkeys(events.EVENT_SCHEMA.names)
@@ -81,7 +81,7 @@ def listener_from_events(data_dir: str, user: str, context: str, surface: str = 
   table = pa.concat_tables([history, pa.Table.from_pylist([now], schema=events.EVENT_SCHEMA)])
   if tracks is None:
     tracks = pd.read_parquet(os.path.join(data_dir, "tracks.parquet"))
-  record = examples_lib.events_to_examples(table, tracks)[-1]
+  record = example_io.events_to_examples(table, tracks)[-1]
   return warmup.listener_inputs(warmup.parse_examples([record]), [0])
 
 
@@ -109,7 +109,7 @@ def build_request(data_dir: str, user: str, context: str, signature: str = "rank
     raise ValueError("--text applies to --signature recommend only")
   tracks = pd.read_parquet(os.path.join(data_dir, "tracks.parquet"))
   inputs = listener_from_events(data_dir, user, context, surface, tracks)
-  inputs.update(signatures_lib.neutral_controls(1))
+  inputs.update(request_schema.neutral_controls(1))
   if signature == "rank":
     inputs.update(popular_candidates(tracks, candidates))
   else:

@@ -4,9 +4,9 @@ This module owns ``assets.extra/tf_serving_warmup_requests``: a TFRecord file of
 ``tensorflow.serving.PredictionLog`` records (at most :data:`MAX_RECORDS`, TF Serving's
 limit) that a model server replays after loading a version and before routing traffic
 to it, so the first real request does not pay for graph warmup. The requests are built
-from REAL raw training examples (``features.examples``): a listener's history, session,
-user and context come from one example, the candidates from the candidates of the
-examples that follow it. It also turns raw examples into the listener inputs of the
+from REAL raw training examples (``features.raw_features``): a listener's history,
+session, user and context come from one example, the candidates from the candidates of
+the examples that follow it. It also turns raw examples into the listener inputs of the
 ``rank`` / ``recommend`` signatures (:func:`listener_inputs`).
 """
 
@@ -21,7 +21,7 @@ from tensorflow_serving.apis import prediction_log_pb2
 
 from features import feature_spec
 from serving import client
-from serving import signatures
+from serving import request_schema
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 MAX_RECORDS = 1000
 DEFAULT_RECORDS = 24
@@ -69,7 +69,7 @@ def listener_inputs(parsed: Dict[str, np.ndarray], rows: Sequence[int]) -> Dict[
   """The ``rank`` / ``recommend`` listener inputs of examples ``rows`` (batch ``len(rows)``)."""
   rows = np.asarray(rows, dtype=np.int64)
   out = {}
-  for name, (dtype, _) in signatures.LISTENER_INPUTS.items():
+  for name, (dtype, _) in request_schema.LISTENER_INPUTS.items():
     out[name] = parsed[name][rows].astype(object if dtype == "string" else
                                           (np.int64 if dtype == "int64" else np.float32))
   return out
@@ -95,7 +95,7 @@ def rank_inputs(parsed: Dict[str, np.ndarray], listener_rows: Sequence[int], n: 
                 catalog_ids: Optional[np.ndarray] = None) -> Dict[str, np.ndarray]:
   """A ``rank`` request for the listeners of ``listener_rows`` with ``n`` candidates each."""
   inputs = listener_inputs(parsed, listener_rows)
-  inputs.update(signatures.neutral_controls(len(listener_rows)))
+  inputs.update(request_schema.neutral_controls(len(listener_rows)))
   ids, promo = zip(*[_candidates(parsed, int(r) + 1, n, catalog_ids) for r in listener_rows])
   inputs["candidate_ids"] = np.stack(ids).astype(object)
   inputs["candidate_is_promo"] = np.stack(promo).astype(np.int64)
@@ -106,7 +106,7 @@ def recommend_inputs(parsed: Dict[str, np.ndarray], listener_rows: Sequence[int]
                      texts: Optional[Sequence[str]] = None) -> Dict[str, np.ndarray]:
   """A ``recommend`` request; ``texts`` adds ``request_text`` (intent models only)."""
   inputs = listener_inputs(parsed, listener_rows)
-  inputs.update(signatures.neutral_controls(len(listener_rows)))
+  inputs.update(request_schema.neutral_controls(len(listener_rows)))
   inputs["k"] = np.int32(k)
   if texts is not None:
     inputs["request_text"] = np.asarray([t.encode() if isinstance(t, str) else t

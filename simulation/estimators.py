@@ -28,9 +28,11 @@ from typing import Dict, Optional
 import numpy as np
 import pandas as pd
 
+from ranking.fusion import spec as fusion_spec
 from simulation import policies
 from simulation import slates
-from simulation.world import DEFAULT_START_TS, World
+from simulation.world import World
+from simulation.world_config import DEFAULT_START_TS
 
 
 def _check(*arrays):
@@ -219,7 +221,7 @@ def _target_scores(policy: policies.PlackettLucePolicy, logs: LoggedData) -> np.
   if policy.fixed is not None:
     w = np.broadcast_to(policy.fixed, (len(logs.segment), 3)).copy()
   else:
-    w = slates.segment_table(policy.fusion)[logs.segment]
+    w = fusion_spec.segment_table(policy.fusion)[logs.segment]
   return slates.fuse(logs.heads, logs.segment, logs.activity, logs.familiar, policy.fusion,
                  weights=w, seed=logs.seed, candidate_ids=logs.tracks)
 

@@ -21,11 +21,12 @@ from typing import Dict, Optional, Sequence, Tuple
 import numpy as np
 
 from features import feature_spec
+from ranking.fusion import spec as fusion_spec
+from ranking.fusion.spec import FusionConfig
+from ranking.layers.mixing import MixingConfig
 from simulation import slates as slates_lib
-from simulation.world import SIM_ACTIVITIES
+from simulation.world_config import SIM_ACTIVITIES
 
-FusionConfig = slates_lib.FusionConfig
-MixingConfig = slates_lib.MixingConfig
 N_SEG = len(feature_spec.SEGMENTS)
 N_ACT = len(SIM_ACTIVITIES)
 
@@ -190,7 +191,7 @@ class FusionPolicy(Policy):
 
   def weights(self, state: ListenerState, context: Context) -> np.ndarray:
     """``[n, 3]`` (alpha, beta, gamma) per listener (default: the segment table)."""
-    return slates_lib.segment_table(self.fusion)[state.listeners.segment.astype(np.int64)]
+    return fusion_spec.segment_table(self.fusion)[state.listeners.segment.astype(np.int64)]
 
   def max_promos(self, state: ListenerState) -> Optional[np.ndarray]:
     """``[n]`` promo cap per listener, or None for the mixing config's."""
@@ -229,7 +230,7 @@ class ContextRulePolicy(FusionPolicy):
   def __init__(self, rules: Dict[Tuple[str, str], Sequence[float]], **kwargs):
     kwargs.setdefault("name", "context_rules")
     super().__init__(**kwargs)
-    table = np.repeat(slates_lib.segment_table(self.fusion)[:, None, :], N_ACT, axis=1)
+    table = np.repeat(fusion_spec.segment_table(self.fusion)[:, None, :], N_ACT, axis=1)
     for (seg, act), w in rules.items():
       if seg not in feature_spec.SEGMENTS:
         raise ValueError(f"unknown segment {seg!r} in rules; known: {fs.SEGMENTS}")

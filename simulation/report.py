@@ -20,12 +20,14 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from features import feature_spec
+from ranking.fusion.spec import FusionConfig
+from ranking.layers.mixing import MixingConfig
 from simulation import bandits
 from simulation import estimators
 from simulation import policies
 from simulation import rollout as rollout_lib
-from simulation import slates
-from simulation.world import SIM_ACTIVITIES, World, WorldConfig
+from simulation.world import World
+from simulation.world_config import SIM_ACTIVITIES, WorldConfig
 
 FIGURES = ("frontier.png", "regret.png", "ope.png")
 CONTROLLER_START_PROMOS = 4   # promos per mixing window the controller starts from
@@ -73,15 +75,13 @@ class ReportConfig:
                             objective=self.objective)
 
 
-def uniform_fusion(
-    weights, base: slates.FusionConfig = slates.FusionConfig()) -> slates.FusionConfig:
+def uniform_fusion(weights, base: FusionConfig = FusionConfig()) -> FusionConfig:
   """The fusion config giving every segment ``weights`` (beta 0 where it must be)."""
   w = tuple(float(x) for x in weights)
   return table_fusion({s: w for s in feature_spec.SEGMENTS}, base)
 
 
-def table_fusion(rows: Dict[str, tuple], base: slates.FusionConfig = slates.FusionConfig()
-                 ) -> slates.FusionConfig:
+def table_fusion(rows: Dict[str, tuple], base: FusionConfig = FusionConfig()) -> FusionConfig:
   """A fusion config with ``rows`` per segment (beta zeroed for zero-beta segments)."""
   table = {s: (w[0], 0.0 if s in base.zero_beta_segments else w[1], w[2])
            for s, w in rows.items()}
@@ -189,7 +189,7 @@ def _controller(world, cfg: ReportConfig, weights) -> Dict[str, object]:
   """The controller on the objective's favourite (promo-heavy) weights with a generous
   starting promo cap: it should pull the promo share down to defend the floor."""
   fusion = uniform_fusion(weights)
-  mixing = slates.MixingConfig(max_promos_per_window=CONTROLLER_START_PROMOS)
+  mixing = MixingConfig(max_promos_per_window=CONTROLLER_START_PROMOS)
   fixed = rollout_lib.rollout(world, policies.FusionPolicy(fusion=fusion, mixing=mixing,
                                              slate_len=cfg.slate_len), cfg.rollout_config())
   ctrl = policies.PromoShareController(floor=cfg.floor, fusion=fusion, mixing=mixing,
@@ -286,7 +286,7 @@ def _markdown(cfg: ReportConfig, res: Dict[str, object]) -> str:
   L += ["\n## Recommended alpha/beta/gamma per segment\n",
         "| segment | recommended | meets floor | completion | objective | current table |",
         "|---|---|---|---|---|---|"]
-  current = dict(slates.FusionConfig().segment_weights)
+  current = dict(FusionConfig().segment_weights)
   for seg, r in res["recommended"].items():
     L.append(f"| {seg} | {'/'.join(f'{w:g}' for w in r['weights'])} | "
              f"{r['meets_floor']} | {_fmt(r['completion_rate'])} | "

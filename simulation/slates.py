@@ -1,18 +1,18 @@
-"""Numpy twins of the serving graph's fusion and mixing, and candidate generation.
+"""Slates in numpy: candidate generation, the fusion boundary, and the mixing twin.
 
 This module owns the vectorized pieces every simulated policy shares: drawing a
 candidate list per listener from the world's catalog (familiar artists, favourite
-styles, popular tracks, promos), fusing head scores exactly as
-``ranking.layers.fusion.ScoreFusion`` does (same ``FusionConfig``, same exploration
-hash), and cutting the top ``K`` positions of the list exactly as
+styles, popular tracks, promos), handing the simulator's arrays to the numpy fusion
+kernel (``ranking.fusion.kernel_np``, the same contract as the serving graph's
+``ScoreFusion``), and cutting the top ``K`` positions of the list exactly as
 ``ranking.layers.mixing`` orders them (same ``MixingConfig``; the plain-Python oracle
-``mixing_reference.mix_reference`` is the test reference). Rollouts over 100k listeners
-cannot afford one TensorFlow call per session, so the same rules run here in numpy, and
-``tests/simulation`` pins them to the graph layers.
+``melody_testing.mixing_reference.mix_reference`` is the test reference). Rollouts over
+100k listeners cannot afford one TensorFlow call per session, so the same rules run
+here in numpy, and ``tests/simulation`` pins the mixing to the graph layer.
 
-Activity indices here follow ``simulation.world.SIM_ACTIVITIES`` (commute, workout,
-focus, explore); fusion tables are indexed by ``feature_spec.ACTIVITIES``, which has
-"unknown" first, hence the ``+ 1`` in :func:`fuse`.
+The simulator indexes activities by ``simulation.world_config.SIM_ACTIVITIES`` (no
+"unknown"); :func:`fuse` converts them to ``feature_spec.ACTIVITIES`` indices, the
+fusion kernels' contract, and is the only place that does.
 """
 
 import dataclasses
@@ -21,61 +21,33 @@ from typing import Optional
 import numpy as np
 
 from features import feature_spec
-from ranking.layers import fusion as fusion_lib
-from ranking.layers import mixing as mixing_lib
+from ranking.fusion import kernel_np
+from ranking.fusion.spec import FusionConfig
+from ranking.layers.mixing import MixingConfig
+from simulation.world_config import SIM_ACTIVITIES
 
-FusionConfig = fusion_lib.FusionConfig
-MixingConfig = mixing_lib.MixingConfig
-
-_HASH_MOD = fusion_lib._HASH_MOD            # pylint: disable=protected-access
-_HASH_MULT = fusion_lib._HASH_MULT          # pylint: disable=protected-access
-_HASH_SEED_MULT = fusion_lib._HASH_SEED_MULT  # pylint: disable=protected-access
-_HASH_ROUNDS = fusion_lib._HASH_ROUNDS      # pylint: disable=protected-access
-
-
-def exploration_uniform(seed: np.ndarray, candidate_ids: np.ndarray) -> np.ndarray:
-  """Numpy twin of ``fusion.exploration_uniform``: ``u`` in [0, 1) per (seed, id).
-
-  Args:
-    seed: ``[B]`` int per-request seed.
-    candidate_ids: ``[B, N]`` int candidate ids.
-
-  Returns:
-    ``[B, N]`` float64 uniforms, bit-identical to the graph op's values.
-  """
-  seed = np.mod(np.asarray(seed, np.int64), _HASH_MOD)[:, None]
-  ids = np.mod(np.asarray(candidate_ids, np.int64), _HASH_MOD)
-  x = np.mod(seed * _HASH_SEED_MULT + ids, _HASH_MOD)
-  for _ in range(_HASH_ROUNDS):
-    x = np.mod(x * _HASH_MULT + 11, _HASH_MOD)
-    x = x ^ (x >> 13)
-  return (x >> 7).astype(np.float64) / float(1 << 24)
-
-
-def segment_table(config: FusionConfig) -> np.ndarray:
-  """``[len(SEGMENTS), 3]`` weight table of a fusion config (beta zeroed as the graph)."""
-  table = np.array([row for _, row in config.segment_weights], np.float64)
-  zero = np.array([name in config.zero_beta_segments for name in feature_spec.SEGMENTS])
-  table[zero, 1] = 0.0
-  return table
+# feature_spec.ACTIVITIES index of each SIM_ACTIVITIES index.
+FUSION_ACTIVITY = np.array([feature_spec.ACTIVITIES.index(a) for a in SIM_ACTIVITIES],
+                           np.int64)
 
 
 def fuse(heads: np.ndarray, segment: np.ndarray, activity: np.ndarray,
          familiar: np.ndarray, config: FusionConfig,
          weights: Optional[np.ndarray] = None, seed: Optional[np.ndarray] = None,
          candidate_ids: Optional[np.ndarray] = None) -> np.ndarray:
-  """Fused score ``S = w . heads + kappa * (2 familiar - 1) + eps * novelty * u``.
+  """Fused scores of the simulator's candidates (``ranking.fusion`` has the formula).
 
   Args:
     heads: ``[B, N, 3]`` (interest, subscription, exposure) scores.
     segment: ``[B]`` index into ``feature_spec.SEGMENTS``.
-    activity: ``[B]`` index into ``world.SIM_ACTIVITIES``.
-    familiar: ``[B, N]`` 0/1, whether the candidate's artist is known.
+    activity: ``[B]`` index into ``world_config.SIM_ACTIVITIES``.
+    familiar: ``[B, N]`` 0/1, whether the candidate's artist is known; novelty is
+      ``1 - familiar``.
     config: the fusion config (table, kappa, epsilon, zero-beta segments).
-    weights: optional ``[B, 3]`` per-request override (the graph's ``override``);
-      beta is still zeroed for ``zero_beta_segments``.
+    weights: optional ``[B, 3]`` per-listener weights, sent as the kernel's override
+      for every row; beta is still zeroed for ``zero_beta_segments``.
     seed: optional ``[B]`` request seeds; without it the exploration bonus is the plain
-      novelty bonus, as in the graph.
+      novelty bonus, and a negative seed turns it off, as in the graph.
     candidate_ids: ``[B, N]`` ids hashed with the seed (default: the position).
 
   Returns:
@@ -84,22 +56,21 @@ def fuse(heads: np.ndarray, segment: np.ndarray, activity: np.ndarray,
   heads = np.asarray(heads, np.float64)
   if heads.ndim != 3 or heads.shape[-1] != 3:
     raise ValueError(f"heads must be [B, N, 3], got shape {heads.shape}")
-  segment = np.asarray(segment, np.int64)
-  table = segment_table(config)
-  w = table[segment] if weights is None else np.asarray(weights, np.float64).copy()
-  if w.shape != (heads.shape[0], 3):
-    raise ValueError(f"weights must be [B={heads.shape[0]}, 3], got shape {w.shape}")
-  zero = np.array([name in config.zero_beta_segments for name in feature_spec.SEGMENTS])
-  w[:, 1] = np.where(zero[segment], 0.0, w[:, 1])
-  fam = np.asarray(familiar, np.float64)
-  kappa = np.array([k for _, k in config.activity_familiarity])[np.asarray(activity) + 1]
-  score = np.einsum("bnh,bh->bn", heads, w) + kappa[:, None] * (2.0 * fam - 1.0)
-  bonus = config.exploration * (1.0 - fam)
+  inputs = {"interest": heads[..., 0], "subscription": heads[..., 1],
+            "exposure": heads[..., 2], "segment": segment,
+            "activity": FUSION_ACTIVITY[np.asarray(activity, np.int64)],
+            "familiar": familiar}
+  if weights is not None:
+    weights = np.asarray(weights, np.float64)
+    if weights.shape != (heads.shape[0], 3):
+      raise ValueError(f"weights must be [B={heads.shape[0]}, 3], got shape {weights.shape}")
+    inputs["override_weights"] = weights
+    inputs["override"] = np.ones(heads.shape[0], bool)
   if seed is not None:
-    ids = (candidate_ids if candidate_ids is not None
-           else np.broadcast_to(np.arange(heads.shape[1]), heads.shape[:2]))
-    bonus = bonus * exploration_uniform(seed, ids)
-  return score + bonus
+    inputs["seed"] = seed
+  if candidate_ids is not None:
+    inputs["candidate_ids"] = candidate_ids
+  return kernel_np.fuse(inputs, config)["score"]
 
 
 def mix_top(scores: np.ndarray, is_promo: np.ndarray, artist_ids: np.ndarray,

@@ -1,4 +1,5 @@
-"""Tests of score fusion: segment goldens, context signs, exploration, overrides, round trips."""
+"""Tests of score fusion: segment goldens, context signs, exploration and its seed mask,
+overrides, reason codes, round trips. TF/numpy parity is in ``test_fusion_parity``."""
 
 import ranking  # noqa: F401  (Keras 2 before TensorFlow)
 import numpy as np
@@ -6,8 +7,11 @@ import pytest
 import tensorflow as tf
 
 from features import feature_spec
-from ranking.layers.fusion import (FusionConfig, ScoreFusion, exploration_uniform,
-                                   exploration_uniform_py)
+from ranking.fusion import exploration
+from ranking.fusion import reasons
+from ranking.fusion import spec as fusion_spec
+from ranking.fusion.kernel_tf import ScoreFusion
+from ranking.fusion.spec import FusionConfig
 
 SEG = {name: i for i, name in enumerate(feature_spec.SEGMENTS)}
 ACT = {name: i for i, name in enumerate(feature_spec.ACTIVITIES)}
@@ -99,7 +103,7 @@ def test_exploration_is_seeded_row_independent_and_bounded():
   eps = both["exploration"].numpy()
   np.testing.assert_array_equal(eps[0], alone["exploration"].numpy()[0])
   assert not np.array_equal(eps[0], eps[1])        # another seed, another draw
-  expected = [0.05 * nv * exploration_uniform_py(7, c) for nv, c in zip(novelty[0], ids[0])]
+  expected = 0.05 * novelty[0] * exploration.uniform_np([7], ids[:1])[0]
   np.testing.assert_allclose(eps[0], expected, rtol=1e-6)
   assert eps[0, 3] == 0.0 and np.all(eps >= 0) and np.all(eps <= 0.05 * novelty)
   # Bonus follows the candidate id, not its position in the list.
@@ -109,16 +113,62 @@ def test_exploration_is_seeded_row_independent_and_bounded():
   np.testing.assert_array_equal(shuffled["exploration"].numpy()[0], eps[0, ::-1])
 
 
+def test_negative_seed_turns_exploration_off_for_that_row_only():
+  novelty = np.ones((3, 4), np.float32)
+  x = _inputs(["free"] * 3, ["unknown"] * 3, novelty=novelty,
+              candidate_ids=np.arange(12, dtype=np.int64).reshape(3, 4),
+              seed=np.array([4, -1, -9], np.int64))
+  out = ScoreFusion()(x)
+  eps = out["exploration"].numpy()
+  assert np.all(eps[0] > 0)
+  np.testing.assert_array_equal(eps[1:], np.zeros((2, 4)))
+  np.testing.assert_allclose(out["score"].numpy()[1:], np.full((2, 4), 0.554), atol=1e-6)
+  unseeded = ScoreFusion()(_inputs(["free"], ["unknown"], novelty=novelty[:1]))
+  np.testing.assert_allclose(unseeded["exploration"].numpy(), [[0.02] * 4])
+
+
 def test_exploration_hash_golden_and_roughly_uniform():
-  u = exploration_uniform(tf.constant([7, -3], tf.int64),
-                          tf.constant([[0, 1, 2**40], [5, 6, 7]], tf.int64)).numpy()
+  seed, ids = [7, -3], [[0, 1, 2**40], [5, 6, 7]]
+  u = exploration.uniform_tf(tf.constant(seed, tf.int64), tf.constant(ids, tf.int64)).numpy()
   np.testing.assert_allclose(u, [[0.27532685, 0.71304423, 0.47263575],
                                  [0.74717075, 0.22503453, 0.66346741]], atol=1e-7)
-  grid = exploration_uniform(tf.range(50, dtype=tf.int64),
-                             tf.broadcast_to(tf.range(400, dtype=tf.int64), [50, 400])).numpy()
+  np.testing.assert_array_equal(exploration.uniform_np(seed, ids), u)   # bit-identical
+  grid = exploration.uniform_tf(
+      tf.range(50, dtype=tf.int64),
+      tf.broadcast_to(tf.range(400, dtype=tf.int64), [50, 400])).numpy()
   assert grid.min() >= 0.0 and grid.max() < 1.0
   assert abs(grid.mean() - 0.5) < 0.01
   assert np.histogram(grid, bins=10, range=(0, 1))[0].min() > 1700   # 2000 per bin ideal
+
+
+def test_tables_as_arrays():
+  cfg = FusionConfig()
+  np.testing.assert_array_equal(fusion_spec.segment_table(cfg), [
+      [0.85, 0.10, 0.05], [0.70, 0.22, 0.08], [0.55, 0.35, 0.10], [0.62, 0.30, 0.08],
+      [0.80, 0.00, 0.20]])
+  np.testing.assert_array_equal(fusion_spec.kappa_table(cfg), [0.0, 0.06, 0.04, 0.03, -0.08])
+  np.testing.assert_array_equal(fusion_spec.zero_beta_mask(cfg),
+                                [s == "paid" for s in feature_spec.SEGMENTS])
+
+
+def test_reason_codes_encode_flags_in_code_order():
+  codes = reasons.REASON_CODES
+  assert codes == ("promo", "exploration", "intent_match", "session_style_match",
+                   "familiar_track", "familiar_artist", "new_for_you")
+  table = reasons.code_table().numpy()
+  assert len(table) == 2 ** len(codes) and table[0] == b"" and table[-1] == ",".join(
+      codes).encode()
+  flags = {c: tf.constant([[False, False]]) for c in codes}
+  flags["promo"] = tf.constant([[True, False]])
+  flags["new_for_you"] = tf.constant([[True, True]])
+  np.testing.assert_array_equal(reasons.encode(flags).numpy(),
+                                [[b"promo,new_for_you", b"new_for_you"]])
+  with pytest.raises(ValueError, match="exactly the keys"):
+    reasons.encode({"promo": flags["promo"]})
+  bonus = tf.constant([[0.0, 0.00999, 0.01, 0.02]])
+  np.testing.assert_array_equal(reasons.exploration_flag(bonus, 0.02).numpy(),
+                                [[False, False, True, True]])
+  assert not reasons.exploration_flag(bonus, 0.0).numpy().any()
 
 
 def test_out_of_range_indices_fall_back_to_index_zero():

@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 from hypothesis import given, settings, strategies as st
 
-from ranking.layers.fusion import ScoreFusion
+from ranking.fusion.kernel_tf import ScoreFusion
 from ranking.layers import mixing
 from ranking.layers.mixing import Mixing, MixingConfig, mix
 from melody_testing.mixing_reference import mix_reference

@@ -13,7 +13,9 @@ import pytest
 
 from bench import serving as bench_serving
 from serving import export
+from serving import catalog as catalog_lib
 from serving import model_config
+from serving import request_schema
 from serving import signatures as signatures_lib
 from serving import tensors
 from serving import warmup
@@ -47,7 +49,7 @@ def exported(tmp_path_factory):
   v1 = export.export_serving_model(model, paths["tft"], paths["tracks"], base, n_max=200,
                                    num_warmup_records=14)
   # Version 2 carries an intent module: the hook adds a signature and an input.
-  intent = TextLengthIntent(len(signatures_lib.Catalog.from_tracks(paths["tracks"])))
+  intent = TextLengthIntent(len(catalog_lib.Catalog.from_tracks(paths["tracks"])))
   v2 = export.export_serving_model(model, paths["tft"], paths["tracks"], base, n_max=200,
                                    num_warmup_records=9, intent=intent)
   return {"paths": paths, "model": model, "base": base, "v1": v1, "v2": v2,
@@ -102,7 +104,7 @@ def test_warmup_records_are_real_replayable_requests(exported):
     out = fn(**{k: tf.constant(v) for k, v in arrays.items()})
     assert np.all(np.isfinite(out["fused_score"].numpy()))
     if name == "rank":
-      signatures_lib.validate_rank(arrays, 200)
+      request_schema.validate_rank(arrays, 200)
   assert seen == {"rank", "recommend"}
   with pytest.raises(ValueError, match="1000"):
     warmup.warmup_requests([b""], "melody", 10, num_records=1001)
@@ -115,7 +117,7 @@ def test_an_intent_module_adds_intent_candidates_and_request_text(exported):
   assert "request_text" in loaded.signatures["recommend"].structured_input_signature[1]
   got = loaded.signatures["intent_candidates"](text=tf.constant([b"abc", b""]),
                                                k=tf.constant(2, tf.int32))
-  ids = signatures_lib.Catalog.from_tracks(exported["paths"]["tracks"]).track_ids
+  ids = catalog_lib.Catalog.from_tracks(exported["paths"]["tracks"]).track_ids
   np.testing.assert_array_equal(got["track_ids"].numpy()[0], ids[3:5])
   assert list(got["track_ids"].numpy()[1]) == [b"", b""]   # empty text: no candidates
   signatures = {log.predict_log.request.model_spec.signature_name

@@ -10,11 +10,11 @@ import pytest
 
 from bench import serving as bench_serving
 from features import feature_spec
+from ranking.fusion import reasons
 from serving import cli
 from serving import export
 from serving import query
 from serving import server as server_lib
-from serving import signatures
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
   paths = bench_serving.prepare_world(str(tmp_path_factory.getbasetemp() / "serving_world"))
@@ -68,7 +68,7 @@ def test_rank_in_process_prints_the_ranked_table(env, capsys):
                             saved_model=env["version"], k=7, candidates=30)
   assert [r.track_id for r in rows] == [line.split()[1] for line in body]
   for r in rows:
-    assert set(r.reasons.split(",")) <= set(signatures.REASON_CODES)
+    assert set(r.reasons.split(",")) <= set(reasons.REASON_CODES)
   assert np.isclose(sum(weights), 1.0, atol=1e-5)
 
 

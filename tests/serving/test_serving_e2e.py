@@ -15,8 +15,8 @@ from bench import serving as bench_serving
 from serving import client
 from serving import export
 from serving import model_config
+from serving import request_schema
 from serving import server as server_lib
-from serving import signatures as signatures_lib
 from serving import tensors
 from serving import version_manager
 from serving import warmup
@@ -46,7 +46,7 @@ def served(tmp_path_factory):
           os.path.join(config_dir, "batching_parameters.txt")))
   server = server_lib.ModelServer.from_config_file(
       os.path.join(config_dir, "models.config"), options,
-      validators={"melody": signatures_lib.validators(N_MAX)}).start()
+      validators={"melody": request_schema.validators(N_MAX)}).start()
   channel = grpc.insecure_channel(server.target)
   yield {"server": server, "channel": channel, "stub":
          prediction_service_pb2_grpc.PredictionServiceStub(channel),

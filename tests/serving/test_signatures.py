@@ -1,4 +1,5 @@
-"""Tests of serving.signatures: the rank / recommend / score_examples graph in process.
+"""Tests of serving.signatures (the rank / recommend / score_examples graph in process)
+and of the request schema it is traced with.
 
 One small simulated world (``bench.serving.prepare_world``: ``features.generate.run`` +
 ``features.preprocessing.transform_dataset``) and one tiny initialized ranker per
@@ -11,7 +12,10 @@ import pytest
 from bench import serving as bench_serving
 from features import feature_spec
 from ranking import model as model_lib
+from ranking.fusion import reasons
 from ranking.layers import mixing as mixing_lib
+from serving import catalog as catalog_lib
+from serving import request_schema
 from serving import signatures as signatures_lib
 from serving import warmup
 
@@ -40,7 +44,7 @@ class KeywordIntent(tf.Module):
 def env(tmp_path_factory):
   paths = bench_serving.prepare_world(str(tmp_path_factory.getbasetemp() / "serving_world"))
   model = bench_serving.build_model()
-  catalog = signatures_lib.Catalog.from_tracks(paths["tracks"])
+  catalog = catalog_lib.Catalog.from_tracks(paths["tracks"])
   module = signatures_lib.RankerServingModule(model, paths["tft"], catalog, n_max=N_MAX)
   intent_module = signatures_lib.RankerServingModule(model, paths["tft"], catalog, n_max=N_MAX,
                                           intent=KeywordIntent(len(catalog)))
@@ -62,7 +66,7 @@ def _rank_request(env, rows, ids, promo=None):
   if ids.ndim == 1:
     ids = np.tile(ids, (len(rows), 1))
   inputs = warmup.listener_inputs(env["parsed"], rows)
-  inputs.update(signatures_lib.neutral_controls(len(rows)))
+  inputs.update(request_schema.neutral_controls(len(rows)))
   inputs["candidate_ids"] = ids
   inputs["candidate_is_promo"] = (np.zeros(ids.shape, np.int64) if promo is None else
                                   np.broadcast_to(np.asarray(promo, np.int64), ids.shape).copy())
@@ -86,7 +90,7 @@ def test_rank_outputs_shapes_and_a_consistent_order(env):
     assert np.all((out[k][:, :6] > 0) & (out[k][:, :6] < 1)), k
   for reason in out["reasons"][1]:
     codes = reason.decode().split(",")
-    assert set(codes) <= set(signatures_lib.REASON_CODES)
+    assert set(codes) <= set(reasons.REASON_CODES)
     assert sum(c in ("familiar_track", "familiar_artist", "new_for_you") for c in codes) == 1
 
 
@@ -281,27 +285,27 @@ def test_score_examples_and_transform_features(env):
 def test_bad_requests_are_rejected_naming_the_input(env):
   cat = env["catalog"]
   good = _rank_request(env, [0], cat.track_ids[:5])
-  signatures_lib.validate_rank(good, N_MAX)
+  request_schema.validate_rank(good, N_MAX)
   too_many = _rank_request(env, [0], np.resize(cat.track_ids, N_MAX + 1))
   with pytest.raises(ValueError, match="candidate_ids"):
-    signatures_lib.validate_rank(too_many, N_MAX)
+    request_schema.validate_rank(too_many, N_MAX)
   with pytest.raises(tf.errors.InvalidArgumentError, match="candidate_ids"):
     _call(env["fns"]["rank"], too_many)
   mismatch = dict(good, candidate_is_promo=np.zeros((1, 4), np.int64))
   with pytest.raises(ValueError, match="candidate_is_promo"):
-    signatures_lib.validate_rank(mismatch, N_MAX)
+    request_schema.validate_rank(mismatch, N_MAX)
   with pytest.raises(tf.errors.InvalidArgumentError, match="candidate_is_promo"):
     _call(env["fns"]["rank"], mismatch)
   long_history = dict(good, hist_len=np.array([feature_spec.HISTORY_LEN + 1], np.int64))
   with pytest.raises(ValueError, match="hist_len"):
-    signatures_lib.validate_rank(long_history, N_MAX)
+    request_schema.validate_rank(long_history, N_MAX)
   with pytest.raises(tf.errors.InvalidArgumentError, match="hist_len"):
     _call(env["fns"]["rank"], long_history)
   with pytest.raises(ValueError, match="candidate_is_promo"):
-    signatures_lib.validate_rank(dict(good, candidate_is_promo=np.full((1, 5), 2, np.int64)), N_MAX)
+    request_schema.validate_rank(dict(good, candidate_is_promo=np.full((1, 5), 2, np.int64)), N_MAX)
   rec = warmup.recommend_inputs(env["parsed"], [0], 0)
   with pytest.raises(ValueError, match="'k'"):
-    signatures_lib.validate_recommend(rec, N_MAX)
+    request_schema.validate_recommend(rec, N_MAX)
 
 
 def test_reasons_follow_the_documented_rules(env):
@@ -330,3 +334,25 @@ def test_reasons_follow_the_documented_rules(env):
     assert want in codes, (track, codes)
     style = cat.artist_ids[r] in sess_artists or bool(set(cat.tags[r]) & sess_tags - {b""})
     assert ("session_style_match" in codes) == style, (track, codes)
+
+
+def test_listener_inputs_are_the_feature_spec_listener_features():
+  """Names, order, dtypes and shapes of the listener inputs (a signature golden): the
+  user, context, history and session raw features less the catalogue-derived artists."""
+  h, s = feature_spec.HISTORY_LEN, feature_spec.SESSION_LEN
+  assert list(request_schema.LISTENER_INPUTS.items()) == [
+      ("user_id", ("string", ())), ("user_segment", ("string", ())),
+      ("user_tenure_days", ("float32", ())), ("context_activity", ("string", ())),
+      ("context_surface", ("string", ())), ("context_hour", ("int64", ())),
+      ("context_weekday", ("int64", ())), ("hist_track_ids", ("string", (h,))),
+      ("hist_completion", ("float32", (h,))), ("hist_skip", ("float32", (h,))),
+      ("hist_gap_s", ("float32", (h,))), ("hist_len", ("int64", ())),
+      ("sess_track_ids", ("string", (s,))), ("sess_completion", ("float32", (s,))),
+      ("sess_skip", ("float32", (s,))), ("sess_gap_s", ("float32", (s,))),
+      ("sess_len", ("int64", ()))]
+  spec = request_schema.rank_input_spec()
+  assert set(spec) == (set(request_schema.LISTENER_INPUTS) | {
+      "alpha_beta_gamma", "override", "exploration_seed", "candidate_ids",
+      "candidate_is_promo"})
+  assert spec["hist_track_ids"].shape.as_list() == [None, h]
+  assert spec["candidate_ids"].shape.as_list() == [None, None]

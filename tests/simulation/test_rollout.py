@@ -1,7 +1,8 @@
 """Tests of simulation.rollout, slates and policies: determinism (same seed -> identical
-report numbers, other seeds differ), outcome ranges, the numpy fusion/mixing twins
-against the graph layer and the plain-Python mixing oracle, the promo-share controller,
-Beam vs in-process totals, and the SavedModel policy over a ``rank``-shaped signature."""
+report numbers, other seeds differ), outcome ranges, the simulator's fusion boundary
+against the graph layer, the numpy mixing twin against the graph layer and the
+plain-Python mixing oracle, the promo-share controller, Beam vs in-process totals, and
+the SavedModel policy over a ``rank``-shaped signature."""
 
 import dataclasses
 
@@ -10,10 +11,14 @@ import pytest
 
 from features import feature_spec
 from melody_testing.mixing_reference import mix_reference
+from ranking.fusion import spec as fusion_spec
+from ranking.fusion.spec import FusionConfig
+from ranking.layers.mixing import MixingConfig
 from simulation import policies
 from simulation import rollout as rollout_lib
 from simulation import slates as slates_lib
-from simulation.world import SIM_ACTIVITIES, World, WorldConfig
+from simulation.world import World
+from simulation.world_config import SIM_ACTIVITIES, WorldConfig
 
 SMALL = rollout_lib.RolloutConfig(users=600, days=3, seed=5, chunk_users=300)
 
@@ -62,7 +67,7 @@ def test_interest_only_weights_complete_more_than_exposure_only(world):
   cfg = dataclasses.replace(SMALL, days=1)
 
   def run(w):
-    fusion = dataclasses.replace(slates_lib.FusionConfig(), segment_weights={
+    fusion = dataclasses.replace(FusionConfig(), segment_weights={
         s: (w[0], 0.0 if s == "paid" else w[1], w[2]) for s in feature_spec.SEGMENTS})
     return rollout_lib.rollout(world, policies.FusionPolicy(fusion=fusion), cfg).summary()
 
@@ -72,7 +77,7 @@ def test_interest_only_weights_complete_more_than_exposure_only(world):
 
 
 def test_promo_controller_lowers_share_when_completion_is_below_floor(world):
-  mixing = slates_lib.MixingConfig(max_promos_per_window=4)
+  mixing = MixingConfig(max_promos_per_window=4)
   cfg = dataclasses.replace(SMALL, days=4)
   strict = policies.PromoShareController(floor=0.95, mixing=mixing)
   res = rollout_lib.rollout(world, strict, cfg)
@@ -89,9 +94,9 @@ def test_promo_controller_lowers_share_when_completion_is_below_floor(world):
 
 def test_numpy_mixing_matches_the_reference():
   rng = np.random.default_rng(0)
-  configs = (slates_lib.MixingConfig(), slates_lib.MixingConfig(1, 3, 1),
-             slates_lib.MixingConfig(3, 4, 2), slates_lib.MixingConfig(0, 4, 1),
-             slates_lib.MixingConfig(1, 40, 3, unknown_artist_id=-1))
+  configs = (MixingConfig(), MixingConfig(1, 3, 1),
+             MixingConfig(3, 4, 2), MixingConfig(0, 4, 1),
+             MixingConfig(1, 40, 3, unknown_artist_id=-1))
   for cfg in configs:
     b, n, k = 60, 14, 12
     scores = np.round(rng.normal(size=(b, n)), 1)        # rounding makes ties
@@ -107,9 +112,11 @@ def test_numpy_mixing_matches_the_reference():
       assert got[i].tolist() == want, (cfg, i)
 
 
-def test_numpy_fusion_matches_the_graph_layer():
+def test_simulator_fusion_boundary_matches_the_graph_layer():
+  """``slates.fuse`` takes simulator activities and full weight rows; the graph layer
+  gets the same listeners as ``feature_spec.ACTIVITIES`` indices and overrides."""
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  from ranking.layers.fusion import ScoreFusion  # pylint: disable=import-outside-toplevel
+  from ranking.fusion.kernel_tf import ScoreFusion  # pylint: disable=import-outside-toplevel
   rng = np.random.default_rng(1)
   b, n = 8, 6
   heads = rng.random((b, n, 3))
@@ -123,19 +130,14 @@ def test_numpy_fusion_matches_the_graph_layer():
       "interest": tf.constant(heads[..., 0], tf.float32),
       "subscription": tf.constant(heads[..., 1], tf.float32),
       "exposure": tf.constant(heads[..., 2], tf.float32),
-      "segment": tf.constant(seg), "activity": tf.constant(act + 1),
+      "segment": tf.constant(seg),
+      "activity": tf.constant([feature_spec.ACTIVITIES.index(SIM_ACTIVITIES[a]) for a in act]),
       "familiar": tf.constant(fam, tf.float32), "candidate_ids": tf.constant(ids),
       "seed": tf.constant(seed), "override_weights": tf.constant(override, tf.float32),
       "override": tf.ones([b], tf.bool)})
-  got = slates_lib.fuse(heads,
-                        seg,
-                        act,
-                        fam,
-                        slates_lib.FusionConfig(),
-                        weights=override,
-                        seed=seed,
+  got = slates_lib.fuse(heads, seg, act, fam, FusionConfig(), weights=override, seed=seed,
                         candidate_ids=ids)
-  np.testing.assert_allclose(got, out["score"].numpy(), atol=1e-5)
+  np.testing.assert_allclose(got, out["score"].numpy(), rtol=0, atol=2e-6)
 
 
 def test_beam_rollout_equals_in_process(world):
@@ -162,11 +164,11 @@ def _mimic_model(path):
   listener has in their history first, then the others, each group in reverse input
   order (padding last); no fusion weights of its own."""
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  from serving import signatures as sig  # pylint: disable=import-outside-toplevel
+  from serving import request_schema  # pylint: disable=import-outside-toplevel
 
   class Mimic(tf.Module):
 
-    @tf.function(input_signature=[sig.rank_input_spec()])
+    @tf.function(input_signature=[request_schema.rank_input_spec()])
     def rank(self, inputs):
       ids = inputs["candidate_ids"]
       n = tf.shape(ids)[1]
@@ -245,7 +247,7 @@ def test_saved_model_policy_on_a_real_export(tmp_path_factory):
   ctx = policies.Context(activity=raw["activity"], hour=raw["hour"], weekday=raw["weekday"],
                     ts=raw["ts"], seed=np.arange(16))
   state = policies.ListenerState(world, L, {})
-  table = slates_lib.segment_table(slates_lib.FusionConfig())
+  table = fusion_spec.segment_table(FusionConfig())
   plain = policies.SavedModelPolicy(version).rank(state, policies.Candidates(tracks, valid), ctx)
   np.testing.assert_allclose(plain.weights, table[L.segment], atol=1e-6)
   # With a 300-track catalog a row can run out of distinct non-promos; promos after
@@ -273,7 +275,7 @@ def test_context_rules_set_weights_per_segment_and_activity(world):
   ctx = policies.Context(activity=act, hour=np.zeros(40, int), weekday=np.zeros(40, int),
                     ts=np.zeros(40, int), seed=np.arange(40))
   w = policy.weights(policies.ListenerState(world, L, {}), ctx)
-  table = slates_lib.segment_table(slates_lib.FusionConfig())
+  table = fusion_spec.segment_table(FusionConfig())
   for i in range(40):
     key = (feature_spec.SEGMENTS[L.segment[i]], SIM_ACTIVITIES[act[i]])
     np.testing.assert_allclose(w[i], rules.get(key, table[L.segment[i]]))
