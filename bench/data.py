@@ -124,7 +124,7 @@ def bench_examples(tables, max_events: int = 150_000, baseline_rows: int = 2000)
   from features import example_io  # pylint: disable=g-import-not-at-top
   from features import examples_beam  # pylint: disable=g-import-not-at-top
   from features import raw_features  # pylint: disable=g-import-not-at-top
-  from features import feature_spec as fs  # pylint: disable=g-import-not-at-top
+  from features import feature_spec  # pylint: disable=g-import-not-at-top
   import apache_beam  # noqa: F401 pylint: disable=g-import-not-at-top,unused-import
 
   world = _world()
@@ -153,7 +153,7 @@ def bench_examples(tables, max_events: int = 150_000, baseline_rows: int = 2000)
   rows = len(records)
 
   # Baseline: the same rows built as tf.train.Example protos one by one.
-  sample = tf.io.parse_example(records[:baseline_rows], fs.raw_feature_spec())
+  sample = tf.io.parse_example(records[:baseline_rows], feature_spec.raw_feature_spec())
   sample = {k: v.numpy() for k, v in sample.items()}
   dicts = [{k: v[i] for k, v in sample.items()} for i in range(len(records[:baseline_rows]))]
   b0 = time.perf_counter()

@@ -33,11 +33,11 @@ BANDIT_TARGET = 0.95
 
 
 def _rollout_rate(world, users: int, chunk_users: int):
-  from simulation import policies as pol  # pylint: disable=import-outside-toplevel
-  from simulation import rollout as ro  # pylint: disable=import-outside-toplevel
-  cfg = ro.RolloutConfig(users=users, days=DAYS, seed=11, chunk_users=chunk_users)
+  from simulation import policies  # pylint: disable=import-outside-toplevel
+  from simulation import rollout  # pylint: disable=import-outside-toplevel
+  cfg = rollout.RolloutConfig(users=users, days=DAYS, seed=11, chunk_users=chunk_users)
   cpu0, t0 = time.process_time(), time.perf_counter()
-  res = ro.rollout(world, pol.FusionPolicy(), cfg)
+  res = rollout.rollout(world, policies.FusionPolicy(), cfg)
   cpu, wall = time.process_time() - cpu0, time.perf_counter() - t0
   return {"users": users, "days": DAYS, "chunk_users": chunk_users, "wall_s": wall,
           "cpu_s": cpu, "listener_days_per_s": users * DAYS / wall,
@@ -56,15 +56,15 @@ def bench_scale(world, users: int, baseline_users: int):
 
 
 def bench_beam(world, users: int):
-  from simulation import policies as pol  # pylint: disable=import-outside-toplevel
-  from simulation import rollout as ro  # pylint: disable=import-outside-toplevel
+  from simulation import policies  # pylint: disable=import-outside-toplevel
+  from simulation import rollout  # pylint: disable=import-outside-toplevel
   from simulation.world_config import WorldConfig  # pylint: disable=import-outside-toplevel
-  cfg = ro.RolloutConfig(users=users, days=DAYS, seed=11, chunk_users=1000)
+  cfg = rollout.RolloutConfig(users=users, days=DAYS, seed=11, chunk_users=1000)
   t0 = time.perf_counter()
-  beam = ro.rollout_beam(7, WorldConfig(n_tracks=5000), pol.FusionPolicy, cfg)
+  beam = rollout.rollout_beam(7, WorldConfig(n_tracks=5000), policies.FusionPolicy, cfg)
   beam_s = time.perf_counter() - t0
   t0 = time.perf_counter()
-  direct = ro.rollout(world, pol.FusionPolicy(), cfg)
+  direct = rollout.rollout(world, policies.FusionPolicy(), cfg)
   direct_s = time.perf_counter() - t0
   return {"users": users, "beam_wall_s": beam_s, "direct_wall_s": direct_s,
           "beam_listener_days_per_s": users * DAYS / beam_s,
@@ -74,11 +74,11 @@ def bench_beam(world, users: int):
 
 
 def bench_report():
-  from simulation import report as rp  # pylint: disable=import-outside-toplevel
-  cfg = rp.ReportConfig()
+  from simulation import report  # pylint: disable=import-outside-toplevel
+  cfg = report.ReportConfig()
   with tempfile.TemporaryDirectory() as tmp:
     t0 = time.perf_counter()
-    res = rp.run(tmp, cfg)
+    res = report.run(tmp, cfg)
     wall = time.perf_counter() - t0
   ope = {r["target"]: {"truth": r["truth"], "dr": r["dr"], "dr_rel_err": r["dr_rel_err"],
                        "ips_rel_err": r["ips_rel_err"], "snips_rel_err": r["snips_rel_err"],

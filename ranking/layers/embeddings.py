@@ -77,7 +77,7 @@ class MaskedMeanEmbedding(tf.keras.layers.Layer):
   Math: ``e = sum_j 1[x_j != 0] E[x_j] / max(1, sum_j 1[x_j != 0])``.
 
   Usage:
-    tags = MaskedMeanEmbedding(vocab=fs.vocab_size("tag"), dim=64)(cand_tags)  # [B, 64]
+    tags = MaskedMeanEmbedding(vocab=feature_spec.vocab_size("tag"), dim=64)(cand_tags)  # [B, 64]
 
   Args:
     vocab: rows of the table (row 0 is padding).
