@@ -33,9 +33,10 @@ from pipeline import intent_trainer
 from ranking import config as ranking_config
 from ranking import model as ranking_model
 from melody_testing import synthetic_batches
-from ranking.intent import data
+from ranking.intent import catalog as catalog_lib
 from ranking.intent import dual_encoder
 from ranking.intent import evaluation
+from ranking.intent import intents
 from ranking.intent import preference as pref
 
 X = feature_spec.xf
@@ -49,7 +50,7 @@ def load_catalog(data_dir: Optional[str], n_jamendo: int, n_hetrec: int,
     from features.datasets import registry  # pylint: disable=g-import-not-at-top
     _, jam, _ = registry.load("jamendo", data_dir)
     _, het, _ = registry.load("hetrec", data_dir)
-    return data.mixed_catalog(jam, het, n_jamendo, n_hetrec, seed=seed), "jamendo+hetrec"
+    return catalog_lib.mixed_catalog(jam, het, n_jamendo, n_hetrec, seed=seed), "jamendo+hetrec"
   from simulation import world as world_lib  # pylint: disable=g-import-not-at-top
   from simulation import world_config  # pylint: disable=g-import-not-at-top
   w = world_lib.World(world_config.WorldConfig(n_tracks=n_jamendo + n_hetrec), seed=seed)
@@ -72,7 +73,7 @@ def catalog_candidates(catalog: pd.DataFrame) -> Dict[str, np.ndarray]:
   n = len(catalog)
   tags = np.zeros((n, feature_spec.MAX_TAGS), np.int64)
   for i, t in enumerate(catalog["tags"]):
-    keys = [data.tag_key(x) for x in list(t)[:feature_spec.MAX_TAGS]]
+    keys = [catalog_lib.tag_key(x) for x in list(t)[:feature_spec.MAX_TAGS]]
     if keys:
       tags[i, :len(keys)] = _stable_hash(keys, card[X("cand_tags")])
   pop = pd.to_numeric(catalog["popularity"], errors="coerce").fillna(0.0).to_numpy()
@@ -214,7 +215,7 @@ def main(argv=None) -> Dict[str, object]:
         flush=True)
 
   test = run.synthesizer.triplets(args.eval_requests, heldout=True, interest=interest)
-  relevant = data.relevance(test.requests, run.synthesizer.index)
+  relevant = intents.relevance(test.requests, run.synthesizer.index)
   k_eval = 50
   rows: List[Dict[str, object]] = []
 

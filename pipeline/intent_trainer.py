@@ -35,11 +35,12 @@ import pandas as pd
 import ranking  # noqa: F401  (Keras 2 before TensorFlow)
 import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-order
 
+from ranking.intent import catalog as catalog_lib
 from ranking.intent import checkpoint as ckpt_lib
-from ranking.intent import data
 from ranking.intent import dual_encoder
 from ranking.intent import preference as pref
-from ranking.intent import serving
+from ranking.intent import retrieval
+from ranking.intent import synthesis
 from ranking.intent import tokenizer as tok_lib
 
 
@@ -58,7 +59,7 @@ class IntentTrainConfig:
   """
   intent: dual_encoder.IntentConfig = dual_encoder.IntentConfig()
   preference: pref.PreferenceConfig = pref.PreferenceConfig()
-  synth: data.SynthConfig = data.SynthConfig()
+  synth: synthesis.SynthConfig = synthesis.SynthConfig()
   num_train_requests: int = 4000
   num_listeners: int = 1
   model_dir: Optional[str] = None
@@ -91,7 +92,7 @@ class IntentTrainConfig:
       elif key == "preference":
         value = pref.PreferenceConfig.from_dict(value)
       elif key == "synth":
-        value = data.SynthConfig(**value)
+        value = synthesis.SynthConfig(**value)
       kwargs[key] = value
     return cls(**kwargs)
 
@@ -147,11 +148,11 @@ class IntentRun:
         trainable_layers=min(ic.trainable_layers, self.checkpoint.config.num_hidden_layers),
         temperature=ic.temperature)
     self.model.encoder.load_checkpoint(self.checkpoint)
-    self.texts = data.catalog_texts(self.catalog)
+    self.texts = catalog_lib.catalog_texts(self.catalog)
     # The pretrained encoder's track-text embeddings, before any fine-tuning.
     self.track_text_embeddings = dual_encoder.encode_texts(self.model.encoder, self.track_tokenizer,
                                                  self.texts)
-    self.synthesizer = data.RequestSynthesizer(self.catalog, config.synth, seed=config.seed)
+    self.synthesizer = synthesis.RequestSynthesizer(self.catalog, config.synth, seed=config.seed)
     self.train = self.synthesizer.triplets(config.num_train_requests, heldout=False,
                                            interest=interest,
                                            n_listeners=self.num_listeners)
@@ -177,7 +178,7 @@ class IntentRun:
     return hist
 
   def track_vectors(self) -> np.ndarray:
-    return serving.catalog_track_vectors(self.model, self.track_text_embeddings)
+    return retrieval.catalog_track_vectors(self.model, self.track_text_embeddings)
 
   def query_vectors(self, texts: Sequence[str],
                     listener_rows: Optional[np.ndarray] = None) -> np.ndarray:
@@ -195,9 +196,9 @@ class IntentRun:
                                 listener, training=False).numpy()
     return out
 
-  def module(self) -> serving.IntentCandidates:
+  def module(self) -> retrieval.IntentCandidates:
     """The serving module over the whole catalog (track vectors computed now)."""
-    return serving.IntentCandidates(self.model, self.tokenizer, self.track_vectors())
+    return retrieval.IntentCandidates(self.model, self.tokenizer, self.track_vectors())
 
   def save(self, out_dir: str) -> str:
     """Saves the module as a SavedModel plus ``assets.extra/intent.json``."""

@@ -11,7 +11,7 @@ Each sampled track gets a hybrid reward
   ``r = w_intent * intent + w_personal * personal + w_constraint * constraint``
 
 * intent: the fraction of the request's intent clauses the track's tags satisfy (0 when
-  it carries a negated tag): ``data.intent_match``;
+  it carries a negated tag): ``intents.intent_match``;
 * personal: the ranking model's interest score for (listener, track), z-scored per
   listener over the catalog;
 * constraint: -1 for a track already sampled earlier in the group, -1 for a row that is
@@ -33,8 +33,8 @@ from typing import Dict, List, Mapping, Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
-from ranking.intent import data
 from ranking.intent import dual_encoder
+from ranking.intent import intents
 @dataclasses.dataclass(frozen=True)
 class PreferenceConfig:
   """Settings of the preference optimization.
@@ -108,7 +108,7 @@ def constraint_penalty(sampled: np.ndarray, num_tracks: int,
   return out
 
 
-def hybrid_rewards(requests: Sequence[data.Request], tag_keys, sampled: np.ndarray,
+def hybrid_rewards(requests: Sequence[intents.Request], tag_keys, sampled: np.ndarray,
                    listener_rows: np.ndarray, personal: Optional[np.ndarray],
                    config: PreferenceConfig,
                    available: Optional[np.ndarray] = None) -> Dict[str, np.ndarray]:
@@ -128,7 +128,7 @@ def hybrid_rewards(requests: Sequence[data.Request], tag_keys, sampled: np.ndarr
   """
   sampled = np.asarray(sampled, np.int64)
   n = len(tag_keys)
-  intent = data.intent_match(requests, tag_keys, sampled)
+  intent = intents.intent_match(requests, tag_keys, sampled)
   if personal is not None:
     safe = np.clip(sampled, 0, n - 1)
     pers = np.asarray(personal)[np.asarray(listener_rows)[:, None], safe].astype(np.float32)
@@ -177,7 +177,7 @@ def grpo_loss(logits: tf.Tensor, old_log_probs: tf.Tensor, ref_log_probs: tf.Ten
 
 
 def grpo_fit(model: dual_encoder.IntentDualEncoder, config: PreferenceConfig,
-             requests: Sequence[data.Request], request_tokens: Mapping[str, np.ndarray],
+             requests: Sequence[intents.Request], request_tokens: Mapping[str, np.ndarray],
              track_text_embeddings: np.ndarray, tag_keys,
              listeners: Optional[np.ndarray] = None,
              listener_vectors: Optional[np.ndarray] = None,

@@ -9,10 +9,10 @@ import ranking  # noqa: F401  (Keras 2 before TensorFlow)
 import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
 from bench import serving as bench_serving
+from ranking.intent import catalog as catalog_lib
 from ranking.intent import checkpoint as ckpt_lib
-from ranking.intent import data
 from ranking.intent import dual_encoder
-from ranking.intent import serving
+from ranking.intent import retrieval
 from ranking.intent import tokenizer as tok_lib
 from serving import export
 
@@ -28,9 +28,9 @@ def _zero_shot_intent(tmp_path_factory):
   model = dual_encoder.IntentDualEncoder(ck.config, num_tracks=len(tracks))
   model.encoder.load_checkpoint(ck)
   text_emb = dual_encoder.encode_texts(model.encoder, tok_lib.WordPieceTokenizer(ck.vocab, 48),
-                             data.catalog_texts(tracks))
-  module = serving.IntentCandidates(model, tok_lib.WordPieceTokenizer(ck.vocab, 32),
-                                    serving.catalog_track_vectors(model, text_emb))
+                                       catalog_lib.catalog_texts(tracks))
+  module = retrieval.IntentCandidates(model, tok_lib.WordPieceTokenizer(ck.vocab, 32),
+                                      retrieval.catalog_track_vectors(model, text_emb))
   return paths, tracks, module
 
 

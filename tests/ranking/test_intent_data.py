@@ -6,8 +6,11 @@ import pytest
 
 import ranking  # noqa: F401  (Keras 2 before TensorFlow)
 from features.datasets import registry
-from ranking.intent import data
+from ranking.intent import catalog as catalog_lib
 from ranking.intent import evaluation
+from ranking.intent import intents
+from ranking.intent import lexicon
+from ranking.intent import synthesis
 from simulation import world as world_lib
 from simulation.world_config import WorldConfig
 
@@ -18,34 +21,34 @@ def catalog():
 
 
 def test_tag_keys_merge_spellings_and_words_are_readable():
-  assert data.tag_key("genre---hiphop") == data.tag_key("Hip-Hop") == "hiphop"
-  assert data.tag_category("mood/theme---relaxing") == "mood"
-  assert data.tag_category("instrument---piano") == "instrument"
-  assert data.tag_category("female vocalists") == "style"
-  assert data.tag_words("genre---drumnbass") == "drum and bass"
-  assert data.tag_words("instrument---acousticguitar") == "acoustic guitar"
+  assert catalog_lib.tag_key("genre---hiphop") == catalog_lib.tag_key("Hip-Hop") == "hiphop"
+  assert catalog_lib.tag_category("mood/theme---relaxing") == "mood"
+  assert catalog_lib.tag_category("instrument---piano") == "instrument"
+  assert catalog_lib.tag_category("female vocalists") == "style"
+  assert catalog_lib.tag_words("genre---drumnbass") == "drum and bass"
+  assert catalog_lib.tag_words("instrument---acousticguitar") == "acoustic guitar"
 
 
 def test_track_text_puts_tags_first_then_title():
-  text = data.track_text(["genre---rock", "instrument---electricguitar", "genre---rock"],
-                         "Night Drive by Someone")
+  text = catalog_lib.track_text(["genre---rock", "instrument---electricguitar", "genre---rock"],
+                                "Night Drive by Someone")
   assert text == "rock, electric guitar. Night Drive by Someone"
-  assert data.track_text([], "Only Title") == "Only Title"
+  assert catalog_lib.track_text([], "Only Title") == "Only Title"
   frame = pd.DataFrame({"tags": [["jazz"], []], "title": ["A", None]})
-  assert data.catalog_texts(frame) == ["jazz. A", ""]
+  assert catalog_lib.catalog_texts(frame) == ["jazz. A", ""]
 
 
 def test_heldout_phrasings_are_disjoint_from_training_phrasings():
-  assert not set(data.TRAIN_TEMPLATES) & set(data.HELDOUT_TEMPLATES)
+  assert not set(lexicon.TRAIN_TEMPLATES) & set(lexicon.HELDOUT_TEMPLATES)
 
 
 def test_requests_are_satisfiable_and_positives_match_their_intent(catalog):
-  syn = data.RequestSynthesizer(catalog, seed=0)
+  syn = synthesis.RequestSynthesizer(catalog, seed=0)
   train = syn.triplets(300, heldout=False, n_listeners=3)
-  rel = data.relevance(train.requests, syn.tag_keys)
+  rel = intents.relevance(train.requests, syn.tag_keys)
   assert rel[np.arange(len(train)), train.track].all()
   assert set(train.track) <= set(syn.train_tracks)
-  assert all(not r.heldout and data.TRAIN_TEMPLATES[r.template] for r in train.requests)
+  assert all(not r.heldout and lexicon.TRAIN_TEMPLATES[r.template] for r in train.requests)
   test = syn.triplets(100, heldout=True, n_listeners=3)
   assert set(test.track) <= set(syn.heldout_tracks)
   assert all(r.heldout for r in test.requests)
@@ -53,10 +56,10 @@ def test_requests_are_satisfiable_and_positives_match_their_intent(catalog):
 
 
 def test_negated_tags_exclude_tracks(catalog):
-  syn = data.RequestSynthesizer(catalog, seed=1)
+  syn = synthesis.RequestSynthesizer(catalog, seed=1)
   reqs = [r for r in syn.requests(400, heldout=False) if r.negated]
   assert reqs, "templates with {neg} must produce negated requests"
-  rel = data.relevance(reqs, syn.tag_keys)
+  rel = intents.relevance(reqs, syn.tag_keys)
   for r, row in zip(reqs, rel):
     for n in np.flatnonzero(row):
       assert not r.negated & syn.tag_keys[n]
@@ -64,15 +67,15 @@ def test_negated_tags_exclude_tracks(catalog):
 
 
 def test_synthesis_is_deterministic_per_seed(catalog):
-  a = data.RequestSynthesizer(catalog, seed=4).triplets(50, n_listeners=2)
-  b = data.RequestSynthesizer(catalog, seed=4).triplets(50, n_listeners=2)
-  c = data.RequestSynthesizer(catalog, seed=5).triplets(50, n_listeners=2)
+  a = synthesis.RequestSynthesizer(catalog, seed=4).triplets(50, n_listeners=2)
+  b = synthesis.RequestSynthesizer(catalog, seed=4).triplets(50, n_listeners=2)
+  c = synthesis.RequestSynthesizer(catalog, seed=5).triplets(50, n_listeners=2)
   assert a.texts == b.texts and np.array_equal(a.track, b.track)
   assert a.texts != c.texts
 
 
 def test_interest_steers_the_positive_draw(catalog):
-  syn = data.RequestSynthesizer(catalog, seed=2)
+  syn = synthesis.RequestSynthesizer(catalog, seed=2)
   interest = np.zeros((2, len(catalog)))
   interest[0, ::2] = 3.0       # listener 0 loves even rows
   interest[1, 1::2] = 3.0      # listener 1 loves odd rows
@@ -86,17 +89,17 @@ def test_interest_steers_the_positive_draw(catalog):
 
 def test_intent_match_grades_clauses_and_zeroes_negations():
   keys = [frozenset({"rock", "piano"}), frozenset({"rock"}), frozenset({"jazz", "sad"})]
-  req = data.Request("x", (frozenset({"rock"}), frozenset({"piano"})), frozenset({"sad"}), 0,
-                     False)
-  got = data.intent_match([req], keys, np.array([[0, 1, 2, -1]]))
+  req = intents.Request("x", (frozenset({"rock"}), frozenset({"piano"})), frozenset({"sad"}),
+                        0, False)
+  got = intents.intent_match([req], keys, np.array([[0, 1, 2, -1]]))
   np.testing.assert_allclose(got, [[1.0, 0.5, 0.0, 0.0]])
 
 
 def test_config_validation_names_bad_values():
   with pytest.raises(ValueError, match="heldout_track_fraction"):
-    data.SynthConfig(heldout_track_fraction=1.0)
+    synthesis.SynthConfig(heldout_track_fraction=1.0)
   with pytest.raises(ValueError, match="min_relevant"):
-    data.SynthConfig(min_relevant=0)
+    synthesis.SynthConfig(min_relevant=0)
 
 
 def test_capped_recall_and_ndcg_against_hand_computed_values():
@@ -121,17 +124,17 @@ def test_exact_top_k_orders_best_first():
 def test_real_jamendo_and_hetrec_catalog_yields_requests(shared_data):
   _, jam, _ = registry.load("jamendo", shared_data)
   _, het, _ = registry.load("hetrec", shared_data)
-  cat = data.mixed_catalog(jam, het, n_jamendo=500, n_hetrec=100, seed=0)
+  cat = catalog_lib.mixed_catalog(jam, het, n_jamendo=500, n_hetrec=100, seed=0)
   assert len(cat) == 600
   assert (cat["title"].str.len() > 0).iloc[:500].all()   # titled Jamendo tracks first
-  syn = data.RequestSynthesizer(cat, seed=0)
+  syn = synthesis.RequestSynthesizer(cat, seed=0)
   assert len(syn.instruments) > 5 and len(syn.mood_tags) > 5
   t = syn.triplets(100, heldout=True)
-  assert data.relevance(t.requests, syn.index).sum(1).min() >= syn.config.min_relevant
+  assert intents.relevance(t.requests, syn.index).sum(1).min() >= syn.config.min_relevant
 
 
 def test_fixture_catalog_from_a_fresh_clone(fixtures_dir):
   _, jam, _ = registry.load("jamendo", fixtures_dir + "/jamendo")
-  texts = data.catalog_texts(jam)
+  texts = catalog_lib.catalog_texts(jam)
   assert len(texts) == len(jam) and all(isinstance(t, str) for t in texts)
   assert any("," in t for t in texts)

@@ -11,11 +11,14 @@ import ranking  # noqa: F401  (Keras 2 before TensorFlow)
 import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
 from pipeline import intent_trainer
+from ranking.intent import catalog as catalog_lib
 from ranking.intent import checkpoint as ckpt_lib
-from ranking.intent import data
 from ranking.intent import dual_encoder
+from ranking.intent import intents
+from ranking.intent import lexicon
 from ranking.intent import preference as pref
-from ranking.intent import serving
+from ranking.intent import retrieval
+from ranking.intent import synthesis
 from ranking.intent import tokenizer as tok_lib
 from simulation import world as world_lib
 from simulation.world_config import WorldConfig
@@ -32,8 +35,9 @@ def tiny_checkpoint(tmp_path_factory, catalog):
   from safetensors import numpy as st_numpy  # pylint: disable=g-import-not-at-top
   import re  # pylint: disable=g-import-not-at-top
   words = set()
-  texts = data.catalog_texts(catalog) + list(data.TRAIN_TEMPLATES + data.HELDOUT_TEMPLATES)
-  for phrases, _ in list(data.MOODS.values()) + list(data.SITUATIONS.values()):
+  texts = catalog_lib.catalog_texts(catalog) + list(lexicon.TRAIN_TEMPLATES
+                                                    + lexicon.HELDOUT_TEMPLATES)
+  for phrases, _ in list(lexicon.MOODS.values()) + list(lexicon.SITUATIONS.values()):
     texts += list(phrases)
   for t in texts:
     words |= set(re.findall(r"[a-z0-9]+", t.lower()))
@@ -115,8 +119,8 @@ def test_contrastive_fit_lowers_the_loss(tiny_checkpoint, catalog):
   model = dual_encoder.IntentDualEncoder(ck.config, num_tracks=len(catalog), trainable_layers=2)
   model.encoder.load_checkpoint(ck)
   text_emb = dual_encoder.encode_texts(model.encoder, tok_lib.WordPieceTokenizer(ck.vocab, 48),
-                             data.catalog_texts(catalog))
-  syn = data.RequestSynthesizer(catalog, seed=0)
+                                       catalog_lib.catalog_texts(catalog))
+  syn = synthesis.RequestSynthesizer(catalog, seed=0)
   train = syn.triplets(64, n_listeners=1)
   cfg = dual_encoder.IntentConfig(steps=40, batch_size=16, encoder_learning_rate=1e-3,
                         head_learning_rate=1e-2, seed=0)
@@ -138,7 +142,7 @@ def test_group_advantages_are_normalised_per_group():
 
 def test_rewards_combine_intent_personal_and_constraints():
   keys = [frozenset({"rock"}), frozenset({"jazz"}), frozenset({"rock", "sad"})]
-  req = data.Request("rock", (frozenset({"rock"}),), frozenset(), 0, False)
+  req = intents.Request("rock", (frozenset({"rock"}),), frozenset(), 0, False)
   personal = np.array([[1.0, -1.0, 0.5]], np.float32)
   sampled = np.array([[0, 0, 1, 2, 7]])
   cfg = pref.PreferenceConfig(intent_weight=1.0, personal_weight=0.5, constraint_weight=2.0)
@@ -223,7 +227,7 @@ def test_run_fn_saves_a_module_whose_signature_matches_the_in_process_run(
   assert len(run.history["contrastive_loss"]) == 4
   loaded = tf.saved_model.load(fn_args.serving_model_dir)
   texts = tf.constant(["chill rock for a road trip", "songs for a house party"])
-  served = loaded.signatures[serving.SIGNATURE](text=texts, k=tf.constant(7))
+  served = loaded.signatures[retrieval.SIGNATURE](text=texts, k=tf.constant(7))
   module = run.module()   # keep a reference: tf.function methods hold their owner weakly
   rows, _ = module.candidates(texts, tf.constant(7))
   np.testing.assert_array_equal(served["catalog_rows"].numpy(), rows.numpy())

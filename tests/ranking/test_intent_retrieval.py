@@ -8,10 +8,10 @@ import ranking  # noqa: F401  (Keras 2 before TensorFlow)
 import tensorflow as tf  # pylint: disable=g-import-not-at-top
 from tensorflow.python.tools import saved_model_utils  # pylint: disable=g-import-not-at-top
 
+from ranking.intent import catalog as catalog_lib
 from ranking.intent import checkpoint as ckpt_lib
-from ranking.intent import data
 from ranking.intent import dual_encoder
-from ranking.intent import serving
+from ranking.intent import retrieval
 from ranking.intent import tokenizer as tok_lib
 from simulation import world as world_lib
 from simulation.world_config import WorldConfig
@@ -35,9 +35,9 @@ def setup(tmp_path_factory):
   model.listener_projection.kernel.assign(rng.normal(0, 0.05, (LISTENER_DIM, 384)))
   model.track_ids.embeddings.assign(rng.normal(0, 0.02, (len(tracks), 384)))
   text_emb = dual_encoder.encode_texts(model.encoder, tok_lib.WordPieceTokenizer(ck.vocab, 64),
-                             data.catalog_texts(tracks))
-  vectors = serving.catalog_track_vectors(model, text_emb)
-  module = serving.IntentCandidates(model, tok, vectors)
+                                       catalog_lib.catalog_texts(tracks))
+  vectors = retrieval.catalog_track_vectors(model, text_emb)
+  module = retrieval.IntentCandidates(model, tok, vectors)
   path = str(tmp_path_factory.mktemp("intent") / "saved")
   module.save(path)
   return module, tf.saved_model.load(path), vectors, path
@@ -47,7 +47,7 @@ def test_served_intent_candidates_returns_the_in_process_ids(setup):
   module, loaded, _, _ = setup
   texts = tf.constant(REQUESTS)
   rows, scores = module.candidates(texts, tf.constant(20))
-  served = loaded.signatures[serving.SIGNATURE](text=texts, k=tf.constant(20))
+  served = loaded.signatures[retrieval.SIGNATURE](text=texts, k=tf.constant(20))
   np.testing.assert_array_equal(served["catalog_rows"].numpy(), rows.numpy())
   np.testing.assert_allclose(served["scores"].numpy(), scores.numpy(), atol=1e-5)
   assert served["catalog_rows"].dtype == tf.int32 and served["scores"].shape == (5, 20)
@@ -73,7 +73,7 @@ def test_listener_vector_personalises_and_zero_listener_does_not(setup):
   listener = tf.constant(np.random.default_rng(1).normal(0, 3, (2, LISTENER_DIM)), tf.float32)
   personal, _ = module.candidates_for_listener(texts, listener, tf.constant(30))
   assert not np.array_equal(personal.numpy(), base.numpy())
-  served = loaded.signatures[serving.SIGNATURE + "_for_listener"](
+  served = loaded.signatures[retrieval.SIGNATURE + "_for_listener"](
       text=texts, listener=listener, k=tf.constant(30))
   np.testing.assert_array_equal(served["catalog_rows"].numpy(), personal.numpy())
 
@@ -88,7 +88,7 @@ def test_k_is_clipped_to_the_catalog(setup):
 def test_bad_track_vectors_are_rejected(setup):
   module, _, vectors, _ = setup
   with pytest.raises(ValueError, match="track_vectors"):
-    serving.IntentCandidates(module.model, module.tokenizer, vectors[:, :10])
+    retrieval.IntentCandidates(module.model, module.tokenizer, vectors[:, :10])
 
 
 # Dense math with GPU kernels, the tokenizer's string/ragged ops (CPU kernels, placed
