@@ -23,7 +23,8 @@ HEADS = feature_spec.LABEL_KEYS
 
 def metric_columns() -> List[str]:
   """The metric of every head: ``<head>_auc`` (binary) or ``<head>_rmse`` (regression)."""
-  return [f"{h}_auc" if h in feature_spec.BINARY_LABELS else f"{h}_rmse" for h in HEADS]
+  from ranking import tasks  # pylint: disable=g-import-not-at-top
+  return [tasks.metric_name(h) for h in HEADS]
 
 
 def fixed_options():
@@ -94,6 +95,7 @@ def train_and_eval(name: str, data, steps: int, batch_size: int, seed: int,
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from ranking import config as config_lib  # pylint: disable=g-import-not-at-top
   from ranking import model as model_lib  # pylint: disable=g-import-not-at-top
+  from ranking import tasks  # pylint: disable=g-import-not-at-top
   tf.keras.utils.set_random_seed(seed)
   base, overrides = ABLATIONS.get(name, (name, {}))
   model_config = config_lib.model_config_from_name(base, **overrides)
@@ -114,6 +116,6 @@ def train_and_eval(name: str, data, steps: int, batch_size: int, seed: int,
   for head in model_config.labels:
     if not covered.get(head):
       continue
-    key = f"{head}_auc" if head in feature_spec.BINARY_LABELS else f"{head}_rmse"
+    key = tasks.metric_name(head)
     row[key] = float(metrics[key])
   return row
