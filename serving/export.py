@@ -47,10 +47,8 @@ DEFAULT_MODEL_NAME = "melody"
 # runs at once); requests that arrive while the batch threads are busy run together,
 # which shares the listener encoder, the TFT layer and the mixing ops between them.
 # One batch thread per two cores: a model call already spreads its ops over two cores
-# (TF's inter-op pool), and fewer concurrent calls make fuller batches. Measured on 2
-# cores (bench serving, N=100, 4 concurrent clients): server CPU per request 12.3 ms
-# unbatched, 8.5 ms with 2 batch threads, 6.5 ms with 1; gRPC p99 35.9 -> 30.1 ms
-# from 2 batch threads to 1.
+# (TF's inter-op pool), and fewer concurrent calls make fuller batches, so the server
+# spends less CPU per request (docs/benchmarks.md has the timings).
 DEFAULT_BATCHING = model_config.BatchingParameters(
     max_batch_size=8, batch_timeout_micros=0,
     num_batch_threads=max(1, (os.cpu_count() or 1) // 2), max_enqueued_batches=64)

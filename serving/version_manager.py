@@ -49,8 +49,9 @@ class Signature:
   ``flat_order`` (when the loaded function exposes its flat inputs) lets :meth:`call`
   pass the decoded tensors positionally to the function's flat call, skipping the
   per-call binding and type check of keyword arguments against the structured
-  signature (~0.5 ms of Python for the 22 inputs of ``rank``); the inputs were already
-  checked against the same specs by ``tensors.decode_inputs``.
+  signature, Python work that grows with the number of inputs (``rank`` has 22; the
+  cost is in docs/benchmarks.md); the inputs were already checked against the same specs
+  by ``tensors.decode_inputs``.
   """
   name: str
   function: object
