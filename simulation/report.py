@@ -26,6 +26,7 @@ from simulation import bandits
 from simulation import estimators
 from simulation import policies
 from simulation import rollout as rollout_lib
+from simulation import saved_model_policy
 from simulation.world import World
 from simulation.world_config import SIM_ACTIVITIES, WorldConfig
 
@@ -421,7 +422,7 @@ def run(out_dir: str, config: ReportConfig = ReportConfig(), model_dir: Optional
             "recommended_context": rec_context,
             "bandits": bandit, "controller": controller, "ope": ope}
   if model_dir:
-    policy = policies.SavedModelPolicy(model_dir, slate_len=config.slate_len)
+    policy = saved_model_policy.SavedModelPolicy(model_dir, slate_len=config.slate_len)
     small = dataclasses.replace(config.rollout_config(), users=min(config.users, 2000))
     result["model"] = {"model_dir": model_dir,
                        "summary": rollout_lib.rollout(world, policy, small).summary()}

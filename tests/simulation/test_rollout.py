@@ -16,6 +16,7 @@ from ranking.fusion.spec import FusionConfig
 from ranking.layers.mixing import MixingConfig
 from simulation import policies
 from simulation import rollout as rollout_lib
+from simulation import saved_model_policy
 from simulation import slates as slates_lib
 from simulation.world import World
 from simulation.world_config import SIM_ACTIVITIES, WorldConfig
@@ -187,7 +188,7 @@ def _mimic_model(path):
 
 
 def test_saved_model_policy_calls_the_rank_signature(world, tmp_path):
-  model = policies.SavedModelPolicy(_mimic_model(str(tmp_path / "mimic")), slate_len=5,
+  model = saved_model_policy.SavedModelPolicy(_mimic_model(str(tmp_path / "mimic")), slate_len=5,
                                weights=np.full((len(feature_spec.SEGMENTS), 3), 0.5), batch_size=64)
   cfg = rollout_lib.RolloutConfig(users=120, days=2, seed=3, chunk_users=120, slate_len=5)
   res = rollout_lib.rollout(world, model, cfg)
@@ -235,7 +236,7 @@ def test_saved_model_policy_on_a_real_export(tmp_path_factory):
                                         n_max=64, num_warmup_records=2)
   world = World(WorldConfig(n_tracks=300), seed=bench_serving.SEED)
   cfg = rollout_lib.RolloutConfig(users=80, days=2, seed=4, chunk_users=80)
-  res = rollout_lib.rollout(world, policies.SavedModelPolicy(version), cfg)
+  res = rollout_lib.rollout(world, saved_model_policy.SavedModelPolicy(version), cfg)
   assert res.summary()["sessions"] > 0 and 0 < res.summary()["completion_rate"] < 1
 
   rng = np.random.default_rng(1)
@@ -248,7 +249,8 @@ def test_saved_model_policy_on_a_real_export(tmp_path_factory):
                     ts=raw["ts"], seed=np.arange(16))
   state = policies.ListenerState(world, L, {})
   table = fusion_spec.segment_table(FusionConfig())
-  plain = policies.SavedModelPolicy(version).rank(state, policies.Candidates(tracks, valid), ctx)
+  plain = saved_model_policy.SavedModelPolicy(version).rank(
+      state, policies.Candidates(tracks, valid), ctx)
   np.testing.assert_allclose(plain.weights, table[L.segment], atol=1e-6)
   # With a 300-track catalog a row can run out of distinct non-promos; promos after
   # num_placed are the graph's dropped tail and may break the rules there.
@@ -259,7 +261,7 @@ def test_saved_model_policy_on_a_real_export(tmp_path_factory):
     promo = world.track_promo[plain.tracks[i]][:placed[i]]
     assert not (promo[1:] & promo[:-1]).any() and promo.sum() <= 2
   override = np.tile([[0.2, 0.3, 0.5]], (len(feature_spec.SEGMENTS), 1))
-  pushed = policies.SavedModelPolicy(version, weights=override).rank(
+  pushed = saved_model_policy.SavedModelPolicy(version, weights=override).rank(
       state, policies.Candidates(tracks, valid), ctx)
   want = np.where((L.segment == feature_spec.SEGMENTS.index("paid"))[:, None], [0.2, 0.0, 0.5],
                   [0.2, 0.3, 0.5])
