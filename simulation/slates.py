@@ -204,7 +204,7 @@ class CandidatePool:
     """Candidates of one session per listener.
 
     Args:
-      listeners: a ``world.Listeners`` batch of n.
+      listeners: a ``listeners.Listeners`` batch of n.
       rng: random generator.
 
     Returns:
