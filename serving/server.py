@@ -30,8 +30,6 @@ from serving import version_manager
 
 _LOG = logging.getLogger("melody.serving")
 
-Validator = dispatch.Validator
-
 
 @dataclasses.dataclass(frozen=True)
 class ServerOptions:
@@ -95,7 +93,7 @@ class ModelServer:
 
   def __init__(self, models: Sequence[model_config.ModelEntry],
                options: ServerOptions = ServerOptions(),
-               validators: Optional[Mapping[str, Mapping[str, Validator]]] = None):
+               validators: Optional[Mapping[str, Mapping[str, dispatch.Validator]]] = None):
     if not models:
       raise ValueError("no models to serve")
     names = [m.name for m in models]
@@ -151,7 +149,7 @@ class ModelServer:
   def options(self) -> ServerOptions:
     return self._options
 
-  def register_validator(self, model: str, signature: str, fn: Validator) -> None:
+  def register_validator(self, model: str, signature: str, fn: dispatch.Validator) -> None:
     """Adds (or replaces) the input validator of one model signature."""
     self._dispatcher.register_validator(model, signature, fn)
 
