@@ -252,6 +252,14 @@ def test_serve_cli_arguments():
     server_main.server_from_args(args)
 
 
+def test_cli_imports_neither_tensorflow_nor_grpc():
+  code = ("import sys; from serving import cli; "
+          "print(sorted(m for m in ('tensorflow', 'grpc') if m in sys.modules))")
+  out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                       text=True, check=True, timeout=120).stdout
+  assert out.strip() == "[]"
+
+
 def test_melody_flags_are_kebab_case_and_stock_flags_keep_their_names():
   parser = argparse.ArgumentParser()
   server_main.add_serve_arguments(parser)
