@@ -9,7 +9,7 @@ import threading
 import time
 from typing import Dict, List, Optional
 
-import serving  # noqa: F401  (Keras 2 guard before TensorFlow, gRPC I/O before grpc)
+import serving  # noqa: F401  (Keras 2 guard before TensorFlow)
 from bench import common
 
 SIZES = (100, 500, 1000)
@@ -139,7 +139,7 @@ def measure(paths: Dict[str, str], count: int, sizes=SIZES,
 
 
 class _ServerProcess:
-  """``melody serve`` (``serving.server.main``) in a child process, as deployed: its own
+  """``melody serve`` (``serving.server_main.main``) in a child process, as deployed: its own
   interpreter, so the benchmark's client threads do not share its GIL."""
 
   def __init__(self, config: str, batching: Optional[str] = None):
@@ -152,9 +152,9 @@ class _ServerProcess:
     import sys  # pylint: disable=g-import-not-at-top
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     self._proc = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from serving import server; "
-         "sys.exit(server.main(sys.argv[1:]))", "--model_config_file", self._config,
-         "--port", "0", "--metrics_port", "-1", "--file_system_poll_wait_seconds", "0"]
+        [sys.executable, "-c", "import sys; from serving import server_main; "
+         "sys.exit(server_main.main(sys.argv[1:]))", "--model_config_file", self._config,
+         "--port", "0", "--metrics-port", "-1", "--file_system_poll_wait_seconds", "0"]
         + (["--batching_parameters_file", self._batching] if self._batching else []),
         cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         env={**os.environ, **thread_env()})
