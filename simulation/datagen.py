@@ -84,3 +84,4 @@ def run(users: int, days: int, out: str, seed: int = 7, shards: int = 4,
           "chunk_users": chunk_users,
           "world_overrides": {k: (list(v) if isinstance(v, tuple) else v)
                               for k, v in overrides.items()}}})
+  return 0
