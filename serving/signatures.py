@@ -120,9 +120,7 @@ class RankerServingModule(tf.Module):
     self.mixing_config = mixing_config
     self.n_max = n_max
     self.intent = intent
-    self.catalog_size = len(catalog)
-
-    c = len(catalog)
+    c = self.catalog_size = len(catalog)
     self.catalog_track_ids = tf.Variable(catalog.track_ids.astype(object), trainable=False,
                                          dtype=tf.string, name="catalog_track_ids")
     self.catalog_is_promo = tf.Variable(catalog.is_promo, trainable=False,
