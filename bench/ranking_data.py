@@ -2,10 +2,10 @@
 real sources, as transformed arrays per split, and what their labels say.
 
 The simulated world is the calibrated one except for one benchmark setting: the
-conversion hazard is scaled (``world_overrides`` of ``generate.run``), because at the
+conversion hazard is scaled (``world_overrides`` of ``datagen.run``), because at the
 calibrated rate a few thousand listeners convert only a handful of times and the
 subscription head could not be measured at all. The real sources (KKBox, 30Music) go
-through ``features.datasets.registry`` and ``features.examples`` like any import.
+through ``features.datasets.registry`` and ``features.splits`` like any import.
 """
 
 import glob
@@ -41,8 +41,8 @@ def _load_transformed(paths: Dict[str, str]) -> Dict[str, Dict[str, np.ndarray]]
 
 
 def conversion_overrides(scale: float) -> Dict[str, object]:
-  """``generate.run`` world overrides that multiply the conversion hazard by ``scale``."""
-  from simulation.world import WorldConfig  # pylint: disable=g-import-not-at-top
+  """``datagen.run`` world overrides that multiply the conversion hazard by ``scale``."""
+  from simulation.world_config import WorldConfig  # pylint: disable=g-import-not-at-top
   if scale <= 0:
     raise ValueError(f"conversion scale must be positive, got {scale}")
   if scale == 1:
@@ -57,11 +57,11 @@ def simulator_data(work: str, users: int, days: int = 10, conversion_scale: floa
   Returns:
     (arrays per split, the transform paths, the generator manifest).
   """
-  from features import generate  # pylint: disable=g-import-not-at-top
   from features import preprocessing  # pylint: disable=g-import-not-at-top
+  from simulation import datagen  # pylint: disable=g-import-not-at-top
   sim = os.path.join(work, "sim")
-  generate.run(users=users, days=days, out=sim, seed=7, shards=2, eval_percent=eval_percent,
-               world_overrides=conversion_overrides(conversion_scale))
+  datagen.run(users=users, days=days, out=sim, seed=7, shards=2, eval_percent=eval_percent,
+              world_overrides=conversion_overrides(conversion_scale))
   paths = preprocessing.transform_dataset(
       os.path.join(sim, "examples", "train-*.tfrecord.gz"), os.path.join(sim, "xf"),
       eval_file_pattern=os.path.join(sim, "examples", "eval-*.tfrecord.gz"))
@@ -74,12 +74,12 @@ def converters(sim_dir: str, eval_percent: int) -> Dict[str, int]:
   """Listeners of a simulator dataset with a conversion event, in all and in the eval
   split."""
   import pandas as pd  # pylint: disable=g-import-not-at-top
-  from features import examples  # pylint: disable=g-import-not-at-top
+  from features import splits  # pylint: disable=g-import-not-at-top
   files = sorted(glob.glob(os.path.join(sim_dir, "events", "*.parquet")))
   log = pd.concat([pd.read_parquet(p, columns=["user_id", "subscription"]) for p in files])
   conv = log.loc[log["subscription"] > 0, "user_id"].unique()
   return {"converting_listeners": int(len(conv)),
-          "eval_converting_listeners": int(examples.eval_mask(list(conv), eval_percent).sum())}
+          "eval_converting_listeners": int(splits.eval_mask(list(conv), eval_percent).sum())}
 
 
 def real_data(work: str, source: str, data_dir: str,
@@ -97,8 +97,9 @@ def real_data(work: str, source: str, data_dir: str,
   """
   import pyarrow as pa  # pylint: disable=g-import-not-at-top
   from features import events as event_schema  # pylint: disable=g-import-not-at-top
-  from features import examples  # pylint: disable=g-import-not-at-top
   from features import preprocessing  # pylint: disable=g-import-not-at-top
+  from features import raw_features  # pylint: disable=g-import-not-at-top
+  from features import splits  # pylint: disable=g-import-not-at-top
   from features.datasets import registry  # pylint: disable=g-import-not-at-top
   events, tracks, _ = registry.load(source, data_dir)
   # Whole users, first ones by id, up to ``max_events`` plays: keeps the Beam transform
@@ -108,7 +109,7 @@ def real_data(work: str, source: str, data_dir: str,
   events = events[events["user_id"].isin(keep)]
   events = events.sort_values(["user_id", "ts"], kind="stable").reset_index(drop=True)
   table = pa.Table.from_pandas(events, schema=event_schema.EVENT_SCHEMA, preserve_index=False)
-  split = examples.split_examples(table, examples.TrackIndex(tracks))
+  split = splits.split_examples(table, raw_features.TrackIndex(tracks))
   root = os.path.join(work, source)
   for name, records in split.items():
     _write(os.path.join(root, "raw", f"{name}-00000-of-00001.tfrecord.gz"), records)
