@@ -41,12 +41,13 @@ def make_events_to_examples_fn(tracks: Union[pd.DataFrame, str], shards: int,
                                span_days: Sequence[int] = (), progress_every_s: float = 0):
   """A ``beam.DoFn``: events chunk (Arrow table or parquet path) -> shard batches.
 
-  Emits ``((tag, shard), member)`` for every output tag of ``splits.output_tags(span_days)``
-  and every shard: ``member`` is a gzip member (``example_io.gzip_member``) holding a round-robin
-  slice of the chunk's examples, possibly empty so that every shard file exists.
-  Compressing here, in parallel, and sending one small bytes object per chunk and shard
-  keeps the shuffle and the writer cheap. Counters
-  ``melody/events`` and ``melody/{train,eval}_examples`` count what it makes.
+  Emits ``((tag, shard), member)`` for every output tag of
+  ``splits.output_tags(span_days)`` and every shard: ``member`` is a gzip member
+  (``example_io.gzip_member``) holding a round-robin slice of the chunk's examples,
+  possibly empty so that every shard file exists. Compressing here, in parallel, and
+  sending one small bytes object per chunk and shard keeps the shuffle and the writer
+  cheap. Counters ``melody/events`` and ``melody/{train,eval}_examples`` count what it
+  makes.
 
   Args:
     tracks: the tracks frame, or the path of a tracks parquet file (read in ``setup``).
