@@ -1,7 +1,7 @@
 """Tests of serving.signatures (the rank / recommend / score_examples graph in process)
 and of the request schema it is traced with.
 
-One small simulated world (``bench.serving.prepare_world``: ``features.generate.run`` +
+One small simulated world (``bench.serving.prepare_world``: ``simulation.datagen.run`` +
 ``features.preprocessing.transform_dataset``) and one tiny initialized ranker per
 module; the signatures are called as concrete functions, exactly as they are saved.
 """
