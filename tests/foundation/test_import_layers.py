@@ -50,17 +50,15 @@ def test_layer_contracts_hold(tree):
   assert "Contracts: 2 kept, 0 broken" in result.stdout, result.stdout
 
 
-def test_back_arrow_breaks_layer_contract(tree):
-  with open(tree / "features" / "__init__.py", "a", encoding="utf-8") as f:
-    f.write("\nimport simulation  # noqa: F401  (the back-arrow under test)\n")
+@pytest.mark.parametrize("package,line,message", [
+    ("features", "import simulation  # noqa: F401  (the back-arrow under test)",
+     "features is not allowed to import simulation"),
+    ("ranking", "import melody_testing  # noqa: F401  (the forbidden import under test)",
+     "ranking is not allowed to import melody_testing"),
+], ids=["back_arrow_breaks_layer_contract", "production_import_of_test_support_breaks_contract"])
+def test_forbidden_import_breaks_a_contract(tree, package, line, message):
+  with open(tree / package / "__init__.py", "a", encoding="utf-8") as f:
+    f.write(f"\n{line}\n")
   result = _lint(str(tree))
   assert result.returncode != 0
-  assert "features is not allowed to import simulation" in result.stdout, result.stdout
-
-
-def test_production_import_of_test_support_breaks_contract(tree):
-  with open(tree / "ranking" / "__init__.py", "a", encoding="utf-8") as f:
-    f.write("\nimport melody_testing  # noqa: F401  (the forbidden import under test)\n")
-  result = _lint(str(tree))
-  assert result.returncode != 0
-  assert "ranking is not allowed to import melody_testing" in result.stdout, result.stdout
+  assert message in result.stdout, result.stdout
