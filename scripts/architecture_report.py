@@ -11,14 +11,24 @@ Usage: ``python scripts/architecture_report.py [--top N] [--json]``
 import argparse
 import ast
 import collections
+import configparser
 import json
 import os
 import sys
 from typing import Dict, List, Set, Tuple
 
-LAYERS = ("features", "ranking", "serving", "online", "pipeline", "simulation", "bench",
-          "melody_cli")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _layers() -> Tuple[str, ...]:
+  """The layer order of ``.importlinter``'s layers contract, bottom layer first."""
+  config = configparser.ConfigParser()
+  config.read(os.path.join(ROOT, ".importlinter"))
+  listed = config["importlinter:contract:layers"]["layers"].split()
+  return tuple(name.strip("()") for name in reversed(listed))
+
+
+LAYERS = _layers()
 
 
 def _modules() -> Dict[str, str]:
