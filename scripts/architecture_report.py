@@ -10,7 +10,6 @@ Usage: ``python scripts/architecture_report.py [--top N] [--json]``
 
 import argparse
 import ast
-import collections
 import configparser
 import json
 import os
