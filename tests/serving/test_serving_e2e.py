@@ -129,7 +129,13 @@ def test_batched_concurrent_requests_get_their_own_answers(served):
   with concurrent.futures.ThreadPoolExecutor(8) as pool:
     answers = list(pool.map(lambda r: _predict(served, "rank", r), requests))
   for inputs, got in zip(requests, answers):
-    _assert_same(got, _local(served, "rank", inputs))
+    want = _local(served, "rank", inputs)
+    # A track repeated in one request ties exactly with itself; a merged batch may round
+    # its copies differently, so the order may swap copies of the same track (the ranked
+    # track list, compared below, is the same either way).
+    ids = inputs["candidate_ids"][0]
+    np.testing.assert_array_equal(ids[got.pop("order")[0]], ids[want.pop("order")[0]])
+    _assert_same(got, want)
 
 
 def test_metadata_and_status(served):
