@@ -38,6 +38,10 @@ _LOG = logging.getLogger("melody.serving")
 
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 MAX_WARMUP_RECORDS = 1000
+# The signature a request with an empty signature_name calls.
+DEFAULT_SIGNATURE = "serving_default"
+
+Fingerprint = Tuple[Tuple[str, int, int], ...]
 
 _State = get_model_status_pb2.ModelVersionStatus.State
 
@@ -87,12 +91,18 @@ def _flat_order(function, inputs: Mapping[str, tensors.InputSpec]) -> Optional[T
 
 @dataclasses.dataclass(frozen=True)
 class LoadedVersion:
-  """A fully loaded (and warmed up) model version."""
+  """A fully loaded (and warmed up) model version.
+
+  ``load_seconds`` and ``warmup_seconds`` are how long reading the SavedModel and
+  replaying its warmup records took (0 until the version manager has done both).
+  """
   version: int
   path: str
   module: object
   signatures: Mapping[str, Signature]
   signature_defs: Mapping[str, object]
+  load_seconds: float = 0.0
+  warmup_seconds: float = 0.0
 
 
 def load_version(path: str, version: int) -> LoadedVersion:
@@ -142,7 +152,8 @@ class ServedModel:
     base_path: Absolute base directory.
     versions: The loaded versions; read it once per request for a consistent view.
     status: ``{version: (state, error code, message)}`` for GetModelStatus.
-    failures: ``{version: (attempts, files stamp)}`` of versions that failed to load.
+    failures: ``{version: (attempts, files fingerprint)}`` of versions that failed to
+      load (see :func:`files_fingerprint`).
   """
 
   def __init__(self, entry: model_config.ModelEntry):
@@ -150,7 +161,7 @@ class ServedModel:
     self.base_path = os.path.abspath(entry.base_path)
     self.versions: Mapping[int, LoadedVersion] = types.MappingProxyType({})
     self.status: Dict[int, Tuple[int, int, str]] = {}
-    self.failures: Dict[int, Tuple[int, float]] = {}
+    self.failures: Dict[int, Tuple[int, Fingerprint]] = {}
 
 
 class WarmupRequestFailed(ValueError):
@@ -239,10 +250,10 @@ class VersionManager:
     """Asks the polling thread to stop after its current poll (does not wait)."""
     self._stop.set()
 
-  def join_poller(self) -> None:
-    """Waits for the polling thread, if any, to finish."""
+  def join_poller(self, timeout: Optional[float] = None) -> None:
+    """Waits for the polling thread, if any, to finish (at most ``timeout`` seconds)."""
     if self._poller is not None:
-      self._poller.join()
+      self._poller.join(timeout)
 
   def _reconcile(self, model: ServedModel) -> None:
     if not os.path.isdir(model.base_path):
@@ -263,24 +274,27 @@ class VersionManager:
     failure = model.failures.get(version)
     if failure is None:
       return True
-    attempts, stamp = failure
+    attempts, fingerprint = failure
     return (attempts <= self._max_load_retries
-            or _stamp(os.path.join(model.base_path, str(version))) != stamp)
+            or files_fingerprint(os.path.join(model.base_path, str(version))) != fingerprint)
 
   def _load(self, model: ServedModel, version: int) -> None:
     name = model.entry.name
     path = os.path.join(model.base_path, str(version))
-    stamp = _stamp(path)
+    # Taken before reading, so a fix written during a failing load still counts as new.
+    fingerprint = files_fingerprint(path)
     model.status[version] = (_State.LOADING, error_codes_pb2.OK, "")
     _LOG.info("loading %s version %d from %s", name, version, path)
     try:
+      start = time.perf_counter()
       loaded = load_version(path, version)
-      self._warm_up(model, loaded)
+      loaded_at = time.perf_counter()
+      records = self._warm_up(model, loaded)
+      loaded = dataclasses.replace(loaded, load_seconds=loaded_at - start,
+                                   warmup_seconds=time.perf_counter() - loaded_at)
     except Exception as e:  # pylint: disable=broad-except
-      attempts = model.failures.get(version, (0, stamp))[0] + 1
-      if model.failures.get(version, (0, stamp))[1] != stamp:
-        attempts = 1
-      model.failures[version] = (attempts, stamp)
+      attempts, before = model.failures.get(version, (0, fingerprint))
+      model.failures[version] = (attempts + 1 if before == fingerprint else 1, fingerprint)
       model.status[version] = (_State.END, error_codes_pb2.UNKNOWN,
                                f"loading version {version} failed: {e}")
       self._metrics.loads.labels(name, "error").inc()
@@ -294,8 +308,9 @@ class VersionManager:
     self._metrics.loads.labels(name, "ok").inc()
     self._metrics.loaded.labels(name, str(version)).set(1)
     _settle_heap()
-    _LOG.info("%s version %d is available (signatures %s)", name, version,
-              sorted(loaded.signatures))
+    _LOG.info("%s version %d is available (signatures %s; loaded in %.1f s, %d warmup "
+              "records replayed in %.1f s)", name, version, sorted(loaded.signatures),
+              loaded.load_seconds, records, loaded.warmup_seconds)
 
   def _unload(self, model: ServedModel, version: int) -> None:
     with self._changed:
@@ -312,23 +327,40 @@ class VersionManager:
     _settle_heap(unfreeze=True)
     _LOG.info("unloaded %s version %d", model.entry.name, version)
 
-  def _warm_up(self, model: ServedModel, loaded: LoadedVersion) -> None:
+  def _warm_up(self, model: ServedModel, loaded: LoadedVersion) -> int:
+    """Replays the version's warmup records; returns how many ran.
+
+    Each signature builds its runtime function on its first call (seconds for a large
+    graph); one left out of the records pays that on its first live request, so it
+    is named in a warning.
+    """
     path = os.path.join(loaded.path, WARMUP_FILE)
     if not os.path.isfile(path):
-      return
+      _LOG.warning("%s version %d has no %s: the first call of each signature pays for "
+                   "building its function", model.entry.name, loaded.version, WARMUP_FILE)
+      return 0
     records = [r.numpy() for r in tf.data.TFRecordDataset(path).take(MAX_WARMUP_RECORDS + 1)]
     if len(records) > MAX_WARMUP_RECORDS:
       raise ValueError(f"{path} holds more than {MAX_WARMUP_RECORDS} warmup records")
+    warmed = set()
     for i, record in enumerate(records):
       log = prediction_log_pb2.PredictionLog.FromString(record)
       if log.WhichOneof("log_type") != "predict_log":
         raise ValueError(f"warmup record {i} is a {log.WhichOneof('log_type')}; only "
                          "predict_log is supported by this server")
+      request = log.predict_log.request
       try:
-        self._replay(model, loaded, log.predict_log.request)
+        self._replay(model, loaded, request)
       except WarmupRequestFailed as e:
         raise ValueError(f"warmup record {i} failed: {e}") from e
       self._metrics.warmup.labels(model.entry.name).inc()
+      warmed.add(request.model_spec.signature_name or DEFAULT_SIGNATURE)
+    cold = sorted(set(loaded.signatures) - warmed)
+    if cold:
+      _LOG.warning("%s version %d: no warmup records for signatures %s; their first "
+                   "calls pay for building their functions", model.entry.name,
+                   loaded.version, cold)
+    return len(records)
 
 
 def _settle_heap(unfreeze: bool = False) -> None:
@@ -345,11 +377,20 @@ def _settle_heap(unfreeze: bool = False) -> None:
   gc.freeze()
 
 
-def _stamp(path: str) -> float:
-  stamps = []
-  for name in ("saved_model.pb", "saved_model.pbtxt", WARMUP_FILE):
-    try:
-      stamps.append(os.stat(os.path.join(path, name)).st_mtime_ns)
-    except OSError:
-      stamps.append(0)
-  return float(sum(stamps))
+def files_fingerprint(path: str) -> Fingerprint:
+  """``(relative path, size, mtime_ns)`` of every file under ``path``, sorted.
+
+  Any write, rename, addition or removal of a file of a version changes it (a fixed
+  ``variables/`` shard as much as a new ``saved_model.pb``), and it costs one ``stat``
+  per file, no reading.
+  """
+  entries = []
+  for root, _, files in os.walk(path):
+    for name in files:
+      full = os.path.join(root, name)
+      try:
+        info = os.stat(full)
+      except OSError:   # Removed while listing: the next poll sees the new state.
+        continue
+      entries.append((os.path.relpath(full, path), info.st_size, info.st_mtime_ns))
+  return tuple(sorted(entries))
