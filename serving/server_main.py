@@ -12,6 +12,7 @@ when :func:`main` runs.
 import argparse
 import importlib
 import logging
+import os
 import signal
 import sys
 import threading
@@ -120,7 +121,9 @@ def main(args: Union[argparse.Namespace, Sequence[str], None] = None) -> int:
     args: Parsed ``melody serve`` arguments, or an argv list to parse.
 
   Returns:
-    The exit status: 0 after a clean drain, 2 for a bad configuration or port.
+    The exit status: 0 after a clean drain, 2 for a bad configuration or port. When
+    model calls are still running after the grace period, the process exits (status 0)
+    without waiting for them, and this function does not return.
   """
   grpc_env.prefer_polling_io()
   if not isinstance(args, argparse.Namespace):
@@ -153,11 +156,23 @@ def main(args: Union[argparse.Namespace, Sequence[str], None] = None) -> int:
     print(f"melody serve: error: {e}", file=sys.stderr)
     return 2
   finally:
-    server.stop()
+    running = server.stop()
     for sig, handler in previous.items():
       signal.signal(sig, handler)
+  if running:
+    print(f"melody serve: stopped; {running} model call(s) still running are abandoned",
+          flush=True)
+    _exit_now(0)
   print("melody serve: stopped", flush=True)
   return 0
+
+
+def _exit_now(status: int) -> None:
+  """Ends the process at once: a normal exit would join threads stuck in model calls."""
+  logging.shutdown()
+  sys.stdout.flush()
+  sys.stderr.flush()
+  os._exit(status)  # pylint: disable=protected-access
 
 
 if __name__ == "__main__":
