@@ -6,7 +6,10 @@ one queue can always be concatenated along dim 0. A queue runs a batch when it h
 ``max_batch_size`` rows or when its oldest request has waited ``batch_timeout_micros``;
 ``num_batch_threads`` workers run batches; the results are split back per request. A
 batch that fails, or whose outputs do not split along dim 0, is re-run request by
-request, so one bad request never fails its neighbours.
+request, so one bad request never fails its neighbours. A request whose client no longer
+waits (its deadline passed or it cancelled; ``serving.call_deadline``) never runs: it is
+dropped when its batch is formed, and a request still queued at its deadline leaves the
+queue and returns at once.
 
 With ``batch_timeout_micros`` 0 nothing ever waits for a batch to fill: batches form
 only from requests that queue while every one of the ``num_batch_threads`` slots is
@@ -23,6 +26,7 @@ from typing import Callable, Deque, Dict, Hashable, List, Mapping, Optional
 
 import numpy as np
 
+from serving import call_deadline
 from serving import model_config
 from serving import tensors
 
@@ -38,11 +42,13 @@ class SchedulerStoppedError(RuntimeError):
   """The scheduler stopped before the request ran."""
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(eq=False)  # Tasks hold arrays: compare them by identity.
 class _Task:
   inputs: Arrays
   rows: int
   enqueued: float
+  deadline: call_deadline.CallDeadline = call_deadline.NO_DEADLINE
+  queued: bool = False
   done: threading.Event = dataclasses.field(default_factory=threading.Event)
   result: Optional[Arrays] = None
   error: Optional[BaseException] = None
@@ -101,17 +107,26 @@ class BatchScheduler:
     with self._cond:
       return sum(q.rows for q in self._queues.values())
 
-  def stop(self) -> None:
-    """Runs what is queued, then stops the workers."""
+  def stop(self, timeout: Optional[float] = None) -> None:
+    """Runs what is queued, then stops the workers.
+
+    Args:
+      timeout: Longest wait for the workers (None: until they finish). A worker stuck
+        in a model call is left behind (it is a daemon thread); requests still queued
+        then fail with ``SchedulerStoppedError``.
+    """
     with self._cond:
       self._stopping = True
       self._cond.notify_all()
+    end = None if timeout is None else time.monotonic() + timeout
     for thread in self._threads:
-      thread.join()
+      thread.join(None if end is None else max(0.0, end - time.monotonic()))
     self._threads = []
     with self._cond:
       leftovers = [t for q in self._queues.values() for t in q.tasks]
       self._queues.clear()
+      for task in leftovers:
+        task.queued = False
     for task in leftovers:
       task.error = SchedulerStoppedError("the batch scheduler stopped")
       task.done.set()
@@ -120,7 +135,8 @@ class BatchScheduler:
     """Whether a request of ``rows`` rows may join a batch (else it runs alone)."""
     return 0 < rows <= self._params.max_batch_size
 
-  def run(self, key: Hashable, run: RunFn, inputs: Arrays, rows: int) -> Arrays:
+  def run(self, key: Hashable, run: RunFn, inputs: Arrays, rows: int,
+          deadline: Optional[call_deadline.CallDeadline] = None) -> Arrays:
     """Queues one request and blocks until its rows come back.
 
     Args:
@@ -129,13 +145,18 @@ class BatchScheduler:
       run: The model call for a (possibly merged) batch.
       inputs: The request's arrays, all with ``rows`` rows in dim 0.
       rows: The request's batch size (at most ``max_batch_size``).
+      deadline: The client's deadline and liveness (None: no deadline).
 
     Raises:
       QueueFullError: Too much is queued for ``key``.
       SchedulerStoppedError: The scheduler is stopping.
+      call_deadline.CallExpired: The client stopped waiting before the request ran
+        (or, at its deadline, before the batch it joined came back).
       Exception: Whatever ``run`` raised for this request alone.
     """
-    task = _Task(inputs=inputs, rows=rows, enqueued=time.monotonic())
+    deadline = deadline or call_deadline.NO_DEADLINE
+    deadline.check()
+    task = _Task(inputs=inputs, rows=rows, enqueued=time.monotonic(), deadline=deadline)
     with self._cond:
       if self._stopping or not self._threads:
         raise SchedulerStoppedError("the batch scheduler is not running")
@@ -153,14 +174,38 @@ class BatchScheduler:
                                f"{limit})")
         queue.tasks.append(task)
         queue.rows += rows
+        task.queued = True
         self._cond.notify()
     if inline:
       self._execute_in_slot(key, run, [task])
-    else:
-      task.done.wait()
+    elif not self._wait(key, task):
+      raise call_deadline.CallExpired(call_deadline.DEADLINE_EXCEEDED)
     if task.error is not None:
       raise task.error
     return task.result
+
+  def _wait(self, key: Hashable, task: _Task) -> bool:
+    """Waits for ``task``'s rows until its deadline; False if the deadline came first.
+
+    At the deadline a task still queued leaves its queue; one already running is left
+    to finish on its worker, and its result is dropped.
+    """
+    while True:
+      if task.done.wait(task.deadline.remaining()):
+        return True
+      if task.deadline.remaining() != 0.0:
+        continue  # Woke a hair early: the two clocks differ in resolution.
+      with self._cond:
+        if task.done.is_set():
+          return True
+        if task.queued:
+          queue = self._queues[key]
+          queue.tasks.remove(task)
+          queue.rows -= task.rows
+          task.queued = False
+          if not queue.tasks:
+            del self._queues[key]
+      return False
 
   def _work(self) -> None:
     while True:
@@ -191,7 +236,11 @@ class BatchScheduler:
         self._cond.notify_all()
 
   def _pick(self):
-    """Pops a ready batch (under the lock), preferring the oldest waiting request."""
+    """Pops a ready batch (under the lock), preferring the oldest waiting request.
+
+    Requests whose client no longer waits are dropped here, so they never run; None
+    when nothing is ready (or everything picked was dropped: the caller looks again).
+    """
     now = time.monotonic()
     best = None
     for key, queue in self._queues.items():
@@ -208,13 +257,15 @@ class BatchScheduler:
     batch, rows = [], 0
     while queue.tasks and rows + queue.tasks[0].rows <= self._params.max_batch_size:
       task = queue.tasks.popleft()
-      batch.append(task)
-      rows += task.rows
-    queue.rows -= rows
+      queue.rows -= task.rows
+      task.queued = False
+      if not _drop_if_expired(task):
+        batch.append(task)
+        rows += task.rows
     if not queue.tasks:
       # Drop idle queues so keys of unloaded versions do not pile up.
       del self._queues[key]
-    return key, queue.run, batch
+    return (key, queue.run, batch) if batch else None
 
   def _next_deadline(self) -> Optional[float]:
     heads = [q.tasks[0].enqueued for q in self._queues.values() if q.tasks]
@@ -241,6 +292,8 @@ class BatchScheduler:
       except Exception:  # pylint: disable=broad-except
         pass  # Fall through: isolate the failing request by running each alone.
     for task in batch:
+      if _drop_if_expired(task):
+        continue
       try:
         task.result = run(task.inputs)
       except Exception as e:  # pylint: disable=broad-except
@@ -254,6 +307,16 @@ class BatchScheduler:
         self._on_batch(key, requests, rows)
       except Exception:  # pylint: disable=broad-except
         pass  # Metrics must never fail a request.
+
+
+def _drop_if_expired(task: _Task) -> bool:
+  """Fails ``task`` without running it if its client no longer waits."""
+  expired = task.deadline.expired()
+  if expired is None:
+    return False
+  task.error = expired
+  task.done.set()
+  return True
 
 
 def mergeable_key(prefix: Hashable, inputs: Mapping[str, np.ndarray]) -> Hashable:

@@ -8,6 +8,11 @@ signature runs, alone or merged with concurrent requests by ``serving.batching``
 every failure becomes a gRPC status code with a message naming what was asked and what
 exists (the table in ``docs/serving.md``). Request, error and latency metrics are counted
 here, with unknown model and signature names folded into one label value.
+
+Model work is guarded on both sides: a Predict call is admitted only while fewer than
+the limit run (``serving.admission``; past it, or once the server drains, it answers
+UNAVAILABLE), and a call whose client no longer waits (``serving.call_deadline``) answers
+DEADLINE_EXCEEDED or CANCELLED without running the model.
 """
 
 import logging
@@ -22,7 +27,9 @@ from tensorflow_serving.apis import get_model_metadata_pb2
 from tensorflow_serving.apis import get_model_status_pb2
 from tensorflow_serving.apis import predict_pb2
 
+from serving import admission
 from serving import batching
+from serving import call_deadline
 from serving import model_config
 from serving import server_metrics
 from serving import tensors
@@ -36,6 +43,9 @@ _UNKNOWN = "<unknown>"
 # A validator gets the decoded inputs of one request; a ValueError it raises is the
 # client's fault (INVALID_ARGUMENT), anything else is the server's (INTERNAL).
 Validator = Callable[[Mapping[str, np.ndarray]], None]
+
+_EXPIRED_CODES = {call_deadline.DEADLINE_EXCEEDED: grpc.StatusCode.DEADLINE_EXCEEDED,
+                  call_deadline.CANCELLED: grpc.StatusCode.CANCELLED}
 
 
 class RpcError(Exception):
@@ -54,14 +64,19 @@ class Dispatcher:
     models: The served models by name (their loaded versions change underneath).
     metrics: Where requests, errors, latencies and model calls are counted.
     max_tensor_elements: Largest tensor (in elements) a request may carry.
+    max_concurrent_predicts: Most Predict calls in progress at once (None: no limit);
+      calls past it answer UNAVAILABLE.
   """
 
   def __init__(self, models: Mapping[str, version_manager.ServedModel],
                metrics: server_metrics.ServerMetrics,
-               max_tensor_elements: int = tensors.DEFAULT_MAX_ELEMENTS):
+               max_tensor_elements: int = tensors.DEFAULT_MAX_ELEMENTS,
+               max_concurrent_predicts: Optional[int] = None):
     self._models = models
     self._metrics = metrics
     self._max_tensor_elements = max_tensor_elements
+    self._admission = admission.Admission(max_concurrent_predicts)
+    metrics.watch_predicts_in_flight(lambda: self._admission.in_flight)
     self._validators: Dict[Tuple[str, str], Validator] = {}
     self._scheduler: Optional[batching.BatchScheduler] = None
 
@@ -87,13 +102,33 @@ class Dispatcher:
     if self._scheduler is not None:
       self._scheduler.flush()
 
-  def stop_batching(self) -> None:
+  def stop_batching(self, timeout: Optional[float] = None) -> None:
+    """Stops the batch workers, waiting at most ``timeout`` seconds (None: no bound)."""
     if self._scheduler is not None:
-      self._scheduler.stop()
+      self._scheduler.stop(timeout)
 
   def pending_batch_rows(self) -> int:
     """Rows waiting in batch queues (0 without batching)."""
     return self._scheduler.pending_rows() if self._scheduler is not None else 0
+
+  # ------------------------------------------------------------------ draining
+
+  def start_draining(self) -> None:
+    """Refuses new Predict and GetModelMetadata calls; admitted calls keep running."""
+    self._admission.close()
+
+  @property
+  def draining(self) -> bool:
+    """Whether :meth:`start_draining` was called."""
+    return self._admission.closed
+
+  def wait_for_predicts(self, timeout: float) -> bool:
+    """Waits until no Predict call is in progress; False if ``timeout`` passed first."""
+    return self._admission.wait_idle(timeout)
+
+  def predicts_in_flight(self) -> int:
+    """Predict calls admitted and not yet answered."""
+    return self._admission.in_flight
 
   def _observe_call(self, prefix, requests: int, rows: int) -> None:
     model, _, signature = prefix
@@ -148,8 +183,15 @@ class Dispatcher:
   # ------------------------------------------------------------------- running
 
   def run(self, model: version_manager.ServedModel, loaded: version_manager.LoadedVersion,
-          request: predict_pb2.PredictRequest, batched: bool = True) -> Dict[str, np.ndarray]:
-    """Checks and runs one PredictRequest on ``loaded`` (raises ``RpcError``)."""
+          request: predict_pb2.PredictRequest, batched: bool = True,
+          deadline: Optional[call_deadline.CallDeadline] = None) -> Dict[str, np.ndarray]:
+    """Checks and runs one PredictRequest on ``loaded`` (raises ``RpcError``).
+
+    The model does not run for a client that no longer waits (checked right before the
+    call, and when a batch is formed); a client gone by the time the model returns
+    gets no answer either, and is counted as such.
+    """
+    deadline = deadline or call_deadline.NO_DEADLINE
     signature = self._signature(loaded, request.model_spec)
     for name in request.output_filter:
       if name not in signature.outputs:
@@ -175,10 +217,15 @@ class Dispatcher:
           and rows is not None and self._scheduler.can_batch(rows)):
         key = batching.mergeable_key((model.entry.name, loaded.version, signature.name),
                                      arrays)
-        outputs = self._scheduler.run(key, signature.call, arrays, rows)
+        outputs = self._scheduler.run(key, signature.call, arrays, rows, deadline)
       else:
+        deadline.check()
         outputs = signature.call(arrays)
         self._observe_call((model.entry.name, loaded.version, signature.name), 1, rows or 1)
+      deadline.check()
+    except call_deadline.CallExpired as e:
+      raise RpcError(_EXPIRED_CODES[e.reason], f"model '{model.entry.name}' signature "
+                     f"'{signature.name}': {e}") from e
     except (batching.QueueFullError, batching.SchedulerStoppedError) as e:
       raise RpcError(grpc.StatusCode.UNAVAILABLE, str(e)) from e
     except tf.errors.InvalidArgumentError as e:
@@ -207,10 +254,25 @@ class Dispatcher:
 
   # ------------------------------------------------------------------ the APIs
 
-  def predict(self, request: predict_pb2.PredictRequest) -> predict_pb2.PredictResponse:
-    """Answers one PredictRequest (raises ``RpcError`` on failure)."""
-    model, loaded = self.resolve(request.model_spec)
-    outputs = self.run(model, loaded, request)
+  def predict(self, request: predict_pb2.PredictRequest,
+              deadline: Optional[call_deadline.CallDeadline] = None
+              ) -> predict_pb2.PredictResponse:
+    """Answers one PredictRequest (raises ``RpcError`` on failure).
+
+    Args:
+      request: The request.
+      deadline: The client's deadline and liveness (a gRPC call's context wrapped in
+        ``call_deadline.CallDeadline``); None for a call without one, such as REST.
+    """
+    try:
+      self._admission.enter()
+    except admission.Refused as e:
+      raise RpcError(grpc.StatusCode.UNAVAILABLE, str(e)) from e
+    try:
+      model, loaded = self.resolve(request.model_spec)
+      outputs = self.run(model, loaded, request, deadline=deadline)
+    finally:
+      self._admission.leave()
     response = predict_pb2.PredictResponse()
     response.model_spec.name = model.entry.name
     response.model_spec.version.value = loaded.version
@@ -225,6 +287,8 @@ class Dispatcher:
     if fields != ["signature_def"]:
       raise RpcError(grpc.StatusCode.INVALID_ARGUMENT,
                      f"metadata_field must be ['signature_def'], got {fields}")
+    if self.draining:
+      raise RpcError(grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
     model, loaded = self.resolve(request.model_spec)
     response = get_model_metadata_pb2.GetModelMetadataResponse()
     response.model_spec.name = model.entry.name

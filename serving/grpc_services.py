@@ -6,10 +6,12 @@ on the official ``tensorflow_serving.apis`` protos: ``tensorflow.serving.Predict
 since Melody's signatures take dense tensors, not ``tf.Example``s) and
 ``tensorflow.serving.ModelService`` (GetModelStatus; config reload answers UNIMPLEMENTED),
 plus the standard ``grpc.health.v1`` service, all added to one ``grpc.Server``. The
-servicers only route: ``serving.dispatch`` answers.
+servicers only route: ``serving.dispatch`` answers, given each Predict call's deadline
+and liveness (``serving.call_deadline``) from its ``ServicerContext``.
 """
 
 import concurrent.futures
+import functools
 
 import grpc
 from grpc_health.v1 import health
@@ -18,6 +20,7 @@ from grpc_health.v1 import health_pb2_grpc
 from tensorflow_serving.apis import model_service_pb2_grpc
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
+from serving import call_deadline
 from serving import dispatch
 
 
@@ -28,7 +31,9 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     self._dispatcher = dispatcher
 
   def Predict(self, request, context):  # pylint: disable=invalid-name
-    return self._dispatcher.handle_rpc("predict", request, context, self._dispatcher.predict)
+    predict = functools.partial(self._dispatcher.predict,
+                                deadline=call_deadline.CallDeadline(context))
+    return self._dispatcher.handle_rpc("predict", request, context, predict)
 
   def GetModelMetadata(self, request, context):  # pylint: disable=invalid-name
     return self._dispatcher.handle_rpc("metadata", request, context,
@@ -77,7 +82,8 @@ def build_server(dispatcher: dispatch.Dispatcher, health_servicer: health.Health
   Args:
     dispatcher: Answers the TF Serving APIs.
     health_servicer: The health service the caller keeps up to date.
-    max_workers: Handler threads (bounds concurrent RPCs, hence batch fill).
+    max_workers: Handler threads (bounds concurrent RPCs, hence batch fill); the
+      dispatcher's Predict limit keeps some of them free for the other services.
     max_message_bytes: Send and receive message limit.
   """
   server = grpc.server(

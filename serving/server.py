@@ -7,13 +7,17 @@ requests, with optional batching; ``serving.grpc_services`` puts TF Serving's
 PredictionService and ModelService and the gRPC health service on a port;
 ``serving.server_metrics`` counts and exposes Prometheus metrics) and runs their
 lifecycle: start once the versions on disk are loaded, keep health in step with what is
-loaded, and stop gracefully, letting in-flight requests finish. The process around it
-(flags, signals) is ``serving.server_main``.
+loaded, and drain on stop: health turns NOT_SERVING at once and keeps answering, new calls
+are refused, and running calls get the grace period, after which the server stops
+without waiting for model calls that are still running (they cannot be interrupted; the
+process decides whether to wait for them). The process around it (flags, signals) is
+``serving.server_main``.
 """
 
 import dataclasses
 import logging
 import threading
+import time
 from typing import Iterable, Mapping, Optional, Sequence, Tuple
 
 import grpc
@@ -30,6 +34,10 @@ from serving import version_manager
 
 _LOG = logging.getLogger("melody.serving")
 
+# After the grace period, how long stopping may still take: answers of calls that just
+# finished are sent, and batch workers get to notice the stop.
+_STOP_MARGIN_SECONDS = 1.0
+
 
 @dataclasses.dataclass(frozen=True)
 class ServerOptions:
@@ -45,6 +53,10 @@ class ServerOptions:
     file_system_poll_wait_seconds: Period of the version directory poll; 0 disables
       polling after start (``poll_file_system`` still works).
     max_workers: gRPC handler threads (bounds concurrent RPCs, hence batch fill).
+    reserved_workers: Handler threads Predict calls never take, so GetModelStatus,
+      GetModelMetadata and health answer while every Predict slot is busy: at most
+      ``max_workers - reserved_workers`` (at least 1) Predict calls run at once, and
+      the ones past that answer UNAVAILABLE at once.
     max_message_bytes: gRPC send/receive message limit.
     max_tensor_elements: Largest tensor (in elements) a request may carry.
     max_load_retries: Extra attempts, one per poll, at loading a failing version before
@@ -59,6 +71,7 @@ class ServerOptions:
   batching: model_config.BatchingParameters = model_config.BatchingParameters()
   file_system_poll_wait_seconds: float = 1.0
   max_workers: int = 32
+  reserved_workers: int = 4
   max_message_bytes: int = 64 << 20
   max_tensor_elements: int = tensors.DEFAULT_MAX_ELEMENTS
   max_load_retries: int = 2
@@ -74,6 +87,8 @@ class ServerOptions:
                        f"{self.file_system_poll_wait_seconds}")
     if self.max_workers < 1:
       raise ValueError(f"max_workers must be >= 1, got {self.max_workers}")
+    if self.reserved_workers < 0:
+      raise ValueError(f"reserved_workers must be >= 0, got {self.reserved_workers}")
     if self.grace_seconds < 0:
       raise ValueError(f"grace_seconds must be >= 0, got {self.grace_seconds}")
 
@@ -105,8 +120,9 @@ class ModelServer:
     self._manager = version_manager.VersionManager(
         models, self._metrics, replay=self._replay_warmup,
         max_load_retries=options.max_load_retries, on_poll=self._update_health)
-    self._dispatcher = dispatch.Dispatcher(self._manager.models, self._metrics,
-                                           options.max_tensor_elements)
+    self._dispatcher = dispatch.Dispatcher(
+        self._manager.models, self._metrics, options.max_tensor_elements,
+        max_concurrent_predicts=max(1, options.max_workers - options.reserved_workers))
     for model, by_signature in (validators or {}).items():
       for signature, fn in by_signature.items():
         self.register_validator(model, signature, fn)
@@ -149,6 +165,11 @@ class ModelServer:
   def options(self) -> ServerOptions:
     return self._options
 
+  @property
+  def draining(self) -> bool:
+    """Whether ``stop`` has begun: health is NOT_SERVING and new calls are refused."""
+    return self._dispatcher.draining
+
   def register_validator(self, model: str, signature: str, fn: dispatch.Validator) -> None:
     """Adds (or replaces) the input validator of one model signature."""
     self._dispatcher.register_validator(model, signature, fn)
@@ -181,24 +202,51 @@ class ModelServer:
     _LOG.info("serving %s on %s", sorted(self._manager.models), self.target)
     return self
 
-  def stop(self, grace: Optional[float] = None) -> None:
-    """Stops accepting RPCs, lets in-flight ones finish within ``grace`` seconds."""
+  def stop(self, grace: Optional[float] = None) -> int:
+    """Drains, then stops; returns how many Predict calls are still running.
+
+    At once: health reports NOT_SERVING for every service (and keeps answering), new
+    Predict and GetModelMetadata calls answer UNAVAILABLE, and queued batches run
+    without waiting to fill. Predict calls already running get up to ``grace`` seconds.
+    Then the gRPC server stops (cancelling calls still running, whose clients get
+    UNAVAILABLE), and so do the batch workers, the poller and the metrics page, within
+    about a second more. A model call cannot be interrupted: its thread keeps running,
+    and a process that must end on time exits without waiting for it.
+
+    Args:
+      grace: Seconds running calls get (default ``ServerOptions.grace_seconds``).
+
+    Returns:
+      The number of Predict calls still running when the server stopped.
+    """
     with self._stop_lock:
       if self._stopped or not self._started:
         self._stopped = True
-        return
+        return 0
       self._stopped = True
     grace = self._options.grace_seconds if grace is None else grace
     self._health.enter_graceful_shutdown()
+    self._dispatcher.start_draining()
     self._manager.stop_polling()
     self._dispatcher.flush_batches()  # Queued requests must not wait for batches to fill.
+    end = time.monotonic() + grace
+    idle = self._dispatcher.wait_for_predicts(grace)
     if self._grpc is not None:
-      self._grpc.stop(grace).wait()
-    self._dispatcher.stop_batching()
-    self._manager.join_poller()
+      # Once idle, the answers just returned may still be on their way: give them what
+      # is left of the grace period (stop returns as soon as they are sent).
+      left = max(_STOP_MARGIN_SECONDS, end - time.monotonic()) if idle else 0
+      self._grpc.stop(left).wait(left + _STOP_MARGIN_SECONDS)
+    self._dispatcher.stop_batching(timeout=_STOP_MARGIN_SECONDS)
+    self._manager.join_poller(timeout=_STOP_MARGIN_SECONDS)  # A load is not waited for.
     if self._http is not None:
       self._http.stop()
-    _LOG.info("server on %s stopped", self.target)
+    running = self._dispatcher.predicts_in_flight()
+    if running:
+      _LOG.warning("server on %s stopped after %.1f s of grace with %d Predict call(s) "
+                   "still running", self.target, grace, running)
+    else:
+      _LOG.info("server on %s stopped", self.target)
+    return running
 
   def wait_for_termination(self, timeout: Optional[float] = None) -> bool:
     """Blocks until the server stops or ``timeout`` passes; True if it stopped."""

@@ -1,15 +1,15 @@
 """The model server's Prometheus metrics and the HTTP endpoint that exposes them.
 
 This module owns the metric names and labels ``melody serve`` reports (request latency,
-request and error counts, loaded versions, load attempts, warmup replays, batch sizes), kept
-in a registry of the server's own so that two servers in one process never share counters,
-and the small threaded HTTP server that answers scrapes at the monitoring path (and at
-``/metrics``).
+request and error counts, loaded versions, load attempts, warmup replays, batch sizes,
+Predict calls in flight), kept in a registry of the server's own so that two servers in
+one process never share counters, and the small threaded HTTP server that answers scrapes
+at the monitoring path (and at ``/metrics``).
 """
 
 import http.server
 import threading
-from typing import Optional
+from typing import Callable, Optional
 
 import prometheus_client
 
@@ -45,6 +45,13 @@ class ServerMetrics:
     self.batch_requests = prometheus_client.Histogram(
         "melody_serving_batch_requests", "Requests merged into one model call.",
         ["model", "signature"], registry=r, buckets=(1, 2, 4, 8, 16, 32, 64, 128))
+    self.predicts_in_flight = prometheus_client.Gauge(
+        "melody_serving_predicts_in_flight",
+        "Predict calls admitted and not yet answered.", registry=r)
+
+  def watch_predicts_in_flight(self, count: Callable[[], int]) -> None:
+    """Reads ``melody_serving_predicts_in_flight`` from ``count()`` at each scrape."""
+    self.predicts_in_flight.set_function(count)
 
   def observe_model_call(self, model: str, signature: str, requests: int, rows: int) -> None:
     """Records one model call that served ``requests`` requests with ``rows`` rows."""
