@@ -3,12 +3,9 @@
 import argparse
 import gc
 import os
-import queue
 import re
-import signal
 import subprocess
 import sys
-import threading
 import urllib.request
 
 import grpc
@@ -284,34 +281,3 @@ def test_main_reports_bad_configuration(tmp_path, capsys):
   assert server_main.main(["--model_name", "m", "--model_base_path", str(tmp_path),
                            "--batching_parameters_file", str(tmp_path / "bad.txt")]) == 2
   assert "max_batch_size" in capsys.readouterr().err
-
-
-@pytest.mark.slow
-def test_main_serves_and_drains_on_sigterm(served):
-  _, _, root = served
-  code = "import sys; from serving import server_main; sys.exit(server_main.main())"
-  proc = subprocess.Popen(
-      [sys.executable, "-c", code, "--model_name", "toy", "--model_base_path",
-       str(root / "toy"), "--port", "0", "--metrics-port", "-1",
-       "--file_system_poll_wait_seconds", "0"],
-      cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-  lines = queue.Queue()
-  threading.Thread(target=lambda: [lines.put(l) for l in proc.stdout], daemon=True).start()
-  try:
-    line = lines.get(timeout=50)
-    match = re.search(r"gRPC on (\S+)", line)
-    assert match, line
-    with client.ModelClient(match.group(1), timeout=30) as c:
-      inputs = toy_saved_model.score_inputs(2, seed=1)
-      outputs = c.predict("toy", "serving_default", inputs)
-      np.testing.assert_array_equal(
-          outputs["score"], toy_saved_model.expected_score(inputs["x"], inputs["ids"], 2.0))
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=30) == 0
-    rest = []
-    while not any("stopped" in l for l in rest):
-      rest.append(lines.get(timeout=10))  # Raises queue.Empty if it never says so.
-  finally:
-    if proc.poll() is None:
-      proc.kill()
-      proc.wait(timeout=10)
