@@ -30,6 +30,17 @@ the inputs and the conventions of the fusion controls):
 ``rank`` and ``recommend`` answer with the heads, ``fused_score``, the effective
 ``weights``, the mixed order and one ``reasons`` string per candidate
 (``ranking.fusion.reasons`` has the codes, ``serving.candidate_flags`` how they are set).
+
+The same request gets the same list alone and inside any batch (the model server merges
+concurrent requests). Float kernels round a row differently with the number of rows
+beside it (matmul blocking, reduction order), by ~1e-7, which is enough to swap two
+near-tied candidates, and repeated tracks are exact ties up to such noise. So every float
+step that feeds the order runs per listener at the shapes of a batch of one
+(:func:`_per_row`): the encoder and scorer, retrieval, the intent source; the TFT layer,
+fusion and the candidate flags are element-wise, and mixing compares only ranks. The
+scores of a row are then the same to the bit in any batch, and
+``ranking.fusion.ordering`` (score desc, ties to the lower index) turns them into one
+order. ``score_examples`` and ``transform_features`` order nothing and run batch-wise.
 """
 
 from typing import Dict, Optional, Tuple, Union
@@ -61,6 +72,28 @@ def _mask_tail(x: tf.Tensor, length: tf.Tensor, pad) -> tf.Tensor:
   """Replaces positions at or after ``length`` ``[B]`` of ``x`` ``[B, L]`` by ``pad``."""
   keep = tf.sequence_mask(length, tf.shape(x)[1])
   return tf.where(keep, x, tf.fill(tf.shape(x), tf.constant(pad, x.dtype)))
+
+
+def _row(features: Dict[str, tf.Tensor], b) -> Dict[str, tf.Tensor]:
+  """Row ``b`` of ``[B, ...]`` tensors, as a batch of one with that static shape."""
+  return {k: tf.ensure_shape(v[b:b + 1], [1] + v.shape[1:]) for k, v in features.items()}
+
+
+def _per_row(fn, batch: tf.Tensor, spec):
+  """``fn(b)`` for every row ``b`` of a batch, stacked along a new leading dim.
+
+  One ``map_fn`` step per row, so each row is computed at the shapes of a batch of one
+  and gets the same bits in any batch (module docstring); a batch of one calls ``fn``
+  directly and skips the loop, which gives the same bits as the loop's step.
+
+  Args:
+    fn: row index (int32 scalar) -> a structure of tensors without the batch dim.
+    batch: ``B``, an int32 scalar tensor.
+    spec: ``fn``'s output structure as ``tf.TensorSpec`` s.
+  """
+  return tf.cond(tf.equal(batch, 1),
+                 lambda: tf.nest.map_structure(lambda v: v[tf.newaxis], fn(0)),
+                 lambda: tf.map_fn(fn, tf.range(batch), fn_output_signature=spec))
 
 
 class _Untracked:
@@ -229,8 +262,16 @@ class RankerServingModule(tf.Module):
     # alternatives to choose from; the top k of the mixed pool are returned.
     pool = tf.minimum(tf.maximum(RECOMMEND_POOL_FACTOR * k, RECOMMEND_MIN_POOL),
                       min(self.catalog_size, self.n_max))
-    query = retrieval.listener_query(self.model, listener["transformed"])
-    scores, rows = self._py.retrieval(query, k=pool)
+    xf = listener["transformed"]
+
+    def retrieve(b):
+      found, rows = self._py.retrieval(retrieval.listener_query(self.model, _row(xf, b)),
+                                       k=pool)
+      return found[0], tf.cast(rows[0], tf.int32)
+
+    scores, rows = _per_row(retrieve, tf.shape(inputs["user_id"])[0],
+                            (tf.TensorSpec([None], tf.float32),
+                             tf.TensorSpec([None], tf.int32)))
     rows = tf.cast(rows, tf.int64)
     valid = tf.ones_like(rows, tf.bool)
     retrieval_score = scores
@@ -284,7 +325,8 @@ class RankerServingModule(tf.Module):
     return checks
 
   def _listener(self, inputs) -> Dict[str, object]:
-    """Raw listener inputs -> TFT -> transformed features and the encoding (once)."""
+    """Raw listener inputs -> TFT -> transformed features (batch-wise: the TFT ops are
+    element-wise), and the catalogue rows of the plays; :meth:`_score` encodes."""
     raw = dict(request_schema.neutral_raw_tf(tf.shape(inputs["user_id"])[0]))
     for name in request_schema.LISTENER_INPUTS:
       raw[name] = inputs[name]
@@ -296,18 +338,21 @@ class RankerServingModule(tf.Module):
         raw[f"{prefix}_{part}"] = _mask_tail(inputs[f"{prefix}_{part}"], n, 0.0)
       raw[f"{prefix}_artist_ids"] = self.catalog_artists.lookup(raw[f"{prefix}_track_ids"])
     transformed = self.tft_layer(raw)
-    encoding = self.model.encode_listener(transformed, training=False)
     # Catalogue rows of the plays (padding and unknown tracks: the OOV row C).
     rows = {f"{p}_rows": self.catalog_rows.lookup(raw[f"{p}_track_ids"])
             for p in request_schema.SEQUENCES}
-    return {"raw": raw, "transformed": transformed, "encoding": encoding, **rows}
+    return {"raw": raw, "transformed": transformed, **rows}
 
   def _intent_rows(self, text, k):
-    rows, scores = self.intent.candidates(text, k)
-    rows = tf.cast(rows, tf.int32)
+    def one(b):
+      rows, scores = self.intent.candidates(text[b:b + 1], k)
+      return tf.cast(rows[0], tf.int32), tf.cast(scores[0], tf.float32)
+
+    rows, scores = _per_row(one, tf.shape(text)[0], (tf.TensorSpec([None], tf.int32),
+                                                    tf.TensorSpec([None], tf.float32)))
     valid = ((rows >= 0) & (rows < self.catalog_size)
              & tf.not_equal(text, "")[:, tf.newaxis])
-    return rows, tf.cast(scores, tf.float32), valid
+    return rows, scores, valid
 
   def _heads(self, preds) -> Dict[str, tf.Tensor]:
     """Every ``HEAD_OUTPUTS`` key; heads a single-task model lacks are zeros."""
@@ -315,34 +360,31 @@ class RankerServingModule(tf.Module):
     return {k: tf.cast(preds[k], tf.float32) if k in preds else tf.zeros_like(some)
             for k in HEAD_OUTPUTS}
 
-  def _score(self, encoding, candidates) -> Dict[str, tf.Tensor]:
-    """Scores ``[B, N]`` candidates, each row against its own listener's encoding.
+  def _score(self, transformed, candidates) -> Dict[str, tf.Tensor]:
+    """Encodes each listener and scores its row of ``[B, N]`` candidates against it.
 
-    The encoding is never tiled per candidate: row ``b``'s N candidates are scored
-    against the batch-1 slice of listener ``b`` (``RankingModel.score`` broadcasts it),
-    one ``map_fn`` step per listener; a single listener skips the loop.
+    Per listener (:func:`_per_row`): listener ``b`` is encoded as a batch of one and its
+    N candidates are scored against that encoding (``RankingModel.score`` broadcasts
+    it; the encoding is never tiled per candidate).
     """
+    listener = {k: transformed[k] for k in model_lib.LISTENER_FEATURES}
+
     def one(b):
       # Exactly one row, said statically: the scorer's one-listener (broadcast) paths,
       # e.g. the target attention's single-memory matmuls, key on a static batch of 1.
-      enc = {k: tf.ensure_shape(v[b:b + 1], [1] + v.shape[1:]) for k, v in encoding.items()}
+      enc = self.model.encode_listener(_row(listener, b), training=False)
       cands = {k: v[b] for k, v in candidates.items()}
-      preds = self.model.score(enc, cands, training=False)
-      return self._heads(preds)
+      return self._heads(self.model.score(enc, cands, training=False))
 
     spec = {k: tf.TensorSpec([None], tf.float32) for k in HEAD_OUTPUTS}
-    batch = tf.shape(candidates[X("cand_track_id")])[0]
-    return tf.cond(
-        tf.equal(batch, 1),
-        lambda: {k: v[tf.newaxis] for k, v in one(0).items()},
-        lambda: tf.map_fn(one, tf.range(batch), fn_output_signature=spec))
+    return _per_row(one, tf.shape(candidates[X("cand_track_id")])[0], spec)
 
   def _rank_rows(self, listener, inputs, rows, valid, promo, from_intent=None):
     """Scores, fuses and mixes candidates given as catalogue rows ``[B, N]``."""
     xf = listener["transformed"]
     candidates = {name: tf.gather(table, rows) for name, table in self.candidate_table.items()}
     candidates[X("cand_is_promo")] = promo
-    heads = self._score(listener["encoding"], candidates)
+    heads = self._score(xf, candidates)
     for value in heads.values():
       value.set_shape(rows.shape)   # the cond / map_fn loses the static batch size
 

@@ -21,5 +21,7 @@ Modules:
   with its mask (TF and numpy side by side);
 * ``kernel_tf``: the :class:`~ranking.fusion.kernel_tf.ScoreFusion` Keras layer;
 * ``kernel_np``: :func:`~ranking.fusion.kernel_np.fuse`, the same contract in numpy;
-* ``reasons``: the reason codes, the exploration threshold, and their string encoding.
+* ``reasons``: the reason codes, the exploration threshold, and their string encoding;
+* ``ordering``: the one order scores give a list (score desc, NaN as -inf, ties to the
+  lower index, padding last), TF and numpy side by side.
 """

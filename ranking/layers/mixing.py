@@ -48,6 +48,8 @@ from typing import Dict, Optional
 
 import tensorflow as tf
 
+from ranking.fusion import ordering
+
 # Large enough to dominate any position arithmetic (|values| stay far below 2**62).
 _NEG = -(1 << 40)
 _BIG = 1 << 40
@@ -184,7 +186,6 @@ def mix(scores: tf.Tensor, is_promo: tf.Tensor, artist_ids: tf.Tensor,
   """
   p, w, r = config.max_promos_per_window, config.window, config.max_per_artist
   scores = tf.cast(scores, tf.float32)
-  scores = tf.where(tf.math.is_nan(scores), tf.constant(-float("inf")), scores)
   is_promo = tf.convert_to_tensor(is_promo)
   promo = is_promo if is_promo.dtype == tf.bool else tf.not_equal(
       is_promo, tf.zeros_like(is_promo))
@@ -198,11 +199,9 @@ def mix(scores: tf.Tensor, is_promo: tf.Tensor, artist_ids: tf.Tensor,
   n64 = tf.cast(n, tf.int64)
   idx = tf.range(n, dtype=tf.int64)
 
-  # Score order: valid candidates by score desc, ties to the lower index, then padding.
-  by_score = tf.argsort(-scores, axis=1, stable=True)
-  by_valid = tf.argsort(tf.cast(tf.logical_not(tf.gather(valid, by_score, batch_dims=1)),
-                                tf.int32), axis=1, stable=True)
-  order0 = tf.cast(tf.gather(by_score, by_valid, batch_dims=1), tf.int64)   # rank -> cand
+  # Score order (ranking.fusion.ordering): valid candidates by score desc, ties to the
+  # lower index, then padding. Every later choice compares these ranks, never scores.
+  order0 = tf.cast(ordering.order_tf(scores, valid), tf.int64)             # rank -> cand
   rank = tf.cast(tf.argsort(order0, axis=1), tf.int64)                      # cand -> rank
 
   # ---- Top window: full rules, one masked argmin per position.
