@@ -67,6 +67,8 @@ EVENT_LABELS: Dict[str, str] = {
 
 # Labels in [0, 1]; exposure only has a lower bound.
 _UNIT_LABELS = ("completion", "skip", "like", "subscription")
+# The reason a repeated play is quarantined with (a duplicate, not a malformed row).
+DUPLICATE_EVENT = "duplicate event (session_id, track_id, ts)"
 
 
 class BadDataError(ValueError):
@@ -281,7 +283,7 @@ def _reasons_events(df: pd.DataFrame) -> pd.Series:
   if timed.any():
     keys = df.loc[timed, ["session_id", "track_id"]].assign(_ts=ts[timed])
     dup[timed] = keys.duplicated(keep="first").to_numpy()
-  r.mark(dup, "duplicate event (session_id, track_id, ts)")
+  r.mark(dup, DUPLICATE_EVENT)
   return r.reason
 
 
@@ -355,6 +357,19 @@ def validate_tracks(df: pd.DataFrame, quarantine_dir: Optional[str] = None,
   """Splits tracks into valid rows and quarantined rows; see ``validate_events``."""
   return _validate(df, TRACK_SCHEMA, _reasons_tracks, "tracks", quarantine_dir,
                    max_bad_fraction)
+
+
+def event_reasons(df: pd.DataFrame) -> pd.Series:
+  """The first failing check of each events row ('' when valid), indexed 0..n-1.
+
+  The checks ``validate_events`` applies, for callers that track each row's origin.
+  """
+  return _reasons_events(df.reset_index(drop=True))
+
+
+def track_reasons(df: pd.DataFrame) -> pd.Series:
+  """The first failing check of each tracks row ('' when valid), indexed 0..n-1."""
+  return _reasons_tracks(df.reset_index(drop=True))
 
 
 # ------------------------------------------------------------------------- arrow

@@ -24,17 +24,23 @@ song_extra_info.csv) to the common event and track schema of ``features.events``
 Tracks: songs.csv with ``duration_s`` = ``song_length`` / 1000, ``tags`` =
 ``kkbox_genre:<id>`` per ``|``-separated genre id, ``title`` from song_extra_info.csv,
 ``popularity`` = log1p(train + test rows of the song in this sample).
+
+Quarantined (``features.datasets.quarantine``), each line with its reason: malformed
+lines of any file, ``msno`` / ``song_id`` values that are not base64 ids, member dates
+that are not YYYYMMDD, test rows without an integer ``id``; after validation, events
+whose ``song_id`` is not a valid songs.csv track. An event whose ``msno`` has no
+members.csv row is kept with a null segment and counted.
 """
 
 import dataclasses
 import numbers
 import os
-from typing import Tuple
 
 import numpy as np
 import pandas as pd
 
 from features import events as events_lib
+from features.datasets import line_reader, quarantine, source_tables
 
 SOURCE = "kkbox"
 FILES = ("train.csv", "test.csv", "songs.csv", "members.csv", "song_extra_info.csv")
@@ -151,20 +157,45 @@ def surface_of(tab: pd.Series, source_type: pd.Series) -> pd.Series:
   return by_tab.fillna(by_type).fillna("unknown").astype(object)
 
 
-_TEXT_COLUMNS = {c: str for c in ("msno", "song_id", "genre_ids", "artist_name", "name",
-                                   "source_system_tab", "source_screen_name", "source_type")}
+_FORMAT = line_reader.Format(sep=",", quoted=True, encoding="utf-8")
+# Columns each file must have (others are read and ignored).
+_REQUIRED = {
+    "train.csv": ("msno", "song_id", "source_system_tab", "source_type", "target"),
+    "test.csv": ("id", "msno", "song_id", "source_system_tab", "source_type"),
+    "songs.csv": ("song_id", "song_length", "genre_ids", "artist_name"),
+    "members.csv": ("msno", "registration_init_time", "expiration_date"),
+    "song_extra_info.csv": ("song_id", "name"),
+}
+# KKBox ids are base64 text ('+', '/', '=' included); anything else is not an id.
+_ID = r"[A-Za-z0-9+/]+=*"
 
 
-def _read(data_dir: str, name: str) -> pd.DataFrame:
+def _read(q: quarantine.Quarantine, data_dir: str, name: str) -> pd.DataFrame:
   path = os.path.join(data_dir, name)
   if not os.path.exists(path):
     raise FileNotFoundError(f"KKBox file not found: {path}")
-  # Ids are base64-like ('+', '/', '='): keep every text column a string.
-  return pd.read_csv(path, encoding="utf-8", dtype=_TEXT_COLUMNS)
+  return q.read(path, _FORMAT, _REQUIRED[name])
 
 
-def load(data_dir: str, include_test: bool = True) -> Tuple[pd.DataFrame, pd.DataFrame]:
-  """Reads ``kkbox_sample/`` into (events, tracks) of the common schema.
+def _reject_bad_ids(q: quarantine.Quarantine, frame: pd.DataFrame, *cols) -> pd.DataFrame:
+  return q.reject_unmatched(frame, cols, _ID, "a KKBox id")
+
+
+def _reject_bad_dates(q: quarantine.Quarantine, members: pd.DataFrame) -> pd.DataFrame:
+  cols = ("registration_init_time", "expiration_date")
+  members = q.reject_unmatched(members, cols, r"\d{8}", "a YYYYMMDD date")
+  for col in cols:   # eight digits, but not a day of the calendar (e.g. 20170231)
+    day = pd.to_datetime(members[col], format="%Y%m%d", errors="coerce")
+    members = q.reject(members, members[col].notna() & day.isna(), f"{col} is not a YYYYMMDD date")
+  return members
+
+
+def load(data_dir: str, include_test: bool = True) -> source_tables.SourceTables:
+  """Reads ``kkbox_sample/`` into events and tracks of the common schema.
+
+  Malformed lines, ids that are not base64 text, unparseable member dates and test
+  rows without an integer ``id`` are quarantined; members are matched by ``msno`` (an
+  event whose user has no members row keeps a null segment, counted in ``notes``).
 
   Args:
     data_dir: the folder holding train.csv, test.csv, songs.csv, members.csv and
@@ -172,17 +203,22 @@ def load(data_dir: str, include_test: bool = True) -> Tuple[pd.DataFrame, pd.Dat
     include_test: also emit the unlabeled test.csv plays (``like`` null).
 
   Returns:
-    (events_df, tracks_df) with the EVENT_SCHEMA / TRACK_SCHEMA columns, not validated.
+    The tables with EVENT_SCHEMA / TRACK_SCHEMA columns (not validated), their source
+    lines and the quarantine.
   """
-  train = _read(data_dir, "train.csv")
+  q = quarantine.Quarantine()
+  train = _reject_bad_ids(q, _read(q, data_dir, "train.csv"), "msno", "song_id")
   parts = [train.assign(like=events_lib.numeric_or_text(train["target"]))]
   if include_test:
-    test = _read(data_dir, "test.csv").sort_values("id", kind="stable")
+    test = _reject_bad_ids(q, _read(q, data_dir, "test.csv"), "msno", "song_id")
+    test = q.reject(test, test["id"].isna(), "id is missing")
+    test = q.reject_unmatched(test, ["id"], r"\d+", "an integer")
+    test = test.assign(_id=test["id"].astype(np.int64)).sort_values("_id", kind="stable")
     parts.append(test.assign(like=np.nan))
   plays = pd.concat(parts, ignore_index=True)
-  songs = _read(data_dir, "songs.csv")
-  members = _read(data_dir, "members.csv")
-  extra = _read(data_dir, "song_extra_info.csv")
+  songs = _reject_bad_ids(q, _read(q, data_dir, "songs.csv"), "song_id").reset_index(drop=True)
+  members = _reject_bad_dates(q, _reject_bad_ids(q, _read(q, data_dir, "members.csv"), "msno"))
+  extra = _reject_bad_ids(q, _read(q, data_dir, "song_extra_info.csv"), "song_id")
 
   artist_of = pd.Series(("kkbox_artist:" + songs["artist_name"]).to_numpy(),
                         index=songs["song_id"].to_numpy())
@@ -219,4 +255,7 @@ def load(data_dir: str, include_test: bool = True) -> Tuple[pd.DataFrame, pd.Dat
       popularity=np.log1p(songs["song_id"].map(counts).fillna(0)).astype(np.float32),
       title=songs["song_id"].map(title_of).fillna("").astype(str),
   )
-  return events, tracks
+  no_member = int((user.notna() & ~user.isin(feats.index)).sum())
+  return source_tables.SourceTables(
+      events, tracks, source_tables.origin_of(plays), source_tables.origin_of(songs), q,
+      notes={"events whose msno has no members.csv row (segment null)": no_member})

@@ -18,18 +18,22 @@ validator to quarantine, and is ignored when computing gaps. ``completion``, ``l
 ``subscription`` and ``exposure`` are null; the files have no user segment or surface.
 The slices carry no track metadata, so the tracks table only lists the track ids with
 their artist and ``popularity`` = log1p(distinct plays in the slices).
+
+Quarantined, each line with its reason: malformed lines, ids that are not integers,
+and (after validation) unreadable times and repeated plays. The tracks table is built
+from the plays, so the event -> track reference always resolves.
 """
 
 import dataclasses
 import glob
 import os
 import re
-from typing import Tuple
 
 import numpy as np
 import pandas as pd
 
 from features import events as events_lib
+from features.datasets import line_reader, quarantine, source_tables
 
 SOURCE = "30music"
 FILE_PATTERN = "30music-200ks_test.*.txt"
@@ -62,13 +66,16 @@ def slice_files(data_dir: str):
   return sorted(files, key=lambda p: (number(p), p))
 
 
-def _read_slices(data_dir: str) -> pd.DataFrame:
+_FORMAT = line_reader.Format(sep="\t", quoted=False, encoding="utf-8")
+_ID_COLUMNS = ("UserId", "SessionId", "ItemId", "ArtistId")
+
+
+def _read_slices(q: quarantine.Quarantine, data_dir: str) -> pd.DataFrame:
   frames = []
   for k, path in enumerate(slice_files(data_dir)):
-    df = pd.read_csv(path, sep="\t", dtype=str, encoding="ascii")
-    missing = [c for c in _COLUMNS if c not in df.columns]
-    if missing:
-      raise ValueError(f"{path}: columns missing: {missing}")
+    df = q.read(path, _FORMAT, _COLUMNS)
+    # Ids are decimal integers; an empty one is left for validation ("missing ...").
+    df = q.reject_unmatched(df, _ID_COLUMNS, r"\s*\d+\s*", "an integer")
     frames.append(df.assign(_slice=k))
   plays = pd.concat(frames, ignore_index=True)
   plays["_time"] = pd.to_numeric(plays["Time"], errors="coerce")
@@ -106,17 +113,22 @@ def skip_proxy(session: pd.Series, track: pd.Series, ts: pd.Series,
   return out
 
 
-def load(data_dir: str, rule: SkipProxy = SkipProxy()) -> Tuple[pd.DataFrame, pd.DataFrame]:
-  """Reads the 30Music slices into (events, tracks) of the common schema.
+def load(data_dir: str, rule: SkipProxy = SkipProxy()) -> source_tables.SourceTables:
+  """Reads the 30Music slices into events and tracks of the common schema.
+
+  Malformed lines and ids that are not integers are quarantined. The tracks table is
+  built from the plays, so every event's track is in it.
 
   Args:
     data_dir: the folder holding ``30music-200ks_test.<k>.txt``.
     rule: the skip-proxy rule.
 
   Returns:
-    (events_df, tracks_df) with the EVENT_SCHEMA / TRACK_SCHEMA columns, not validated.
+    The tables with EVENT_SCHEMA / TRACK_SCHEMA columns (not validated), their source
+    lines (a track: the first play of it) and the quarantine.
   """
-  plays = _read_slices(data_dir)
+  q = quarantine.Quarantine()
+  plays = _read_slices(q, data_dir)
   n = len(plays)
 
   def ids(col, prefix):
@@ -147,4 +159,6 @@ def load(data_dir: str, rule: SkipProxy = SkipProxy()) -> Tuple[pd.DataFrame, pd
       artist_id=first["artist_id"],
       popularity=np.log1p(first["track_id"].map(counts).to_numpy()).astype(np.float32),
   )
-  return events, tracks
+  return source_tables.SourceTables(
+      events, tracks, source_tables.origin_of(plays),
+      source_tables.origin_of(plays.loc[first.index]), q)

@@ -1,0 +1,282 @@
+"""Line-robust reading of one delimited text file (CSV or TSV) for the data adapters.
+
+Owns turning a file's bytes into a frame of its well-formed lines plus the list of its
+malformed lines, each with its 1-based line number and a reason, so that one bad line
+costs one line and never the file. A line is malformed when it does not decode in the
+file's encoding, holds a NUL or a carriage return before its end, has an unbalanced
+quote (quoted formats), or has the wrong number of fields. The checks run with numpy
+over the whole buffer (line bounds, separators outside quotes, control bytes), one
+decode per chunk of lines finds encoding errors, and the well-formed lines are parsed
+in a single pass of pandas' C parser; only lines already known to be bad, or the lines
+of a chunk that failed to decode, are looked at one by one. A file whose header is
+missing, undecodable or lacks a required column cannot be split into good and bad
+lines: that raises ``ValueError`` and the caller rejects the file as a whole.
+
+Every value is read as text (null, i.e. NaN, for an empty field; nothing else is
+treated as missing); adapters convert and check values themselves.
+"""
+
+import csv
+import dataclasses
+import io
+import os
+from typing import List, Sequence
+
+import numpy as np
+import pandas as pd
+
+# Columns added to every frame read: the file name and the 1-based physical line.
+FILE = "_file"
+LINE = "_line"
+
+_NL, _CR, _NUL, _QUOTE = 0x0A, 0x0D, 0x00, 0x22
+# Bytes decoded per attempt when looking for encoding errors.
+_DECODE_CHUNK = 1 << 23
+
+
+@dataclasses.dataclass(frozen=True)
+class Format:
+  """How a file is laid out.
+
+  Attributes:
+    sep: the field separator (one character).
+    quoted: fields may be enclosed in double quotes (CSV rules, ``""`` inside);
+      when False a quote is an ordinary character.
+    encoding: the text encoding; ASCII-compatible (``utf-8``, ``ascii``, ``latin-1``),
+      since only lines with a byte >= 0x80 are checked for decoding errors.
+    repeated_last: the header's last column repeats (one field per item, e.g. one tag
+      per field): a line has at least ``len(header) - 1`` fields, and that column
+      becomes a list of its non-empty, stripped values.
+  """
+  sep: str = ","
+  quoted: bool = True
+  encoding: str = "utf-8"
+  repeated_last: bool = False
+
+  def __post_init__(self):
+    if len(self.sep) != 1 or ord(self.sep) > 127 or self.sep == '"':
+      raise ValueError(f"sep must be one ASCII character other than '\"', got {self.sep!r}")
+
+
+class LineFile:
+  """A file's bytes and line bounds; gives the raw text of any line on demand.
+
+  Lines end at ``\\n``; a ``\\r`` right before it belongs to the line ending.
+
+  Attributes:
+    path: the file's path.
+    name: its base name (how quarantine records name it).
+    encoding: the encoding its text is decoded with.
+    starts, ends: byte offsets of each line's first byte and of its end (exclusive,
+      without the line ending); line ``k`` (1-based) is index ``k - 1``.
+  """
+
+  def __init__(self, path: str, encoding: str):
+    with open(path, "rb") as f:
+      self.data = f.read()
+    self.path = path
+    self.name = os.path.basename(path)
+    self.encoding = encoding
+    self.buf = np.frombuffer(self.data, dtype=np.uint8)
+    newlines = np.flatnonzero(self.buf == _NL)
+    starts = np.concatenate([[0], newlines + 1])
+    ends = np.concatenate([newlines, [len(self.buf)]])
+    if starts[-1] == len(self.buf):   # the file ends with a newline (or is empty)
+      starts, ends = starts[:-1], ends[:-1]
+    has_cr = ends > starts
+    has_cr[has_cr] = self.buf[ends[has_cr] - 1] == _CR
+    self.starts = starts.astype(np.int64)
+    self.ends = (ends - has_cr).astype(np.int64)
+
+  def __len__(self) -> int:
+    return len(self.starts)
+
+  def line_bytes(self, index: int) -> bytes:
+    return self.data[self.starts[index]:self.ends[index]]
+
+  def raw(self, line: int) -> str:
+    """The text of 1-based ``line``; undecodable bytes are kept as ``\\xNN`` escapes."""
+    return self.line_bytes(line - 1).decode(self.encoding, errors="backslashreplace")
+
+  def line_of(self, offsets: np.ndarray) -> np.ndarray:
+    """0-based line index of each byte offset."""
+    return np.searchsorted(self.starts, offsets, side="right") - 1
+
+
+@dataclasses.dataclass
+class Parsed:
+  """One file read line-robustly.
+
+  Attributes:
+    frame: one row per well-formed data line, every column text (null when empty),
+      plus ``FILE`` and ``LINE``; file order.
+    bad: the malformed data lines: ``line`` (1-based) and ``reason``.
+    lines_read: data lines (non-blank lines after the header).
+    file: the file's bytes and line bounds.
+  """
+  frame: pd.DataFrame
+  bad: pd.DataFrame
+  lines_read: int
+  file: LineFile
+
+
+def _split_header(text: str, fmt: Format) -> List[str]:
+  quoting = csv.QUOTE_MINIMAL if fmt.quoted else csv.QUOTE_NONE
+  return next(csv.reader([text], delimiter=fmt.sep, quoting=quoting))
+
+
+def _field_counts(lf: LineFile, fmt: Format):
+  """(fields per line, unbalanced-quote flag per line), quotes honoured when quoted."""
+  n = len(lf)
+  seps = np.flatnonzero(lf.buf == ord(fmt.sep))
+  seps_line = lf.line_of(seps)
+  unbalanced = np.zeros(n, dtype=bool)
+  if fmt.quoted:
+    quotes = np.flatnonzero(lf.buf == _QUOTE)
+    if len(quotes):
+      unbalanced = np.bincount(lf.line_of(quotes), minlength=n) % 2 == 1
+      # A separator is inside quotes when an odd number of quotes precede it on its line.
+      before = (np.searchsorted(quotes, seps)
+                - np.searchsorted(quotes, lf.starts[seps_line]))
+      seps_line = seps_line[before % 2 == 0]
+  return np.bincount(seps_line, minlength=n) + 1, unbalanced
+
+
+def _control_bytes(lf: LineFile) -> np.ndarray:
+  """Per line, the column (1-based) of its first NUL or inner CR, or 0."""
+  pos = np.flatnonzero((lf.buf == _NUL) | (lf.buf == _CR))
+  line = lf.line_of(pos)
+  inner = pos < lf.ends[line]      # a CR at ends[line] is the line ending
+  pos, line = pos[inner], line[inner]
+  first = np.zeros(len(lf), dtype=np.int64)
+  # Reversed so that the first occurrence on a line is written last.
+  first[line[::-1]] = (pos - lf.starts[line] + 1)[::-1]
+  return first
+
+
+def _undecodable(lf: LineFile, candidates: np.ndarray) -> dict:
+  """Lines among ``candidates`` (0-based) that do not decode: index -> reason.
+
+  Only lines with a byte >= 0x80 can fail. They are decoded together, a chunk of the
+  file at a time; only the lines of a chunk that fails are decoded one by one.
+  """
+  if lf.encoding.replace("-", "").replace("_", "").lower() in ("latin1", "iso88591"):
+    return {}                       # every byte decodes in latin-1
+  high = np.zeros(len(lf), dtype=bool)
+  high[lf.line_of(np.flatnonzero(lf.buf >= 0x80))] = True
+  suspects = candidates[high[candidates]]
+  found = {}
+  view = memoryview(lf.data)
+  for chunk in np.split(suspects, np.flatnonzero(np.diff(lf.starts[suspects] // _DECODE_CHUNK))
+                        + 1):
+    if not len(chunk):
+      continue
+    try:
+      str(view[lf.starts[chunk[0]]:lf.ends[chunk[-1]]], lf.encoding)
+      continue
+    except UnicodeDecodeError:
+      pass
+    for index in chunk:
+      try:
+        lf.line_bytes(index).decode(lf.encoding)
+      except UnicodeDecodeError as e:
+        found[int(index)] = (f"not {lf.encoding}: byte 0x{e.object[e.start]:02x} "
+                             f"at column {e.start + 1}")
+  return found
+
+
+def _kept_bytes(lf: LineFile, keep: np.ndarray) -> bytes:
+  """The bytes of the lines flagged in ``keep`` (with their line endings), in order."""
+  seg_ends = np.append(lf.starts[1:], len(lf.buf))
+  idx = np.flatnonzero(keep)
+  if len(idx) and np.array_equal(idx, np.arange(idx[0], idx[-1] + 1)):
+    return lf.data[lf.starts[idx[0]]:seg_ends[idx[-1]]]      # one contiguous run
+  mask = np.repeat(keep, seg_ends - lf.starts)
+  return lf.buf[mask].tobytes()
+
+
+def _list_column(extra: pd.DataFrame) -> pd.Series:
+  """Per row, the non-empty stripped values of the repeated columns, in field order."""
+  n, k = extra.shape
+  flat = extra.to_numpy(dtype=object).ravel()      # row-major: row 0's fields first
+  rows = np.repeat(np.arange(n), k)
+  present = pd.notna(flat)
+  values = pd.Series(flat[present], dtype=object).str.strip().to_numpy(dtype=object)
+  keep = values != ""
+  values, rows = values[keep], rows[present][keep]
+  parts = np.split(values, np.cumsum(np.bincount(rows, minlength=n))[:-1])
+  return pd.Series([p.tolist() for p in parts], index=extra.index, dtype=object)
+
+
+def read(path: str, fmt: Format, required: Sequence[str] = ()) -> Parsed:
+  """Reads ``path`` line-robustly: good lines parsed, bad lines listed with a reason.
+
+  Args:
+    path: the file.
+    fmt: its layout.
+    required: columns the header must name.
+
+  Returns:
+    The parsed file (see ``Parsed``).
+
+  Raises:
+    FileNotFoundError: no such file.
+    ValueError: the file has no header, the header does not decode, or it lacks a
+      required column (the file cannot be read line by line at all).
+  """
+  lf = LineFile(path, fmt.encoding)
+  nonblank = np.flatnonzero(lf.ends > lf.starts)
+  if not len(nonblank):
+    raise ValueError(f"{path}: empty file, expected a header line")
+  head = int(nonblank[0])
+  try:
+    header = _split_header(lf.line_bytes(head).decode(fmt.encoding), fmt)
+  except UnicodeDecodeError as e:
+    raise ValueError(f"{path}: header line {head + 1} is not {fmt.encoding}: {e}") from e
+  missing = [c for c in required if c not in header]
+  if missing:
+    raise ValueError(f"{path}: header lacks {missing}; found {header}")
+  body = nonblank[1:]
+
+  fields, unbalanced = _field_counts(lf, fmt)
+  control = _control_bytes(lf)
+  undecodable = _undecodable(lf, body)
+  if fmt.repeated_last:
+    wrong = fields[body] < len(header) - 1
+    want = f"at least {len(header) - 1}"
+  else:
+    wrong = fields[body] != len(header)
+    want = str(len(header))
+  reasons = {int(i): f"expected {want} fields, saw {fields[i]}" for i in body[wrong]}
+  for index in body[unbalanced[body]]:
+    reasons[int(index)] = "unbalanced quote"
+  for index in body[control[body] > 0]:
+    reasons[int(index)] = f"control byte (NUL or CR) at column {control[index]}"
+  reasons.update(undecodable)   # the encoding error is the most basic one: it wins
+
+  keep = np.zeros(len(lf), dtype=bool)
+  keep[body] = True
+  bad_index = np.array(sorted(reasons), dtype=np.int64)
+  keep[bad_index] = False
+  good = np.flatnonzero(keep)
+  width = max(len(header), int(fields[good].max()) if len(good) else 0)
+  names = list(header) if not fmt.repeated_last else (
+      header[:-1] + [f"{header[-1]}#{i}" for i in range(width - len(header) + 1)])
+  if len(good):
+    frame = pd.read_csv(
+        io.BytesIO(_kept_bytes(lf, keep)), sep=fmt.sep, header=None, names=names,
+        dtype=str, encoding=fmt.encoding, engine="c", index_col=False,
+        quoting=csv.QUOTE_MINIMAL if fmt.quoted else csv.QUOTE_NONE,
+        keep_default_na=False, na_values=[""], skip_blank_lines=False)
+    if len(frame) != len(good):
+      raise ValueError(f"{path}: parsed {len(frame)} rows from {len(good)} well-formed lines")
+  else:
+    frame = pd.DataFrame({c: pd.Series([], dtype=object) for c in names})
+  if fmt.repeated_last:
+    extra = names[len(header) - 1:]
+    frame = frame.drop(columns=extra).assign(**{header[-1]: _list_column(frame[extra])})
+  frame[FILE] = lf.name
+  frame[LINE] = good + 1
+  bad = pd.DataFrame({"line": bad_index + 1,
+                      "reason": [reasons[int(i)] for i in bad_index]})
+  return Parsed(frame=frame, bad=bad, lines_read=len(body), file=lf)
