@@ -6,18 +6,26 @@ bounded regression (completion), mean absolute error for the non-negative regres
 (exposure); every head weighted by its label weight so that a missing label counts for
 nothing. Slices:
 overall, by user segment, by context activity. A model is blessed only when every
-absolute floor holds and the interest AUCs drop by at most ``MAX_INTEREST_AUC_DROP``
-against the last blessed model.
+absolute floor holds and neither interest AUC is worse than the last blessed model's
+beyond noise: the paired bootstrap bound of the AUC change (``pipeline.paired_auc``)
+must not fall below ``-AUC_DROP_TOLERANCE``. A drop the eval split cannot tell from
+luck does not block a scheduled push; a clear drop does.
 """
 
 import dataclasses
+import json
 from typing import Dict, List, Optional
 
 from tensorflow_model_analysis.proto import config_pb2 as tfma
 
 from features import feature_spec
+from pipeline import paired_auc
 
-MAX_INTEREST_AUC_DROP = 0.002
+# The largest AUC drop that does not matter even when it is real; the candidate fails
+# only when the upper confidence bound of its paired AUC change is below -tolerance.
+AUC_DROP_TOLERANCE = 0.002
+AUC_CHANGE_CONFIDENCE = 0.95
+AUC_CHANGE_REPLICAS = 200
 INTEREST_TASK = "interest"
 _KIND_ORDER = (feature_spec.BINARY, feature_spec.BOUNDED, feature_spec.NONNEG)
 SLICE_FEATURES = ("user_segment", "context_activity")
@@ -63,15 +71,26 @@ def _bounds(lower: Optional[float] = None, upper: Optional[float] = None
   return tfma.MetricThreshold(value_threshold=value)
 
 
-def _auc(floor: Optional[float], interest: bool) -> tfma.MetricConfig:
-  if floor is None:
-    return _metric("AUC")
-  threshold = _bounds(lower=floor)
-  if interest:
-    threshold.change_threshold.CopyFrom(tfma.GenericChangeThreshold(
-        direction=tfma.MetricDirection.HIGHER_IS_BETTER,
-        absolute={"value": -MAX_INTEREST_AUC_DROP}))
-  return _metric("AUC", threshold)
+def _auc(floor: Optional[float]) -> tfma.MetricConfig:
+  return _metric("AUC", None if floor is None else _bounds(lower=floor))
+
+
+def _auc_change() -> tfma.MetricConfig:
+  """The noise-aware change gate: bootstrap bound of AUC(candidate) - AUC(baseline).
+
+  A change threshold, so TFMA drops it (and the computation) when there is no
+  baseline yet.
+  """
+  config = tfma.MetricConfig(
+      class_name=paired_auc.PairedAUCChange.__name__, module=paired_auc.__name__,
+      config=json.dumps({"name": paired_auc.METRIC_NAME, "replicas": AUC_CHANGE_REPLICAS,
+                         "confidence": AUC_CHANGE_CONFIDENCE, "seed": 0}))
+  threshold = tfma.MetricThreshold(change_threshold=tfma.GenericChangeThreshold(
+      direction=tfma.MetricDirection.HIGHER_IS_BETTER,
+      absolute={"value": -AUC_DROP_TOLERANCE}))
+  config.per_slice_thresholds.append(
+      tfma.PerSliceMetricThreshold(slicing_specs=[tfma.SlicingSpec()], threshold=threshold))
+  return config
 
 
 def _label_metrics(label: str, floors: Floors) -> List[tfma.MetricConfig]:
@@ -81,8 +100,10 @@ def _label_metrics(label: str, floors: Floors) -> List[tfma.MetricConfig]:
   if kind == feature_spec.BINARY:
     auc_floors = {"interest_skip": floors.skip_auc, "interest_like": floors.like_auc,
                   "subscription": floors.subscription_auc}
-    return [count, _auc(auc_floors.get(label),
-                        interest=label in feature_spec.TASKS[INTEREST_TASK])]
+    metrics = [count, _auc(auc_floors.get(label))]
+    if label in feature_spec.TASKS[INTEREST_TASK] and auc_floors.get(label) is not None:
+      metrics.append(_auc_change())
+    return metrics
   if kind == feature_spec.BOUNDED:
     return [count,
             _metric("RootMeanSquaredError", _bounds(upper=floors.completion_rmse)),

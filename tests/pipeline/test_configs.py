@@ -73,7 +73,17 @@ def test_eval_config_thresholds():
   assert len(gated) == 1 and list(gated[0].slicing_specs) == [eval_config.tfma.SlicingSpec()]
   skip_auc = gated[0].threshold
   assert skip_auc.value_threshold.lower_bound.value == 0.55
-  assert skip_auc.change_threshold.absolute.value == -eval_config.MAX_INTEREST_AUC_DROP
+  assert not skip_auc.HasField("change_threshold")
+  # The change gate is the paired bootstrap bound, on the overall slice only.
+  for head in ("interest_skip", "interest_like"):
+    change = by_output[head]["PairedAUCChange"]
+    assert change.module == "pipeline.paired_auc"
+    (gate,) = change.per_slice_thresholds
+    assert list(gate.slicing_specs) == [eval_config.tfma.SlicingSpec()]
+    assert gate.threshold.change_threshold.absolute.value == -eval_config.AUC_DROP_TOLERANCE
+    assert (gate.threshold.change_threshold.direction
+            == eval_config.tfma.MetricDirection.HIGHER_IS_BETTER)
+  assert "PairedAUCChange" not in by_output["subscription"]
   assert not by_output["subscription"]["AUC"].per_slice_thresholds
   strict = eval_config.create_eval_config(floors=eval_config.Floors(subscription_auc=0.6))
   sub = {s.output_names[0]: s for s in strict.metrics_specs}["subscription"].metrics[1]
