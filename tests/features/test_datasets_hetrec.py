@@ -2,11 +2,12 @@
 
 import functools
 import os
+import shutil
 
 import numpy as np
 import pytest
 
-from features.datasets import hetrec, registry
+from features.datasets import hetrec, registry, source_tables
 
 
 @functools.lru_cache(maxsize=None)
@@ -106,3 +107,58 @@ def test_real_golden_rows(shared_data):
   assert by_id.loc["hetrec_artist:1686", "title"] == '"Weird Al" Yankovic'
   assert "tropicália" in list(by_id.loc["hetrec_artist:5750", "tags"])
   assert by_id["popularity"].idxmax() == "hetrec_artist:289"   # Britney Spears
+
+
+# user_artists.dat lines appended after the excerpt's 200 rows (CRLF, like the file).
+_BAD_USER_ARTISTS = [
+    b"9\t51\tlots",         # plays not a number
+    b"9\t52\t0",            # no play
+    b"\t53\t10",            # no user
+    b"9\t51\t10\textra",    # extra field
+    b"9\t51",               # missing field
+    b"9\t5\xff1\t10",       # invalid UTF-8
+    b"9\t999999\t10",       # artist neither in artists.dat nor tagged
+    b"#garbage#",           # garbage
+    b"x\t51\t10",           # user id not a number
+    b"9\t54\t77",           # good
+]
+
+
+def test_bad_lines_are_quarantined_whole_and_good_ones_kept(fixtures_dir, tmp_path):
+  folder = tmp_path / "hetrec"
+  shutil.copytree(_fixture(fixtures_dir), folder)
+  with open(folder / "user_artists.dat", "ab") as f:
+    f.write(b"".join(line + b"\r\n" for line in _BAD_USER_ARTISTS))
+  with open(folder / "artists.dat", "ab") as f:
+    f.write(b"4242\tNo Links\n")   # two of four fields
+  events, tracks, report = registry.load("hetrec", str(folder), max_bad_fraction=1.0)
+  assert len(events) == 201 and len(tracks) == 706
+  last = events.iloc[-1]
+  assert (last["user_id"], last["track_id"], last["plays"]) == (
+      "hetrec_user:9", "hetrec_artist:54", 77)
+  records = report.records
+  ua = records[records["file"] == "user_artists.dat"]
+  first = 202   # header + 200 excerpt rows
+  assert list(zip(ua["line"], ua["reason"])) == [
+      (first, "plays not numeric"),
+      (first + 1, "plays below 1"),
+      (first + 2, "missing user_id"),
+      (first + 3, "expected 3 fields, saw 4"),
+      (first + 4, "expected 3 fields, saw 2"),
+      (first + 5, "not utf-8: byte 0xff at column 4"),
+      (first + 6, source_tables.UNKNOWN_TRACK),
+      (first + 7, "expected 3 fields, saw 1"),
+      (first + 8, "userID is not an integer"),
+  ]
+  expected_raw = [line.decode("utf-8", errors="backslashreplace")
+                  for line in _BAD_USER_ARTISTS[:-1]]
+  assert ua["raw"].tolist() == expected_raw
+  assert ua["raw"].iloc[5] == "9\t5\\xff1\t10"
+  art = records[records["file"] == "artists.dat"]
+  assert (art["line"].tolist(), art["raw"].tolist(), art["reason"].tolist()) == (
+      [696], ["4242\tNo Links"], ["expected 4 fields, saw 2"])
+  assert (report.files["user_artists.dat"].lines,
+          report.files["user_artists.dat"].malformed) == (210, 9)
+  assert report["events"].bad_by_reason == {
+      "plays not numeric": 1, "plays below 1": 1, "missing user_id": 1,
+      source_tables.UNKNOWN_TRACK: 1}

@@ -2,6 +2,7 @@
 
 import functools
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -89,3 +90,50 @@ def test_real_golden_rows(shared_data):
   assert len(stats) == 9_858
   assert stats["like_rate"].notna().all()
   assert stats.loc[0, "like_rate"] == pytest.approx(4 / 10_149_034)
+
+
+# autotagging-test.tsv lines appended after the excerpt's 44 rows (CRLF, like the file).
+_BAD_TAGGING = [
+    b"track_9000001\tartist_1\talbum_1\t01/1.mp3\t200.5\tgenre---rock\tmood/theme---calm",
+    b"track_9000002\tartist_1\talbum_1\t02/2.mp3",                       # missing fields
+    b"track_9000003\tartist_1\talbum_1\t03/3.mp3\tlong\tgenre---pop",    # duration not a number
+    b"track_90000\xff4\tartist_1\talbum_1\t04/4.mp3\t100\tgenre---pop",  # invalid UTF-8
+    b"~~~ garbage ~~~",                                                 # garbage
+    b"artist_only\tartist_1\talbum_1\t05/5.mp3\t100\tgenre---pop",      # not a track id
+    b"track_0000214\tartist_1\talbum_1\t06/6.mp3\t100\tgenre---pop",    # id already listed
+    b"track_9000007\tartist_1\talbum_1\t07/7.mp3\t99",                  # good, no tag
+]
+
+
+def test_bad_lines_are_quarantined_whole_and_good_ones_kept(fixtures_dir, tmp_path):
+  folder = tmp_path / "jamendo"
+  shutil.copytree(_fixture(fixtures_dir), folder)
+  with open(folder / "autotagging-test.tsv", "ab") as f:
+    f.write(b"".join(line + b"\r\n" for line in _BAD_TAGGING))
+  with open(folder / "jamendo_stats.tsv", "ab") as f:
+    # an extra field, and stats of a track outside the catalogue (unused, not an error)
+    f.write(b"7259\t1\t2\t3\t4\t5\t6\t7.0\t8\t9\n123456789\t1\t10\t0\t0\t1\t0\t0.0\t0\n")
+  events, tracks, report = registry.load("jamendo", str(folder), max_bad_fraction=1.0)
+  assert len(events) == 0
+  assert len(tracks) == 79 + 2
+  assert tracks["track_id"].tolist()[-2:] == ["track_9000001", "track_9000007"]
+  assert [list(t) for t in tracks["tags"].tolist()[-2:]] == [
+      ["genre---rock", "mood/theme---calm"], []]
+  assert "track_123456789" not in set(tracks["track_id"])
+  records = report.records
+  tagging = records[records["file"] == "autotagging-test.tsv"]
+  first = 46   # header + 44 excerpt rows + the first appended (good) line
+  assert list(zip(tagging["line"], tagging["reason"])) == [
+      (first + 1, "expected at least 5 fields, saw 4"),
+      (first + 2, "duration_s not numeric"),
+      (first + 3, "not utf-8: byte 0xff at column 12"),
+      (first + 4, "expected at least 5 fields, saw 1"),
+      (first + 5, "TRACK_ID is not a track_<digits> id"),
+      (first + 6, "duplicate track_id"),
+  ]
+  assert tagging["raw"].tolist() == [
+      line.decode("utf-8", errors="backslashreplace") for line in _BAD_TAGGING[1:-1]]
+  stats = records[records["file"] == "jamendo_stats.tsv"]
+  assert list(zip(stats["line"], stats["reason"])) == [(42, "expected 9 fields, saw 10")]
+  assert stats["raw"].iloc[0] == "7259\t1\t2\t3\t4\t5\t6\t7.0\t8\t9"
+  assert report.files["autotagging-test.tsv"].lines == 52

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from features import feature_spec
-from features.datasets import kkbox, registry
+from features.datasets import kkbox, quarantine, registry, source_tables
 
 
 @functools.lru_cache(maxsize=None)
@@ -110,45 +110,102 @@ def test_real_tracks(shared_data):
 
 @pytest.mark.realdata
 def test_train_only_option(shared_data):
-  events, _ = kkbox.load(os.path.join(shared_data, "kkbox_sample"), include_test=False)
-  assert len(events) == 18_385
-  assert events["like"].notna().all()
+  tables = kkbox.load(os.path.join(shared_data, "kkbox_sample"), include_test=False)
+  assert len(tables.events) == 18_385
+  assert tables.events["like"].notna().all()
+  assert tables.events_origin["_line"].tolist()[:2] == [2, 3]
+
+
+@pytest.mark.realdata
+def test_real_files_read_without_quarantine(shared_data):
+  _, _, report = _load(shared_data)
+  assert {name: f.lines for name, f in report.files.items()} == {
+      "train.csv": 18_385, "test.csv": 3_735, "songs.csv": 300, "members.csv": 14_430,
+      "song_extra_info.csv": 300}
+  assert len(report.records) == 0
+  assert report.notes == {"events whose msno has no members.csv row (segment null)": 0}
+
+
+_TRAIN_HEADER = "msno,song_id,source_system_tab,source_screen_name,source_type,target\n"
+# train.csv lines 2..12: two good plays between one example of each defect.
+_TRAIN_LINES = [
+    b"u+1=,s/1=,discover,Discover Chart,online-playlist,1",         # 2 good
+    b"u+1=,s/2=,search,Search,song,maybe",                          # 3 target not a number
+    b",s/1=,radio,Radio,radio,0",                                   # 4 no msno
+    b"u+2=,s/1=,radio,Radio,radio,0,x,y",                           # 5 extra fields
+    b"u+2=,s/1=,radio,Radio",                                       # 6 missing fields
+    b"u+2=,s/\xff1=,radio,Radio,radio,1",                           # 7 invalid UTF-8
+    b"u+2=,s/9=,radio,Radio,radio,1",                               # 8 song not in songs.csv
+    "<<garbage>> \u00bfqu\u00e9?".encode("utf-8"),                  # 9 garbage
+    b"u+2=,s/3=,radio,Radio,radio,1",                               # 10 song quarantined
+    b"u?2,s/1=,radio,Radio,radio,1",                                # 11 msno not an id
+    b"u+2=,s/2=,my library,Local playlist more,local-playlist,0",   # 12 good
+]
 
 
 def _write_kkbox(folder):
-  """A hand-made KKBox-shaped folder: two good plays and two malformed ones."""
+  """A hand-made KKBox folder with one line per defect (see ``_TRAIN_LINES``)."""
   folder.mkdir()
-  (folder / "train.csv").write_text(
-      "msno,song_id,source_system_tab,source_screen_name,source_type,target\n"
-      "u+1=,s/1=,discover,Discover Chart,online-playlist,1\n"
-      "u+1=,s/2=,search,Search,song,maybe\n"
-      ",s/1=,radio,Radio,radio,0\n", encoding="utf-8")
+  (folder / "train.csv").write_bytes(_TRAIN_HEADER.encode() + b"\n".join(_TRAIN_LINES) + b"\n")
   (folder / "test.csv").write_text(
       "id,msno,song_id,source_system_tab,source_screen_name,source_type\n"
-      "7,u+2=,s/2=,my library,Local playlist more,local-playlist\n", encoding="utf-8")
+      "7,u+2=,s/2=,my library,Local playlist more,local-playlist\n"
+      "x8,u+1=,s/1=,radio,Radio,radio\n"
+      "3,u+1=,s/1=,discover,,online-playlist\n", encoding="utf-8")
   (folder / "songs.csv").write_text(
       "song_id,song_length,genre_ids,artist_name,composer,lyricist,language\n"
       "s/1=,200000,465|958,Artist A,,,3.0\n"
-      "s/2=,long,,Artist B,,,-1.0\n", encoding="utf-8")
+      "s/2=,180000,,Artist B,,,-1.0\n"
+      "s/3=,long,,Artist C,,,-1.0\n"
+      's/4=,1000,,"Artist, D",,,-1.0\n', encoding="utf-8")
   (folder / "members.csv").write_text(
       "msno,city,bd,gender,registered_via,registration_init_time,expiration_date\n"
       "u+1=,1,0,,7,20110820,20170920\n"
-      "u+2=,1,0,,7,20170220,20170301\n", encoding="utf-8")
+      "u+2=,1,0,,7,20170220,20170301\n"
+      "u+3=,1,0,,7,2011-08-20,20170920\n", encoding="utf-8")
   (folder / "song_extra_info.csv").write_text(
       "song_id,name,isrc\ns/1=,Song One,X\ns/2=,Song Two,Y\n", encoding="utf-8")
 
 
-def test_hand_made_folder_reports_malformed_rows(tmp_path):
+def test_hand_made_folder_quarantines_each_bad_line(tmp_path):
   _write_kkbox(tmp_path / "kkbox")
-  events, tracks, reports = registry.load("kkbox", str(tmp_path / "kkbox"),
-                                          quarantine_dir=str(tmp_path / "q"),
-                                          max_bad_fraction=1.0)
-  assert reports["events"].bad_by_reason == {"like not numeric": 1, "missing user_id": 1}
-  assert reports["tracks"].bad_by_reason == {"duration_s not numeric": 1}
-  assert events["track_id"].tolist() == ["s/1=", "s/2="]
-  assert events["like"].tolist()[0] == 1.0 and np.isnan(events["like"].tolist()[1])
-  assert events["user_segment"].tolist() == ["paid", "trial"]
-  assert events["context_surface"].tolist() == ["discover", "playlist"]
+  events, tracks, report = registry.load("kkbox", str(tmp_path / "kkbox"),
+                                         quarantine_dir=str(tmp_path / "q"),
+                                         max_bad_fraction=1.0)
+  # Every valid play is kept: train lines 2 and 12, then test rows by id (3, 7).
+  assert events["track_id"].tolist() == ["s/1=", "s/2=", "s/1=", "s/2="]
+  assert events["user_id"].tolist() == ["u+1=", "u+2=", "u+1=", "u+2="]
+  assert events["like"].tolist()[:2] == [1.0, 0.0] and events["like"].iloc[2:].isna().all()
+  assert events["user_segment"].tolist() == ["paid", "trial", "paid", "trial"]
+  assert events["context_surface"].tolist() == ["discover", "playlist", "discover", "playlist"]
+  assert tracks["track_id"].tolist() == ["s/1=", "s/2=", "s/4="]
   assert list(tracks.iloc[0]["tags"]) == ["kkbox_genre:465", "kkbox_genre:958"]
   assert tracks.iloc[0]["duration_s"] == 200.0
-  assert (tmp_path / "q" / "events.quarantine.csv").exists()
+  assert tracks.iloc[2]["artist_id"] == "kkbox_artist:Artist, D"
+
+  records = quarantine.read_jsonl(report.quarantine_path)
+  assert report.quarantine_path == str(tmp_path / "q" / "quarantine.jsonl")
+  assert [(r["file"], r["line"], r["reason"]) for r in records] == [
+      ("train.csv", 3, "like not numeric"),
+      ("train.csv", 4, "missing user_id"),
+      ("train.csv", 5, "expected 6 fields, saw 8"),
+      ("train.csv", 6, "expected 6 fields, saw 4"),
+      ("train.csv", 7, "not utf-8: byte 0xff at column 8"),
+      ("train.csv", 8, source_tables.UNKNOWN_TRACK),
+      ("train.csv", 9, "expected 6 fields, saw 1"),
+      ("train.csv", 10, source_tables.UNKNOWN_TRACK),
+      ("train.csv", 11, "msno is not a KKBox id"),
+      ("test.csv", 3, "id is not an integer"),
+      ("songs.csv", 4, "duration_s not numeric"),
+      ("members.csv", 4, "registration_init_time is not a YYYYMMDD date"),
+  ]
+  raw = {(r["file"], r["line"]): r["raw"] for r in records}
+  for line in (3, 5, 6, 8, 9, 10, 11):   # the text is kept whole
+    assert raw[("train.csv", line)] == _TRAIN_LINES[line - 2].decode("utf-8")
+  assert raw[("train.csv", 7)] == "u+2=,s/\\xff1=,radio,Radio,radio,1"
+  assert raw[("members.csv", 4)] == "u+3=,1,0,,7,2011-08-20,20170920"
+  train = report.files["train.csv"]
+  assert (train.lines, train.malformed) == (11, 9)
+  assert report["events"].bad_by_reason == {
+      "like not numeric": 1, "missing user_id": 1, source_tables.UNKNOWN_TRACK: 2}
+  assert report["tracks"].bad_by_reason == {"duration_s not numeric": 1}

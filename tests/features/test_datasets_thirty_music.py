@@ -42,8 +42,11 @@ def test_skip_proxy_validates_threshold():
     thirty_music.SkipProxy(max_gap_s=0)
 
 
+_HEADER = b"UserId\tSessionId\tItemId\tTime\tArtistId\n"
+
+
 def _write_slice(path, rows):
-  lines = ["UserId\tSessionId\tItemId\tTime\tArtistId"] + ["\t".join(map(str, r)) for r in rows]
+  lines = [_HEADER.decode().rstrip("\n")] + ["\t".join(map(str, r)) for r in rows]
   path.write_text("\n".join(lines) + "\n", encoding="ascii")
 
 
@@ -63,6 +66,51 @@ def test_hand_made_slices_sort_and_quarantine(tmp_path):
   assert tracks.set_index("track_id")["popularity"].to_dict() == pytest.approx({
       "30music_track:100": np.log1p(1), "30music_track:101": np.log1p(1),
       "30music_track:102": np.log1p(1), "30music_track:300": np.log1p(1)})
+  # A duplicate is quarantined but is not malformed: 1 of 4 lines, not 2.
+  assert reports.files["30music-200ks_test.0.txt"].malformed == 1
+
+
+# Lines 2..11 of a slice: good plays around one example of each defect.
+_SLICE_LINES = [
+    b"1\t7\t100\t2000\t10",          # 2 good
+    b"1\t7\t101\t2030\t10",          # 3 good
+    b"1\t7\t101\t2030\t10",          # 4 the same play again
+    b"2\t8\t102\tnoon\t11",          # 5 time not a number
+    b"2\t8\t103\t2100\t11\t99",      # 6 extra field
+    b"2\t8\t103\t2100",              # 7 missing field
+    b"2\t8\t1\xe903\t2100\t11",      # 8 latin-1 byte, invalid UTF-8
+    b"this is no scrobble",           # 9 garbage
+    b"a\tb\tc\td\te",                # 10 ids that are not numbers
+    b"2\t8\t104\t2200\t12",          # 11 good
+]
+
+
+def test_bad_lines_are_quarantined_whole_and_good_ones_kept(tmp_path):
+  (tmp_path / "30music-200ks_test.0.txt").write_bytes(
+      _HEADER + b"\n".join(_SLICE_LINES) + b"\n")
+  events, tracks, report = registry.load("30music", str(tmp_path), max_bad_fraction=1.0)
+  assert events["track_id"].tolist() == [
+      "30music_track:100", "30music_track:101", "30music_track:104"]
+  assert events["ts"].tolist() == [2000, 2030, 2200]
+  # Tracks are built from the plays, so every kept event points at a track.
+  assert set(events["track_id"]) <= set(tracks["track_id"])
+  records = report.records
+  assert list(zip(records["line"], records["reason"])) == [
+      (4, "duplicate event (session_id, track_id, ts)"),
+      (5, "ts not numeric"),
+      (6, "expected 5 fields, saw 6"),
+      (7, "expected 5 fields, saw 4"),
+      (8, "not utf-8: byte 0xe9 at column 6"),
+      (9, "expected 5 fields, saw 1"),
+      (10, "UserId is not an integer"),
+  ]
+  assert set(records["file"]) == {"30music-200ks_test.0.txt"}
+  for line, raw in zip(records["line"], records["raw"]):
+    if line != 8:
+      assert raw == _SLICE_LINES[line - 2].decode("ascii")
+  assert records["raw"].iloc[4] == "2\t8\t1\\xe903\t2100\t11"
+  f = report.files["30music-200ks_test.0.txt"]
+  assert (f.lines, f.malformed, f.bad_by_reason["expected 5 fields, saw 6"]) == (10, 6, 1)
 
 
 @pytest.mark.realdata
