@@ -27,7 +27,7 @@ from tensorflow_serving.apis import get_model_status_pb2
 from tensorflow_serving.apis import model_service_pb2_grpc
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
-DEADLINE = 0.5  # seconds: the client deadline of calls meant to expire
+DEADLINE = 1.0  # seconds: the client deadline of calls meant to expire
 
 
 class FakeCall:
@@ -170,6 +170,8 @@ def served(tmp_path_factory):
   server = server_lib.ModelServer([model_config.ModelEntry("toy", str(root / "toy"))],
                                   options).start()
   channel = grpc.insecure_channel(server.target)
+  # Connected before any deadline starts, so that every call reaches the server in time.
+  grpc.channel_ready_future(channel).result(timeout=60)
   yield server, channel
   channel.close()
   server.stop(grace=1)
@@ -215,12 +217,14 @@ def test_a_request_past_its_deadline_does_not_run_the_model(served):
 
 
 def test_a_batched_request_past_its_deadline_leaves_the_queue(served):
-  server, _ = served
+  server, channel = served
   calls = _model_calls(server, "serving_default")
   errors = _errors(server, "serving_default", "DEADLINE_EXCEEDED")
-  with client.ModelClient(server.target, timeout=DEADLINE) as c:
-    with pytest.raises(grpc.RpcError) as e:
-      c.predict("toy", "serving_default", toy_saved_model.score_inputs(1, seed=2))
+  request = client.predict_request("toy", "serving_default",
+                                   toy_saved_model.score_inputs(1, seed=2))
+  with pytest.raises(grpc.RpcError) as e:
+    prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request,
+                                                                       timeout=DEADLINE)
   assert e.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
   assert held_calls.wait_until(
       lambda: _errors(server, "serving_default", "DEADLINE_EXCEEDED") == errors + 1)
