@@ -154,7 +154,7 @@ class _ServerProcess:
     self._proc = subprocess.Popen(
         [sys.executable, "-c", "import sys; from serving import server_main; "
          "sys.exit(server_main.main(sys.argv[1:]))", "--model_config_file", self._config,
-         "--port", "0", "--metrics-port", "-1", "--file_system_poll_wait_seconds", "0"]
+         "--port", "0", "--rest_api_port", "0", "--file_system_poll_wait_seconds", "0"]
         + (["--batching_parameters_file", self._batching] if self._batching else []),
         cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         env={**os.environ, **thread_env()})

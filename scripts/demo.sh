@@ -29,7 +29,7 @@ echo "pushed versions: $versions"
 
 echo "== 3/4 serve the pushed model over gRPC on 127.0.0.1:$PORT"
 .venv/bin/melody serve --model_name melody --model_base_path "$PWD/$OUT/pipeline/serving_model" \
-  --port "$PORT" --metrics-port -1 > "$OUT/server.log" 2>&1 &
+  --port "$PORT" --rest_api_port 0 > "$OUT/server.log" 2>&1 &
 server=$!
 trap 'kill $server 2>/dev/null || true; wait $server 2>/dev/null || true' EXIT
 for _ in $(seq 1 120); do

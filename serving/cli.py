@@ -3,8 +3,8 @@
 Only argument parsing lives here. ``serve`` takes its flags from ``serving.server_main``
 (the flags the stock ``tensorflow_model_server`` also has keep its names, so the same
 command line mostly carries over); ``query`` asks a running server (or a SavedModel in
-process) for one listener's list. The handlers import TensorFlow and gRPC only when the
-command runs, so ``melody --help`` stays fast.
+process) for one listener's list, over gRPC or REST. The handlers import TensorFlow and
+gRPC only when the command runs, so ``melody --help`` stays fast.
 """
 
 import argparse
@@ -28,7 +28,12 @@ def add_query_arguments(parser: argparse.ArgumentParser) -> None:
                       help="listening activity: unknown, commute, workout, focus, explore")
   parser.add_argument("--data", required=True,
                       help="melody data generate/import directory (events/, tracks.parquet)")
-  parser.add_argument("--server", default="127.0.0.1:8500", help="model server HOST:PORT")
+  parser.add_argument("--server", default="127.0.0.1:8500",
+                      help="model server gRPC HOST:PORT")
+  parser.add_argument("--rest", nargs="?", const="127.0.0.1:8501", default=None,
+                      metavar="HOST:PORT",
+                      help="ask over the TF Serving REST API instead of gRPC (default "
+                           "address 127.0.0.1:8501)")
   parser.add_argument("--model", default="melody", help="served model name")
   parser.add_argument("--version-label", default=None, help="e.g. stable or canary")
   parser.add_argument("--signature", default="rank", choices=["rank", "recommend"])
@@ -46,10 +51,11 @@ def add_query_arguments(parser: argparse.ArgumentParser) -> None:
 def register(subparsers) -> None:
   """Adds ``serve`` and ``query`` to the ``melody`` sub-commands."""
   serve = subparsers.add_parser(
-      "serve", help="serve SavedModels over the TF Serving gRPC API",
+      "serve", help="serve SavedModels over the TF Serving gRPC and REST APIs",
       description="Serve directories of numbered SavedModel versions over the TF Serving "
-                  "gRPC API (PredictionService, ModelService, health), with hot swap of "
-                  "new versions, optional batching and Prometheus metrics.")
+                  "gRPC API (PredictionService, ModelService, health) and REST API "
+                  "(/v1/models/...), with hot swap of new versions, optional batching "
+                  "and Prometheus metrics.")
   server_main.add_serve_arguments(serve)
   serve.set_defaults(handler=_serve)
   query = subparsers.add_parser(

@@ -7,8 +7,9 @@ session exactly as the training examples are built (``features.raw_features``), 
 impression "now" (one minute after the user's last play) in the requested context.
 ``rank`` gets the most popular catalogue tracks as candidates; ``recommend`` retrieves
 its own (plus intent candidates for ``--text`` when the model has an intent module).
-The request goes over gRPC (``serving.client``) or, with ``--saved-model``, to a
-SavedModel loaded in this process; the answer is printed as a table.
+The request goes over gRPC (``serving.client``), over the REST API with ``--rest``
+(``serving.rest_client``, same table), or, with ``--saved-model``, to a SavedModel
+loaded in this process; the answer is printed as a table.
 """
 
 import dataclasses
@@ -163,8 +164,11 @@ def format_table(rows: Sequence[QueryRow], weights: Optional[np.ndarray] = None)
 def run(data_dir: str, user: str, context: str, server: Optional[str] = "127.0.0.1:8500",
         model: str = "melody", signature: str = "rank", k: int = 20,
         text: Optional[str] = None, candidates: int = 100, surface: str = "home",
-        saved_model: Optional[str] = None, version_label: Optional[str] = None):
+        saved_model: Optional[str] = None, version_label: Optional[str] = None,
+        rest: Optional[str] = None):
   """Builds the request, calls the server (or the SavedModel), returns (rows, weights).
+
+  The server is asked over gRPC at ``server``, or over REST at ``rest`` when given.
 
   Raises:
     ValueError: bad arguments, or ``text`` for a model without an intent module.
@@ -182,8 +186,15 @@ def run(data_dir: str, user: str, context: str, server: Optional[str] = "127.0.0
     outputs = {name: v.numpy() for name, v in
                fn(**{name: tf.constant(v) for name, v in inputs.items()}).items()}
   else:
-    from serving import client  # pylint: disable=g-import-not-at-top
-    with client.ModelClient(server) as c:
+    # pylint: disable=g-import-not-at-top
+    if rest:
+      from serving import rest_client
+      connection = rest_client.RestClient(rest)
+    else:
+      from serving import client
+      connection = client.ModelClient(server)
+    # pylint: enable=g-import-not-at-top
+    with connection as c:
       if "request_text" in inputs:
         defs = c.metadata(model, version_label=version_label)
         if "request_text" not in defs[signature].inputs:
@@ -199,12 +210,16 @@ def main(args) -> int:
   try:
     rows, weights = run(args.data, args.user, args.context, args.server, args.model,
                         args.signature, args.k, args.text, args.candidates, args.surface,
-                        args.saved_model, args.version_label)
+                        args.saved_model, args.version_label, args.rest)
   except ValueError as e:
     print(f"melody query: error: {e}", file=sys.stderr)
     return 2
   except Exception as e:  # pylint: disable=broad-except
     import grpc  # pylint: disable=g-import-not-at-top
+    from serving import rest_client  # pylint: disable=g-import-not-at-top
+    if isinstance(e, rest_client.RestError):
+      print(f"melody query: server error HTTP {e.status}: {e.message}", file=sys.stderr)
+      return 1
     if isinstance(e, grpc.RpcError):
       print(f"melody query: server error {e.code().name}: {e.details()}", file=sys.stderr)
       return 1

@@ -5,6 +5,7 @@ pipeline's InfraValidator embed: it assembles the parts (``serving.version_manag
 warms up, hot-swaps and unloads versions; ``serving.dispatch`` resolves and answers
 requests, with optional batching; ``serving.grpc_services`` puts TF Serving's
 PredictionService and ModelService and the gRPC health service on a port;
+``serving.rest_server`` puts TF Serving's REST API and the metrics page on another;
 ``serving.server_metrics`` counts and exposes Prometheus metrics) and runs their
 lifecycle: start once the versions on disk are loaded, keep health in step with what is
 loaded, and drain on stop: health turns NOT_SERVING at once and keeps answering, new calls
@@ -28,6 +29,8 @@ import prometheus_client
 from serving import dispatch
 from serving import grpc_services
 from serving import model_config
+from serving import rest_api
+from serving import rest_server
 from serving import server_metrics
 from serving import tensors
 from serving import version_manager
@@ -46,7 +49,11 @@ class ServerOptions:
   Attributes:
     host: Interface to bind; 127.0.0.1 keeps it local.
     port: gRPC port; 0 picks a free one (see ``ModelServer.port``).
-    metrics_port: Prometheus HTTP port; 0 picks a free one, None disables metrics.
+    rest_api_port: TF Serving REST API port (``serving.rest_server``), which also serves
+      the metrics page; 0 picks a free one, None disables REST.
+    rest_api_timeout_seconds: Deadline of each REST call (0: none).
+    metrics_port: A separate port serving only the metrics page; 0 picks a free one,
+      None for none.
     monitoring: Whether and at which path metrics are exposed.
     enable_batching: Merge concurrent Predict calls per (model, signature).
     batching: Batching parameters.
@@ -65,6 +72,8 @@ class ServerOptions:
   """
   host: str = "127.0.0.1"
   port: int = 8500
+  rest_api_port: Optional[int] = None
+  rest_api_timeout_seconds: float = 30.0
   metrics_port: Optional[int] = None
   monitoring: model_config.MonitoringConfig = model_config.MonitoringConfig()
   enable_batching: bool = False
@@ -80,8 +89,13 @@ class ServerOptions:
   def __post_init__(self):
     if not 0 <= self.port < 65536:
       raise ValueError(f"port {self.port} is not in [0, 65535]")
-    if self.metrics_port is not None and not 0 <= self.metrics_port < 65536:
-      raise ValueError(f"metrics_port {self.metrics_port} is not in [0, 65535]")
+    for name in ("rest_api_port", "metrics_port"):
+      value = getattr(self, name)
+      if value is not None and not 0 <= value < 65536:
+        raise ValueError(f"{name} {value} is not in [0, 65535]")
+    if self.rest_api_timeout_seconds < 0:
+      raise ValueError("rest_api_timeout_seconds must be >= 0, got "
+                       f"{self.rest_api_timeout_seconds}")
     if self.file_system_poll_wait_seconds < 0:
       raise ValueError("file_system_poll_wait_seconds must be >= 0, got "
                        f"{self.file_system_poll_wait_seconds}")
@@ -102,8 +116,8 @@ class ModelServer:
     validators: Optional per-request checks, ``{model: {signature: fn}}``; ``fn`` gets
       the decoded inputs and raises ``ValueError`` (naming the field) to reject them.
 
-  Use ``start()`` / ``stop()`` or a ``with`` block; ``port`` and ``metrics_port`` are the
-  bound ports.
+  Use ``start()`` / ``stop()`` or a ``with`` block; ``port``, ``rest_api_port`` and
+  ``metrics_port`` are the bound ports.
   """
 
   def __init__(self, models: Sequence[model_config.ModelEntry],
@@ -131,6 +145,7 @@ class ModelServer:
     self._started = False
     self._grpc: Optional[grpc.Server] = None
     self._http: Optional[server_metrics.MetricsHttpServer] = None
+    self._rest: Optional[rest_server.RestServer] = None
     self._port = 0
 
   @classmethod
@@ -145,6 +160,11 @@ class ModelServer:
   def port(self) -> int:
     """The bound gRPC port."""
     return self._port
+
+  @property
+  def rest_api_port(self) -> Optional[int]:
+    """The bound REST port, or None when REST is off."""
+    return self._rest.port if self._rest is not None else None
 
   @property
   def metrics_port(self) -> Optional[int]:
@@ -193,6 +213,12 @@ class ModelServer:
     self._port = grpc_services.bind(
         self._grpc, f"{bracket_host(self._options.host)}:{self._options.port}")
     self._grpc.start()
+    if self._options.rest_api_port is not None:
+      self._rest = rest_server.RestServer(
+          rest_api.RestApi(self._dispatcher), self._metrics.registry,
+          self._options.monitoring, self._options.rest_api_timeout_seconds,
+          self._options.max_message_bytes)
+      self._rest.start(self._options.host, self._options.rest_api_port)
     if self._options.metrics_port is not None and self._options.monitoring.enable:
       self._http = server_metrics.MetricsHttpServer(self._metrics.registry,
                                                     self._options.monitoring.path)
@@ -238,6 +264,8 @@ class ModelServer:
       self._grpc.stop(left).wait(left + _STOP_MARGIN_SECONDS)
     self._dispatcher.stop_batching(timeout=_STOP_MARGIN_SECONDS)
     self._manager.join_poller(timeout=_STOP_MARGIN_SECONDS)  # A load is not waited for.
+    if self._rest is not None:
+      self._rest.stop()
     if self._http is not None:
       self._http.stop()
     running = self._dispatcher.predicts_in_flight()

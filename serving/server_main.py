@@ -31,8 +31,14 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                       help="directory of numbered SavedModel versions of that model")
   parser.add_argument("--host", default="127.0.0.1", help="interface to bind")
   parser.add_argument("--port", type=int, default=8500, help="gRPC port (0: pick a free one)")
-  parser.add_argument("--metrics-port", type=int, default=8501,
-                      help="Prometheus HTTP port (0: pick a free one, -1: no metrics)")
+  parser.add_argument("--rest_api_port", type=int, default=8501,
+                      help="TF Serving REST API port, also serving the metrics page "
+                           "(0: no REST)")
+  parser.add_argument("--rest_api_timeout_in_ms", type=int, default=30000,
+                      help="deadline of each REST call (0: none)")
+  parser.add_argument("--metrics-port", type=int, default=-1,
+                      help="a separate port serving only the metrics page (0: pick a free "
+                           "one, -1: none)")
   parser.add_argument("--monitoring_config_file", default=None,
                       help="monitoring.config (prometheus_config enable/path)")
   parser.add_argument("--enable_batching", action="store_true",
@@ -97,8 +103,14 @@ def server_from_args(args: argparse.Namespace):
     monitoring = model_config.read_monitoring_config(args.monitoring_config_file)
   metrics_port = None if args.metrics_port is not None and args.metrics_port < 0 \
       else args.metrics_port
+  if args.rest_api_port < 0 or args.rest_api_timeout_in_ms < 0:
+    raise ValueError("--rest_api_port and --rest_api_timeout_in_ms must be >= 0")
+  if args.rest_api_port and args.rest_api_port == args.port:
+    raise ValueError(f"--rest_api_port and --port are both {args.port}; give two ports")
   options = server_lib.ServerOptions(
-      host=args.host, port=args.port, metrics_port=metrics_port, monitoring=monitoring,
+      host=args.host, port=args.port, rest_api_port=args.rest_api_port or None,
+      rest_api_timeout_seconds=args.rest_api_timeout_in_ms / 1000.0,
+      metrics_port=metrics_port, monitoring=monitoring,
       enable_batching=bool(args.enable_batching or args.batching_parameters_file),
       batching=batching_params,
       file_system_poll_wait_seconds=args.file_system_poll_wait_seconds,
@@ -144,10 +156,15 @@ def main(args: Union[argparse.Namespace, Sequence[str], None] = None) -> int:
                 for sig in (signal.SIGTERM, signal.SIGINT)}
   try:
     server.start()
-    metrics = (f", metrics on http://{server_lib.bracket_host(args.host)}:"
-               f"{server.metrics_port}{server.options.monitoring.path}"
-               if server.metrics_port else "")
+    host = server_lib.bracket_host(args.host)
+    metrics = (f", metrics on http://{host}:{server.metrics_port}"
+               f"{server.options.monitoring.path}" if server.metrics_port else "")
     print(f"melody serve: gRPC on {server.target}{metrics}", flush=True)
+    if server.rest_api_port:
+      rest = f"http://{host}:{server.rest_api_port}"
+      monitoring = server.options.monitoring
+      page = f", metrics on {rest}{monitoring.path}" if monitoring.enable else ""
+      print(f"melody serve: REST on {rest}/v1/models{page}", flush=True)
     print(f"melody serve: transport: {grpc_env.describe()}", flush=True)
     while not stop.wait(0.5):
       pass

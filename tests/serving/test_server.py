@@ -264,7 +264,7 @@ def test_melody_flags_are_kebab_case_and_stock_flags_keep_their_names():
   flags = {flag for action in actions for flag in action.option_strings}
   stock = {"--port", "--model_config_file", "--model_name", "--model_base_path",
            "--enable_batching", "--batching_parameters_file", "--monitoring_config_file",
-           "--file_system_poll_wait_seconds"}
+           "--file_system_poll_wait_seconds", "--rest_api_port", "--rest_api_timeout_in_ms"}
   assert stock <= flags
   assert {f for f in flags - stock if "_" in f} == set()
   args = parser.parse_args(["--metrics-port", "0", "--grace-seconds", "3",

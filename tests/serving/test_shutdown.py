@@ -130,7 +130,7 @@ GRACE = 2
 def test_sigterm_drains_then_exits_without_waiting_for_a_stuck_model_call(base_path):
   proc = subprocess.Popen(
       [sys.executable, "-c", _SERVE, "--model_name", "toy", "--model_base_path", base_path,
-       "--port", "0", "--metrics-port", "-1", "--file_system_poll_wait_seconds", "0",
+       "--port", "0", "--rest_api_port", "0", "--file_system_poll_wait_seconds", "0",
        "--grace-seconds", str(GRACE), "--input-validator", "toy:tag=__main__:stuck"],
       cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
   lines = queue.Queue()
