@@ -45,7 +45,15 @@ EVENT_SCHEMA = pa.schema([
     ("like", pa.float32()),             # 0/1
     ("subscription", pa.float32()),     # 0/1
     ("exposure", pa.float32()),         # >= 0
+    # play context and skip detail that some logs record: null where the source has none
+    ("shuffle", pa.bool_()),            # shuffle play on
+    ("skip_profile", pa.string()),      # one of SKIP_PROFILES
 ])
+
+# How much of a play was heard, as the Music Streaming Sessions Dataset logs it
+# (skip_1, skip_2, skip_3, not_skipped): stopped in the first seconds, stopped early,
+# most of the track played, played to the end.
+SKIP_PROFILES = ("very_brief", "brief", "most", "full")
 
 TRACK_SCHEMA = pa.schema([
     ("track_id", pa.string()),
@@ -126,7 +134,8 @@ def make_events(source: str, n: int, **columns) -> pd.DataFrame:
 
   Defaults say "the source does not record this": ``ts`` null, ``plays`` 1, unknown
   segment/tenure (null), ``context_activity``/``context_surface`` "unknown",
-  ``is_promo`` False (organic plays) and every label null.
+  ``is_promo`` False (organic plays), every label null, ``shuffle`` and
+  ``skip_profile`` null.
 
   Args:
     source: one of ``feature_spec.SOURCES``.
@@ -157,6 +166,8 @@ def make_events(source: str, n: int, **columns) -> pd.DataFrame:
         "context_surface": pd.Series(["unknown"] * n, dtype=object),
         "is_promo": pd.Series(np.zeros(n, dtype=bool)),
         **{k: pd.Series(v) for k, v in empty_labels(n).items()},
+        "shuffle": pd.Series([None] * n, dtype="boolean"),
+        "skip_profile": pd.Series([None] * n, dtype=object),
     }
   return _schema_frame("EVENT_SCHEMA", EVENT_SCHEMA, n, defaults, columns)
 
@@ -276,6 +287,8 @@ def _reasons_events(df: pd.DataFrame) -> pd.Series:
     r.mark(v.notna() & ((v < 0) | (v > 1)), f"{col} outside [0, 1]")
   v = _numeric(r, df["exposure"], "exposure")
   r.mark(v.notna() & (v < 0), "exposure negative")
+  r.mark(df["skip_profile"].notna() & ~df["skip_profile"].isin(SKIP_PROFILES),
+         "unknown skip_profile")
   # The same play logged twice (same session, track and second) would double-count it
   # and fake a zero gap; only timed rows can be told apart this way.
   timed = ts.notna()

@@ -4,7 +4,9 @@ This module owns ``melody data calibrate``: :func:`run` loads the real data
 (``simulation.calibration_data``), fits ``simulation/calibrated_params.json``
 (``simulation.calibration_fit``), writes it, simulates with the fitted parameters and
 reports simulator vs real data side by side (``simulation.calibration_report``:
-quantiles and KS distances) as a printed table, a markdown file, a JSON file and a PNG.
+quantiles and KS distances) and the skip behaviour against its published targets
+(``simulation.calibration_skip_report``: target, source, simulated value, distance)
+as printed tables, a markdown file, a JSON file and a PNG.
 """
 
 import dataclasses
@@ -16,6 +18,7 @@ from typing import Optional
 from simulation import calibration_data
 from simulation import calibration_fit
 from simulation import calibration_report
+from simulation import calibration_skip_report
 from simulation import world_config
 
 
@@ -47,6 +50,9 @@ def run(data_dir: str, out: str, seed: int = 7, params_out: Optional[str] = None
   say(f"wrote {params_out}")
   rows = calibration_report.compare(params, real, seed=seed)
   say("\nsimulator vs real data\n" + calibration_report.format_table(rows))
+  _, cols = calibration_report.report_plays(params, seed)
+  skips = calibration_skip_report.compare(cols)
+  say("\nskip behaviour vs published targets\n" + calibration_skip_report.format_table(skips))
   os.makedirs(out, exist_ok=True)
   cooc = calibration_report.cooc_agreement(params, seed)
   say(f"tag co-occurrence (pairs with real lift > 1): Spearman {cooc['spearman']:.3f} "
@@ -56,9 +62,12 @@ def run(data_dir: str, out: str, seed: int = 7, params_out: Optional[str] = None
             + calibration_report.format_table(rows, True) + "\n\n"
             f"Tag co-occurrence: Spearman {cooc['spearman']:.3f} between real and simulated "
             f"lift over {cooc['pairs']} top pairs with real lift > 1; simulated lift > 1 "
-            f"for {100 * cooc['share_above_1']:.0f}% of them.\n")
+            f"for {100 * cooc['share_above_1']:.0f}% of them.\n\n"
+            "## Skip behaviour vs published targets\n\n"
+            + calibration_skip_report.format_table(skips, True) + "\n")
   with open(os.path.join(out, "calibration.json"), "w", encoding="utf-8") as f:
     json.dump({"seed": seed, "rows": [dataclasses.asdict(r) for r in rows], "cooc": cooc,
+               "skips": skips,
                "behaviour": params["behaviour"], "targets": params["targets"]}, f, indent=2)
   calibration_report.plot(rows, params, real, os.path.join(out, "calibration.png"),
                           seed=seed)

@@ -1,10 +1,11 @@
 """The real side of the calibration: the shared datasets and the targets they cannot give.
 
-This module owns what the listener world is fitted to: loading MTG-Jamendo (tags,
-durations, listens), 30Music (session lengths, gaps between plays, the skip proxy),
-HetRec (plays per artist) and KKBox (the repeat-listen rate) through
-``features.datasets.registry`` and summarizing them (:class:`RealData`), and the two
-targets no shared dataset can give (``SKIP_RATE_TARGET``, ``FULL_LISTEN_TARGET``).
+This module owns the shared data the listener world is fitted to: loading MTG-Jamendo
+(tags, durations, listens), 30Music (session lengths, gaps between plays, the skip
+proxy), HetRec (plays per artist) and KKBox (the repeat-listen rate) through
+``features.datasets.registry`` and summarizing them (:class:`RealData`). The skip
+figures no shared dataset can give come from publications
+(``simulation.skip_targets``).
 """
 
 import dataclasses
@@ -14,11 +15,6 @@ import numpy as np
 import pandas as pd
 
 SOURCES = ("jamendo", "30music", "hetrec", "kkbox")
-# Targets no shared dataset can give (see docs/data.md for the reasoning):
-# the share of impressions skipped within 30 s, and the share of unskipped plays that
-# run to the end. The 30Music skip proxy is censored (no gap below 30 s is logged).
-SKIP_RATE_TARGET = 0.25
-FULL_LISTEN_TARGET = 0.68
 
 
 def split_tag(tag: str):

@@ -3,9 +3,10 @@
 This module owns every fitted number of the world: the tag vocabulary, frequencies
 and co-occurrence, tags per track, track durations and the popularity curve
 (MTG-Jamendo), the logging policy's popularity exponent (HetRec artist play
-concentration), the skip / full-listen / like links (targets and the KKBox
-repeat-listen rate), session lengths and the think time and pauses between plays
-(30Music, seen through the scrobble filter). :func:`fit` returns the JSON-ready dict;
+concentration), the skip behaviour (``simulation.calibration_skip_fit`` against the
+published figures of ``simulation.skip_targets``), the like link (KKBox repeat-listen
+rate), session lengths and the think time and pauses between plays (30Music, seen
+through the scrobble filter). :func:`fit` returns the JSON-ready dict;
 :func:`write_params` writes it. Only derived statistics are written (quantiles, shares,
 fitted parameters), never raw rows.
 """
@@ -18,18 +19,24 @@ from typing import Dict
 import numpy as np
 import pandas as pd
 
+from simulation import calibration_skip_fit
 from simulation import calibration_stats
-from simulation.calibration_data import (FULL_LISTEN_TARGET, SKIP_RATE_TARGET, RealData,
-                                         split_tag)
-from simulation.response_model import sigmoid
+from simulation import skip_stats
+from simulation import skip_targets
+from simulation.calibration_data import RealData, split_tag
+from simulation.calibration_skip_fit import bisect
+from simulation.skip_dynamics import sigmoid
 
 N_QUANTILES = 101
 COOC_TOP = 12
 # Starting point of the fit; also the provisional behaviour before any calibration.
 INITIAL_BEHAVIOUR = {
-    "skip_bias": -1.5,
-    "full_listen_bias": 1.0,
+    "skip_bias": 0.9,
+    "full_listen_bias": -1.5,
     "like_bias": 0.3,
+    "very_brief_bias": 1.9,
+    "momentum_gain": 1.3,
+    "skip_through_share": 0.22,
     "popularity_exponent": 0.5,
     "session_len_mu": 2.08,
     "session_len_sigma": 0.9,
@@ -117,40 +124,20 @@ def write_params(params: Dict[str, object], path: str) -> None:
     f.write("\n".join(lines) + "\n")
 
 
-def _bisect(f, lo: float, hi: float, target: float, iters: int = 50) -> float:
-  """Solves f(x) = target for increasing f on [lo, hi]."""
-  for _ in range(iters):
-    mid = 0.5 * (lo + hi)
-    if f(mid) < target:
-      lo = mid
-    else:
-      hi = mid
-  return 0.5 * (lo + hi)
-
-
 def _plays(params, seed: int, n_users: int, days: int, sim_seed: int):
   """A world of ``params`` and its simulated plays."""
   world = calibration_stats.calibrated_world(params, seed)
   return world, calibration_stats.simulate_plays(world, n_users, days, sim_seed)
 
 
-def _fit_links(params, real: RealData, seed: int, say) -> None:
-  """skip/full-listen/like biases: match the target rates on simulated utilities."""
-  beh = params["behaviour"]
-  for it in range(3):   # drift depends on skips, so re-simulate a few times
-    _, cols = _plays(params, seed, 1500, 3, seed + it)
-    z = cols["utility"]
-    beh["skip_bias"] = _bisect(lambda b: np.mean(sigmoid(b - z)), -15, 15,
-                               SKIP_RATE_TARGET)
-    zk = z[~cols["skip"]]
-    beh["full_listen_bias"] = _bisect(lambda b: np.mean(sigmoid(b + zk)), -15, 15,
-                                      FULL_LISTEN_TARGET)
-    slope = 0.8
-    beh["like_bias"] = _bisect(lambda b: np.mean(sigmoid(b + slope * zk)), -15, 15,
-                               real.like_rate)
-    say(f"  links pass {it + 1}: skip_bias={beh['skip_bias']:.3f} "
-        f"full_listen_bias={beh['full_listen_bias']:.3f} like_bias={beh['like_bias']:.3f}"
-        f" (simulated skip rate {cols['skip'].mean():.3f})")
+def _fit_like(params, real: RealData, seed: int, say) -> None:
+  """The like link: the KKBox repeat-listen rate over unskipped simulated plays."""
+  _, cols = _plays(params, seed, 1500, 3, seed)
+  zk = cols["utility"][~cols["skip"]]
+  slope = 0.8
+  params["behaviour"]["like_bias"] = bisect(lambda b: np.mean(sigmoid(b + slope * zk)),
+                                            -15, 15, real.like_rate)
+  say(f"  like_bias={params['behaviour']['like_bias']:.3f}")
 
 
 def _fit_popularity_exponent(params, real: RealData, seed: int, say) -> None:
@@ -173,13 +160,21 @@ def _fit_popularity_exponent(params, real: RealData, seed: int, say) -> None:
 
 
 def _fit_session_lengths(params, real: RealData, seed: int, say) -> None:
-  """Lognormal session length that, after losing skipped plays, matches 30Music."""
+  """Lognormal session length that, after losing skipped plays, matches 30Music.
+
+  Skips cluster in sessions (modes, momentum), so each synthetic session keeps its
+  plays at the rate of a simulated session drawn at random (sessions skipped through
+  lose almost every play and mostly vanish from the log, as they do from Last.fm's).
+  """
+  _, cols = _plays(params, seed, 1500, 3, seed)
+  lengths, skipped = skip_stats.session_skip_shares(cols["session"], cols["skip"])
+  rates = 1.0 - skipped[lengths >= 5]
   rng = np.random.default_rng(seed)
-  keep = 1.0 - SKIP_RATE_TARGET
   normal = rng.standard_normal(40_000)
-  # Common random numbers: slot j of session i is logged when its uniform < keep, so
+  keep = rng.choice(rates, 40_000)
+  # Common random numbers: slot j of session i is logged when its uniform < keep_i, so
   # the logged count of a session of length n is kept_before[i, n - 1].
-  kept_before = np.cumsum(rng.random((40_000, 200)) < keep, axis=1, dtype=np.int16)
+  kept_before = np.cumsum(rng.random((40_000, 200)) < keep[:, None], axis=1, dtype=np.int16)
   rows = np.arange(40_000)
   best = None
   for mu in np.arange(1.2, 3.21, 0.05):
@@ -193,6 +188,26 @@ def _fit_session_lengths(params, real: RealData, seed: int, say) -> None:
   params["behaviour"]["session_len_mu"] = round(best[1], 4)
   params["behaviour"]["session_len_sigma"] = round(best[2], 4)
   say(f"  session length mu={best[1]:.2f} sigma={best[2]:.2f} (thinned KS {best[0]:.3f})")
+  _refine_session_lengths(params, real, seed, say)
+
+
+def _refine_session_lengths(params, real: RealData, seed: int, say) -> None:
+  """Moves (mu, sigma) to the best of a few neighbours, each judged on simulated plays
+  seen through the scrobble filter (what the report measures): the thinning above
+  draws keep rates independently of what a session plays, the world does not."""
+  beh = params["behaviour"]
+  mu0, sigma0 = beh["session_len_mu"], beh["session_len_sigma"]
+  scores = []
+  for mu in (mu0 - 0.1, mu0, mu0 + 0.1):
+    for sigma in (sigma0, sigma0 + 0.15):
+      beh["session_len_mu"], beh["session_len_sigma"] = round(mu, 4), round(sigma, 4)
+      _, cols = _plays(params, seed, 1500, 3, seed + 1)
+      lengths, _, _ = calibration_stats.scrobble_view(cols)
+      scores.append((calibration_stats.ks_distance(lengths, real.session_lengths),
+                     round(mu, 4), round(sigma, 4)))
+  d, beh["session_len_mu"], beh["session_len_sigma"] = min(scores)
+  say(f"  refined on simulated plays: mu={beh['session_len_mu']:.2f} "
+      f"sigma={beh['session_len_sigma']:.2f} (KS {d:.3f})")
 
 
 def _fit_gaps(params, real: RealData, seed: int, say) -> None:
@@ -227,16 +242,23 @@ def fit(real: RealData, seed: int = 7, say=print) -> Dict[str, object]:
   params["behaviour"] = dict(INITIAL_BEHAVIOUR)
   say("fitting the logging policy's popularity exponent (HetRec artist plays)")
   _fit_popularity_exponent(params, real, seed, say)
-  say("fitting skip / full-listen / like links (targets; KKBox repeat-listen rate)")
-  _fit_links(params, real, seed, say)
+  say("fitting skip behaviour (published skip figures; simulation.skip_targets)")
+  calibration_skip_fit.fit(params, seed, say)
   say("fitting session lengths (30Music, after the scrobble filter)")
   _fit_session_lengths(params, real, seed, say)
+  say("refitting the skip behaviour on the fitted session lengths")
+  calibration_skip_fit.fit(params, seed, say, rounds=2)
+  say("fitting the like link (KKBox repeat-listen rate)")
+  _fit_like(params, real, seed, say)
   say("fitting think time and pauses (30Music gaps)")
   _fit_gaps(params, real, seed, say)
   params["behaviour"] = {k: round(float(v), 5) for k, v in params["behaviour"].items()}
   params["targets"] = {
-      "skip_rate": SKIP_RATE_TARGET,
-      "full_listen_rate": FULL_LISTEN_TARGET,
+      "early_skip_rate": skip_targets.EARLY_SKIP,
+      "very_brief_share_of_early_skips": round(skip_targets.VERY_BRIEF_OF_EARLY, 5),
+      "full_listen_rate": round(skip_targets.FULL_LISTEN, 5),
+      "skip_momentum_lag1": skip_targets.MOMENTUM_LAG1,
+      "skipped_through_sessions": skip_targets.ALL_SKIP_SESSIONS,
       "like_rate_kkbox": round(real.like_rate, 5),
       "like_rate_kkbox_by_surface": real.like_rate_by_surface,
       "skip_proxy_rate_30music": round(real.skip_proxy_rate, 5),

@@ -1,10 +1,11 @@
 """The event log: listeners' days under the logging policy, in the common event schema.
 
 This module owns the simulated logs: each day, the active listeners open sessions
-(start hour, activity, surface, style, length), a popularity/taste-based logging
-policy fills the slots (familiar artists, the session's style, globally popular
-tracks, a uniform exploration share, and promo slots), the response model plays them
-in order (short-term drift, fatigue, skips, completion, likes), plays get timestamps
+(start hour, activity, surface, shuffle, style, length), a popularity/taste-based
+logging policy fills the slots (familiar artists, the session's style, globally
+popular tracks, a uniform exploration share, and promo slots), the response model
+plays them in order (session mode, skip momentum, short-term drift, fatigue, skips and
+skip profiles, completion, likes), plays get timestamps
 (sessions of one listener never overlap), the first impression whose conversion
 hazard fires converts the listener, and the day closes (listener state ages, who
 returns tomorrow is drawn). :meth:`EventLog.simulate` returns the raw columns the
@@ -22,6 +23,7 @@ from features import events
 from features import feature_spec
 from simulation import listeners as listeners_lib
 from simulation import session_context
+from simulation import skip_dynamics
 from simulation.catalog import Catalog
 from simulation.listeners import Listeners
 from simulation.response_model import ResponseModel, sigmoid
@@ -38,12 +40,25 @@ class _Sessions:
   s_activity: np.ndarray
   s_surface: np.ndarray
   s_style: np.ndarray
+  s_shuffle: np.ndarray    # shuffle play on
   s_len: np.ndarray
   s_begin: np.ndarray      # first slot of each session
   e_sess: np.ndarray
   e_pos: np.ndarray
   e_user: np.ndarray
   e_activity: np.ndarray
+
+
+def _drop_unplayed(sess: _Sessions, played: np.ndarray) -> _Sessions:
+  """``sess`` without the slots that were never played (the tails of sessions that
+  ended early); every session keeps at least its first play."""
+  e_sess = sess.e_sess[played]
+  s_len = np.bincount(e_sess, minlength=len(sess.s_len))
+  s_begin = np.cumsum(s_len) - s_len
+  return dataclasses.replace(sess, s_len=s_len, s_begin=s_begin, e_sess=e_sess,
+                             e_pos=np.arange(len(e_sess)) - s_begin[e_sess],
+                             e_user=sess.e_user[played],
+                             e_activity=sess.e_activity[played])
 
 
 class EventLog:
@@ -103,6 +118,7 @@ class EventLog:
     style_p = self.catalog.session_style_p
     glob_style = rng.choice(len(style_p), S, p=style_p)
     s_style = np.where(rng.random(S) < c.session_style_prob, fav_style, glob_style)
+    s_shuffle = rng.random(S) < np.asarray(c.shuffle_prob)[s_surf]
     s_len = np.clip(np.rint(np.exp(c.session_len_mu + c.session_len_sigma
                                    * rng.standard_normal(S))), 1, c.max_session_len)
     s_len = s_len.astype(np.int64)
@@ -110,7 +126,7 @@ class EventLog:
     s_begin = np.cumsum(s_len) - s_len
     e_sess = np.repeat(np.arange(S), s_len)
     return _Sessions(users=users, s_user=s_user, s_offset=s_off, s_activity=s_act,
-                     s_surface=s_surf, s_style=s_style, s_len=s_len, s_begin=s_begin,
+                     s_surface=s_surf, s_style=s_style, s_shuffle=s_shuffle, s_len=s_len, s_begin=s_begin,
                      e_sess=e_sess, e_pos=np.arange(E) - s_begin[e_sess],
                      e_user=s_user[e_sess], e_activity=s_act[e_sess])
 
@@ -146,27 +162,31 @@ class EventLog:
     surface = np.where(promo_slot, len(ORGANIC_SURFACES), sess.s_surface[sess.e_sess])
     return track, surface
 
-  def _walk_sessions(self, z: np.ndarray, style: np.ndarray, u_skip: np.ndarray,
-                     sess: _Sessions) -> Tuple[np.ndarray, np.ndarray]:
-    """Skips and drift boosts of every slot: all sessions walked position by position
-    (longest first, so the active sessions are always a prefix)."""
-    S, E = len(sess.s_user), len(z)
+  def _walk_sessions(self, z: np.ndarray, style: np.ndarray, u: np.ndarray,
+                     sess: _Sessions, rng: np.random.Generator):
+    """Early skips, drift boosts, modes, skip-logit offsets and whether the slot is
+    played (its session has not ended) of every slot: all sessions walked position by
+    position (longest first, so the active sessions are always a prefix) through
+    ``skip_dynamics.step``."""
+    c = self.config
+    E = len(z)
     by_len = np.argsort(-sess.s_len, kind="stable")
     begin_sorted = sess.s_begin[by_len]
     len_sorted = sess.s_len[by_len]
-    run_style = np.full(S, -1, np.int64)
-    run_len = np.zeros(S, np.int64)
+    offset = skip_dynamics.context_offset(c, sess.s_surface, sess.s_activity, sess.s_shuffle)
+    state = skip_dynamics.SessionState.start(c, offset[by_len], rng.random(len(by_len)))
     skip = np.zeros(E, bool)
     boost = np.zeros(E)
+    mode = np.zeros(E, np.int8)
+    logit = np.zeros(E)
+    played = np.zeros(E, bool)
     n_active = np.searchsorted(-len_sorted, -np.arange(int(sess.s_len.max(initial=0))),
                                side="left")
     for p, na in enumerate(n_active):
       idx = begin_sorted[:na] + p
-      sk, bo = self.response.drift_step(z[idx], style[idx], u_skip[idx], run_style[:na],
-                                        run_len[:na])
-      skip[idx] = sk
-      boost[idx] = bo
-    return skip, boost
+      skip[idx], boost[idx], mode[idx], logit[idx], played[idx] = skip_dynamics.step(
+          c, z[idx], style[idx], u[:, idx], state.take(na), p)
+    return skip, boost, mode, logit, played
 
   def _timestamps(self, L: Listeners, sess: _Sessions, listened: np.ndarray,
                   day_start: int, rng: np.random.Generator) -> Tuple[np.ndarray, np.ndarray]:
@@ -222,6 +242,15 @@ class EventLog:
     seg = np.where(np.arange(E) > conv_pos[e_user], PAID, L.segment[e_user])
     return subscription, seg
 
+  @staticmethod
+  def _fatigue(L: Listeners, sess: _Sessions, is_promo: np.ndarray) -> np.ndarray:
+    """Fatigue at each slot: carried-over fatigue + promo slots earlier today."""
+    promo_f = is_promo.astype(np.float64)
+    cum = np.cumsum(promo_f) - promo_f
+    u_first = np.searchsorted(sess.e_user, sess.users)   # slots are grouped by listener
+    before = cum - cum[u_first][np.searchsorted(sess.users, sess.e_user)]
+    return L.fatigue[sess.e_user] + before
+
   def simulate_day(self, L: Listeners, active: np.ndarray, day_start: int,
                    rng: np.random.Generator) -> Tuple[Dict[str, np.ndarray], np.ndarray]:
     """Sessions, impressions and outcomes of one day for the active listeners.
@@ -233,28 +262,30 @@ class EventLog:
     cat = self.catalog
     tables = session_context.context_tables()
     sess = self._plan_sessions(L, active, day_start, tables, rng)
-    e_user = sess.e_user
-    u = rng.random((4, len(sess.e_sess)))
+    u = rng.random((7, len(sess.e_sess)))
     track, surface = self._log_tracks(L, sess, u, tables.source, rng)
+    # Planned slots: the promo cost in the utility counts every planned promo of the
+    # day, including those of sessions that end early (a small overstatement).
+    z = self.response.utility(L, sess.e_user, track, sess.e_activity,
+                              self._fatigue(L, sess, cat.track_promo[track]))
+    skip, boost, mode, logit, played = self._walk_sessions(z, cat.track_style[track],
+                                                           u[3:7], sess, rng)
+    if not played.all():
+      sess = _drop_unplayed(sess, played)
+      track, surface, z, skip, boost, mode, logit = (
+          x[played] for x in (track, surface, z, skip, boost, mode, logit))
+    e_user = sess.e_user
     is_promo = cat.track_promo[track]
-
-    # Fatigue at each impression: carried-over fatigue + promos earlier today.
-    promo_f = is_promo.astype(np.float64)
-    cum = np.cumsum(promo_f) - promo_f
-    u_first = np.searchsorted(e_user, sess.users)   # slots are grouped by listener
-    before = cum - cum[u_first][np.searchsorted(sess.users, e_user)]
-    fatigue = L.fatigue[e_user] + before
-    z = self.response.utility(L, e_user, track, sess.e_activity, fatigue)
-    skip, boost = self._walk_sessions(z, cat.track_style[track], u[3], sess)
+    fatigue = self._fatigue(L, sess, is_promo)
     z_eff = z + boost
-    comp, listened, like = self.response.outcomes(z_eff, skip, track, rng)
+    comp, listened, like, profile = self.response.outcomes(z_eff, skip, mode, track, rng)
     ts, gap = self._timestamps(L, sess, listened, day_start, rng)
     subscription, seg = self._convert(L, e_user, track, comp, fatigue, rng)
 
     cnt = np.bincount(e_user, minlength=len(L))
     mean_comp = np.bincount(e_user, weights=comp, minlength=len(L)) / np.maximum(cnt, 1)
-    L.fatigue = (L.fatigue + np.bincount(e_user, weights=promo_f, minlength=len(L))
-                 ).astype(np.float32)
+    L.fatigue = (L.fatigue + np.bincount(e_user, weights=is_promo.astype(np.float64),
+                                         minlength=len(L))).astype(np.float32)
     cols = {
         "user": e_user, "session": sess.e_sess, "ts": ts, "track": track,
         "segment": seg, "tenure": L.tenure_days[e_user] + (ts - day_start) / DAY_S,
@@ -262,7 +293,8 @@ class EventLog:
         "completion": comp, "skip": skip, "like": like, "subscription": subscription,
         "exposure": cat.track_exposure[track] * comp * is_promo,
         "session_len": sess.s_len[sess.e_sess], "gap": gap, "pos": sess.e_pos,
-        "listened": listened, "utility": z_eff,
+        "listened": listened, "utility": z_eff, "shuffle": sess.s_shuffle[sess.e_sess],
+        "skip_profile": profile, "mode": mode, "skip_offset": logit,
     }
     return cols, mean_comp
 
@@ -274,8 +306,10 @@ class EventLog:
     Rows are sorted by (listener, ts). ``user`` and ``session`` are row numbers in
     ``listeners`` and a per-call session counter. The calibration also reads ``gap``
     (seconds from this play's start to the next one's), ``listened`` (seconds played),
-    ``utility`` (z with drift), ``pos`` (position in the session), ``session_len`` and
-    ``day``.
+    ``utility`` (z with drift), ``pos`` (position in the session), ``session_len``,
+    ``day``, ``shuffle``, ``skip_profile`` (index into ``skip_dynamics.SKIP_PROFILES``),
+    ``mode`` (index into ``skip_dynamics.MODES``) and ``skip_offset`` (the early-skip
+    logit without ``skip_bias``).
 
     Args:
       listeners: the batch; its state (engagement, fatigue, segment, …) is advanced.
@@ -337,6 +371,7 @@ class EventLog:
 _SEGMENT_DICT = pa.array(list(feature_spec.SEGMENTS), pa.string())
 _ACTIVITY_DICT = pa.array(list(SIM_ACTIVITIES), pa.string())
 _SURFACE_DICT = pa.array(list(ORGANIC_SURFACES) + ["promo"], pa.string())
+_PROFILE_DICT = pa.array(list(skip_dynamics.SKIP_PROFILES), pa.string())
 
 
 def _decoded(indices, dictionary: pa.Array) -> pa.Array:
@@ -383,5 +418,7 @@ def to_event_table(catalog: Catalog, L: Listeners, cols: Dict[str, np.ndarray]) 
       _f32(cols["like"]),
       _f32(cols["subscription"]),
       _f32(cols["exposure"]),
+      pa.array(np.asarray(cols["shuffle"], bool)),
+      _decoded(cols["skip_profile"], _PROFILE_DICT),
   ]
   return pa.Table.from_arrays(arrays, schema=events.EVENT_SCHEMA)

@@ -9,9 +9,8 @@ u, track t, activity a::
         + energy_t * energy_weight[a] + calm_t * calm_weight[a]
         - promo_t * (promo_penalty + promo_fatigue_skip * fatigue_u)
         + drift_gain * min(run_len, drift_cap) * [style_t == run_style]
-    P(skip) = sigmoid(skip_bias - z)
-    P(full listen | no skip) = sigmoid(full_listen_bias + z); else completion ~ U(0.5, 1)
-    skipped plays last U(skip_min_s, skip_max_s) seconds
+    P(early skip), skip profile, completion: ``simulation.skip_dynamics`` (session
+        mode, skip momentum, position, surface, activity, shuffle; z drives them all)
     P(like | no skip) = sigmoid(like_bias + like_slope * z)
     exposure = exposure_value_t * completion for promo tracks, else 0
     conversion hazard per impression (non-paid) = base_hazard[segment]
@@ -25,22 +24,25 @@ u, track t, activity a::
 ``placement_t(u) = sigmoid(placement_slope * cos(taste_u, emb_t))`` says how well a promo
 fits the listener, and ``run_style``/``run_len`` is the style of the current run of
 unskipped tracks inside a session (short-term drift). :class:`ResponseModel` scores a
-list in expectation (``expected_response``) or plays it in order (``play_slate``).
+list in expectation (``expected_response``) or plays it in order (``play_slate``); a
+ranked list is played as a session on the recommendation surface
+(``RECOMMENDATION_SURFACE``, shuffle off).
 """
 
 from typing import Dict, Optional
 
 import numpy as np
 
+from simulation import skip_dynamics
 from simulation.catalog import Catalog
 from simulation.listeners import Listeners
-from simulation.world_config import PAID, SIM_ACTIVITIES, WorldConfig
+from simulation.skip_dynamics import sigmoid
+from simulation.world_config import ORGANIC_SURFACES, PAID, SIM_ACTIVITIES, WorldConfig
 
-SLATE_OUTCOMES = ("completion", "skip", "like", "subscription", "exposure")
-
-
-def sigmoid(x):
-  return 1.0 / (1.0 + np.exp(-x))
+SLATE_OUTCOMES = ("completion", "skip", "like", "subscription", "exposure", "skip_profile",
+                  "played")
+# The surface a ranked list is played on in rollouts and in expected responses.
+RECOMMENDATION_SURFACE = ORGANIC_SURFACES.index("home")
 
 
 def activity_index(activity, n: int) -> np.ndarray:
@@ -127,31 +129,22 @@ class ResponseModel:
     return sigmoid(listeners.activity + c.return_engagement_weight
                    * (listeners.engagement - c.engagement_ref) + c.paid_return_bonus * paid)
 
-  def drift_step(self, z, style, u_skip, run_style, run_len):
-    """One slate position for all active sessions; updates the run in place.
-
-    Returns:
-      ``(skip, boost)``: the skip decision and the drift added to the utility.
-    """
-    c = self.config
-    same = style == run_style
-    boost = c.drift_gain * np.minimum(run_len, c.drift_cap) * same
-    skip = u_skip < sigmoid(c.skip_bias - z - boost)
-    run_len[:] = np.where(skip, np.where(same, 0, run_len), np.where(same, run_len + 1, 1))
-    run_style[:] = np.where(skip | same, run_style, style)
-    return skip, boost
-
-  def outcomes(self, z_eff, skip, tracks, rng):
-    """Completion, listened seconds and like of each play given the skip decision."""
+  def outcomes(self, z_eff, skip, mode, tracks, rng):
+    """Completion, listened seconds, like and skip profile of each play given its early
+    skip and mode."""
     c = self.config
     n = len(z_eff)
     dur = self.catalog.track_duration[tracks].astype(np.float64)
     u = rng.random((3, n))
-    listened_skip = np.minimum(c.skip_min_s + u[0] * (c.skip_max_s - c.skip_min_s), dur)
-    full = u[1] < sigmoid(c.full_listen_bias + z_eff)
-    comp = np.where(skip, listened_skip / dur, np.where(full, 1.0, 0.5 + 0.5 * u[0]))
+    profile = skip_dynamics.draw_profiles(c, z_eff, skip, mode, u[1])
+    comp = skip_dynamics.listened_fraction(profile, dur, u[0])
     like = ~skip & (u[2] < sigmoid(c.like_bias + c.like_slope * z_eff))
-    return comp, comp * dur, like
+    return comp, comp * dur, like, profile
+
+  def slate_offset(self, activity: np.ndarray) -> np.ndarray:
+    """Context offset of a ranked list on the recommendation surface, shuffle off."""
+    return skip_dynamics.context_offset(self.config, RECOMMENDATION_SURFACE, activity,
+                                        False)
 
   def expected_response(self, listeners: Listeners, track_idx: np.ndarray,
                         activity=None, run_style: Optional[np.ndarray] = None,
@@ -170,9 +163,10 @@ class ResponseModel:
       Dict of float arrays [n, k]: ``utility``, ``p_skip``, ``p_complete`` (expected
       completion fraction), ``p_like``, ``exposure`` (expected exposure value) and
       ``conversion_hazard`` (probability that this impression converts the listener,
-      evaluated at the expected completion). Each impression is scored on its own at
-      the listener's current state (no drift or fatigue build-up along the list;
-      ``play_slate`` plays a list in order).
+      evaluated at the expected completion). Each impression is scored on its own as
+      the first play of a session on the recommendation surface, averaged over the
+      session modes, at the listener's current state (no drift, momentum or fatigue
+      build-up along the list; ``play_slate`` plays a list in order).
     """
     n = len(listeners)
     t = _check_slate(track_idx, n)
@@ -185,12 +179,17 @@ class ResponseModel:
     if run_style is not None and run_len is not None:
       same = cat.track_style[t] == np.asarray(run_style)[:, None]
       z = z + c.drift_gain * np.minimum(np.asarray(run_len)[:, None], c.drift_cap) * same
-    p_skip = sigmoid(c.skip_bias - z)
-    p_full = sigmoid(c.full_listen_bias + z)
     dur = cat.track_duration[t]
-    skip_c = np.minimum(0.5 * (c.skip_min_s + c.skip_max_s), dur) / dur
-    p_complete = (1 - p_skip) * (p_full + (1 - p_full) * 0.75) + p_skip * skip_c
-    p_like = (1 - p_skip) * sigmoid(c.like_bias + c.like_slope * z)
+    offset = self.slate_offset(act)[:, None]
+    p_skip = np.zeros(z.shape)
+    p_complete = np.zeros(z.shape)
+    p_like = np.zeros(z.shape)
+    like = sigmoid(c.like_bias + c.like_slope * z)
+    for m, share in enumerate(skip_dynamics.mode_shares(c)):
+      ps = sigmoid(c.skip_bias + c.mode_bias[m] - z + offset)
+      p_skip += share * ps
+      p_complete += share * skip_dynamics.expected_completion(c, z, m, dur, ps)
+      p_like += share * (1 - ps) * like
     exposure = cat.track_exposure[t] * p_complete
     hazard = self.hazard(listeners, rows, t, p_complete, listeners.fatigue[:, None])
     return {"utility": z, "p_skip": p_skip, "p_complete": p_complete, "p_like": p_like,
@@ -200,8 +199,10 @@ class ResponseModel:
                  rng: np.random.Generator) -> Dict[str, np.ndarray]:
     """Plays a ranked list top to bottom for every listener and updates their state.
 
-    Drift builds up along the list, promo impressions add fatigue, and a conversion
-    marks the listener converted (no later hazard).
+    The list is one session: its mode is drawn at the start and may switch, skip
+    momentum and drift build up along the list, promo impressions add fatigue, a
+    conversion marks the listener converted (no later hazard), and a listener who
+    gives up in the skip-through mode plays nothing further down the list.
 
     Args:
       listeners: batch of n listeners; ``fatigue`` and ``converted`` are updated.
@@ -211,30 +212,34 @@ class ResponseModel:
 
     Returns:
       Dict of arrays [n, k]: ``completion``, ``skip``, ``like``, ``subscription``,
-      ``exposure``.
+      ``exposure``, ``skip_profile`` (index into ``skip_dynamics.SKIP_PROFILES``, -1
+      where not played) and ``played`` (0 after the listener gave up; every outcome
+      is 0 there).
     """
     n = len(listeners)
     t = _check_slate(track_idx, n)
-    cat = self.catalog
+    c, cat = self.config, self.catalog
     act = activity_index("explore" if activity is None else activity, n)
     k = t.shape[1]
     out = {key: np.zeros((n, k)) for key in SLATE_OUTCOMES}
-    run_style = np.full(n, -1, np.int64)
-    run_len = np.zeros(n, np.int64)
+    state = skip_dynamics.SessionState.start(c, self.slate_offset(act), rng.random(n))
     rows = np.arange(n)
     for j in range(k):
       tj = t[:, j]
       z = self.utility(listeners, rows, tj, act, listeners.fatigue)
-      skip, boost = self.drift_step(z, cat.track_style[tj], rng.random(n), run_style,
-                                    run_len)
-      comp, _, like = self.outcomes(z + boost, skip, tj, rng)
+      skip, boost, mode, _, played = skip_dynamics.step(c, z, cat.track_style[tj],
+                                                        rng.random((4, n)), state, j)
+      comp, _, like, profile = self.outcomes(z + boost, skip, mode, tj, rng)
+      comp, skip, like = comp * played, skip & played, like & played
       h = self.hazard(listeners, rows, tj, comp, listeners.fatigue)
-      conv = rng.random(n) < h
+      conv = played & (rng.random(n) < h)
       listeners.converted |= conv
-      listeners.fatigue += cat.track_promo[tj]
+      listeners.fatigue += cat.track_promo[tj] & played
       out["completion"][:, j] = comp
       out["skip"][:, j] = skip
       out["like"][:, j] = like
       out["subscription"][:, j] = conv
       out["exposure"][:, j] = cat.track_exposure[tj] * comp
+      out["skip_profile"][:, j] = np.where(played, profile, -1)
+      out["played"][:, j] = played
     return out

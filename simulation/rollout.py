@@ -3,7 +3,9 @@
 This module owns the rollout loop and its bookkeeping. Each day, every listener who
 came back draws ``sessions_per_day`` session contexts; per session the candidate pool
 draws a list, the policy ranks it, ``World.play_slate`` plays the top ``slate_len``
-tracks (drift, promo fatigue and conversions build up along the list), the policy gets
+tracks as one session (session mode, skip momentum, drift, promo fatigue and
+conversions build up along the list; a listener who gives up plays no further, and
+only played tracks count as impressions), the policy gets
 per-listener feedback, and at the end of the day ``World.end_day`` updates engagement,
 fatigue, tenure and segments and draws who returns tomorrow. Outcomes are summed per
 (day, segment, activity): impressions, completion, skips, listening minutes, likes,
@@ -192,16 +194,19 @@ class _Chunk:
                     "length": np.zeros(n, np.int64)}
 
 
-def _push_history(hist, rows, tracks, comp, skip, ts):
+def _push_history(hist, rows, tracks, comp, skip, ts, played):
+  """Prepends each row's played plays (a prefix of its slate), most recent first."""
   h = hist["track"].shape[1]
   if not h:
     return
   k = tracks.shape[1]
-  # Most recent first: the slate's last play leads.
+  n_played = played.sum(1).astype(np.int64)
+  # The reversed slate leads with its unplayed tail: shift each row past it.
+  take = np.arange(h)[None, :] + (k - n_played)[:, None]
   for key, new in (("track", tracks), ("completion", comp), ("skip", skip), ("ts", ts)):
-    hist[key][rows] = np.concatenate([new[:, ::-1].astype(hist[key].dtype),
-                                      hist[key][rows]], axis=1)[:, :h]
-  hist["length"][rows] = np.minimum(hist["length"][rows] + k, h)
+    both = np.concatenate([new[:, ::-1].astype(hist[key].dtype), hist[key][rows]], axis=1)
+    hist[key][rows] = np.take_along_axis(both, take, axis=1)
+  hist["length"][rows] = np.minimum(hist["length"][rows] + n_played, h)
 
 
 def _run_day(world: World, policy: policies.Policy, cfg: RolloutConfig,
@@ -236,19 +241,19 @@ def _run_day(world: World, policy: policies.Policy, cfg: RolloutConfig,
       fatigue0 = sub.fatigue.astype(np.float64).copy()
       er = world.expected_response(sub, played, ctx.activity)
       out = world.play_slate(sub, played, ctx.activity, r_play)
-      k = played.shape[1]
+      live = out["played"].astype(bool)
       comp = out["completion"]
       dur = world.track_duration[played]
-      promo = world.track_promo[played]
+      promo = world.track_promo[played] & live
       conv = out["subscription"].sum(1)
       exp = out["exposure"].sum(1)
       reward = obj.reward(comp.sum(1), conv, exp)
-      hazard = er["conversion_hazard"].sum(1)
+      hazard = (er["conversion_hazard"] * live).sum(1)
       expected = obj.reward(comp.sum(1), hazard, exp)
       policy.feedback(state, ctx, slates, reward)
       key = seg * N_ACT + ctx.activity
       cols = {
-          "impressions": np.full(len(rows), float(k)), "completion": comp.sum(1),
+          "impressions": live.sum(1).astype(float), "completion": comp.sum(1),
           "skips": out["skip"].sum(1), "minutes": (comp * dur).sum(1) / 60.0,
           "likes": out["like"].sum(1), "promo_impressions": promo.sum(1),
           "exposure": exp, "conversions": conv,
@@ -259,10 +264,10 @@ def _run_day(world: World, policy: policies.Policy, cfg: RolloutConfig,
         flat[:, _M[name]] += np.bincount(key, weights=v, minlength=N_SEG * N_ACT)
       rounds.append((day, len(rows), float(reward.sum()), float(expected.sum())))
       comp_sum[rows] += comp.sum(1)
-      comp_cnt[rows] += k
+      comp_cnt[rows] += live.sum(1)
       last_act[rows] = ctx.activity
       ts = ctx.ts[:, None] + np.cumsum(comp * dur, axis=1).astype(np.int64)
-      _push_history(chunk.history, rows, played, comp, out["skip"], ts)
+      _push_history(chunk.history, rows, played, comp, out["skip"], ts, live)
     L.fatigue[rows] = sub.fatigue
     L.converted[rows] = sub.converted
   seg_before = L.segment.astype(np.int64).copy()

@@ -27,15 +27,23 @@ ORGANIC_SURFACES: Tuple[str, ...] = ("home", "discover", "radio", "library", "pl
                                      "search")
 PAID = feature_spec.SEGMENTS.index("paid")
 # WorldConfig fields whose None default means "the calibrated value".
-CALIBRATED_FIELDS = ("skip_bias", "full_listen_bias", "like_bias", "popularity_exponent",
+CALIBRATED_FIELDS = ("skip_bias", "full_listen_bias", "like_bias", "very_brief_bias",
+                     "momentum_gain", "skip_through_share", "popularity_exponent",
                      "session_len_mu", "session_len_sigma", "think_s_mean", "pause_prob",
                      "pause_s_mean")
 # Lower bounds of the integer fields.
 _MINIMUMS = (("n_tracks", 1), ("n_tags", 0), ("latent_dim", 2), ("known_artists", 1),
              ("max_session_len", 1), ("drift_cap", 0), ("min_session_gap_s", 0))
 _UNIT_INTERVAL = ("promo_fraction", "promo_slot_rate", "explore_share", "session_style_prob",
-                  "artist_popularity_share", "fatigue_decay", "engagement_smoothing")
-_PER_ACTIVITY = ("familiar_weight", "novel_weight", "energy_weight", "calm_weight")
+                  "artist_popularity_share", "fatigue_decay", "engagement_smoothing",
+                  "skip_through_share", "lean_back_share", "mode_switch", "momentum_decay",
+                  "skip_through_quit")
+_PER_ACTIVITY = ("familiar_weight", "novel_weight", "energy_weight", "calm_weight",
+                 "activity_skip_bias")
+# Per-entry tuples of the skip model and their lengths (modes; surfaces with promo).
+_SKIP_TUPLES = (("mode_bias", 3), ("very_brief_mode", 3),
+                ("surface_skip_bias", len(ORGANIC_SURFACES) + 1),
+                ("shuffle_prob", len(ORGANIC_SURFACES)))
 
 
 def load_params(path: Optional[str] = None) -> dict:
@@ -91,7 +99,22 @@ class WorldConfig:
       adds ``drift_gain * min(n, drift_cap)`` to that style's utility.
     skip_bias, full_listen_bias, like_bias, like_slope: outcome links (see
       ``simulation.response_model``).
-    skip_min_s, skip_max_s: listening time of a skipped play.
+    very_brief_bias: link of a very brief skip (first 5 s) among early skips.
+    momentum_gain, momentum_decay: short-term skip momentum: a skip adds
+      ``momentum_gain`` to the next play's skip logit, ``momentum_decay`` times that to
+      the one after, and so on until the next skip (``simulation.skip_dynamics``).
+    skip_through_share, lean_back_share: share of sessions starting in the
+      skip-through mode, and lean-back's share of the others (the rest browse).
+    mode_bias: skip-logit offset of each mode (lean-back, browsing, skip-through).
+    very_brief_mode: very-brief logit offset of each mode.
+    mode_switch: per-play chance that a session's mode is redrawn.
+    skip_through_quit: chance that a skip-through session ends after a skipped play.
+    position_gain: skip-logit offset reached after a few plays of a session.
+    surface_skip_bias: skip-logit offset of the session's surface, in
+      ``ORGANIC_SURFACES`` order then promo.
+    activity_skip_bias: skip-logit offset per activity.
+    shuffle_prob: chance that a session on each organic surface plays in shuffle.
+    shuffle_skip_bias: skip-logit offset of shuffle play.
     popularity_exponent: the logging policy samples tracks with weight listens**exponent.
     session_len_mu, session_len_sigma: session length ~ round(lognormal(mu, sigma)).
     max_session_len: cap on session length.
@@ -141,8 +164,20 @@ class WorldConfig:
   full_listen_bias: Optional[float] = None
   like_bias: Optional[float] = None
   like_slope: float = 0.8
-  skip_min_s: float = 3.0
-  skip_max_s: float = 30.0
+  very_brief_bias: Optional[float] = None
+  momentum_gain: Optional[float] = None
+  momentum_decay: float = 0.3
+  skip_through_share: Optional[float] = None
+  lean_back_share: float = 0.6
+  mode_bias: Tuple[float, ...] = (-0.6, 0.0, 3.0)
+  very_brief_mode: Tuple[float, ...] = (0.0, 0.0, 1.5)
+  mode_switch: float = 0.04
+  skip_through_quit: float = 0.15
+  position_gain: float = 0.1
+  surface_skip_bias: Tuple[float, ...] = (0.0, 0.2, 0.3, 0.25, 0.15, -0.4, 0.0)
+  activity_skip_bias: Tuple[float, ...] = (0.0, 0.0, -0.3, 0.2)
+  shuffle_prob: Tuple[float, ...] = (0.1, 0.1, 0.0, 0.6, 0.5, 0.1)
+  shuffle_skip_bias: float = 0.5
   popularity_exponent: Optional[float] = None
   session_len_mu: Optional[float] = None
   session_len_sigma: Optional[float] = None
@@ -176,7 +211,7 @@ class WorldConfig:
       raise ValueError(f"n_artists must be in [0, n_tracks={self.n_tracks}], "
                        f"got {self.n_artists}")
     for name in _UNIT_INTERVAL:
-      if not 0.0 <= getattr(self, name) <= 1.0:
+      if getattr(self, name) is not None and not 0.0 <= getattr(self, name) <= 1.0:
         raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
     check_segment_shares(self.segment_mix)
     if len(self.base_hazard) != len(feature_spec.SEGMENTS) or min(self.base_hazard) < 0:
@@ -186,9 +221,11 @@ class WorldConfig:
       if len(getattr(self, name)) != len(SIM_ACTIVITIES):
         raise ValueError(f"{name} needs one value per activity {SIM_ACTIVITIES}, "
                          f"got {getattr(self, name)}")
-    if not 0 < self.skip_min_s <= self.skip_max_s:
-      raise ValueError(f"need 0 < skip_min_s <= skip_max_s, got "
-                       f"{self.skip_min_s}, {self.skip_max_s}")
+    for name, n in _SKIP_TUPLES:
+      if len(getattr(self, name)) != n:
+        raise ValueError(f"{name} needs {n} values, got {getattr(self, name)}")
+    if min(self.shuffle_prob) < 0 or max(self.shuffle_prob) > 1:
+      raise ValueError(f"shuffle_prob must be in [0, 1], got {self.shuffle_prob}")
 
 
 def resolve(config: WorldConfig, params: dict) -> WorldConfig:

@@ -13,7 +13,7 @@ import pytest
 from simulation import cli
 from simulation import report as report_lib
 
-TINY = report_lib.ReportConfig(users=400, days=2, seed=1, grid_step=0.5, floor=0.72,
+TINY = report_lib.ReportConfig(users=400, days=2, seed=1, grid_step=0.5, floor=0.55,
                        chunk_users=200, ope_logs=1500, ope_truth=4000)
 
 

@@ -51,7 +51,9 @@ def test_outcome_ranges(result):
   s = result.summary()
   for key in ("completion_rate", "skip_rate", "like_rate", "return_rate", "promo_share"):
     assert 0.0 < s[key] < 1.0, key
-  assert s["impressions"] == s["sessions"] * SMALL.slate_len
+  # Listeners who give up play fewer than slate_len tracks; most play them all.
+  assert 0.8 * s["sessions"] * SMALL.slate_len < s["impressions"] <= (
+      s["sessions"] * SMALL.slate_len)
   # Default mixing: at most 2 promos in any 10 positions, and slates are 10 long.
   assert s["promo_share"] <= 0.2
   assert 0 < s["minutes_per_session"] < SMALL.slate_len * 15
