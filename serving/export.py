@@ -4,12 +4,13 @@ This module owns how a trained ``RankingModel`` becomes something a model server
 
 * :func:`export_serving_model` writes ``BASE/<version>/`` (the SavedModel of
   ``serving.signatures.RankerServingModule``, with
-  ``assets.extra/tf_serving_warmup_requests`` built from real examples and
-  ``assets.extra/melody_serving.json`` describing the export), publishing the version
-  atomically (written under a temporary name, then renamed). Next to the base directory,
-  in ``dirname(BASE)``, it writes ``models.config`` (model ``basename(BASE)`` by
-  default, labels ``stable`` and ``canary``), ``batching_parameters.txt`` and
-  ``monitoring.config`` with ``serving.model_config``. The layout:
+  ``assets.extra/tf_serving_warmup_requests`` built from real examples for every
+  signature and ``assets.extra/melody_serving.json`` describing the export), publishing
+  the version atomically (written under a temporary name, then renamed). Next to the
+  base directory, in ``dirname(BASE)``, it writes ``models.config`` (model
+  ``basename(BASE)`` by default, labels ``stable`` and ``canary``),
+  ``batching_parameters.txt`` and ``monitoring.config`` with ``serving.model_config``.
+  The layout:
 
       models/                       <- dirname(BASE): the server's config directory
         models.config  batching_parameters.txt  monitoring.config
@@ -76,7 +77,8 @@ def default_example_pattern(catalog_path: str) -> Optional[str]:
 def save_module(module: signatures_lib.RankerServingModule, path: str,
                 warmup_examples: Union[None, str, Sequence[bytes]] = None,
                 num_warmup_records: int = warmup_lib.DEFAULT_RECORDS,
-                model_name: str = DEFAULT_MODEL_NAME) -> str:
+                model_name: str = DEFAULT_MODEL_NAME,
+                max_batch_size: int = DEFAULT_BATCHING.max_batch_size) -> str:
   """Saves ``module`` with its signatures to ``path`` plus warmup and info files.
 
   Args:
@@ -84,20 +86,23 @@ def save_module(module: signatures_lib.RankerServingModule, path: str,
     path: target directory (must not exist).
     warmup_examples: raw examples (glob or serialized records) for the warmup file;
       None writes no warmup file.
-    num_warmup_records: warmup requests to write (<= 1000).
+    num_warmup_records: warmup requests to write (at least one per signature, <= 1000).
     model_name: ``ModelSpec.name`` in the warmup requests.
+    max_batch_size: the server's largest batch, one of the warmed-up batch sizes.
 
   Returns:
     ``path``.
   """
-  tf.saved_model.save(module, path, signatures=module.signatures())
-  signatures = sorted(module.signatures())
+  functions = module.signatures()
+  tf.saved_model.save(module, path, signatures=functions)
+  signatures = sorted(functions)
   if warmup_examples is not None:
+    # Every saved signature gets records, so a new one cannot be left cold.
     records = warmup_lib.read_examples(warmup_examples)
     requests = warmup_lib.warmup_requests(
-        records, model_name, module.n_max, num_warmup_records,
-        with_intent=module.intent is not None,
-        catalog_ids=module.catalog_track_ids.numpy())
+        records, model_name, module.n_max, warmup_lib.signature_inputs(functions),
+        num_warmup_records, catalog_ids=module.catalog_track_ids.numpy(),
+        max_batch_size=max_batch_size)
     warmup_lib.write_warmup(path, requests)
   info = {"n_max": module.n_max, "catalog_size": module.catalog_size,
           "signatures": signatures, "labels": list(module.model.config.labels),
@@ -180,8 +185,9 @@ def export_serving_model(model,
     n_max: most candidates per listener.
     fusion_config: a ``FusionConfig`` (default weights when None).
     mixing_config: a ``MixingConfig`` (default rules when None).
-    num_warmup_records: warmup requests (<= 1000).
-    batching: the batching parameters file's content.
+    num_warmup_records: warmup requests (at least one per signature, <= 1000).
+    batching: the batching parameters file's content (its ``max_batch_size`` is one
+      of the warmed-up batch sizes).
 
   Returns:
     The version directory.
@@ -210,7 +216,8 @@ def export_serving_model(model,
   tmp = os.path.join(base_dir, f".tmp-{version}-{os.getpid()}")
   shutil.rmtree(tmp, ignore_errors=True)
   try:
-    save_module(module, tmp, warmup_examples, num_warmup_records, model_name)
+    save_module(module, tmp, warmup_examples, num_warmup_records, model_name,
+                batching.max_batch_size)
     os.rename(tmp, final)
   finally:
     shutil.rmtree(tmp, ignore_errors=True)

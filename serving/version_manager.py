@@ -6,9 +6,10 @@ the model's version policy wants are loaded completely and their
 ``assets.extra/tf_serving_warmup_requests`` replayed, and only then is the model's version
 map replaced in one assignment; requests already holding the old map finish on it, so none
 fails during a swap. Versions outside the policy are then unloaded. A version that fails
-to load is retried on the next polls, then only when its files change. Version labels
-live in each model's :class:`~serving.model_config.ModelEntry`; resolving them per request
-is ``serving.dispatch``'s job.
+to load is retried on the next polls, then only when any of its files changes (path,
+size or modification time of any file under the version, ``variables/`` included).
+Version labels live in each model's :class:`~serving.model_config.ModelEntry`; resolving
+them per request is ``serving.dispatch``'s job.
 """
 
 import dataclasses

@@ -3,15 +3,19 @@
 This module owns ``assets.extra/tf_serving_warmup_requests``: a TFRecord file of
 ``tensorflow.serving.PredictionLog`` records (at most :data:`MAX_RECORDS`, TF Serving's
 limit) that a model server replays after loading a version and before routing traffic
-to it, so the first real request does not pay for graph warmup. The requests are built
-from REAL raw training examples (``features.raw_features``): a listener's history,
-session, user and context come from one example, the candidates from the candidates of
-the examples that follow it. It also turns raw examples into the listener inputs of the
-``rank`` / ``recommend`` signatures (:func:`listener_inputs`).
+to it. Every signature the SavedModel exports gets records (the request is chosen from
+the signature's input names, and a signature whose inputs match no known request fails
+the export), because each loaded signature builds its runtime function on its first
+call, seconds for ``rank``. The requests are built from REAL raw training examples
+(``features.raw_features``): a listener's history, session, user and context come from
+one example, the candidates from the candidates of the examples that follow it, and the
+``tf.Example`` signatures get the serialized examples themselves. It also turns raw
+examples into the listener inputs of the ``rank`` / ``recommend`` signatures
+(:func:`listener_inputs`).
 """
 
 import os
-from typing import Dict, Iterable, List, Optional, Sequence, Union
+from typing import Collection, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import tensorflow as tf
@@ -22,10 +26,14 @@ from tensorflow_serving.apis import prediction_log_pb2
 from features import feature_spec
 from serving import client
 from serving import request_schema
+
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 MAX_RECORDS = 1000
 DEFAULT_RECORDS = 24
+DEFAULT_MAX_BATCH_SIZE = 8
 SAMPLE_TEXTS = ("calm piano for a rainy commute", "upbeat songs for a workout")
+# The one input of the signatures that take serialized raw tf.Examples.
+EXAMPLES_INPUT = "examples"
 
 
 def read_examples(source: Union[str, Sequence[bytes]], limit: int = 2000) -> List[bytes]:
@@ -114,57 +122,139 @@ def recommend_inputs(parsed: Dict[str, np.ndarray], listener_rows: Sequence[int]
   return inputs
 
 
+def signature_inputs(functions: Mapping[str, object]) -> Dict[str, Tuple[str, ...]]:
+  """The input names of each signature, from concrete functions by signature name.
+
+  The names are those of the ``TensorSpec`` s, which become the signature's input keys
+  when saved (a function may take them as one dict or as positional tensors).
+
+  Raises:
+    ValueError: a function has an input spec without a name.
+  """
+  out = {}
+  for name, fn in functions.items():
+    specs = tf.nest.flatten(fn.structured_input_signature)
+    if any(not getattr(spec, "name", None) for spec in specs):
+      raise ValueError(f"signature '{name}' has an unnamed input: {specs}")
+    out[name] = tuple(sorted(spec.name for spec in specs))
+  return out
+
+
+def request_kind(inputs: Collection[str]) -> str:
+  """Which warmup request a signature with the input names ``inputs`` takes.
+
+  Returns:
+    ``"rank"``, ``"recommend"``, ``"intent"`` or ``"examples"``.
+
+  Raises:
+    ValueError: no request Melody knows how to build has exactly these inputs.
+  """
+  names = set(inputs)
+  kinds = {"rank": set(request_schema.rank_input_spec()),
+           "recommend": set(request_schema.recommend_input_spec(False)),
+           "recommend_text": set(request_schema.recommend_input_spec(True)),
+           "intent": {"text", "k"},
+           "examples": {EXAMPLES_INPUT}}
+  for kind, wanted in kinds.items():
+    if names == wanted:
+      return "recommend" if kind == "recommend_text" else kind
+  raise ValueError(f"no warmup request for a signature with inputs {sorted(names)}; "
+                   "serving.warmup builds rank, recommend, intent and tf.Example requests")
+
+
+def _variants(kind: str, n_max: int, max_batch: int) -> List[Tuple[int, int]]:
+  """The (batch, size) shapes warmed up per request kind, the common shape first.
+
+  ``size`` is the candidate count of ``rank``, ``k`` of ``recommend`` and ``intent``;
+  unused for ``examples``. Signatures with a scalar ``k`` are never batched.
+  """
+  if kind == "rank":
+    sizes = [(1, 10), (2, 50), (max_batch, 100), (1, n_max), (1, 500)]
+  elif kind == "recommend":
+    sizes = [(1, 20), (2, 100)]
+  elif kind == "intent":
+    sizes = [(2, 20), (1, 5)]
+  else:
+    sizes = [(1, 0), (2, 0), (max_batch, 0)]
+  return [(batch, min(size, n_max)) for batch, size in sizes]
+
+
+def _request_inputs(kind: str, parsed: Dict[str, np.ndarray], records: Sequence[bytes],
+                    inputs: Collection[str], i: int, batch: int, size: int,
+                    catalog_ids: Optional[np.ndarray], overrides: bool
+                    ) -> Dict[str, np.ndarray]:
+  """The inputs of the ``i``-th warmup request, of ``kind`` and shape (batch, size);
+  ``overrides`` sets the fusion override and exploration seed of a ``rank`` request."""
+  rows = [(i * 7 + b * 3) % len(parsed["user_id"]) for b in range(batch)]
+  if kind == "examples":
+    return {EXAMPLES_INPUT: np.asarray([records[(i * 5 + b) % len(records)]
+                                        for b in range(batch)], dtype=object)}
+  if kind == "intent":
+    return {"text": np.asarray([SAMPLE_TEXTS[(i + b) % len(SAMPLE_TEXTS)].encode()
+                                for b in range(batch)], dtype=object),
+            "k": np.int32(size)}
+  if kind == "recommend":
+    texts = None
+    if "request_text" in inputs:   # "" (collaborative only) and texts, alternating
+      texts = [SAMPLE_TEXTS[(i + b) % len(SAMPLE_TEXTS)] if (i + b) % 2 else ""
+               for b in range(batch)]
+    return recommend_inputs(parsed, rows, size, texts)
+  out = rank_inputs(parsed, rows, size, catalog_ids)
+  if overrides:   # exercise the override and seed paths too
+    out["override"][:] = 1
+    out["alpha_beta_gamma"][:] = np.float32([0.6, -1.0, 0.4])
+    out["exploration_seed"][:] = i
+  return out
+
+
 def warmup_requests(records: Sequence[bytes], model_name: str, n_max: int,
-                    num_records: int = DEFAULT_RECORDS, with_intent: bool = False,
-                    catalog_ids: Optional[np.ndarray] = None
+                    signatures: Mapping[str, Collection[str]],
+                    num_records: int = DEFAULT_RECORDS,
+                    catalog_ids: Optional[np.ndarray] = None,
+                    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE
                     ) -> List[predict_pb2.PredictRequest]:
-  """PredictRequests of ``rank`` and ``recommend`` (and ``intent_candidates``) from
-  real examples, cycling through the request shapes serving sees.
+  """PredictRequests for EVERY signature of ``signatures``, from real examples.
+
+  A loaded signature pays for building its runtime function (seconds for ``rank``) on
+  its first call, whatever the batch size, so each signature must be replayed: the
+  requests go round the signatures (sorted by name), each round with the next shape
+  of that signature's request kind (see :func:`request_kind`), so the first rounds call
+  every signature once, then again with another batch size or candidate count.
 
   Args:
     records: serialized raw examples.
     model_name: ``ModelSpec.name`` of the requests.
     n_max: the export's N_max (the largest candidate count warmed up).
-    num_records: how many requests (1..MAX_RECORDS).
-    with_intent: the export has an intent module (adds ``request_text`` and
-      ``intent_candidates`` requests).
+    signatures: input names by signature name (:func:`signature_inputs`), as exported.
+    num_records: how many requests (at least one per signature, at most MAX_RECORDS).
     catalog_ids: catalogue track ids to fill candidate lists longer than the examples.
+    max_batch_size: the batcher's largest batch, warmed up for batchable signatures.
 
   Raises:
-    ValueError: ``num_records`` outside [1, MAX_RECORDS] or no records.
+    ValueError: ``num_records`` out of range, no records or signatures, or a signature
+      whose inputs match no request kind.
   """
-  if not 1 <= num_records <= MAX_RECORDS:
-    raise ValueError(f"num_records must be in [1, {MAX_RECORDS}], got {num_records}")
+  if not signatures:
+    raise ValueError("warmup needs at least one signature")
+  if not len(signatures) <= num_records <= MAX_RECORDS:
+    raise ValueError(f"num_records must be in [{len(signatures)}, {MAX_RECORDS}] (at "
+                     f"least one per signature), got {num_records}")
   if not records:
     raise ValueError("warmup needs at least one real example")
+  if max_batch_size < 1:
+    raise ValueError(f"max_batch_size must be positive, got {max_batch_size}")
+  kinds = {name: request_kind(inputs) for name, inputs in signatures.items()}
+  names = sorted(signatures)
   parsed = parse_examples(records)
-  count = len(parsed["user_id"])
-  sizes = sorted({min(n, n_max) for n in (10, 100, 500, n_max)})
-  plans = [("rank", 1, n) for n in sizes] + [("rank", 2, min(50, n_max)),
-                                             ("recommend", 1, min(20, n_max)),
-                                             ("recommend", 2, min(100, n_max))]
-  if with_intent:
-    plans.append(("intent_candidates", 2, min(20, n_max)))
   requests = []
   for i in range(num_records):
-    signature, batch, size = plans[i % len(plans)]
-    rows = [(i * 7 + b * 3) % count for b in range(batch)]
-    if signature == "rank":
-      inputs = rank_inputs(parsed, rows, size, catalog_ids)
-    elif signature == "recommend":
-      texts = None
-      if with_intent:
-        texts = [SAMPLE_TEXTS[(i + b) % len(SAMPLE_TEXTS)] if (i + b) % 2 else ""
-                 for b in range(batch)]
-      inputs = recommend_inputs(parsed, rows, size, texts)
-    else:
-      inputs = {"text": np.asarray([t.encode() for t in SAMPLE_TEXTS[:batch]], dtype=object),
-                "k": np.int32(size)}
-    if signature == "rank" and i % 3 == 1:   # exercise the override and seed paths too
-      inputs["override"][:] = 1
-      inputs["alpha_beta_gamma"][:] = np.float32([0.6, -1.0, 0.4])
-      inputs["exploration_seed"][:] = i
-    requests.append(client.predict_request(model_name, signature, inputs))
+    name = names[i % len(names)]
+    variants = _variants(kinds[name], n_max, max_batch_size)
+    round_index = i // len(names)
+    batch, size = variants[round_index % len(variants)]
+    inputs = _request_inputs(kinds[name], parsed, records, signatures[name], i, batch, size,
+                             catalog_ids, overrides=round_index % 2 == 1)
+    requests.append(client.predict_request(model_name, name, inputs))
   return requests
 
 
