@@ -1,5 +1,6 @@
 """New versions appearing under a served base path are swapped in without failed requests."""
 
+import os
 import threading
 
 import grpc
@@ -135,3 +136,32 @@ def test_version_policies_unload_old_versions(base):
       np.testing.assert_array_equal(
           c.predict("toy", "serving_default", INPUTS, version_label="canary")["score"],
           _expected(3.0))
+
+
+def test_a_failed_version_is_retried_once_its_variables_are_fixed(base, tmp_path):
+  options = server_lib.ServerOptions(port=0, file_system_poll_wait_seconds=0,
+                                     max_load_retries=1)
+  with server_lib.ModelServer([model_config.ModelEntry("toy", base)], options) as server:
+    # Version 2 is published with a truncated variables shard: its restore fails.
+    staged = toy_saved_model.write_version(str(tmp_path / "staging"), 2, scale=2.0)
+    (shard,) = (tmp_path / "staging" / "2" / "variables").glob("variables.data-*")
+    good = shard.read_bytes()
+    shard.write_bytes(good[:len(good) // 2])
+    os.rename(staged, os.path.join(base, "2"))
+    for _ in range(4):   # The first load and one retry; then it waits for a change.
+      server.poll_file_system()
+    errors = {"model": "toy", "result": "error"}
+    assert server.registry.get_sample_value("melody_serving_model_loads_total", errors) == 2
+    assert server.loaded_versions("toy") == (1,)
+
+    fixed = os.path.join(base, "2", "variables", shard.name)
+    with open(fixed, "wb") as f:   # Only a file under variables/ changes.
+      f.write(good)
+    server.poll_file_system()
+    assert server.loaded_versions("toy") == (2,)
+    assert server.registry.get_sample_value("melody_serving_model_loads_total", errors) == 2
+    with client.ModelClient(server.target, timeout=30) as c:
+      outputs, version = c.predict_full("toy", "serving_default", INPUTS)
+      assert version == 2
+      np.testing.assert_array_equal(outputs["score"], _expected(2.0))
+      assert [(s.version, s.state) for s in c.status("toy")] == [(2, "AVAILABLE"), (1, "END")]
