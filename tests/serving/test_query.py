@@ -1,5 +1,5 @@
 """Tests of ``melody query`` (serving.query, serving.cli): requests from a data
-directory's events, in process and over gRPC against the local model server."""
+directory's events, in process, and over gRPC and REST against the local model server."""
 
 import argparse
 import os
@@ -21,7 +21,7 @@ def env(tmp_path_factory):
   model = bench_serving.build_model()
   base = str(tmp_path_factory.mktemp("query") / "models" / "melody")
   version = export.export_serving_model(model, paths["tft"], paths["tracks"], base,
-                                        n_max=200, num_warmup_records=2)
+                                        n_max=200, num_warmup_records=5)
   events = pd.read_parquet(os.path.join(paths["data"], "events"))
   user = events["user_id"].value_counts().index[0]   # the most active listener
   return {"paths": paths, "version": version, "base": base, "events": events, "user": user}
@@ -73,15 +73,34 @@ def test_rank_in_process_prints_the_ranked_table(env, capsys):
 
 
 def test_recommend_over_grpc_and_text_without_intent(env, capsys):
-  options = server_lib.ServerOptions(port=0, file_system_poll_wait_seconds=0)
+  options = server_lib.ServerOptions(port=0, rest_api_port=0, file_system_poll_wait_seconds=0)
   config = os.path.join(os.path.dirname(env["base"]), "models.config")
   with server_lib.ModelServer.from_config_file(config, options) as server:
-    assert query.main(_args(env, "--server", server.target, "--signature", "recommend",
-                            "--k", "5", "--version-label", "stable")) == 0
-    out = capsys.readouterr().out.splitlines()
+    recommend = ["--signature", "recommend", "--k", "5", "--version-label", "stable"]
+    assert query.main(_args(env, "--server", server.target, *recommend)) == 0
+    over_grpc = capsys.readouterr().out
+    out = over_grpc.splitlines()
     assert len(out) == 3 + 5 + 1
     tracks = set(pd.read_parquet(env["paths"]["tracks"])["track_id"])
     assert {line.split()[1] for line in out[3:8]} <= tracks
     assert query.main(_args(env, "--server", server.target, "--signature", "recommend",
                             "--text", "calm piano")) == 2
     assert "intent module" in capsys.readouterr().err
+
+    # --rest prints the same table as gRPC.
+    rest = f"127.0.0.1:{server.rest_api_port}"
+    assert query.main(_args(env, "--rest", rest, *recommend)) == 0
+    assert capsys.readouterr().out == over_grpc
+    rank = ["--signature", "rank", "--k", "7", "--candidates", "30"]
+    assert query.main(_args(env, "--server", server.target, *rank)) == 0
+    over_grpc = capsys.readouterr().out
+    assert query.main(_args(env, "--rest", rest, *rank)) == 0
+    assert capsys.readouterr().out == over_grpc
+    assert query.main(_args(env, "--rest", rest, "--model", "nope")) == 1
+    assert "server error HTTP 404: model 'nope' is not served" in capsys.readouterr().err
+
+
+def test_query_rest_flag_defaults_to_the_rest_port(env):
+  assert _args(env).rest is None
+  assert _args(env, "--rest").rest == "127.0.0.1:8501"
+  assert _args(env, "--rest", "10.0.0.2:9000").rest == "10.0.0.2:9000"
