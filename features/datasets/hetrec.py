@@ -50,7 +50,7 @@ def _path(data_dir: str, name: str) -> str:
 _FORMAT = line_reader.Format(sep="\t", quoted=False, encoding="utf-8")
 # tags.dat is latin-1 ('tropicália', 'fußball'); it does not decode as UTF-8.
 _LATIN1 = dataclasses.replace(_FORMAT, encoding="latin-1")
-_INT = r"\s*\d+\s*"
+_INT = r"\d+"
 
 
 def _read(q: quarantine.Quarantine, data_dir: str, name: str, fmt: line_reader.Format,
@@ -80,9 +80,8 @@ def read_user_tagged_artists(q: quarantine.Quarantine, data_dir: str) -> pd.Data
 
 def _tags_by_artist(uta: pd.DataFrame, tags: pd.DataFrame) -> pd.Series:
   text = pd.Series(tags["tagValue"].fillna("").str.strip().to_numpy(),
-                   index=tags["tagID"].str.strip().to_numpy())
-  uta = uta.assign(artistID=uta["artistID"].str.strip(),
-                   tag=uta["tagID"].str.strip().map(text),
+                   index=tags["tagID"].to_numpy())
+  uta = uta.assign(tag=uta["tagID"].map(text),
                    tag_num=pd.to_numeric(uta["tagID"], errors="coerce"))
   uta = uta[uta["tag"].notna() & (uta["tag"] != "")]
   counts = (uta.groupby(["artistID", "tag"], sort=False)
@@ -141,7 +140,7 @@ def load(data_dir: str) -> source_tables.SourceTables:
                           ).astype(np.float32),
       title=list(artists["name"].fillna("")) + [""] * len(extra),
   )
-  first_tagging = uta.assign(_a=uta["artistID"].str.strip()).drop_duplicates("_a").set_index("_a")
+  first_tagging = uta.drop_duplicates("artistID").set_index("artistID")
   tracks_origin = pd.concat([source_tables.origin_of(artists),
                              source_tables.origin_of(first_tagging.loc[extra])],
                             ignore_index=True)

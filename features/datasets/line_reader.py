@@ -46,7 +46,7 @@ class Format:
       since only lines with a byte >= 0x80 are checked for decoding errors.
     repeated_last: the header's last column repeats (one field per item, e.g. one tag
       per field): a line has at least ``len(header) - 1`` fields, and that column
-      becomes a list of its non-empty, stripped values.
+      becomes a list of its non-empty, stripped values. Unquoted formats only.
   """
   sep: str = ","
   quoted: bool = True
@@ -56,6 +56,8 @@ class Format:
   def __post_init__(self):
     if len(self.sep) != 1 or ord(self.sep) > 127 or self.sep == '"':
       raise ValueError(f"sep must be one ASCII character other than '\"', got {self.sep!r}")
+    if self.repeated_last and self.quoted:
+      raise ValueError("repeated_last needs an unquoted format (quoted=False)")
 
 
 class LineFile:
@@ -126,7 +128,12 @@ def _split_header(text: str, fmt: Format) -> List[str]:
 
 
 def _field_counts(lf: LineFile, fmt: Format):
-  """(fields per line, unbalanced-quote flag per line), quotes honoured when quoted."""
+  """Fields per line, an unbalanced-quote flag per line, and the field separators.
+
+  Returns:
+    (fields, unbalanced, seps, seps_line): separators inside quotes are not counted
+    (quoted formats); ``seps`` are the offsets of the others, ``seps_line`` their lines.
+  """
   n = len(lf)
   seps = np.flatnonzero(lf.buf == ord(fmt.sep))
   seps_line = lf.line_of(seps)
@@ -138,8 +145,9 @@ def _field_counts(lf: LineFile, fmt: Format):
       # A separator is inside quotes when an odd number of quotes precede it on its line.
       before = (np.searchsorted(quotes, seps)
                 - np.searchsorted(quotes, lf.starts[seps_line]))
-      seps_line = seps_line[before % 2 == 0]
-  return np.bincount(seps_line, minlength=n) + 1, unbalanced
+      outside = before % 2 == 0
+      seps, seps_line = seps[outside], seps_line[outside]
+  return np.bincount(seps_line, minlength=n) + 1, unbalanced, seps, seps_line
 
 
 def _control_bytes(lf: LineFile) -> np.ndarray:
@@ -185,27 +193,38 @@ def _undecodable(lf: LineFile, candidates: np.ndarray) -> dict:
   return found
 
 
-def _kept_bytes(lf: LineFile, keep: np.ndarray) -> bytes:
-  """The bytes of the lines flagged in ``keep`` (with their line endings), in order."""
+def _kept_bytes(lf: LineFile, keep: np.ndarray, stops: np.ndarray) -> bytes:
+  """Lines flagged in ``keep``, each cut at ``stops`` but with its line ending, in order."""
   seg_ends = np.append(lf.starts[1:], len(lf.buf))
   idx = np.flatnonzero(keep)
-  if len(idx) and np.array_equal(idx, np.arange(idx[0], idx[-1] + 1)):
+  if not len(idx):
+    return b""
+  if (np.array_equal(idx, np.arange(idx[0], idx[-1] + 1))
+      and np.array_equal(stops[idx], lf.ends[idx])):
     return lf.data[lf.starts[idx[0]]:seg_ends[idx[-1]]]      # one contiguous run
-  mask = np.repeat(keep, seg_ends - lf.starts)
-  return lf.buf[mask].tobytes()
+  # Keep [start, stop) and [end, next start) of each kept line: +1/-1 marks, cumsum.
+  marks = np.zeros(len(lf.buf) + 1, dtype=np.int8)
+  for lo, hi in ((lf.starts[idx], stops[idx]), (lf.ends[idx], seg_ends[idx])):
+    np.add.at(marks, lo, 1)
+    np.add.at(marks, hi, -1)
+  return lf.buf[np.cumsum(marks[:-1], dtype=np.int8) > 0].tobytes()
 
 
-def _list_column(extra: pd.DataFrame) -> pd.Series:
-  """Per row, the non-empty stripped values of the repeated columns, in field order."""
-  n, k = extra.shape
-  flat = extra.to_numpy(dtype=object).ravel()      # row-major: row 0's fields first
-  rows = np.repeat(np.arange(n), k)
-  present = pd.notna(flat)
-  values = pd.Series(flat[present], dtype=object).str.strip().to_numpy(dtype=object)
-  keep = values != ""
-  values, rows = values[keep], rows[present][keep]
-  parts = np.split(values, np.cumsum(np.bincount(rows, minlength=n))[:-1])
-  return pd.Series([p.tolist() for p in parts], index=extra.index, dtype=object)
+def _repeated_stops(lf: LineFile, fields, seps, seps_line, n_fixed: int) -> np.ndarray:
+  """Per line, the offset where its first ``n_fixed`` fields end."""
+  stops = lf.ends.copy()
+  longer = np.flatnonzero(fields > n_fixed)
+  stops[longer] = seps[np.searchsorted(seps_line, longer) + n_fixed - 1]
+  return stops
+
+
+def _tail_lists(lf: LineFile, lines: np.ndarray, stops: np.ndarray, sep: str) -> list:
+  """Per line, the non-empty stripped fields after ``stops`` (the repeated column)."""
+  out = []
+  for lo, hi in zip(stops[lines] + 1, lf.ends[lines]):
+    items = lf.data[lo:hi].decode(lf.encoding).split(sep) if lo <= hi else ()
+    out.append([t for t in (item.strip() for item in items) if t])
+  return out
 
 
 def read(path: str, fmt: Format, required: Sequence[str] = ()) -> Parsed:
@@ -238,7 +257,7 @@ def read(path: str, fmt: Format, required: Sequence[str] = ()) -> Parsed:
     raise ValueError(f"{path}: header lacks {missing}; found {header}")
   body = nonblank[1:]
 
-  fields, unbalanced = _field_counts(lf, fmt)
+  fields, unbalanced, seps, seps_line = _field_counts(lf, fmt)
   control = _control_bytes(lf)
   undecodable = _undecodable(lf, body)
   if fmt.repeated_last:
@@ -259,12 +278,14 @@ def read(path: str, fmt: Format, required: Sequence[str] = ()) -> Parsed:
   bad_index = np.array(sorted(reasons), dtype=np.int64)
   keep[bad_index] = False
   good = np.flatnonzero(keep)
-  width = max(len(header), int(fields[good].max()) if len(good) else 0)
-  names = list(header) if not fmt.repeated_last else (
-      header[:-1] + [f"{header[-1]}#{i}" for i in range(width - len(header) + 1)])
+  # The repeated column is split off in Python (it becomes a list per row anyway), so
+  # pandas parses a fixed number of fields.
+  names = header[:-1] if fmt.repeated_last else list(header)
+  stops = (_repeated_stops(lf, fields, seps, seps_line, len(names)) if fmt.repeated_last
+           else lf.ends)
   if len(good):
     frame = pd.read_csv(
-        io.BytesIO(_kept_bytes(lf, keep)), sep=fmt.sep, header=None, names=names,
+        io.BytesIO(_kept_bytes(lf, keep, stops)), sep=fmt.sep, header=None, names=names,
         dtype=str, encoding=fmt.encoding, engine="c", index_col=False,
         quoting=csv.QUOTE_MINIMAL if fmt.quoted else csv.QUOTE_NONE,
         keep_default_na=False, na_values=[""], skip_blank_lines=False)
@@ -273,8 +294,8 @@ def read(path: str, fmt: Format, required: Sequence[str] = ()) -> Parsed:
   else:
     frame = pd.DataFrame({c: pd.Series([], dtype=object) for c in names})
   if fmt.repeated_last:
-    extra = names[len(header) - 1:]
-    frame = frame.drop(columns=extra).assign(**{header[-1]: _list_column(frame[extra])})
+    frame[header[-1]] = pd.Series(_tail_lists(lf, good, stops, fmt.sep), index=frame.index,
+                                  dtype=object)
   frame[FILE] = lf.name
   frame[LINE] = good + 1
   bad = pd.DataFrame({"line": bad_index + 1,

@@ -6,13 +6,16 @@ KKBox data must not be committed, so the real-data tests need the shared dataset
 
 import functools
 import os
+import shutil
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 from features import feature_spec
 from features.datasets import kkbox, quarantine, registry, source_tables
+from melody_cli import main as melody
 
 
 @functools.lru_cache(maxsize=None)
@@ -209,3 +212,30 @@ def test_hand_made_folder_quarantines_each_bad_line(tmp_path):
   assert report["events"].bad_by_reason == {
       "like not numeric": 1, "missing user_id": 1, source_tables.UNKNOWN_TRACK: 2}
   assert report["tracks"].bad_by_reason == {"duration_s not numeric": 1}
+
+
+@pytest.mark.realdata
+def test_real_sample_with_injected_defects_imports_the_rest(shared_data, tmp_path, capsys):
+  folder = tmp_path / "kkbox_sample"
+  shutil.copytree(os.path.join(shared_data, "kkbox_sample"), folder)
+  lines = (folder / "train.csv").read_bytes().split(b"\n")
+  # Line 41 gets two extra fields, line 42 an invalid byte, line 43 loses a field,
+  # line 44 an unknown song, and a garbage line goes in before line 45.
+  lines[40] += b",x,y"
+  lines[41] = lines[41].replace(b",", b",\xff", 1)
+  lines[42] = lines[42].rsplit(b",", 1)[0]
+  lines[43] = lines[43].replace(lines[43].split(b",")[1], b"c29uZw==")
+  lines.insert(44, b"\x00\x01 garbage")
+  (folder / "train.csv").write_bytes(b"\n".join(lines))
+  out = tmp_path / "out"
+  rc = melody.main(["data", "import", "--source", "kkbox", "--out", str(out),
+                    "--data-dir", str(folder)])
+  assert rc == 0
+  records = quarantine.read_jsonl(str(out / "quarantine" / "quarantine.jsonl"))
+  assert [(r["line"], r["reason"]) for r in records] == [
+      (41, "expected 6 fields, saw 8"), (42, "not utf-8: byte 0xff at column 46"),
+      (43, "expected 6 fields, saw 5"), (44, source_tables.UNKNOWN_TRACK),
+      (45, "control byte (NUL or CR) at column 1")]
+  assert records[0]["raw"] == lines[40].decode("utf-8")
+  assert pq.read_metadata(out / "events.parquet").num_rows == 22_120 - 4
+  assert "5 lines in" in capsys.readouterr().out

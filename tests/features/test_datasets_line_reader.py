@@ -77,8 +77,9 @@ def test_latin1_always_decodes(tmp_path):
 
 def test_repeated_last_column_becomes_a_list(tmp_path):
   fmt = line_reader.Format(sep="\t", quoted=False, repeated_last=True)
-  parsed = _read(tmp_path, b"ID\tD\tTAGS\r\nx\t1\tg1\t g2 \t\r\ny\t2\r\nz\r\n", fmt)
-  assert parsed.frame["TAGS"].tolist() == [["g1", "g2"], []]
+  parsed = _read(tmp_path, b"ID\tD\tTAGS\r\nx\t1\tg1\t g2 \t\r\ny\t2\r\nz\r\nw\t3\tg3\r\n", fmt)
+  assert parsed.frame["TAGS"].tolist() == [["g1", "g2"], [], ["g3"]]
+  assert parsed.frame["D"].tolist() == ["1", "2", "3"]
   assert list(parsed.frame.columns) == ["ID", "D", "TAGS", line_reader.FILE, line_reader.LINE]
   assert _bad(parsed) == [(4, "expected at least 2 fields, saw 1")]
 
@@ -98,3 +99,5 @@ def test_unreadable_layouts_raise(tmp_path):
     _read(tmp_path, b"\n\n")
   with pytest.raises(ValueError, match="sep must be one ASCII character"):
     line_reader.Format(sep=";;")
+  with pytest.raises(ValueError, match="repeated_last needs an unquoted format"):
+    line_reader.Format(sep="\t", quoted=True, repeated_last=True)
