@@ -1,6 +1,7 @@
 """``melody train`` and ``melody pipeline …`` sub-commands (argument parsing only)."""
 
 import os
+import sys
 
 
 def _train(args):
@@ -22,8 +23,12 @@ def _local_config(args):
 
 
 def _run(args):
-  from pipeline import local_runner, runs
-  summary = local_runner.run(_local_config(args))
+  from pipeline import local_runner, run_errors, runs
+  try:
+    summary = local_runner.run(_local_config(args))
+  except run_errors.PipelineRunError as e:
+    print(e.report(), file=sys.stderr, flush=True)
+    return 1
   print(runs.format_runs([summary]))
   print()
   print(runs.format_slices(summary))
@@ -32,8 +37,9 @@ def _run(args):
 
 def _runs(args):
   from pipeline import runs
-  path = os.path.join(os.path.abspath(args.workdir), "metadata", "metadata.sqlite")
-  all_runs = runs.list_runs(path)
+  workdir = os.path.abspath(args.workdir)
+  all_runs = runs.list_runs(os.path.join(workdir, "metadata", "metadata.sqlite"),
+                            runs_dir=os.path.join(workdir, "runs"))
   print(runs.format_runs(all_runs))
   if args.slices and all_runs:
     print()

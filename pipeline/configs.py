@@ -28,6 +28,8 @@ class PipelineConfig:
     pipeline_root: where TFX writes artifacts (local dir or ``gs://…``).
     serving_dir: the Pusher's filesystem destination (numbered versions inside).
     metadata_path: SQLite ML Metadata file (local runs only).
+    runs_dir: the local runner's run directories (record and log per run; default
+      ``runs/`` beside the metadata directory).
     schema_dir: a curated schema (``schema.pbtxt``) to import; None infers one with
       SchemaGen (first run).
     use_spans: read ``examples/span-{SPAN}/…`` (scheduled runs) instead of one span.
@@ -43,6 +45,7 @@ class PipelineConfig:
   pipeline_root: str
   serving_dir: str
   metadata_path: str = ""
+  runs_dir: str = ""
   schema_dir: Optional[str] = None
   use_spans: bool = False
   train_steps: int = 600
@@ -84,6 +87,7 @@ def local_config(data_root: str, workdir: str, **overrides) -> PipelineConfig:
       pipeline_root=os.path.join(workdir, "pipeline_root"),
       serving_dir=os.path.join(workdir, "serving_model"),
       metadata_path=os.path.join(workdir, "metadata", "metadata.sqlite"),
+      runs_dir=os.path.join(workdir, "runs"),
       beam_args=direct_beam_args("in_memory"),
       schema_dir=curated_schema_dir(),
   )

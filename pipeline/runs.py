@@ -1,7 +1,15 @@
-"""Reads past pipeline runs from ML Metadata: per-component times and states, the
-Evaluator's metrics per head and slice, blessing and push.
+"""The history of local pipeline runs, from ML Metadata and the runner's run records:
+per-component times and states, the run's own Evaluator metrics per head and slice, its
+blessing (with the thresholds that failed), infra blessing and push.
 
-Used by ``melody pipeline run`` (live progress) and ``melody pipeline runs`` (table).
+A run reports only what its own executions output. Its ``pipeline_run`` context also
+holds the artifacts the resolver brought in (the last blessed model and its blessing,
+from an earlier run), which must not make a run that never reached the Evaluator look
+blessed. A run whose executions are still RUNNING is RUNNING only while the process
+named in its run record (``pipeline.run_record``) is alive; once that process is gone
+the run is ABANDONED.
+
+Used by ``melody pipeline run`` (progress and summary) and ``melody pipeline runs``.
 """
 
 import dataclasses
@@ -11,7 +19,13 @@ from typing import Dict, List, Optional, Tuple
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
+from pipeline import run_record
+
 _STATES = {v: k for k, v in metadata_store_pb2.Execution.State.items()}
+_OWN_OUTPUT_EVENTS = (metadata_store_pb2.Event.OUTPUT,
+                      metadata_store_pb2.Event.DECLARED_OUTPUT)
+_DONE = {"COMPLETE", "CACHED"}
+RUNNING, COMPLETE, FAILED, ABANDONED = "RUNNING", "COMPLETE", "FAILED", "ABANDONED"
 
 
 def connect(metadata_path: str) -> metadata_store.MetadataStore:
@@ -32,6 +46,8 @@ class ComponentRun:
 
 @dataclasses.dataclass
 class RunSummary:
+  """One run. ``runner`` is 'running', 'finished', 'gone' or '' (no run record, or
+  the runner is on another host)."""
   run_id: str
   started: float
   components: List[ComponentRun]
@@ -40,15 +56,24 @@ class RunSummary:
   pushed: Optional[bool] = None
   pushed_version: str = ""
   metrics: Dict[Tuple[str, str, str], float] = dataclasses.field(default_factory=dict)
+  blessing_failures: List[str] = dataclasses.field(default_factory=list)
+  runner: str = ""
+  runner_desc: str = ""
+  error: str = ""
+  log_path: str = ""
 
   @property
   def state(self) -> str:
     states = {c.state for c in self.components}
-    if "FAILED" in states:
-      return "FAILED"
-    if states <= {"COMPLETE", "CACHED"}:
-      return "COMPLETE"
-    return "RUNNING"
+    if "FAILED" in states or self.error:
+      return FAILED
+    if self.runner == "gone":
+      return ABANDONED
+    if self.runner == "finished":
+      return COMPLETE if states <= _DONE else FAILED
+    if self.runner == "running":
+      return RUNNING
+    return COMPLETE if states and states <= _DONE else RUNNING
 
 
 def _node_name(store, execution_id: int) -> str:
@@ -58,18 +83,27 @@ def _node_name(store, execution_id: int) -> str:
   return "?"
 
 
-def component_runs(store, run_context_id: int) -> List[ComponentRun]:
+def component_runs(store, executions) -> List[ComponentRun]:
   out = []
-  for ex in sorted(store.get_executions_by_context(run_context_id), key=lambda e: e.id):
+  for ex in sorted(executions, key=lambda e: e.id):
     secs = max(0.0, (ex.last_update_time_since_epoch - ex.create_time_since_epoch) / 1e3)
     out.append(ComponentRun(_node_name(store, ex.id), _STATES.get(ex.last_known_state, "?"),
                             secs))
   return out
 
 
-def _outputs(store, run_context_id: int, type_name: str):
-  return [a for a in store.get_artifacts_by_context(run_context_id)
-          if store.get_artifact_types_by_id([a.type_id])[0].name == type_name]
+def own_outputs(store, executions) -> List[Tuple[str, metadata_store_pb2.Artifact]]:
+  """(type name, artifact) of what the run's executions output, in id order.
+
+  The resolver's artifacts are not among them: they enter the run as inputs and as
+  the resolver's INTERNAL_OUTPUT events.
+  """
+  events = store.get_events_by_execution_ids([e.id for e in executions]) if executions else []
+  ids = sorted({ev.artifact_id for ev in events if ev.type in _OWN_OUTPUT_EVENTS})
+  artifacts = store.get_artifacts_by_id(ids) if ids else []
+  type_ids = sorted({a.type_id for a in artifacts})
+  names = {t.id: t.name for t in store.get_artifact_types_by_id(type_ids)} if type_ids else {}
+  return [(names[a.type_id], a) for a in sorted(artifacts, key=lambda a: a.id)]
 
 
 def _int_prop(artifact, key) -> Optional[int]:
@@ -78,72 +112,117 @@ def _int_prop(artifact, key) -> Optional[int]:
   return None
 
 
-def evaluation_metrics(uri: str) -> Dict[Tuple[str, str, str], float]:
-  """(output, slice, metric) -> value from an Evaluator ModelEvaluation artifact."""
-  import tensorflow_model_analysis as tfma  # pylint: disable=g-import-not-at-top
-  out = {}
-  try:
-    results = list(tfma.load_metrics(uri))
-  except Exception:  # pylint: disable=broad-except
-    return out
-  for mfs in results:
-    slice_name = "overall" if not mfs.slice_key.single_slice_keys else ",".join(
-        f"{k.column}={k.bytes_value.decode() if k.HasField('bytes_value') else k.int64_value}"
-        for k in mfs.slice_key.single_slice_keys)
-    for kv in mfs.metric_keys_and_values:
-      if kv.key.is_diff:
-        continue
-      if kv.key.model_name and "baseline" in kv.key.model_name:
-        continue
-      if not kv.value.HasField("double_value"):
-        continue
-      out[(kv.key.output_name, slice_name, kv.key.name)] = kv.value.double_value.value
-  return out
+def _summary(store, ctx, with_metrics: bool) -> RunSummary:
+  executions = store.get_executions_by_context(ctx.id)
+  summary = RunSummary(ctx.name, ctx.create_time_since_epoch / 1e3,
+                       component_runs(store, executions))
+  evaluations = []
+  for type_name, artifact in own_outputs(store, executions):
+    if type_name == "ModelBlessing":
+      summary.blessed = _int_prop(artifact, "blessed") == 1
+    elif type_name == "InfraBlessing":
+      summary.infra_blessed = _int_prop(artifact, "blessed") == 1
+    elif type_name == "PushedModel":
+      summary.pushed = _int_prop(artifact, "pushed") == 1
+      if "pushed_version" in artifact.custom_properties:
+        summary.pushed_version = artifact.custom_properties["pushed_version"].string_value
+    elif type_name == "ModelEvaluation":
+      evaluations.append(artifact.uri)
+  if with_metrics and evaluations:
+    from pipeline import evaluation_results  # pylint: disable=g-import-not-at-top
+    for uri in evaluations:
+      summary.metrics.update({(m.output, m.slice, m.metric): v
+                              for m, v in evaluation_results.metrics(uri).items()
+                              if m.model == evaluation_results.CANDIDATE})
+      if summary.blessed is False:
+        summary.blessing_failures.extend(evaluation_results.threshold_failures(uri))
+  return summary
 
 
-def list_runs(metadata_path: str, with_metrics: bool = True) -> List[RunSummary]:
-  """All pipeline runs in the store, oldest first."""
-  store = connect(metadata_path)
-  runs = []
-  for ctx in store.get_contexts_by_type("pipeline_run"):
-    summary = RunSummary(ctx.name, ctx.create_time_since_epoch / 1e3,
-                         component_runs(store, ctx.id))
-    for b in _outputs(store, ctx.id, "ModelBlessing"):
-      summary.blessed = _int_prop(b, "blessed") == 1
-    for b in _outputs(store, ctx.id, "InfraBlessing"):
-      summary.infra_blessed = _int_prop(b, "blessed") == 1
-    for p in _outputs(store, ctx.id, "PushedModel"):
-      summary.pushed = _int_prop(p, "pushed") == 1
-      if "pushed_version" in p.custom_properties:
-        summary.pushed_version = p.custom_properties["pushed_version"].string_value
-    if with_metrics:
-      for ev in _outputs(store, ctx.id, "ModelEvaluation"):
-        summary.metrics.update(evaluation_metrics(ev.uri))
-    runs.append(summary)
-  return sorted(runs, key=lambda r: r.started)
+def _apply_record(summary: RunSummary, record: run_record.RunRecord) -> None:
+  summary.log_path = record.log_path
+  summary.error = record.error
+  summary.runner_desc = f"pid {record.pid} on {record.host}"
+  if record.finished is not None:
+    summary.runner = "finished"
+  else:
+    alive = run_record.runner_alive(record)
+    summary.runner = {True: "running", False: "gone", None: ""}[alive]
+
+
+def list_runs(metadata_path: str, with_metrics: bool = True,
+              runs_dir: Optional[str] = None) -> List[RunSummary]:
+  """All runs, oldest first: those in ML Metadata, and those the runner recorded that
+  stopped before TFX started (e.g. on a broken input shard).
+
+  Args:
+    metadata_path: the SQLite ML Metadata file.
+    with_metrics: also read each run's Evaluator output (metrics, failed thresholds).
+    runs_dir: the run records (default: ``runs/`` beside the metadata directory).
+  """
+  records = run_record.read_all(runs_dir or run_record.default_runs_dir(metadata_path))
+  summaries = {}
+  if os.path.exists(metadata_path) or not records:
+    store = connect(metadata_path)
+    for ctx in store.get_contexts_by_type("pipeline_run"):
+      summaries[ctx.name] = _summary(store, ctx, with_metrics)
+  for run_id, record in records.items():
+    summary = summaries.setdefault(run_id, RunSummary(run_id, record.started, []))
+    _apply_record(summary, record)
+  return sorted(summaries.values(), key=lambda r: r.started)
+
+
+def get_run(metadata_path: str, run_id: str, with_metrics: bool = True,
+            runs_dir: Optional[str] = None) -> Optional[RunSummary]:
+  """One run by id, or None."""
+  return next((r for r in list_runs(metadata_path, with_metrics, runs_dir)
+               if r.run_id == run_id), None)
 
 
 def _yes_no(v: Optional[bool]) -> str:
   return "-" if v is None else ("yes" if v else "no")
 
 
+_HEADS = (("interest_skip", "auc"), ("interest_like", "auc"), ("subscription", "auc"),
+          ("interest_completion", "root_mean_squared_error"),
+          ("exposure", "mean_absolute_error"))
+_SHORT = {"root_mean_squared_error": "rmse", "mean_absolute_error": "mae"}
+
+
 def format_runs(runs: List[RunSummary]) -> str:
-  """A table: one row per run, with the overall metric per head."""
-  heads = [("interest_skip", "auc"), ("interest_like", "auc"), ("subscription", "auc"),
-           ("interest_completion", "root_mean_squared_error"),
-           ("exposure", "mean_absolute_error")]
+  """A table (one row per run, the overall metric per head), then for every run that
+  was not blessed, failed or was abandoned, why."""
   header = ["run", "state", "secs", "blessed", "infra", "pushed"] + [
-      f"{o.replace('interest_', '')}:{m.replace('root_mean_squared_error', 'rmse').replace('mean_absolute_error', 'mae')}"
-      for o, m in heads]
+      f"{o.replace('interest_', '')}:{_SHORT.get(m, m)}" for o, m in _HEADS]
   rows = []
   for r in runs:
     row = [r.run_id, r.state, f"{sum(c.seconds for c in r.components):.0f}",
            _yes_no(r.blessed), _yes_no(r.infra_blessed), _yes_no(r.pushed)]
-    for o, m in heads:
+    for o, m in _HEADS:
       v = r.metrics.get((o, "overall", m))
       row.append("-" if v is None else f"{v:.4f}")
     rows.append(row)
-  return _table(header, rows)
+  notes = [line for r in runs for line in explain(r)]
+  return _table(header, rows) + ("\n\n" + "\n".join(notes) if notes else "")
+
+
+def explain(run: RunSummary) -> List[str]:
+  """Lines on why a run was not blessed, failed or was abandoned ([] otherwise)."""
+  out = []
+  if run.state == ABANDONED:
+    running = [c.node for c in run.components if c.state == "RUNNING"]
+    at = f" during {', '.join(running)}" if running else ""
+    out.append(f"{run.run_id} ABANDONED{at}: its runner ({run.runner_desc}) is gone")
+  elif run.state == FAILED:
+    failed = [c.node for c in run.components if c.state == "FAILED"]
+    why = run.error or f"{', '.join(failed) or 'a component'} failed"
+    log = f" (log: {run.log_path})" if run.log_path else ""
+    out.append(f"{run.run_id} FAILED: {why}{log}")
+  if run.blessed is False:
+    out.append(f"{run.run_id} not blessed:")
+    out.extend(f"  {line}" for line in run.blessing_failures or
+               ["(the Evaluator wrote no threshold failures)"])
+  return out
 
 
 def format_slices(run: RunSummary) -> str:
