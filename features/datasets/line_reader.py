@@ -4,13 +4,14 @@ Owns turning a file's bytes into a frame of its well-formed lines plus the list 
 malformed lines, each with its 1-based line number and a reason, so that one bad line
 costs one line and never the file. A line is malformed when it does not decode in the
 file's encoding, holds a NUL or a carriage return before its end, has an unbalanced
-quote (quoted formats), or has the wrong number of fields. The checks run with numpy
-over the whole buffer (line bounds, separators outside quotes, control bytes), one
-decode per chunk of lines finds encoding errors, and the well-formed lines are parsed
-in a single pass of pandas' C parser; only lines already known to be bad, or the lines
-of a chunk that failed to decode, are looked at one by one. A file whose header is
-missing, undecodable or lacks a required column cannot be split into good and bad
-lines: that raises ``ValueError`` and the caller rejects the file as a whole.
+quote or a quote inside a field (quoted formats), or has the wrong number of fields.
+The checks run with numpy over the whole buffer (line bounds, separators outside
+quotes, control bytes), one decode per chunk of lines finds encoding errors, and the
+well-formed lines are parsed in a single pass of pandas' C parser; only lines already
+known to be bad, or the lines of a chunk that failed to decode, are looked at one by
+one. A file whose header is missing, undecodable or lacks a required column cannot be
+split into good and bad lines: that raises ``ValueError`` and the caller rejects the
+file as a whole.
 
 Every value is read as text (null, i.e. NaN, for an empty field; nothing else is
 treated as missing); adapters convert and check values themselves.
@@ -127,39 +128,53 @@ def _split_header(text: str, fmt: Format) -> List[str]:
   return next(csv.reader([text], delimiter=fmt.sep, quoting=quoting))
 
 
+def _first_column(lf: LineFile, pos: np.ndarray) -> np.ndarray:
+  """Per line, the 1-based column of the first of the offsets ``pos`` on it, or 0."""
+  line = lf.line_of(pos)
+  first = np.zeros(len(lf), dtype=np.int64)
+  # Reversed so that the first offset on a line is written last.
+  first[line[::-1]] = (pos - lf.starts[line] + 1)[::-1]
+  return first
+
+
 def _field_counts(lf: LineFile, fmt: Format):
-  """Fields per line, an unbalanced-quote flag per line, and the field separators.
+  """Fields per line, quoting problems per line, and the field separators.
+
+  A quote (quoted formats) must open or close a field or be doubled inside one; the
+  C parser reads any other quote as text, which would make its field count differ.
 
   Returns:
-    (fields, unbalanced, seps, seps_line): separators inside quotes are not counted
-    (quoted formats); ``seps`` are the offsets of the others, ``seps_line`` their lines.
+    (fields, unbalanced, stray, seps, seps_line): ``unbalanced`` flags lines with an
+    odd number of quotes, ``stray`` is the column of a line's first misplaced quote
+    (0: none); separators inside quotes are not counted, ``seps`` are the offsets of
+    the others and ``seps_line`` their lines.
   """
   n = len(lf)
   seps = np.flatnonzero(lf.buf == ord(fmt.sep))
   seps_line = lf.line_of(seps)
   unbalanced = np.zeros(n, dtype=bool)
-  if fmt.quoted:
-    quotes = np.flatnonzero(lf.buf == _QUOTE)
-    if len(quotes):
-      unbalanced = np.bincount(lf.line_of(quotes), minlength=n) % 2 == 1
-      # A separator is inside quotes when an odd number of quotes precede it on its line.
-      before = (np.searchsorted(quotes, seps)
-                - np.searchsorted(quotes, lf.starts[seps_line]))
-      outside = before % 2 == 0
-      seps, seps_line = seps[outside], seps_line[outside]
-  return np.bincount(seps_line, minlength=n) + 1, unbalanced, seps, seps_line
+  stray = np.zeros(n, dtype=np.int64)
+  quotes = np.flatnonzero(lf.buf == _QUOTE) if fmt.quoted else np.zeros(0, dtype=np.int64)
+  if len(quotes):
+    q_line = lf.line_of(quotes)
+    unbalanced = np.bincount(q_line, minlength=n) % 2 == 1
+    last = len(lf.buf) - 1
+    prev = lf.buf[np.maximum(quotes - 1, 0)]
+    after = lf.buf[np.minimum(quotes + 1, last)]
+    boundary = ((quotes == lf.starts[q_line]) | (quotes + 1 == lf.ends[q_line])
+                | np.isin(prev, (ord(fmt.sep), _QUOTE)) | np.isin(after, (ord(fmt.sep), _QUOTE)))
+    stray = _first_column(lf, quotes[~boundary])
+    # A separator is inside quotes when an odd number of quotes precede it on its line.
+    before = np.searchsorted(quotes, seps) - np.searchsorted(quotes, lf.starts[seps_line])
+    outside = before % 2 == 0
+    seps, seps_line = seps[outside], seps_line[outside]
+  return np.bincount(seps_line, minlength=n) + 1, unbalanced, stray, seps, seps_line
 
 
 def _control_bytes(lf: LineFile) -> np.ndarray:
   """Per line, the column (1-based) of its first NUL or inner CR, or 0."""
   pos = np.flatnonzero((lf.buf == _NUL) | (lf.buf == _CR))
-  line = lf.line_of(pos)
-  inner = pos < lf.ends[line]      # a CR at ends[line] is the line ending
-  pos, line = pos[inner], line[inner]
-  first = np.zeros(len(lf), dtype=np.int64)
-  # Reversed so that the first occurrence on a line is written last.
-  first[line[::-1]] = (pos - lf.starts[line] + 1)[::-1]
-  return first
+  return _first_column(lf, pos[pos < lf.ends[lf.line_of(pos)]])   # a CR at the end ends it
 
 
 def _undecodable(lf: LineFile, candidates: np.ndarray) -> dict:
@@ -227,6 +242,25 @@ def _tail_lists(lf: LineFile, lines: np.ndarray, stops: np.ndarray, sep: str) ->
   return out
 
 
+def _reasons(lf: LineFile, fmt: Format, n_header: int, body: np.ndarray, fields: np.ndarray,
+             unbalanced: np.ndarray, stray: np.ndarray) -> dict:
+  """The malformed lines among ``body``: 0-based index -> reason (the most basic one)."""
+  if fmt.repeated_last:
+    wrong, want = fields[body] < n_header - 1, f"at least {n_header - 1}"
+  else:
+    wrong, want = fields[body] != n_header, str(n_header)
+  reasons = {int(i): f"expected {want} fields, saw {fields[i]}" for i in body[wrong]}
+  for index in body[stray[body] > 0]:
+    reasons[int(index)] = f"quote inside a field at column {stray[index]}"
+  for index in body[unbalanced[body]]:
+    reasons[int(index)] = "unbalanced quote"
+  control = _control_bytes(lf)
+  for index in body[control[body] > 0]:
+    reasons[int(index)] = f"control byte (NUL or CR) at column {control[index]}"
+  reasons.update(_undecodable(lf, body))
+  return reasons
+
+
 def read(path: str, fmt: Format, required: Sequence[str] = ()) -> Parsed:
   """Reads ``path`` line-robustly: good lines parsed, bad lines listed with a reason.
 
@@ -257,22 +291,8 @@ def read(path: str, fmt: Format, required: Sequence[str] = ()) -> Parsed:
     raise ValueError(f"{path}: header lacks {missing}; found {header}")
   body = nonblank[1:]
 
-  fields, unbalanced, seps, seps_line = _field_counts(lf, fmt)
-  control = _control_bytes(lf)
-  undecodable = _undecodable(lf, body)
-  if fmt.repeated_last:
-    wrong = fields[body] < len(header) - 1
-    want = f"at least {len(header) - 1}"
-  else:
-    wrong = fields[body] != len(header)
-    want = str(len(header))
-  reasons = {int(i): f"expected {want} fields, saw {fields[i]}" for i in body[wrong]}
-  for index in body[unbalanced[body]]:
-    reasons[int(index)] = "unbalanced quote"
-  for index in body[control[body] > 0]:
-    reasons[int(index)] = f"control byte (NUL or CR) at column {control[index]}"
-  reasons.update(undecodable)   # the encoding error is the most basic one: it wins
-
+  fields, unbalanced, stray, seps, seps_line = _field_counts(lf, fmt)
+  reasons = _reasons(lf, fmt, len(header), body, fields, unbalanced, stray)
   keep = np.zeros(len(lf), dtype=bool)
   keep[body] = True
   bad_index = np.array(sorted(reasons), dtype=np.int64)

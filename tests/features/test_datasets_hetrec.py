@@ -2,12 +2,12 @@
 
 import functools
 import os
-import shutil
 
 import numpy as np
 import pytest
 
 from features.datasets import hetrec, registry, source_tables
+from melody_testing import fixture_copies
 
 
 @functools.lru_cache(maxsize=None)
@@ -125,13 +125,10 @@ _BAD_USER_ARTISTS = [
 
 
 def test_bad_lines_are_quarantined_whole_and_good_ones_kept(fixtures_dir, tmp_path):
-  folder = tmp_path / "hetrec"
-  shutil.copytree(_fixture(fixtures_dir), folder)
-  with open(folder / "user_artists.dat", "ab") as f:
-    f.write(b"".join(line + b"\r\n" for line in _BAD_USER_ARTISTS))
-  with open(folder / "artists.dat", "ab") as f:
-    f.write(b"4242\tNo Links\n")   # two of four fields
-  events, tracks, report = registry.load("hetrec", str(folder), max_bad_fraction=1.0)
+  folder = fixture_copies.copy_with_appended(_fixture(fixtures_dir), str(tmp_path / "h"), {
+      "user_artists.dat": b"".join(line + b"\r\n" for line in _BAD_USER_ARTISTS),
+      "artists.dat": b"4242\tNo Links\n"})   # two of four fields
+  events, tracks, report = registry.load("hetrec", folder, max_bad_fraction=1.0)
   assert len(events) == 201 and len(tracks) == 706
   last = events.iloc[-1]
   assert (last["user_id"], last["track_id"], last["plays"]) == (

@@ -2,13 +2,13 @@
 
 import functools
 import os
-import shutil
 
 import numpy as np
 import pytest
 
 from features import events as events_lib
 from features.datasets import jamendo, registry
+from melody_testing import fixture_copies
 
 
 @functools.lru_cache(maxsize=None)
@@ -106,14 +106,13 @@ _BAD_TAGGING = [
 
 
 def test_bad_lines_are_quarantined_whole_and_good_ones_kept(fixtures_dir, tmp_path):
-  folder = tmp_path / "jamendo"
-  shutil.copytree(_fixture(fixtures_dir), folder)
-  with open(folder / "autotagging-test.tsv", "ab") as f:
-    f.write(b"".join(line + b"\r\n" for line in _BAD_TAGGING))
-  with open(folder / "jamendo_stats.tsv", "ab") as f:
-    # an extra field, and stats of a track outside the catalogue (unused, not an error)
-    f.write(b"7259\t1\t2\t3\t4\t5\t6\t7.0\t8\t9\n123456789\t1\t10\t0\t0\t1\t0\t0.0\t0\n")
-  events, tracks, report = registry.load("jamendo", str(folder), max_bad_fraction=1.0)
+  # jamendo_stats.tsv: an extra field, and stats of a track outside the catalogue
+  # (unused, not an error).
+  folder = fixture_copies.copy_with_appended(_fixture(fixtures_dir), str(tmp_path / "j"), {
+      "autotagging-test.tsv": b"".join(line + b"\r\n" for line in _BAD_TAGGING),
+      "jamendo_stats.tsv": (b"7259\t1\t2\t3\t4\t5\t6\t7.0\t8\t9\n"
+                            b"123456789\t1\t10\t0\t0\t1\t0\t0.0\t0\n")})
+  events, tracks, report = registry.load("jamendo", folder, max_bad_fraction=1.0)
   assert len(events) == 0
   assert len(tracks) == 79 + 2
   assert tracks["track_id"].tolist()[-2:] == ["track_9000001", "track_9000007"]

@@ -25,6 +25,14 @@ def test_quoted_separators_and_doubled_quotes_are_one_field(tmp_path):
   assert _bad(parsed) == [(4, "unbalanced quote")]
 
 
+def test_a_quote_inside_an_unquoted_field_is_quarantined(tmp_path):
+  # The C parser reads such quotes as text; the vectorised count would not.
+  parsed = _read(tmp_path, b'a,b\nab"c,d"e\n"x"y,1\nx"",1\n')
+  assert _bad(parsed) == [(2, "quote inside a field at column 3"),
+                          (3, "quote inside a field at column 3")]
+  assert parsed.frame["a"].tolist() == ['x""']
+
+
 def test_quotes_are_text_when_the_format_is_not_quoted(tmp_path):
   parsed = _read(tmp_path, b'id\tname\n1686\t"Weird Al" Yankovic\n7\t"half\n', TSV)
   assert parsed.frame["name"].tolist() == ['"Weird Al" Yankovic', '"half']

@@ -12,15 +12,14 @@ from features import cli
 from features import events as events_lib
 from features.datasets import importer, quarantine, registry
 from melody_cli import main as melody
+from melody_testing import fixture_copies
 
 
 def _hetrec_copy(fixtures_dir, root, extra_rows=b""):
   """A copy of the HetRec excerpt under ``root/hetrec2011_lastfm_2k`` plus extra rows."""
-  folder = os.path.join(root, "hetrec2011_lastfm_2k")
-  shutil.copytree(os.path.join(fixtures_dir, "hetrec"), folder)
-  with open(os.path.join(folder, "user_artists.dat"), "ab") as f:
-    f.write(extra_rows)
-  return folder
+  return fixture_copies.copy_with_appended(os.path.join(fixtures_dir, "hetrec"),
+                                           os.path.join(root, "hetrec2011_lastfm_2k"),
+                                           {"user_artists.dat": extra_rows})
 
 
 # Three malformed user x artist rows (CRLF like the file): unreadable, zero and missing.
