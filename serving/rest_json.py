@@ -114,14 +114,7 @@ def _rows(instances, dtypes: Mapping[str, int], signature: str) -> Dict[str, np.
     if not _is_named(instance):
       raise JsonError(f"instances[{i}] is {_kind(instance)}, but instances[0] is an object "
                       "of named inputs; every instance must be one")
-    unknown = sorted(set(instance) - set(dtypes))
-    if unknown:
-      raise JsonError(f"instances[{i}] has unknown input(s) {unknown}; signature "
-                      f"'{signature}' takes {sorted(dtypes)}")
-    missing = sorted(set(dtypes) - set(instance))
-    if missing:
-      raise JsonError(f"instances[{i}] lacks input(s) {missing}; signature '{signature}' "
-                      f"takes {sorted(dtypes)}")
+    _check_names(instance, dtypes, f"instances[{i}]", signature, complete=True)
     for name in sorted(instance):
       value = to_array(instance[name], dtypes[name], f"instances[{i}]['{name}']")
       first = columns.setdefault(name, [value])[0]
@@ -138,12 +131,20 @@ def _columns(inputs, dtypes: Mapping[str, int], signature: str) -> Dict[str, np.
   if not _is_named(inputs):
     (name,) = _single_input(dtypes, signature, "'inputs' is a single value")
     return {name: to_array(inputs, dtypes[name], f"inputs (input '{name}')")}
-  unknown = sorted(set(inputs) - set(dtypes))
-  if unknown:
-    raise JsonError(f"inputs has unknown input(s) {unknown}; signature '{signature}' takes "
-                    f"{sorted(dtypes)}")
+  # Missing inputs are named by the dispatcher's check, as for gRPC.
+  _check_names(inputs, dtypes, "inputs", signature, complete=False)
   return {name: to_array(value, dtypes[name], f"inputs['{name}']")
           for name, value in sorted(inputs.items())}
+
+
+def _check_names(given, dtypes: Mapping[str, int], where: str, signature: str,
+                 complete: bool) -> None:
+  """Refuses input names the signature lacks (and, if ``complete``, missing ones)."""
+  for problem, names in (("has unknown", set(given) - set(dtypes)),
+                         ("lacks", set(dtypes) - set(given) if complete else ())):
+    if names:
+      raise JsonError(f"{where} {problem} input(s) {sorted(names)}; signature "
+                      f"'{signature}' takes {sorted(dtypes)}")
 
 
 def _single_input(dtypes: Mapping[str, int], signature: str, what: str) -> Sequence[str]:
