@@ -127,6 +127,18 @@ def test_graph_equals_reference_and_keeps_rules(cfg, rows):
   _assert_matches_reference(cfg, scores, promo, artists, valid, out)
 
 
+@settings(max_examples=25, deadline=None)
+@given(rows=st.lists(_row(), min_size=BATCH, max_size=BATCH), perm=st.permutations(range(BATCH)))
+def test_a_row_mixes_the_same_beside_any_rows(rows, perm):
+  """Rows are independent: permuting the batch permutes the answers, bit for bit."""
+  cfg = CONFIGS[0]
+  arrays = [np.array([row[k] for row in rows]) for k in range(4)]
+  before = _run(cfg, *arrays)
+  after = _run(cfg, *(a[list(perm)] for a in arrays))
+  for k, v in before.items():
+    np.testing.assert_array_equal(after[k], v[list(perm)], err_msg=k)
+
+
 @pytest.mark.parametrize("n", [80, 200, 1100])
 def test_graph_equals_reference_on_long_lists(n):
   rng = np.random.default_rng(n)
