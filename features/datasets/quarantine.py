@@ -139,9 +139,11 @@ class FileReport:
 
   @property
   def malformed_fraction(self) -> float:
+    """Malformed lines over data lines (0 for a file without data lines)."""
     return self.malformed / self.lines if self.lines else 0.0
 
   def to_dict(self) -> Dict[str, object]:
+    """JSON-ready form (used by import reports)."""
     return {"lines": self.lines, "malformed": self.malformed,
             "malformed_fraction": self.malformed_fraction,
             "quarantined_by_reason": dict(self.bad_by_reason)}

@@ -107,9 +107,11 @@ class LoadReport:
     return self.tables[table]
 
   def over_limit(self, max_bad_fraction: float):
+    """The ``FileReport`` s whose malformed fraction is above ``max_bad_fraction``."""
     return quarantine.over_limit(self.files, max_bad_fraction)
 
   def limit_message(self, max_bad_fraction: float) -> str:
+    """Each file over the limit with its counts, and where the quarantine is."""
     return quarantine.limit_message(self.over_limit(max_bad_fraction), max_bad_fraction,
                                     self.quarantine_path)
 
