@@ -50,7 +50,7 @@ def profile(paths: Dict[str, object], n: int = 500) -> List[Dict[str, object]]:
     listener = module._listener(x)  # pylint: disable=protected-access
     rows = module.catalog_rows.lookup(x["candidate_ids"])
     cands = {k: tf.gather(v, rows) for k, v in module.candidate_table.items()}
-    return module._score(listener["encoding"], cands)  # pylint: disable=protected-access
+    return module._score(listener["transformed"], cands)  # pylint: disable=protected-access
 
   def mixing_only(x):
     scores = tf.random.stateless_uniform(tf.shape(x["candidate_ids"]), [1, 2])
@@ -63,7 +63,8 @@ def profile(paths: Dict[str, object], n: int = 500) -> List[Dict[str, object]]:
   # pylint: disable=protected-access
   stages = [
       ("TFT layer (listener)", tft_layer),
-      ("+ listener encoder", lambda x: module._listener(x)["encoding"]),
+      ("+ listener encoder", lambda x: module.model.encode_listener(
+          module._listener(x)["transformed"], training=False)),
       ("+ candidate table + scorer", scored),
       ("mixing alone", mixing_only),
       ("full rank graph", module._rank)
