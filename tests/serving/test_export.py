@@ -1,7 +1,8 @@
 """Tests of serving.export and serving.warmup: versions, warmup records, server configs,
 ``saved_model_cli`` and reload equality.
 
-One small world and two exported versions per module (``bench.serving.prepare_world``).
+Version 1 is the session's export of the tiny ranker (``ranker_export`` in conftest.py:
+N_max 200, 14 warmup records); version 2, exported here, adds an intent module.
 """
 
 import os
@@ -11,7 +12,6 @@ import sys
 import numpy as np
 import pytest
 
-from bench import serving as bench_serving
 from serving import export
 from serving import catalog as catalog_lib
 from serving import model_config
@@ -42,18 +42,13 @@ class TextLengthIntent(tf.Module):
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-  paths = bench_serving.prepare_world(str(tmp_path_factory.getbasetemp() / "serving_world"))
-  model = bench_serving.build_model()
-  root = tmp_path_factory.mktemp("export")
-  base = str(root / "models" / "melody")
-  v1 = export.export_serving_model(model, paths["tft"], paths["tracks"], base, n_max=200,
-                                   num_warmup_records=14)
+def exported(ranker_export):
+  paths, model, base = ranker_export["paths"], ranker_export["model"], ranker_export["base"]
   # Version 2 carries an intent module: the hook adds a signature and an input.
   intent = TextLengthIntent(len(catalog_lib.Catalog.from_tracks(paths["tracks"])))
   v2 = export.export_serving_model(model, paths["tft"], paths["tracks"], base, n_max=200,
                                    num_warmup_records=9, intent=intent)
-  return {"paths": paths, "model": model, "base": base, "v1": v1, "v2": v2,
+  return {"paths": paths, "model": model, "base": base, "v1": ranker_export["v1"], "v2": v2,
           "parsed": warmup.parse_examples(warmup.read_examples(paths["examples"], 100))}
 
 

@@ -1,11 +1,9 @@
 """Warmup covers every signature: the records ``serving.warmup`` builds, and the server
-replaying them so that the first live call of each signature builds no function.
-
-Whether a call built a runtime function is read from TensorFlow's run metadata: while it
-is enabled, every function instantiated (graph optimized, kernels created) adds a
-``function_graphs`` entry, and a function already instantiated adds none.
+replaying them so that the first live call of each signature builds no function
+(``melody_testing.function_probe`` counts the functions a call instantiates).
 """
 
+import functools
 import os
 import shutil
 
@@ -13,6 +11,7 @@ import numpy as np
 import pytest
 
 from features import example_io
+from melody_testing import function_probe
 from melody_testing import toy_events
 from melody_testing import toy_saved_model
 from serving import client
@@ -21,8 +20,6 @@ from serving import request_schema
 from serving import server as server_lib
 from serving import tensors
 from serving import warmup
-
-from tensorflow.python.eager import context as eager_context  # pylint: disable=g-bad-import-order
 
 RANK = tuple(request_schema.rank_input_spec())
 # The signatures Melody exports with an intent module, by their input names.
@@ -40,17 +37,6 @@ TOY_INPUTS = {
     "ragged": {"v": np.ones((2, 3), np.float32)},
     "explode": {"flag": np.zeros(2, np.int32)},
 }
-
-
-def functions_built_by(call) -> int:
-  """How many runtime functions TensorFlow instantiated while ``call()`` ran."""
-  eager_context.export_run_metadata()  # Drops anything collected before.
-  eager_context.enable_run_metadata()
-  try:
-    call()
-  finally:
-    eager_context.disable_run_metadata()
-  return len(eager_context.export_run_metadata().function_graphs)
 
 
 @pytest.fixture(scope="module")
@@ -118,8 +104,9 @@ def test_the_first_call_of_every_signature_after_load_builds_no_function(tmp_pat
       client.ModelClient(server.target, timeout=60) as c:
     assert server.registry.get_sample_value("melody_serving_warmup_requests_total",
                                             {"model": "warm"}) == 2 * len(TOY_INPUTS)
+    built = function_probe.functions_built_by
     for name, inputs in TOY_INPUTS.items():
-      assert functions_built_by(lambda: c.predict("warm", name, inputs)) == 0, name
+      assert built(functools.partial(c.predict, "warm", name, inputs)) == 0, name
     # The probe sees a cold signature: the version without warmup builds on first call.
-    assert functions_built_by(lambda: c.predict("cold", "tag", TOY_INPUTS["tag"])) >= 1
-    assert functions_built_by(lambda: c.predict("cold", "tag", TOY_INPUTS["tag"])) == 0
+    assert built(lambda: c.predict("cold", "tag", TOY_INPUTS["tag"])) >= 1
+    assert built(lambda: c.predict("cold", "tag", TOY_INPUTS["tag"])) == 0
