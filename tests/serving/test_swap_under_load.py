@@ -76,6 +76,7 @@ class _Caller(threading.Thread):
     self.target, self.stop = target, stop
     self.plan = list(requests.items())[offset:] + list(requests.items())[:offset]
     self.answers, self.failures = [], []   # (time, signature, version) / (time, error)
+    self.slowest = 0.0   # Longest answered call, in seconds.
 
   def run(self):
     with client.ModelClient(self.target, timeout=DEADLINE_SECONDS) as c:
@@ -83,9 +84,11 @@ class _Caller(threading.Thread):
       while not self.stop.is_set():
         name, inputs = self.plan[i % len(self.plan)]
         i += 1
+        start = time.monotonic()
         try:
           _, version = c.predict_full("melody", name, inputs)
           self.answers.append((time.monotonic(), name, version))
+          self.slowest = max(self.slowest, time.monotonic() - start)
         except grpc.RpcError as e:
           self.failures.append((time.monotonic(), f"{name}: {e.code()}: {e.details()}"))
 
@@ -151,7 +154,8 @@ def test_a_version_published_under_load_swaps_in_without_a_failed_request(served
   print(f"\nswap under load: {len(answers)} answered, {len(failures)} failed, "
         f"{len(watcher.answered)} status calls ({len(watcher.failures)} failed); new version "
         f"answered {first_new - published:.1f} s after publishing (load + warmup "
-        f"{load_and_warmup:.1f} s, poll period {POLL_SECONDS} s)")
+        f"{load_and_warmup:.1f} s, poll period {POLL_SECONDS} s); slowest answer "
+        f"{max(c.slowest for c in callers):.2f} s")
   assert failures == []
   assert watcher.failures == []
   # Status answered while the new version was loading, not only before and after.
