@@ -53,7 +53,7 @@ def register(subparsers) -> None:
   parser.add_argument("--tracks", type=int, default=5000, help="catalog size")
   parser.add_argument("--grid-step", type=float, default=0.25,
                       help="alpha/beta/gamma simplex grid step")
-  parser.add_argument("--floor", type=float, default=0.75, help="completion-rate floor")
+  parser.add_argument("--floor", type=float, default=0.545, help="completion-rate floor")
   parser.add_argument("--ope-logs", type=int, default=20_000, help="logged OPE slates")
   parser.add_argument("--ope-truth", type=int, default=100_000,
                       help="fresh slates per target policy for the OPE ground truth")
