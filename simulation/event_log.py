@@ -126,8 +126,8 @@ class EventLog:
     s_begin = np.cumsum(s_len) - s_len
     e_sess = np.repeat(np.arange(S), s_len)
     return _Sessions(users=users, s_user=s_user, s_offset=s_off, s_activity=s_act,
-                     s_surface=s_surf, s_style=s_style, s_shuffle=s_shuffle, s_len=s_len, s_begin=s_begin,
-                     e_sess=e_sess, e_pos=np.arange(E) - s_begin[e_sess],
+                     s_surface=s_surf, s_style=s_style, s_shuffle=s_shuffle, s_len=s_len,
+                     s_begin=s_begin, e_sess=e_sess, e_pos=np.arange(E) - s_begin[e_sess],
                      e_user=s_user[e_sess], e_activity=s_act[e_sess])
 
   def _log_tracks(self, L: Listeners, sess: _Sessions, u: np.ndarray,

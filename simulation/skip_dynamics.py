@@ -13,16 +13,16 @@ where ``z_eff`` is the interest utility (``simulation.response_model``, drift
 included), ``h_j`` the fading memory of the session's last skip
 (``h_{j+1} = max(momentum_decay * h_j, skip_j)``: a skip raises the next play's skip
 probability by ``momentum_gain`` on the logit, the one after by ``momentum_decay``
-times that, and so on; consecutive skips renew the memory rather than pile it up) and ``offset`` the context: the
-surface, the activity and shuffle (:func:`context_offset`). A session in the
-skip-through mode ends after a skipped play with probability ``skip_through_quit``
-(the listener gives up), so the rest of its planned plays never happen. Every play then gets a skip
-profile (``SKIP_PROFILES``, the Music Streaming Sessions Dataset's skip_1 / skip_2 /
-skip_3 / not_skipped): an early skip is very brief (first 5 s) with probability
-``sigmoid(very_brief_bias - z_eff + very_brief_mode[mode])``, else brief (5-30 s); an
-unskipped play is a full listen with ``sigmoid(full_listen_bias + z_eff
-- mode_bias[mode] / 2)``, else most of the track. Everything is vectorized over the
-sessions that advance together (:func:`step`).
+times that, and so on; consecutive skips renew the memory rather than pile it up) and
+``offset`` the context: the surface, the activity and shuffle (:func:`context_offset`).
+A session in the skip-through mode ends after a skipped play with probability
+``skip_through_quit`` (the listener gives up), so the rest of its planned plays never
+happen. Every play then gets a skip profile (``SKIP_PROFILES``, the Music Streaming
+Sessions Dataset's skip_1 / skip_2 / skip_3 / not_skipped): an early skip is very brief
+(first 5 s) with probability ``sigmoid(very_brief_bias - z_eff + very_brief_mode[mode])``,
+else brief (5-30 s); an unskipped play is a full listen with ``sigmoid(full_listen_bias
++ z_eff - mode_bias[mode] / 2)``, else most of the track. Everything is vectorized over
+the sessions that advance together (:func:`step`).
 """
 
 import dataclasses

@@ -235,7 +235,7 @@ def test_saved_model_policy_on_a_real_export(tmp_path_factory):
   paths = bench_serving.prepare_world(str(root / "world"))
   version = export.export_serving_model(bench_serving.build_model(), paths["tft"],
                                         paths["tracks"], str(root / "models" / "melody"),
-                                        n_max=64, num_warmup_records=2)
+                                        n_max=64, num_warmup_records=8)
   world = World(WorldConfig(n_tracks=300), seed=bench_serving.SEED)
   cfg = rollout_lib.RolloutConfig(users=80, days=2, seed=4, chunk_users=80)
   res = rollout_lib.rollout(world, saved_model_policy.SavedModelPolicy(version), cfg)
