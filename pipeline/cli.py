@@ -12,7 +12,8 @@ def _train(args):
 def _local_config(args):
   from pipeline import configs
   overrides = {"train_steps": args.steps, "model_config": args.config,
-               "with_intent": args.with_intent, "intent_steps": args.intent_steps}
+               "with_intent": args.with_intent, "intent_steps": args.intent_steps,
+               "enable_cache": args.cache}
   if args.beam_mode:
     overrides["beam_args"] = configs.direct_beam_args(args.beam_mode)
   if args.infer_schema:
@@ -117,6 +118,9 @@ def register(subparsers) -> None:
                  help="contrastive fine-tuning steps of the intent model")
   p.add_argument("--infer-schema", action="store_true",
                  help="infer the schema with SchemaGen instead (first run on new data)")
+  p.add_argument("--cache", action="store_true",
+                 help="reuse outputs of components whose inputs and settings are unchanged "
+                      "(e.g. statistics and Transform when only --steps changes)")
   p.add_argument("--beam-mode", default=None,
                  choices=["in_memory", "multi_threading", "multi_processing"],
                  help="DirectRunner mode (default in_memory; multi_processing for large data)")

@@ -40,6 +40,9 @@ class PipelineConfig:
       compose it into the ranker's serving SavedModel (``intent_candidates`` and text
       requests in ``recommend``).
     beam_args: Beam pipeline options for every Beam-using component.
+    enable_cache: reuse a component's earlier outputs when its inputs and parameters
+      are unchanged (TFX caching), e.g. statistics and Transform when only training
+      settings change.
   """
   data_root: str
   pipeline_root: str
@@ -58,6 +61,7 @@ class PipelineConfig:
   subscription_auc_floor: Optional[float] = None
   with_intent: bool = False
   intent_steps: int = 300
+  enable_cache: bool = False
 
   def __post_init__(self):
     for name in ("train_steps", "eval_steps", "batch_size"):

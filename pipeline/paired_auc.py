@@ -16,8 +16,7 @@ and this computation on a first run). AUCs here are exact (Mann-Whitney, ties co
 one half) and weighted by the label weight, as TFMA's ``AUC`` is.
 """
 
-import dataclasses
-from typing import Iterable, List, NamedTuple, Optional
+from typing import Iterable, List, NamedTuple, Optional, Tuple
 
 import apache_beam as beam
 import numpy as np
@@ -113,21 +112,39 @@ def bootstrap_auc_change(labels, weights, candidate, baseline, replicas: int = 2
   return AucChange(auc_c, auc_b, auc_c - auc_b, upper, int(labels.size))
 
 
-@dataclasses.dataclass
 class _Pairs:
-  """Per-example label, weight and both models' predictions of one slice."""
-  labels: List[np.ndarray] = dataclasses.field(default_factory=list)
-  weights: List[np.ndarray] = dataclasses.field(default_factory=list)
-  candidate: List[np.ndarray] = dataclasses.field(default_factory=list)
-  baseline: List[np.ndarray] = dataclasses.field(default_factory=list)
+  """Per-example (label, weight, candidate, baseline) rows of one slice.
+
+  Rows arrive one example at a time; they are kept as small Python lists and packed
+  into float64 blocks every ``_BLOCK`` rows, so a large eval split costs 32 bytes per
+  example rather than four Python objects.
+  """
+
+  _BLOCK = 4096
+
+  def __init__(self):
+    self.blocks: List[np.ndarray] = []
+    self.pending: List[Tuple[float, float, float, float]] = []
+
+  def add(self, rows) -> None:
+    self.pending.extend(rows)
+    if len(self.pending) >= self._BLOCK:
+      self.compact()
+
+  def compact(self) -> None:
+    if self.pending:
+      self.blocks.append(np.asarray(self.pending, np.float64).reshape(-1, 4))
+      self.pending = []
 
   def extend(self, other: "_Pairs") -> None:
-    for field in ("labels", "weights", "candidate", "baseline"):
-      getattr(self, field).extend(getattr(other, field))
+    self.compact()
+    other.compact()
+    self.blocks.extend(other.blocks)
 
-  def arrays(self):
-    return [np.concatenate(getattr(self, f)) if getattr(self, f) else np.zeros(0)
-            for f in ("labels", "weights", "candidate", "baseline")]
+  def arrays(self) -> List[np.ndarray]:
+    self.compact()
+    rows = np.concatenate(self.blocks) if self.blocks else np.zeros((0, 4))
+    return [rows[:, i] for i in range(4)]
 
 
 class _PairedAucCombiner(beam.CombineFn):
@@ -155,11 +172,10 @@ class _PairedAucCombiner(beam.CombineFn):
     label, cand, weight = self._values(element, self._key.model_name)
     _, base, _ = self._values(element, self._baseline)
     label = np.asarray(label, np.float64).ravel()
-    accumulator.labels.append(label)
-    accumulator.weights.append(np.broadcast_to(
-        np.asarray(weight, np.float64).ravel(), label.shape).copy())
-    accumulator.candidate.append(np.asarray(cand, np.float64).ravel())
-    accumulator.baseline.append(np.asarray(base, np.float64).ravel())
+    weight = np.broadcast_to(np.asarray(weight, np.float64).ravel(), label.shape)
+    accumulator.add(zip(label.tolist(), weight.tolist(),
+                        np.asarray(cand, np.float64).ravel().tolist(),
+                        np.asarray(base, np.float64).ravel().tolist()))
     return accumulator
 
   def merge_accumulators(self, accumulators: Iterable[_Pairs]) -> _Pairs:
@@ -168,6 +184,10 @@ class _PairedAucCombiner(beam.CombineFn):
     for other in accumulators:
       result.extend(other)
     return result
+
+  def compact(self, accumulator: _Pairs) -> _Pairs:
+    accumulator.compact()
+    return accumulator
 
   def extract_output(self, accumulator: _Pairs):
     change = bootstrap_auc_change(*accumulator.arrays(), replicas=self._replicas,

@@ -123,6 +123,6 @@ def create_pipeline(config: configs.PipelineConfig,
       pipeline_name=configs.PIPELINE_NAME,
       pipeline_root=config.pipeline_root,
       components=components,
-      enable_cache=False,
+      enable_cache=config.enable_cache,
       metadata_connection_config=metadata_connection_config,
       beam_pipeline_args=list(config.beam_args))

@@ -175,3 +175,18 @@ def test_a_floor_failure_names_the_value_and_the_floor(evaluation):
   assert text == (f"interest_skip auc (overall): candidate {cand:.4f}, "
                   f"baseline {base:.4f}; fails >= 0.5500")
   assert os.path.isdir(out)
+
+
+def test_pairs_pack_rows_in_blocks_and_merge_in_any_split():
+  rows = [(float(i % 2), 1.0, i / 10_000, (i * 7 % 10_000) / 10_000) for i in range(10_000)]
+  whole = paired_auc._Pairs()  # pylint: disable=protected-access
+  for row in rows:
+    whole.add([row])
+  assert len(whole.blocks) == 2 and len(whole.pending) == 10_000 - 2 * 4096
+  first, second = paired_auc._Pairs(), paired_auc._Pairs()  # pylint: disable=protected-access
+  first.add(rows[:3000])
+  second.add(rows[3000:])
+  first.extend(second)
+  for a, b in zip(first.arrays(), whole.arrays()):
+    np.testing.assert_array_equal(a, b)
+  assert [a.tolist() for a in whole.arrays()] == [list(c) for c in zip(*rows)]
