@@ -16,8 +16,9 @@ from features import feature_spec
 
 MIXTURES = ("mmoe", "ple", "shared_bottom")
 FFN_ACTIVATIONS = ("relu", "gelu")
-# Precision of the Transformer blocks' matmuls in training steps (inference is float32).
-TRAIN_PRECISIONS = ("float32", "mixed_bfloat16")
+# Precision of the Transformer blocks' matmuls in training steps (inference is float32);
+# "auto" is resolved by ranking.hardware when the blocks are built.
+TRAIN_PRECISIONS = ("auto", "float32", "mixed_bfloat16")
 DYNAMIC_WEIGHTING = ("none", "uncertainty")
 
 
@@ -56,8 +57,11 @@ class ModelConfig:
       ``S_int = w_c * p_complete + w_l * p_like - w_s * p_skip``.
     train_precision: "mixed_bfloat16" (the history and session Transformer blocks
       compute in bfloat16 in training steps, with float32 weights, LayerNorms, residual
-      stream and everything outside the blocks) or "float32". Inference (evaluation,
-      export, serving) is float32 either way.
+      stream and everything outside the blocks), "float32", or "auto" (the default):
+      "mixed_bfloat16" where the hardware has native bfloat16 (a CPU with AVX512-BF16 or
+      AMX, or a GPU of compute capability >= 8.0), "float32" elsewhere, decided when the
+      model is built (``ranking.hardware.resolve_train_precision``) and kept as "auto" in
+      the config. Inference (evaluation, export, serving) is float32 either way.
   """
   d_model: int = 64
   num_layers: int = 2
@@ -78,7 +82,7 @@ class ModelConfig:
   tower_units: Tuple[int, ...] = (64,)
   tasks: Tuple[str, ...] = tuple(feature_spec.TASKS)
   interest_weights: Tuple[float, float, float] = (0.5, 0.3, 0.2)
-  train_precision: str = "mixed_bfloat16"
+  train_precision: str = "auto"
 
   def __post_init__(self):
     for name in ("d_model", "num_layers", "num_heads", "ff_mult", "history_len",

@@ -11,6 +11,7 @@ from typing import Dict, Optional
 import tensorflow as tf
 
 from ranking import config as config_lib
+from ranking import hardware
 
 
 def _check_precision(train_precision: str) -> None:
@@ -151,7 +152,9 @@ class TransformerBlock(tf.keras.layers.Layer):
       the attention and the feed-forward run in bfloat16 (float32 weights, LayerNorms
       and residual stream); inference calls are float32 either way, so serving scores
       do not depend on it. On CPUs with AVX512-BF16 training steps run faster (the
-      ratio is in docs/benchmarks.md).
+      ratio is in docs/benchmarks.md), on AVX2-only CPUs slower. "auto" picks one of
+      the two for this host's hardware when the layer is constructed
+      (:func:`ranking.hardware.resolve_train_precision`); the config keeps "auto".
 
   Input shapes: ``x [B, L, dim]``, ``mask [B, L]`` bool (True = real step).
   Output shape: ``[B, L, dim]``.
@@ -177,6 +180,8 @@ class TransformerBlock(tf.keras.layers.Layer):
     self.dropout = dropout
     self.activation = activation
     self.train_precision = train_precision
+    self.trains_in_bfloat16 = (
+        hardware.resolve_train_precision(train_precision) == "mixed_bfloat16")
     self.head_dim = dim // num_heads
     self.ln_attention = tf.keras.layers.LayerNormalization(epsilon=1e-6, name="ln_attention")
     # Plain projections + one 4-D transpose each: cheaper forward + backward on CPU than
@@ -226,7 +231,7 @@ class TransformerBlock(tf.keras.layers.Layer):
     return project(self.attention_output, tf.reshape(out, [batch, length, self.dim]))
 
   def call(self, x, mask, training: Optional[bool] = None):
-    if training and self.train_precision == "mixed_bfloat16":
+    if training and self.trains_in_bfloat16:
       low = lambda t: tf.cast(t, tf.bfloat16)   # noqa: E731
       project = _project
     else:

@@ -16,6 +16,7 @@ def test_defaults_follow_the_issue_and_feature_spec():
   assert c.tasks == tuple(feature_spec.TASKS)
   assert c.labels == feature_spec.LABEL_KEYS
   assert not c.single_task
+  assert c.train_precision == "auto"   # resolved per host by ranking.hardware
   assert config_lib.TrainConfig().batch_size == 512
 
 
@@ -69,6 +70,9 @@ def test_config_names():
 def test_dict_round_trips():
   c = config_lib.ModelConfig(mixture="ple", expert_units=(32, 16), tasks=("interest",))
   assert config_lib.ModelConfig.from_dict(c.to_dict()) == c
+  for precision in config_lib.TRAIN_PRECISIONS:
+    d = config_lib.ModelConfig(train_precision=precision).to_dict()
+    assert config_lib.ModelConfig.from_dict(d).train_precision == precision
   t = config_lib.TrainConfig(task_weights={"interest": 2.0, "exposure": 1.0},
                              completion_floor=0.4, interest_only_steps=10)
   assert config_lib.TrainConfig.from_dict(t.to_dict()) == t
