@@ -5,7 +5,8 @@ Before TFX starts, the input shards are checked (``pipeline.shard_check``) so th
 broken shard is named at once. Each run gets an id up front and a directory
 ``WORKDIR/runs/<run id>/`` with the runner's record (``pipeline.run_record``: process,
 start, end, one-line error) and ``pipeline.log``, which receives the Python log records
-of every component during the run and the full traceback of a failure. Progress per
+of the run (INFO and up; TFX's Beam executors may turn absl's INFO off part way) and the
+full traceback of a failure. Progress per
 component is printed while the run goes (polling ML Metadata from the main thread); a
 failure raises :class:`pipeline.run_errors.PipelineRunError` with the one-line cause.
 """

@@ -39,7 +39,8 @@ class AucChange(NamedTuple):
 def _groups(predictions: np.ndarray):
   """Tie groups in ascending prediction order: (group id per example, group count)."""
   _, inverse = np.unique(predictions, return_inverse=True)
-  return inverse.ravel(), int(inverse.max()) + 1 if inverse.size else 0
+  inverse = inverse.ravel()
+  return inverse, (int(inverse.max()) + 1 if inverse.size else 0)
 
 
 def _grouped_auc(group: np.ndarray, n_groups: int, pos_w: np.ndarray,

@@ -2,10 +2,11 @@
 
 A component failure surfaces as the exception of whatever library failed, often
 wrapped by Beam and TFX and preceded by a long traceback. :func:`describe` keeps the
-root cause's first line, prefixed by the component that failed (or by "input data"
-when the shard check stopped the run before TFX started), and points to the run's log
-file, which holds the full traceback. :meth:`PipelineRunError.report` is what the CLI
-prints: the one-line cause first and last, the details and the log path between.
+root cause's first line, prefixed by the component that failed (or the shard check's
+message, which names the shard, when that check stopped the run before TFX started),
+and points to the run's log file, which holds the full traceback.
+:meth:`PipelineRunError.report` is what the CLI prints: the one-line cause first and
+last, the details and the log path between.
 """
 
 from typing import List, Sequence
@@ -68,7 +69,7 @@ def describe(exc: BaseException, node: str, log_path: str) -> PipelineRunError:
   causes = chain(exc)
   data_problem = next((e for e in causes if isinstance(e, shard_check.ShardError)), None)
   if data_problem is not None:
-    return PipelineRunError(f"input data: {data_problem}", [], log_path)
+    return PipelineRunError(str(data_problem), [], log_path)
   root = causes[-1]
   lines = _lines(root)
   where = f" in {node}" if node else ""

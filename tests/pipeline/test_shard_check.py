@@ -108,7 +108,7 @@ def test_cli_puts_the_cause_first_and_last_and_the_traceback_in_the_run_log(
   workdir = tmp_path / "work"
   assert cli.main(["pipeline", "run", "--data", str(data), "--workdir", str(workdir)]) == 1
   err = capsys.readouterr().err.strip().splitlines()
-  cause = (f"error: input data: input shard {_TRAIN}: record 0: feature 'context_hour': "
+  cause = (f"error: input shard {_TRAIN}: record 0: feature 'context_hour': "
            "expected int64 values (int64_list), found float values (float_list)")
   assert err[0] == cause and err[-1] == cause
   (log_line,) = [line for line in err if "full traceback in" in line]
