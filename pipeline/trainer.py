@@ -135,6 +135,21 @@ class Progress(tf.keras.callbacks.Callback):
            f"{self.examples_per_s:,.0f} examples/s  ETA {eta:,.0f}s")
 
 
+class StopAfterSteps(tf.keras.callbacks.Callback):
+  """Ends ``fit`` after ``steps`` training batches, mid-epoch if need be (Keras still
+  runs the epoch-end callbacks of the shortened epoch)."""
+
+  def __init__(self, steps: int):
+    super().__init__()
+    self.steps = steps
+    self.step = 0
+
+  def on_train_batch_end(self, batch, logs=None):
+    self.step += 1
+    if self.step >= self.steps:
+      self.model.stop_training = True
+
+
 class ScalarLogger(tf.keras.callbacks.Callback):
   """Writes training scalars as TensorBoard event files every ``every`` steps.
 
@@ -199,13 +214,15 @@ def train(model: model_lib.RankingModel, train_ds: tf.data.Dataset,
   progress = Progress(train_steps, batch_size, log_every)
   epochs = max(1, min(10, train_steps // max(log_every, 1)))
   steps_per_epoch = train_steps // epochs
-  epochs = train_steps // steps_per_epoch   # whole epochs; a remainder is dropped below
+  # Keras epochs all have the same length, so a remainder runs as one more epoch that
+  # StopAfterSteps ends early: exactly train_steps optimizer steps, a checkpoint per epoch.
+  epochs = -(-train_steps // steps_per_epoch)
   callbacks = [
       progress,
       ScalarLogger(os.path.join(run_dir, "logs"), every=log_every),
       tf.keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: manager.save()),
+      StopAfterSteps(train_steps),
   ]
-  progress.total_steps = epochs * steps_per_epoch
   history = model.fit(train_ds, epochs=epochs, steps_per_epoch=steps_per_epoch,
                       callbacks=callbacks, verbose=0)
   result = {k: float(v[-1]) for k, v in history.history.items()}
@@ -214,7 +231,7 @@ def train(model: model_lib.RankingModel, train_ds: tf.data.Dataset,
                         callbacks=[callbacks[1]])
     result.update({f"eval_{k}": float(v) for k, v in ev.items()})
   result["examples_per_s"] = progress.examples_per_s
-  result["steps"] = float(progress.total_steps)
+  result["steps"] = float(progress.step)
   _log("done: " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(result.items())))
   return result
 

@@ -42,7 +42,8 @@ def trained(tmp_path_factory):
   _write(str(root / "data" / "examples" / "train-00000-of-00001.tfrecord.gz"), records[:80])
   _write(str(root / "data" / "examples" / "eval-00000-of-00001.tfrecord.gz"), records[80:])
   tracks.to_parquet(str(root / "data" / "tracks.parquet"))
-  args = argparse.Namespace(data=str(root / "data"), out=str(root / "out"), steps=6,
+  # 21 steps log every 2 steps in epochs of 2: the last epoch runs the 1 step left over.
+  args = argparse.Namespace(data=str(root / "data"), out=str(root / "out"), steps=21,
                             batch_size=16, config="mmoe", seed=3)
   assert train_local.main(args) == 0
   return {"root": root, "data": root / "data", "out": root / "out", "records": records,
@@ -138,10 +139,17 @@ def test_the_model_server_serves_the_train_output_as_it_is(trained):
 @pytest.mark.slow
 def test_checkpoints_logs_and_metrics(trained):
   out = trained["out"]
-  assert tf.train.latest_checkpoint(str(out / "run" / "checkpoints"))
+  latest = tf.train.latest_checkpoint(str(out / "run" / "checkpoints"))
   assert tf.io.gfile.glob(str(out / "run" / "logs" / "train" / "events.out.tfevents.*"))
   metrics = json.loads((out / "metrics.json").read_text())
-  assert metrics["steps"] == 6
+  assert metrics["steps"] == 21
+  # Exactly --steps optimizer steps (both parts of the composite optimizer), and one
+  # checkpoint per epoch, the short last epoch included.
+  iterations = [tf.train.load_variable(latest, name)
+                for name, _ in tf.train.list_variables(latest)
+                if name.startswith("optimizer/") and "/iter/" in name]
+  assert iterations and all(int(i) == 21 for i in iterations)
+  assert int(tf.train.load_variable(latest, "save_counter/.ATTRIBUTES/VARIABLE_VALUE")) == 11
   assert np.isfinite(metrics["loss"]) and np.isfinite(metrics["eval_loss"])
   assert "interest_skip_auc" in metrics and "interest_completion_calibration" in metrics
 
