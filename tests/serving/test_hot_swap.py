@@ -1,7 +1,9 @@
 """New versions appearing under a served base path are swapped in without failed requests."""
 
+import gc
 import os
 import threading
+import weakref
 
 import grpc
 import numpy as np
@@ -10,6 +12,8 @@ import pytest
 from serving import client
 from serving import model_config
 from serving import server as server_lib
+from serving import server_metrics
+from serving import version_manager
 from melody_testing import toy_saved_model
 
 from tensorflow_serving.apis import get_model_status_pb2
@@ -165,3 +169,26 @@ def test_a_failed_version_is_retried_once_its_variables_are_fixed(base, tmp_path
       assert version == 2
       np.testing.assert_array_equal(outputs["score"], _expected(2.0))
       assert [(s.version, s.state) for s in c.status("toy")] == [(2, "AVAILABLE"), (1, "END")]
+
+
+def test_an_unloaded_version_is_freed_once_no_request_holds_it(base):
+  manager = version_manager.VersionManager([model_config.ModelEntry("toy", base)],
+                                           server_metrics.ServerMetrics(),
+                                           replay=lambda *_: None)
+  manager.poll()
+  in_flight = manager.models["toy"].versions[1]   # As a request running on it holds it.
+  module = weakref.ref(in_flight.module)
+  # A real SavedModel's objects sit in reference cycles, which only a collection frees;
+  # the toy's do not, so one is added (past the module's attribute tracking).
+  vars(in_flight.module)["melody_test_cycle"] = [in_flight.module]
+  gc.disable()   # Only the manager's own collections may free anything from here on.
+  try:
+    toy_saved_model.write_version(base, 2, scale=2.0)
+    manager.poll()
+    assert manager.loaded_versions("toy") == (2,)
+    assert module() is not None
+    del in_flight   # The request finishes; the next poll frees the old version.
+    manager.poll()
+    assert module() is None
+  finally:
+    gc.enable()
