@@ -1,17 +1,20 @@
-"""Shared helpers for benchmarks: progress lines, timing, peak RSS, ratio tables and the
-results file.
+"""Shared helpers for benchmarks: progress lines, timing, peak RSS, ratio tables, the
+host description and the results file.
 
 The machine is shared and noisy, so every benchmark reports its numbers next to a
 baseline measured in the same process and run, and the ratio between them.
 """
 
+import importlib.metadata
 import json
 import os
 import platform
 import resource
 import sys
 import time
-from typing import Callable, Dict, List, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
+
+from ranking import hardware
 
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
@@ -56,10 +59,54 @@ def table(rows: List[Dict[str, object]], columns: Sequence[str]) -> str:
   return "\n".join(lines)
 
 
+def _tensorflow_version() -> str:
+  for dist in ("tensorflow", "tensorflow-cpu", "tf-nightly"):
+    try:
+      return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+      continue
+  return "unknown"
+
+
+def host_info(cpu: Optional[hardware.CpuInfo] = None) -> Dict[str, object]:
+  """The ``host`` block of a results file: what the numbers were measured on.
+
+  Speed ratios (bfloat16 vs float32 above all) depend on the CPU's instruction sets, so
+  every result names the CPU, its core count and the flags that matter.
+
+  Args:
+    cpu: the processor to describe; this host's when omitted.
+
+  Returns:
+    ``cpu_model``, ``cores``, ``flags`` (avx2, fma, avx512f, avx512_bf16, amx_bf16 ->
+    present), ``tensorflow`` (version) and ``train_precision_auto`` (what
+    ``ModelConfig.train_precision="auto"`` resolves to on that CPU).
+  """
+  cpu = cpu or hardware.host_cpu()
+  return {"cpu_model": cpu.model_name or "unknown", "cores": cpu.cores,
+          "flags": cpu.reported_flags(), "tensorflow": _tensorflow_version(),
+          "train_precision_auto": hardware.resolve_train_precision(hardware.AUTO, cpu)}
+
+
+def host_line(host: Dict[str, object]) -> str:
+  """One Markdown line naming the CPU a results file was measured on."""
+  if not host:
+    return "CPU: not recorded."
+  flags = host.get("flags", {})
+  present = [f for f in hardware.REPORTED_FLAGS if flags.get(f)]
+  absent = [f for f in hardware.REPORTED_FLAGS if f in flags and not flags[f]]
+  text = (f"CPU: {host.get('cpu_model', 'unknown')}, {host.get('cores', '?')} cores; "
+          f"flags {', '.join(present) or 'none of interest'}")
+  if absent:
+    text += f" (no {', '.join(absent)})"
+  return text + f"; TensorFlow {host.get('tensorflow', '?')}."
+
+
 def write_results(name: str, payload: Dict[str, object]) -> str:
-  """Writes ``bench/results/<name>.json`` with machine info; returns its path."""
+  """Writes ``bench/results/<name>.json`` with machine and host info; returns its path."""
   os.makedirs(RESULTS_DIR, exist_ok=True)
   payload = dict(payload)
+  payload.setdefault("host", host_info())
   payload.setdefault("machine", {"cpus": os.cpu_count(), "python": platform.python_version(),
                                  "platform": platform.platform()})
   payload.setdefault("written_at", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))

@@ -85,6 +85,7 @@ def _throughput_targets(results: Dict[str, object]) -> None:
 
 def _save(results: Dict[str, object]) -> None:
   """Writes the results file, the docs section and the PNG."""
+  results["host"] = common.host_info()   # the host of this (re-)measurement
   common.write_results("ranking", results)
   ranking_report.write_doc(results)
   ranking_report.write_png(results)

@@ -139,7 +139,9 @@ SPEED_NOTES = """How the default config reaches the 3,000 examples/s target, bat
 this machine (2 vCPUs of an AMD EPYC with AVX512-BF16; runs of the same code vary by
 about ±10% with the other jobs on the host):
 
-- `ModelConfig.train_precision = "mixed_bfloat16"` (the default): in training steps the
+- `ModelConfig.train_precision = "mixed_bfloat16"` (what the default `"auto"` picks on a
+  CPU with AVX512-BF16 or AMX; on AVX2/FMA-only CPUs, where bfloat16 steps are slower, it
+  picks float32 and the baseline below is the same precision): in training steps the
   history and session Transformer blocks run their projections, attention and
   feed-forward in bfloat16 from float32 weights (cast per step; gradients come back
   float32), with float32 LayerNorms and residual stream. Inference (evaluation, export,
@@ -184,6 +186,7 @@ def write_doc(results: Dict[str, object]) -> None:
       f"{s['batch_size']}, shared machine"
       + (f"; {s['workers']} single-threaded runs at a time" if s.get("workers", 1) > 1
          else "") + ").")
+  lines += ["", common.host_line(results.get("host", {}))]
   order = {"simulator": 0, "kkbox": 1, "30music": 2}
   for name, block in sorted(results["datasets"].items(), key=lambda kv: order.get(kv[0], 9)):
     lines += ["", f"### {name} ({block.get('train_examples', 0):,} train / "

@@ -104,6 +104,7 @@ def training_throughput(paths: Dict[str, str], steps: int = 40,
     ``"model"`` the trained default-config model.
   """
   from ranking import config as config_lib  # pylint: disable=g-import-not-at-top
+  from ranking import hardware  # pylint: disable=g-import-not-at-top
   model, ds, clock, wall, cpu, t0 = _fit_speed(paths, config_lib.ModelConfig(), steps,
                                                batch_size)
   load = os.getloadavg()[0]
@@ -115,7 +116,8 @@ def training_throughput(paths: Dict[str, str], steps: int = 40,
   return {"examples_per_s": s["examples_per_s"], "batch_size": batch_size,
           "steps": s["steps"], "cpu_s_per_step": s["cpu_s_per_step"],
           "wall_s_per_step": s["wall_s_per_step"],
-          "train_precision": config_lib.ModelConfig().train_precision,
+          "train_precision": hardware.resolve_train_precision(
+              config_lib.ModelConfig().train_precision),
           # What 2 dedicated cores would do: CPU time per step spread over both.
           "examples_per_s_2_dedicated_cores_est": 2 * batch_size / s["cpu_s_per_step"],
           # The whole fit() call: graph tracing, steps + 1 steps and the teardown.

@@ -140,7 +140,8 @@ def main(argv: Optional[list] = None) -> int:
              "inter_op": tf.config.threading.get_inter_op_parallelism_threads(),
              "env": serving_load.thread_env()}
   results = {"rows": rows, **summary, "requests_per_cell": count, "world": WORLD,
-             "tf_threads": threads, "grpc_io": grpc_env.describe(), "profile_n500": stages}
+             "tf_threads": threads, "grpc_io": grpc_env.describe(), "profile_n500": stages,
+             "host": common.host_info()}
   common.write_results("serving", results)
   print(serving_report.write_doc(results))
   return 0

@@ -78,6 +78,8 @@ def markdown(rows: List[Dict[str, object]], summary: Dict[str, object], stages=(
       "see the same background load (`load_avg_1m` is the 1-minute load when a cell",
       "started).",
       "",
+      common.host_line(summary.get("host", {})),
+      "",
       "## Latency",
       "",
       common.table(rows, ["transport", "candidates", "concurrency", "p50_ms", "p99_ms",
