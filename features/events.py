@@ -50,10 +50,8 @@ EVENT_SCHEMA = pa.schema([
     ("skip_profile", pa.string()),      # one of SKIP_PROFILES
 ])
 
-# How much of a play was heard, as the Music Streaming Sessions Dataset logs it
-# (skip_1, skip_2, skip_3, not_skipped): stopped in the first seconds, stopped early,
-# most of the track played, played to the end.
-SKIP_PROFILES = ("very_brief", "brief", "most", "full")
+# How much of a play was heard (the class names of the skip_profile label).
+SKIP_PROFILES = feature_spec.SKIP_PROFILES
 
 TRACK_SCHEMA = pa.schema([
     ("track_id", pa.string()),

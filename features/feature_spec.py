@@ -9,7 +9,8 @@ One example is one impression: a listener (user features), the context, the list
 long-term history (the last ``HISTORY_LEN`` plays, most recent first, padded), the
 short-term session (plays of the last ``SESSION_WINDOW_S`` seconds, at most
 ``SESSION_LEN``, most recent first, padded), one candidate track, the labels and one
-weight per label. A label a source does not have is present with value 0 and weight 0.
+weight per label. A label a source does not have is present with value 0 and weight 0;
+a class label (``CLASS_LABELS``) a source does not have is ``UNKNOWN_CLASS``.
 """
 
 import dataclasses
@@ -32,6 +33,10 @@ ACTIVITIES: Tuple[str, ...] = ("unknown", "commute", "workout", "focus", "explor
 SURFACES: Tuple[str, ...] = (
     "unknown", "home", "search", "discover", "radio", "library", "playlist", "promo")
 SOURCES: Tuple[str, ...] = ("sim", "kkbox", "30music", "hetrec", "jamendo")
+# How much of a play was heard, as the Music Streaming Sessions Dataset logs it
+# (skip_1, skip_2, skip_3, not_skipped): stopped in the first seconds, stopped early,
+# most of the track played, played to the end.
+SKIP_PROFILES: Tuple[str, ...] = ("very_brief", "brief", "most", "full")
 
 # ------------------------------------------------------------ vocabularies (TFT side)
 # top_k of each TFT vocabulary and its OOV buckets. Transformed ids: 0 = padding or
@@ -161,8 +166,17 @@ def weight_key(label: str) -> str:
   return label + "_weight"
 
 
+# Class labels: an int64 class id (index into the label's class names) per example, or
+# UNKNOWN_CLASS where the source does not have the label; the unknown value is the mask,
+# so a class label has no weight feature. They are not in LABEL_KEYS: no task tower
+# predicts them unless the model config asks for the head (ModelConfig.skip_profile_head).
+UNKNOWN_CLASS = -1
+SKIP_PROFILE = "skip_profile"   # the play's skip profile, a class of SKIP_PROFILES
+CLASS_LABELS: Dict[str, Tuple[str, ...]] = {SKIP_PROFILE: SKIP_PROFILES}
+
 LABEL_FEATURES = tuple(_f(k, "float32") for k in LABEL_KEYS) + tuple(
-    _f(weight_key(k), "float32") for k in LABEL_KEYS)
+    _f(weight_key(k), "float32") for k in LABEL_KEYS) + tuple(
+        _f(k, "int64", default=UNKNOWN_CLASS) for k in CLASS_LABELS)
 
 RAW_FEATURES: Tuple[Feature, ...] = (
     USER_FEATURES + CONTEXT_FEATURES + HISTORY_FEATURES + SESSION_FEATURES
@@ -222,5 +236,6 @@ TRANSFORMED_FEATURES: Dict[str, Tuple[str, int, int]] = {
     xf("cand_popularity"): ("float32", 1, 0),            # z-score
     xf("cand_is_promo"): ("int64", 1, 2),
 }
-# Labels and weights pass through Transform unchanged (same names, float32 scalars).
+# Labels and weights pass through Transform unchanged (same names, scalars): float32,
+# except the class labels, which stay int64 class ids.
 PASSTHROUGH_KEYS: Tuple[str, ...] = tuple(f.name for f in LABEL_FEATURES)

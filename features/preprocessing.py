@@ -133,7 +133,8 @@ def preprocessing_fn(inputs: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
   out[xf("cand_is_promo")] = _clip(inputs["cand_is_promo"], 1)
 
   for key in feature_spec.PASSTHROUGH_KEYS:
-    out[key] = tf.cast(inputs[key], tf.float32)
+    dtype = tf.int64 if key in feature_spec.CLASS_LABELS else tf.float32
+    out[key] = tf.cast(inputs[key], dtype)
   return out
 
 

@@ -12,7 +12,8 @@ track lookup (``TrackIndex``). Every event row is one impression. Its example ho
   at most ``SESSION_LEN``, most recent first (looked up among the last ``HISTORY_LEN``
   rows, so interleaved sessions are handled),
 * the candidate track (tags padded to ``MAX_TAGS``, duration, popularity, is_promo),
-* the labels; a null label becomes value 0 with weight 0, never an invented value.
+* the labels; a null label becomes value 0 with weight 0, never an invented value, and a
+  null class label (the play's skip profile) becomes ``UNKNOWN_CLASS``.
   In history and session sequences a null completion/skip is written as 0.
 
 A chunk of events must hold whole users sorted by (user_id, ts): the history never
@@ -113,6 +114,13 @@ def _code_of(dictionary: pa.Array, value: bytes) -> int:
   """The code of ``value`` in an ``_encoded`` dictionary (-1 when absent)."""
   matches = np.flatnonzero(dictionary.to_numpy(zero_copy_only=False) == value)
   return int(matches[0]) if matches.size else -1
+
+
+def _class_ids(dictionary: pa.Array, classes: Tuple[str, ...]) -> np.ndarray:
+  """Class id of each entry of an ``_encoded`` dictionary (``UNKNOWN_CLASS`` if none)."""
+  index = {name.encode(): i for i, name in enumerate(classes)}
+  return np.array([index.get(v, feature_spec.UNKNOWN_CLASS)
+                   for v in dictionary.to_numpy(zero_copy_only=False)], np.int64)
 
 
 def _fixed_list(flat: Union[pa.Array, np.ndarray], n: int, length: int) -> pa.ListArray:
@@ -259,6 +267,11 @@ def events_to_record_batch(events: pa.Table, tracks: TrackIndex) -> pa.RecordBat
           seg_codes == _code_of(seg_dict, b"paid"))
     scalar(label, np.where(present, values, 0).astype(np.float32))
     scalar(feature_spec.weight_key(label), present.astype(np.float32))
+
+  # class labels: the class id of a known name, UNKNOWN_CLASS for null or unknown names
+  for label, classes in feature_spec.CLASS_LABELS.items():
+    codes, dictionary = _encoded(events, label)
+    scalar(label, _class_ids(dictionary, classes)[codes])
 
   names = [f.name for f in feature_spec.RAW_FEATURES]
   return pa.RecordBatch.from_arrays([cols[k] for k in names], names)

@@ -108,6 +108,10 @@ def synthetic_batch(batch_size: int, seed: int = 0, num_tracks: int = 2000,
   out["interest_like"] = np.where(missing, 0.0, like).astype(np.float32)
   out[feature_spec.weight_key("interest_like")] = np.where(missing, 0.0, 1.0).astype(np.float32)
 
+  # The skip profile follows the completion; no random draw, so the other columns keep
+  # their values whatever the class labels are.
+  out[feature_spec.SKIP_PROFILE] = np.digitize(completion, (0.1, 0.5, 0.95)).astype(np.int64)
+
   for name, (dtype, _, _) in feature_spec.TRANSFORMED_FEATURES.items():
     out[name] = out[name].astype(np.int64 if dtype == "int64" else np.float32)
   return out

@@ -3,9 +3,9 @@
 SchemaGen infers a schema from the first data it sees, so its string domains list only
 the values that happened to occur (e.g. no "unknown" activity in simulated data). The
 curated schema takes the inferred one and makes the contract explicit from
-``features.feature_spec``: every categorical domain lists all allowed values, labels
-and weights get value ranges, and every feature is required. ``melody pipeline schema``
-writes it to ``pipeline/schema/schema.pbtxt``, which is checked in.
+``features.feature_spec``: every categorical domain lists all allowed values, labels,
+weights and class labels get value ranges, and every feature is required. ``melody
+pipeline schema`` writes it to ``pipeline/schema/schema.pbtxt``, which is checked in.
 """
 
 from google.protobuf import text_format
@@ -49,6 +49,9 @@ def curate(inferred: schema_pb2.Schema) -> schema_pb2.Schema:
       feature.float_domain.max = 1.0
     elif feature.name == "exposure":
       feature.float_domain.min = 0.0
+    elif feature.name in feature_spec.CLASS_LABELS:
+      feature.int_domain.min = feature_spec.UNKNOWN_CLASS
+      feature.int_domain.max = len(feature_spec.CLASS_LABELS[feature.name]) - 1
   return schema
 
 

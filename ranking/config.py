@@ -55,6 +55,9 @@ class ModelConfig:
       single-task model.
     interest_weights: ``(w_c, w_l, w_s)`` of the interest score
       ``S_int = w_c * p_complete + w_l * p_like - w_s * p_skip``.
+    skip_profile_head: adds the interest output ``skip_profile``, a softmax over the
+      skip profiles trained on the ``skip_profile`` class label (``ranking.tasks``);
+      needs the interest task.
     train_precision: "mixed_bfloat16" (the history and session Transformer blocks
       compute in bfloat16 in training steps, with float32 weights, LayerNorms, residual
       stream and everything outside the blocks), "float32", or "auto" (the default):
@@ -82,6 +85,7 @@ class ModelConfig:
   tower_units: Tuple[int, ...] = (64,)
   tasks: Tuple[str, ...] = tuple(feature_spec.TASKS)
   interest_weights: Tuple[float, float, float] = (0.5, 0.3, 0.2)
+  skip_profile_head: bool = False
   train_precision: str = "auto"
 
   def __post_init__(self):
@@ -118,6 +122,8 @@ class ModelConfig:
       raise ValueError(
           f"interest_weights must be three non-negative numbers (w_c, w_l, w_s), "
           f"got {self.interest_weights}")
+    if self.skip_profile_head and "interest" not in self.tasks:
+      raise ValueError(f"skip_profile_head needs the interest task, got tasks {self.tasks}")
     # Tuples, not lists, so the config stays hashable after a JSON round trip.
     object.__setattr__(self, "expert_units", tuple(self.expert_units))
     object.__setattr__(self, "tower_units", tuple(self.tower_units))

@@ -16,7 +16,8 @@ per example. Inputs are the transformed features of ``features.feature_spec``
 labels and their ``<label>_weight`` features ride in the same dict for ``compute_loss``.
 Outputs are dicts keyed by label (``interest_completion``, ``interest_skip``,
 ``interest_like``, ``subscription``, ``exposure``) plus ``interest`` (the interest score
-``S_int``, see ``ranking.tasks``) when the interest task is built.
+``S_int``, see ``ranking.tasks``) when the interest task is built, and ``skip_profile``
+(``[N, 4]`` class probabilities) when ``ModelConfig.skip_profile_head`` is on.
 """
 
 from typing import Dict, Mapping, Optional
@@ -196,7 +197,8 @@ class RankingModel(tfrs.Model):
     else:
       self.mixture = shared_bottom.SharedBottom(c.tasks, c.expert_units, c.dropout,
                                                 name="shared_bottom")
-    self.towers = {t: towers.TaskTower(t, c.tower_units, len(tasks_lib.task_labels(t)))
+    self.towers = {t: towers.TaskTower(t, c.tower_units, len(tasks_lib.task_labels(t))
+                                       + tasks_lib.skip_profile_classes(t, c.skip_profile_head))
                    for t in c.tasks}
 
     # Loss weighting: the model owns the layers so their variables are tracked.
@@ -208,6 +210,8 @@ class RankingModel(tfrs.Model):
     # Metrics, keyed by label.
     # Assigned whole: Keras only registers metrics present at assignment time.
     self.label_metrics = {lab: tasks_lib.label_metrics(lab) for lab in c.labels}
+    if c.skip_profile_head:
+      self.skip_profile_metrics = tasks_lib.class_label_metrics(tasks_lib.SKIP_PROFILE)
 
   def build_variables(self) -> "RankingModel":
     """Creates every weight by one inference call on :func:`zero_features`.
@@ -297,12 +301,18 @@ class RankingModel(tfrs.Model):
     out = {}
     for t in self.config.tasks:
       z = self.towers[t](reps[t])
-      for i, lab in enumerate(tasks_lib.task_labels(t)):
+      labels = tasks_lib.task_labels(t)
+      for i, lab in enumerate(labels):
         out[lab] = z[:, i]
+      if tasks_lib.skip_profile_classes(t, self.config.skip_profile_head):
+        out[tasks_lib.SKIP_PROFILE] = z[:, len(labels):]
     return out
 
   def _predictions(self, logits: Mapping[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
-    preds = {lab: tasks_lib.link(lab, z) for lab, z in logits.items()}
+    preds = {lab: tasks_lib.link(lab, z) for lab, z in logits.items()
+             if lab != tasks_lib.SKIP_PROFILE}
+    if tasks_lib.SKIP_PROFILE in logits:
+      preds[tasks_lib.SKIP_PROFILE] = tf.nn.softmax(logits[tasks_lib.SKIP_PROFILE])
     if "interest" in self.config.tasks:
       preds[tasks_lib.INTEREST_SCORE] = tasks_lib.interest_score(
           preds, self.config.interest_weights)
@@ -354,6 +364,12 @@ class RankingModel(tfrs.Model):
               "in the inputs (weight 0 when the source lacks the label)")
         parts.append(tasks_lib.label_loss(lab, logits[lab], _scalar(features[lab]),
                                           _scalar(features[feature_spec.weight_key(lab)])))
+      if tasks_lib.skip_profile_classes(t, self.config.skip_profile_head):
+        if tasks_lib.SKIP_PROFILE not in features:
+          raise ValueError(f"the skip-profile head needs the class label "
+                           f"{tasks_lib.SKIP_PROFILE!r} in the inputs (UNKNOWN_CLASS if absent)")
+        parts.append(tasks_lib.class_label_loss(logits[tasks_lib.SKIP_PROFILE],
+                                                _scalar(features[tasks_lib.SKIP_PROFILE])))
       losses[t] = tf.add_n(parts)
     return losses
 
@@ -381,6 +397,10 @@ class RankingModel(tfrs.Model):
       w = _scalar(features[feature_spec.weight_key(lab)], tf.float32)
       for m in ms:
         m.update_state(y, preds[lab], sample_weight=w)
+    if self.config.skip_profile_head:
+      tasks_lib.update_class_label_metrics(self.skip_profile_metrics,
+                                           _scalar(features[tasks_lib.SKIP_PROFILE]),
+                                           preds[tasks_lib.SKIP_PROFILE])
     return total
 
   # -------------------------------------------------------------------- optimizers

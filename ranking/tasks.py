@@ -19,6 +19,12 @@ The interest score is explicit and documented (weights in ``ModelConfig``):
 Every label loss is weighted per example by its ``<label>_weight`` feature (0 when the
 source does not have the label) and reduced like Keras' ``SUM_OVER_BATCH_SIZE``:
 ``sum_i w_i * l_i / B``. A task's loss is the sum of its labels' losses.
+
+The optional skip-profile head (``ModelConfig.skip_profile_head``) adds a class label to
+the interest task: the interest tower gets one more logit per skip profile
+(``feature_spec.CLASS_LABELS``), the output ``skip_profile`` is their softmax, its loss a
+sparse softmax cross-entropy reduced the same way with weight 0 where the class is
+``feature_spec.UNKNOWN_CLASS``, and its metric the accuracy over known classes.
 """
 
 import dataclasses
@@ -30,6 +36,7 @@ from features import feature_spec
 from ranking import metrics as metrics_lib
 
 INTEREST_SCORE = "interest"   # output key of S_int (the task name it summarises)
+SKIP_PROFILE = feature_spec.SKIP_PROFILE   # output key of the optional skip-profile head
 # The metric reported for a label (Keras name ``<label>_<metric>``) by kind.
 _HEADLINE_METRICS = {feature_spec.BINARY: "auc", feature_spec.BOUNDED: "rmse",
                      feature_spec.NONNEG: "rmse"}
@@ -60,6 +67,46 @@ def task_labels(task: str) -> Tuple[str, ...]:
   if task not in feature_spec.TASKS:
     raise ValueError(f"unknown task {task!r}; known: {tuple(feature_spec.TASKS)}")
   return feature_spec.TASKS[task]
+
+
+def skip_profile_classes(task: str, skip_profile_head: bool) -> int:
+  """Extra tower outputs of ``task`` for the skip-profile head (0 when it has none)."""
+  if skip_profile_head and task == INTEREST_SCORE:
+    return len(feature_spec.CLASS_LABELS[SKIP_PROFILE])
+  return 0
+
+
+def class_label_loss(logits: tf.Tensor, target: tf.Tensor) -> tf.Tensor:
+  """Sparse softmax cross-entropy of a class label, ``sum_i known_i * l_i / B``.
+
+  Args:
+    logits: ``[B, C]`` raw class scores.
+    target: ``[B]`` class ids, ``feature_spec.UNKNOWN_CLASS`` where the source has none.
+
+  Returns:
+    Scalar loss; unknown classes weigh 0.
+  """
+  target = tf.cast(target, tf.int64)
+  known = tf.not_equal(target, feature_spec.UNKNOWN_CLASS)
+  per_example = tf.nn.sparse_softmax_cross_entropy_with_logits(
+      labels=tf.where(known, target, tf.zeros_like(target)), logits=logits)
+  batch = tf.cast(tf.maximum(tf.size(per_example), 1), tf.float32)
+  return tf.reduce_sum(tf.cast(known, tf.float32) * per_example) / batch
+
+
+def class_label_metrics(label: str) -> List[tf.keras.metrics.Metric]:
+  """The Keras metrics of a class label: accuracy over known classes (``<label>_accuracy``)."""
+  return [tf.keras.metrics.SparseCategoricalAccuracy(name=f"{label}_accuracy")]
+
+
+def update_class_label_metrics(metrics: Sequence[tf.keras.metrics.Metric], target: tf.Tensor,
+                               probabilities: tf.Tensor) -> None:
+  """Updates :func:`class_label_metrics` with ``[B]`` class ids and ``[B, C]`` probabilities."""
+  target = tf.cast(target, tf.int64)
+  known = tf.not_equal(target, feature_spec.UNKNOWN_CLASS)
+  for m in metrics:
+    m.update_state(tf.where(known, target, tf.zeros_like(target)), probabilities,
+                   sample_weight=tf.cast(known, tf.float32))
 
 
 def link(label: str, logit: tf.Tensor) -> tf.Tensor:

@@ -1,5 +1,6 @@
 """Tests of the training examples (features.windows, raw_features, splits, example_io,
-examples_beam): golden history/session windows, labels, splits, TFRecord round trip."""
+examples_beam): golden history/session windows, labels (the skip-profile class label of
+simulated and real sources too), splits, TFRecord round trip."""
 
 import os
 
@@ -131,6 +132,49 @@ def test_null_label_has_weight_zero(parsed):
   assert parsed["interest_completion"][1] == pytest.approx(0.5)
   assert not parsed["subscription_weight"].any()
   assert parsed["exposure_weight"].all()
+
+
+def _parsed_rows(rows, tracks=TRACKS):
+  records = example_io.events_to_examples(
+      pa.Table.from_pylist(rows, schema=events_lib.EVENT_SCHEMA), tracks)
+  return {k: v.numpy() for k, v in
+          tf.io.parse_example(records, feature_spec.raw_feature_spec()).items()}
+
+
+def test_skip_profile_is_a_class_id_and_unknown_without_one():
+  names = (None, "very_brief", "brief", "most", "full", "bogus")
+  got = _parsed_rows([_event("c", "s", 10 * i, "t1", "a1", skip_profile=p)
+                      for i, p in enumerate(names)])
+  unknown = feature_spec.UNKNOWN_CLASS
+  assert got[feature_spec.SKIP_PROFILE].tolist() == [unknown, 0, 1, 2, 3, unknown]
+  assert feature_spec.CLASS_LABELS[feature_spec.SKIP_PROFILE] == events_lib.SKIP_PROFILES
+
+
+def _skip_profile_column(table, tracks):
+  batch = raw_features.events_to_record_batch(table, raw_features.TrackIndex(tracks))
+  return np.asarray(batch.column(feature_spec.SKIP_PROFILE).flatten())
+
+
+def test_simulator_examples_carry_the_events_skip_profile():
+  from simulation.world import World  # pylint: disable=g-import-not-at-top
+  world = World(seed=7)
+  table = next(world.iter_events(40, 2, chunk_users=40))
+  got = _skip_profile_column(table, world.tracks_table())
+  names = table.column("skip_profile").to_pylist()
+  expected = [feature_spec.SKIP_PROFILES.index(p) if p is not None else
+              feature_spec.UNKNOWN_CLASS for p in names]
+  assert got.tolist() == expected
+  assert set(got.tolist()) >= {0, 1, 2, 3}   # every profile occurs in a day of plays
+
+
+def test_real_data_examples_have_an_unknown_skip_profile(fixtures_dir):
+  from features.datasets import registry  # pylint: disable=g-import-not-at-top
+  frame, tracks, _ = registry.load("hetrec", os.path.join(fixtures_dir, "hetrec"))
+  frame = frame.sort_values(["user_id", "ts"], kind="stable").reset_index(drop=True)
+  table = pa.Table.from_pandas(frame, schema=events_lib.EVENT_SCHEMA, preserve_index=False)
+  got = _skip_profile_column(table, tracks)
+  assert len(got) == len(frame) > 0
+  assert (got == feature_spec.UNKNOWN_CLASS).all()
 
 
 def test_windows_truncate_to_fixed_lengths():

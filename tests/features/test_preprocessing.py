@@ -62,7 +62,7 @@ def test_outputs_match_feature_spec(transformed):
     if cardinality:
       assert values.min() >= 0 and values.max() < cardinality, name
   for key in feature_spec.PASSTHROUGH_KEYS:
-    assert spec[key].dtype == tf.float32
+    assert spec[key].dtype == (tf.int64 if key in feature_spec.CLASS_LABELS else tf.float32)
 
 
 def test_tft_beam_and_exported_graph_agree_on_one_example(transformed):
