@@ -74,9 +74,10 @@ def _mask_tail(x: tf.Tensor, length: tf.Tensor, pad) -> tf.Tensor:
   return tf.where(keep, x, tf.fill(tf.shape(x), tf.constant(pad, x.dtype)))
 
 
-def _row(features: Dict[str, tf.Tensor], b) -> Dict[str, tf.Tensor]:
-  """Row ``b`` of ``[B, ...]`` tensors, as a batch of one with that static shape."""
-  return {k: tf.ensure_shape(v[b:b + 1], [1] + v.shape[1:]) for k, v in features.items()}
+def _row(features: Dict[str, tf.Tensor], b: tf.Tensor) -> Dict[str, tf.Tensor]:
+  """Row ``b`` of ``[B, ...]`` tensors, as a batch of one (its size known only when run,
+  as a signature's batch is, so the ops see the shapes a one-listener request gives)."""
+  return {k: v[b:b + 1] for k, v in features.items()}
 
 
 def _per_row(fn, batch: tf.Tensor, spec):
@@ -84,15 +85,17 @@ def _per_row(fn, batch: tf.Tensor, spec):
 
   One ``map_fn`` step per row, so each row is computed at the shapes of a batch of one
   and gets the same bits in any batch (module docstring); a batch of one calls ``fn``
-  directly and skips the loop, which gives the same bits as the loop's step.
+  directly and skips the loop. Either way ``fn`` gets its row as a tensor whose value is
+  not known when tracing (``batch - 1`` is row 0 of a batch of one), so both paths trace
+  the same static shapes and give the same bits.
 
   Args:
-    fn: row index (int32 scalar) -> a structure of tensors without the batch dim.
+    fn: row index (int32 scalar tensor) -> a structure of tensors without the batch dim.
     batch: ``B``, an int32 scalar tensor.
     spec: ``fn``'s output structure as ``tf.TensorSpec`` s.
   """
   return tf.cond(tf.equal(batch, 1),
-                 lambda: tf.nest.map_structure(lambda v: v[tf.newaxis], fn(0)),
+                 lambda: tf.nest.map_structure(lambda v: v[tf.newaxis], fn(batch - 1)),
                  lambda: tf.map_fn(fn, tf.range(batch), fn_output_signature=spec))
 
 
@@ -372,7 +375,8 @@ class RankerServingModule(tf.Module):
     def one(b):
       # Exactly one row, said statically: the scorer's one-listener (broadcast) paths,
       # e.g. the target attention's single-memory matmuls, key on a static batch of 1.
-      enc = self.model.encode_listener(_row(listener, b), training=False)
+      enc = {k: tf.ensure_shape(v, [1] + v.shape[1:]) for k, v in
+             self.model.encode_listener(_row(listener, b), training=False).items()}
       cands = {k: v[b] for k, v in candidates.items()}
       return self._heads(self.model.score(enc, cands, training=False))
 
