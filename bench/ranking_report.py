@@ -141,7 +141,7 @@ about ±10% with the other jobs on the host):
 
 - `ModelConfig.train_precision = "mixed_bfloat16"` (what the default `"auto"` picks on a
   CPU with AVX512-BF16 or AMX; on AVX2/FMA-only CPUs, where bfloat16 steps are slower, it
-  picks float32 and the baseline below is the same precision): in training steps the
+  picks float32, so the float32 baseline above runs the same precision): in training steps the
   history and session Transformer blocks run their projections, attention and
   feed-forward in bfloat16 from float32 weights (cast per step; gradients come back
   float32), with float32 LayerNorms and residual stream. Inference (evaluation, export,
