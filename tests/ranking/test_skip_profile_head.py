@@ -127,7 +127,7 @@ def simulated():
   """A fixed-seed simulator log as model inputs, split by listener (80% / 20%)."""
   from simulation.world import World  # pylint: disable=g-import-not-at-top
   world = World(seed=7)
-  table = next(world.iter_events(400, 2, chunk_users=400))
+  table = next(world.iter_events(200, 2, chunk_users=200))
   inputs = _model_inputs(raw_features.events_to_record_batch(
       table, raw_features.TrackIndex(world.tracks_table())))
   users = inputs[feature_spec.xf("user_id")]
@@ -149,15 +149,15 @@ def _head_loss_and_accuracy(model, data):
 def test_head_learns_the_simulated_skip_profiles(simulated):
   train, held_out = simulated
   n = len(train[SKIP])
-  assert n > 4000 and len(held_out[SKIP]) > 1000
+  assert n > 2000 and len(held_out[SKIP]) > 500
   prior = np.bincount(train[SKIP], minlength=4) / n
   prior_accuracy = float(np.mean(held_out[SKIP] == np.argmax(prior)))
   model = _model(seed=3, skip_profile_head=True)
-  model.compile(tf.keras.optimizers.Adam(3e-3))
+  model.compile(tf.keras.optimizers.Adam(5e-3))
   before, _ = _head_loss_and_accuracy(model, held_out)
-  data = tf.data.Dataset.from_tensor_slices(train).shuffle(n, seed=0).batch(256).repeat()
-  history = model.fit(data, steps_per_epoch=60, epochs=1, verbose=0)
+  data = tf.data.Dataset.from_tensor_slices(train).shuffle(n, seed=0).batch(128).repeat()
+  history = model.fit(data, steps_per_epoch=80, epochs=1, verbose=0)
   after, accuracy = _head_loss_and_accuracy(model, held_out)
   assert "skip_profile_accuracy" in history.history
-  assert after < before - 0.1
-  assert accuracy > prior_accuracy + 0.03, (accuracy, prior_accuracy)
+  assert after < before - 0.05      # 1.37 -> 1.26 nats on this seed
+  assert accuracy > prior_accuracy + 0.08, (accuracy, prior_accuracy)   # 0.47 vs 0.33
