@@ -300,6 +300,9 @@ class VersionManager:
       start = time.perf_counter()
       with _automatic_collection_paused():
         loaded = load_version(path, version)
+        # Everything the read allocated is in the young generations: one collection of
+        # those (not of the versions already loaded) frees its garbage and ages the rest.
+        gc.collect(1)
       loaded_at = time.perf_counter()
       records = self._warm_up(model, loaded)
       loaded = dataclasses.replace(loaded, load_seconds=loaded_at - start,
@@ -319,9 +322,6 @@ class VersionManager:
       self._changed.notify_all()
     self._metrics.loads.labels(name, "ok").inc()
     self._metrics.loaded.labels(name, str(version)).set(1)
-    # The load's garbage goes now, on this thread, and its survivors age into the oldest
-    # generation, so request traffic does not trigger a full collection soon after.
-    gc.collect()
     _LOG.info("%s version %d is available (signatures %s; loaded in %.1f s, %d warmup "
               "records replayed in %.1f s)", name, version, sorted(loaded.signatures),
               loaded.load_seconds, records, loaded.warmup_seconds)
@@ -394,8 +394,8 @@ def _automatic_collection_paused():
 
   Reading a SavedModel allocates ~100k objects, which sets off a stream of automatic
   collections (about 200 young and one full, each walking the loaded versions with the
-  GIL held: stalls of up to 0.2 s in whichever requests are running). The collection
-  after the load does that work once instead.
+  GIL held: stalls of up to 0.2 s in whichever requests are running). One collection
+  after the read does that work once instead.
   """
   was_enabled = gc.isenabled()
   gc.disable()
