@@ -171,7 +171,7 @@ def test_health_serving(served):
     response = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=30)
     assert response.status == health_pb2.HealthCheckResponse.SERVING, service
   assert server.loaded_versions("toy") == (1, 2)
-  # Loaded models are frozen out of the collector's view (no full-GC latency spikes).
+  # The heap held before the first load is frozen out of the collector's view.
   assert gc.get_freeze_count() > 0
 
 
