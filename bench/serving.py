@@ -16,9 +16,9 @@ candidates at concurrency 1, 4 and 16:
 
 Reported per cell: p50 / p99 latency and QPS; per (N, concurrency) the gRPC p99 against
 its budget ``1.3 x in-process p99 + 1 ms`` and the 500-candidate p99 at concurrency 1
-(target <= 15 ms). Both processes freeze the loaded model out of the garbage collector
-(``gc.freeze``, as ``serving.server`` does after every load), so neither side's p99
-carries full-collection pauses over the SavedModel's objects. Results go to
+(target <= 15 ms). Both processes freeze their heap out of the garbage collector
+(``gc.freeze``: the server before its first version, the baseline after loading), so
+neither side's p99 carries full-collection pauses over TensorFlow's objects. Results go to
 ``bench/results/serving.json`` and the table to ``docs/benchmarks_serving.md``.
 
 Both sides run TensorFlow with the same thread settings: ``BENCH_SERVING_INTRA_OP``
