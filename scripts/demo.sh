@@ -14,6 +14,7 @@ PORT=${DEMO_PORT:-8500}
 start=$(date +%s)
 rm -rf "$OUT"
 mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)  # absolute: the server resolves the base path itself
 
 echo "== 1/4 simulate $USERS listeners x $DAYS days and write training examples"
 .venv/bin/melody data generate --users "$USERS" --days "$DAYS" --out "$OUT/data" --seed 7
@@ -28,7 +29,7 @@ fi
 echo "pushed versions: $versions"
 
 echo "== 3/4 serve the pushed model over gRPC on 127.0.0.1:$PORT"
-.venv/bin/melody serve --model_name melody --model_base_path "$PWD/$OUT/pipeline/serving_model" \
+.venv/bin/melody serve --model_name melody --model_base_path "$OUT/pipeline/serving_model" \
   --port "$PORT" --rest_api_port 0 > "$OUT/server.log" 2>&1 &
 server=$!
 trap 'kill $server 2>/dev/null || true; wait $server 2>/dev/null || true' EXIT
