@@ -8,7 +8,8 @@ def pytest_test(name, src = None, size = "small", deps = [], data = [], args = [
         main = "//tests:pytest_main.py",
         size = size,
         args = ["$(location %s)" % src] + args,
-        data = data + ["//tests:conftest.py", "//tests:fixtures"],
+        # The package's own conftest.py (shared fixtures of that test package), if any.
+        data = data + ["//tests:conftest.py", "//tests:fixtures"] + native.glob(["conftest.py"]),
         deps = deps,
         python_version = "PY3",
         **kwargs
