@@ -43,13 +43,27 @@ class VersionStatus:
   error_message: str = ""
 
 
-def _fill_spec(spec, model: str, signature: Optional[str], version: Optional[int],
-               version_label: Optional[str]) -> None:
+def version_statuses(response) -> Tuple[VersionStatus, ...]:
+  """A ``GetModelStatusResponse`` as :class:`VersionStatus` entries, in its order."""
+  state_name = get_model_status_pb2.ModelVersionStatus.State.Name
+  return tuple(VersionStatus(s.version, state_name(s.state), s.status.error_code,
+                             s.status.error_message)
+               for s in response.model_version_status)
+
+
+def check_version_choice(model: str, version: Optional[int],
+                         version_label: Optional[str]) -> None:
+  """Raises ValueError unless ``model`` is named and at most one version choice is given."""
   if not model:
     raise ValueError("model name is required")
   if version is not None and version_label is not None:
     raise ValueError(f"give version ({version}) or version_label ({version_label!r}), "
                      "not both")
+
+
+def _fill_spec(spec, model: str, signature: Optional[str], version: Optional[int],
+               version_label: Optional[str]) -> None:
+  check_version_choice(model, version, version_label)
   spec.name = model
   if signature is not None:
     spec.signature_name = signature
@@ -142,10 +156,7 @@ class ModelClient:
     request = get_model_status_pb2.GetModelStatusRequest()
     _fill_spec(request.model_spec, model, None, version, version_label)
     response = self._models.GetModelStatus(request, timeout=timeout or self._timeout)
-    state_name = get_model_status_pb2.ModelVersionStatus.State.Name
-    return tuple(VersionStatus(s.version, state_name(s.state), s.status.error_code,
-                               s.status.error_message)
-                 for s in response.model_version_status)
+    return version_statuses(response)
 
   def health(self, service: str = "", timeout: Optional[float] = None) -> str:
     """The gRPC health status (``"SERVING"``, ``"NOT_SERVING"``, ...) of ``service``."""

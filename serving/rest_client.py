@@ -101,10 +101,7 @@ class RestClient:
     doc = self._call("GET", _model_path(model, version, version_label), None, timeout)
     response = get_model_status_pb2.GetModelStatusResponse()
     json_format.ParseDict(doc, response)
-    state_name = get_model_status_pb2.ModelVersionStatus.State.Name
-    return tuple(client.VersionStatus(s.version, state_name(s.state), s.status.error_code,
-                                      s.status.error_message)
-                 for s in response.model_version_status)
+    return client.version_statuses(response)
 
   def _signature_defs(self, model, version, version_label, timeout) -> Dict[str, object]:
     key = _model_path(model, version, version_label)
@@ -158,11 +155,7 @@ class RestClient:
 
 
 def _model_path(model: str, version: Optional[int], version_label: Optional[str]) -> str:
-  if not model:
-    raise ValueError("model name is required")
-  if version is not None and version_label is not None:
-    raise ValueError(f"give version ({version}) or version_label ({version_label!r}), "
-                     "not both")
+  client.check_version_choice(model, version, version_label)
   path = "/v1/models/" + urllib.parse.quote(model, safe="")
   if version is not None:
     path += f"/versions/{int(version)}"
