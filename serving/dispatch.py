@@ -37,7 +37,9 @@ from serving import version_manager
 
 _LOG = logging.getLogger("melody.serving")
 
-DEFAULT_SIGNATURE = "serving_default"
+# The signature a request with an empty signature_name calls (one definition, the
+# version manager's, which warms it up under that name).
+DEFAULT_SIGNATURE = version_manager.DEFAULT_SIGNATURE
 _UNKNOWN = "<unknown>"
 
 # A validator gets the decoded inputs of one request; a ValueError it raises is the
