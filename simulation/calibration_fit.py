@@ -124,15 +124,9 @@ def write_params(params: Dict[str, object], path: str) -> None:
     f.write("\n".join(lines) + "\n")
 
 
-def _plays(params, seed: int, n_users: int, days: int, sim_seed: int):
-  """A world of ``params`` and its simulated plays."""
-  world = calibration_stats.calibrated_world(params, seed)
-  return world, calibration_stats.simulate_plays(world, n_users, days, sim_seed)
-
-
 def _fit_like(params, real: RealData, seed: int, say) -> None:
   """The like link: the KKBox repeat-listen rate over unskipped simulated plays."""
-  _, cols = _plays(params, seed, 1500, 3, seed)
+  _, cols = calibration_stats.world_plays(params, seed, 1500, 3, seed)
   zk = cols["utility"][~cols["skip"]]
   slope = 0.8
   params["behaviour"]["like_bias"] = bisect(lambda b: np.mean(sigmoid(b + slope * zk)),
@@ -150,7 +144,7 @@ def _fit_popularity_exponent(params, real: RealData, seed: int, say) -> None:
   scores = []
   for alpha in np.round(np.arange(0.5, MAX_POPULARITY_EXPONENT + 1e-9, 0.25), 2):
     params["behaviour"]["popularity_exponent"] = float(alpha)
-    world, cols = _plays(params, seed, 1000, 3, seed)
+    world, cols = calibration_stats.world_plays(params, seed, 1000, 3, seed)
     counts = calibration_stats.artist_play_counts(world, cols)
     scores.append((calibration_stats.lorenz_ks(counts, real.artist_plays), float(alpha)))
   d, alpha = min(scores)
@@ -166,7 +160,7 @@ def _fit_session_lengths(params, real: RealData, seed: int, say) -> None:
   plays at the rate of a simulated session drawn at random (sessions skipped through
   lose almost every play and mostly vanish from the log, as they do from Last.fm's).
   """
-  _, cols = _plays(params, seed, 1500, 3, seed)
+  _, cols = calibration_stats.world_plays(params, seed, 1500, 3, seed)
   lengths, skipped = skip_stats.session_skip_shares(cols["session"], cols["skip"])
   rates = 1.0 - skipped[lengths >= 5]
   rng = np.random.default_rng(seed)
@@ -201,7 +195,7 @@ def _refine_session_lengths(params, real: RealData, seed: int, say) -> None:
   for mu in (mu0 - 0.1, mu0, mu0 + 0.1):
     for sigma in (sigma0, sigma0 + 0.15):
       beh["session_len_mu"], beh["session_len_sigma"] = round(mu, 4), round(sigma, 4)
-      _, cols = _plays(params, seed, 1500, 3, seed + 1)
+      _, cols = calibration_stats.world_plays(params, seed, 1500, 3, seed + 1)
       lengths, _, _ = calibration_stats.scrobble_view(cols)
       scores.append((calibration_stats.ks_distance(lengths, real.session_lengths),
                      round(mu, 4), round(sigma, 4)))
@@ -212,7 +206,7 @@ def _refine_session_lengths(params, real: RealData, seed: int, say) -> None:
 
 def _fit_gaps(params, real: RealData, seed: int, say) -> None:
   """Think time and in-session pauses: match 30Music's gaps between logged plays."""
-  _, cols = _plays(params, seed, 1500, 3, seed)
+  _, cols = calibration_stats.world_plays(params, seed, 1500, 3, seed)
   rng = np.random.default_rng(seed)
   n = len(cols["listened"])
   e1 = rng.exponential(1.0, n)

@@ -51,8 +51,7 @@ class Row:
 
 def report_plays(params, seed: int, n_users: int = REPORT_USERS, days: int = REPORT_DAYS):
   """The world of ``params`` and the plays every report row and panel is measured on."""
-  world = calibration_stats.calibrated_world(params, seed)
-  return world, calibration_stats.simulate_plays(world, n_users, days, seed + 1000)
+  return calibration_stats.world_plays(params, seed, n_users, days, seed + 1000)
 
 
 def _numeric(values) -> pd.Series:
@@ -156,14 +155,7 @@ def format_table(rows: List[Row], markdown: bool = False) -> str:
   head = ["statistic", "real source", f"real {qn}", f"sim {qn}", "KS", "limit", "ok"]
   body = [[r.name, r.real_source, fmt(r.real_q), fmt(r.sim_q), f"{r.ks:.3f}",
            f"{r.threshold:.2f}", "yes" if r.ks <= r.threshold else "NO"] for r in rows]
-  if markdown:
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join(b) + " |" for b in body]
-    return "\n".join(lines)
-  widths = [max(len(x[i]) for x in [head] + body) for i in range(len(head))]
-  out = ["  ".join(h.ljust(w) for h, w in zip(head, widths))]
-  out += ["  ".join(c.ljust(w) for c, w in zip(b, widths)) for b in body]
-  return "\n".join(out)
+  return calibration_stats.text_table(head, body, markdown)
 
 
 def _ecdf(ax, rows: List[Row], real_x, sim_x, title: str, logx: bool = False) -> None:

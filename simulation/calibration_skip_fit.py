@@ -42,8 +42,7 @@ def bisect(f: Callable[[float], float], lo: float, hi: float, target: float,
 def simulate(params: Dict[str, object], seed: int, sim_seed: int,
              n_users: int = FIT_USERS, days: int = FIT_DAYS):
   """A world of ``params`` and the raw columns of its simulated plays."""
-  world = calibration_stats.calibrated_world(params, seed)
-  return world, calibration_stats.simulate_plays(world, n_users, days, sim_seed)
+  return calibration_stats.world_plays(params, seed, n_users, days, sim_seed)
 
 
 def fit_links(behaviour: Dict[str, float], world, cols: Dict[str, np.ndarray]) -> None:

@@ -12,6 +12,7 @@ from typing import Dict, List
 
 import numpy as np
 
+from simulation import calibration_stats
 from simulation import skip_dynamics
 from simulation import skip_stats
 from simulation import skip_targets
@@ -41,15 +42,9 @@ def format_table(rows: List[Dict[str, object]], markdown: bool = False) -> str:
   body = [[r["name"], f"{r['target']:.3g}", r["kind"], f"{r['sim']:.3g}",
            f"{r['distance']:.3f}", f"{r['tolerance']:.2f}", "yes" if r["ok"] else "NO"]
           for r in rows]
-  if markdown:
-    lines = ["| " + " | ".join(head + ["source"]) + " |", "|" + "---|" * (len(head) + 1)]
-    lines += ["| " + " | ".join(b + [r["source"]]) + " |" for b, r in zip(body, rows)]
-    return "\n".join(lines)
-  head, body = head + ["source"], [b + [_short(r["source"])] for b, r in zip(body, rows)]
-  widths = [max(len(x[i]) for x in [head] + body) for i in range(len(head))]
-  out = ["  ".join(h.ljust(w) for h, w in zip(head, widths))]
-  out += ["  ".join(c.ljust(w) for c, w in zip(b, widths)) for b in body]
-  return "\n".join(out)
+  source = (lambda r: r["source"]) if markdown else (lambda r: _short(r["source"]))
+  return calibration_stats.text_table(head + ["source"],
+                                      [b + [source(r)] for b, r in zip(body, rows)], markdown)
 
 
 def plot_panels(axes, cols: Dict[str, np.ndarray]) -> None:

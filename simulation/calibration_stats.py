@@ -1,13 +1,13 @@
 """The measurements of the calibration: simulated plays, what a real log would keep, distances.
 
 This module owns how a parameter set is measured against the real data: the world a
-parameter dict gives and the plays it simulates (:func:`simulate_plays`), what a
+parameter dict gives and the plays it simulates (:func:`world_plays`), what a
 Last.fm/30Music log would record of those plays (:func:`scrobble_view`), and the
 distances between a simulated and a real sample (two-sample Kolmogorov-Smirnov,
-Lorenz curves of play concentration).
+Lorenz curves of play concentration), and the text form of the comparison tables.
 """
 
-from typing import Dict, Sequence
+from typing import Dict, Sequence, Tuple
 
 import numpy as np
 
@@ -27,6 +27,25 @@ def simulate_plays(world: World, n_users: int, days: int, seed: int) -> Dict[str
   cols = world.simulate(listeners, days, DEFAULT_START_TS, rng)
   cols["duration"] = world.track_duration[cols["track"]].astype(np.float64)
   return cols
+
+
+def world_plays(params: dict, seed: int, n_users: int, days: int,
+                sim_seed: int) -> Tuple[World, Dict[str, np.ndarray]]:
+  """The world of ``params`` (seeded ``seed``) and the plays it simulates (``sim_seed``)."""
+  world = calibrated_world(params, seed)
+  return world, simulate_plays(world, n_users, days, sim_seed)
+
+
+def text_table(head: Sequence[str], body: Sequence[Sequence[str]], markdown: bool) -> str:
+  """A comparison table as markdown, or as aligned plain-text columns."""
+  if markdown:
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(b) + " |" for b in body]
+    return "\n".join(lines)
+  widths = [max(len(x[i]) for x in [head] + list(body)) for i in range(len(head))]
+  out = ["  ".join(h.ljust(w) for h, w in zip(head, widths))]
+  out += ["  ".join(c.ljust(w) for c, w in zip(b, widths)) for b in body]
+  return "\n".join(out)
 
 
 def scrobble_view(cols: Dict[str, np.ndarray], min_s: float = 30.0, max_s: float = 240.0):
