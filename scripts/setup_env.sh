@@ -112,6 +112,19 @@ else
   printf '%s\n' "$want_hash" >"$STAMP"
 fi
 
+# Debian services the tests start themselves (online/'s Redis backend).
+if command -v redis-server >/dev/null; then
+  say "redis-server present ($(redis-server --version | awk '{print $3}'))"
+elif command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+  say "installing Debian's redis-server (the tests start their own instance on a free port)"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null 2>&1 \
+    || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
+  # The package's own service is not needed: tests run private instances.
+  command -v systemctl >/dev/null && systemctl disable --now redis-server >/dev/null 2>&1 || true
+else
+  die "redis-server is missing and cannot be installed here (needs root and apt-get): apt-get install redis-server"
+fi
+
 say "checking imports"
 export TF_CPP_MIN_LOG_LEVEL=2
 "$VPY" - <<'PYEOF'
