@@ -36,11 +36,10 @@ from tensorflow_serving.apis import prediction_log_pb2
 from serving import model_config
 from serving import server_metrics
 from serving import tensors
+from serving import warmup
 
 _LOG = logging.getLogger("melody.serving")
 
-WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
-MAX_WARMUP_RECORDS = 1000
 # The signature a request with an empty signature_name calls.
 DEFAULT_SIGNATURE = "serving_default"
 
@@ -359,14 +358,14 @@ class VersionManager:
     graph); one left out of the records pays that on its first live request, so it
     is named in a warning.
     """
-    path = os.path.join(loaded.path, WARMUP_FILE)
+    path = os.path.join(loaded.path, warmup.WARMUP_FILE)
     if not os.path.isfile(path):
       _LOG.warning("%s version %d has no %s: the first call of each signature pays for "
-                   "building its function", model.entry.name, loaded.version, WARMUP_FILE)
+                   "building its function", model.entry.name, loaded.version, warmup.WARMUP_FILE)
       return 0
-    records = [r.numpy() for r in tf.data.TFRecordDataset(path).take(MAX_WARMUP_RECORDS + 1)]
-    if len(records) > MAX_WARMUP_RECORDS:
-      raise ValueError(f"{path} holds more than {MAX_WARMUP_RECORDS} warmup records")
+    records = [r.numpy() for r in tf.data.TFRecordDataset(path).take(warmup.MAX_RECORDS + 1)]
+    if len(records) > warmup.MAX_RECORDS:
+      raise ValueError(f"{path} holds more than {warmup.MAX_RECORDS} warmup records")
     warmed = set()
     for i, record in enumerate(records):
       log = prediction_log_pb2.PredictionLog.FromString(record)
