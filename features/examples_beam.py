@@ -4,7 +4,7 @@ This module owns the examples pipeline: reading events chunks (Arrow tables or p
 files on any Beam filesystem), the ``DoFn`` that turns a chunk into per-shard gzip
 members (``features.splits`` routes each example, ``features.example_io`` encodes it),
 the shard writer stage, the runner options (DirectRunner in_memory or multi_processing,
-Dataflow, Flink by flags), per-worker progress prints and the counts read back from
+Dask, Dataflow, Flink by flags), per-worker progress prints and the counts read back from
 Beam metrics.
 """
 
@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from features import dask_engine
 from features import example_io
 from features import raw_features
 from features import splits
@@ -173,7 +174,7 @@ def pipeline_options(runner: str = "DirectRunner", beam_args: Iterable[str] = ()
       ``in_memory``.
   """
   from apache_beam.options.pipeline_options import PipelineOptions  # pylint: disable=g-import-not-at-top
-  args = [f"--runner={runner}"] + list(beam_args)
+  args = [f"--runner={dask_engine.runner_flag(runner)}"] + list(beam_args)
   if runner == "DirectRunner" and not any(a.startswith("--direct_running_mode") for a in args):
     if large:
       args += ["--direct_running_mode=multi_processing",
@@ -188,20 +189,26 @@ def write_examples(event_chunks: Sequence[Union[str, pa.Table]],
                    runner: str = "DirectRunner", beam_args: Iterable[str] = (),
                    eval_percent: int = splits.DEFAULT_EVAL_PERCENT, large: bool = False,
                    span_days: Sequence[int] = (),
-                   progress_every_s: float = 0) -> Dict[str, int]:
+                   progress_every_s: float = 0,
+                   dask_workers: int = dask_engine.DEFAULT_LOCAL_WORKERS) -> Dict[str, int]:
   """Runs the examples pipeline; returns counts {"events", "train", "eval"}.
 
-  The counts come from Beam metrics; a runner that reports none gives -1.
+  The counts come from Beam metrics; a runner that reports none (DaskRunner) gives -1.
+  ``runner="DaskRunner"`` without ``--dask_client_address`` in ``beam_args`` runs on a
+  local cluster of ``dask_workers`` processes (``features.dask_engine``).
   """
   beam = _beam()
   if not event_chunks:
     raise ValueError("event_chunks is empty")
-  options = pipeline_options(runner, beam_args, large)
-  p = beam.Pipeline(options=options)
-  build_examples_pipeline(p, list(event_chunks), tracks, out_dir, shards, eval_percent,
-                          span_days, progress_every_s)
-  result = p.run()
-  result.wait_until_finish()
+  with dask_engine.beam_args_for(runner, beam_args, dask_workers) as args:
+    p = beam.Pipeline(options=pipeline_options(runner, args, large))
+    build_examples_pipeline(p, list(event_chunks), tracks, out_dir, shards, eval_percent,
+                            span_days, progress_every_s)
+    result = p.run()
+    result.wait_until_finish()
+    client = getattr(result, "client", None)
+    if client is not None:  # the DaskRunner's own client to the cluster
+      client.close()
   counts = {"events": -1, "train": -1, "eval": -1}
   try:
     query = result.metrics().query(beam.metrics.MetricsFilter().with_namespace("melody"))

@@ -32,7 +32,7 @@ SEGMENTS: Tuple[str, ...] = ("new", "free", "free_veteran", "trial", "paid")
 ACTIVITIES: Tuple[str, ...] = ("unknown", "commute", "workout", "focus", "explore")
 SURFACES: Tuple[str, ...] = (
     "unknown", "home", "search", "discover", "radio", "library", "playlist", "promo")
-SOURCES: Tuple[str, ...] = ("sim", "kkbox", "30music", "hetrec", "jamendo")
+SOURCES: Tuple[str, ...] = ("sim", "kkbox", "30music", "hetrec", "jamendo", "own")
 # How much of a play was heard, as the Music Streaming Sessions Dataset logs it
 # (skip_1, skip_2, skip_3, not_skipped): stopped in the first seconds, stopped early,
 # most of the track played, played to the end.
