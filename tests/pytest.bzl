@@ -22,6 +22,7 @@ MELODY_LIBS = [
     "//features",
     "//melody_cli",
     "//melody_testing",
+    "//online",
     "//pipeline",
     "//ranking",
     "//serving",

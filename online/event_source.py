@@ -1,0 +1,136 @@
+"""The nearline updater's input: a directory of JSON-lines event logs being appended.
+
+This module owns reading play events from ``SOURCE``: every ``*.jsonl`` file in the
+directory (a log shipper's or the simulator's live output; files are read in name
+order, each from the byte offset the store says it was applied up to), one JSON object
+per line with the columns of ``features.events.EVENT_SCHEMA`` (only ``user_id``,
+``track_id`` and ``ts`` are required). A line counts only once its newline is written,
+so a writer caught mid-line is read on the next pass. :func:`parse_event` turns a line
+into a :class:`~online.listener_state.PlayEvent` or says why it cannot.
+"""
+
+import dataclasses
+import glob
+import json
+import math
+import os
+from typing import Dict, List, Mapping, Tuple
+
+from features import feature_spec
+from online import listener_state
+from online import state_store
+
+MAX_LINE_BYTES = 64 << 10
+_UNIT_FIELDS = ("completion", "skip", "like", "subscription")
+_TEXT_FIELDS = ("session_id", "artist_id")
+
+
+@dataclasses.dataclass(frozen=True)
+class Line:
+  """One complete line of a source file (``line`` counts from 1)."""
+  file: str
+  line: int
+  raw: str
+
+
+class DirectorySource:
+  """Complete lines of ``DIR/*.jsonl`` past given offsets.
+
+  Args:
+    directory: The directory of event logs.
+    pattern: Which files of it are logs.
+  """
+
+  def __init__(self, directory: str, pattern: str = "*.jsonl"):
+    if not os.path.isdir(directory):
+      raise ValueError(f"events directory {directory!r} does not exist")
+    self.directory = directory
+    self.pattern = pattern
+
+  def read(self, offsets: Mapping[str, state_store.Offset], max_lines: int
+           ) -> Tuple[List[Line], Dict[str, state_store.Offset]]:
+    """Up to ``max_lines`` new complete lines, and each touched file's offset after them.
+
+    Args:
+      offsets: File name (relative to the directory) -> where applying stopped.
+      max_lines: Most lines to return.
+
+    Returns:
+      (lines in file then line order, file -> offset after its last returned line).
+    """
+    lines: List[Line] = []
+    after: Dict[str, state_store.Offset] = {}
+    for path in sorted(glob.glob(os.path.join(self.directory, self.pattern))):
+      if len(lines) >= max_lines:
+        break
+      name = os.path.relpath(path, self.directory)
+      start = offsets.get(name, state_store.Offset())
+      with open(path, "rb") as f:
+        f.seek(start.offset)
+        offset, count = start.offset, start.lines
+        while len(lines) < max_lines:
+          data = f.readline()
+          if not data.endswith(b"\n"):
+            break   # end of file, or a line still being written
+          offset += len(data)
+          count += 1
+          lines.append(Line(name, count, data[:-1].decode("utf-8", errors="replace")))
+      if (offset, count) != (start.offset, start.lines):
+        after[name] = state_store.Offset(offset, count)
+    return lines, after
+
+
+def parse_event(raw: str) -> listener_state.PlayEvent:
+  """One JSON line as a play event.
+
+  Raises:
+    ValueError: the reason the line cannot be applied (quarantined with it).
+  """
+  if len(raw) > MAX_LINE_BYTES:
+    raise ValueError(f"line longer than {MAX_LINE_BYTES} bytes")
+  try:
+    doc = json.loads(raw)
+  except json.JSONDecodeError as e:
+    raise ValueError(f"not JSON: {e.msg} at column {e.colno}") from None
+  if not isinstance(doc, dict):
+    raise ValueError("not a JSON object")
+  fields = {}
+  for name in ("user_id", "track_id"):
+    value = doc.get(name)
+    if not isinstance(value, str) or not value.strip():
+      raise ValueError(f"missing {name}")
+    fields[name] = value
+  ts = doc.get("ts")
+  if isinstance(ts, bool) or not isinstance(ts, (int, float)) or not math.isfinite(ts):
+    raise ValueError("ts missing or not a number")
+  if ts != int(ts) or ts <= 0:
+    raise ValueError("ts not positive whole seconds")
+  fields["ts"] = int(ts)
+  for name in _TEXT_FIELDS:
+    value = doc.get(name)
+    if value is not None and not isinstance(value, str):
+      raise ValueError(f"{name} not a string")
+    fields[name] = value or ""
+  for name in _UNIT_FIELDS:
+    value = _number(doc, name)
+    if value is not None and not 0.0 <= value <= 1.0:
+      raise ValueError(f"{name} outside [0, 1]")
+    fields[name] = value
+  segment = doc.get("user_segment")
+  if segment is not None and segment not in feature_spec.SEGMENTS:
+    raise ValueError("unknown user_segment")
+  fields["user_segment"] = segment
+  tenure = _number(doc, "user_tenure_days")
+  if tenure is not None and tenure < 0:
+    raise ValueError("user_tenure_days negative")
+  fields["user_tenure_days"] = tenure
+  return listener_state.PlayEvent(**fields)
+
+
+def _number(doc: Mapping[str, object], name: str):
+  value = doc.get(name)
+  if value is None:
+    return None
+  if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    raise ValueError(f"{name} not a number")
+  return float(value)
