@@ -4,20 +4,26 @@ Owns the I/O and the order of the intent model's training stages (``ranking.inte
 owns the math): load the pretrained checkpoint, embed the catalog's track texts once
 with the pretrained encoder (cached for every later stage), synthesize training
 triplets from the catalog's real tags, contrastive fine-tuning, hybrid-reward preference
-optimization, then an ``IntentCandidates`` module over the whole catalog, saved as a
-SavedModel with the ``intent_candidates`` signature.
+optimization, then an ``IntentCandidates`` module (dense + BM25F hybrid retrieval) over
+the whole catalog, or over a separate serving catalog through the catalog refresh,
+saved as a SavedModel with the ``intent_candidates`` signature. A training catalog with
+a ``split`` column may hold no MTG-Jamendo ``test`` row: the test split is for
+evaluation only.
 
 ``run_fn(fn_args)`` reads from ``fn_args.custom_config``:
 
-* ``catalog_path`` (required): the ``tracks.parquet`` the ranker serves (row order =
-  catalog rows returned by ``intent_candidates``);
+* ``catalog_path`` (required): the training catalog, a ``tracks.parquet`` (row order =
+  catalog rows returned by ``intent_candidates`` unless a serving catalog is given);
+* ``serving_catalog_path`` (optional): the ``tracks.parquet`` the ranker serves; the
+  trained model is refreshed onto it (``ranking.intent.catalog_refresh``) and the saved
+  module's rows are its rows;
 * ``listener_vectors_path`` / ``interest_path`` (optional ``.npy``): ``[L, d]`` listener
   vectors (``RankingModel.encode_listener(...)["listener"]``) and ``[L, N]`` interest
   scores of those listeners for every catalog row (``RankingModel.score(...)["interest"]``);
   without them the model is not personalised and the personal reward is 0;
 * ``intent`` / ``preference`` / ``synth``: dicts of ``IntentConfig`` /
   ``PreferenceConfig`` / ``SynthConfig`` fields; ``num_train_requests``, ``seed``,
-  ``model_dir`` (another BERT checkpoint folder).
+  ``lexical_weight``, ``title_weight``, ``model_dir`` (another BERT checkpoint folder).
 
 ``fn_args.train_steps`` (when positive) sets the contrastive steps. The module is saved
 to ``fn_args.serving_model_dir``; ``assets.extra/intent.json`` records the settings,
@@ -36,8 +42,10 @@ import ranking  # noqa: F401  (Keras 2 before TensorFlow)
 import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-order
 
 from ranking.intent import catalog as catalog_lib
+from ranking.intent import catalog_refresh
 from ranking.intent import checkpoint as ckpt_lib
 from ranking.intent import dual_encoder
+from ranking.intent import lexical as lexical_lib
 from ranking.intent import preference as pref
 from ranking.intent import retrieval
 from ranking.intent import synthesis
@@ -56,6 +64,8 @@ class IntentTrainConfig:
     num_listeners: listeners for the triplets when no listener vectors are given.
     model_dir: BERT checkpoint folder (default: the installed all-MiniLM-L6-v2).
     seed: seed of the synthesis.
+    lexical_weight: weight of the normalised BM25F score in serving (0: dense only).
+    title_weight: weight of a title word against a tag word in BM25F.
   """
   intent: dual_encoder.IntentConfig = dual_encoder.IntentConfig()
   preference: pref.PreferenceConfig = pref.PreferenceConfig()
@@ -64,6 +74,8 @@ class IntentTrainConfig:
   num_listeners: int = 1
   model_dir: Optional[str] = None
   seed: int = 0
+  lexical_weight: float = 1.0
+  title_weight: float = 0.3
 
   def __post_init__(self):
     if self.num_train_requests < self.intent.batch_size:
@@ -71,13 +83,17 @@ class IntentTrainConfig:
                        f"the batch size ({self.intent.batch_size})")
     if self.num_listeners < 1:
       raise ValueError(f"num_listeners must be >= 1, got {self.num_listeners}")
+    if self.lexical_weight < 0 or not 0 <= self.title_weight <= 1:
+      raise ValueError(f"need lexical_weight >= 0 and title_weight in [0, 1], got "
+                       f"{self.lexical_weight} and {self.title_weight}")
 
   def to_dict(self) -> Dict[str, object]:
     return {"intent": self.intent.to_dict(), "preference": self.preference.to_dict(),
             "synth": dataclasses.asdict(self.synth),
             "num_train_requests": self.num_train_requests,
             "num_listeners": self.num_listeners, "model_dir": self.model_dir,
-            "seed": self.seed}
+            "seed": self.seed, "lexical_weight": self.lexical_weight,
+            "title_weight": self.title_weight}
 
   @classmethod
   def from_dict(cls, d: Optional[Mapping[str, object]]) -> "IntentTrainConfig":
@@ -107,7 +123,8 @@ class IntentRun:
     run.module().save(path)
 
   Args:
-    catalog: ``TRACK_SCHEMA`` frame in serving row order.
+    catalog: ``TRACK_SCHEMA`` frame in serving row order; with a ``split`` column, no
+      row may be of the MTG-Jamendo ``test`` split.
     config: an ``IntentTrainConfig``.
     listener_vectors: optional ``[L, d]`` ranking-model listener vectors.
     interest: optional ``[L, N]`` ranking-model interest scores for every catalog row.
@@ -118,6 +135,7 @@ class IntentRun:
                listener_vectors: Optional[np.ndarray] = None,
                interest: Optional[np.ndarray] = None, log_every: int = 0):
     self.catalog = catalog.reset_index(drop=True)
+    check_training_splits(self.catalog)
     self.config = config
     self.log_every = log_every
     n = len(self.catalog)
@@ -196,16 +214,34 @@ class IntentRun:
                                 listener, training=False).numpy()
     return out
 
+  def lexical_index(self) -> lexical_lib.LexicalIndex:
+    """BM25F over the training catalog's tag texts and titles."""
+    return lexical_lib.LexicalIndex(self.texts, catalog_lib.catalog_titles(self.catalog),
+                                    self.config.title_weight)
+
   def module(self) -> retrieval.IntentCandidates:
     """The serving module over the whole catalog (track vectors computed now)."""
-    return retrieval.IntentCandidates(self.model, self.tokenizer, self.track_vectors())
+    weight = self.config.lexical_weight
+    return retrieval.IntentCandidates(self.model, self.tokenizer, self.track_vectors(),
+                                      self.lexical_index() if weight > 0 else None, weight)
 
-  def save(self, out_dir: str) -> str:
-    """Saves the module as a SavedModel plus ``assets.extra/intent.json``."""
-    self.module().save(out_dir)
+  def refresh(self, tracks: pd.DataFrame) -> retrieval.IntentCandidates:
+    """The serving module over another catalog (``catalog_refresh.refresh_module``)."""
+    return catalog_refresh.refresh_module(
+        self.model, self.checkpoint, self.tokenizer, tracks,
+        trained_track_ids=self.catalog["track_id"].astype(str).tolist(),
+        track_max_length=self.config.intent.track_max_length,
+        lexical_weight=self.config.lexical_weight, title_weight=self.config.title_weight)
+
+  def save(self, out_dir: str, serving_catalog: Optional[pd.DataFrame] = None) -> str:
+    """Saves the module (over ``serving_catalog`` when given, refreshed onto it) as a
+    SavedModel plus ``assets.extra/intent.json``."""
+    module = self.module() if serving_catalog is None else self.refresh(serving_catalog)
+    module.save(out_dir)
     extra = os.path.join(out_dir, "assets.extra")
     os.makedirs(extra, exist_ok=True)
-    meta = {"config": self.config.to_dict(), "num_tracks": len(self.catalog),
+    meta = {"config": self.config.to_dict(), "num_tracks": module.num_tracks,
+            "num_training_tracks": len(self.catalog),
             "listener_dim": self.model.listener_dim,
             "checkpoint": self.checkpoint.model_dir,
             "history": {k: v for k, v in self.history.items()}}
@@ -214,10 +250,26 @@ class IntentRun:
     return out_dir
 
 
+def check_training_splits(tracks: pd.DataFrame) -> None:
+  """Refuses a training catalog that holds MTG-Jamendo test-split rows.
+
+  Raises:
+    ValueError: naming how many rows are of another split than train/validation.
+  """
+  if "split" not in tracks:
+    return
+  split = tracks["split"]
+  bad = split.notna() & ~split.isin(list(catalog_lib.TRAIN_SPLITS))
+  if bad.any():
+    raise ValueError(f"the training catalog holds {int(bad.sum())} rows of the split(s) "
+                     f"{sorted(set(split[bad]))}; train on {catalog_lib.TRAIN_SPLITS} only")
+
+
 def train_intent(catalog_df: pd.DataFrame, out_dir: Optional[str] = None,
                  config: Optional[IntentTrainConfig] = None,
                  listener_vectors: Optional[np.ndarray] = None,
-                 interest: Optional[np.ndarray] = None, log_every: int = 0) -> IntentRun:
+                 interest: Optional[np.ndarray] = None, log_every: int = 0,
+                 serving_catalog: Optional[pd.DataFrame] = None) -> IntentRun:
   """Trains the intent model on a catalog and (optionally) saves the serving module.
 
   Args:
@@ -227,6 +279,7 @@ def train_intent(catalog_df: pd.DataFrame, out_dir: Optional[str] = None,
     listener_vectors: optional ``[L, d]`` ranking-model listener vectors.
     interest: optional ``[L, N]`` ranking-model interest scores.
     log_every: progress every so many steps.
+    serving_catalog: the catalog the saved module serves (default: ``catalog_df``).
 
   Returns:
     The finished ``IntentRun`` (``run.module()`` is the ``IntentCandidates``).
@@ -238,7 +291,7 @@ def train_intent(catalog_df: pd.DataFrame, out_dir: Optional[str] = None,
   if run.config.preference.steps:
     run.optimize_preferences()
   if out_dir:
-    run.save(out_dir)
+    run.save(out_dir, serving_catalog)
   return run
 
 
@@ -267,6 +320,8 @@ def run_fn(fn_args) -> IntentRun:
         config, intent=dataclasses.replace(config.intent, steps=int(steps)))
   lv = custom.get("listener_vectors_path")
   it = custom.get("interest_path")
+  serving = custom.get("serving_catalog_path")
   return train_intent(catalog, fn_args.serving_model_dir, config,
                       np.load(lv) if lv else None, np.load(it) if it else None,
-                      log_every=int(custom.get("log_every", 0)))
+                      log_every=int(custom.get("log_every", 0)),
+                      serving_catalog=pd.read_parquet(serving) if serving else None)

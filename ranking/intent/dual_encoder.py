@@ -45,8 +45,8 @@ class IntentConfig:
     head_learning_rate: Adam rate of the projections and id embeddings.
     seed: sampling seed.
   """
-  max_length: int = 32
-  track_max_length: int = 64
+  max_length: int = 64
+  track_max_length: int = 128
   trainable_layers: int = 2
   temperature: float = 0.05
   logq_correction: bool = True

@@ -3,7 +3,8 @@
 Colloquial mood words and situations (activity, weather, time of day) each map to the
 Jamendo tags that satisfy them; the phrasing templates are split into training and
 held-out phrasings (evaluation requests use only held-out ones); and the instrument
-words mark instruments among free (uncategorised) tags.
+words and Jamendo's mood/theme tag names mark instruments and moods among free
+(uncategorised) tags.
 """
 
 from typing import Dict, Tuple
@@ -81,7 +82,22 @@ SITUATIONS: Dict[str, Tuple[Tuple[str, ...], Tuple[str, ...]]] = {
                 ("uplifting", "positive", "happy", "hopeful", "inspiring", "soft")),
 }
 
-# Phrasing templates. Slots: {mood} {style} {style2} {instrument} {situation} {neg}.
+# Production and structure remarks that carry no intent: descriptive requests are full of
+# them, so the model has to learn to read past them. Training and held-out phrasings use
+# separate sets.
+TRAIN_FILLERS: Tuple[str, ...] = (
+    "a warm, clean mix", "lots of reverb on everything", "a simple repeating melody",
+    "a long intro", "quiet verses and a bigger chorus", "a live recording feel",
+    "a steady beat all the way through", "the vocals sit back in the mix",
+    "it builds towards the end", "nothing too busy",
+)
+HELDOUT_FILLERS: Tuple[str, ...] = (
+    "a polished studio sound", "wide stereo and some echo", "a hook that keeps coming back",
+    "the second half opens up", "a bit raw around the edges", "sparse arrangement",
+)
+
+# Phrasing templates. Slots: {mood} (colloquial word), {moodtag} (a mood/theme tag named
+# as it is), {style} {style2} {instrument} {situation} {neg} {filler}.
 TRAIN_TEMPLATES: Tuple[str, ...] = (
     "{mood} {style}",
     "play me something {mood}",
@@ -97,6 +113,13 @@ TRAIN_TEMPLATES: Tuple[str, ...] = (
     "give me {style} that is {mood}",
     "{instrument} for {situation}",
     "{mood} but not {neg}, for {situation}",
+    "{moodtag} {style}",
+    "something {moodtag}",
+    "{moodtag} music with {instrument}",
+    "a {style} track with {instrument}, {filler}, and overall it feels {moodtag}",
+    "{filler}. {instrument} carries the melody, {style} at heart, quite {moodtag}",
+    "i'm after {style}: {filler}, some {instrument}, good for {situation}",
+    "music for a {moodtag} mood, {filler}",
 )
 HELDOUT_TEMPLATES: Tuple[str, ...] = (
     "put on some {mood} {style}, i'm in the mood",
@@ -107,7 +130,21 @@ HELDOUT_TEMPLATES: Tuple[str, ...] = (
     "mix of {style} and {style2}",
     "{instrument}-heavy {style}",
     "what's good for {situation}?",
+    "{moodtag} vibes please",
+    "a {style} song with {filler}; {instrument} up front, and it sounds {moodtag}",
+    "the track opens with {instrument}, {filler}, a {style} feel, very {moodtag}",
 )
+
+# MTG-Jamendo's mood/theme tags: they mark moods among free (uncategorised) tags.
+MOOD_THEME_TAGS = (
+    "action", "adventure", "advertising", "ambiental", "background", "ballad", "calm",
+    "children", "christmas", "commercial", "cool", "corporate", "dark", "deep",
+    "documentary", "drama", "dramatic", "dream", "emotional", "energetic", "epic", "fast",
+    "film", "fun", "funny", "game", "groovy", "happy", "heavy", "holiday", "hopeful",
+    "horror", "inspiring", "love", "meditative", "melancholic", "mellow", "melodic",
+    "motivational", "movie", "nature", "party", "positive", "powerful", "relaxing", "retro",
+    "romantic", "sad", "sexy", "slow", "soft", "soundscape", "space", "sport", "summer",
+    "trailer", "travel", "upbeat", "uplifting")
 
 # HetRec's free tags have no category; these words mark instruments among them.
 INSTRUMENT_WORDS = ("piano", "guitar", "violin", "cello", "saxophone", "trumpet",

@@ -3,9 +3,12 @@
 Owns the serving-side contract of the intent model: raw request strings (and, optionally,
 the ranking model's listener vectors) in, the top-k catalog rows and their scores out.
 Tokenization, the request tower and the retrieval all run in the graph; the catalog's
-track vectors are computed once at export and held by a
-``tfrs.layers.factorized_top_k.BruteForce`` index (an exact ``q . t`` over every row,
-then top-k). Rows index the catalog in ``tracks.parquet`` row order.
+track vectors are computed once at export and held as one ``[N, H]`` matrix (an exact
+``q . t`` over every row, then top-k). With a ``lexical.LexicalIndex`` the retrieval is
+hybrid: ``score = q . t + lexical_weight * bm25(request, track) / max_track bm25``, the
+BM25F scores normalised per request so that the weight means the same for every
+request; a request sharing no word with the catalog is scored by the dense part alone.
+Rows index the catalog in ``tracks.parquet`` row order.
 
 Contract (tf.functions, usable inside another module's signatures):
 
@@ -14,6 +17,8 @@ Contract (tf.functions, usable inside another module's signatures):
   with ``listener = RankingModel.encode_listener(...)["listener"]`` (``d`` =
   ``listener_dim``; a zero vector means "no personalization").
 * ``encode(texts [B] string) -> [B, H]`` request vectors (for tests and analysis).
+* ``text_cut(texts [B] string) -> [B] int32``: 1 where the request was longer than the
+  tokenizer's width and cut at a word boundary (the stand-alone signature returns it).
 
 ``k`` larger than the catalog is clipped to the catalog size.
 """
@@ -22,9 +27,9 @@ from typing import Dict, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
-import tensorflow_recommenders as tfrs
 
 from ranking.intent import dual_encoder
+from ranking.intent import lexical as lexical_lib
 from ranking.intent import tokenizer as tok_lib
 
 SIGNATURE = "intent_candidates"
@@ -42,11 +47,14 @@ class IntentCandidates(tf.Module):
     tokenizer: the ``WordPieceTokenizer`` over the encoder's vocabulary.
     track_vectors: ``[N, H]`` final track-tower vectors of the serving catalog, in
       catalog row order (see :func:`catalog_track_vectors`).
+    lexical: optional BM25F index over the same catalog rows (hybrid retrieval).
+    lexical_weight: weight of the normalised BM25F score against the cosine.
     name: module name.
   """
 
   def __init__(self, model: dual_encoder.IntentDualEncoder, tokenizer: tok_lib.WordPieceTokenizer,
-               track_vectors: np.ndarray, name: str = "intent"):
+               track_vectors: np.ndarray, lexical: Optional[lexical_lib.LexicalIndex] = None,
+               lexical_weight: float = 0.0, name: str = "intent"):
     super().__init__(name=name)
     track_vectors = np.asarray(track_vectors, np.float32)
     if track_vectors.ndim != 2 or track_vectors.shape[1] != model.hidden_size:
@@ -62,14 +70,24 @@ class IntentCandidates(tf.Module):
     self.tokenizer = tokenizer
     self.num_tracks = int(track_vectors.shape[0])
     self.listener_dim = int(model.listener_dim)
-    self.index = tfrs.layers.factorized_top_k.BruteForce(k=10, name="intent_index")
-    self.index.index(tf.constant(track_vectors),
-                     tf.range(self.num_tracks, dtype=tf.int32))
+    if lexical is not None and lexical.num_tracks != self.num_tracks:
+      raise ValueError(f"lexical indexes {lexical.num_tracks} tracks, track_vectors "
+                       f"{self.num_tracks}")
+    if lexical_weight < 0:
+      raise ValueError(f"lexical_weight must be >= 0, got {lexical_weight}")
+    self.lexical = lexical
+    self.lexical_weight = float(lexical_weight) if lexical is not None else 0.0
+    self.track_matrix = tf.Variable(track_vectors, trainable=False, name="track_vectors")
 
-  def _top_k(self, q, k):
+  def _top_k(self, q, k, texts=None):
     k = tf.minimum(tf.cast(k, tf.int32), self.num_tracks)
-    scores, rows = self.index(q, k=k)
-    return tf.cast(rows, tf.int32), scores
+    scores = tf.matmul(q, self.track_matrix, transpose_b=True)
+    if texts is not None and self.lexical_weight > 0:
+      lex = self.lexical.scores(texts)
+      top = tf.reduce_max(lex, axis=1, keepdims=True)
+      scores += self.lexical_weight * tf.math.divide_no_nan(lex, top)
+    scores, rows = tf.math.top_k(scores, k=k)
+    return rows, scores
 
   @tf.function(input_signature=[tf.TensorSpec([None, None], tf.float32),
                                 tf.TensorSpec([], tf.int32)])
@@ -82,11 +100,16 @@ class IntentCandidates(tf.Module):
     """Request vectors ``[B, H]`` without personalization."""
     return self.model.query(self.tokenizer(texts), None, training=False)
 
+  @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+  def text_cut(self, texts):
+    """``[B]`` int32: 1 where a request had more word pieces than the tokenizer keeps."""
+    return self.tokenizer(texts)["cut"]
+
   @tf.function(input_signature=[tf.TensorSpec([None], tf.string),
                                 tf.TensorSpec([], tf.int32)])
   def candidates(self, texts, k):
     """Top-k catalog rows ``[B, k]`` int32 and scores ``[B, k]`` for raw requests."""
-    return self._top_k(self.encode(texts), k)
+    return self._top_k(self.encode(texts), k, texts)
 
   @tf.function(input_signature=[tf.TensorSpec([None], tf.string),
                                 tf.TensorSpec([None, None], tf.float32),
@@ -94,7 +117,7 @@ class IntentCandidates(tf.Module):
   def candidates_for_listener(self, texts, listener, k):
     """Like :meth:`candidates`, personalised by the ranking model's listener vectors."""
     q = self.model.personalize(self.encode(texts), listener if self.listener_dim else None)
-    return self._top_k(q, k)
+    return self._top_k(q, k, texts)
 
   def signatures(self) -> Dict[str, tf.types.experimental.ConcreteFunction]:
     """``intent_candidates`` (and a personalised variant) for a stand-alone SavedModel."""
@@ -102,7 +125,7 @@ class IntentCandidates(tf.Module):
                                   tf.TensorSpec([], tf.int32, name="k")])
     def intent_candidates(text, k):
       rows, scores = self.candidates(text, k)
-      return {"catalog_rows": rows, "scores": scores}
+      return {"catalog_rows": rows, "scores": scores, "text_cut": self.text_cut(text)}
 
     sigs = {SIGNATURE: intent_candidates.get_concrete_function()}
     if self.listener_dim:

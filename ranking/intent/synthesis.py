@@ -1,11 +1,12 @@
 """The request synthesizer: (listener, request, track) triplets over a catalogue's tags.
 
 Requests are written from the phrasing templates of ``lexicon`` over the catalogue's
-real tags plus colloquial mood words and situations, with multi-intent and negated
-requests; each carries its intent (``intents.Request``). Tracks are split into training
-and held-out tracks, templates into training and held-out phrasings; positives are
-drawn among the relevant tracks, preferring what the listener likes and, mildly,
-popular tracks.
+real tags (every genre, instrument and mood/theme tag carried by a few tracks can be
+named) plus colloquial mood words, situations and intent-free production remarks, with
+multi-intent, negated and long descriptive requests; each carries its intent
+(``intents.Request``). Tracks are split into training and held-out tracks, templates into
+training and held-out phrasings; positives are drawn among the relevant tracks,
+preferring what the listener likes and, mildly, popular tracks.
 """
 
 import dataclasses
@@ -120,9 +121,12 @@ class RequestSynthesizer:
         if category.get(k) in (None, "style"):
           category[k] = cat
     instruments = set(catalog.tag_key(t) for t in lexicon.INSTRUMENT_WORDS)
+    moods = set(lexicon.MOOD_THEME_TAGS)
     for k in list(category):
       if category[k] == "style" and k in instruments:
         category[k] = "instrument"
+      elif category[k] == "style" and k in moods:
+        category[k] = "mood"
     ok = {k for k, c in counts.items() if c >= config.style_min_count}
     self.words = words
     self.styles = sorted(k for k in ok if category[k] in ("genre", "style"))
@@ -130,9 +134,15 @@ class RequestSynthesizer:
     self.mood_tags = sorted(k for k in ok if category[k] == "mood")
     self._style_p = _normalized([counts[k] for k in self.styles])
     self._instr_p = _normalized([counts[k] for k in self.instruments])
+    self._mood_p = _normalized([counts[k] for k in self.mood_tags])
+
+  @property
+  def target_tags(self) -> List[str]:
+    """Every tag a request can name (a slot value): styles, instruments and mood tags."""
+    return sorted(set(self.styles) | set(self.instruments) | set(self.mood_tags))
 
   # ------------------------------------------------------------------ slot fillers
-  def _fill(self, template: str):
+  def _fill(self, template: str, heldout: bool = False):
     """Fills a template's slots; returns (text, clauses, negated) or None."""
     rng = self.rng
     values, clauses, negated = {}, [], set()
@@ -165,6 +175,18 @@ class RequestSynthesizer:
         phrases, tags = lexicon.SITUATIONS[sit]
         values[slot] = phrases[rng.integers(len(phrases))]
         clauses.append(frozenset(tags))
+      elif slot == "moodtag":
+        if not self.mood_tags:
+          return None
+        k = self.mood_tags[rng.choice(len(self.mood_tags), p=self._mood_p)]
+        if k in used:
+          return None
+        values[slot] = self.words[k]
+        clauses.append(frozenset([k]))
+        used.add(k)
+      elif slot == "filler":
+        fillers = lexicon.HELDOUT_FILLERS if heldout else lexicon.TRAIN_FILLERS
+        values[slot] = fillers[rng.integers(len(fillers))]
       elif slot == "neg":
         pool = self.styles + self.mood_tags
         if not pool:
@@ -189,7 +211,7 @@ class RequestSynthesizer:
                          "catalog has too few tags (min_relevant "
                          f"{self.config.min_relevant})")
       t = int(self.rng.integers(len(templates)))
-      filled = self._fill(templates[t])
+      filled = self._fill(templates[t], heldout)
       if filled is None:
         continue
       req = intents.Request(filled[0], filled[1], filled[2], t, heldout)
@@ -240,5 +262,6 @@ def _normalized(weights) -> np.ndarray:
   w = np.asarray(weights, np.float64)
   if w.size == 0:
     return w
-  w = np.sqrt(w)   # flatten the head: rare tags appear in requests too
-  return w / w.sum()
+  # Flatten the head and mix in a uniform share, so rare tags are named in requests too.
+  w = np.sqrt(w)
+  return 0.5 * w / w.sum() + 0.5 / w.size

@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 
 import ranking  # noqa: F401  (Keras 2 before TensorFlow)
+from features.datasets import jamendo_splits
 from features.datasets import registry
 from ranking.intent import catalog as catalog_lib
 from ranking.intent import evaluation
@@ -29,13 +30,30 @@ def test_tag_keys_merge_spellings_and_words_are_readable():
   assert catalog_lib.tag_words("instrument---acousticguitar") == "acoustic guitar"
 
 
-def test_track_text_puts_tags_first_then_title():
-  text = catalog_lib.track_text(["genre---rock", "instrument---electricguitar", "genre---rock"],
-                                "Night Drive by Someone")
-  assert text == "rock, electric guitar. Night Drive by Someone"
+def test_track_text_keeps_every_tag_and_leaves_the_title_to_its_own_field():
+  tags = [f"genre---g{n}" for n in range(20)] + ["instrument---electricguitar", "genre---g0"]
+  text = catalog_lib.track_text(tags, "Flamenco (Radio Edit) by Someone")
+  assert text == ", ".join([f"g{n}" for n in range(20)] + ["electric guitar"])
   assert catalog_lib.track_text([], "Only Title") == "Only Title"
   frame = pd.DataFrame({"tags": [["jazz"], []], "title": ["A", None]})
-  assert catalog_lib.catalog_texts(frame) == ["jazz. A", ""]
+  assert catalog_lib.catalog_texts(frame) == ["jazz", ""]
+  assert catalog_lib.catalog_titles(frame) == ["A", ""]
+
+
+def test_every_catalog_tag_is_a_request_target(catalog):
+  syn = synthesis.RequestSynthesizer(catalog, seed=0)
+  counts = {}
+  for keys in syn.tag_keys:
+    for k in keys:
+      counts[k] = counts.get(k, 0) + 1
+  frequent = {k for k, c in counts.items() if c >= syn.config.style_min_count}
+  assert set(syn.target_tags) == frequent
+  assert {"sad", "film", "relaxing"} <= set(syn.mood_tags)   # Jamendo mood/theme names
+  assert all(p > 0 for p in np.concatenate([syn._style_p, syn._instr_p, syn._mood_p]))
+  named = set()
+  for r in syn.requests(4000, heldout=False):
+    named |= {next(iter(c)) for c in r.clauses if len(c) == 1}
+  assert len(frequent & named) >= 0.95 * len(frequent)
 
 
 def test_heldout_phrasings_are_disjoint_from_training_phrasings():
@@ -124,9 +142,10 @@ def test_exact_top_k_orders_best_first():
 def test_real_jamendo_and_hetrec_catalog_yields_requests(shared_data):
   _, jam, _ = registry.load("jamendo", shared_data)
   _, het, _ = registry.load("hetrec", shared_data)
+  jam = jamendo_splits.with_splits(jam, shared_data)
   cat = catalog_lib.mixed_catalog(jam, het, n_jamendo=500, n_hetrec=100, seed=0)
   assert len(cat) == 600
-  assert (cat["title"].str.len() > 0).iloc[:500].all()   # titled Jamendo tracks first
+  assert set(cat["split"].iloc[:500]) <= {"train", "validation"}
   syn = synthesis.RequestSynthesizer(cat, seed=0)
   assert len(syn.instruments) > 5 and len(syn.mood_tags) > 5
   t = syn.triplets(100, heldout=True)
