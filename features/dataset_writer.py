@@ -13,7 +13,8 @@ This module owns the dataset layout written under ``OUT`` (what ``melody train``
   id (``features.splits``); with ``span_layout=True`` instead
   ``examples/span-YYYYMMDD/{train,eval}-…`` by UTC day of the impression, for a TFX
   ImportExampleGen reading spans by date;
-* ``manifest.json`` — counts, settings, label coverage, a feature spec summary, and
+* ``manifest.json`` — counts, settings, label coverage and counts (present, positive),
+  a feature spec summary, and
   whatever the source adds (e.g. the simulator's seed and generator settings).
 
 The examples stage is the Beam job of ``features.examples_beam``: DirectRunner by
@@ -120,6 +121,7 @@ class _EventStream:
     self.events = 0
     self.users = 0
     self.label_present = {c: 0 for c in events_lib.EVENT_LABELS}
+    self.label_positive = {c: 0 for c in events_lib.EVENT_LABELS}
     self.min_ts: Optional[int] = None
     self.max_ts: Optional[int] = None
     self.days = set()
@@ -139,7 +141,10 @@ class _EventStream:
     self.events += chunk.num_rows
     self.users += len(chunk.column("user_id").unique())
     for col in self.label_present:
-      self.label_present[col] += chunk.num_rows - chunk.column(col).null_count
+      values = chunk.column(col)
+      self.label_present[col] += chunk.num_rows - values.null_count
+      self.label_positive[col] += int(np.count_nonzero(
+          np.nan_to_num(values.to_numpy(zero_copy_only=False).astype(np.float64)) > 0))
     ts = chunk.column("ts").drop_null().to_numpy()
     if len(ts):
       self.min_ts = int(ts.min()) if self.min_ts is None else min(self.min_ts, int(ts.min()))
@@ -262,6 +267,10 @@ def write_dataset(event_chunks: Iterable[pa.Table], tracks: pd.DataFrame, out: s
       "spans": [splits.span_name(d) for d in span_days],
       "label_coverage": {fs_label: stream.label_present[col] / max(stream.events, 1)
                          for col, fs_label in events_lib.EVENT_LABELS.items()},
+      # Events with the label, and with a positive value: a head needs both classes.
+      "label_counts": {fs_label: {"present": stream.label_present[col],
+                                  "positive": stream.label_positive[col]}
+                       for col, fs_label in events_lib.EVENT_LABELS.items()},
       "files": {"events": [rel(p) for p in stream.paths], "tracks": rel(tracks_path),
                 "examples": [rel(p) for p in files]},
       "feature_spec": feature_spec_summary(),

@@ -10,6 +10,8 @@ import dataclasses
 import os
 from typing import Dict, Optional, Sequence, Tuple
 
+from pipeline import measurability
+
 PIPELINE_NAME = "melody"
 # Module paths (not module files): the project is installed in the image and the venv,
 # so the Kubeflow compiler never has to stage user code to the pipeline root.
@@ -43,6 +45,8 @@ class PipelineConfig:
     enable_cache: reuse a component's earlier outputs when its inputs and parameters
       are unchanged (TFX caching), e.g. statistics and Transform when only training
       settings change.
+    unmeasured: label keys the data cannot measure (``pipeline.measurability``): the
+      Evaluator reports their heads without blessing thresholds.
   """
   data_root: str
   pipeline_root: str
@@ -62,6 +66,7 @@ class PipelineConfig:
   with_intent: bool = False
   intent_steps: int = 300
   enable_cache: bool = False
+  unmeasured: Tuple[str, ...] = ()
 
   def __post_init__(self):
     for name in ("train_steps", "eval_steps", "batch_size"):
@@ -94,6 +99,7 @@ def local_config(data_root: str, workdir: str, **overrides) -> PipelineConfig:
       runs_dir=os.path.join(workdir, "runs"),
       beam_args=direct_beam_args("in_memory"),
       schema_dir=curated_schema_dir(),
+      unmeasured=tuple(sorted(measurability.from_data_root(data_root))),
   )
   defaults.update(overrides)
   return PipelineConfig(**defaults)

@@ -9,12 +9,14 @@ overall, by user segment, by context activity. A model is blessed only when ever
 absolute floor holds and neither interest AUC is worse than the last blessed model's
 beyond noise: the paired bootstrap bound of the AUC change (``pipeline.paired_auc``)
 must not fall below ``-AUC_DROP_TOLERANCE``. A drop the eval split cannot tell from
-luck does not block a scheduled push; a clear drop does.
+luck does not block a scheduled push; a clear drop does. A head the data cannot measure
+(``pipeline.measurability``: its label is not recorded, or has one class only) is
+reported and never gated.
 """
 
 import dataclasses
 import json
-from typing import Dict, List, Optional
+from typing import Dict, Iterable, List, Optional
 
 from tensorflow_model_analysis.proto import config_pb2 as tfma
 
@@ -43,9 +45,9 @@ class Floors:
   # Local runs therefore report subscription AUC without a floor; the scheduled
   # production build sets one (pipeline/kubeflow_v2_runner.py).
   subscription_auc: Optional[float] = None
-  completion_rmse: float = 0.45
-  calibration_low: float = 0.75
-  calibration_high: float = 1.33
+  completion_rmse: Optional[float] = 0.45
+  calibration_low: Optional[float] = 0.75
+  calibration_high: Optional[float] = 1.33
 
 
 def _metric(class_name: str, threshold: Optional[tfma.MetricThreshold] = None
@@ -93,33 +95,50 @@ def _auc_change() -> tfma.MetricConfig:
   return config
 
 
-def _label_metrics(label: str, floors: Floors) -> List[tfma.MetricConfig]:
-  """The TFMA metrics of one label, chosen by its kind (``feature_spec.LABEL_KINDS``)."""
+def _label_metrics(label: str, floors: Floors, gated: bool = True
+                   ) -> List[tfma.MetricConfig]:
+  """The TFMA metrics of one label, chosen by its kind (``feature_spec.LABEL_KINDS``).
+
+  Every head also reports its weighted example count (0: the label is not recorded)
+  and, when binary, its mean label (0 or 1: an AUC over one class), which is how a
+  table tells "not measurable" and "n/a (no positives)" from a value. ``gated=False``
+  (a head the data cannot measure, ``pipeline.measurability``) reports the metrics
+  without any threshold.
+  """
   kind = feature_spec.LABEL_KINDS[label]
-  count = _metric("ExampleCount")
+  counts = [_metric("ExampleCount"), _metric("WeightedExampleCount")]
+  if not gated:
+    floors = Floors(skip_auc=None, like_auc=None, subscription_auc=None,
+                    completion_rmse=None, calibration_low=None, calibration_high=None)
   if kind == feature_spec.BINARY:
     auc_floors = {"interest_skip": floors.skip_auc, "interest_like": floors.like_auc,
                   "subscription": floors.subscription_auc}
-    metrics = [count, _auc(auc_floors.get(label))]
+    metrics = counts + [_metric("MeanLabel"), _auc(auc_floors.get(label))]
     if label in feature_spec.TASKS[INTEREST_TASK] and auc_floors.get(label) is not None:
       metrics.append(_auc_change())
     return metrics
   if kind == feature_spec.BOUNDED:
-    return [count,
-            _metric("RootMeanSquaredError", _bounds(upper=floors.completion_rmse)),
-            _metric("Calibration", _bounds(lower=floors.calibration_low,
-                                           upper=floors.calibration_high))]
-  return [count, _metric("MeanAbsoluteError")]
+    if floors.completion_rmse is None:
+      return counts + [_metric("RootMeanSquaredError"), _metric("Calibration")]
+    return counts + [
+        _metric("RootMeanSquaredError", _bounds(upper=floors.completion_rmse)),
+        _metric("Calibration", _bounds(lower=floors.calibration_low,
+                                       upper=floors.calibration_high))]
+  return counts + [_metric("MeanAbsoluteError")]
 
 
 def create_eval_config(outputs: Optional[Dict[str, str]] = None,
-                       floors: Floors = Floors()) -> tfma.EvalConfig:
+                       floors: Floors = Floors(),
+                       unmeasured: Iterable[str] = ()) -> tfma.EvalConfig:
   """Builds the EvalConfig.
 
   Args:
     outputs: model output name -> label key; default: each label key names its output.
     floors: absolute thresholds.
+    unmeasured: label keys the data cannot measure (``pipeline.measurability``):
+      reported, never gated.
   """
+  unmeasured = set(unmeasured)
   outputs = dict(outputs or {k: k for k in feature_spec.LABEL_KEYS})
   unknown = sorted(set(outputs.values()) - set(feature_spec.LABEL_KEYS))
   if unknown:
@@ -129,7 +148,8 @@ def create_eval_config(outputs: Optional[Dict[str, str]] = None,
   labels = sorted((k for k in feature_spec.LABEL_KEYS if k in by_label),
                   key=lambda k: _KIND_ORDER.index(feature_spec.LABEL_KINDS[k]))
   specs = [tfma.MetricsSpec(output_names=[by_label[label]],
-                            metrics=_label_metrics(label, floors)) for label in labels]
+                            metrics=_label_metrics(label, floors, label not in unmeasured))
+           for label in labels]
 
   model_spec = tfma.ModelSpec(
       signature_name=SIGNATURE,

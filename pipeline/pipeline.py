@@ -98,7 +98,8 @@ def create_pipeline(config: configs.PipelineConfig,
       model=trainer.outputs["model"],
       baseline_model=model_resolver.outputs["model"],
       eval_config=eval_config.create_eval_config(
-          outputs, eval_config.Floors(subscription_auc=config.subscription_auc_floor)))
+          outputs, eval_config.Floors(subscription_auc=config.subscription_auc_floor),
+          unmeasured=config.unmeasured))
 
   # The stock InfraValidator needs Docker or Kubernetes and the KFP v2 compiler does not
   # support it ("component type InfraValidator is not supported"), so both builds run

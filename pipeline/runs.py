@@ -19,6 +19,7 @@ from typing import Dict, List, Optional, Tuple
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
+from pipeline import measurability
 from pipeline import run_record
 
 _STATES = {v: k for k, v in metadata_store_pb2.Execution.State.items()}
@@ -187,6 +188,7 @@ _HEADS = (("interest_skip", "auc"), ("interest_like", "auc"), ("subscription", "
           ("interest_completion", "root_mean_squared_error"),
           ("exposure", "mean_absolute_error"))
 _SHORT = {"root_mean_squared_error": "rmse", "mean_absolute_error": "mae"}
+_COUNTS = ("example_count", "weighted_example_count")
 
 
 def format_runs(runs: List[RunSummary]) -> str:
@@ -199,8 +201,7 @@ def format_runs(runs: List[RunSummary]) -> str:
     row = [r.run_id, r.state, f"{sum(c.seconds for c in r.components):.0f}",
            _yes_no(r.blessed), _yes_no(r.infra_blessed), _yes_no(r.pushed)]
     for o, m in _HEADS:
-      v = r.metrics.get((o, "overall", m))
-      row.append("-" if v is None else f"{v:.4f}")
+      row.append(_shown(r.metrics, o, "overall", m))
     rows.append(row)
   notes = [line for r in runs for line in explain(r)]
   return _table(header, rows) + ("\n\n" + "\n".join(notes) if notes else "")
@@ -225,10 +226,19 @@ def explain(run: RunSummary) -> List[str]:
   return out
 
 
+def _shown(metrics: Dict[Tuple[str, str, str], float], head: str, slice_: str,
+           metric: str) -> str:
+  """A metric as the tables show it: "not measurable" for a head whose examples all
+  weigh 0, "n/a (no positives)" for an AUC over one class (``pipeline.measurability``)."""
+  return measurability.display(metric, metrics.get((head, slice_, metric)),
+                               metrics.get((head, slice_, "weighted_example_count")),
+                               metrics.get((head, slice_, "mean_label")))
+
+
 def format_slices(run: RunSummary) -> str:
   """Per head and slice metrics of one run."""
-  rows = sorted((o, s, m, f"{v:.4f}") for (o, s, m), v in run.metrics.items()
-                if m != "example_count" or s == "overall")
+  rows = sorted((o, s, m, _shown(run.metrics, o, s, m)) for (o, s, m) in run.metrics
+                if m not in _COUNTS or s == "overall")
   return _table(["head", "slice", "metric", "value"], [list(r) for r in rows])
 
 

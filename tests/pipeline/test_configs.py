@@ -86,7 +86,8 @@ def test_eval_config_thresholds():
   assert "PairedAUCChange" not in by_output["subscription"]
   assert not by_output["subscription"]["AUC"].per_slice_thresholds
   strict = eval_config.create_eval_config(floors=eval_config.Floors(subscription_auc=0.6))
-  sub = {s.output_names[0]: s for s in strict.metrics_specs}["subscription"].metrics[1]
+  sub = next(m for s in strict.metrics_specs if s.output_names == ["subscription"]
+             for m in s.metrics if m.class_name == "AUC")
   sub = sub.per_slice_thresholds[0].threshold
   assert sub.value_threshold.lower_bound.value == 0.6
   assert not sub.HasField("change_threshold")
