@@ -25,6 +25,7 @@ _REGISTRARS = (
     (None, "pipeline.cli", "register"),
     (None, "serving.export_cli", "register"),
     (None, "serving.cli", "register"),
+    (None, "online.cli", "register"),
     (None, "simulation.cli", "register"),
 )
 

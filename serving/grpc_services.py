@@ -12,6 +12,7 @@ and liveness (``serving.call_deadline``) from its ``ServicerContext``.
 
 import concurrent.futures
 import functools
+from typing import Optional
 
 import grpc
 from grpc_health.v1 import health
@@ -99,14 +100,16 @@ def build_server(dispatcher: dispatch.Dispatcher, health_servicer: health.Health
   return server
 
 
-def bind(server: grpc.Server, address: str) -> int:
-  """Binds ``address`` without TLS and returns the port.
+def bind(server: grpc.Server, address: str,
+         credentials: Optional[grpc.ServerCredentials] = None) -> int:
+  """Binds ``address`` (with TLS when ``credentials`` are given) and returns the port.
 
   Raises:
     OSError: the address cannot be bound.
   """
   try:
-    port = server.add_insecure_port(address)
+    port = (server.add_secure_port(address, credentials) if credentials is not None
+            else server.add_insecure_port(address))
   except RuntimeError as e:  # grpcio raises rather than returning 0 on some versions.
     raise OSError(f"could not bind gRPC to {address}: {e}") from e
   if not port:

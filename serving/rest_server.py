@@ -14,6 +14,7 @@ import http.server
 import logging
 import select
 import socket
+import ssl
 import threading
 import time
 from typing import Optional
@@ -23,6 +24,7 @@ import prometheus_client
 from serving import model_config
 from serving import rest_api
 from serving import rest_json
+from serving import tls
 
 _LOG = logging.getLogger("melody.serving")
 _IDLE_CONNECTION_SECONDS = 60.0
@@ -61,8 +63,11 @@ class RestServer:
   def max_body_bytes(self) -> int:
     return self._max_body_bytes
 
-  def start(self, host: str, port: int) -> int:
+  def start(self, host: str, port: int, tls_files: Optional[tls.TlsFiles] = None) -> int:
     """Binds ``host:port`` (0 picks a free port), starts serving and returns the port.
+
+    With ``tls_files`` the port speaks HTTPS (and requires client certificates when
+    they name a client CA).
 
     Raises:
       OSError: the address cannot be bound.
@@ -70,6 +75,7 @@ class RestServer:
     handler = _handler_class(self)
     server_class = _Ipv6Server if ":" in host else http.server.ThreadingHTTPServer
     self._http = server_class((host.strip("[]"), port), handler)
+    self._http.socket = tls.wrap_listening_socket(self._http.socket, tls_files)
     self._http.daemon_threads = True   # A model call past the grace period cannot hold exit.
     self._thread = threading.Thread(target=self._http.serve_forever, name="melody-rest",
                                     daemon=True)
@@ -113,6 +119,12 @@ def _handler_class(server: RestServer):
 
     protocol_version = "HTTP/1.1"   # Keep-alive: clients reuse their connection.
     timeout = _IDLE_CONNECTION_SECONDS
+
+    def handle(self):
+      try:
+        super().handle()
+      except (ssl.SSLError, ConnectionResetError):   # e.g. a refused TLS handshake
+        self.close_connection = True
 
     def do_GET(self):  # pylint: disable=invalid-name
       self._serve("GET", b"")
@@ -169,7 +181,8 @@ def _handler_class(server: RestServer):
       # pipelined next request (data to read) still counts as connected.
       try:
         readable, _, _ = select.select([self.connection], [], [], 0)
-        return not readable or self.connection.recv(1, socket.MSG_PEEK) != b""
+        # Peek at the TCP stream itself: TLS sockets refuse recv flags.
+        return not readable or socket.socket.recv(self.connection, 1, socket.MSG_PEEK) != b""
       except (OSError, ValueError):
         return False
 

@@ -33,6 +33,7 @@ from serving import rest_api
 from serving import rest_server
 from serving import server_metrics
 from serving import tensors
+from serving import tls as tls_lib
 from serving import version_manager
 
 _LOG = logging.getLogger("melody.serving")
@@ -69,6 +70,8 @@ class ServerOptions:
     max_load_retries: Extra attempts, one per poll, at loading a failing version before
       waiting for its files to change.
     grace_seconds: How long ``stop`` lets in-flight requests finish.
+    tls: Certificate files for the gRPC and REST ports (``serving.tls``); None serves
+      plaintext. With a client CA, clients must present a certificate it signed.
   """
   host: str = "127.0.0.1"
   port: int = 8500
@@ -85,6 +88,7 @@ class ServerOptions:
   max_tensor_elements: int = tensors.DEFAULT_MAX_ELEMENTS
   max_load_retries: int = 2
   grace_seconds: float = 10.0
+  tls: Optional[tls_lib.TlsFiles] = None
 
   def __post_init__(self):
     if not 0 <= self.port < 65536:
@@ -210,15 +214,17 @@ class ModelServer:
     self._grpc = grpc_services.build_server(self._dispatcher, self._health,
                                             self._options.max_workers,
                                             self._options.max_message_bytes)
+    credentials = (tls_lib.grpc_server_credentials(self._options.tls)
+                   if self._options.tls is not None else None)
     self._port = grpc_services.bind(
-        self._grpc, f"{bracket_host(self._options.host)}:{self._options.port}")
+        self._grpc, f"{bracket_host(self._options.host)}:{self._options.port}", credentials)
     self._grpc.start()
     if self._options.rest_api_port is not None:
       self._rest = rest_server.RestServer(
           rest_api.RestApi(self._dispatcher), self._metrics.registry,
           self._options.monitoring, self._options.rest_api_timeout_seconds,
           self._options.max_message_bytes)
-      self._rest.start(self._options.host, self._options.rest_api_port)
+      self._rest.start(self._options.host, self._options.rest_api_port, self._options.tls)
     if self._options.metrics_port is not None and self._options.monitoring.enable:
       self._http = server_metrics.MetricsHttpServer(self._metrics.registry,
                                                     self._options.monitoring.path)

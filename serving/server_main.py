@@ -19,6 +19,7 @@ import threading
 from typing import Callable, Sequence, Tuple, Union
 
 from serving import grpc_env
+from serving import tls
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
@@ -52,6 +53,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--input-validator", action="append", default=[],
                       metavar="MODEL:SIGNATURE=module:function",
                       help="per-request input check raising ValueError (repeatable)")
+  tls.add_tls_arguments(parser)
 
 
 def load_validator(spec: str) -> Tuple[str, str, Callable]:
@@ -114,7 +116,7 @@ def server_from_args(args: argparse.Namespace):
       enable_batching=bool(args.enable_batching or args.batching_parameters_file),
       batching=batching_params,
       file_system_poll_wait_seconds=args.file_system_poll_wait_seconds,
-      grace_seconds=args.grace_seconds)
+      grace_seconds=args.grace_seconds, tls=tls.from_args(args))
   server = server_lib.ModelServer(models, options)
   for spec in args.input_validator or ():
     model, signature, fn = load_validator(spec)
@@ -161,7 +163,7 @@ def main(args: Union[argparse.Namespace, Sequence[str], None] = None) -> int:
                f"{server.options.monitoring.path}" if server.metrics_port else "")
     print(f"melody serve: gRPC on {server.target}{metrics}", flush=True)
     if server.rest_api_port:
-      rest = f"http://{host}:{server.rest_api_port}"
+      rest = f"http{'s' if args.tls_cert else ''}://{host}:{server.rest_api_port}"
       monitoring = server.options.monitoring
       page = f", metrics on {rest}{monitoring.path}" if monitoring.enable else ""
       print(f"melody serve: REST on {rest}/v1/models{page}", flush=True)

@@ -1,0 +1,214 @@
+"""The recommendation gateway's logic: a listener id in, a ranked list out.
+
+This module owns :class:`Gateway`, what ``Recommend`` does whatever the transport: check
+the request (a bad field raises :class:`RequestError` naming it), read the listener's
+state from the store (a listener never seen gets the cold-start state, segment
+``new``), build the model's ``recommend`` request from it (``online.listener_state``,
+the fusion controls of ``serving.request_schema``), call the model server
+(``online.model_caller``: deadline, one retry on UNAVAILABLE) and answer with the items,
+their per-head scores, fused score and reasons, and the model name, version and label.
+When the model server cannot answer (unavailable, past the deadline, failing inside), it
+answers the segment's popularity list from the store instead, labelled
+``fallback_popularity`` in the response and counted in the metrics.
+"""
+
+import dataclasses
+import logging
+import math
+import re
+import time
+from typing import Callable, Dict, Optional
+
+import grpc
+import numpy as np
+
+from features import feature_spec
+from online import gateway_metrics
+from online import gateway_proto
+from online import listener_state
+from online import model_caller
+from online import state_store
+from serving import request_schema
+
+_LOG = logging.getLogger("melody.online")
+MODEL_SOURCE = "model"
+FALLBACK_SOURCE = "fallback_popularity"
+_LABEL_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_FALLBACK_CODES = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
+                   grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN,
+                   grpc.StatusCode.CANCELLED, grpc.StatusCode.RESOURCE_EXHAUSTED}
+_NOT_HEADS = ("fused_score", "retrieval_score")
+
+
+class RequestError(ValueError):
+  """A request field is invalid; ``field`` names it."""
+
+  def __init__(self, field: str, problem: str):
+    super().__init__(f"{field}: {problem}")
+    self.field = field
+
+
+class UpstreamError(RuntimeError):
+  """The model server refused the request for a reason a fallback cannot hide."""
+
+  def __init__(self, code: grpc.StatusCode, message: str):
+    super().__init__(message)
+    self.code = code
+
+
+@dataclasses.dataclass(frozen=True)
+class GatewayOptions:
+  """Request limits and defaults.
+
+  Attributes:
+    default_k: ``k`` when the request leaves it 0.
+    max_k: Largest ``k`` accepted.
+    max_user_id_chars: Longest user id accepted.
+    max_text_chars: Longest ``request_text`` accepted.
+    version_label: Model version label when the request names no experiment.
+  """
+  default_k: int = 10
+  max_k: int = 200
+  max_user_id_chars: int = 128
+  max_text_chars: int = 1000
+  version_label: str = ""
+
+
+class Gateway:
+  """Answers ``Recommend`` from the state store and the model server.
+
+  Args:
+    store: The listener state store.
+    model: The model server's ``recommend`` signature.
+    metrics: Where calls are counted.
+    options: Limits and defaults.
+    clock: Epoch seconds of "now" (the impression time).
+  """
+
+  def __init__(self, store: state_store.StateStore, model: model_caller.ModelCaller,
+               metrics: gateway_metrics.GatewayMetrics,
+               options: GatewayOptions = GatewayOptions(),
+               clock: Callable[[], float] = time.time):
+    self.store = store
+    self.model = model
+    self.metrics = metrics
+    self.options = options
+    self._clock = clock
+
+  def check(self, request) -> Dict[str, object]:
+    """The request's fields with defaults filled in.
+
+    Raises:
+      RequestError: naming the first invalid field.
+    """
+    o = self.options
+    user = request.user_id
+    if not user or len(user) > o.max_user_id_chars or not user.isprintable():
+      raise RequestError("user_id", f"must be 1 to {o.max_user_id_chars} printable "
+                         "characters")
+    context = request.context or "unknown"
+    if context not in feature_spec.ACTIVITIES:
+      raise RequestError("context", f"must be one of {list(feature_spec.ACTIVITIES)}")
+    surface = request.surface or "home"
+    if surface not in feature_spec.SURFACES:
+      raise RequestError("surface", f"must be one of {list(feature_spec.SURFACES)}")
+    k = request.k or o.default_k
+    if not 1 <= k <= o.max_k:
+      raise RequestError("k", f"must be in [1, {o.max_k}], got {k}")
+    if len(request.request_text) > o.max_text_chars:
+      raise RequestError("request_text", f"is longer than {o.max_text_chars} characters")
+    weights = None
+    if request.HasField("weights_override"):
+      w = request.weights_override
+      weights = [w.alpha, w.beta, w.gamma]
+      if not all(math.isfinite(x) for x in weights):
+        raise RequestError("weights_override", "must hold finite numbers (a negative one "
+                           "keeps the segment's weight)")
+    label = request.experiment or o.version_label
+    if request.experiment and not _LABEL_RE.match(request.experiment):
+      raise RequestError("experiment", "must be a version label: 1 to 64 of A-Z a-z 0-9 _ . -")
+    return {"user_id": user, "context": context, "surface": surface, "k": int(k),
+            "text": request.request_text, "weights": weights, "label": label}
+
+  def model_inputs(self, state: listener_state.ListenerState, fields: Dict[str, object],
+                   now: int) -> Dict[str, np.ndarray]:
+    """The ``recommend`` inputs for ``state`` and the checked request ``fields``."""
+    inputs = state.model_inputs(now, fields["context"], fields["surface"])
+    inputs.update(request_schema.neutral_controls(1))
+    if fields["weights"] is not None:
+      inputs["alpha_beta_gamma"] = np.asarray([fields["weights"]], np.float32)
+      inputs["override"] = np.ones(1, np.int64)
+    inputs["k"] = np.int32(fields["k"])
+    if fields["text"]:
+      inputs["request_text"] = np.asarray([fields["text"].encode()], dtype=object)
+    return inputs
+
+  def recommend(self, request):
+    """Answers one ``RecommendRequest`` with a ``RecommendResponse``.
+
+    Raises:
+      RequestError: a bad request field.
+      UpstreamError: the model server rejected the request (not a failure to answer).
+    """
+    fields = self.check(request)
+    now = int(self._clock())
+    with self.metrics.stage("state"):
+      state = self.store.get(fields["user_id"])
+    cold = state is None
+    if cold:
+      state = listener_state.ListenerState(fields["user_id"])
+      self.metrics.cold_starts.inc()
+    response = gateway_proto.RecommendResponse(
+        model_name=self.model.model, model_label=fields["label"], segment=state.segment,
+        cold_start=cold)
+    try:
+      with self.metrics.stage("model"):
+        outputs, version = self.model.predict(self.model_inputs(state, fields, now),
+                                              fields["label"])
+    except grpc.RpcError as e:
+      code = e.code()  # pylint: disable=no-member
+      if code in _FALLBACK_CODES or (code == grpc.StatusCode.NOT_FOUND and
+                                     not request.experiment):
+        self._fallback(response, state.segment, fields["k"], code)
+        return response
+      if code == grpc.StatusCode.NOT_FOUND:
+        raise RequestError("experiment", f"no model version labelled "
+                           f"{request.experiment!r}") from None
+      if code == grpc.StatusCode.INVALID_ARGUMENT and "request_text" in (e.details() or ""):
+        raise RequestError("request_text", "the served model has no intent module") from None
+      raise UpstreamError(code, f"model server: {code.name}: {e.details()}") from None
+    response.source = MODEL_SOURCE
+    response.model_version = int(version)
+    _fill_items(response, outputs)
+    return response
+
+  def _fallback(self, response, segment: str, k: int, code: grpc.StatusCode) -> None:
+    reason = code.name.lower()
+    self.metrics.fallbacks.labels(reason).inc()
+    _LOG.warning("model server %s: %s; answering the %s popularity list", self.model.target,
+                 code.name, segment)
+    response.source = FALLBACK_SOURCE
+    seen = set()
+    for seg, why in ((segment, "popular_in_segment"),
+                     (state_store.ALL_SEGMENTS, "popular_overall")):
+      for track, plays in self.store.top_tracks(seg, k):
+        if len(response.items) < k and track not in seen:
+          seen.add(track)
+          response.items.add(track_id=track, fused_score=float(plays), reasons=why)
+
+
+def _fill_items(response, outputs: Dict[str, np.ndarray]) -> None:
+  """Copies the placed positions of a ``recommend`` answer into ``response``."""
+  ids = outputs["ranked_track_ids"][0]
+  placed = [i for i, t in enumerate(ids) if t]
+  heads = {name: v[0] for name, v in outputs.items()
+           if name not in _NOT_HEADS and v.dtype.kind == "f" and v.shape == (1, len(ids))}
+  for i in placed:
+    item = response.items.add(track_id=ids[i].decode(),
+                              fused_score=float(outputs["fused_score"][0][i]),
+                              reasons=outputs["reasons"][0][i].decode())
+    for name, values in heads.items():
+      item.head_scores[name] = float(values[i])
+  if "weights" in outputs:
+    a, b, c = (float(x) for x in outputs["weights"][0])
+    response.weights.alpha, response.weights.beta, response.weights.gamma = a, b, c

@@ -1,0 +1,76 @@
+"""The gateway's side of a model call: TF Serving's Predict with a deadline and one retry.
+
+This module owns :class:`ModelCaller`: one gRPC channel (plaintext, TLS or mutual TLS)
+to a model server speaking TF Serving's ``PredictionService`` (``melody serve`` or the
+stock ``tensorflow_model_server``), the request built with ``serving.client``'s
+explicit model, signature and version label, one overall deadline per call, and one
+retry when the first attempt answers ``UNAVAILABLE`` (a server restarting, a connection
+reset) while time is left. Other failures surface as ``grpc.RpcError``.
+"""
+
+import time
+from typing import Callable, Dict, Mapping, Optional, Tuple
+
+import grpc
+import numpy as np
+from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+from serving import client
+from serving import tensors
+
+
+class ModelCaller:
+  """Calls one signature of one model on a model server.
+
+  Args:
+    target: ``host:port`` of the model server's gRPC port.
+    model: Served model name.
+    signature: Signature name (``recommend`` for the gateway).
+    deadline_s: Overall deadline of a call, retry included.
+    credentials: ``grpc.ChannelCredentials`` for TLS; None for plaintext.
+    on_retry: Called once per retry (a metric).
+    max_message_bytes: gRPC message limit.
+  """
+
+  def __init__(self, target: str, model: str = "melody", signature: str = "recommend",
+               deadline_s: float = 1.0,
+               credentials: Optional[grpc.ChannelCredentials] = None,
+               on_retry: Callable[[], None] = lambda: None,
+               max_message_bytes: int = 16 << 20):
+    if deadline_s <= 0:
+      raise ValueError(f"deadline_s must be > 0, got {deadline_s}")
+    options = [("grpc.max_receive_message_length", max_message_bytes),
+               ("grpc.max_send_message_length", max_message_bytes)]
+    self._channel = (grpc.secure_channel(target, credentials, options) if credentials
+                     else grpc.insecure_channel(target, options))
+    self._stub = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
+    self.target = target
+    self.model = model
+    self.signature = signature
+    self.deadline_s = deadline_s
+    self._on_retry = on_retry
+
+  def predict(self, inputs: Mapping[str, np.ndarray], version_label: Optional[str] = None
+              ) -> Tuple[Dict[str, np.ndarray], int]:
+    """Runs the signature; returns its outputs and the version that answered.
+
+    Raises:
+      grpc.RpcError: the call failed (after the retry, for UNAVAILABLE).
+    """
+    request = client.predict_request(self.model, self.signature, inputs,
+                                     version_label=version_label or None)
+    end = time.monotonic() + self.deadline_s
+    for attempt in range(2):
+      try:
+        response = self._stub.Predict(request, timeout=max(0.001, end - time.monotonic()))
+        break
+      except grpc.RpcError as e:
+        if (attempt or e.code() != grpc.StatusCode.UNAVAILABLE  # pylint: disable=no-member
+            or end - time.monotonic() <= 0):
+          raise
+        self._on_retry()
+    outputs = {k: tensors.from_tensor_proto(v) for k, v in response.outputs.items()}
+    return outputs, response.model_spec.version.value
+
+  def close(self) -> None:
+    self._channel.close()
