@@ -30,7 +30,7 @@ import prometheus_client
 
 from online import gateway as gateway_lib
 from online import gateway_proto
-from serving import tls
+from serving import tls as tls_lib
 
 _LOG = logging.getLogger("melody.online")
 
@@ -51,7 +51,7 @@ class PortOptions:
   host: str = "127.0.0.1"
   grpc_port: int = 0
   http_port: Optional[int] = 0
-  tls: Optional[tls.TlsFiles] = None
+  tls: Optional[tls_lib.TlsFiles] = None
   max_request_bytes: int = 64 << 10
   max_workers: int = 16
   grace_seconds: float = 5.0
@@ -95,15 +95,16 @@ class GatewayServer:
     health_pb2_grpc.add_HealthServicer_to_server(self._health, self._grpc)
     address = f"{o.host}:{o.grpc_port}"
     try:
-      self.grpc_port = (self._grpc.add_secure_port(address, tls.grpc_server_credentials(o.tls))
-                        if o.tls else self._grpc.add_insecure_port(address))
+      self.grpc_port = (
+          self._grpc.add_secure_port(address, tls_lib.grpc_server_credentials(o.tls))
+          if o.tls else self._grpc.add_insecure_port(address))
     except RuntimeError as e:
       raise OSError(f"could not bind gRPC to {address}: {e}") from e
     self._grpc.start()
     if o.http_port is not None:
       self._http = http.server.ThreadingHTTPServer((o.host, o.http_port), _handler(self))
       self._http.daemon_threads = True
-      self._http.socket = tls.wrap_listening_socket(self._http.socket, o.tls)
+      self._http.socket = tls_lib.wrap_listening_socket(self._http.socket, o.tls)
       self.http_port = self._http.server_address[1]
       threading.Thread(target=self._http.serve_forever, name="melody-gateway-http",
                        daemon=True).start()
