@@ -1,5 +1,6 @@
 """Tests for ``IntentCandidates``: served signature vs in-process model, exactness of the
-BruteForce index, personalization input, k clipping and the exported op set."""
+dense index, personalization input, k clipping, the BM25F scorer against a plain-Python
+reference, hybrid retrieval never below lexical matching, and the exported op set."""
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ from tensorflow.python.tools import saved_model_utils  # pylint: disable=g-impor
 from ranking.intent import catalog as catalog_lib
 from ranking.intent import checkpoint as ckpt_lib
 from ranking.intent import dual_encoder
+from ranking.intent import lexical
 from ranking.intent import retrieval
 from ranking.intent import tokenizer as tok_lib
 from simulation import world as world_lib
@@ -41,6 +43,76 @@ def setup(tmp_path_factory):
   path = str(tmp_path_factory.mktemp("intent") / "saved")
   module.save(path)
   return module, tf.saved_model.load(path), vectors, path
+
+
+@pytest.fixture(scope="module")
+def hybrid(setup, tmp_path_factory):
+  module, _, vectors, _ = setup
+  tracks = world_lib.World(WorldConfig(n_tracks=150), seed=3).tracks
+  titles = [f"Song {n} of the rock club" if n % 7 == 0 else "" for n in range(len(tracks))]
+  lex = lexical.LexicalIndex(catalog_lib.catalog_texts(tracks), titles)
+  module = retrieval.IntentCandidates(module.model, module.tokenizer, vectors, lex, 2.5)
+  path = str(tmp_path_factory.mktemp("hybrid") / "saved")
+  module.save(path)
+  return module, tf.saved_model.load(path), catalog_lib.catalog_texts(tracks), titles, path
+
+
+def _bm25f_reference(texts, titles, query, title_weight=0.3, k1=1.2, b=0.75):
+  """Plain-Python BM25F of one query over (tags, title) documents."""
+  docs = [(lexical.words(t), lexical.words(u)) for t, u in zip(texts, titles)]
+  lengths = [len(t) + title_weight * len(u) for t, u in docs]
+  avg = sum(lengths) / len(lengths)
+  out = []
+  for (tag_words, title_words), length in zip(docs, lengths):
+    score = 0.0
+    for w in set(lexical.words(query)):
+      df = sum(w in t or w in u for t, u in docs)
+      if not df:
+        continue
+      tf_ = tag_words.count(w) + title_weight * title_words.count(w)
+      idf = np.log(1 + (len(docs) - df + 0.5) / (df + 0.5))
+      score += idf * tf_ * (k1 + 1) / (tf_ + k1 * (1 - b + b * length / avg)) if tf_ else 0.0
+    out.append(score)
+  return np.asarray(out)
+
+
+def test_lexical_scores_match_a_plain_python_bm25f(hybrid):
+  module, _, texts, titles, _ = hybrid
+  queries = ["Rock!  rock and ROCKS, club", "calm piano, rainy commute", "zzz unknown", ""]
+  got = module.lexical.scores(tf.constant(queries)).numpy()
+  for query, row in zip(queries, got):
+    np.testing.assert_allclose(row, _bm25f_reference(texts, titles, query), rtol=1e-5,
+                               atol=1e-6)
+  assert got[2].max() == got[3].max() == 0.0
+  assert lexical.words("The Drums & Pianos, please") == ["drum", "&", "piano"]
+
+
+def test_hybrid_is_never_below_lexical_matching(hybrid):
+  module, _, _, _, _ = hybrid
+  texts = tf.constant(REQUESTS + ["rock", "no word matches this qqq"])
+  k = module.num_tracks
+  rows, scores = module.candidates(texts, tf.constant(k))
+  lex = module.lexical.scores(texts).numpy()
+  dense = module.encode(texts).numpy() @ module.track_matrix.numpy().T
+  for r in range(len(REQUESTS) + 2):
+    best = lex[r] == lex[r].max()
+    if lex[r].max() > 0:   # weight 2.5 > any cosine gap: best lexical matches come first
+      assert best[rows.numpy()[r, :best.sum()]].all()
+    else:                  # no shared word: the dense order
+      np.testing.assert_array_equal(rows.numpy()[r], np.argsort(-dense[r], kind="stable"))
+  want = dense + 2.5 * lex / np.maximum(lex.max(1, keepdims=True), 1e-30) * (lex.max(1, keepdims=True) > 0)
+  np.testing.assert_allclose(scores.numpy(), np.take_along_axis(want, rows.numpy(), 1), atol=1e-5)
+
+
+def test_served_hybrid_signature_matches_in_process_and_flags_cut_requests(hybrid):
+  module, loaded, _, _, _ = hybrid
+  long = " ".join(["calm piano for a rainy commute"] * 12)
+  texts = tf.constant(REQUESTS + [long])
+  rows, scores = module.candidates(texts, tf.constant(15))
+  served = loaded.signatures[retrieval.SIGNATURE](text=texts, k=tf.constant(15))
+  np.testing.assert_array_equal(served["catalog_rows"].numpy(), rows.numpy())
+  np.testing.assert_allclose(served["scores"].numpy(), scores.numpy(), atol=1e-5)
+  assert served["text_cut"].numpy().tolist() == [0] * len(REQUESTS) + [1]
 
 
 def test_served_intent_candidates_returns_the_in_process_ids(setup):
@@ -104,16 +176,25 @@ _GPU_MATH = {"AddV2", "All", "Assert", "BatchMatMulV2", "BiasAdd", "Cast", "Conc
              "GreaterEqual", "LogicalAnd", "ExpandDims", "ZerosLike", "Squeeze"}
 _TEXT_OPS = {"FastBertNormalize", "FastWordpieceTokenizeWithOffsets", "RaggedGather",
              "RaggedRange", "RaggedTensorToTensor"}
+# The BM25F scorer: string ops and the vocabulary table (CPU), the sparse matmul (GPU).
+_LEXICAL_OPS = {"StringLower", "StaticRegexReplace", "StringSplitV2", "HashTableV2",
+                "LookupTableFindV2", "LookupTableImportV2", "RaggedBincount", "DenseBincount",
+                "SparseTensorDenseMatMul", "Where", "GatherNd", "Greater", "NotEqual", "Cumsum",
+                "RaggedTensorFromVariant", "RaggedTensorToVariant", "Max", "DivNoNan",
+                "Unique", "Size", "SparseToDense", "LogicalNot", "Slice", "Tile", "BroadcastTo",
+                "LogicalOr", "UnsortedSegmentSum"}
 _SAVE_OPS = {"SaveV2", "RestoreV2", "MergeV2Checkpoints", "ShardedFilename",
              "StaticRegexFullMatch", "StringJoin"}
 
 
-def test_exported_graph_has_only_gpu_servable_or_text_ops(setup):
-  _, _, _, path = setup
+def test_exported_graph_has_only_gpu_servable_or_text_ops(hybrid):
+  path = hybrid[-1]
   meta = saved_model_utils.get_meta_graph_def(path, "serve")
   ops = {n.op for n in meta.graph_def.node}
   for fn in meta.graph_def.library.function:
     ops |= {n.op for n in fn.node_def}
   assert not ops & {"PyFunc", "EagerPyFunc", "PyFuncStateless"}
   assert {"FastBertNormalize", "FastWordpieceTokenizeWithOffsets"} <= ops  # in-graph text
-  assert ops <= _GPU_MATH | _TEXT_OPS | _SAVE_OPS, sorted(ops - _GPU_MATH - _TEXT_OPS - _SAVE_OPS)
+  assert "SparseTensorDenseMatMul" in ops                                   # BM25F
+  allowed = _GPU_MATH | _TEXT_OPS | _LEXICAL_OPS | _SAVE_OPS
+  assert ops <= allowed, sorted(ops - allowed)

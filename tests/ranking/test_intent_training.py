@@ -5,11 +5,14 @@ import json
 import types
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import ranking  # noqa: F401  (Keras 2 before TensorFlow)
 import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
+from features.datasets import jamendo_splits
+from features.datasets import registry
 from pipeline import intent_trainer
 from ranking.intent import catalog as catalog_lib
 from ranking.intent import checkpoint as ckpt_lib
@@ -236,3 +239,46 @@ def test_run_fn_saves_a_module_whose_signature_matches_the_in_process_run(
   assert meta["num_tracks"] == len(catalog)
   with pytest.raises(ValueError, match="catalog_path"):
     intent_trainer.run_fn(types.SimpleNamespace(custom_config={}, serving_model_dir="x"))
+
+
+# ---------------------------------------------------------------- data hygiene, refresh
+def test_every_training_track_is_of_the_train_or_validation_split(fixtures_dir):
+  _, jam, _ = registry.load("jamendo", fixtures_dir + "/jamendo")
+  jam = jamendo_splits.with_splits(jam, fixtures_dir + "/jamendo")
+  train = catalog_lib.mixed_catalog(jam, n_jamendo=10_000, seed=0)
+  listed = {}
+  for split in ("train", "validation", "test"):
+    with open(f"{fixtures_dir}/jamendo/autotagging-{split}.tsv", encoding="utf-8") as f:
+      listed.update({line.split("\t")[0].strip(): split for line in list(f)[1:]})
+  assert len(train) == sum(s in ("train", "validation") for s in listed.values())
+  assert all(listed[t] in ("train", "validation") for t in train["track_id"])
+  intent_trainer.check_training_splits(train)
+  with pytest.raises(ValueError, match="test"):
+    intent_trainer.check_training_splits(jam)
+
+
+@pytest.mark.slow
+def test_catalog_refresh_embeds_with_the_pretrained_encoder_through_the_track_head(
+    tiny_checkpoint, catalog):
+  run = intent_trainer.IntentRun(catalog, _tiny_train_config(tiny_checkpoint, steps=4))
+  run.fine_tune()   # the fine-tuned encoder now differs from the pretrained one
+  rng = np.random.default_rng(0)
+  run.model.track_ids.embeddings.assign(rng.normal(0, 0.1, (len(catalog), 32)))
+  run.model.track_projection.kernel.assign(rng.normal(0, 0.1, (32, 32)))
+  reference = run.track_vectors()
+  # A new catalog: the training tracks shuffled, plus tracks the model never saw.
+  order = rng.permutation(len(catalog))
+  new = pd.concat([catalog.iloc[order], catalog.iloc[:5].assign(
+      track_id=[f"new_{n}" for n in range(5)])], ignore_index=True)
+  module = run.refresh(new)
+  got = module.track_matrix.numpy()
+  np.testing.assert_allclose(got[:len(catalog)], reference[order], atol=1e-5)
+  # Unseen tracks: the pretrained text embedding through the head, no id embedding.
+  e = run.track_text_embeddings[:5]
+  unseen = e + e @ run.model.track_projection.kernel.numpy()
+  np.testing.assert_allclose(got[len(catalog):],
+                             unseen / np.linalg.norm(unseen, axis=1, keepdims=True), atol=1e-5)
+  wrong = dual_encoder.encode_texts(run.model.encoder, run.track_tokenizer, run.texts[:5])
+  assert np.abs(wrong - e).max() > 1e-3   # the trained encoder's vectors would differ
+  rows, _ = module.candidates(tf.constant(["rock"]), tf.constant(len(new)))
+  assert sorted(rows.numpy()[0].tolist()) == list(range(len(new)))
