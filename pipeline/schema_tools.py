@@ -4,7 +4,8 @@ SchemaGen infers a schema from the first data it sees, so its string domains lis
 the values that happened to occur (e.g. no "unknown" activity in simulated data). The
 curated schema takes the inferred one and makes the contract explicit from
 ``features.feature_spec``: every categorical domain lists all allowed values, labels,
-weights and class labels get value ranges, and every feature is required. ``melody
+weights and class labels get value ranges, every feature is required, and the features
+watched for drift between spans carry their thresholds (``drift_comparator``). ``melody
 pipeline schema`` writes it to ``pipeline/schema/schema.pbtxt``, which is checked in.
 """
 
@@ -12,12 +13,22 @@ from google.protobuf import text_format
 from tensorflow_metadata.proto.v0 import schema_pb2
 
 from features import feature_spec
+# The empty segment is a listener whose segment the source does not record (30Music,
+# KKBox members without a members.csv row); it is allowed, not an anomaly.
+UNRECORDED_SEGMENT = ""
 CATEGORICAL_DOMAINS = {
-    "user_segment": feature_spec.SEGMENTS,
+    "user_segment": feature_spec.SEGMENTS + (UNRECORDED_SEGMENT,),
     "context_activity": feature_spec.ACTIVITIES,
     "context_surface": feature_spec.SURFACES,
     "source": feature_spec.SOURCES,
 }
+# Drift between consecutive spans (``pipeline.drift_gate``): the largest L-infinity
+# distance of a categorical feature's value shares, and the largest Jensen-Shannon
+# divergence of a numeric feature's histogram, a new span may show against the one
+# before it. Day-to-day changes of the simulated world (weekday vs weekend activity mix)
+# stay well below these; a broken logger or a changed surface mapping does not.
+LINF_DRIFT = {"user_segment": 0.25, "context_activity": 0.3, "context_surface": 0.3}
+JS_DRIFT = {"cand_duration_s": 0.15, "cand_popularity": 0.15}
 UNIT_INTERVAL = ("interest_completion", "interest_skip", "interest_like", "subscription")
 
 
@@ -52,6 +63,10 @@ def curate(inferred: schema_pb2.Schema) -> schema_pb2.Schema:
     elif feature.name in feature_spec.CLASS_LABELS:
       feature.int_domain.min = feature_spec.UNKNOWN_CLASS
       feature.int_domain.max = len(feature_spec.CLASS_LABELS[feature.name]) - 1
+    if feature.name in LINF_DRIFT:
+      feature.drift_comparator.infinity_norm.threshold = LINF_DRIFT[feature.name]
+    elif feature.name in JS_DRIFT:
+      feature.drift_comparator.jensen_shannon_divergence.threshold = JS_DRIFT[feature.name]
   return schema
 
 

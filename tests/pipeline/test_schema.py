@@ -27,7 +27,8 @@ def test_every_raw_feature_is_in_the_schema_with_its_type_and_shape():
 
 def test_categorical_domains_list_every_allowed_value():
   domains = {d.name: sorted(d.value) for d in _schema().string_domain}
-  assert domains["user_segment"] == sorted(feature_spec_lib.SEGMENTS)
+  # "" is a segment the source does not record (real logs), not an anomaly.
+  assert domains["user_segment"] == sorted(feature_spec_lib.SEGMENTS + ("",))
   assert domains["context_activity"] == sorted(feature_spec_lib.ACTIVITIES)
   assert domains["context_surface"] == sorted(feature_spec_lib.SURFACES)
   assert domains["source"] == sorted(feature_spec_lib.SOURCES)
@@ -55,3 +56,12 @@ def test_schema_parses_like_the_feature_spec():
 def test_curate_is_idempotent():
   schema = _schema()
   assert schema_tools.curate(schema) == schema
+
+
+def test_drift_thresholds_live_in_the_schema():
+  by_name = {f.name: f for f in _schema().feature}
+  for name, threshold in schema_tools.LINF_DRIFT.items():
+    assert by_name[name].drift_comparator.infinity_norm.threshold == threshold, name
+  for name, threshold in schema_tools.JS_DRIFT.items():
+    assert (by_name[name].drift_comparator.jensen_shannon_divergence.threshold
+            == threshold), name
