@@ -129,11 +129,14 @@ class IntentRun:
     listener_vectors: optional ``[L, d]`` ranking-model listener vectors.
     interest: optional ``[L, N]`` ranking-model interest scores for every catalog row.
     log_every: print progress every so many steps (0: quiet).
+    texts: the track texts in row order (default ``catalog.catalog_texts``); for
+      comparing text renderings.
   """
 
   def __init__(self, catalog: pd.DataFrame, config: IntentTrainConfig = IntentTrainConfig(),
                listener_vectors: Optional[np.ndarray] = None,
-               interest: Optional[np.ndarray] = None, log_every: int = 0):
+               interest: Optional[np.ndarray] = None, log_every: int = 0,
+               texts: Optional[Sequence[str]] = None):
     self.catalog = catalog.reset_index(drop=True)
     check_training_splits(self.catalog)
     self.config = config
@@ -166,7 +169,10 @@ class IntentRun:
         trainable_layers=min(ic.trainable_layers, self.checkpoint.config.num_hidden_layers),
         temperature=ic.temperature)
     self.model.encoder.load_checkpoint(self.checkpoint)
-    self.texts = catalog_lib.catalog_texts(self.catalog)
+    self.texts = (catalog_lib.catalog_texts(self.catalog) if texts is None
+                  else [str(t) for t in texts])
+    if len(self.texts) != n:
+      raise ValueError(f"texts has {len(self.texts)} rows, the catalog {n}")
     # The pretrained encoder's track-text embeddings, before any fine-tuning.
     self.track_text_embeddings = dual_encoder.encode_texts(self.model.encoder, self.track_tokenizer,
                                                  self.texts)

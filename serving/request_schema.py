@@ -147,6 +147,16 @@ def _check_listener(arrays: Mapping[str, np.ndarray]) -> int:
   return int(batch)
 
 
+def check_utf8(arrays: Mapping[str, np.ndarray], name: str) -> None:
+  """Request text must be UTF-8: the in-graph tokenizer cannot read other bytes."""
+  for n, value in enumerate(np.asarray(arrays[name], object).reshape(-1)):
+    if isinstance(value, bytes):
+      try:
+        value.decode("utf-8")
+      except UnicodeDecodeError as e:
+        _fail(name, f"row {n} is not valid UTF-8 ({e.reason} at byte {e.start})")
+
+
 def validate_rank(arrays: Mapping[str, np.ndarray], n_max: int = DEFAULT_N_MAX) -> None:
   """Checks a decoded ``rank`` request; the server answers INVALID_ARGUMENT on failure.
 
@@ -190,16 +200,20 @@ def validate_recommend(arrays: Mapping[str, np.ndarray], n_max: int = DEFAULT_N_
     _fail("k", f"must be a scalar, got shape {list(k.shape)}")
   if not 1 <= int(k) <= n_max:
     _fail("k", f"must be in [1, N_max={n_max}], got {int(k)}")
-  if "request_text" in arrays and np.asarray(arrays["request_text"]).shape != (batch,):
-    _fail("request_text", f"has shape {list(np.asarray(arrays['request_text']).shape)}, "
-          f"expected [{batch}]")
+  if "request_text" in arrays:
+    if np.asarray(arrays["request_text"]).shape != (batch,):
+      _fail("request_text", f"has shape {list(np.asarray(arrays['request_text']).shape)}, "
+            f"expected [{batch}]")
+    check_utf8(arrays, "request_text")
 
 
 def validate_intent(arrays: Mapping[str, np.ndarray], n_max: int = DEFAULT_N_MAX) -> None:
-  """Checks a decoded ``intent_candidates`` request (``k`` in [1, n_max])."""
+  """Checks a decoded ``intent_candidates`` request (``k`` in [1, n_max], UTF-8 text)."""
   k = np.asarray(arrays.get("k", 0))
   if k.ndim != 0 or not 1 <= int(k) <= n_max:
     _fail("k", f"must be a scalar in [1, N_max={n_max}], got {k.tolist()}")
+  if "text" in arrays:
+    check_utf8(arrays, "text")
 
 
 def validators(n_max: int = DEFAULT_N_MAX) -> Dict[str, Callable[[Mapping[str, np.ndarray]],

@@ -19,8 +19,8 @@ the inputs and the conventions of the fusion controls):
   error); the ``N`` candidates are scored against the one encoding, then fused and mixed.
 * ``recommend``: the same listener inputs and a scalar ``k``; candidates are retrieved
   from the whole catalogue, then ranked, fused and mixed as in ``rank``. With an intent
-  module, a ``request_text`` input adds the intent candidates (``""`` = collaborative
-  only).
+  module, a ``request_text`` input adds the intent candidates (``""`` or whitespace =
+  collaborative only; text that is not UTF-8 is rejected by the validator).
 * ``intent_candidates`` (only with an intent module): texts and ``k`` -> track ids and
   scores.
 * ``transform_features``: serialized raw ``tf.Example`` s -> transformed features.
@@ -353,8 +353,9 @@ class RankerServingModule(tf.Module):
 
     rows, scores = _per_row(one, tf.shape(text)[0], (tf.TensorSpec([None], tf.int32),
                                                     tf.TensorSpec([None], tf.float32)))
-    valid = ((rows >= 0) & (rows < self.catalog_size)
-             & tf.not_equal(text, "")[:, tf.newaxis])
+    # Empty or whitespace-only text asks for nothing: collaborative candidates only.
+    asked = tf.strings.length(tf.strings.strip(text)) > 0
+    valid = (rows >= 0) & (rows < self.catalog_size) & asked[:, tf.newaxis]
     return rows, scores, valid
 
   def _heads(self, preds) -> Dict[str, tf.Tensor]:

@@ -33,12 +33,15 @@ class SynthConfig:
     personal_temperature: positives are drawn among relevant tracks with probability
       proportional to ``exp(interest / temperature)`` (listener preference).
     popularity_weight: exponent on ``exp(popularity)`` in the positive draw.
+    descriptive: also write requests that name mood/theme tags and long descriptive ones
+      (templates with ``{moodtag}`` or ``{filler}``); False keeps the short colloquial set.
   """
   heldout_track_fraction: float = 0.2
   min_relevant: int = 3
   style_min_count: int = 3
   personal_temperature: float = 0.5
   popularity_weight: float = 0.3
+  descriptive: bool = True
 
   def __post_init__(self):
     if not 0.0 <= self.heldout_track_fraction < 1.0:
@@ -201,6 +204,9 @@ class RequestSynthesizer:
   def requests(self, n: int, heldout: bool, max_tries: int = 50) -> List[intents.Request]:
     """``n`` satisfiable requests from training (or held-out) phrasings."""
     templates = lexicon.HELDOUT_TEMPLATES if heldout else lexicon.TRAIN_TEMPLATES
+    if not self.config.descriptive:
+      templates = tuple(t if "{moodtag}" not in t and "{filler}" not in t else None
+                        for t in templates)
     pool = self.heldout_tracks if heldout else self.train_tracks
     out: List[intents.Request] = []
     tries = 0
@@ -211,6 +217,8 @@ class RequestSynthesizer:
                          "catalog has too few tags (min_relevant "
                          f"{self.config.min_relevant})")
       t = int(self.rng.integers(len(templates)))
+      if templates[t] is None:
+        continue
       filled = self._fill(templates[t], heldout)
       if filled is None:
         continue

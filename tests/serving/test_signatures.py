@@ -329,11 +329,11 @@ def test_intent_candidates_merge_into_recommend(env):
   start = len("calm piano") * 3
   np.testing.assert_array_equal(got["track_ids"][0], cat.track_ids[start:start + 4])
   inputs = warmup.recommend_inputs(env["parsed"], env["rich"][:2], 30,
-                                   texts=["calm piano", ""])
+                                   texts=["calm piano", " \t "])
   out = _call(fns["recommend"], inputs)
   assert any(b"intent_match" in r for r in out["reasons"][0])
   assert not any(b"intent_match" in r for r in out["reasons"][1])
-  # Empty text: the same list as the export without an intent module.
+  # Whitespace-only text: the same list as the export without an intent module.
   plain = dict(inputs)
   del plain["request_text"]
   ref = _call(env["fns"]["recommend"], {k: v[1:] if k != "k" else v for k, v in plain.items()})
