@@ -25,6 +25,8 @@ def _local_config(args):
 
 def _run(args):
   from pipeline import local_runner, run_errors, runs
+  if args.window_days:
+    return _run_window(args)
   try:
     summary = local_runner.run(_local_config(args))
   except run_errors.PipelineRunError as e:
@@ -33,6 +35,43 @@ def _run(args):
   print(runs.format_runs([summary]))
   print()
   print(runs.format_slices(summary))
+  return 0
+
+
+def _run_window(args):
+  from pipeline import run_errors, runs, span_lock, window_runs
+  try:
+    outcomes = window_runs.run_spans(_local_config(args), args.window_days,
+                                     until=args.until, span=args.span,
+                                     drift_check=not args.no_drift_check)
+  except run_errors.PipelineRunError as e:
+    print(e.report(), file=sys.stderr, flush=True)
+    return 1
+  except span_lock.SpanBusyError as e:
+    print(f"melody pipeline run: {e}", file=sys.stderr, flush=True)
+    return 1
+  ran = [o.run for o in outcomes if o.run is not None]
+  for o in outcomes:
+    if o.skipped:
+      print(f"{window_runs.span_name(o.span)}: {o.skipped}")
+  if not outcomes:
+    print("no new span to run")
+  if ran:
+    print(runs.format_runs(ran))
+  return 0
+
+
+def _rollback(args):
+  from pipeline import rollback
+  workdir = os.path.abspath(args.workdir)
+  try:
+    done = rollback.rollback(os.path.join(workdir, "serving_model"),
+                             os.path.join(workdir, "rolled_back"), to=args.to)
+  except ValueError as e:
+    print(f"melody pipeline rollback: {e}", file=sys.stderr)
+    return 1
+  print(f"serving version {done.serving}; moved {', '.join(done.moved)} to "
+        f"{os.path.join(workdir, 'rolled_back')}")
   return 0
 
 
@@ -124,7 +163,23 @@ def register(subparsers) -> None:
   p.add_argument("--beam-mode", default=None,
                  choices=["in_memory", "multi_threading", "multi_processing"],
                  help="DirectRunner mode (default in_memory; multi_processing for large data)")
+  p.add_argument("--window-days", type=int, default=0,
+                 help="scheduled run over day spans: train on the last N days' spans, "
+                      "evaluate on the newest, catch up missed days in order, push each "
+                      "span at most once")
+  p.add_argument("--until", type=int, default=None, metavar="YYYYMMDD",
+                 help="with --window-days: the scheduled date; later spans wait")
+  p.add_argument("--span", type=int, default=None, metavar="YYYYMMDD",
+                 help="with --window-days: run this span only (skipped if already pushed)")
+  p.add_argument("--no-drift-check", action="store_true",
+                 help="with --window-days: do not compare each span with the one before")
   p.set_defaults(handler=_run)
+
+  p = sub.add_parser("rollback", help="serve the previous pushed version again (local)")
+  p.add_argument("--workdir", default="runs/pipeline")
+  p.add_argument("--to", default=None, metavar="VERSION",
+                 help="the version to serve (default: the one before the newest)")
+  p.set_defaults(handler=_rollback)
 
   p = sub.add_parser("runs", help="list past runs with their metrics and blessing")
   p.add_argument("--workdir", default="runs/pipeline")

@@ -47,6 +47,8 @@ class PipelineConfig:
       settings change.
     unmeasured: label keys the data cannot measure (``pipeline.measurability``): the
       Evaluator reports their heads without blessing thresholds.
+    examples_root: where ImportExampleGen finds ``examples/`` when not in
+      ``data_root`` (a rolling window's inputs, ``pipeline.window_runs``).
   """
   data_root: str
   pipeline_root: str
@@ -67,11 +69,16 @@ class PipelineConfig:
   intent_steps: int = 300
   enable_cache: bool = False
   unmeasured: Tuple[str, ...] = ()
+  examples_root: str = ""
 
   def __post_init__(self):
     for name in ("train_steps", "eval_steps", "batch_size"):
       if getattr(self, name) <= 0:
         raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+
+  def input_root(self) -> str:
+    """The directory holding the ``examples/`` ImportExampleGen reads."""
+    return self.examples_root or self.data_root
 
   def catalog_path(self) -> str:
     return os.path.join(self.data_root, "tracks.parquet")

@@ -17,7 +17,7 @@ import os
 import sys
 import threading
 import time
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 from tfx import v1 as tfx
 from tfx.dsl.compiler import compiler
@@ -35,8 +35,17 @@ _log = logging.getLogger(__name__)
 
 
 def run(config: configs.PipelineConfig, outputs: Optional[dict] = None,
-        poll_seconds: float = 2.0, verbose: bool = True) -> runs.RunSummary:
+        poll_seconds: float = 2.0, verbose: bool = True,
+        checks: Sequence[Callable[[], None]] = ()) -> runs.RunSummary:
   """Checks the input shards, then runs Melody's pipeline to completion.
+
+  Args:
+    config: the run's configuration.
+    outputs: model output name -> label key for the Evaluator.
+    poll_seconds: progress polling period.
+    verbose: print progress.
+    checks: more checks of the inputs (e.g. ``pipeline.drift_gate``), run after the
+      shard check; an exception stops the run before TFX starts, as the run's error.
 
   Returns:
     The run's summary.
@@ -49,7 +58,9 @@ def run(config: configs.PipelineConfig, outputs: Optional[dict] = None,
   patterns = [s.pattern for s in melody_pipeline.example_input_config(config.use_spans).splits]
 
   def build() -> tfx.dsl.Pipeline:
-    shard_check.check_data(config.data_root, patterns)
+    shard_check.check_data(config.input_root(), patterns)
+    for check in checks:
+      check()
     return melody_pipeline.create_pipeline(
         config,
         metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(

@@ -46,7 +46,7 @@ def create_pipeline(config: configs.PipelineConfig,
     The pipeline (nothing has run).
   """
   example_gen = tfx.components.ImportExampleGen(
-      input_base=config.data_root, input_config=example_input_config(config.use_spans))
+      input_base=config.input_root(), input_config=example_input_config(config.use_spans))
   statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
   if config.schema_dir:
     schema_gen = tfx.components.ImportSchemaGen(

@@ -1,6 +1,7 @@
 """The history of local pipeline runs, from ML Metadata and the runner's run records:
-per-component times and states, the run's own Evaluator metrics per head and slice, its
-blessing (with the thresholds that failed), infra blessing and push.
+per-component times and states, the spans a window run trained on, the run's own
+Evaluator metrics per head and slice, its blessing (with the thresholds that failed),
+infra blessing and push.
 
 A run reports only what its own executions output. Its ``pipeline_run`` context also
 holds the artifacts the resolver brought in (the last blessed model and its blessing,
@@ -27,6 +28,8 @@ _OWN_OUTPUT_EVENTS = (metadata_store_pb2.Event.OUTPUT,
                       metadata_store_pb2.Event.DECLARED_OUTPUT)
 _DONE = {"COMPLETE", "CACHED"}
 RUNNING, COMPLETE, FAILED, ABANDONED = "RUNNING", "COMPLETE", "FAILED", "ABANDONED"
+# The pipeline_run context's property listing a window run's spans (pipeline.window_runs).
+WINDOW_SPANS = "window_spans"
 
 
 def connect(metadata_path: str) -> metadata_store.MetadataStore:
@@ -62,6 +65,7 @@ class RunSummary:
   runner_desc: str = ""
   error: str = ""
   log_path: str = ""
+  spans: List[str] = dataclasses.field(default_factory=list)
 
   @property
   def state(self) -> str:
@@ -117,6 +121,8 @@ def _summary(store, ctx, with_metrics: bool) -> RunSummary:
   executions = store.get_executions_by_context(ctx.id)
   summary = RunSummary(ctx.name, ctx.create_time_since_epoch / 1e3,
                        component_runs(store, executions))
+  if WINDOW_SPANS in ctx.custom_properties:
+    summary.spans = ctx.custom_properties[WINDOW_SPANS].string_value.split(",")
   evaluations = []
   for type_name, artifact in own_outputs(store, executions):
     if type_name == "ModelBlessing":
@@ -194,17 +200,26 @@ _COUNTS = ("example_count", "weighted_example_count")
 def format_runs(runs: List[RunSummary]) -> str:
   """A table (one row per run, the overall metric per head), then for every run that
   was not blessed, failed or was abandoned, why."""
-  header = ["run", "state", "secs", "blessed", "infra", "pushed"] + [
+  header = ["run", "spans", "state", "secs", "blessed", "infra", "pushed"] + [
       f"{o.replace('interest_', '')}:{_SHORT.get(m, m)}" for o, m in _HEADS]
   rows = []
   for r in runs:
-    row = [r.run_id, r.state, f"{sum(c.seconds for c in r.components):.0f}",
+    row = [r.run_id, format_spans(r.spans), r.state,
+           f"{sum(c.seconds for c in r.components):.0f}",
            _yes_no(r.blessed), _yes_no(r.infra_blessed), _yes_no(r.pushed)]
     for o, m in _HEADS:
       row.append(_shown(r.metrics, o, "overall", m))
     rows.append(row)
   notes = [line for r in runs for line in explain(r)]
   return _table(header, rows) + ("\n\n" + "\n".join(notes) if notes else "")
+
+
+def format_spans(spans: List[str]) -> str:
+  """A window's spans in one cell: ``20240102..20240103 (2)``; '-' for no window."""
+  if not spans:
+    return "-"
+  days = [s[len("span-"):] for s in spans]
+  return days[0] if len(days) == 1 else f"{days[0]}..{days[-1]} ({len(days)})"
 
 
 def explain(run: RunSummary) -> List[str]:

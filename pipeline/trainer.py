@@ -26,6 +26,7 @@ from typing import Dict, List, NamedTuple, Optional, Sequence
 import ranking  # noqa: F401  (Keras 2 before TensorFlow)
 import tensorflow as tf
 
+from pipeline import warm_start
 from ranking import config as config_lib
 from ranking import model as model_lib
 
@@ -282,6 +283,8 @@ def fit(fn_args) -> Trained:
   eval_ds = (input_fn(fn_args.eval_files, spec, bs, seed=train_config.seed, shuffle=False)
              if fn_args.eval_files else None)
   model = build_model(model_config, train_config)
+  # Starts from the last pushed model when the Trainer's custom_config names one.
+  warm_start.maybe_warm_start(model, getattr(fn_args, "custom_config", None))
   run_dir = fn_args.model_run_dir or os.path.join(fn_args.serving_model_dir, "..", "run")
   steps = int(fn_args.train_steps)
   metrics = train(model, train_ds, eval_ds, steps, int(fn_args.eval_steps or 0), run_dir, bs,
