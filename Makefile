@@ -8,7 +8,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 PYTEST_ARGS ?=
 
 .PHONY: setup test test-fast lint-imports arch-report demo bench bench-data bench-ranking bench-serving bench-intent \
-	bench-simulation bazel-test lock clean help
+	bench-simulation bench-pipeline bazel-test lock clean help
 
 help:
 	@echo "make setup       create .venv with the locked dependencies (+ glibc compat layer if needed)"
@@ -56,6 +56,9 @@ bench-intent:
 
 bench-simulation:
 	$(PY) -m bench.run simulation
+
+bench-pipeline:
+	$(PY) -m bench.run pipeline
 
 bazel-test:
 	@bash scripts/bazel_test.sh

@@ -3,7 +3,7 @@
 import importlib
 import sys
 
-BENCHMARKS = ("data", "ranking", "serving", "intent", "simulation")
+BENCHMARKS = ("data", "ranking", "serving", "intent", "simulation", "pipeline")
 
 
 def main(argv=None) -> int:

@@ -105,9 +105,9 @@ def maybe_warm_start(model: tf.keras.Model, custom_config) -> WarmStart:
   """:func:`warm_start` from ``custom_config[WARM_START_KEY]`` if it names a model;
   logs what happened either way."""
   source = str(dict(custom_config or {}).get(WARM_START_KEY) or "")
-  if not source:
-    return WarmStart("", False, "no pushed model yet")
-  result = warm_start(model, source)
+  if WARM_START_KEY not in dict(custom_config or {}):
+    return WarmStart("", False, "not asked for")
+  result = warm_start(model, source) if source else WarmStart("", False, "no pushed model yet")
   if result.warm:
     _log.info("warm start: %d variables from %s", result.variables, source)
     print(f"[trainer] warm start from {source} ({result.variables} variables)", flush=True)

@@ -96,7 +96,8 @@ def test_rollback_moves_newer_versions_aside(tmp_path):
 
 def test_warm_start_names_keras_counters_apart():
   assert warm_start._base_name("tower_skip/dense_3/kernel:0") == "tower_skip/dense/kernel:0"
-  result = warm_start.maybe_warm_start(None, {})
+  assert warm_start.maybe_warm_start(None, {}).reason == "not asked for"
+  result = warm_start.maybe_warm_start(None, {warm_start.WARM_START_KEY: ""})
   assert not result.warm and result.reason == "no pushed model yet"
   result = warm_start.warm_start(None, "/nonexistent/model")
   assert not result.warm and result.reason.startswith("cannot read /nonexistent/model")
