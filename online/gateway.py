@@ -130,19 +130,6 @@ class Gateway:
     return {"user_id": user, "context": context, "surface": surface, "k": int(k),
             "text": request.request_text, "weights": weights, "label": label}
 
-  def model_inputs(self, state: listener_state.ListenerState, fields: Dict[str, object],
-                   now: int) -> Dict[str, np.ndarray]:
-    """The ``recommend`` inputs for ``state`` and the checked request ``fields``."""
-    inputs = state.model_inputs(now, fields["context"], fields["surface"])
-    inputs.update(request_schema.neutral_controls(1))
-    if fields["weights"] is not None:
-      inputs["alpha_beta_gamma"] = np.asarray([fields["weights"]], np.float32)
-      inputs["override"] = np.ones(1, np.int64)
-    inputs["k"] = np.int32(fields["k"])
-    if fields["text"]:
-      inputs["request_text"] = np.asarray([fields["text"].encode()], dtype=object)
-    return inputs
-
   def recommend(self, request):
     """Answers one ``RecommendRequest`` with a ``RecommendResponse``.
 
@@ -163,7 +150,7 @@ class Gateway:
         cold_start=cold)
     try:
       with self.metrics.stage("model"):
-        outputs, version = self.model.predict(self.model_inputs(state, fields, now),
+        outputs, version = self.model.predict(model_inputs(state, fields, now),
                                               fields["label"])
     except grpc.RpcError as e:
       code = e.code()  # pylint: disable=no-member
@@ -195,6 +182,21 @@ class Gateway:
         if len(response.items) < k and track not in seen:
           seen.add(track)
           response.items.add(track_id=track, fused_score=float(plays), reasons=why)
+
+
+def model_inputs(state: listener_state.ListenerState, fields: Dict[str, object],
+                 now: int) -> Dict[str, np.ndarray]:
+  """The ``recommend`` inputs for ``state`` and checked request ``fields`` (``Gateway.
+  check``) for an impression at ``now``."""
+  inputs = state.model_inputs(now, fields["context"], fields["surface"])
+  inputs.update(request_schema.neutral_controls(1))
+  if fields["weights"] is not None:
+    inputs["alpha_beta_gamma"] = np.asarray([fields["weights"]], np.float32)
+    inputs["override"] = np.ones(1, np.int64)
+  inputs["k"] = np.int32(fields["k"])
+  if fields["text"]:
+    inputs["request_text"] = np.asarray([fields["text"].encode()], dtype=object)
+  return inputs
 
 
 def _fill_items(response, outputs: Dict[str, np.ndarray]) -> None:

@@ -14,10 +14,11 @@ built (``features.raw_features``).
 import bisect
 import dataclasses
 import datetime
-import json
-from typing import Dict, List, Mapping, Optional, Tuple
+import operator
+from typing import Dict, List, Mapping, NamedTuple, Optional, Tuple
 
 import numpy as np
+import orjson
 
 from features import feature_spec
 
@@ -27,9 +28,11 @@ COUNTERS = ("plays", "skips", "likes", "conversions")
 DAY_S = 86400
 
 
-@dataclasses.dataclass(frozen=True)
-class Play:
-  """One play of the history (what the model sees of it, plus its session id)."""
+class Play(NamedTuple):
+  """One play of the history (what the model sees of it, plus its session id).
+
+  A tuple: states hold up to ``HISTORY_LEN`` of them and encode them column-wise.
+  """
   ts: int
   track_id: str
   artist_id: str
@@ -38,8 +41,7 @@ class Play:
   session_id: str
 
 
-@dataclasses.dataclass(frozen=True)
-class PlayEvent:
+class PlayEvent(NamedTuple):
   """A validated play event as the nearline updater applies it."""
   user_id: str
   ts: int
@@ -83,11 +85,14 @@ class ListenerState:
     twice and changes nothing. An event older than every held play of a full history
     still counts in the counters of its day but does not enter the history.
     """
-    key = (event.ts, event.track_id, event.session_id)
-    pos = bisect.bisect_right([p.ts for p in self.plays], event.ts)
-    for p in self.plays[max(0, pos - 8):pos]:
-      if (p.ts, p.track_id, p.session_id) == key:
-        return False
+    plays = self.plays
+    if not plays or event.ts > plays[-1].ts:
+      pos = len(plays)   # the usual case: the newest play so far
+    else:
+      pos = bisect.bisect_right(plays, event.ts, key=_TS)
+      for p in plays[max(0, pos - 8):pos]:
+        if (p.ts, p.track_id, p.session_id) == (event.ts, event.track_id, event.session_id):
+          return False
     if event.user_segment:
       # The segment and tenure of the newest event win; a late event keeps the old ones.
       if event.ts >= self.newest_ts:
@@ -106,16 +111,18 @@ class ListenerState:
 
   def _count(self, event: PlayEvent) -> None:
     day = event.ts // DAY_S
-    newest_day = max([day] + list(self.counters))
-    if day <= newest_day - COUNTER_DAYS:
-      return
-    row = self.counters.setdefault(day, [0] * len(COUNTERS))
+    row = self.counters.get(day)
+    if row is None:
+      newest_day = max(day, max(self.counters, default=day))
+      if day <= newest_day - COUNTER_DAYS:
+        return
+      row = self.counters[day] = [0] * len(COUNTERS)
+      for old in [d for d in self.counters if d <= newest_day - COUNTER_DAYS]:
+        del self.counters[old]
     row[0] += 1
     row[1] += int(_unit(event.skip) >= 0.5)
     row[2] += int(_unit(event.like) >= 0.5)
     row[3] += int(_unit(event.subscription) >= 0.5)
-    for old in [d for d in self.counters if d <= newest_day - COUNTER_DAYS]:
-      del self.counters[old]
 
   # --------------------------------------------------------------------- reads
   def session(self, now: int) -> List[Play]:
@@ -164,19 +171,22 @@ class ListenerState:
   # ------------------------------------------------------------------ encoding
   def to_json(self) -> bytes:
     """Compact JSON: plays as column lists, counters keyed by day."""
-    cols = list(zip(*[dataclasses.astuple(p) for p in self.plays])) if self.plays else []
+    cols = list(zip(*self.plays))
     doc = {"u": self.user_id, "g": self.segment, "t": [self.tenure_days, self.tenure_ts],
            "n": self.newest_ts, "p": [list(c) for c in cols],
            "c": {str(d): row for d, row in self.counters.items()}}
-    return json.dumps(doc, separators=(",", ":")).encode()
+    return orjson.dumps(doc)
 
   @classmethod
   def from_json(cls, data: bytes) -> "ListenerState":
-    doc = json.loads(data)
+    doc = orjson.loads(data)
     plays = [Play(*values) for values in zip(*doc["p"])] if doc["p"] else []
     return cls(user_id=doc["u"], segment=doc["g"], tenure_days=doc["t"][0],
                tenure_ts=doc["t"][1], plays=plays, newest_ts=doc["n"],
                counters={int(d): list(row) for d, row in doc["c"].items()})
+
+
+_TS = operator.itemgetter(0)
 
 
 def _unit(value: Optional[float]) -> float:

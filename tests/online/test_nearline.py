@@ -29,7 +29,7 @@ def test_applies_events_quarantines_bad_lines_and_waits_for_unfinished_lines(tmp
   total = updater.drain()
   assert (total.applied, total.duplicates, total.quarantined) == (3, 1, 3)
   assert [(q.line, q.reason) for q in store.quarantined()] == [
-      (3, "not JSON: Expecting property name enclosed in double quotes at column 2"),
+      (3, "not JSON: unexpected character, expected a string key at column 2"),
       (4, "missing track_id"), (5, "completion outside [0, 1]")]
   assert store.quarantined()[0].raw == "{not json" and store.quarantined()[0].file == "a.jsonl"
   assert [p.track_id for p in store.get("u1").plays] == ["t0", "t1"]

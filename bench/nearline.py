@@ -1,0 +1,250 @@
+"""``make bench-nearline``: the online layer's numbers.
+
+Measures, on this machine and in one run:
+
+* **events/s applied** per backend (SQLite file, Redis started here): one updater drains
+  a log of ``EVENTS`` plays of ``LISTENERS`` listeners in micro-batches of
+  ``MAX_BATCH``; wall time and CPU time of the process (events per CPU-second is the
+  per-core rate);
+* **event-to-state freshness** p50/p99 per backend: a writer appends plays at
+  ``RATE`` events/s for ``FRESHNESS_S`` seconds while the updater runs with
+  ``--interval INTERVAL_S``; each line's freshness is its commit time minus its write time;
+* **gateway overhead**: the tiny exported ranker served by ``melody serve`` (a
+  subprocess), ``recommend`` with a pool of N=500 candidates (k=125), called directly
+  and through ``melody gateway`` (a subprocess, SQLite store), at concurrency 1 and 16;
+  overhead = gateway latency - direct latency, per percentile;
+* **bytes per listener** in each store after the throughput run.
+
+Results go to ``bench/results/nearline.json``, the table and picture to the
+benchmark section of ``docs/nearline.md`` and ``docs/nearline_benchmark.png``.
+"""
+
+import concurrent.futures
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from typing import Dict, List
+
+import numpy as np
+
+from bench import common
+from bench import nearline_report
+from melody_testing import online_events
+from melody_testing import redis_server
+
+NAME = "nearline"
+EVENTS = 200_000
+LISTENERS = 20_000
+MAX_BATCH = 20_000
+RATE = 2_000
+FRESHNESS_S = 15.0
+INTERVAL_S = 1.0
+POOL_N = 500
+REQUESTS = 300
+CONCURRENCY = (1, 16)
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _log(msg: str) -> None:
+  common.log(NAME, msg)
+
+
+def throughput(url: str, root: str) -> Dict[str, float]:
+  """Drains a log of ``EVENTS`` plays into the store at ``url``."""
+  from online import event_source  # pylint: disable=g-import-not-at-top
+  from online import nearline  # pylint: disable=g-import-not-at-top
+  from online import state_store  # pylint: disable=g-import-not-at-top
+  events = os.path.join(root, "throughput")
+  if not os.path.isdir(events):
+    os.makedirs(events)
+    online_events.append(os.path.join(events, "plays.jsonl"), online_events.random_plays(
+        seed=5, users=LISTENERS, per_user=EVENTS // LISTENERS))
+  with state_store.open_store(url) as store:
+    updater = nearline.Updater(event_source.DirectorySource(events), store,
+                               nearline.NearlineOptions(max_batch=MAX_BATCH))
+    wall, cpu = time.perf_counter(), time.process_time()
+    total = updater.drain()
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    return {"events": total.applied, "listeners": store.listener_count(),
+            "wall_s": wall, "cpu_s": cpu, "events_per_s": total.applied / wall,
+            "events_per_cpu_s": total.applied / cpu,
+            "bytes_per_listener": store.bytes_per_listener()}
+
+
+def freshness(url: str, root: str) -> Dict[str, float]:
+  """Writes plays at ``RATE``/s while the updater runs; freshness percentiles."""
+  from online import event_source  # pylint: disable=g-import-not-at-top
+  from online import nearline  # pylint: disable=g-import-not-at-top
+  from online import state_store  # pylint: disable=g-import-not-at-top
+  events = tempfile.mkdtemp(dir=root, prefix="fresh-")
+  log = os.path.join(events, "live.jsonl")
+  writes: List = []     # (lines written so far, monotonic time)
+  commits: List = []    # (lines applied so far, monotonic time)
+  stop = threading.Event()
+
+  def writer():   # runs in this thread while the updater runs in another
+    written, step, start = 0, 0.02, time.monotonic()
+    while time.monotonic() - start < FRESHNESS_S:
+      n = int(RATE * step)
+      now = int(time.time())
+      online_events.append(log, [online_events.play(f"u{(written + i) % 5000:05d}", now,
+                                                    f"t{(written + i) % 997:03d}")
+                                 for i in range(n)])
+      written += n
+      writes.append((written, time.monotonic()))
+      time.sleep(step)
+
+  with state_store.open_store(url) as store:
+    updater = nearline.Updater(event_source.DirectorySource(events), store,
+                               nearline.NearlineOptions(interval_s=INTERVAL_S,
+                                                        max_batch=MAX_BATCH))
+    applied = [0]
+
+    def on_batch(report):
+      applied[0] += report.lines
+      commits.append((applied[0], time.monotonic()))
+
+    running = threading.Thread(target=updater.run, args=(stop, on_batch))
+    running.start()
+    writer()
+    deadline = time.monotonic() + 10 * INTERVAL_S + 60
+    while applied[0] < writes[-1][0] and time.monotonic() < deadline:
+      time.sleep(0.05)
+    stop.set()
+    running.join()
+  line_written = np.concatenate([np.full(n - prev, t) for (n, t), prev in
+                                 zip(writes, [0] + [w[0] for w in writes[:-1]])])
+  done, at = np.asarray([c[0] for c in commits]), np.asarray([c[1] for c in commits])
+  line_applied = at[np.searchsorted(done, np.arange(len(line_written)), side="right")]
+  lag = line_applied - line_written
+  return {"events": int(len(lag)), "rate_per_s": RATE, "interval_s": INTERVAL_S,
+          "p50_s": float(np.percentile(lag, 50)), "p99_s": float(np.percentile(lag, 99)),
+          "max_s": float(lag.max())}
+
+
+def _process(argv: List[str], pattern: str, timeout: float = 600):
+  """Starts a subprocess and waits for the stdout line matching ``pattern``."""
+  env = dict(os.environ, PYTHONPATH=REPO)
+  proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.DEVNULL, text=True)
+  deadline = time.monotonic() + timeout
+  for line in proc.stdout:
+    match = re.search(pattern, line)
+    if match:
+      threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()
+      return proc, match.group(1)
+    if time.monotonic() > deadline:
+      break
+  proc.kill()
+  raise RuntimeError(f"{argv[:3]} did not print {pattern!r}")
+
+
+def _latencies(call, n: int, concurrency: int) -> List[float]:
+  def one(i):
+    t = time.perf_counter()
+    call(i)
+    return time.perf_counter() - t
+  for i in range(min(n, 20)):   # warm connections and caches
+    call(i)
+  with concurrent.futures.ThreadPoolExecutor(concurrency) as pool:
+    return list(pool.map(one, range(n)))
+
+
+def gateway_overhead(root: str) -> Dict[str, object]:
+  """Direct ``recommend`` calls vs the same through ``melody gateway``."""
+  # pylint: disable=g-import-not-at-top
+  import pandas as pd
+  from bench import serving as bench_serving
+  from online import event_source
+  from online import gateway
+  from online import gateway_client
+  from online import nearline
+  from online import state_store
+  from serving import client
+  from serving import export
+  # pylint: enable=g-import-not-at-top
+  paths = bench_serving.prepare_world(os.path.join(root, "world"), tracks=2 * POOL_N)
+  base = os.path.join(root, "models", "melody")
+  if not os.path.isdir(os.path.join(base, "1")):
+    export.export_serving_model(bench_serving.build_model(), paths["tft"], paths["tracks"],
+                                base, version=1, n_max=POOL_N)
+  tracks = pd.read_parquet(paths["tracks"])["track_id"].astype(str).tolist()
+  users = [f"u{i:04d}" for i in range(200)]
+  events = os.path.join(root, "gateway_events")
+  db = os.path.join(root, "gateway_state.db")
+  if not os.path.isdir(events):
+    os.makedirs(events)
+    now = int(time.time())
+    online_events.append(os.path.join(events, "a.jsonl"), [
+        online_events.play(u, now - 60 * j, tracks[(7 * i + j) % len(tracks)])
+        for i, u in enumerate(users) for j in range(30)])
+  k = POOL_N // 4   # recommend ranks a pool of 4k candidates (serving.signatures)
+  with state_store.open_store(db) as store:
+    nearline.Updater(event_source.DirectorySource(events), store).drain()
+    states = store.get_many(users)
+  py = sys.executable
+  model_proc, model_target = _process(
+      [py, "-m", "serving.server_main", "--model_name", "melody", "--model_base_path", base,
+       "--port", "0", "--rest_api_port", "0", "--file_system_poll_wait_seconds", "0"],
+      r"gRPC on (\S+)")
+  gw_proc = None
+  try:
+    gw_proc, gw_target = _process(
+        [py, "-m", "online.gateway_main", "--store", db, "--model-server", model_target,
+         "--port", "0", "--http-port", "-1", "--deadline-ms", "30000"], r"gRPC on (\S+)")
+    fields = {"context": "commute", "surface": "home", "k": k, "text": "", "weights": None}
+    inputs = [gateway.model_inputs(states[u], fields, int(time.time())) for u in users]
+    direct = client.ModelClient(model_target, timeout=60)
+    via = gateway_client.GatewayClient(gw_target, timeout=60)
+    out = {"pool_n": POOL_N, "k": k, "requests": REQUESTS, "by_concurrency": {}}
+    for c in CONCURRENCY:
+      _log(f"gateway overhead at c={c}")
+      d = _latencies(lambda i: direct.predict("melody", "recommend", inputs[i % len(users)]),
+                     REQUESTS, c)
+      g = _latencies(lambda i: via.recommend(user_id=users[i % len(users)], context="commute",
+                                             k=k), REQUESTS, c)
+      d_ms, g_ms = common.percentiles_ms(d), common.percentiles_ms(g)
+      out["by_concurrency"][str(c)] = {
+          "direct": d_ms, "gateway": g_ms,
+          "overhead_p50_ms": g_ms["p50_ms"] - d_ms["p50_ms"],
+          "overhead_p99_ms": g_ms["p99_ms"] - d_ms["p99_ms"]}
+    direct.close()
+    via.close()
+    return out
+  finally:
+    for proc in (gw_proc, model_proc):
+      if proc is not None:
+        proc.terminate()
+        proc.wait(timeout=60)
+
+
+def main(argv=None) -> int:
+  """Runs the benchmark; writes the results JSON, the doc section and the picture."""
+  del argv
+  results = {"load_avg_before": list(os.getloadavg()), "config": {
+      "events": EVENTS, "listeners": LISTENERS, "max_batch": MAX_BATCH, "rate": RATE,
+      "freshness_s": FRESHNESS_S, "interval_s": INTERVAL_S}, "backends": {}}
+  with tempfile.TemporaryDirectory(prefix="melody-bench-nearline-") as root:
+    with redis_server.redis_server(root) as redis_url:
+      for backend, url in (("sqlite", f"sqlite:///{root}/state.db"), ("redis", redis_url)):
+        _log(f"{backend}: throughput over {EVENTS} events")
+        row = {"throughput": throughput(url, root)}
+        _log(f"{backend}: freshness at {RATE} events/s, interval {INTERVAL_S} s")
+        fresh_url = (f"sqlite:///{root}/fresh.db" if backend == "sqlite"
+                     else redis_url.rsplit("/", 1)[0] + "/1")
+        row["freshness"] = freshness(fresh_url, root)
+        results["backends"][backend] = row
+    results["gateway"] = gateway_overhead(root)
+  results["load_avg_after"] = list(os.getloadavg())
+  results["host"] = common.host_info()
+  common.write_results(NAME, results)
+  nearline_report.write(results)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,95 @@
+"""The nearline benchmark's report: its table in docs/nearline.md and its picture.
+
+This module owns turning ``bench/results/nearline.json`` into the "Measured" section of
+``docs/nearline.md`` (between the ``bench:nearline`` markers, the rest of the page is
+left as it is) and ``docs/nearline_benchmark.png`` (freshness per backend, gateway
+overhead per concurrency).
+"""
+
+import os
+from typing import Dict
+
+from bench import common
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DOC = os.path.join(REPO, "docs", "nearline.md")
+PNG = os.path.join(REPO, "docs", "nearline_benchmark.png")
+BEGIN, END = "<!-- bench:nearline -->", "<!-- /bench:nearline -->"
+
+
+def section(results: Dict[str, object]) -> str:
+  """The Markdown of the measured numbers."""
+  rows = []
+  for backend, row in results["backends"].items():
+    t, f = row["throughput"], row["freshness"]
+    rows.append({"backend": backend, "events/s (wall)": round(t["events_per_s"]),
+                 "events per CPU-s": round(t["events_per_cpu_s"]),
+                 "freshness p50 s": f["p50_s"], "freshness p99 s": f["p99_s"],
+                 "bytes/listener": round(t["bytes_per_listener"])})
+  g = results["gateway"]
+  over = [{"concurrency": c, "direct p50 ms": v["direct"]["p50_ms"],
+           "direct p99 ms": v["direct"]["p99_ms"], "gateway p50 ms": v["gateway"]["p50_ms"],
+           "gateway p99 ms": v["gateway"]["p99_ms"], "overhead p50 ms": v["overhead_p50_ms"],
+           "overhead p99 ms": v["overhead_p99_ms"]} for c, v in g["by_concurrency"].items()]
+  cfg = results["config"]
+  load = ", ".join(f"{x:.2f}" for x in results["load_avg_before"])
+  return "\n".join([
+      BEGIN,
+      f"Measured by `make bench-nearline` ({results.get('written_at', '')}); "
+      + common.host_line(results.get("host", {})) + f" Load average before the run: {load}.",
+      "",
+      f"Updater: {cfg['events']} plays of {cfg['listeners']} listeners drained in batches "
+      f"of {cfg['max_batch']}; freshness: {cfg['rate']} plays/s written for "
+      f"{cfg['freshness_s']:.0f} s with `--interval {cfg['interval_s']}`.",
+      "",
+      common.table(rows, list(rows[0])),
+      "",
+      f"Gateway: `recommend` of the tiny exported ranker over a pool of N={g['pool_n']} "
+      f"candidates (k={g['k']}), {g['requests']} calls per row, direct TF Serving Predict "
+      "vs the same listener through `melody gateway` (state read + request build + Predict).",
+      "",
+      common.table(over, list(over[0])),
+      "",
+      "![nearline benchmark](nearline_benchmark.png)",
+      END])
+
+
+def plot(results: Dict[str, object]) -> None:
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+  names = list(results["backends"])
+  for i, name in enumerate(names):
+    f = results["backends"][name]["freshness"]
+    left.bar([i - 0.2, i + 0.2], [f["p50_s"], f["p99_s"]], width=0.4,
+             color=["tab:blue", "tab:orange"])
+  left.axhline(2 * results["config"]["interval_s"], color="grey", ls="--",
+               label="goal p99: 2 x interval")
+  left.set_xticks(range(len(names)), names)
+  left.set_ylabel("event-to-state seconds (p50 blue, p99 orange)")
+  left.legend(loc="upper left", fontsize=8)
+  conc = list(results["gateway"]["by_concurrency"])
+  for j, key in enumerate(("direct", "gateway")):
+    values = [results["gateway"]["by_concurrency"][c][key]["p99_ms"] for c in conc]
+    right.bar([i + (j - 0.5) * 0.4 for i in range(len(conc))], values, width=0.4, label=key)
+  right.set_xticks(range(len(conc)), [f"c={c}" for c in conc])
+  right.set_ylabel("recommend p99 ms")
+  right.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(PNG, dpi=110)
+
+
+def write(results: Dict[str, object]) -> None:
+  """Replaces the measured section of docs/nearline.md and writes the picture."""
+  with open(DOC) as f:
+    text = f.read()
+  if BEGIN in text and END in text:
+    head, rest = text.split(BEGIN, 1)
+    text = head + section(results) + rest.split(END, 1)[1]
+  else:
+    text = text.rstrip("\n") + "\n\n" + section(results) + "\n"
+  with open(DOC, "w") as f:
+    f.write(text)
+  plot(results)
+  print(f"[bench] wrote {DOC} and {PNG}")
