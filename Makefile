@@ -8,7 +8,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 PYTEST_ARGS ?=
 
 .PHONY: setup test test-fast lint-imports arch-report demo bench bench-data bench-ranking bench-serving bench-intent \
-	bench-simulation bench-pipeline bazel-test lock clean help
+	bench-simulation bench-pipeline bench-nearline bazel-test lock clean help
 
 help:
 	@echo "make setup       create .venv with the locked dependencies (+ glibc compat layer if needed)"
@@ -59,6 +59,9 @@ bench-simulation:
 
 bench-pipeline:
 	$(PY) -m bench.run pipeline
+
+bench-nearline:
+	$(PY) -m bench.run nearline
 
 bazel-test:
 	@bash scripts/bazel_test.sh

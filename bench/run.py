@@ -3,7 +3,7 @@
 import importlib
 import sys
 
-BENCHMARKS = ("data", "ranking", "serving", "intent", "simulation", "pipeline")
+BENCHMARKS = ("data", "ranking", "serving", "intent", "simulation", "pipeline", "nearline")
 
 
 def main(argv=None) -> int:
