@@ -16,11 +16,13 @@ from online import event_source
 from online import gateway
 from online import gateway_client
 from online import gateway_metrics
+from online import gateway_proto
 from online import gateway_server
 from online import model_caller
 from online import nearline
 from online import state_store
 from serving import model_config
+from serving import request_schema
 from serving import server as server_lib
 
 T0 = 1_700_000_000
@@ -164,3 +166,21 @@ def test_stop_turns_health_not_serving_and_refuses_calls(store, model_server):
   with pytest.raises(grpc.RpcError):
     gateway_client.GatewayClient(server.grpc_target).recommend(user_id="u1", timeout=5)
   channel.close()
+
+
+def test_the_request_built_from_a_state_passes_the_model_servers_checks(store):
+  gw = gateway.Gateway(store, None, gateway_metrics.GatewayMetrics())
+  request = gateway_proto.RecommendRequest(user_id="u1", context="workout", k=25,
+                                           request_text="calm piano")
+  request.weights_override.alpha = 2.0
+  request.weights_override.beta = -1.0
+  fields = gw.check(request)
+  inputs = gateway.model_inputs(store.get("u1"), fields, T0 + 3600)
+  request_schema.validate_recommend(inputs)
+  spec = request_schema.recommend_input_spec(with_text=True)
+  assert set(inputs) == set(spec)
+  for name, s in spec.items():
+    assert inputs[name].shape[1:] == tuple(s.shape[1:]), name
+  assert inputs["override"][0] == 1 and inputs["k"] == 25
+  assert list(inputs["alpha_beta_gamma"][0]) == [2.0, -1.0, 0.0]
+  assert inputs["hist_len"][0] == 6 and inputs["sess_len"][0] == 0   # an hour later
