@@ -16,7 +16,6 @@ import dataclasses
 import http.server
 import json
 import logging
-import ssl
 import threading
 import time
 from typing import Optional
@@ -30,6 +29,7 @@ import prometheus_client
 
 from online import gateway as gateway_lib
 from online import gateway_proto
+from serving import http_handler
 from serving import tls as tls_lib
 
 _LOG = logging.getLogger("melody.online")
@@ -169,17 +169,8 @@ _HTTP_STATUS = {grpc.StatusCode.OK: 200, grpc.StatusCode.INVALID_ARGUMENT: 400,
 def _handler(server: GatewayServer):
   """The HTTP request handler class bound to ``server``."""
 
-  class Handler(http.server.BaseHTTPRequestHandler):
+  class Handler(http_handler.BaseHandler):
     """``POST /v1/recommend``, ``GET /healthz``, ``GET /metrics``."""
-
-    protocol_version = "HTTP/1.1"
-    timeout = 60.0
-
-    def handle(self):
-      try:
-        super().handle()
-      except (ssl.SSLError, ConnectionResetError):   # e.g. a refused TLS handshake
-        self.close_connection = True
 
     def do_GET(self):  # pylint: disable=invalid-name
       if self.path == "/metrics":
@@ -222,23 +213,5 @@ def _handler(server: GatewayServer):
 
     def _json(self, status: int, doc, close: bool = False) -> None:
       self._write(status, "application/json", json.dumps(doc).encode(), close)
-
-    def _write(self, status: int, content_type: str, payload: bytes,
-               close: bool = False) -> None:
-      if close:
-        self.close_connection = True
-      try:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(payload)))
-        if close:
-          self.send_header("Connection", "close")
-        self.end_headers()
-        self.wfile.write(payload)
-      except (BrokenPipeError, ConnectionResetError):
-        self.close_connection = True
-
-    def log_message(self, *args):  # Counts are the metrics' job; no per-call lines.
-      pass
 
   return Handler

@@ -14,20 +14,19 @@ import http.server
 import logging
 import select
 import socket
-import ssl
 import threading
 import time
 from typing import Optional
 
 import prometheus_client
 
+from serving import http_handler
 from serving import model_config
 from serving import rest_api
 from serving import rest_json
 from serving import tls
 
 _LOG = logging.getLogger("melody.serving")
-_IDLE_CONNECTION_SECONDS = 60.0
 
 
 class RestServer:
@@ -114,17 +113,8 @@ class _Ipv6Server(http.server.ThreadingHTTPServer):
 def _handler_class(server: RestServer):
   """The request handler class bound to ``server``."""
 
-  class Handler(http.server.BaseHTTPRequestHandler):
+  class Handler(http_handler.BaseHandler):
     """Reads one request, lets the server answer it, writes the answer."""
-
-    protocol_version = "HTTP/1.1"   # Keep-alive: clients reuse their connection.
-    timeout = _IDLE_CONNECTION_SECONDS
-
-    def handle(self):
-      try:
-        super().handle()
-      except (ssl.SSLError, ConnectionResetError):   # e.g. a refused TLS handshake
-        self.close_connection = True
 
     def do_GET(self):  # pylint: disable=invalid-name
       self._serve("GET", b"")
@@ -163,19 +153,6 @@ def _handler_class(server: RestServer):
         self.close_connection = True
       self._write(status, "application/json", rest_json.dumps(doc), close)
 
-    def _write(self, status: int, content_type: str, payload: bytes,
-               close: bool = False) -> None:
-      try:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(payload)))
-        if close:
-          self.send_header("Connection", "close")
-        self.end_headers()
-        self.wfile.write(payload)
-      except (BrokenPipeError, ConnectionResetError):
-        self.close_connection = True   # The client left; nobody to answer.
-
     def _connected(self) -> bool:
       # A client that hung up makes its socket readable with nothing to read; a
       # pipelined next request (data to read) still counts as connected.
@@ -185,8 +162,5 @@ def _handler_class(server: RestServer):
         return not readable or socket.socket.recv(self.connection, 1, socket.MSG_PEEK) != b""
       except (OSError, ValueError):
         return False
-
-    def log_message(self, *args):  # A log line per call is the metrics' job.
-      pass
 
   return Handler

@@ -1,4 +1,5 @@
-"""Shared fixtures of the online tests: a Redis server of their own, and both stores.
+"""Shared fixtures of the online tests: a Redis server of their own, both stores, and a
+model server serving a model with Melody's ``recommend`` signature.
 
 The Redis server is Debian's ``redis-server`` (``make setup`` installs it), started on a
 free localhost port with its data in a temporary directory and stopped at the end of
@@ -9,7 +10,10 @@ binary is absent.
 import pytest
 
 from melody_testing import redis_server
+from melody_testing import style_saved_model
 from online import state_store
+from serving import model_config
+from serving import server as server_lib
 
 
 @pytest.fixture(scope="session")
@@ -44,3 +48,14 @@ def store_url(request, tmp_path):
 def store(store_url):
   with state_store.open_store(store_url) as s:
     yield s
+
+
+@pytest.fixture(scope="session")
+def style_model_server(tmp_path_factory):
+  """``melody serve``'s server (in process) serving melody_testing.style_saved_model as
+  model ``melody``, version 1, on a free port."""
+  base = str(tmp_path_factory.mktemp("style") / "melody")
+  style_saved_model.publish(base)
+  options = server_lib.ServerOptions(port=0, file_system_poll_wait_seconds=0)
+  with server_lib.ModelServer([model_config.ModelEntry("melody", base)], options) as server:
+    yield server

@@ -21,20 +21,9 @@ from online import gateway_server
 from online import model_caller
 from online import nearline
 from online import state_store
-from serving import model_config
 from serving import request_schema
-from serving import server as server_lib
 
 T0 = 1_700_000_000
-
-
-@pytest.fixture(scope="module")
-def model_server(tmp_path_factory):
-  base = str(tmp_path_factory.mktemp("style") / "melody")
-  style_saved_model.publish(base)
-  options = server_lib.ServerOptions(port=0, file_system_poll_wait_seconds=0)
-  with server_lib.ModelServer([model_config.ModelEntry("melody", base)], options) as server:
-    yield server
 
 
 @pytest.fixture(scope="module")
@@ -58,8 +47,8 @@ def _serve(store, target, **ports):
 
 
 @pytest.fixture(scope="module")
-def served(store, model_server):
-  with _serve(store, model_server.target) as server:
+def served(store, style_model_server):
+  with _serve(store, style_model_server.target) as server:
     yield server
 
 
@@ -134,7 +123,7 @@ def test_http_rejects_unknown_fields_and_oversized_bodies(served):
   assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
-def test_model_server_down_answers_the_segment_popularity_list(store):
+def test_style_model_server_down_answers_the_segment_popularity_list(store):
   with _serve(store, "127.0.0.1:1") as server:   # nothing listens on port 1
     with gateway_client.GatewayClient(server.grpc_target) as client:
       response = client.recommend(user_id="u1", k=4)
@@ -156,8 +145,8 @@ def test_model_server_down_answers_the_segment_popularity_list(store):
     assert 'melody_gateway_fallbacks_total{reason="unavailable"} 2.0' in page
 
 
-def test_stop_turns_health_not_serving_and_refuses_calls(store, model_server):
-  server = _serve(store, model_server.target).start()
+def test_stop_turns_health_not_serving_and_refuses_calls(store, style_model_server):
+  server = _serve(store, style_model_server.target).start()
   channel = grpc.insecure_channel(server.grpc_target)
   health = health_pb2_grpc.HealthStub(channel)
   assert health.Check(health_pb2.HealthCheckRequest(), timeout=30).status == \
@@ -168,7 +157,7 @@ def test_stop_turns_health_not_serving_and_refuses_calls(store, model_server):
   channel.close()
 
 
-def test_the_request_built_from_a_state_passes_the_model_servers_checks(store):
+def test_the_request_built_from_a_state_passes_the_style_model_servers_checks(store):
   gw = gateway.Gateway(store, None, gateway_metrics.GatewayMetrics())
   request = gateway_proto.RecommendRequest(user_id="u1", context="workout", k=25,
                                            request_text="calm piano")

@@ -24,21 +24,10 @@ from online import gateway_metrics
 from online import gateway_server
 from online import model_caller
 from online import state_store
-from serving import model_config
-from serving import server as server_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 STYLE = 4
 INTERVAL_S = 0.25
-
-
-@pytest.fixture(scope="module")
-def model_server(tmp_path_factory):
-  base = str(tmp_path_factory.mktemp("rt_style") / "melody")
-  style_saved_model.publish(base)
-  options = server_lib.ServerOptions(port=0, file_system_poll_wait_seconds=0)
-  with server_lib.ModelServer([model_config.ModelEntry("melody", base)], options) as server:
-    yield server
 
 
 def _share(response) -> float:
@@ -49,7 +38,7 @@ def _share(response) -> float:
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", ["sqlite", "redis"])
 def test_completed_plays_of_a_style_raise_its_share_on_the_next_request(
-    model_server, tmp_path, backend, request, record_property):
+    style_model_server, tmp_path, backend, request, record_property):
   url = (f"sqlite:///{tmp_path / 'state.db'}" if backend == "sqlite"
          else request.getfixturevalue("redis_store_url"))
   events = tmp_path / "events"
@@ -71,7 +60,7 @@ def test_completed_plays_of_a_style_raise_its_share_on_the_next_request(
       while store.get("u7") is None and time.monotonic() < deadline:
         assert proc.poll() is None, proc.stderr.read().decode()
         time.sleep(0.02)
-      caller = model_caller.ModelCaller(model_server.target, deadline_s=20)
+      caller = model_caller.ModelCaller(style_model_server.target, deadline_s=20)
       gw = gateway.Gateway(store, caller, gateway_metrics.GatewayMetrics())
       with gateway_server.GatewayServer(gw, gateway_server.PortOptions(http_port=None)) as srv:
         with gateway_client.GatewayClient(srv.grpc_target) as client:
