@@ -8,7 +8,11 @@ occurrence before the BM25 saturation, so titles can help but never outvote the 
 The weights are held as one sparse ``[N, V]`` matrix. At serving time a request goes
 through the same word split in the graph, its words are looked up in the vocabulary
 (unknown words are dropped) and its scores over the whole catalog are one sparse-dense
-matmul: ``score(d) = sum over distinct request words w of W[d, w]``.
+matmul: ``score(d) = sum over distinct request words w of W[d, w]``. For fusion with
+dense scores, :meth:`LexicalIndex.coverage` divides that by the best score each request
+word could reach on any track (``sum_w max_d W[d, w]``), so a track matching every word
+as well as any track can scores 1 and a track matching one filler word of a long request
+scores little.
 """
 
 import collections
@@ -85,6 +89,9 @@ class LexicalIndex(tf.Module):
                                 trainable=False, name="bm25_indices")
     self._values = tf.Variable(np.asarray(vals, np.float32)[order], trainable=False,
                                name="bm25_values")
+    best = np.zeros(self.vocab_size, np.float32)
+    np.maximum.at(best, cols, np.asarray(vals, np.float32))
+    self._best = tf.Variable(best, trainable=False, name="bm25_best_per_word")
 
   def weights(self) -> tf.SparseTensor:
     """The ``[N, V]`` BM25F weight matrix."""
@@ -98,14 +105,25 @@ class LexicalIndex(tf.Module):
     ids = tf.ragged.map_flat_values(self._table.lookup, split)
     return tf.ragged.boolean_mask(ids, ids >= 0)
 
+  def _bag(self, texts: tf.Tensor) -> tf.Tensor:
+    """``[B, V]`` 1 where the request holds the word."""
+    return tf.math.bincount(tf.cast(self.word_ids(texts), tf.int32), minlength=self.vocab_size,
+                            maxlength=self.vocab_size, binary_output=True, axis=-1,
+                            dtype=tf.float32)
+
   @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
   def scores(self, texts: tf.Tensor) -> tf.Tensor:
     """``[B, N]`` BM25F scores of raw requests (0 for a track sharing no word)."""
-    ids = self.word_ids(texts)
-    bag = tf.math.bincount(tf.cast(ids, tf.int32), minlength=self.vocab_size,
-                           maxlength=self.vocab_size, binary_output=True, axis=-1,
-                           dtype=tf.float32)                                   # [B, V]
+    bag = self._bag(texts)
     return tf.transpose(tf.sparse.sparse_dense_matmul(self.weights(), bag, adjoint_b=True))
+
+  @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+  def coverage(self, texts: tf.Tensor) -> tf.Tensor:
+    """``[B, N]`` scores over the request's best reachable score, in [0, 1] (0: no word)."""
+    bag = self._bag(texts)
+    raw = tf.transpose(tf.sparse.sparse_dense_matmul(self.weights(), bag, adjoint_b=True))
+    reachable = tf.linalg.matvec(bag, self._best)[:, tf.newaxis]
+    return tf.math.divide_no_nan(raw, reachable)
 
 
 def bm25f_weights(texts: Sequence[str], titles: Sequence[str], title_weight: float,

@@ -5,9 +5,10 @@ the ranking model's listener vectors) in, the top-k catalog rows and their score
 Tokenization, the request tower and the retrieval all run in the graph; the catalog's
 track vectors are computed once at export and held as one ``[N, H]`` matrix (an exact
 ``q . t`` over every row, then top-k). With a ``lexical.LexicalIndex`` the retrieval is
-hybrid: ``score = q . t + lexical_weight * bm25(request, track) / max_track bm25``, the
-BM25F scores normalised per request so that the weight means the same for every
-request; a request sharing no word with the catalog is scored by the dense part alone.
+hybrid: ``score = q . t + lexical_weight * coverage(request, track)``, the BM25F score
+over the best score the request's words could reach (``LexicalIndex.coverage``), so the
+weight means the same for short and long requests; a request sharing no word with the
+catalog is scored by the dense part alone.
 Rows index the catalog in ``tracks.parquet`` row order.
 
 Contract (tf.functions, usable inside another module's signatures):
@@ -48,7 +49,7 @@ class IntentCandidates(tf.Module):
     track_vectors: ``[N, H]`` final track-tower vectors of the serving catalog, in
       catalog row order (see :func:`catalog_track_vectors`).
     lexical: optional BM25F index over the same catalog rows (hybrid retrieval).
-    lexical_weight: weight of the normalised BM25F score against the cosine.
+    lexical_weight: weight of the BM25F coverage (in [0, 1]) against the cosine.
     name: module name.
   """
 
@@ -83,9 +84,7 @@ class IntentCandidates(tf.Module):
     k = tf.minimum(tf.cast(k, tf.int32), self.num_tracks)
     scores = tf.matmul(q, self.track_matrix, transpose_b=True)
     if texts is not None and self.lexical_weight > 0:
-      lex = self.lexical.scores(texts)
-      top = tf.reduce_max(lex, axis=1, keepdims=True)
-      scores += self.lexical_weight * tf.math.divide_no_nan(lex, top)
+      scores += self.lexical_weight * self.lexical.coverage(texts)
     scores, rows = tf.math.top_k(scores, k=k)
     return rows, scores
 
