@@ -102,6 +102,24 @@ def test_tokenizer_adds_special_tokens_pads_and_truncates(pretrained):
   assert mask[3].sum() == 3                 # "metal" is one word piece
 
 
+def test_tokenizer_cuts_long_texts_at_a_word_boundary_and_flags_them(pretrained):
+  _, ck, _ = pretrained
+  tok = tok_lib.WordPieceTokenizer(ck.vocab, 8)
+  out = tok(tf.constant(["hyperventilating saxophones everywhere tonight", "calm piano",
+                         "supercalifragilisticexpialidocious"]))
+  pieces = [[ck.vocab[i] for i in row if i] for row in out["input_ids"].numpy()]
+  # 6 slots: "hyper ##vent ##ila ##ting saxophone ##s" fits whole, "everywhere" does not.
+  assert pieces[0] == ["[CLS]", "hyper", "##vent", "##ila", "##ting", "saxophone", "##s",
+                       "[SEP]"]
+  assert pieces[1] == ["[CLS]", "calm", "piano", "[SEP]"]
+  assert len(pieces[2]) == 8 and pieces[2][1] == "super"   # one word wider than the width
+  assert out["cut"].numpy().tolist() == [1, 0, 1]
+  tok5 = tok_lib.WordPieceTokenizer(ck.vocab, 5)
+  cut = [ck.vocab[i] for i in tok5(tf.constant(["hyperventilating saxophones"]))[
+      "input_ids"].numpy()[0] if i]
+  assert cut == ["[CLS]", "hyper", "##vent", "##ila", "[SEP]"]   # cut inside the only word
+
+
 def test_tokenizer_lowercases_and_strips_accents(pretrained):
   _, ck, tok = pretrained
   a = tok(tf.constant(["CAFÉ Électronique"]))["input_ids"].numpy()
