@@ -2,7 +2,10 @@
 of steps on in-memory arrays, time the steady state, score every measurable head.
 
 Variants are ``ranking.config.model_config_from_name`` names (single-task, shared-bottom,
-MMoE, PLE) plus ablations: a base name with ``ModelConfig`` overrides.
+MMoE, PLE), ablations (a base name with ``ModelConfig`` overrides: without the listener-id
+dropout, without the Transformer) and the two reference rankers of ``ranking.baselines``:
+``popularity`` (each track's mean label in training; nothing trained) and ``linear`` (one
+linear model per head over every transformed feature, trained like the others).
 """
 
 import time
@@ -15,9 +18,29 @@ from features import feature_spec
 # eval split holds out whole listeners, whose ids are OOV; this row shows what training
 # those OOV rows is worth.
 NO_ID_DROPOUT = "mmoe|user_id_dropout=0"
-ABLATIONS = {NO_ID_DROPOUT: ("mmoe", {"user_id_dropout": 0.0})}
-MODELS = ("single:interest", "single:subscription", "single:exposure", "shared_bottom",
-          "mmoe", "ple", NO_ID_DROPOUT)
+# Sequence ablations (``ModelConfig.sequence_model``): the same model without the
+# Transformer blocks, with target attention over the single-play tokens (DIN-style) or
+# with only their masked means (flat MMoE / PLE).
+TARGET_ATTENTION_ONLY = "mmoe|sequence_model=target_attention"
+FLAT_MMOE = "mmoe|sequence_model=pooled"
+FLAT_PLE = "ple|sequence_model=pooled"
+# The flat MMoE given the most recent play's token as well (``ModelConfig.recent_play``):
+# how much of what the Transformer adds is the last play alone.
+FLAT_MMOE_RECENT = "mmoe|sequence_model=pooled|recent_play=1"
+ABLATIONS = {NO_ID_DROPOUT: ("mmoe", {"user_id_dropout": 0.0}),
+             TARGET_ATTENTION_ONLY: ("mmoe", {"sequence_model": "target_attention"}),
+             FLAT_MMOE: ("mmoe", {"sequence_model": "pooled"}),
+             FLAT_PLE: ("ple", {"sequence_model": "pooled"}),
+             FLAT_MMOE_RECENT: ("mmoe", {"sequence_model": "pooled", "recent_play": True})}
+POPULARITY = "popularity"
+LINEAR = "linear"
+BASELINES = (POPULARITY, LINEAR)
+# What the default model is measured against: the reference rankers and the
+# sequence-free ablations of the same model.
+REFERENCES = BASELINES + (FLAT_MMOE, FLAT_PLE, TARGET_ATTENTION_ONLY, FLAT_MMOE_RECENT)
+MODELS = BASELINES + ("single:interest", "single:subscription", "single:exposure",
+                      "shared_bottom", "mmoe", "ple", NO_ID_DROPOUT, TARGET_ATTENTION_ONLY,
+                      FLAT_MMOE, FLAT_PLE, FLAT_MMOE_RECENT)
 HEADS = feature_spec.LABEL_KEYS
 
 
@@ -40,7 +63,8 @@ def fixed_options():
   return options
 
 
-def _dataset(arrays, batch_size, seed):
+def dataset(arrays, batch_size: int, seed: int):
+  """The shuffled, repeated, batched training dataset of in-memory arrays."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   n = len(next(iter(arrays.values())))
   ds = tf.data.Dataset.from_tensor_slices(arrays).shuffle(min(n, 20000), seed=seed)
@@ -78,6 +102,45 @@ def step_clock():
   return StepClock()
 
 
+def _score_popularity(data, covered: Dict[str, bool]) -> Dict[str, float]:
+  """The popularity baseline's headline metric on every covered head."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from ranking import tasks  # pylint: disable=g-import-not-at-top
+  from ranking.baselines import popularity  # pylint: disable=g-import-not-at-top
+  heads = [h for h in HEADS if covered.get(h)]
+  preds = popularity.TrackMeanBaseline(heads).fit(data["train"]).predict(data["eval"])
+  out = {}
+  for head in heads:
+    metric = tasks.label_metrics(head)[0]
+    metric.update_state(tf.constant(data["eval"][head].reshape(-1), tf.float32),
+                        tf.constant(preds[head]),
+                        sample_weight=data["eval"][feature_spec.weight_key(head)].reshape(-1))
+    out[tasks.metric_name(head)] = float(metric.result())
+  return out
+
+
+def build(name: str, batch_size: int, seed: int):
+  """The trainable variant ``name``, compiled with the default optimisers.
+
+  Returns:
+    (the model, the labels it predicts).
+  """
+  from ranking import config as config_lib  # pylint: disable=g-import-not-at-top
+  from ranking import model as model_lib  # pylint: disable=g-import-not-at-top
+  from ranking.baselines import linear  # pylint: disable=g-import-not-at-top
+  train_config = config_lib.TrainConfig(batch_size=batch_size, seed=seed)
+  if name == LINEAR:
+    model = linear.LinearRanker(HEADS, train_config)
+    labels = model.labels
+  else:
+    base, overrides = ABLATIONS.get(name, (name, {}))
+    model_config = config_lib.model_config_from_name(base, **overrides)
+    model = model_lib.RankingModel(model_config, train_config)
+    labels = model_config.labels
+  model.compile(model_lib.make_optimizer(model, train_config))
+  return model, labels
+
+
 def train_and_eval(name: str, data, steps: int, batch_size: int, seed: int,
                    covered: Dict[str, bool]) -> Dict[str, float]:
   """Trains variant ``name`` for ``steps`` steps and scores it on the eval split.
@@ -93,18 +156,14 @@ def train_and_eval(name: str, data, steps: int, batch_size: int, seed: int,
     the variant has.
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from ranking import config as config_lib  # pylint: disable=g-import-not-at-top
-  from ranking import model as model_lib  # pylint: disable=g-import-not-at-top
   from ranking import tasks  # pylint: disable=g-import-not-at-top
+  if name == POPULARITY:   # nothing to train: the same numbers for every seed
+    return {"model": name, "seed": seed, **_score_popularity(data, covered)}
   tf.keras.utils.set_random_seed(seed)
-  base, overrides = ABLATIONS.get(name, (name, {}))
-  model_config = config_lib.model_config_from_name(base, **overrides)
-  train_config = config_lib.TrainConfig(batch_size=batch_size, seed=seed)
-  model = model_lib.RankingModel(model_config, train_config)
-  model.compile(model_lib.make_optimizer(model, train_config))
+  model, labels = build(name, batch_size, seed)
   clock = step_clock()
   t0 = time.perf_counter()
-  model.fit(_dataset(data["train"], batch_size, seed), steps_per_epoch=steps, verbose=0,
+  model.fit(dataset(data["train"], batch_size, seed), steps_per_epoch=steps, verbose=0,
             callbacks=[clock])
   t1 = time.perf_counter()
   ev = tf.data.Dataset.from_tensor_slices(data["eval"]).batch(2048)
@@ -113,7 +172,7 @@ def train_and_eval(name: str, data, steps: int, batch_size: int, seed: int,
              f"fit {t1 - t0:.1f}s, evaluate {time.perf_counter() - t1:.1f}s")
   row = {"model": name, "seed": seed,
          "train_examples_per_s": clock.steady(batch_size)["examples_per_s"]}
-  for head in model_config.labels:
+  for head in labels:
     if not covered.get(head):
       continue
     key = tasks.metric_name(head)

@@ -10,30 +10,12 @@ import numpy as np
 
 from bench import common
 from bench import ranking_models
+from bench import ranking_notes
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOC = os.path.join(REPO, "docs", "benchmarks.md")
 PNG = os.path.join(REPO, "docs", "ranking_benchmark.png")
 BEGIN, END = "<!-- ranking:begin -->", "<!-- ranking:end -->"
-
-# Why a real source lacks a head, beyond the counts the benchmark measures.
-SOURCE_NOTES = {
-    "30music": (
-        "30Music: no head can be measured, and completion cannot be made one. The slices "
-        "(`30music-200ks_test.*.txt`: user, session, track, start time, artist) carry no "
-        "track duration and no play time, so completion = play time / duration is not "
-        "computable; the derived `percentage_played` of the source repository is broken "
-        "(see `../shared/data/30music_slices/PROVENANCE.md`), and the 30Music "
-        "`tracks.idomaar` durations are not in the shared data. The gap to the next play "
-        "is no substitute without durations, and the skip proxy (next play < 30 s later, "
-        "`features/datasets/thirty_music.py`) is 0 on every row because Last.fm logs a "
-        "scrobble only after ~30 s of playback (shortest gap: exactly 30 s). Like, "
-        "subscription and exposure are not in the data."),
-    "kkbox": (
-        "KKBox: only `target` (a repeat listen within a month) maps to a head "
-        "(`interest_like`); the sample has no play time, skip, subscription or exposure."),
-}
-
 
 def mean_table(mean, heads) -> str:
   """Markdown table: mean ± sd over seeds per metric, and steady-state examples/s."""
@@ -117,58 +99,34 @@ def _speed_lines(t) -> List[str]:
     for k in ("input", "forward", "gradients", "optimizer", "metrics"):
       if k in prof:
         lines.append(f"| {k} | {prof[k]['wall_ms']:.1f} | {prof[k]['cpu_ms']:.1f} |")
-  lines += ["", SPEED_NOTES]
+  lines += ["", ranking_notes.SPEED_NOTES]
   return lines
 
 
-STEPS_NOTE = """Why 300 steps (about half an epoch): learning curves on listeners held out of
-the training split (15% of them; shared-bottom and MMoE, seeds 1-2, scored every 100
-steps up to 800; the eval split untouched) show the subscription AUC peaking at 100-300
-steps and then falling (shared-bottom 0.763 at 300 steps, 0.551 at 800: the head learns
-the training listeners' ids, which say nothing about new listeners), while from 300 to
-800 steps the interest AUCs still gain 0.003-0.007 and the exposure RMSE improves by
-0.003-0.004. 300 steps keeps the subscription head near its peak at a small cost to the
-others. On those curves MMoE's exposure lead over shared-bottom holds at 800 steps
-(0.1138 vs 0.1169) and is 0.004 at 300 (0.1168 vs 0.1211). Those curves were taken
-without the listener-id dropout (`ModelConfig.user_id_dropout`, 0.25 by default), which
-trains the OOV rows the held-out listeners map to; the row `mmoe|user_id_dropout=0`
-measures what it adds."""
+def _curve_lines(curves) -> List[str]:
+  if not curves or not curves.get("rows"):
+    return []
+  heads = [h for h in ranking_models.metric_columns() if any(h in r for r in curves["rows"])]
+  rows = [dict(model=r["model"], steps=r["steps"],
+               **{h: f"{r[h]:.4f}" for h in heads if h in r}) for r in curves["rows"]]
+  return ["Learning curves (seed 1; listeners held out of the training split, 15% of them, "
+          "their ids sent to the OOV buckets as a new listener's are; the eval split "
+          f"untouched; {curves['fit_examples']:,} training / {curves['holdout_examples']:,} "
+          "held-out examples):", "", common.table(rows, ["model", "steps"] + heads)]
 
 
-SPEED_NOTES = """How the default config reaches the 3,000 examples/s target, batch 512,
-this machine (2 vCPUs of an AMD EPYC with AVX512-BF16; runs of the same code vary by
-about ±10% with the other jobs on the host):
-
-- `ModelConfig.train_precision = "mixed_bfloat16"` (what the default `"auto"` picks on a
-  CPU with AVX512-BF16 or AMX; on AVX2/FMA-only CPUs, where bfloat16 steps are slower, it
-  picks float32, so the float32 baseline above runs the same precision): in training steps the
-  history and session Transformer blocks run their projections, attention and
-  feed-forward in bfloat16 from float32 weights (cast per step; gradients come back
-  float32), with float32 LayerNorms and residual stream. Inference (evaluation, export,
-  serving, the latency below) is float32, so scores do not depend on it; the golden
-  loss after 8 training steps is the same in both precisions within its 0.2%
-  tolerance. A 25,600 x 64 x 64 matmul takes 0.90 ms in bf16 vs 1.63 ms in fp32 here.
-  The float32 baseline above is the same config with `train_precision="float32"`.
-- LayerNorms in training steps use a closed-form gradient
-  (`sequence_encoder.layer_norm`) instead of differentiating Keras' unfused path (~15
-  elementwise ops): about a third less CPU for forward + backward on [25,600, 64] and
-  ~10% of a step (157 vs 174 ms in alternating rounds); inference uses the Keras layer.
-- TF profiler, one bf16 training step with Keras' LayerNorm gradient (CPU ms summed
-  over both threads, ~320 in all): matmuls 120, LayerNorms 76, optimizer 21, bias
-  gradients 19, transposes 11. In float32 the matmuls take 218 of ~420.
-- Tried and not adopted (whole training steps timed in alternating rounds in one
-  process): one attention head (-12%), `ff_mult` 1; fused QKV projections (one 64 x 192
-  matmul; the encoder was 10-20% slower); XLA on the encoder, forward and backward
-  (within noise), on the LayerNorms or the attention core alone (slower); a fused
-  LayerNorm (epsilon >= 1.001e-5; within noise);
-  splitting the weight-gradient matmuls over K (no change: x^T dy already runs at the
-  forward matmul's ~95 GFLOP/s); inter-op/intra-op threads 2/1, 1/2, 1/1 (slower);
-  `TF_ENABLE_ONEDNN_OPTS=0` (25% slower). `compile(jit_compile=True)` fails:
-  `ResourceSparseApplyAdagradV2` (the sparse Adagrad of the id tables) has no XLA kernel.
-- Input (`pipeline.trainer.input_fn`, gzip + parse) costs ~10-15 ms CPU per batch, on
-  the same two cores. Per-head metric updates: 0.5 ms per step.
-The one-off costs of a `fit()` call are real but not throughput: graph tracing, and, on
-this machine, an idle teardown of up to ~10 s when tf.data autotuning is on."""
+def _part_lines(parts) -> List[str]:
+  if not parts:
+    return []
+  lines = ["", "Parts of this run (each can run alone: `MELODY_BENCH_RANKING_ONLY=<part>`):", "",
+           "| part | measured_at | runtime_s | load average before | load average after | cpu |",
+           "|---|---|---|---|---|---|"]
+  for name, p in parts.items():
+    lines.append(f"| {name} | {p['measured_at']} | {p['runtime_s']:,.0f} | "
+                 + " ".join(f"{x:.1f}" for x in p["load_average_before"]) + " | "
+                 + " ".join(f"{x:.1f}" for x in p["load_average_after"]) + " | "
+                 + f"{p.get('host', {}).get('cpu_model', '?')} |")
+  return lines
 
 
 def write_doc(results: Dict[str, object]) -> None:
@@ -204,7 +162,7 @@ def write_doc(results: Dict[str, object]) -> None:
                 f"({g.get('converting_listeners', '?')} listeners convert, "
                 f"{g.get('eval_converting_listeners', '?')} of them in the eval split; "
                 "every impression in the 7 days before a conversion is a positive).", ""]
-      lines += _profile_lines(block) + ["", STEPS_NOTE, ""]
+      lines += _profile_lines(block) + [""] + _curve_lines(results.get("curves")) + [""]
     cov = block.get("coverage", {})
     missing = [(h, c) for h, c in cov.items() if not c["covered"]]
     if not cov:
@@ -213,8 +171,8 @@ def write_doc(results: Dict[str, object]) -> None:
     if missing:
       lines += ["Heads not measured here: " + "; ".join(
           f"{h} ({c['reason']})" for h, c in missing) + ".", ""]
-    if name in SOURCE_NOTES:
-      lines += [SOURCE_NOTES[name], ""]
+    if name in ranking_notes.SOURCE_NOTES:
+      lines += [ranking_notes.SOURCE_NOTES[name], ""]
     if block["mean"]:
       lines.append(mean_table(block["mean"], ranking_models.metric_columns()))
     else:
@@ -232,14 +190,22 @@ def write_doc(results: Dict[str, object]) -> None:
             "", "### Targets", ""]
   tg = results["targets"]
   for k, v in tg.items():
-    if k in ("mmoe_minus_shared_bottom", "single_minus_shared_bottom",
-             "mmoe_minus_mmoe_without_id_dropout"):
+    if k == "best_baseline":
+      lines.append(f"- `{k}`: " + "; ".join(f"{h} {b['model']} ({b['mean']:.4f})"
+                                             for h, b in v.items()))
+    elif k == "sequence_encoder_contribution":
+      for ablation, per_head in v.items():
+        lines.append(f"- `mmoe {ablation}` (paired over seeds): " + "; ".join(
+            f"{h} {_fmt_diff(p)}" for h, p in per_head.items()))
+    elif k in ("mmoe_minus_shared_bottom", "single_minus_shared_bottom",
+               "mmoe_minus_mmoe_without_id_dropout", "default_minus_best_baseline"):
       lines.append(f"- `{k}` (paired over seeds): " + "; ".join(
           f"{h} {_fmt_diff(p)}" for h, p in v.items()))
     elif k == "mmoe_minus_single_interest_auc":
       lines.append(f"- `{k}`: " + ", ".join(f"{h} {g:+.4f}" for h, g in v.items()))
     else:
       lines.append(f"- `{k}`: {v}")
+  lines += _part_lines(results.get("parts", {}))
   lines += ["", f"![ranking benchmark]({os.path.basename(PNG)})", "", END]
   section = "\n".join(lines) + "\n"
   old = open(DOC).read() if os.path.exists(DOC) else "# Benchmarks\n\n"
@@ -256,7 +222,7 @@ def write_png(results: Dict[str, object]) -> None:
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   sim = results["datasets"].get("simulator", {})
-  fig, axes = plt.subplots(1, 3, figsize=(16, 4.2))
+  fig, axes = plt.subplots(1, 4, figsize=(22, 4.8))
   if sim.get("mean"):
     models = [r["model"] for r in sim["mean"]]
     for ax, kind in ((axes[0], "_auc"), (axes[1], "_rmse")):
@@ -276,7 +242,7 @@ def write_png(results: Dict[str, object]) -> None:
       else:
         ax.set_ylabel("RMSE (simulator eval, mean ± sd)")
         ax.set_ylim(0, np.nanmax(vals) * 1.15)
-      ax.legend(fontsize=7)
+      ax.legend(fontsize=6, ncol=2)
   lat = results["latency"]
   ns = sorted(int(n) for n in lat)
   axes[2].plot(ns, [lat[str(n)]["p50_ms"] for n in ns], "o-", label="p50")
@@ -285,6 +251,15 @@ def write_png(results: Dict[str, object]) -> None:
   axes[2].set_xlabel("candidates per request")
   axes[2].set_ylabel("ms (in process)")
   axes[2].legend()
+  curves = results.get("curves", {}).get("rows", [])
+  for name in dict.fromkeys(r["model"] for r in curves):
+    mine = [r for r in curves if r["model"] == name and "interest_skip_auc" in r]
+    axes[3].plot([r["steps"] for r in mine], [r["interest_skip_auc"] for r in mine], "o-",
+                 label=name)
+  if curves:
+    axes[3].set_xlabel("training steps (batch %d)" % results["settings"]["batch_size"])
+    axes[3].set_ylabel("skip AUC, held-out training listeners")
+    axes[3].legend(fontsize=7)
   fig.tight_layout()
   fig.savefig(PNG, dpi=110)
   plt.close(fig)

@@ -10,6 +10,8 @@ from bench import ranking_models
 
 COMMERCIAL_HEADS = ("subscription_auc", "exposure_rmse")
 INTEREST_AUC_HEADS = ("interest_skip_auc", "interest_like_auc")
+# How far above the best baseline the default model's interest AUCs must be.
+INTEREST_MARGIN = 0.005
 
 
 def mean_rows(rows: List[Dict[str, object]]) -> List[Dict[str, object]]:
@@ -56,10 +58,11 @@ def targets(block: Dict[str, object]) -> Dict[str, object]:
     head, the negative transfer (how much sharing costs that head; the conflict MMoE is
     meant to relieve).
   * ``mmoe_minus_mmoe_without_id_dropout``: what the listener-id dropout adds, per head.
+  * the baseline verdicts of :func:`baseline_targets`.
   """
   runs = block["runs"]
   by = {r["model"]: r for r in block["mean"]}
-  out: Dict[str, object] = {}
+  out: Dict[str, object] = baseline_targets(block)
   if "mmoe" in by and "single:interest" in by:
     gaps = {h: by["mmoe"][h] - by["single:interest"][h] for h in INTEREST_AUC_HEADS
             if h in by["mmoe"] and h in by["single:interest"]}
@@ -94,4 +97,68 @@ def targets(block: Dict[str, object]) -> Dict[str, object]:
       transfer[h] = p
   if transfer:
     out["single_minus_shared_bottom"] = transfer
+  return out
+
+
+def _better(key: str, a: float, b: float) -> bool:
+  return a > b if key.endswith("_auc") else a < b
+
+
+def baseline_targets(block: Dict[str, object], default: str = "mmoe",
+                     margin: float = INTEREST_MARGIN) -> Dict[str, object]:
+  """The default model against the baselines and its own sequence-free ablations.
+
+  * ``best_baseline``: per head, the baseline (``ranking_models.REFERENCES``) with the
+    best mean.
+  * ``default_minus_best_baseline``: per head, the default minus that baseline, paired
+    by seed.
+  * ``default_beats_best_baseline``: per head, the target: an interest AUC at least
+    ``margin`` above the best baseline and beyond two standard errors of the paired
+    difference; a regression head's RMSE at most the best baseline's; subscription AUC
+    at least shared-bottom's.
+  * ``sequence_encoder_contribution``: the default minus the same model with pooled
+    sequences (no Transformer, no target attention), minus the target-attention-only
+    model and minus the pooled model given the most recent play, per head, paired: what
+    the Transformer adds.
+  """
+  runs, out = block["runs"], {}
+  by = {r["model"]: r for r in block["mean"]}
+  if default not in by:
+    return out
+  best, diffs, verdict = {}, {}, {}
+  for key in ranking_models.metric_columns():
+    if key not in by[default]:
+      continue
+    have = [m for m in ranking_models.REFERENCES if m in by and key in by[m]]
+    if not have:
+      continue
+    top = have[0]
+    for m in have[1:]:
+      if _better(key, by[m][key], by[top][key]):
+        top = m
+    best[key] = {"model": top, "mean": by[top][key]}
+    p = _paired(runs, default, top, key)
+    if p is None:
+      continue
+    diffs[key] = p
+    if key in INTEREST_AUC_HEADS:
+      verdict[key] = bool(p["mean"] >= margin and
+                          (not np.isfinite(p["se"]) or p["mean"] > 2 * p["se"]))
+    elif key.endswith("_rmse"):
+      verdict[key] = bool(p["mean"] <= 0)
+  if "subscription_auc" in by[default] and "subscription_auc" in by.get("shared_bottom", {}):
+    verdict["subscription_auc"] = bool(by[default]["subscription_auc"]
+                                       >= by["shared_bottom"]["subscription_auc"])
+  out["best_baseline"] = best
+  out["default_minus_best_baseline"] = diffs
+  out["default_beats_best_baseline"] = verdict
+  contribution = {}
+  for ablation in (ranking_models.FLAT_MMOE, ranking_models.TARGET_ATTENTION_ONLY,
+                   ranking_models.FLAT_MMOE_RECENT):
+    per_head = {key: p for key in ranking_models.metric_columns()
+                for p in [_paired(runs, default, ablation, key)] if p is not None}
+    if per_head:
+      contribution[f"minus {ablation}"] = per_head
+  if contribution:
+    out["sequence_encoder_contribution"] = contribution
   return out

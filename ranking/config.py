@@ -20,6 +20,9 @@ FFN_ACTIVATIONS = ("relu", "gelu")
 # "auto" is resolved by ranking.hardware when the blocks are built.
 TRAIN_PRECISIONS = ("auto", "float32", "mixed_bfloat16")
 DYNAMIC_WEIGHTING = ("none", "uncertainty")
+# How the model reads the play sequences: the full model, or one of its two ablations
+# without the Transformer (see ModelConfig.sequence_model).
+SEQUENCE_MODELS = ("transformer", "target_attention", "pooled")
 
 
 def _positive(name: str, value) -> None:
@@ -65,6 +68,21 @@ class ModelConfig:
       AMX, or a GPU of compute capability >= 8.0), "float32" elsewhere, decided when the
       model is built (``ranking.hardware.resolve_train_precision``) and kept as "auto" in
       the config. Inference (evaluation, export, serving) is float32 either way.
+    sequence_model: how the history and the session are read. "transformer" (the
+      default): the Transformer blocks mix the plays, then target attention and the
+      pooled means. "target_attention": no blocks (each play token encoded alone, a
+      DIN-style model), target attention over the tokens and their means.
+      "pooled": no blocks and no target attention, only the masked means of the play
+      tokens (a flat multi-task model whose sequence input is averaged; the means
+      carry the mean completion and skip of the history and of the session).
+    promo_gated_exposure: the exposure prediction of a candidate that is not promoted
+      is exactly 0 and sends no gradient (``ranking.tasks.gate_promo_only``); the head
+      learns from promo rows only. False trains it on every row.
+    recent_play: the encoded most recent play (history position 0, which has attended
+      to the whole history) joins the listener part of the mixture input next to the
+      history mean: the way a causal sequence model summarises a sequence by its last
+      position. It carries what the most recent play says (the listener's skip
+      momentum), which a mean over 50 plays dilutes.
   """
   d_model: int = 64
   num_layers: int = 2
@@ -87,6 +105,9 @@ class ModelConfig:
   interest_weights: Tuple[float, float, float] = (0.5, 0.3, 0.2)
   skip_profile_head: bool = False
   train_precision: str = "auto"
+  sequence_model: str = "transformer"
+  promo_gated_exposure: bool = True
+  recent_play: bool = False
 
   def __post_init__(self):
     for name in ("d_model", "num_layers", "num_heads", "ff_mult", "history_len",
@@ -105,6 +126,9 @@ class ModelConfig:
     if self.train_precision not in TRAIN_PRECISIONS:
       raise ValueError(f"train_precision must be one of {TRAIN_PRECISIONS}, "
                        f"got {self.train_precision!r}")
+    if self.sequence_model not in SEQUENCE_MODELS:
+      raise ValueError(f"sequence_model must be one of {SEQUENCE_MODELS}, "
+                       f"got {self.sequence_model!r}")
     if self.mixture not in MIXTURES:
       raise ValueError(f"mixture must be one of {MIXTURES}, got {self.mixture!r}")
     if not self.expert_units or any(u <= 0 for u in self.expert_units):
@@ -133,6 +157,13 @@ class ModelConfig:
   @property
   def single_task(self) -> bool:
     return len(self.tasks) == 1
+
+  @property
+  def transformer_layers(self) -> Tuple[int, int]:
+    """Transformer blocks of the history and of the session encoder (0 in the ablations)."""
+    if self.sequence_model != "transformer":
+      return 0, 0
+    return self.num_layers, self.session_layers
 
   @property
   def labels(self) -> Tuple[str, ...]:

@@ -119,6 +119,8 @@ class RankingModel(tfrs.Model):
   history summary ``h = mean(H)``; candidate item ``c = T[track] + A[artist]`` (the
   shared tables), candidate features ``f = [c; tags; duration; popularity; promo]``,
   target attention ``a = TA(c, H)``; mixture input ``x = [u; h; s | f; a; c * a; c * s]``
+  (``ModelConfig.sequence_model`` drops the Transformer blocks, or the blocks and ``a``,
+  for the sequence ablations)
   passed as the pair (listener part, candidate part) so the listener's share of the
   first mixture layer is computed once per listener; ``reps = Mixture(x)`` (MMoE, PLE or
   shared bottom), ``z_t = tower_t(reps_t)``; predictions through each label's link.
@@ -164,11 +166,12 @@ class RankingModel(tfrs.Model):
         _listener_width(c), activation="relu", name="listener_projection")
     self.items = embeddings.ItemEmbedding(d, card[X("cand_track_id")],
                                           card[X("cand_artist_id")], name="items")
+    history_layers, session_layers = c.transformer_layers
     self.history_encoder = sequence_encoder.SequenceEncoder(
-        d, c.num_layers, c.num_heads, ff, c.history_len, feature_spec.NUM_GAP_BUCKETS, c.dropout,
+        d, history_layers, c.num_heads, ff, c.history_len, feature_spec.NUM_GAP_BUCKETS, c.dropout,
         c.ffn_activation, c.train_precision, name="history_encoder")
     self.session_encoder = session_encoder.SessionEncoder(d,
-                                                          c.session_layers,
+                                                          session_layers,
                                                           c.num_heads,
                                                           ff,
                                                           c.session_len,
@@ -184,8 +187,10 @@ class RankingModel(tfrs.Model):
     self.duration_embedding = tf.keras.layers.Embedding(
         card[X("cand_duration_s")], small, name="duration_embedding")
     self.promo_embedding = tf.keras.layers.Embedding(2, small, name="promo_embedding")
-    self.target_attention = target_attention.TargetAttention(d, c.num_heads,
-                                                             name="target_attention")
+    self.target_attention = None
+    if c.sequence_model != "pooled":
+      self.target_attention = target_attention.TargetAttention(d, c.num_heads,
+                                                               name="target_attention")
 
     # Multi-task part.
     if c.mixture == "mmoe":
@@ -282,7 +287,6 @@ class RankingModel(tfrs.Model):
     num_tags = tf.math.log1p(tf.maximum(
         _scalar(candidates[X("cand_num_tags")], tf.float32), 0.0))[:, tf.newaxis]
 
-    attended = self.target_attention(item, encoding["history"], encoding["history_mask"])
     mask = encoding["history_mask"][..., tf.newaxis]
     history_mean = (tf.reduce_sum(encoding["history"] * mask, axis=1)
                     / tf.maximum(tf.reduce_sum(mask, axis=1), 1.0))
@@ -292,10 +296,15 @@ class RankingModel(tfrs.Model):
 
     # The listener's share of the mixture input stays at the listener's batch (1 when
     # serving): the mixtures multiply it into their first layer once, not per candidate.
-    listener_part = tf.concat([encoding["listener"], history_mean, encoding["session"]],
-                              axis=-1)
-    candidate_part = tf.concat([item, tags, duration, promo, popularity, num_tags, attended,
-                                item * attended, item * per_candidate(encoding["session"])],
+    listener_part = [encoding["listener"], history_mean, encoding["session"]]
+    if self.config.recent_play:
+      listener_part.append(encoding["history"][:, 0])
+    listener_part = tf.concat(listener_part, axis=-1)
+    candidate_part = [item, tags, duration, promo, popularity, num_tags]
+    if self.target_attention is not None:
+      attended = self.target_attention(item, encoding["history"], encoding["history_mask"])
+      candidate_part += [attended, item * attended]
+    candidate_part = tf.concat(candidate_part + [item * per_candidate(encoding["session"])],
                                axis=-1)
     reps = self.mixture((listener_part, candidate_part), training=training)
     out = {}
@@ -306,6 +315,8 @@ class RankingModel(tfrs.Model):
         out[lab] = z[:, i]
       if tasks_lib.skip_profile_classes(t, self.config.skip_profile_head):
         out[tasks_lib.SKIP_PROFILE] = z[:, len(labels):]
+    if self.config.promo_gated_exposure:
+      out = tasks_lib.gate_promo_only(out, _scalar(candidates[X("cand_is_promo")]))
     return out
 
   def _predictions(self, logits: Mapping[str, tf.Tensor]) -> Dict[str, tf.Tensor]:

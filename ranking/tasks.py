@@ -139,6 +139,39 @@ def label_loss(label: str, logit: tf.Tensor, target: tf.Tensor,
   return tf.reduce_sum(weight * per_example) / batch
 
 
+# Labels that only a promoted candidate can earn (the exposure value a promo impression
+# delivers): an organic candidate's label is 0 by definition.
+PROMO_ONLY_LABELS = ("exposure",)
+# A logit whose softplus is 0 in float32 (softplus(-120) ~ 1e-52): the prediction of a
+# promo-only label on an organic candidate, with no gradient.
+_ZERO_LOGIT = -120.0
+
+
+def gate_promo_only(logits: Mapping[str, tf.Tensor], is_promo: tf.Tensor) -> Dict[str, tf.Tensor]:
+  """Sends the logits of :data:`PROMO_ONLY_LABELS` to a prediction of exactly 0 for
+  candidates that are not promoted.
+
+  Without the gate the softplus head must push ~94% of its rows (the organic ones) to 0
+  through a link whose slope vanishes there (``softplus'(z) = sigmoid(z)``), and the
+  residue on those rows costs more RMSE than the promo rows' signal is worth (the
+  numbers are in docs/ranking.md). With it the loss and the predictions of the label
+  come from promo rows only.
+
+  Args:
+    logits: ``{label: [N]}``.
+    is_promo: ``[N]`` promo flag (> 0 = promoted).
+
+  Returns:
+    The logits with the promo-only labels gated; other labels unchanged.
+  """
+  promo = tf.reshape(is_promo, [-1]) > 0
+  out = dict(logits)
+  for lab in PROMO_ONLY_LABELS:
+    if lab in out:
+      out[lab] = tf.where(promo, out[lab], tf.fill(tf.shape(out[lab]), _ZERO_LOGIT))
+  return out
+
+
 def metric_name(label: str) -> str:
   """Name of the label's headline metric: ``<label>_auc`` or ``<label>_rmse``."""
   return f"{label}_{_HEADLINE_METRICS[LABELS[label].kind]}"

@@ -259,7 +259,8 @@ class PlaySequenceLayer(tf.keras.layers.Layer):
 
   Args:
     dim: model width.
-    num_layers: Transformer blocks.
+    num_layers: Transformer blocks; 0 leaves the tokens unmixed (each play encoded
+      alone, the sequence-free ablations of ``ModelConfig.sequence_model``).
     num_heads: attention heads per block.
     ff_dim: feed-forward width.
     max_len: sequence length.
@@ -274,8 +275,8 @@ class PlaySequenceLayer(tf.keras.layers.Layer):
                num_gap_buckets: int, dropout: float = 0.0, activation: str = "relu",
                train_precision: str = "float32", **kwargs):
     super().__init__(**kwargs)
-    if num_layers <= 0:
-      raise ValueError(f"num_layers must be positive, got {num_layers}")
+    if num_layers < 0:
+      raise ValueError(f"num_layers must be >= 0, got {num_layers}")
     _check_precision(train_precision)
     self.dim = dim
     self.num_layers = num_layers
@@ -305,7 +306,8 @@ class SequenceEncoder(PlaySequenceLayer):
   """Pre-LayerNorm Transformer encoder of the long-term play history.
 
   Math: ``X_0 = PlayTokens(...)``; ``X_k = Block_k(X_{k-1}, mask)`` for
-  ``k = 1..num_layers``; output ``H = m * LN(X_K)`` (padding rows are zero).
+  ``k = 1..num_layers``; output ``H = m * LN(X_K)`` (padding rows are zero). With
+  ``num_layers = 0`` no play sees another: ``H = m * LN(X_0)``.
 
   Usage:
     enc = SequenceEncoder(dim=64, num_layers=2, num_heads=4, ff_dim=128, max_len=50,
