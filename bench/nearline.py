@@ -40,7 +40,7 @@ NAME = "nearline"
 EVENTS = 200_000
 LISTENERS = 20_000
 MAX_BATCH = 20_000
-RATE = 2_000
+RATE = 1_000
 FRESHNESS_S = 15.0
 INTERVAL_S = 1.0
 POOL_N = 500
@@ -143,15 +143,22 @@ def _process(argv: List[str], pattern: str, timeout: float = 600):
   raise RuntimeError(f"{argv[:3]} did not print {pattern!r}")
 
 
-def _latencies(call, n: int, concurrency: int) -> List[float]:
+def _paired_latencies(direct, via_gateway, n: int, concurrency: int):
+  """Latencies of ``n`` direct and ``n`` gateway calls, each worker alternating the two
+  (so both see the same load on this shared machine)."""
   def one(i):
-    t = time.perf_counter()
-    call(i)
-    return time.perf_counter() - t
+    out = []
+    for call in ((direct, via_gateway) if i % 2 else (via_gateway, direct)):
+      t = time.perf_counter()
+      call(i)
+      out.append(time.perf_counter() - t)
+    return out if i % 2 else out[::-1]
   for i in range(min(n, 20)):   # warm connections and caches
-    call(i)
+    direct(i)
+    via_gateway(i)
   with concurrent.futures.ThreadPoolExecutor(concurrency) as pool:
-    return list(pool.map(one, range(n)))
+    pairs = list(pool.map(one, range(n)))
+  return [d for d, _ in pairs], [g for _, g in pairs]
 
 
 def gateway_overhead(root: str) -> Dict[str, object]:
@@ -203,10 +210,10 @@ def gateway_overhead(root: str) -> Dict[str, object]:
     out = {"pool_n": POOL_N, "k": k, "requests": REQUESTS, "by_concurrency": {}}
     for c in CONCURRENCY:
       _log(f"gateway overhead at c={c}")
-      d = _latencies(lambda i: direct.predict("melody", "recommend", inputs[i % len(users)]),
-                     REQUESTS, c)
-      g = _latencies(lambda i: via.recommend(user_id=users[i % len(users)], context="commute",
-                                             k=k), REQUESTS, c)
+      d, g = _paired_latencies(
+          lambda i: direct.predict("melody", "recommend", inputs[i % len(users)]),
+          lambda i: via.recommend(user_id=users[i % len(users)], context="commute", k=k),
+          REQUESTS, c)
       d_ms, g_ms = common.percentiles_ms(d), common.percentiles_ms(g)
       out["by_concurrency"][str(c)] = {
           "direct": d_ms, "gateway": g_ms,
@@ -241,6 +248,7 @@ def main(argv=None) -> int:
     results["gateway"] = gateway_overhead(root)
   results["load_avg_after"] = list(os.getloadavg())
   results["host"] = common.host_info()
+  results["written_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
   common.write_results(NAME, results)
   nearline_report.write(results)
   return 0

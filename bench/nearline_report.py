@@ -33,10 +33,11 @@ def section(results: Dict[str, object]) -> str:
            "overhead p99 ms": v["overhead_p99_ms"]} for c, v in g["by_concurrency"].items()]
   cfg = results["config"]
   load = ", ".join(f"{x:.2f}" for x in results["load_avg_before"])
+  load_after = ", ".join(f"{x:.2f}" for x in results["load_avg_after"])
   return "\n".join([
       BEGIN,
       f"Measured by `make bench-nearline` ({results.get('written_at', '')}); "
-      + common.host_line(results.get("host", {})) + f" Load average before the run: {load}.",
+      + common.host_line(results.get("host", {})) + f" Load average (1, 5, 15 min) before the run: {load}; after: {load_after}.",
       "",
       f"Updater: {cfg['events']} plays of {cfg['listeners']} listeners drained in batches "
       f"of {cfg['max_batch']}; freshness: {cfg['rate']} plays/s written for "
@@ -45,8 +46,9 @@ def section(results: Dict[str, object]) -> str:
       common.table(rows, list(rows[0])),
       "",
       f"Gateway: `recommend` of the tiny exported ranker over a pool of N={g['pool_n']} "
-      f"candidates (k={g['k']}), {g['requests']} calls per row, direct TF Serving Predict "
-      "vs the same listener through `melody gateway` (state read + request build + Predict).",
+      f"candidates (k={g['k']}), {g['requests']} pairs of calls per row: a direct TF Serving "
+      "Predict and the same listener through `melody gateway` (state read, request build, "
+      "Predict), each worker alternating the two so both see the same load.",
       "",
       common.table(over, list(over[0])),
       "",

@@ -172,8 +172,8 @@ class Gateway:
   def _fallback(self, response, segment: str, k: int, code: grpc.StatusCode) -> None:
     reason = code.name.lower()
     self.metrics.fallbacks.labels(reason).inc()
-    _LOG.warning("model server %s: %s; answering the %s popularity list", self.model.target,
-                 code.name, segment)
+    _LOG.warning("model server %s: %s; answering a popularity list", self.model.target,
+                 code.name)
     response.source = FALLBACK_SOURCE
     seen = set()
     for seg, why in ((segment, "popular_in_segment"),

@@ -19,7 +19,7 @@ def test_out_of_order_events_land_in_timestamp_order_and_duplicates_apply_once()
   for ts, track in ((T0 + 20, "b"), (T0 + 40, "d"), (T0 + 10, "a"), (T0 + 30, "c")):
     assert state.apply(_event(ts, track, completion=0.5))
   assert not state.apply(_event(T0 + 30, "c", completion=0.5))
-  assert [p.track_id for p in state.plays] == ["a", "b", "c", "d"]
+  assert state.track_ids() == ["a", "b", "c", "d"]
   assert state.counter_totals()["plays"] == 4
   assert state.newest_ts == T0 + 40
 
@@ -30,9 +30,9 @@ def test_history_keeps_the_newest_plays_and_counters_keep_recent_days():
   for i in range(n):
     state.apply(_event(T0 + 60 * i, f"t{i}", skip=float(i % 2)))
   assert len(state.plays) == feature_spec.HISTORY_LEN
-  assert state.plays[0].track_id == "t5"
+  assert state.track_ids()[0] == "t5"
   state.apply(_event(T0 - 10, "old"))   # older than the whole full history
-  assert state.plays[0].track_id == "t5"
+  assert state.track_ids()[0] == "t5"
   assert state.counter_totals() == {"plays": n + 1, "skips": n // 2, "likes": 0,
                                     "conversions": 0}
   state.apply(_event(T0 + 10 * listener_state.DAY_S, "later"))

@@ -32,13 +32,13 @@ def test_applies_events_quarantines_bad_lines_and_waits_for_unfinished_lines(tmp
       (3, "not JSON: unexpected character, expected a string key at column 2"),
       (4, "missing track_id"), (5, "completion outside [0, 1]")]
   assert store.quarantined()[0].raw == "{not json" and store.quarantined()[0].file == "a.jsonl"
-  assert [p.track_id for p in store.get("u1").plays] == ["t0", "t1"]
+  assert store.get("u1").track_ids() == ["t0", "t1"]
   assert store.get("u2").segment == "paid"
   assert store.top_tracks("all", 2) == [("t1", 2.0), ("t0", 1.0)]
   with open(log, "a") as f:
     f.write(' %d, "track_id": "t5"}\n' % (T0 + 5))
   assert updater.step().applied == 1
-  assert store.get("u4").plays[0].track_id == "t5"
+  assert store.get("u4").track_ids()[0] == "t5"
   assert store.offsets()["a.jsonl"].lines == 8
   assert updater.step().lines == 0
 
@@ -50,7 +50,7 @@ def test_events_later_than_the_limit_are_quarantined(tmp_path, store):
   total = _updater(tmp_path, store, max_lateness_s=1000, max_batch=1).drain()
   assert (total.applied, total.quarantined) == (2, 1)
   assert store.quarantined()[0].reason == "late by 5000 s (limit 1000 s)"
-  assert [p.track_id for p in store.get("u1").plays] == ["t2", "t1"]
+  assert store.get("u1").track_ids() == ["t2", "t1"]
 
 
 def test_batches_of_any_size_give_the_same_states(tmp_path):

@@ -48,7 +48,7 @@ def test_a_failed_commit_changes_nothing(store, monkeypatch):
     store.commit(bad)
   except RuntimeError:
     pass
-  assert store.get("u1").plays[-1].track_id == "a"
+  assert store.get("u1").track_ids()[-1] == "a"
   assert store.offsets() == {"f": state_store.Offset(10, 1)}
 
 
