@@ -5,8 +5,8 @@ takes: ``tensorflow_text.FastBertTokenizer`` over the checkpoint's own vocabular
 (lower-casing, NFD and accent stripping, punctuation splitting, WordPiece), truncation
 to at most ``max_length - 2`` word pieces at a word boundary (a word is never kept in
 part), ``[CLS]`` in front, ``[SEP]`` after, ``[PAD]`` to a fixed width, the attention
-mask, and a flag per text that says whether it was cut. Everything runs in the TensorFlow graph, so a
-SavedModel built on it takes raw strings and needs no Python at serving time.
+mask, and a flag per text that says whether it was cut. Everything runs in the TensorFlow
+graph, so a SavedModel built on it takes raw strings and needs no Python at serving time.
 """
 
 from typing import Dict, Sequence

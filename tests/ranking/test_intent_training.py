@@ -222,21 +222,26 @@ def test_run_fn_saves_a_module_whose_signature_matches_the_in_process_run(
     tiny_checkpoint, catalog, tmp_path):
   path = tmp_path / "tracks.parquet"
   catalog.to_parquet(path)
+  # The pipeline step serves another catalog: the training tracks reordered plus new ones.
+  serving = pd.concat([catalog.iloc[::-1], catalog.iloc[:3].assign(
+      track_id=["new_a", "new_b", "new_c"])], ignore_index=True)
+  serving.to_parquet(tmp_path / "serving.parquet")
   cfg = _tiny_train_config(tiny_checkpoint).to_dict()
   fn_args = types.SimpleNamespace(
-      custom_config=dict(cfg, catalog_path=str(path)),
+      custom_config=dict(cfg, catalog_path=str(path),
+                         serving_catalog_path=str(tmp_path / "serving.parquet")),
       serving_model_dir=str(tmp_path / "serving"), train_steps=4)
   run = intent_trainer.run_fn(fn_args)
   assert len(run.history["contrastive_loss"]) == 4
   loaded = tf.saved_model.load(fn_args.serving_model_dir)
   texts = tf.constant(["chill rock for a road trip", "songs for a house party"])
   served = loaded.signatures[retrieval.SIGNATURE](text=texts, k=tf.constant(7))
-  module = run.module()   # keep a reference: tf.function methods hold their owner weakly
+  module = run.refresh(serving)   # keep a reference: tf.function methods hold their owner
   rows, _ = module.candidates(texts, tf.constant(7))
   np.testing.assert_array_equal(served["catalog_rows"].numpy(), rows.numpy())
-  assert served["catalog_rows"].numpy().max() < len(catalog)
+  assert served["catalog_rows"].numpy().max() < len(serving)
   meta = json.loads((tmp_path / "serving" / "assets.extra" / "intent.json").read_text())
-  assert meta["num_tracks"] == len(catalog)
+  assert meta["num_tracks"] == len(serving) and meta["num_training_tracks"] == len(catalog)
   with pytest.raises(ValueError, match="catalog_path"):
     intent_trainer.run_fn(types.SimpleNamespace(custom_config={}, serving_model_dir="x"))
 
