@@ -138,6 +138,11 @@ class RequestSynthesizer:
     self._style_p = _normalized([counts[k] for k in self.styles])
     self._instr_p = _normalized([counts[k] for k in self.instruments])
     self._mood_p = _normalized([counts[k] for k in self.mood_tags])
+    # Slots named by one tag: slot -> (candidate tag keys, draw probabilities).
+    self._tag_slots = {"style": (self.styles, self._style_p),
+                       "style2": (self.styles, self._style_p),
+                       "instrument": (self.instruments, self._instr_p),
+                       "moodtag": (self.mood_tags, self._mood_p)}
 
   @property
   def target_tags(self) -> List[str]:
@@ -157,19 +162,13 @@ class RequestSynthesizer:
         values[slot] = phrases[rng.integers(len(phrases))]
         clauses.append(frozenset(tags))
         used.add(fam)
-      elif slot in ("style", "style2"):
-        if not self.styles:
+      elif slot in ("style", "style2", "instrument", "moodtag"):
+        keys, p = self._tag_slots[slot]
+        if not keys:
           return None
-        k = self.styles[rng.choice(len(self.styles), p=self._style_p)]
+        k = keys[rng.choice(len(keys), p=p)]
         if k in used:
           return None
-        values[slot] = self.words[k]
-        clauses.append(frozenset([k]))
-        used.add(k)
-      elif slot == "instrument":
-        if not self.instruments:
-          return None
-        k = self.instruments[rng.choice(len(self.instruments), p=self._instr_p)]
         values[slot] = self.words[k]
         clauses.append(frozenset([k]))
         used.add(k)
@@ -178,15 +177,6 @@ class RequestSynthesizer:
         phrases, tags = lexicon.SITUATIONS[sit]
         values[slot] = phrases[rng.integers(len(phrases))]
         clauses.append(frozenset(tags))
-      elif slot == "moodtag":
-        if not self.mood_tags:
-          return None
-        k = self.mood_tags[rng.choice(len(self.mood_tags), p=self._mood_p)]
-        if k in used:
-          return None
-        values[slot] = self.words[k]
-        clauses.append(frozenset([k]))
-        used.add(k)
       elif slot == "filler":
         fillers = lexicon.HELDOUT_FILLERS if heldout else lexicon.TRAIN_FILLERS
         values[slot] = fillers[rng.integers(len(fillers))]
