@@ -18,7 +18,7 @@ Two measurements, each against a baseline measured in the same run:
 
 Results go to ``bench/results/pipeline.json`` with the host and the load average; the
 doc is ``docs/benchmarks_pipeline.md`` (``bench/pipeline_report.py``) with its PNG.
-Environment knobs: ``BENCH_PIPELINE_STEPS`` (budget, default 200),
+Environment knobs: ``BENCH_PIPELINE_STEPS`` (budget, default 100),
 ``BENCH_PIPELINE_USERS`` (simulated listeners, default 600).
 """
 
@@ -30,8 +30,8 @@ from typing import Dict, List, Optional
 import features  # noqa: F401  (Keras 2 guard before TensorFlow)
 from bench import common
 
-EVAL_EVERY = 20
-EVAL_STEPS = 10
+EVAL_EVERY = 10
+EVAL_STEPS = 5
 BATCH = 256
 RUNNERS = (("DirectRunner in_memory", "DirectRunner", ["--direct_running_mode=in_memory"]),
            ("DirectRunner multi_processing (2)", "DirectRunner",
@@ -177,7 +177,7 @@ def bench_warm_vs_cold(name: str, data_root: str, root: str, steps: int) -> Dict
 
 
 def main() -> None:
-  steps = int(os.environ.get("BENCH_PIPELINE_STEPS", "200"))
+  steps = int(os.environ.get("BENCH_PIPELINE_STEPS", "100"))
   users = int(os.environ.get("BENCH_PIPELINE_USERS", "600"))
   load_before = os.getloadavg()
   with tempfile.TemporaryDirectory() as root:
@@ -196,6 +196,8 @@ def main() -> None:
       "runners": runners, "runners_data": "30music" if real else "simulated",
       "warm_vs_cold": warm, "eval_every": EVAL_EVERY, "eval_steps": EVAL_STEPS,
       "batch_size": BATCH, "load_average": {"before": load_before, "after": os.getloadavg()}})
+  from bench import pipeline_report  # pylint: disable=g-import-not-at-top
+  pipeline_report.main()
 
 
 if __name__ == "__main__":

@@ -60,16 +60,22 @@ def saved_variables(saved_model_dir: str) -> List[Tuple[str, Tuple[int, ...], st
   return out
 
 
-def _base_name(name: str) -> str:
-  """A variable name without Keras' per-process layer counters (``dense_3`` -> ``dense``)."""
-  return re.sub(r"_\d+(?=[/:])", "", name)
+def _base_name(name: str, scope: str = "") -> str:
+  """A variable name as two builds of one model agree on it: without the ``:0`` output
+  index, Keras' per-process layer counters (``dense_3`` -> ``dense``) and the model's
+  own name scope, which only weights created through the model's ``__call__`` get."""
+  name = re.sub(r":\d+$", "", name)
+  if scope:  # the scope with or without its own counter (ranking_model_1)
+    base = re.sub(r"_\d+$", "", scope)
+    name = re.sub(rf"^{re.escape(base)}(_\d+)?/", "", name)
+  return re.sub(r"_\d+(?=/|$)", "", name)
 
 
-def _mismatch(model_vars, saved) -> Optional[str]:
+def _mismatch(model_vars, saved, scope: str = "") -> Optional[str]:
   if len(model_vars) != len(saved):
     return f"the model has {len(model_vars)} variables, the SavedModel {len(saved)}"
   for var, (name, shape, _) in zip(model_vars, saved):
-    if _base_name(var.name) != _base_name(name):
+    if _base_name(var.name, scope) != _base_name(name, scope):
       return f"variable {var.name} where the SavedModel has {name}"
     if tuple(var.shape) != shape:
       return f"variable {name} has shape {tuple(var.shape)}, the SavedModel {shape}"
@@ -92,7 +98,7 @@ def warm_start(model: tf.keras.Model, saved_model_dir: str) -> WarmStart:
     return WarmStart(saved_model_dir, False, f"cannot read {saved_model_dir}: {e}")
   if not model.built:
     model.build_variables()
-  reason = _mismatch(model.variables, saved)
+  reason = _mismatch(model.variables, saved, model.name)
   if reason:
     return WarmStart(saved_model_dir, False, f"model config changed: {reason}")
   reader = tf.train.load_checkpoint(os.path.join(saved_model_dir, "variables", "variables"))

@@ -95,7 +95,12 @@ def test_rollback_moves_newer_versions_aside(tmp_path):
 
 
 def test_warm_start_names_keras_counters_apart():
-  assert warm_start._base_name("tower_skip/dense_3/kernel:0") == "tower_skip/dense/kernel:0"
+  assert warm_start._base_name("tower_skip/dense_3/kernel:0") == "tower_skip/dense/kernel"
+  # Weights built through the model's __call__ carry its scope; built in fit they may not.
+  assert (warm_start._base_name("ranking_model/user_embedding/embeddings:0", "ranking_model")
+          == warm_start._base_name("user_embedding/embeddings", "ranking_model")
+          == warm_start._base_name("ranking_model/user_embedding/embeddings",
+                                   "ranking_model_1"))
   assert warm_start.maybe_warm_start(None, {}).reason == "not asked for"
   result = warm_start.maybe_warm_start(None, {warm_start.WARM_START_KEY: ""})
   assert not result.warm and result.reason == "no pushed model yet"
