@@ -202,15 +202,18 @@ def model_inputs(state: listener_state.ListenerState, fields: Dict[str, object],
 def _fill_items(response, outputs: Dict[str, np.ndarray]) -> None:
   """Copies the placed positions of a ``recommend`` answer into ``response``."""
   ids = outputs["ranked_track_ids"][0]
-  placed = [i for i, t in enumerate(ids) if t]
-  heads = {name: v[0] for name, v in outputs.items()
-           if name not in _NOT_HEADS and v.dtype.kind == "f" and v.shape == (1, len(ids))}
-  for i in placed:
-    item = response.items.add(track_id=ids[i].decode(),
-                              fused_score=float(outputs["fused_score"][0][i]),
-                              reasons=outputs["reasons"][0][i].decode())
-    for name, values in heads.items():
-      item.head_scores[name] = float(values[i])
+  width = len(ids)
+  # Python lists first: per-element numpy indexing would cost more than the protos.
+  heads = {name: v[0].tolist() for name, v in outputs.items()
+           if name not in _NOT_HEADS and v.dtype.kind == "f" and v.shape == (1, width)}
+  fused = outputs["fused_score"][0].tolist()
+  reasons = outputs["reasons"][0].tolist()
+  for i, track in enumerate(ids.tolist()):
+    if track:
+      scores = response.items.add(track_id=track.decode(), fused_score=fused[i],
+                                  reasons=reasons[i].decode()).head_scores
+      for name, values in heads.items():
+        scores[name] = values[i]
   if "weights" in outputs:
-    a, b, c = (float(x) for x in outputs["weights"][0])
+    a, b, c = outputs["weights"][0].tolist()
     response.weights.alpha, response.weights.beta, response.weights.gamma = a, b, c

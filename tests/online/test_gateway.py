@@ -173,3 +173,14 @@ def test_the_request_built_from_a_state_passes_the_style_model_servers_checks(st
   assert inputs["override"][0] == 1 and inputs["k"] == 25
   assert list(inputs["alpha_beta_gamma"][0]) == [2.0, -1.0, 0.0]
   assert inputs["hist_len"][0] == 6 and inputs["sess_len"][0] == 0   # an hour later
+
+
+def test_a_model_call_past_its_deadline_falls_back(store, style_model_server):
+  metrics = gateway_metrics.GatewayMetrics()
+  caller = model_caller.ModelCaller(style_model_server.target, deadline_s=1e-4)
+  gw = gateway.Gateway(store, caller, metrics)
+  response = gw.recommend(gateway_proto.RecommendRequest(user_id="u2", k=3))
+  assert response.source == "fallback_popularity" and response.segment == "free"
+  assert [i.reasons for i in response.items] == ["popular_overall"] * 3
+  assert metrics.value("melody_gateway_fallbacks_total", reason="deadline_exceeded") == 1
+  caller.close()

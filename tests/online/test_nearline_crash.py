@@ -27,7 +27,7 @@ def _start(events_dir, url):
   env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
   return subprocess.Popen(
       [sys.executable, "-m", "online.nearline_main", "--events", str(events_dir),
-       "--store", url, "--interval", "0.05", "--max-batch", "500"],
+       "--store", url, "--interval", "0.05", "--max-batch", "200"],
       cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
