@@ -31,7 +31,9 @@ Scale knobs (environment): ``MELODY_BENCH_RANKING_STEPS`` (default 300),
 listeners), ``MELODY_BENCH_RANKING_DAYS`` (10), ``MELODY_BENCH_RANKING_CONVERSION_SCALE``
 (15), ``MELODY_BENCH_RANKING_EVAL_PERCENT`` (20) and ``MELODY_BENCH_RANKING_WORKERS``
 (2: two single-threaded training runs side by side; 1: one two-threaded run at a time).
-``MELODY_BENCH_RANKING_CURVE_STEPS`` (300,1000,2000: the learning-curve checkpoints).
+``MELODY_BENCH_RANKING_CURVE_STEPS`` (300,1000,2000: the learning-curve checkpoints) and
+``MELODY_BENCH_RANKING_MODELS`` (comma-separated variants, in the order they run; all of
+``ranking_models.MODELS`` by default).
 The benchmark runs in parts (``PARTS``: throughput, latency, simulator, curves, real);
 ``MELODY_BENCH_RANKING_ONLY=simulator,curves`` (comma-separated) runs only those into the
 existing results file, keeping the others, and rewrites the docs and PNG, so each part can
@@ -111,7 +113,9 @@ def _settings() -> Dict[str, object]:
           "batch_size": _env_int("MELODY_BENCH_RANKING_BATCH", 256),
           "seeds": _env_int("MELODY_BENCH_RANKING_SEEDS", 3),
           "simulated_users": _env_int("MELODY_BENCH_RANKING_USERS", 2000),
-          "models": list(ranking_models.MODELS),
+          "models": [m.strip() for m in os.environ.get(
+              "MELODY_BENCH_RANKING_MODELS", ",".join(ranking_models.MODELS)).split(",")
+                     if m.strip()],
           "workers": _env_int("MELODY_BENCH_RANKING_WORKERS", 2),
           "curve_steps": [int(x) for x in os.environ.get(
               "MELODY_BENCH_RANKING_CURVE_STEPS", "300,1000,2000").split(",")],
@@ -122,6 +126,13 @@ def _settings() -> Dict[str, object]:
               "eval_percent": _env_int("MELODY_BENCH_RANKING_EVAL_PERCENT", 20),
               "world_overrides": {k: list(v) for k, v in
                                   ranking_data.conversion_overrides(conversion_scale).items()}}}
+
+
+def _check_models(settings: Dict[str, object]) -> Dict[str, object]:
+  unknown = [m for m in settings["models"] if m not in ranking_models.MODELS]
+  if unknown:
+    raise ValueError(f"unknown ranking bench model(s) {unknown}; known: {ranking_models.MODELS}")
+  return settings
 
 
 def parts_from_env() -> Tuple[str, ...]:
@@ -148,7 +159,8 @@ def _run_part(part: str, results, work: str, sim, sim_paths) -> None:
     results["latency"] = ranking_latency.scoring_latency(reps=300)
   elif part == "simulator":
     block = ranking_compare.compare_models(sim, st["steps"], st["batch_size"], seeds,
-                                           workers=st["workers"], work_dir=work)
+                                           models=st["models"], workers=st["workers"],
+                                           work_dir=work)
     block["label_profile"] = ranking_data.label_profile(sim["train"])
     results["datasets"]["simulator"] = block
   elif part == "curves":
@@ -168,8 +180,8 @@ def _run_part(part: str, results, work: str, sim, sim_paths) -> None:
         common.log("ranking", f"{source} data ...")
         real = ranking_data.real_data(work, source, data_dir)
         results["datasets"][source] = ranking_compare.compare_models(
-            real, st["real_steps"], st["batch_size"], seeds, workers=st["workers"],
-            work_dir=work)
+            real, st["real_steps"], st["batch_size"], seeds, models=st["models"],
+            workers=st["workers"], work_dir=work)
       except Exception as e:  # pylint: disable=broad-except
         # Report the reason in the results rather than hiding the dataset.
         common.log("ranking", f"{source}: not measured ({type(e).__name__}: {e})")
@@ -188,7 +200,7 @@ def main() -> None:
   if parts != PARTS and os.path.exists(RESULTS):
     with open(RESULTS) as f:
       results = json.load(f)
-  results["settings"] = _settings()
+  results["settings"] = _check_models(_settings())
   results.setdefault("datasets", {})
   results.setdefault("parts", {})
   st = results["settings"]

@@ -23,9 +23,16 @@ def batch():
   return synthetic_batches.synthetic_batch(32, seed=5)
 
 
+_MODELS = {}
+
+
 def _model(**kwargs):
-  tf.keras.utils.set_random_seed(0)
-  return model_lib.RankingModel(config_lib.ModelConfig(**dict(SMALL, **kwargs)))
+  """A small model of the given config, built once per module (the tests only read it)."""
+  key = tuple(sorted(kwargs.items()))
+  if key not in _MODELS:
+    tf.keras.utils.set_random_seed(0)
+    _MODELS[key] = model_lib.RankingModel(config_lib.ModelConfig(**dict(SMALL, **kwargs)))
+  return _MODELS[key]
 
 
 def _tensors(b):
