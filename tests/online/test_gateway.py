@@ -123,7 +123,7 @@ def test_http_rejects_unknown_fields_and_oversized_bodies(served):
   assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
-def test_style_model_server_down_answers_the_segment_popularity_list(store):
+def test_model_server_down_answers_the_segment_popularity_list(store):
   with _serve(store, "127.0.0.1:1") as server:   # nothing listens on port 1
     with gateway_client.GatewayClient(server.grpc_target) as client:
       response = client.recommend(user_id="u1", k=4)
