@@ -71,6 +71,11 @@ class GatewayServer:
     self.http_port: Optional[int] = None
 
   @property
+  def draining(self) -> bool:
+    """Whether ``stop`` has begun."""
+    return self._draining.is_set()
+
+  @property
   def grpc_target(self) -> str:
     return f"{self.options.host}:{self.grpc_port}"
 
@@ -146,13 +151,13 @@ class GatewayServer:
       except gateway_lib.UpstreamError as e:
         code, message = grpc.StatusCode.INTERNAL, str(e)
       except Exception:  # pylint: disable=broad-except
-        _LOG.exception("Recommend for user %s failed", request.user_id)
+        _LOG.exception("Recommend for user %r failed", request.user_id[:128])
         code, message = grpc.StatusCode.INTERNAL, "internal error"
     metrics = self.gateway.metrics
     metrics.requests.labels(transport, code.name, source).inc()
     metrics.latency.labels(transport).observe(time.perf_counter() - start)
     if code != grpc.StatusCode.OK:
-      _LOG.info("Recommend user=%s: %s", request.user_id, code.name)
+      _LOG.info("Recommend user=%r: %s", request.user_id[:128], code.name)
     return code, response, message
 
   def _grpc_recommend(self, request, context):
@@ -177,7 +182,7 @@ def _handler(server: GatewayServer):
         self._write(200, prometheus_client.CONTENT_TYPE_LATEST,
                     prometheus_client.generate_latest(server.gateway.metrics.registry))
       elif self.path == "/healthz":
-        ok = not server._draining.is_set()  # pylint: disable=protected-access
+        ok = not server.draining
         self._json(200 if ok else 503, {"status": "SERVING" if ok else "NOT_SERVING"})
       else:
         self._json(404, {"error": f"no route GET {self.path}"})
