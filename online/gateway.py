@@ -161,7 +161,8 @@ class Gateway:
       if code == grpc.StatusCode.NOT_FOUND:
         raise RequestError("experiment", f"no model version labelled "
                            f"{request.experiment!r}") from None
-      if code == grpc.StatusCode.INVALID_ARGUMENT and "request_text" in (e.details() or ""):
+      if (code == grpc.StatusCode.INVALID_ARGUMENT and fields["text"]
+          and "request_text" in (e.details() or "")):
         raise RequestError("request_text", "the served model has no intent module") from None
       raise UpstreamError(code, f"model server: {code.name}: {e.details()}") from None
     response.source = MODEL_SOURCE

@@ -101,6 +101,7 @@ def test_weights_override_reaches_the_model(served):
     ({"user_id": "u1", "request_text": "x" * 1001}, "request_text"),
     ({"user_id": "u1", "experiment": "no such label"}, "experiment"),
     ({"user_id": "u1", "experiment": "canary"}, "experiment"),   # not a label of the model
+    ({"user_id": "u1", "request_text": "calm piano"}, "request_text"),   # no intent module
 ])
 def test_bad_requests_name_the_field(served, fields, field):
   with gateway_client.GatewayClient(served.grpc_target) as client:
