@@ -9,11 +9,10 @@ period. TensorFlow Serving's API modules and gRPC load when :func:`main` runs.
 
 import argparse
 import logging
-import signal
 import sys
-import threading
 from typing import Sequence, Union
 
+from online import stop_signals
 from serving import grpc_env
 from serving import tls
 
@@ -96,27 +95,24 @@ def main(args: Union[argparse.Namespace, Sequence[str], None] = None) -> int:
   except (ValueError, OSError) as e:
     print(f"melody gateway: error: {e}", file=sys.stderr)
     return 2
-  stop = threading.Event()
-  if threading.current_thread() is threading.main_thread():
-    for sig in (signal.SIGTERM, signal.SIGINT):
-      signal.signal(sig, lambda *_: stop.set())
-  try:
-    server.start()
-    scheme = "https" if args.tls_cert else "http"
-    print(f"melody gateway: gRPC on {server.grpc_target}", flush=True)
-    if server.http_port:
-      print(f"melody gateway: HTTP on {scheme}://{args.host}:{server.http_port}/v1/recommend,"
-            f" metrics on /metrics", flush=True)
-    while not stop.wait(0.5):
-      pass
-    print("melody gateway: draining", flush=True)
-  except OSError as e:
-    print(f"melody gateway: error: {e}", file=sys.stderr)
-    return 2
-  finally:
-    server.stop()
-    server.gateway.model.close()
-    store.close()
+  with stop_signals.stop_on_signals() as stop:
+    try:
+      server.start()
+      scheme = "https" if args.tls_cert else "http"
+      print(f"melody gateway: gRPC on {server.grpc_target}", flush=True)
+      if server.http_port:
+        print(f"melody gateway: HTTP on {scheme}://{args.host}:{server.http_port}"
+              "/v1/recommend, metrics on /metrics", flush=True)
+      while not stop.wait(0.5):
+        pass
+      print("melody gateway: draining", flush=True)
+    except OSError as e:
+      print(f"melody gateway: error: {e}", file=sys.stderr)
+      return 2
+    finally:
+      server.stop()
+      server.gateway.model.close()
+      store.close()
   print("melody gateway: stopped", flush=True)
   return 0
 

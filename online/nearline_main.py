@@ -8,10 +8,10 @@ commits first), or drain once with ``--once``.
 
 import argparse
 import logging
-import signal
 import sys
-import threading
 from typing import Sequence, Union
+
+from online import stop_signals
 
 
 def add_nearline_arguments(parser: argparse.ArgumentParser) -> None:
@@ -68,11 +68,8 @@ def main(args: Union[argparse.Namespace, Sequence[str], None] = None) -> int:
       print(f"melody nearline: {total.applied} applied, {total.duplicates} duplicate, "
             f"{total.quarantined} quarantined", flush=True)
       return 0
-    stop = threading.Event()
-    if threading.current_thread() is threading.main_thread():
-      for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    updater.run(stop)
+    with stop_signals.stop_on_signals() as stop:
+      updater.run(stop)
   print("melody nearline: stopped", flush=True)
   return 0
 
