@@ -93,8 +93,8 @@ def render(results: Dict[str, object]) -> str:
       "",
       "A model trained on the earliest span stands for the pushed model; on the window of "
       "the next two spans a cold model and a warm-started one train for the same budget, "
-      f"evaluated every {results['eval_every']} steps ({results['eval_steps']} eval "
-      f"batches of {results['batch_size']}). 30Music records no label with two classes, "
+      f"evaluated every {results['eval_every']} steps on the newest span's whole eval "
+      f"split (training batches of {results['batch_size']}). 30Music records no label with two classes, "
       "so its AUCs are n/a; its eval loss is the skip head's on a constant label.",
       "",
       *_warm_table(results["warm_vs_cold"]),

@@ -95,18 +95,19 @@ def _auc_change() -> tfma.MetricConfig:
   return config
 
 
-def _label_metrics(label: str, floors: Floors, gated: bool = True
-                   ) -> List[tfma.MetricConfig]:
+def _label_metrics(label: str, floors: Floors, gated: bool = True,
+                   count_floor: bool = False) -> List[tfma.MetricConfig]:
   """The TFMA metrics of one label, chosen by its kind (``feature_spec.LABEL_KINDS``).
 
   Every head also reports its weighted example count (0: the label is not recorded)
   and, when binary, its mean label (0 or 1: an AUC over one class), which is how a
   table tells "not measurable" and "n/a (no positives)" from a value. ``gated=False``
   (a head the data cannot measure, ``pipeline.measurability``) reports the metrics
-  without any threshold.
+  without any threshold. ``count_floor`` gates its example count at 1 or more.
   """
   kind = feature_spec.LABEL_KINDS[label]
-  counts = [_metric("ExampleCount"), _metric("WeightedExampleCount")]
+  counts = [_metric("ExampleCount", _bounds(lower=1) if count_floor else None),
+            _metric("WeightedExampleCount")]
   if not gated:
     floors = Floors(skip_auc=None, like_auc=None, subscription_auc=None,
                     completion_rmse=None, calibration_low=None, calibration_high=None)
@@ -147,9 +148,13 @@ def create_eval_config(outputs: Optional[Dict[str, str]] = None,
   # Classifications first, then the regressions, each in LABEL_KEYS order.
   labels = sorted((k for k in feature_spec.LABEL_KEYS if k in by_label),
                   key=lambda k: _KIND_ORDER.index(feature_spec.LABEL_KINDS[k]))
+  # An empty eval split never blesses. It is also the one gate left when the data can
+  # measure no head (a play log without labels): TFMA refuses a config without any
+  # threshold, so the gate keeps such a run checkable rather than never blessed.
   specs = [tfma.MetricsSpec(output_names=[by_label[label]],
-                            metrics=_label_metrics(label, floors, label not in unmeasured))
-           for label in labels]
+                            metrics=_label_metrics(label, floors, label not in unmeasured,
+                                                   count_floor=i == 0))
+           for i, label in enumerate(labels)]
 
   model_spec = tfma.ModelSpec(
       signature_name=SIGNATURE,

@@ -3,8 +3,9 @@
 30Music is a play log: it records no completion, like, conversion or promo exposure, and
 its skip proxy is 0 on every play (Last.fm's scrobble filter, docs/data_adapters.md).
 Those heads are reported "not measurable" / "n/a (no positives)" and leave the blessing
-thresholds, so the run completes, is blessed and pushes instead of failing on an AUC of
-0. The window covers the newest two days of the slices, which keeps the run small.
+thresholds, so the run completes instead of failing on an AUC of 0; the one gate left is
+a non-empty eval split, on which it is blessed and pushes. The window covers the newest
+two days of the slices, which keeps the run small.
 Skips visibly without the shared data (MELODY_DATA_DIR).
 """
 

@@ -38,11 +38,15 @@ def _thresholds(config, label):
 
 def test_unmeasured_heads_are_reported_without_thresholds():
   gated = eval_config.create_eval_config()
-  assert _thresholds(gated, "interest_skip") == {"AUC", "PairedAUCChange"}
+  assert _thresholds(gated, "interest_skip") == {"ExampleCount", "AUC", "PairedAUCChange"}
   assert _thresholds(gated, "interest_completion") == {"RootMeanSquaredError", "Calibration"}
   config = eval_config.create_eval_config(unmeasured=["interest_skip", "interest_completion"])
-  for label in ("interest_skip", "interest_completion"):
+  for label in ("interest_completion",):
     assert _thresholds(config, label) == set(), label
+  # The first head (skip) keeps only the non-empty eval split gate.
+  assert _thresholds(config, "interest_skip") == {"ExampleCount"}
+  nothing = eval_config.create_eval_config(unmeasured=list(feature_spec.LABEL_KEYS))
+  assert sum(len(_thresholds(nothing, label)) for label in feature_spec.LABEL_KEYS) == 1
   assert _thresholds(config, "interest_like") == {"AUC", "PairedAUCChange"}
   names = {m.class_name for s in config.metrics_specs for m in s.metrics
            if s.output_names == ["interest_skip"]}
