@@ -12,8 +12,8 @@ import logging
 import sys
 from typing import Sequence, Union
 
-from online import stop_signals
 from serving import grpc_env
+from serving import stop_signals
 from serving import tls
 
 

@@ -11,7 +11,7 @@ import logging
 import sys
 from typing import Sequence, Union
 
-from online import stop_signals
+from serving import stop_signals
 
 
 def add_nearline_arguments(parser: argparse.ArgumentParser) -> None:

@@ -13,12 +13,11 @@ import argparse
 import importlib
 import logging
 import os
-import signal
 import sys
-import threading
 from typing import Callable, Sequence, Tuple, Union
 
 from serving import grpc_env
+from serving import stop_signals
 from serving import tls
 
 
@@ -151,33 +150,27 @@ def main(args: Union[argparse.Namespace, Sequence[str], None] = None) -> int:
   except (ValueError, OSError) as e:
     print(f"melody serve: error: {e}", file=sys.stderr)
     return 2
-  stop = threading.Event()
-  previous = {}
-  if threading.current_thread() is threading.main_thread():
-    previous = {sig: signal.signal(sig, lambda *_: stop.set())
-                for sig in (signal.SIGTERM, signal.SIGINT)}
-  try:
-    server.start()
-    host = server_lib.bracket_host(args.host)
-    metrics = (f", metrics on http://{host}:{server.metrics_port}"
-               f"{server.options.monitoring.path}" if server.metrics_port else "")
-    print(f"melody serve: gRPC on {server.target}{metrics}", flush=True)
-    if server.rest_api_port:
-      rest = f"http{'s' if args.tls_cert else ''}://{host}:{server.rest_api_port}"
-      monitoring = server.options.monitoring
-      page = f", metrics on {rest}{monitoring.path}" if monitoring.enable else ""
-      print(f"melody serve: REST on {rest}/v1/models{page}", flush=True)
-    print(f"melody serve: transport: {grpc_env.describe()}", flush=True)
-    while not stop.wait(0.5):
-      pass
-    print("melody serve: draining in-flight requests", flush=True)
-  except OSError as e:
-    print(f"melody serve: error: {e}", file=sys.stderr)
-    return 2
-  finally:
-    running = server.stop()
-    for sig, handler in previous.items():
-      signal.signal(sig, handler)
+  with stop_signals.stop_on_signals() as stop:
+    try:
+      server.start()
+      host = server_lib.bracket_host(args.host)
+      metrics = (f", metrics on http://{host}:{server.metrics_port}"
+                 f"{server.options.monitoring.path}" if server.metrics_port else "")
+      print(f"melody serve: gRPC on {server.target}{metrics}", flush=True)
+      if server.rest_api_port:
+        rest = f"http{'s' if args.tls_cert else ''}://{host}:{server.rest_api_port}"
+        monitoring = server.options.monitoring
+        page = f", metrics on {rest}{monitoring.path}" if monitoring.enable else ""
+        print(f"melody serve: REST on {rest}/v1/models{page}", flush=True)
+      print(f"melody serve: transport: {grpc_env.describe()}", flush=True)
+      while not stop.wait(0.5):
+        pass
+      print("melody serve: draining in-flight requests", flush=True)
+    except OSError as e:
+      print(f"melody serve: error: {e}", file=sys.stderr)
+      return 2
+    finally:
+      running = server.stop()
   if running:
     print(f"melody serve: stopped; {running} model call(s) still running are abandoned",
           flush=True)

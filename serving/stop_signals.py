@@ -1,8 +1,9 @@
-"""Stopping the online processes (``melody nearline``, ``melody gateway``) by signal.
+"""Stopping Melody's long-running processes by signal.
 
-This module owns the one rule both follow: SIGTERM or SIGINT sets a stop event that the
-process's loop watches, so the work in progress (a micro-batch's commit, the gateway's
-drain) ends cleanly; the previous handlers come back when the block ends.
+This module owns the one rule ``melody serve``, ``melody gateway`` and ``melody
+nearline`` follow: SIGTERM or SIGINT sets a stop event that the process's loop watches,
+so the work in progress (a drain, a micro-batch's commit) ends cleanly; the previous
+handlers come back when the block ends.
 """
 
 import contextlib
