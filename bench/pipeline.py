@@ -176,8 +176,11 @@ def bench_warm_vs_cold(name: str, data_root: str, root: str, steps: int) -> Dict
             "meets_goal_half_budget": reached is not None and reached <= steps / 2,
             "cold_curve": cold_curve, "warm_curve": warm_curve}
   for key in aucs:
-    result[f"cold_{key}"] = round(cold_curve[-1][key], 4)
-    result[f"warm_{key}"] = round(warm_curve[-1][key], 4)
+    cold_auc, warm_auc = cold_curve[-1][key], warm_curve[-1][key]
+    if cold_auc == warm_auc == 0.0:  # Keras' AUC over an eval split without positives
+      result[f"cold_{key}"] = result[f"warm_{key}"] = "n/a (no positives)"
+    else:
+      result[f"cold_{key}"], result[f"warm_{key}"] = round(cold_auc, 4), round(warm_auc, 4)
   _log(f"{name}: cold final eval loss {target:.4f}; warm reaches it at step {reached} "
        f"of {steps}")
   return result

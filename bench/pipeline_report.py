@@ -25,7 +25,9 @@ def _runner_table(rows: List[Dict[str, object]]) -> List[str]:
 
 def _auc(row: Dict[str, object], model: str, label: str) -> str:
   value = row.get(f"{model}_{label}_auc")
-  return "n/a" if value is None else f"{value:.4f}"
+  if value is None:
+    return "n/a (not recorded)"
+  return value if isinstance(value, str) else f"{value:.4f}"
 
 
 def _warm_table(rows: List[Dict[str, object]]) -> List[str]:

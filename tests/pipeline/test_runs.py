@@ -111,7 +111,7 @@ def test_a_killed_run_is_abandoned_and_not_blessed(killed_run):
   table = runs.format_runs([first, killed])
   rows, notes = table.split("\n\n")
   (row,) = [line.split() for line in rows.splitlines() if line.startswith(killed_id)]
-  assert row[1] == "ABANDONED" and row[3] == "-"  # state, blessed
+  assert row[1:3] == ["-", "ABANDONED"] and row[4] == "-"  # no window spans, state, blessed
   assert notes.startswith(f"{killed_id} ABANDONED during Trainer: its runner (pid ")
 
 
@@ -122,7 +122,8 @@ def test_runs_cli_shows_the_killed_run_as_abandoned(killed_run, capsys):
   assert cli.main(["pipeline", "runs", "--workdir", workdir]) == 0
   rows = capsys.readouterr().out.split("\n\n")[0]
   (row,) = [line.split() for line in rows.splitlines() if line.startswith(killed_id)]
-  assert row[1:6] == ["ABANDONED", row[2], "-", "-", "-"]  # state, secs, blessed, infra, pushed
+  # spans, state, secs, blessed, infra, pushed
+  assert row[1:7] == ["-", "ABANDONED", row[3], "-", "-", "-"]
 
 
 def test_the_same_state_with_a_live_runner_is_running(killed_run, tmp_path):
