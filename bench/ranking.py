@@ -44,8 +44,9 @@ Writes ``bench/results/ranking.json``, a section of ``docs/benchmarks.md`` and
 
 Modules: ``ranking_data`` (datasets), ``ranking_models`` (variants, one run),
 ``ranking_compare`` (every run on a dataset), ``ranking_targets`` (means, paired
-verdicts), ``ranking_curves`` (learning curves), ``ranking_speed`` (training speed), ``ranking_latency`` (scoring latency),
-``ranking_report`` (docs section and PNG); this module runs them in order.
+verdicts), ``ranking_curves`` (learning curves), ``ranking_speed`` (training speed),
+``ranking_latency`` (scoring latency), ``ranking_report`` and ``ranking_notes`` (docs
+section and PNG); this module runs the parts in order.
 """
 
 import json

@@ -115,6 +115,17 @@ def _curve_lines(curves) -> List[str]:
           "held-out examples):", "", common.table(rows, ["model", "steps"] + heads)]
 
 
+def _stale_lines(results, part: str) -> List[str]:
+  """A warning when a part's numbers come from an older run than this section's parts."""
+  parts = results.get("parts", {})
+  if not parts or part in parts:
+    return []
+  return ["", f"*Not re-measured by the parts listed at the end of this section: these "
+          f"numbers come from an earlier run of `bench-ranking` (its own date and code; "
+          f"the host above is not the one they ran on). Re-run with "
+          f"`MELODY_BENCH_RANKING_ONLY={part}`.*", ""]
+
+
 def _part_lines(parts) -> List[str]:
   if not parts:
     return []
@@ -152,6 +163,7 @@ def write_doc(results: Dict[str, object]) -> None:
     if "error" in block:
       lines.append(f"Not measured: {block['error']}")
       continue
+    lines += _stale_lines(results, "simulator" if name == "simulator" else "real")
     if name == "simulator" and "generator" in s:
       g = s["generator"]
       lines += [f"Simulator: {g['users']:,} listeners, {g['days']} days, seed 7, "
@@ -178,6 +190,7 @@ def write_doc(results: Dict[str, object]) -> None:
     else:
       lines.append("No model trained: no head is measurable on this source.")
   lines += _speed_lines(results["throughput"])
+  lines += _stale_lines(results, "throughput")
   lines += ["", "### Scoring latency (one listener encoded once, N candidates broadcast)", "",
             "`RankingModel.score_candidates` as one `tf.function`, default config, in a "
             "fresh child process (one intra-op thread as in the model server, heap frozen "
@@ -187,7 +200,7 @@ def write_doc(results: Dict[str, object]) -> None:
             common.table([dict(candidates=int(n), **v) for n, v in
                           sorted(results["latency"].items(), key=lambda kv: int(kv[0]))],
                          ["candidates", "p50_ms", "p99_ms", "mean_ms", "n"]),
-            "", "### Targets", ""]
+            *_stale_lines(results, "latency"), "", "### Targets", ""]
   tg = results["targets"]
   for k, v in tg.items():
     if k == "best_baseline":
@@ -238,11 +251,11 @@ def write_png(results: Dict[str, object]) -> None:
       vals = [r.get(h, np.nan) for r in sim["mean"] for h in heads]
       if kind == "_auc":
         ax.set_ylabel("AUC (simulator eval, mean ± sd)")
-        ax.set_ylim(max(0.4, np.nanmin(vals) - 0.05), None)
+        ax.set_ylim(max(0.4, np.nanmin(vals) - 0.05), np.nanmax(vals) + 0.12)   # legend room
       else:
         ax.set_ylabel("RMSE (simulator eval, mean ± sd)")
-        ax.set_ylim(0, np.nanmax(vals) * 1.15)
-      ax.legend(fontsize=6, ncol=2)
+        ax.set_ylim(0, np.nanmax(vals) * 1.6)
+      ax.legend(fontsize=6, ncol=2, loc="upper center")
   lat = results["latency"]
   ns = sorted(int(n) for n in lat)
   axes[2].plot(ns, [lat[str(n)]["p50_ms"] for n in ns], "o-", label="p50")
@@ -256,7 +269,11 @@ def write_png(results: Dict[str, object]) -> None:
     mine = [r for r in curves if r["model"] == name and "interest_skip_auc" in r]
     axes[3].plot([r["steps"] for r in mine], [r["interest_skip_auc"] for r in mine], "o-",
                  label=name)
-  if curves:
+  if not curves:
+    axes[3].text(0.5, 0.5, "learning curves not measured\n(MELODY_BENCH_RANKING_ONLY=curves)",
+                 ha="center", va="center", transform=axes[3].transAxes)
+    axes[3].set_axis_off()
+  else:
     axes[3].set_xlabel("training steps (batch %d)" % results["settings"]["batch_size"])
     axes[3].set_ylabel("skip AUC, held-out training listeners")
     axes[3].legend(fontsize=7)

@@ -241,8 +241,10 @@ def test_bench_parts_and_models_are_checked(monkeypatch):
     ranking.parts_from_env()
   monkeypatch.delenv("MELODY_BENCH_RANKING_ONLY")
   assert ranking.parts_from_env() == ranking.PARTS
+  check = ranking._check_models   # pylint: disable=protected-access
+  settings = ranking._settings     # pylint: disable=protected-access
   monkeypatch.setenv("MELODY_BENCH_RANKING_MODELS", "linear,mmoe")
-  assert ranking._check_models(ranking._settings())["models"] == ["linear", "mmoe"]   # pylint: disable=protected-access
+  assert check(settings())["models"] == ["linear", "mmoe"]
   monkeypatch.setenv("MELODY_BENCH_RANKING_MODELS", "linear,gbdt")
   with pytest.raises(ValueError, match="unknown ranking bench model"):
-    ranking._check_models(ranking._settings())   # pylint: disable=protected-access
+    check(settings())

@@ -118,7 +118,8 @@ def test_exposure_is_zero_and_untrained_on_organic_candidates(batch):
   organic_only["exposure_weight"] = tf.constant((~promo).astype(np.float32))
   organic_only["exposure"] = tf.constant(np.where(promo, 0.0, 0.7).astype(np.float32))
   with tf.GradientTape() as tape:
-    logits = model._logits(model.encode_listener(organic_only), organic_only)   # pylint: disable=protected-access
+    encoding = model.encode_listener(organic_only)
+    logits = model._logits(encoding, organic_only)   # pylint: disable=protected-access
     loss = model.task_losses(organic_only, logits)["exposure"]
   grads = tape.gradient(loss, model.trainable_variables)
   assert loss.numpy() > 0      # the organic labels are wrong, yet nothing learns from them
