@@ -71,7 +71,7 @@ def drifts(schema, current, previous) -> List[str]:
   out = []
   for name, info in sorted(anomalies.anomaly_info.items()):
     for reason in info.reason:
-      kind = _MEASURES.get(schema_pb_reason_name(reason.type))
+      kind = _MEASURES.get(_reason_name(reason.type))
       if kind is None:
         continue
       values = [v for v, t in measured.get(name, []) if v > t]
@@ -83,7 +83,7 @@ def drifts(schema, current, previous) -> List[str]:
   return out
 
 
-def schema_pb_reason_name(reason_type: int) -> str:
+def _reason_name(reason_type: int) -> str:
   from tensorflow_metadata.proto.v0 import anomalies_pb2  # pylint: disable=g-import-not-at-top
   return anomalies_pb2.AnomalyInfo.Type.Name(reason_type)
 
