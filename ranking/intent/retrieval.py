@@ -96,8 +96,16 @@ class IntentCandidates(tf.Module):
 
   @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
   def encode(self, texts):
-    """Request vectors ``[B, H]`` without personalization."""
-    return self.model.query(self.tokenizer(texts), None, training=False)
+    """Request vectors ``[B, H]`` without personalization.
+
+    The tokenizer pads to its full width; the columns that are padding in every row are
+    dropped before the encoder, whose cost grows with the width (padding changes no
+    masked mean, so the vectors are the same).
+    """
+    tokens = self.tokenizer(texts)
+    width = tf.reduce_max(tf.reduce_sum(tokens["input_mask"], axis=1))
+    trimmed = {k: tokens[k][:, :width] for k in ("input_ids", "input_mask")}
+    return self.model.query(trimmed, None, training=False)
 
   @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
   def text_cut(self, texts):

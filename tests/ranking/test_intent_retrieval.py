@@ -24,7 +24,8 @@ LISTENER_DIM = 8
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
+def setup():
+  """A dense-only module over 150 simulator tracks (MiniLM, non-trivial heads)."""
   ck = ckpt_lib.load()
   tracks = world_lib.World(WorldConfig(n_tracks=150), seed=3).tracks
   tok = tok_lib.WordPieceTokenizer(ck.vocab, 32)
@@ -39,15 +40,13 @@ def setup(tmp_path_factory):
   text_emb = dual_encoder.encode_texts(model.encoder, tok_lib.WordPieceTokenizer(ck.vocab, 64),
                                        catalog_lib.catalog_texts(tracks))
   vectors = retrieval.catalog_track_vectors(model, text_emb)
-  module = retrieval.IntentCandidates(model, tok, vectors)
-  path = str(tmp_path_factory.mktemp("intent") / "saved")
-  module.save(path)
-  return module, tf.saved_model.load(path), vectors, path
+  return retrieval.IntentCandidates(model, tok, vectors), vectors
 
 
 @pytest.fixture(scope="module")
 def hybrid(setup, tmp_path_factory):
-  module, _, vectors, _ = setup
+  """The hybrid module and its saved SavedModel (the one export these tests load)."""
+  module, vectors = setup
   tracks = world_lib.World(WorldConfig(n_tracks=150), seed=3).tracks
   titles = [f"Song {n} of the rock club" if n % 7 == 0 else "" for n in range(len(tracks))]
   lex = lexical.LexicalIndex(catalog_lib.catalog_texts(tracks), titles)
@@ -122,18 +121,8 @@ def test_served_hybrid_signature_matches_in_process_and_flags_cut_requests(hybri
   assert served["text_cut"].numpy().tolist() == [0] * len(REQUESTS) + [1]
 
 
-def test_served_intent_candidates_returns_the_in_process_ids(setup):
-  module, loaded, _, _ = setup
-  texts = tf.constant(REQUESTS)
-  rows, scores = module.candidates(texts, tf.constant(20))
-  served = loaded.signatures[retrieval.SIGNATURE](text=texts, k=tf.constant(20))
-  np.testing.assert_array_equal(served["catalog_rows"].numpy(), rows.numpy())
-  np.testing.assert_allclose(served["scores"].numpy(), scores.numpy(), atol=1e-5)
-  assert served["catalog_rows"].dtype == tf.int32 and served["scores"].shape == (5, 20)
-
-
 def test_index_is_an_exact_search_over_the_whole_catalog(setup):
-  module, _, vectors, _ = setup
+  module, vectors = setup
   q = module.encode(tf.constant(REQUESTS)).numpy()
   rows, scores = module.candidates(tf.constant(REQUESTS), tf.constant(10))
   exact = q @ vectors.T
@@ -143,8 +132,8 @@ def test_index_is_an_exact_search_over_the_whole_catalog(setup):
   assert np.all(np.diff(scores.numpy(), axis=1) <= 1e-7)
 
 
-def test_listener_vector_personalises_and_zero_listener_does_not(setup):
-  module, loaded, _, _ = setup
+def test_listener_vector_personalises_and_zero_listener_does_not(hybrid):
+  module, loaded = hybrid[:2]
   texts = tf.constant(REQUESTS[:2])
   base, _ = module.candidates(texts, tf.constant(30))
   zero, _ = module.candidates_for_listener(texts, tf.zeros([2, LISTENER_DIM]), tf.constant(30))
@@ -157,15 +146,15 @@ def test_listener_vector_personalises_and_zero_listener_does_not(setup):
   np.testing.assert_array_equal(served["catalog_rows"].numpy(), personal.numpy())
 
 
-def test_k_is_clipped_to_the_catalog(setup):
-  module, loaded, _, _ = setup
+def test_k_is_clipped_to_the_catalog(hybrid):
+  module, loaded = hybrid[:2]
   rows, _ = loaded.candidates(tf.constant(["rock"]), tf.constant(1000))
   assert rows.shape == (1, module.num_tracks)
   assert sorted(rows.numpy()[0].tolist()) == list(range(module.num_tracks))
 
 
 def test_bad_track_vectors_are_rejected(setup):
-  module, _, vectors, _ = setup
+  module, vectors = setup
   with pytest.raises(ValueError, match="track_vectors"):
     retrieval.IntentCandidates(module.model, module.tokenizer, vectors[:, :10])
 
