@@ -74,7 +74,7 @@ class IntentTrainConfig:
   num_listeners: int = 1
   model_dir: Optional[str] = None
   seed: int = 0
-  lexical_weight: float = 1.0
+  lexical_weight: float = 0.1
   title_weight: float = 0.3
 
   def __post_init__(self):
