@@ -213,8 +213,8 @@ def test_sequence_encoder_zero_padding_and_round_trip(tmp_path):
   assert np.all(np.isfinite(h))
   assert [b.name for b in enc.blocks] == ["block_0", "block_1"]
   _assert_round_trip(enc, args, tmp_path)
-  with pytest.raises(ValueError, match="num_layers must be positive, got 0"):
-    sequence_encoder.SequenceEncoder(D, 0, 2, 16, L, 5)
+  with pytest.raises(ValueError, match="num_layers must be >= 0, got -1"):
+    sequence_encoder.SequenceEncoder(D, -1, 2, 16, L, 5)
 
 
 def test_length_mask():
