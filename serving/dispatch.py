@@ -40,6 +40,8 @@ _LOG = logging.getLogger("melody.serving")
 # The signature a request with an empty signature_name calls (one definition, the
 # version manager's, which warms it up under that name).
 DEFAULT_SIGNATURE = version_manager.DEFAULT_SIGNATURE
+# An output flagging request texts cut to the intent model's length; counted in metrics.
+TEXT_CUT_OUTPUT = "text_cut"
 _UNKNOWN = "<unknown>"
 
 # A validator gets the decoded inputs of one request; a ValueError it raises is the
@@ -186,12 +188,14 @@ class Dispatcher:
 
   def run(self, model: version_manager.ServedModel, loaded: version_manager.LoadedVersion,
           request: predict_pb2.PredictRequest, batched: bool = True,
-          deadline: Optional[call_deadline.CallDeadline] = None) -> Dict[str, np.ndarray]:
+          deadline: Optional[call_deadline.CallDeadline] = None,
+          count_text_cuts: bool = True) -> Dict[str, np.ndarray]:
     """Checks and runs one PredictRequest on ``loaded`` (raises ``RpcError``).
 
     The model does not run for a client that no longer waits (checked right before the
     call, and when a batch is formed); a client gone by the time the model returns
-    gets no answer either, and is counted as such.
+    gets no answer either, and is counted as such. A ``text_cut`` output is counted in
+    ``melody_serving_request_text_cut`` unless ``count_text_cuts`` is False (warmup).
     """
     deadline = deadline or call_deadline.NO_DEADLINE
     signature = self._signature(loaded, request.model_spec)
@@ -241,6 +245,9 @@ class Dispatcher:
       raise RpcError(grpc.StatusCode.INTERNAL,
                      f"model '{model.entry.name}' signature '{signature.name}' failed: "
                      f"{type(e).__name__}: {_first_line(e)}") from e
+    if count_text_cuts and TEXT_CUT_OUTPUT in outputs:
+      self._metrics.observe_text_cut(model.entry.name, signature.name,
+                                     outputs[TEXT_CUT_OUTPUT])
     if request.output_filter:
       outputs = {k: v for k, v in outputs.items() if k in set(request.output_filter)}
     return outputs
@@ -250,7 +257,7 @@ class Dispatcher:
                     request: predict_pb2.PredictRequest) -> None:
     """Runs a warmup request unbatched, as ``version_manager.WarmupReplay`` expects."""
     try:
-      self.run(model, loaded, request, batched=False)
+      self.run(model, loaded, request, batched=False, count_text_cuts=False)
     except RpcError as e:
       raise version_manager.WarmupRequestFailed(f"{e.code.name}: {e.message}") from e
 

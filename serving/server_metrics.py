@@ -11,6 +11,7 @@ import http.server
 import threading
 from typing import Callable, Optional
 
+import numpy as np
 import prometheus_client
 
 
@@ -45,6 +46,10 @@ class ServerMetrics:
     self.batch_requests = prometheus_client.Histogram(
         "melody_serving_batch_requests", "Requests merged into one model call.",
         ["model", "signature"], registry=r, buckets=(1, 2, 4, 8, 16, 32, 64, 128))
+    self.text_cut = prometheus_client.Counter(
+        "melody_serving_request_text_cut",
+        "Request texts longer than the intent model reads, cut at a word boundary.",
+        ["model", "signature"], registry=r)
     self.predicts_in_flight = prometheus_client.Gauge(
         "melody_serving_predicts_in_flight",
         "Predict calls admitted and not yet answered.", registry=r)
@@ -57,6 +62,13 @@ class ServerMetrics:
     """Records one model call that served ``requests`` requests with ``rows`` rows."""
     self.batch_rows.labels(model, signature).observe(rows)
     self.batch_requests.labels(model, signature).observe(requests)
+
+
+  def observe_text_cut(self, model: str, signature: str, cut) -> None:
+    """Counts the rows of a ``text_cut`` output (1 = cut) of one model call."""
+    count = int(np.sum(cut))
+    if count:
+      self.text_cut.labels(model, signature).inc(count)
 
 
 class MetricsHttpServer:

@@ -233,7 +233,7 @@ class RankerServingModule(tf.Module):
   def _intent_candidates(self, text, k):
     rows, scores, valid = self._intent_rows(text, self._bounded_k(k))
     ids = tf.where(valid, tf.gather(self.catalog_track_ids, tf.maximum(rows, 0)), "")
-    return {"track_ids": ids, "scores": tf.where(valid, scores, 0.0)}
+    return {"track_ids": ids, "scores": tf.where(valid, scores, 0.0), **self._text_cut(text)}
 
   def _rank(self, inputs):
     ids = inputs["candidate_ids"]
@@ -308,6 +308,8 @@ class RankerServingModule(tf.Module):
         placed, tf.gather(self.catalog_track_ids,
                           tf.minimum(take(rows), self.catalog_size - 1)), "")
     result["weights"] = out["weights"]
+    if self.intent is not None:
+      result.update(self._text_cut(inputs["request_text"]))
     return result
 
   # ----------------------------------------------------------------- graph parts
@@ -357,6 +359,12 @@ class RankerServingModule(tf.Module):
     asked = tf.strings.length(tf.strings.strip(text)) > 0
     valid = (rows >= 0) & (rows < self.catalog_size) & asked[:, tf.newaxis]
     return rows, scores, valid
+
+  def _text_cut(self, text) -> Dict[str, tf.Tensor]:
+    """``{"text_cut": [B] int32}`` (1 = the request text was cut to the intent model's
+    length) when the intent module reports cuts; the server counts them."""
+    cut = getattr(self.intent, "text_cut", None)
+    return {} if cut is None else {"text_cut": tf.cast(cut(text), tf.int32)}
 
   def _heads(self, preds) -> Dict[str, tf.Tensor]:
     """Every ``HEAD_OUTPUTS`` key; heads a single-task model lacks are zeros."""

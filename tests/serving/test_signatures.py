@@ -26,6 +26,9 @@ import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-orde
 N_MAX = 64
 
 
+KEYWORD_WIDTH = 12
+
+
 class KeywordIntent(tf.Module):
   """A minimal intent source honouring the contract: rows depend on the text length."""
 
@@ -40,6 +43,11 @@ class KeywordIntent(tf.Module):
     rows = (start + tf.range(k)[tf.newaxis, :]) % self.catalog_size
     scores = 1.0 / (1.0 + tf.cast(tf.range(k), tf.float32))
     return rows, tf.broadcast_to(scores[tf.newaxis, :], tf.shape(rows))
+
+  @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+  def text_cut(self, texts):
+    # Texts of more than KEYWORD_WIDTH bytes count as cut, as a tokenizer's width would.
+    return tf.cast(tf.strings.length(texts) > KEYWORD_WIDTH, tf.int32)
 
 
 @pytest.fixture(scope="module")
@@ -324,13 +332,18 @@ def test_recommend_mixes_a_pool_larger_than_k(env):
 def test_intent_candidates_merge_into_recommend(env):
   fns, cat = env["intent_fns"], env["catalog"]
   assert "intent_candidates" in fns and "intent_candidates" not in env["fns"]
-  got = _call(fns["intent_candidates"], {"text": np.array([b"calm piano"], object),
-                                         "k": np.int32(4)})
+  got = _call(fns["intent_candidates"], {
+      "text": np.array([b"calm piano", b"calm piano for the commute"], object),
+      "k": np.int32(4)})
   start = len("calm piano") * 3
   np.testing.assert_array_equal(got["track_ids"][0], cat.track_ids[start:start + 4])
+  np.testing.assert_array_equal(got["text_cut"], [0, 1])
   inputs = warmup.recommend_inputs(env["parsed"], env["rich"][:2], 30,
                                    texts=["calm piano", " \t "])
   out = _call(fns["recommend"], inputs)
+  np.testing.assert_array_equal(out["text_cut"], [0, 0])
+  assert "text_cut" not in _call(env["fns"]["recommend"], warmup.recommend_inputs(
+      env["parsed"], env["rich"][:1], 5))
   assert any(b"intent_match" in r for r in out["reasons"][0])
   assert not any(b"intent_match" in r for r in out["reasons"][1])
   # Whitespace-only text: the same list as the export without an intent module.
