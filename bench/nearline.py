@@ -57,13 +57,13 @@ def throughput(url: str, root: str) -> Dict[str, float]:
   """Drains a log of ``EVENTS`` plays into the store at ``url``."""
   from online import event_source  # pylint: disable=g-import-not-at-top
   from online import nearline  # pylint: disable=g-import-not-at-top
-  from online import state_store  # pylint: disable=g-import-not-at-top
+  from online import stores  # pylint: disable=g-import-not-at-top
   events = os.path.join(root, "throughput")
   if not os.path.isdir(events):
     os.makedirs(events)
     online_events.append(os.path.join(events, "plays.jsonl"), online_events.random_plays(
         seed=5, users=LISTENERS, per_user=EVENTS // LISTENERS))
-  with state_store.open_store(url) as store:
+  with stores.open_store(url) as store:
     updater = nearline.Updater(event_source.DirectorySource(events), store,
                                nearline.NearlineOptions(max_batch=MAX_BATCH))
     wall, cpu = time.perf_counter(), time.process_time()
@@ -79,7 +79,7 @@ def freshness(url: str, root: str) -> Dict[str, float]:
   """Writes plays at ``RATE``/s while the updater runs; freshness percentiles."""
   from online import event_source  # pylint: disable=g-import-not-at-top
   from online import nearline  # pylint: disable=g-import-not-at-top
-  from online import state_store  # pylint: disable=g-import-not-at-top
+  from online import stores  # pylint: disable=g-import-not-at-top
   events = tempfile.mkdtemp(dir=root, prefix="fresh-")
   log = os.path.join(events, "live.jsonl")
   writes: List = []     # (lines written so far, monotonic time)
@@ -98,7 +98,7 @@ def freshness(url: str, root: str) -> Dict[str, float]:
       writes.append((written, time.monotonic()))
       time.sleep(step)
 
-  with state_store.open_store(url) as store:
+  with stores.open_store(url) as store:
     updater = nearline.Updater(event_source.DirectorySource(events), store,
                                nearline.NearlineOptions(interval_s=INTERVAL_S,
                                                         max_batch=MAX_BATCH))
@@ -170,7 +170,7 @@ def gateway_overhead(root: str) -> Dict[str, object]:
   from online import gateway
   from online import gateway_client
   from online import nearline
-  from online import state_store
+  from online import stores
   from serving import client
   from serving import export
   # pylint: enable=g-import-not-at-top
@@ -190,7 +190,7 @@ def gateway_overhead(root: str) -> Dict[str, object]:
         online_events.play(u, now - 60 * j, tracks[(7 * i + j) % len(tracks)])
         for i, u in enumerate(users) for j in range(30)])
   k = POOL_N // 4   # recommend ranks a pool of 4k candidates (serving.signatures)
-  with state_store.open_store(db) as store:
+  with stores.open_store(db) as store:
     nearline.Updater(event_source.DirectorySource(events), store).drain()
     states = store.get_many(users)
   py = sys.executable

@@ -57,7 +57,7 @@ def build(args: argparse.Namespace):
   from online import gateway_metrics
   from online import gateway_server
   from online import model_caller
-  from online import state_store
+  from online import stores
   # pylint: enable=import-outside-toplevel
   server_tls = tls.from_args(args)
   credentials = None
@@ -71,7 +71,7 @@ def build(args: argparse.Namespace):
   caller = model_caller.ModelCaller(args.model_server, args.model_name, "recommend",
                                     args.deadline_ms / 1000.0, credentials,
                                     on_retry=metrics.retries.inc)
-  store = state_store.open_store(args.store)
+  store = stores.open_store(args.store)
   options = gateway.GatewayOptions(max_k=args.max_k, version_label=args.version_label)
   ports = gateway_server.PortOptions(
       host=args.host, grpc_port=args.port,

@@ -45,13 +45,13 @@ def main(args: Union[argparse.Namespace, Sequence[str], None] = None) -> int:
   import prometheus_client
   from online import event_source
   from online import nearline
-  from online import state_store
+  from online import stores
   # pylint: enable=import-outside-toplevel
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
   try:
     options = nearline.NearlineOptions(args.interval, args.max_batch, args.max_lateness)
     source = event_source.DirectorySource(args.events)
-    store = state_store.open_store(args.store)
+    store = stores.open_store(args.store)
   except (ValueError, OSError) as e:
     print(f"melody nearline: error: {e}", file=sys.stderr)
     return 2

@@ -1,10 +1,10 @@
-"""The listener state store interface, its key layout, and opening a store by URL.
+"""The listener state store interface and its key layout.
 
 This module owns what every backend offers (:class:`StateStore`): read listeners' states,
 commit a micro-batch atomically (the changed states, the per-segment popularity counts,
 the quarantined lines and the source offsets they came from, all in one transaction, so a
 crash leaves either the whole batch or none of it), read the offsets back to resume,
-and the per-segment popularity list the gateway falls back on. ``open_store`` picks the
+and the per-segment popularity list the gateway falls back on. ``online.stores`` picks the
 backend from a URL: a path or ``sqlite:///PATH`` (the embedded default,
 ``online.sqlite_store``) or ``redis://HOST:PORT/DB`` (``online.redis_store``).
 
@@ -115,24 +115,6 @@ def popularity_increments(states_events: Iterable[Tuple[str, listener_state.Play
     for seg in (segment, ALL_SEGMENTS):
       out[(seg, event.track_id)] = out.get((seg, event.track_id), 0) + 1
   return out
-
-
-def open_store(url: str, **kwargs) -> StateStore:
-  """The store ``url`` names: ``redis://HOST:PORT/DB``, ``sqlite:///PATH`` or a path.
-
-  Raises:
-    ValueError: an unknown scheme.
-  """
-  # pylint: disable=import-outside-toplevel
-  if url.startswith(("redis://", "rediss://", "unix://")):
-    from online import redis_store
-    return redis_store.RedisStore(url, **kwargs)
-  if url.startswith("sqlite:///"):
-    url = url[len("sqlite://"):]
-  elif "://" in url:
-    raise ValueError(f"store URL {url!r}: use a path, sqlite:///PATH or redis://HOST:PORT/DB")
-  from online import sqlite_store
-  return sqlite_store.SqliteStore(url, **kwargs)
 
 
 def merge_offsets(current: Mapping[str, Offset], new: Mapping[str, Offset]

@@ -11,7 +11,7 @@ import pytest
 
 from melody_testing import redis_server
 from melody_testing import style_saved_model
-from online import state_store
+from online import stores
 from serving import model_config
 from serving import server as server_lib
 
@@ -46,7 +46,7 @@ def store_url(request, tmp_path):
 
 @pytest.fixture
 def store(store_url):
-  with state_store.open_store(store_url) as s:
+  with stores.open_store(store_url) as s:
     yield s
 
 

@@ -20,7 +20,7 @@ from online import gateway_proto
 from online import gateway_server
 from online import model_caller
 from online import nearline
-from online import state_store
+from online import stores
 from serving import request_schema
 
 T0 = 1_700_000_000
@@ -34,7 +34,7 @@ def store(tmp_path_factory):
   plays += [online_events.play("u2", T0 + 60 * i, style_saved_model.track_id(i), skip=1.0)
             for i in range(4)]
   online_events.append(root / "a.jsonl", plays)
-  with state_store.open_store(str(root / "state.db")) as s:
+  with stores.open_store(str(root / "state.db")) as s:
     nearline.Updater(event_source.DirectorySource(str(root)), s).drain()
     yield s
 

@@ -16,7 +16,7 @@ from online import gateway_metrics
 from online import model_caller
 from online import nearline
 from online import gateway_proto
-from online import state_store
+from online import stores
 from serving import model_config
 from serving import server as server_lib
 
@@ -35,7 +35,7 @@ def test_recommend_through_the_exported_ranker(ranker_export, tmp_path):
                   ignore=shutil.ignore_patterns("tf_serving_warmup_requests"))
   options = server_lib.ServerOptions(port=0, file_system_poll_wait_seconds=0)
   entry = model_config.ModelEntry("melody", base)
-  with state_store.open_store(str(tmp_path / "s.db")) as store, \
+  with stores.open_store(str(tmp_path / "s.db")) as store, \
       server_lib.ModelServer([entry], options) as server:
     nearline.Updater(event_source.DirectorySource(str(tmp_path)), store).drain()
     metrics = gateway_metrics.GatewayMetrics()

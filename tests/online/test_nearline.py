@@ -4,7 +4,7 @@ import json
 
 from online import event_source
 from online import nearline
-from online import state_store
+from online import stores
 from melody_testing import online_events
 
 T0 = 1_700_000_000
@@ -58,7 +58,7 @@ def test_batches_of_any_size_give_the_same_states(tmp_path):
   online_events.append(tmp_path / "b.jsonl", docs)
   results = []
   for max_batch in (7, 10_000):
-    with state_store.open_store(str(tmp_path / f"s{max_batch}.db")) as store:
+    with stores.open_store(str(tmp_path / f"s{max_batch}.db")) as store:
       _updater(tmp_path, store, max_batch=max_batch).drain()
       states = store.get_many([f"u{u:04d}" for u in range(20)])
       results.append({u: s.to_json() for u, s in states.items()})

@@ -16,7 +16,7 @@ import pytest
 from melody_testing import online_events
 from online import event_source
 from online import nearline
-from online import state_store
+from online import stores
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 USERS = 40
@@ -47,7 +47,7 @@ def test_sigkill_mid_batch_then_restart_is_exactly_once(tmp_path, backend, reque
   chunks = [docs[i * size:(i + 1) * size] for i in range(CHUNKS - 1)] + [
       docs[(CHUNKS - 1) * size:] + ["not an event"]]
   killed_with_work_left = 0
-  with state_store.open_store(url) as store:
+  with stores.open_store(url) as store:
     for i, chunk in enumerate(chunks):
       online_events.append(events_dir / f"part-{i % 2}.jsonl", chunk)
       before = _applied_lines(store)
@@ -72,7 +72,7 @@ def test_sigkill_mid_batch_then_restart_is_exactly_once(tmp_path, backend, reque
     quarantined = store.quarantined()
     popular = dict(store.top_tracks("all", 1000))
   assert killed_with_work_left >= 1
-  with state_store.open_store(str(tmp_path / "reference.db")) as reference:
+  with stores.open_store(str(tmp_path / "reference.db")) as reference:
     nearline.Updater(event_source.DirectorySource(str(events_dir)), reference,
                      nearline.NearlineOptions(max_batch=1_000_000)).drain()
     want = {u: s.to_json() for u, s in reference.get_many(users).items()}

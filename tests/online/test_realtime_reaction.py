@@ -23,7 +23,7 @@ from online import gateway_client
 from online import gateway_metrics
 from online import gateway_server
 from online import model_caller
-from online import state_store
+from online import stores
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 STYLE = 4
@@ -55,7 +55,7 @@ def test_completed_plays_of_a_style_raise_its_share_on_the_next_request(
        "--interval", str(INTERVAL_S)], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
       stderr=subprocess.PIPE)
   try:
-    with state_store.open_store(url) as store:
+    with stores.open_store(url) as store:
       deadline = time.monotonic() + 120
       while store.get("u7") is None and time.monotonic() < deadline:
         assert proc.poll() is None, proc.stderr.read().decode()

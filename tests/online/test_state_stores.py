@@ -2,6 +2,7 @@
 
 from online import listener_state
 from online import state_store
+from online import stores
 
 
 def _state(user, *tracks):
@@ -53,10 +54,10 @@ def test_a_failed_commit_changes_nothing(store, monkeypatch):
 
 
 def test_open_store_urls(tmp_path):
-  with state_store.open_store(str(tmp_path / "a.db")) as s:
+  with stores.open_store(str(tmp_path / "a.db")) as s:
     assert s.url == f"sqlite:///{tmp_path / 'a.db'}"
   try:
-    state_store.open_store("mysql://x")
+    stores.open_store("mysql://x")
   except ValueError as e:
     assert "redis://" in str(e)
   else:

@@ -19,7 +19,7 @@ from online import gateway_client
 from online import gateway_metrics
 from online import gateway_server
 from online import model_caller
-from online import state_store
+from online import stores
 from serving import model_config
 from serving import server as server_lib
 from serving import tls
@@ -94,7 +94,7 @@ def test_gateway_mtls_and_its_mtls_call_to_the_model_server(mtls_model_server, c
   metrics = gateway_metrics.GatewayMetrics()
   caller = model_caller.ModelCaller(f"127.0.0.1:{mtls_model_server.port}", deadline_s=20,
                                     credentials=_creds(certs, "client"))
-  with state_store.open_store(str(tmp_path / "s.db")) as store:
+  with stores.open_store(str(tmp_path / "s.db")) as store:
     gw = gateway.Gateway(store, caller, metrics)
     with gateway_server.GatewayServer(gw, gateway_server.PortOptions(tls=_mtls(certs))) as srv:
       with gateway_client.GatewayClient(srv.grpc_target, _creds(certs, "client")) as client:
