@@ -6,8 +6,6 @@ SQLite one. It sits apart from ``online.state_store`` (the interface both backen
 implement) so that the backends never import the module that picks them.
 """
 
-from online import redis_store
-from online import sqlite_store
 from online import state_store
 
 
@@ -17,10 +15,14 @@ def open_store(url: str, **kwargs) -> state_store.StateStore:
   Raises:
     ValueError: an unknown scheme.
   """
+  # The backends import their client libraries only when a URL asks for them.
+  # pylint: disable=import-outside-toplevel
   if url.startswith(("redis://", "rediss://", "unix://")):
+    from online import redis_store
     return redis_store.RedisStore(url, **kwargs)
   if url.startswith("sqlite:///"):
     url = url[len("sqlite://"):]
   elif "://" in url:
     raise ValueError(f"store URL {url!r}: use a path, sqlite:///PATH or redis://HOST:PORT/DB")
+  from online import sqlite_store
   return sqlite_store.SqliteStore(url, **kwargs)
