@@ -63,7 +63,6 @@ class ServerMetrics:
     self.batch_rows.labels(model, signature).observe(rows)
     self.batch_requests.labels(model, signature).observe(requests)
 
-
   def observe_text_cut(self, model: str, signature: str, cut) -> None:
     """Counts the rows of a ``text_cut`` output (1 = cut) of one model call."""
     count = int(np.sum(cut))
