@@ -55,7 +55,7 @@ def fuse(inputs: Mapping[str, np.ndarray], config: spec.FusionConfig = spec.Fusi
   segment = _index(inputs["segment"], len(feature_spec.SEGMENTS))
   activity = _index(inputs["activity"], len(feature_spec.ACTIVITIES))
 
-  weights = spec.weight_table(config)[segment]                                   # [B, 3]
+  weights = spec.cell_table(config)[segment, activity]                           # [B, 3]
   if "override_weights" in inputs:
     override = np.asarray(inputs["override_weights"], np.float64)
     with np.errstate(invalid="ignore"):

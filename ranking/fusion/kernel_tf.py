@@ -29,7 +29,8 @@ class ScoreFusion(tf.keras.layers.Layer):
   """Fuses the task heads into one score with per-segment, overridable weights.
 
   Math (per listener ``b`` and candidate ``n``):
-    ``w_b = table[segment_b]``, replaced component-wise by ``override_weights_b``
+    ``w_b = table[segment_b, activity_b]`` (the segment's row unless the config has
+    a row for that activity), replaced component-wise by ``override_weights_b``
     where ``override_b`` is set and the override is finite and >= 0; beta forced to 0
     for ``zero_beta_segments``;
     ``S = w_b . (S_int, S_sub, S_exp) + kappa[activity_b] * (2 * familiar - 1)
@@ -84,8 +85,10 @@ class ScoreFusion(tf.keras.layers.Layer):
     segment = _index(inputs["segment"], len(feature_spec.SEGMENTS))
     activity = _index(inputs["activity"], len(feature_spec.ACTIVITIES))
 
-    table = tf.constant(spec.weight_table(cfg), tf.float32)                      # [S, 3]
-    weights = tf.gather(table, segment)                                          # [B, 3]
+    # The (segment, activity) cells flattened, so one gather finds a listener's row.
+    n_act = len(feature_spec.ACTIVITIES)
+    table = tf.constant(spec.cell_table(cfg).reshape(-1, 3), tf.float32)       # [S*A, 3]
+    weights = tf.gather(table, segment * n_act + activity)                      # [B, 3]
     if "override_weights" in inputs:
       override = tf.cast(inputs["override_weights"], tf.float32)
       use = (tf.cast(inputs["override"], tf.bool)[:, tf.newaxis]

@@ -1,11 +1,12 @@
 """The fusion spec: per-segment weights, activity coefficients, epsilon, as data.
 
 This module owns what the fused score is made of, independent of any kernel: the
-default weight table and why each row looks the way it does, the activity familiarity
-coefficients, the exploration epsilon, the segments whose beta is always 0, the
-validation of all of them (:class:`FusionConfig`), and the same tables as arrays
-indexed by ``feature_spec.SEGMENTS`` and ``feature_spec.ACTIVITIES``, which both fusion
-kernels (``kernel_tf``, ``kernel_np``) and the simulator's policies read.
+default weight table and why each row looks the way it does, the optional weight rows
+per (segment, activity) that refine it, the activity familiarity coefficients, the
+exploration epsilon, the segments whose beta is always 0, the validation of all of them
+(:class:`FusionConfig`), and the same tables as arrays indexed by
+``feature_spec.SEGMENTS`` and ``feature_spec.ACTIVITIES``, which both fusion kernels
+(``kernel_tf``, ``kernel_np``) and the simulator's policies read.
 """
 
 import dataclasses
@@ -79,12 +80,16 @@ class FusionConfig:
     exploration: epsilon, the largest exploration bonus (finite, >= 0).
     zero_beta_segments: segments whose beta is 0 whatever the table or a request
       override says (paid listeners have nothing to convert to).
+    context_weights: ``((segment, activity), (alpha, beta, gamma))`` rows that replace
+      the segment's row for sessions in that activity (a mapping is accepted too);
+      pairs not listed use the segment's row. Same rules as ``segment_weights``.
   """
   segment_weights: Tuple[Tuple[str, Tuple[float, float, float]], ...] = (
       DEFAULT_SEGMENT_WEIGHTS)
   activity_familiarity: Tuple[Tuple[str, float], ...] = DEFAULT_ACTIVITY_FAMILIARITY
   exploration: float = 0.02
   zero_beta_segments: Tuple[str, ...] = ("paid",)
+  context_weights: Tuple[Tuple[Tuple[str, str], Tuple[float, float, float]], ...] = ()
 
   def __post_init__(self):
     weights = _as_pairs(self.segment_weights, feature_spec.SEGMENTS, "segment_weights")
@@ -118,6 +123,12 @@ class FusionConfig:
         raise ValueError(f"segment {name!r} is in zero_beta_segments but its beta is "
                          f"{dict(rows)[name][1]}")
     object.__setattr__(self, "zero_beta_segments", zero)
+    context = _context_rows(self.context_weights)
+    for (seg, act), row in context:
+      if seg in zero and row[1] != 0.0:
+        raise ValueError(f"segment {seg!r} is in zero_beta_segments but its "
+                         f"context_weights row for {act!r} has beta {row[1]}")
+    object.__setattr__(self, "context_weights", context)
 
   def weights_for(self, segment: str) -> Tuple[float, float, float]:
     """(alpha, beta, gamma) of a segment name."""
@@ -133,27 +144,72 @@ class FusionConfig:
       raise ValueError(f"unknown activity {activity!r}; known: {feature_spec.ACTIVITIES}")
     return table[activity]
 
+  def weights_in(self, segment: str, activity: str) -> Tuple[float, float, float]:
+    """(alpha, beta, gamma) of a (segment, activity) pair, as configured."""
+    row = dict(self.context_weights).get((segment, activity))
+    if row is None and activity not in feature_spec.ACTIVITIES:
+      raise ValueError(f"unknown activity {activity!r}; known: {feature_spec.ACTIVITIES}")
+    return row if row is not None else self.weights_for(segment)
+
   def to_dict(self) -> Dict[str, object]:
     """JSON-friendly form (for ``get_config`` and ``melody_serving.json``)."""
+    context: Dict[str, Dict[str, list]] = {}
+    for (seg, act), row in self.context_weights:
+      context.setdefault(seg, {})[act] = list(row)
     return {
         "segment_weights": {name: list(row) for name, row in self.segment_weights},
         "activity_familiarity": dict(self.activity_familiarity),
         "exploration": self.exploration,
         "zero_beta_segments": list(self.zero_beta_segments),
+        "context_weights": context,
     }
 
   @classmethod
   def from_dict(cls, d: Mapping[str, object]) -> "FusionConfig":
+    context = {(seg, act): row for seg, acts in dict(d.get("context_weights", {})).items()
+               for act, row in acts.items()}
     return cls(segment_weights=d["segment_weights"],
                activity_familiarity=d["activity_familiarity"],
                exploration=d["exploration"],
-               zero_beta_segments=tuple(d["zero_beta_segments"]))
+               zero_beta_segments=tuple(d["zero_beta_segments"]),
+               context_weights=context)
+
+
+def _context_rows(value) -> Tuple[Tuple[Tuple[str, str], Tuple[float, float, float]], ...]:
+  """Validated ``context_weights`` pairs in (segment, activity) table order."""
+  items = dict(value.items() if isinstance(value, Mapping) else value)
+  rows = {}
+  for key, row in items.items():
+    seg, act = tuple(key)
+    if seg not in feature_spec.SEGMENTS:
+      raise ValueError(f"context_weights has unknown segment {seg!r}; "
+                       f"known: {feature_spec.SEGMENTS}")
+    if act not in feature_spec.ACTIVITIES:
+      raise ValueError(f"context_weights has unknown activity {act!r}; "
+                       f"known: {feature_spec.ACTIVITIES}")
+    row = tuple(row)
+    if len(row) != 3 or not all(_finite(x) and x >= 0 for x in row):
+      raise ValueError(f"context_weights[({seg!r}, {act!r})] must be 3 finite weights "
+                       f">= 0, got {row!r}")
+    rows[(seg, act)] = tuple(float(x) for x in row)
+  order = {(s, a): i for i, (s, a) in enumerate(
+      (s, a) for s in feature_spec.SEGMENTS for a in feature_spec.ACTIVITIES)}
+  return tuple(sorted(rows.items(), key=lambda kv: order[kv[0]]))
 
 
 # ---------------------------------------------------------------- tables as arrays
 def weight_table(config: FusionConfig) -> np.ndarray:
   """``[len(SEGMENTS), 3]`` float64 (alpha, beta, gamma) per segment, as configured."""
   return np.array([row for _, row in config.segment_weights], np.float64)
+
+
+def cell_table(config: FusionConfig) -> np.ndarray:
+  """``[len(SEGMENTS), len(ACTIVITIES), 3]`` float64 weights per (segment, activity):
+  the segment's row, replaced by its ``context_weights`` row where there is one."""
+  table = np.repeat(weight_table(config)[:, None, :], len(feature_spec.ACTIVITIES), axis=1)
+  for (seg, act), row in config.context_weights:
+    table[feature_spec.SEGMENTS.index(seg), feature_spec.ACTIVITIES.index(act)] = row
+  return table
 
 
 def zero_beta_mask(config: FusionConfig) -> np.ndarray:
