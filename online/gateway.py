@@ -25,6 +25,7 @@ import numpy as np
 from features import feature_spec
 from online import gateway_metrics
 from online import gateway_proto
+from online import experiment_split
 from online import listener_state
 from online import model_caller
 from online import state_store
@@ -66,12 +67,15 @@ class GatewayOptions:
     max_user_id_chars: Longest user id accepted.
     max_text_chars: Longest ``request_text`` accepted.
     version_label: Model version label when the request names no experiment.
+    split: The canary experiment: a request naming no version label gets its
+      listener's arm's label; None: every such request gets ``version_label``.
   """
   default_k: int = 10
   max_k: int = 200
   max_user_id_chars: int = 128
   max_text_chars: int = 1000
   version_label: str = ""
+  split: Optional[experiment_split.ExperimentSplit] = None
 
 
 class Gateway:
@@ -127,8 +131,12 @@ class Gateway:
     label = request.experiment or o.version_label
     if request.experiment and not _LABEL_RE.match(request.experiment):
       raise RequestError("experiment", "must be a version label: 1 to 64 of A-Z a-z 0-9 _ . -")
+    arm = ""
+    if not request.experiment and o.split is not None:
+      assignment = o.split.assign(user)
+      arm, label = assignment.arm, assignment.version_label
     return {"user_id": user, "context": context, "surface": surface, "k": int(k),
-            "text": request.request_text, "weights": weights, "label": label}
+            "text": request.request_text, "weights": weights, "label": label, "arm": arm}
 
   def recommend(self, request):
     """Answers one ``RecommendRequest`` with a ``RecommendResponse``.
@@ -147,11 +155,10 @@ class Gateway:
       self.metrics.cold_starts.inc()
     response = gateway_proto.RecommendResponse(
         model_name=self.model.model, model_label=fields["label"], segment=state.segment,
-        cold_start=cold)
+        cold_start=cold, arm=fields["arm"])
     try:
       with self.metrics.stage("model"):
-        outputs, version = self.model.predict(model_inputs(state, fields, now),
-                                              fields["label"])
+        outputs, version = self._predict(model_inputs(state, fields, now), fields, response)
     except grpc.RpcError as e:
       code = e.code()  # pylint: disable=no-member
       if code in _FALLBACK_CODES or (code == grpc.StatusCode.NOT_FOUND and
@@ -169,6 +176,19 @@ class Gateway:
     response.model_version = int(version)
     _fill_items(response, outputs)
     return response
+
+  def _predict(self, inputs, fields, response):
+    """The model call; a canary arm with no canary version loaded yet gets the stable
+    arm's version and is answered (and counted) as stable."""
+    try:
+      return self.model.predict(inputs, fields["label"])
+    except grpc.RpcError as e:
+      split = self.options.split
+      if (fields["arm"] != experiment_split.CANARY
+          or e.code() != grpc.StatusCode.NOT_FOUND):  # pylint: disable=no-member
+        raise
+      response.arm, response.model_label = experiment_split.STABLE, split.stable_label
+      return self.model.predict(inputs, split.stable_label)
 
   def _fallback(self, response, segment: str, k: int, code: grpc.StatusCode) -> None:
     reason = code.name.lower()

@@ -26,6 +26,12 @@ def add_gateway_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--model-name", default="melody", help="served model name")
   parser.add_argument("--version-label", default="",
                       help="model version label when a request names no experiment")
+  parser.add_argument("--experiment", default="",
+                      help="canary experiment name: split listeners by a salted hash between "
+                      "the stable and canary version labels")
+  parser.add_argument("--canary-share", type=float, default=0.1,
+                      help="fraction of listeners in the canary arm of --experiment")
+  parser.add_argument("--salt", default="", help="salt of the --experiment split")
   parser.add_argument("--deadline-ms", type=float, default=1000.0,
                       help="deadline of a model call, its one retry included")
   parser.add_argument("--model-server-ca", default=None,
@@ -53,6 +59,7 @@ def build(args: argparse.Namespace):
     OSError: a file or the store cannot be opened.
   """
   # pylint: disable=import-outside-toplevel
+  from online import experiment_split
   from online import gateway
   from online import gateway_metrics
   from online import gateway_server
@@ -72,7 +79,10 @@ def build(args: argparse.Namespace):
                                     args.deadline_ms / 1000.0, credentials,
                                     on_retry=metrics.retries.inc)
   store = stores.open_store(args.store)
-  options = gateway.GatewayOptions(max_k=args.max_k, version_label=args.version_label)
+  split = (experiment_split.ExperimentSplit(args.experiment, args.canary_share, args.salt)
+           if args.experiment else None)
+  options = gateway.GatewayOptions(max_k=args.max_k, version_label=args.version_label,
+                                   split=split)
   ports = gateway_server.PortOptions(
       host=args.host, grpc_port=args.port,
       http_port=None if args.http_port < 0 else args.http_port, tls=server_tls,

@@ -3,7 +3,8 @@
 This module owns what ``melody gateway`` counts: calls by transport, status code and
 answer source (``model`` or ``fallback_popularity``), their latency, the time spent in
 each stage (state read, model call), model-call retries, fallbacks by the model
-server's status code, and cold starts.
+server's status code, and cold starts; with a canary experiment, calls (and so errors
+and fallbacks) and latency per arm and listener segment.
 """
 
 import contextlib
@@ -38,6 +39,14 @@ class GatewayMetrics:
         registry=r)
     self.cold_starts = prometheus_client.Counter(
         "melody_gateway_cold_starts", "Requests for listeners without a state", registry=r)
+    self.arm_requests = prometheus_client.Counter(
+        "melody_gateway_arm_requests",
+        "Recommend calls of the canary experiment by arm, listener segment, status code and "
+        "source", ["arm", "segment", "code", "source"], registry=r)
+    self.arm_latency = prometheus_client.Histogram(
+        "melody_gateway_arm_request_seconds",
+        "Recommend latency of the canary experiment by arm and listener segment",
+        ["arm", "segment"], buckets=_LATENCY_BUCKETS, registry=r)
 
   @contextlib.contextmanager
   def stage(self, name: str):
@@ -46,6 +55,12 @@ class GatewayMetrics:
       yield
     finally:
       self.stages.labels(name).observe(time.perf_counter() - start)
+
+  def arm_call(self, arm: str, segment: str, code: str, source: str,
+               seconds: float) -> None:
+    """Counts one call of the experiment in its arm and segment."""
+    self.arm_requests.labels(arm, segment, code, source).inc()
+    self.arm_latency.labels(arm, segment).observe(seconds)
 
   def value(self, name: str, **labels) -> float:
     """A sample's current value (0 when absent), e.g. ``value("melody_gateway_fallbacks_total",

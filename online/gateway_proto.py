@@ -48,6 +48,7 @@ _MESSAGES = {
         ("segment", "string", False),
         ("cold_start", "bool", False),
         ("weights", "Weights", False),
+        ("arm", "string", False),              # experiment arm; "" = no experiment
     ],
 }
 

@@ -154,8 +154,18 @@ class GatewayServer:
         _LOG.exception("Recommend for user %r failed", request.user_id[:128])
         code, message = grpc.StatusCode.INTERNAL, "internal error"
     metrics = self.gateway.metrics
+    seconds = time.perf_counter() - start
     metrics.requests.labels(transport, code.name, source).inc()
-    metrics.latency.labels(transport).observe(time.perf_counter() - start)
+    metrics.latency.labels(transport).observe(seconds)
+    split = self.gateway.options.split
+    if split is not None:
+      if response is not None:
+        arm, segment = response.arm or "none", response.segment
+        _LOG.debug("Recommend user=%r arm=%s label=%s version=%d", request.user_id[:128],
+                   arm, response.model_label, response.model_version)
+      else:
+        arm, segment = split.arm(request.user_id), "unknown"
+      metrics.arm_call(arm, segment, code.name, source, seconds)
     if code != grpc.StatusCode.OK:
       _LOG.info("Recommend user=%r: %s", request.user_id[:128], code.name)
     return code, response, message
