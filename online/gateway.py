@@ -23,9 +23,9 @@ import grpc
 import numpy as np
 
 from features import feature_spec
+from online import experiment_split
 from online import gateway_metrics
 from online import gateway_proto
-from online import experiment_split
 from online import listener_state
 from online import model_caller
 from online import state_store
