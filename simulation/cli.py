@@ -1,6 +1,7 @@
 """``melody simulate`` and the simulator's ``melody data`` sub-commands.
 
-``simulate`` writes the offline policy report (frontier, weights, bandits, OPE);
+``simulate`` writes the offline policy report (frontier, weights, bandits, OPE) and
+the recommended ``policy.json``, rolling out the trained model by default;
 ``data generate`` simulates listeners and writes a dataset with training examples
 (``simulation.datagen``); ``data calibrate`` fits the simulator to the real data
 (``simulation.calibration``). Only argument parsing lives here; each handler imports
@@ -9,6 +10,8 @@ when the command runs.
 """
 
 import argparse
+import os
+import sys
 
 
 def _simulate(args) -> int:
@@ -17,10 +20,17 @@ def _simulate(args) -> int:
                                world_seed=args.world_seed, n_tracks=args.tracks,
                                grid_step=args.grid_step, floor=args.floor,
                                ope_logs=args.ope_logs, ope_truth=args.ope_truth)
-  result = report.run(args.out, config, model_dir=args.model, runner=args.runner)
+  try:
+    result = report.run(args.out, config, model_dir=args.model, runner=args.runner,
+                        scorer=args.scorer, serving_dir=args.serving_dir,
+                        model_users=args.model_users)
+  except ValueError as e:
+    print(f"melody simulate: error: {e}", file=sys.stderr)
+    return 2
   best = result["bandits"]["best_grid_point"]
-  print(f"[simulate] wrote {args.out}/report.md (best fixed grid point "
-        f"{'/'.join(f'{w:g}' for w in best)}; figures: {', '.join(report.FIGURES)})")
+  print(f"[simulate] wrote {args.out}/report.md and {args.out}/policy.json (policy "
+        f"{result['policy_version']}, scorer {result['scorer']['name']}; best fixed grid "
+        f"point {'/'.join(f'{w:g}' for w in best)}; figures: {', '.join(report.FIGURES)})")
   return 0
 
 
@@ -58,8 +68,18 @@ def register(subparsers) -> None:
   parser.add_argument("--ope-truth", type=int, default=100_000,
                       help="fresh slates per target policy for the OPE ground truth")
   parser.add_argument("--out", default="simulation_report", help="output directory")
+  parser.add_argument("--scorer", choices=("model", "oracle", "both"), default="model",
+                      help="who scores the grid rollouts: the trained model's rank signature "
+                           "(default), the stand-in oracle head scorer, or both side by side")
   parser.add_argument("--model", default=None, metavar="SAVED_MODEL_DIR",
-                      help="also roll out this exported SavedModel's rank signature")
+                      help="the exported SavedModel version to roll out (default: the latest "
+                           "one pushed under --serving-dir)")
+  parser.add_argument("--serving-dir", default=os.path.join("runs", "pipeline",
+                                                            "serving_model"),
+                      help="where `melody pipeline run` pushes models")
+  parser.add_argument("--model-users", type=int, default=1000,
+                      help="listeners per model rollout at most (the model ranks slower "
+                           "than the oracle)")
   parser.add_argument("--runner", choices=("direct", "beam"), default="direct",
                       help="in-process rollouts, or Beam (DirectRunner) per listener chunk")
   parser.set_defaults(handler=_simulate)

@@ -1,16 +1,16 @@
 """``melody simulate``: the offline policy report that picks weights before an A/B test.
 
-This module owns the report: it rolls out every point of an (alpha, beta, gamma)
-simplex grid, draws the trade-off frontier (interest vs subscription vs exposure) and
-marks the points whose completion rate stays above the floor, recommends a weight row
-per segment (the best objective among floor-respecting grid points, measured on that
-segment's listeners), checks the recommendation against the current fusion table,
-runs the LinUCB / Thompson / random bandits over the same grid and draws their regret
-curves against the best fixed grid point, runs the promo-share controller, and
-validates the off-policy estimators against the simulator (relative-error table).
-Output: ``report.md``, ``report.json`` and the PNG figures in one directory. Every
-number depends only on the config (seeded), so two runs give identical JSON.
-"""
+This module owns the report: the weight choice of ``simulation.weight_choice`` (grid
+rollouts, the trade-off frontier of interest vs subscription vs exposure with the
+points above the completion floor marked, a recommended weight row per segment, checked
+against the current fusion table) with the trained model or the oracle scorer of
+``simulation.scorers``, or both side by side; the LinUCB / Thompson / random bandits
+over the same grid with their regret curves against the best fixed grid point; the
+promo-share controller; and the validation of the off-policy estimators against the
+simulator (relative-error table). Output: ``report.md``, ``report.json``,
+``policy.json`` (the recommended table as a ``ranking.fusion.policy_file`` artifact)
+and the PNG figures in one directory. Every number depends only on the config (seeded),
+so two runs give identical JSON."""
 
 import dataclasses
 import json
@@ -26,7 +26,10 @@ from simulation import bandits
 from simulation import estimators
 from simulation import policies
 from simulation import rollout as rollout_lib
-from simulation import saved_model_policy
+from simulation import policy_output
+from simulation import scorers as scorers_lib
+from simulation import weight_choice
+from simulation.weight_choice import pareto  # noqa: F401  (part of this module's API)
 from simulation.world import World
 from simulation.world_config import SIM_ACTIVITIES, WorldConfig
 
@@ -88,68 +91,6 @@ def table_fusion(rows: Dict[str, tuple], base: FusionConfig = FusionConfig()) ->
   table = {s: (w[0], 0.0 if s in base.zero_beta_segments else w[1], w[2])
            for s, w in rows.items()}
   return dataclasses.replace(base, segment_weights=table)
-
-
-def pareto(points: np.ndarray) -> np.ndarray:
-  """Bool mask of points no other point beats on every column (maximization)."""
-  p = np.asarray(points, np.float64)
-  ge = (p[:, None, :] >= p[None, :, :]).all(-1)
-  gt = (p[:, None, :] > p[None, :, :]).any(-1)
-  dominated = (ge & gt).any(axis=0)
-  return ~dominated
-
-
-def _grid_rows(world, cfg: ReportConfig, grid, runner: str) -> List[Dict[str, object]]:
-  rows = []
-  for g in grid:
-    fusion = uniform_fusion(g)
-    if runner == "beam":
-      res = rollout_lib.rollout_beam(cfg.world_seed, WorldConfig(n_tracks=cfg.n_tracks),
-                            _FusionFactory(fusion, cfg.slate_len), cfg.rollout_config())
-    else:
-      res = rollout_lib.rollout(world, policies.FusionPolicy(fusion=fusion,
-                                                             slate_len=cfg.slate_len),
-                                cfg.rollout_config())
-    s = res.summary()
-    rows.append({"weights": [float(x) for x in g], **s,
-                 "last_day_expected_reward": res.summary(res.cube[-1])[
-                     "expected_reward_per_session"],
-                 "by_segment": res.by_segment(),
-                 "by_segment_activity": res.by_segment_activity(),
-                 "by_day_expected_reward": [d["expected_reward_per_session"]
-                                            for d in res.by_day()]})
-  return rows
-
-
-class _FusionFactory:
-  """Picklable policy factory for Beam workers."""
-
-  def __init__(self, fusion, slate_len):
-    self.fusion, self.slate_len = fusion, slate_len
-
-  def __call__(self):
-    return policies.FusionPolicy(fusion=self.fusion, slate_len=self.slate_len)
-
-
-def recommend(rows: List[Dict[str, object]], floor: float, by: str = "by_segment",
-              keys=feature_spec.SEGMENTS) -> Dict[str, Dict[str, object]]:
-  """Per group (a segment, or ``"segment/activity"`` with ``by="by_segment_activity"``):
-  the grid point with the best expected objective on that group's sessions among those
-  keeping its completion rate >= floor (the best completion rate if none does)."""
-  out = {}
-  for seg in keys:
-    cand = [(r[by][seg], r["weights"]) for r in rows if seg in r[by]]
-    if not cand:
-      continue
-    ok = [c for c in cand if c[0]["completion_rate"] >= floor]
-    if ok:
-      best = max(ok, key=lambda c: c[0]["expected_reward_per_session"])
-    else:
-      best = max(cand, key=lambda c: c[0]["completion_rate"])
-    out[seg] = {"weights": best[1], "meets_floor": bool(ok),
-                "completion_rate": best[0]["completion_rate"],
-                "expected_reward_per_session": best[0]["expected_reward_per_session"]}
-  return out
 
 
 def _bandits(world, cfg: ReportConfig, grid, rows) -> Dict[str, object]:
@@ -362,72 +303,66 @@ def _markdown(cfg: ReportConfig, res: Dict[str, object]) -> str:
         _fmt(r[k]) for k in ("ips", "snips", "dr", "pbm", "dm")) + " | " + " | ".join(
             f"{100 * r[k + '_rel_err']:.2f}%" for k in ("ips", "snips", "dr", "pbm", "dm"))
              + " |")
-  if res.get("model"):
-    m = res["model"]
-    L += ["\n## Exported model policy\n", f"`{m['model_dir']}`: " + ", ".join(
-        f"{k} {_fmt(m['summary'][k])}" for k in (
-            "completion_rate", "expected_conversions_per_1k_sessions",
-            "exposure_per_session", "expected_reward_per_session"))]
+  L += weight_choice.markdown(res) + policy_output.markdown(res)
   return "\n".join(L) + "\n"
 
 
 def run(out_dir: str, config: ReportConfig = ReportConfig(), model_dir: Optional[str] = None,
-        runner: str = "direct") -> Dict[str, object]:
-  """Simulates everything, writes ``report.md``, ``report.json`` and the figures.
+        runner: str = "direct", scorer: Optional[str] = None,
+        serving_dir: str = scorers_lib.DEFAULT_SERVING_DIR,
+        model_users: int = scorers_lib.DEFAULT_MODEL_USERS) -> Dict[str, object]:
+  """Simulates everything, writes ``report.md``, ``report.json``, ``policy.json`` and the
+  figures.
 
   Args:
     out_dir: output directory (created).
     config: the report config.
-    model_dir: optional exported SavedModel; its ``rank`` signature is rolled out too.
-    runner: "direct" (in-process) or "beam" (grid rollouts as Beam pipelines).
+    model_dir: an exported SavedModel version to roll out (default for the ``model``
+      and ``both`` scorers: the latest version pushed under ``serving_dir``).
+    runner: "direct" (in-process) or "beam" (oracle grid rollouts as Beam pipelines).
+    scorer: "model" (the grid, recommendations and policy come from the model's
+      ``rank`` signature), "oracle" (the stand-in head scorer) or "both" (the model's
+      choice, plus the oracle's and where they disagree); None: "model" when
+      ``model_dir`` is given, else "oracle". Bandits, the controller and the
+      off-policy checks always use the oracle.
+    serving_dir: where the pipeline pushes models.
+    model_users: listeners per model rollout at most.
 
   Returns:
     The report's numbers (what ``report.json`` holds).
+
+  Raises:
+    ValueError: a bad runner or scorer, or no model for a model scorer.
   """
   if runner not in ("direct", "beam"):
     raise ValueError(f"runner must be 'direct' or 'beam', got {runner!r}")
+  scorer = scorer or ("model" if model_dir else "oracle")
+  model_dir = scorers_lib.resolve_model(scorer, model_dir, serving_dir)
   os.makedirs(out_dir, exist_ok=True)
   world = World(WorldConfig(n_tracks=config.n_tracks), seed=config.world_seed)
   grid = bandits.simplex_grid(config.grid_step)
-  rows = _grid_rows(world, config, grid, runner)
-  pts = np.array([[r["completion_rate"], r["expected_conversions_per_1k_sessions"],
-                   r["exposure_per_session"]] for r in rows])
-  front = pareto(pts)
-  for r, f in zip(rows, front):
-    r["frontier"] = bool(f)
-    r["meets_floor"] = bool(r["completion_rate"] >= config.floor)
-  recommended = recommend(rows, config.floor)
-  rec_policy = policies.FusionPolicy(
-      fusion=table_fusion({s: tuple(r["weights"]) for s, r in recommended.items()}),
-      slate_len=config.slate_len)
-  rec_result = rollout_lib.rollout(world, rec_policy, config.rollout_config())
-  pairs = [f"{s}/{a}" for s in feature_spec.SEGMENTS for a in SIM_ACTIVITIES]
-  rec_context = recommend(rows, config.floor, by="by_segment_activity", keys=pairs)
-  ctx_policy = policies.ContextRulePolicy(
-      {tuple(k.split("/")): tuple(r["weights"]) for k, r in rec_context.items()},
-      fusion=rec_policy.fusion, slate_len=config.slate_len)
-  compare = {
-      "current": rollout_lib.rollout(world, policies.FusionPolicy(slate_len=config.slate_len),
-                            config.rollout_config()).summary(),
-      "recommended": rec_result.summary(),
-      "context_rules": rollout_lib.rollout(world, ctx_policy, config.rollout_config()).summary(),
-      "recommended_by_segment": rec_result.by_segment(),
-      "recommended_by_activity": rec_result.by_activity()}
-  bandit = _bandits(world, config, grid, rows)
-  controller = _controller(world, config, bandit["best_grid_point"])
-  ope = estimators.validate(world, n_logs=config.ope_logs, n_truth=config.ope_truth,
-                     seed=config.seed).to_dict("records")
+  oracle = weight_choice.choose(world, config, grid,
+                                scorers_lib.OracleScorer(slate_len=config.slate_len), runner)
   result = {"config": {k: (dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v)
-                       for k, v in dataclasses.asdict(config).items()},
-            "grid": rows, "recommended": recommended, "recommended_vs_current": compare,
-            "recommended_context": rec_context,
-            "bandits": bandit, "controller": controller, "ope": ope}
+                       for k, v in dataclasses.asdict(config).items()}, **oracle}
   if model_dir:
-    policy = saved_model_policy.SavedModelPolicy(model_dir, slate_len=config.slate_len)
-    small = dataclasses.replace(config.rollout_config(), users=min(config.users, 2000))
-    result["model"] = {"model_dir": model_dir,
-                       "summary": rollout_lib.rollout(world, policy, small).summary()}
-  _figures(out_dir, config, rows, front, bandit, ope)
+    model = weight_choice.choose(world, config, grid, scorers_lib.ModelScorer(
+        model_dir, config.slate_len, model_users, config.n_tracks))
+    if scorer == "both":
+      result["oracle"] = oracle
+      result["scorer_disagreement"] = weight_choice.disagreement(model, oracle)
+    result.update(model)
+  bandit = _bandits(world, config, grid, oracle["grid"])
+  result["bandits"] = bandit
+  result["controller"] = _controller(world, config, bandit["best_grid_point"])
+  result["ope"] = estimators.validate(world, n_logs=config.ope_logs,
+                                      n_truth=config.ope_truth,
+                                      seed=config.seed).to_dict("records")
+  policy = policy_output.from_report(result, config)
+  result["policy_version"] = policy.version
+  policy.dump(os.path.join(out_dir, policy_output.POLICY_FILE))
+  _figures(out_dir, config, result["grid"], [r["frontier"] for r in result["grid"]], bandit,
+           result["ope"])
   with open(os.path.join(out_dir, "report.json"), "w", encoding="utf-8") as f:
     json.dump(result, f, indent=1, sort_keys=True)
   with open(os.path.join(out_dir, "report.md"), "w", encoding="utf-8") as f:

@@ -7,6 +7,7 @@ carries), calls the signature in batches, and reads the slate from its ``order``
 output (fusion and mixing ran inside the graph).
 """
 
+import copy
 from typing import Dict, Optional
 
 import numpy as np
@@ -14,6 +15,13 @@ import numpy as np
 from features import feature_spec
 from simulation.policies import N_SEG, Candidates, Context, ListenerState, Policy, Slates
 from simulation.world_config import SIM_ACTIVITIES
+
+
+def _check_table(weights: Optional[np.ndarray]) -> None:
+  if weights is not None and np.shape(weights) not in ((N_SEG, 3),
+                                                       (N_SEG, len(SIM_ACTIVITIES), 3)):
+    raise ValueError(f"weights must be [{N_SEG}, 3] or [{N_SEG}, {len(SIM_ACTIVITIES)}, 3], "
+                     f"got shape {np.shape(weights)}")
 
 
 class SavedModelPolicy(Policy):
@@ -29,8 +37,9 @@ class SavedModelPolicy(Policy):
   Args:
     model_dir: SavedModel directory (a numbered version directory).
     slate_len: K.
-    weights: optional ``[segments, 3]`` table sent as the per-request override;
-      None keeps the model's own segment table.
+    weights: optional ``[segments, 3]`` table, or ``[segments, SIM_ACTIVITIES, 3]``
+      per (segment, activity), sent as the per-request override; None keeps the
+      model's own table.
     surface: ``context_surface`` sent with every request.
     batch_size: listeners per signature call.
     exploration: send the context seed as ``exploration_seed`` (else -1: off).
@@ -45,8 +54,7 @@ class SavedModelPolicy(Policy):
       raise ValueError(f"slate_len must be >= 1, got {slate_len}")
     if batch_size < 1:
       raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if weights is not None and np.shape(weights) != (N_SEG, 3):
-      raise ValueError(f"weights must be [{N_SEG}, 3], got shape {np.shape(weights)}")
+    _check_table(weights)
     self._tf = tf
     from serving import tensors as serving_tensors  # pylint: disable=g-import-not-at-top
     self.loaded = serving_tensors.load_saved_model(model_dir)
@@ -59,6 +67,13 @@ class SavedModelPolicy(Policy):
     self.table = None if weights is None else np.asarray(weights, np.float32)
     self.surface, self.exploration = surface, exploration
     self.name = f"saved_model:{model_dir}"
+
+  def with_weights(self, weights: Optional[np.ndarray]) -> "SavedModelPolicy":
+    """The same loaded model sending another override table (see ``weights``)."""
+    _check_table(weights)
+    other = copy.copy(self)
+    other.table = None if weights is None else np.asarray(weights, np.float32)
+    return other
 
   def requests(self, state: ListenerState, candidates: Candidates,
                context: Context) -> Dict[str, np.ndarray]:
@@ -85,8 +100,12 @@ class SavedModelPolicy(Policy):
     s_len = np.minimum(in_sess.sum(1), feature_spec.SESSION_LEN)
     s_mask = np.arange(feature_spec.SESSION_LEN)[None, :] < s_len[:, None]
     s = slice(0, feature_spec.SESSION_LEN)   # history is most recent first, so is the session
-    weights = (self.table[L.segment.astype(np.int64)] if self.table is not None
-               else np.full((n, 3), -1.0, np.float32))
+    if self.table is None:
+      weights = np.full((n, 3), -1.0, np.float32)
+    elif self.table.ndim == 3:
+      weights = self.table[L.segment.astype(np.int64), np.asarray(context.activity, np.int64)]
+    else:
+      weights = self.table[L.segment.astype(np.int64)]
     return {
         "user_id": np.array([f"u{i:07d}" for i in L.user_index], object),
         "user_segment": np.array(feature_spec.SEGMENTS, object)[L.segment.astype(np.int64)],

@@ -10,6 +10,7 @@ import os
 import numpy as np
 import pytest
 
+from ranking.fusion import policy_file
 from simulation import cli
 from simulation import report as report_lib
 
@@ -93,8 +94,40 @@ def test_cli_writes_the_report(tmp_path):
   cli.register(parser.add_subparsers(dest="command"))
   args = parser.parse_args([
       "simulate", "--users", "200", "--days", "1", "--grid-step", "1", "--ope-logs", "500",
-      "--ope-truth", "1000", "--out", str(tmp_path / "cli")])
+      "--ope-truth", "1000", "--scorer", "oracle", "--out", str(tmp_path / "cli")])
   assert args.handler(args) == 0
   assert os.path.exists(tmp_path / "cli" / "report.md")
+  assert policy_file.load(str(tmp_path / "cli" / "policy.json")).version
   with pytest.raises(SystemExit):
     parser.parse_args(["simulate", "--runner", "spark"])
+
+
+def test_cli_model_scorer_needs_a_model(tmp_path, capsys):
+  """The default scorer is the trained model: with nothing pushed it stops with a clear
+  error before simulating anything."""
+  parser = argparse.ArgumentParser()
+  cli.register(parser.add_subparsers(dest="command"))
+  args = parser.parse_args(["simulate", "--serving-dir", str(tmp_path / "none"),
+                            "--out", str(tmp_path / "out")])
+  assert args.scorer == "model"
+  assert args.handler(args) == 2
+  err = capsys.readouterr().err
+  assert "no pushed model under" in err and "--scorer oracle" in err
+  assert not os.path.exists(tmp_path / "out")
+
+
+def test_report_writes_its_recommendation_as_a_policy(report):
+  out, res = report
+  policy = policy_file.load(os.path.join(out, "policy.json"))
+  assert policy.version == res["policy_version"]
+  for seg, r in res["recommended"].items():
+    want = tuple(r["weights"])
+    if seg == "paid":
+      want = (want[0], 0.0, want[2])
+    assert policy.fusion.weights_for(seg) == want
+  prov = policy.provenance.to_dict()
+  assert prov["model_version"].startswith("oracle")
+  assert prov["constraint"] == {"metric": "completion_rate", "floor": TINY.floor,
+                                "met": all(r["meets_floor"] for r in res["recommended"].values())}
+  assert prov["metrics"]["completion_rate"] == pytest.approx(
+      res["recommended_vs_current"]["recommended"]["completion_rate"])
