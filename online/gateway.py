@@ -87,6 +87,11 @@ class Gateway:
     metrics: Where calls are counted.
     options: Limits and defaults.
     clock: Epoch seconds of "now" (the impression time).
+
+  Attributes:
+    overrides: Per-segment fusion weights in force (``online.promo_controller``'s
+      ``WeightsOverride``, replaced whole by its owner); a request's own
+      ``weights_override`` wins over it. None: the model's segment table.
   """
 
   def __init__(self, store: state_store.StateStore, model: model_caller.ModelCaller,
@@ -98,6 +103,7 @@ class Gateway:
     self.metrics = metrics
     self.options = options
     self._clock = clock
+    self.overrides = None
 
   def check(self, request) -> Dict[str, object]:
     """The request's fields with defaults filled in.
@@ -153,6 +159,9 @@ class Gateway:
     if cold:
       state = listener_state.ListenerState(fields["user_id"])
       self.metrics.cold_starts.inc()
+    overrides = self.overrides
+    if fields["weights"] is None and overrides is not None:
+      fields["weights"] = overrides.weights_for(state.segment)
     response = gateway_proto.RecommendResponse(
         model_name=self.model.model, model_label=fields["label"], segment=state.segment,
         cold_start=cold, arm=fields["arm"])
