@@ -202,7 +202,8 @@ def write_dataset(event_chunks: Iterable[pa.Table], tracks: pd.DataFrame, out: s
                   beam_args: Sequence[str] = (),
                   eval_percent: int = splits.DEFAULT_EVAL_PERCENT,
                   span_layout: bool = False, expected_chunks: Optional[int] = None,
-                  manifest_extra: Optional[Dict[str, object]] = None) -> Dict[str, object]:
+                  manifest_extra: Optional[Dict[str, object]] = None,
+                  negatives=None) -> Dict[str, object]:
   """Streams events to parquet, writes the tracks, builds the examples, writes the manifest.
 
   Args:
@@ -216,6 +217,8 @@ def write_dataset(event_chunks: Iterable[pa.Table], tracks: pd.DataFrame, out: s
     span_layout: write ``examples/span-YYYYMMDD/...`` instead of the flat layout.
     expected_chunks: number of chunks the source will yield, for the progress ETA.
     manifest_extra: merged into the manifest (e.g. the generator settings).
+    negatives: a ``sampled_negatives.NegativeSampling`` for a play-only log: every play
+      is written with its sampled negatives (recorded as ``next_play`` in the manifest).
 
   Returns:
     The manifest (also written to ``out/manifest.json``).
@@ -247,7 +250,8 @@ def write_dataset(event_chunks: Iterable[pa.Table], tracks: pd.DataFrame, out: s
   counts = examples_beam.write_examples(
       stream.paths, tracks_path, examples_dir, shards=shards, runner=runner,
       beam_args=beam_args, eval_percent=eval_percent,
-      large=stream.events > LARGE_RUN_EVENTS, span_days=span_days, progress_every_s=10)
+      large=stream.events > LARGE_RUN_EVENTS, span_days=span_days, progress_every_s=10,
+      negatives=negatives)
   examples_s = time.perf_counter() - t0
   n_examples = counts["train"] + counts["eval"]
   _log(f"examples: {counts['train']:,} train + {counts['eval']:,} eval in {examples_s:.1f}s "
@@ -278,6 +282,8 @@ def write_dataset(event_chunks: Iterable[pa.Table], tracks: pd.DataFrame, out: s
                  "events_per_s": round(stream.events / max(events_s, 1e-9), 1),
                  "examples_per_s": round(n_examples / max(examples_s, 1e-9), 1)},
   }
+  if negatives is not None:
+    manifest["next_play"] = negatives.describe()
   manifest.update(manifest_extra or {})
   _write_bytes(os.path.join(out, "manifest.json"),
                json.dumps(manifest, indent=2, sort_keys=True).encode())

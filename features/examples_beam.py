@@ -39,7 +39,8 @@ def _beam():
 
 def make_events_to_examples_fn(tracks: Union[pd.DataFrame, str], shards: int,
                                eval_percent: int = splits.DEFAULT_EVAL_PERCENT,
-                               span_days: Sequence[int] = (), progress_every_s: float = 0):
+                               span_days: Sequence[int] = (), progress_every_s: float = 0,
+                               negatives=None):
   """A ``beam.DoFn``: events chunk (Arrow table or parquet path) -> shard batches.
 
   Emits ``((tag, shard), member)`` for every output tag of
@@ -57,6 +58,8 @@ def make_events_to_examples_fn(tracks: Union[pd.DataFrame, str], shards: int,
     span_days: UTC day numbers; when given, tags are ``span-YYYYMMDD/{train,eval}`` (see
       ``splits.split_examples``).
     progress_every_s: when > 0, each worker prints its events/s and examples/s this often.
+    negatives: a ``sampled_negatives.NegativeSampling`` for a play-only log (each play
+      followed by its sampled negatives), or None.
   """
   beam = _beam()
   if not 0 <= eval_percent <= 100:
@@ -91,7 +94,8 @@ def make_events_to_examples_fn(tracks: Union[pd.DataFrame, str], shards: int,
     def process(self, chunk):
       table = read_events(chunk) if isinstance(chunk, str) else chunk
       self._events.inc(table.num_rows)
-      made = splits.split_examples(table, self._index, eval_percent, span_days=days)
+      made = splits.split_examples(table, self._index, eval_percent, span_days=days,
+                                   negatives=negatives)
       n_out = 0
       for tag in tags:
         records = made.get(tag, [])
@@ -120,7 +124,8 @@ def make_events_to_examples_fn(tracks: Union[pd.DataFrame, str], shards: int,
 def build_examples_pipeline(pipeline, event_chunks, tracks: Union[pd.DataFrame, str],
                             out_dir: str, shards: int = 4,
                             eval_percent: int = splits.DEFAULT_EVAL_PERCENT,
-                            span_days: Sequence[int] = (), progress_every_s: float = 0):
+                            span_days: Sequence[int] = (), progress_every_s: float = 0,
+                            negatives=None):
   """Adds events -> examples -> sharded gzip TFRecords to a Beam pipeline.
 
   Writes ``out_dir/train-SSSSS-of-NNNNN.tfrecord.gz`` and ``out_dir/eval-…``, or with
@@ -141,6 +146,7 @@ def build_examples_pipeline(pipeline, event_chunks, tracks: Union[pd.DataFrame, 
     eval_percent: share of users in the eval split.
     span_days: UTC day numbers for the span layout; empty for the flat layout.
     progress_every_s: worker progress print interval (0: quiet).
+    negatives: sampled negatives for a play-only log (``features.sampled_negatives``).
 
   Returns:
     A PCollection of (file path, file size in bytes).
@@ -157,7 +163,7 @@ def build_examples_pipeline(pipeline, event_chunks, tracks: Union[pd.DataFrame, 
   return (event_chunks
           | "Reshuffle" >> beam.Reshuffle()
           | "ToExamples" >> beam.ParDo(make_events_to_examples_fn(
-              tracks, shards, eval_percent, span_days, progress_every_s))
+              tracks, shards, eval_percent, span_days, progress_every_s, negatives))
           | "GroupByShard" >> beam.GroupByKey()
           | "WriteShards" >> beam.Map(write))
 
@@ -190,12 +196,14 @@ def write_examples(event_chunks: Sequence[Union[str, pa.Table]],
                    eval_percent: int = splits.DEFAULT_EVAL_PERCENT, large: bool = False,
                    span_days: Sequence[int] = (),
                    progress_every_s: float = 0,
-                   dask_workers: int = dask_engine.DEFAULT_LOCAL_WORKERS) -> Dict[str, int]:
+                   dask_workers: int = dask_engine.DEFAULT_LOCAL_WORKERS,
+                   negatives=None) -> Dict[str, int]:
   """Runs the examples pipeline; returns counts {"events", "train", "eval"}.
 
   The counts come from Beam metrics; a runner that reports none (DaskRunner) gives -1.
   ``runner="DaskRunner"`` without ``--dask_client_address`` in ``beam_args`` runs on a
-  local cluster of ``dask_workers`` processes (``features.dask_engine``).
+  local cluster of ``dask_workers`` processes (``features.dask_engine``). ``negatives``
+  (a ``sampled_negatives.NegativeSampling``) adds sampled negatives beside every play.
   """
   beam = _beam()
   if not event_chunks:
@@ -203,7 +211,7 @@ def write_examples(event_chunks: Sequence[Union[str, pa.Table]],
   with dask_engine.beam_args_for(runner, beam_args, dask_workers) as args:
     p = beam.Pipeline(options=pipeline_options(runner, args, large))
     build_examples_pipeline(p, list(event_chunks), tracks, out_dir, shards, eval_percent,
-                            span_days, progress_every_s)
+                            span_days, progress_every_s, negatives)
     result = p.run()
     result.wait_until_finish()
     client = getattr(result, "client", None)

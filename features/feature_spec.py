@@ -174,9 +174,16 @@ UNKNOWN_CLASS = -1
 SKIP_PROFILE = "skip_profile"   # the play's skip profile, a class of SKIP_PROFILES
 CLASS_LABELS: Dict[str, Tuple[str, ...]] = {SKIP_PROFILE: SKIP_PROFILES}
 
+# The probability with which the candidate was drawn as a sampled negative (and, for
+# the play it stands beside, the probability of drawing the played track), on examples
+# built from a play-only log (``features.sampled_negatives``); 0 on every other example.
+# Training-only, like the labels: the loss subtracts log q from the next-play logit.
+SAMPLE_Q = "sample_q"
+
 LABEL_FEATURES = tuple(_f(k, "float32") for k in LABEL_KEYS) + tuple(
     _f(weight_key(k), "float32") for k in LABEL_KEYS) + tuple(
-        _f(k, "int64", default=UNKNOWN_CLASS) for k in CLASS_LABELS)
+        _f(k, "int64", default=UNKNOWN_CLASS) for k in CLASS_LABELS) + (
+            _f(SAMPLE_Q, "float32"),)
 
 RAW_FEATURES: Tuple[Feature, ...] = (
     USER_FEATURES + CONTEXT_FEATURES + HISTORY_FEATURES + SESSION_FEATURES

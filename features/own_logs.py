@@ -8,7 +8,9 @@ new one), validates rows and their track references, regroups the events so that
 chunk holds whole listeners sorted by (user_id, ts), and hands the chunks to
 ``features.dataset_writer`` — the same Beam job and layout as the simulator path. Since
 each chunk holds a listener's whole log, the history and session windows of a play on
-day N reach back into days before N although its example lands in ``span-<day N>``.
+day N reach back into days before N although its example lands in ``span-<day N>``. A
+log that records plays but no feedback (``sampled_negatives.is_play_only``, decided from
+its columns, never by a flag) gets each play written with sampled negatives.
 """
 
 import glob
@@ -23,6 +25,7 @@ import pyarrow.parquet as pq
 
 from features import dataset_writer
 from features import events as events_lib
+from features import sampled_negatives
 
 REQUIRED_COLUMNS = ("user_id", "track_id", "ts")
 # A listener's plays further apart than this start a new session (when the log has none).
@@ -171,7 +174,9 @@ def build_examples(events_spec: str, tracks_path: str, out: str, span_by: str = 
                    shards: int = 2, runner: str = "DirectRunner",
                    beam_args: Sequence[str] = (), eval_percent: int = 10,
                    max_bad_fraction: float = 0.01,
-                   chunk_users: int = DEFAULT_CHUNK_USERS) -> Dict[str, object]:
+                   chunk_users: int = DEFAULT_CHUNK_USERS,
+                   negatives_per_positive: int = sampled_negatives.DEFAULT_NEGATIVES
+                   ) -> Dict[str, object]:
   """Events -> ``out/examples/span-YYYYMMDD/{train,eval}-*.tfrecord.gz`` (or flat).
 
   Also writes ``out/events/``, ``out/tracks.parquet``, ``out/manifest.json`` (as
@@ -189,6 +194,7 @@ def build_examples(events_spec: str, tracks_path: str, out: str, span_by: str = 
     eval_percent: share of listeners in the eval split.
     max_bad_fraction: fail when more rows than this are invalid.
     chunk_users: listeners per events chunk.
+    negatives_per_positive: K, sampled negatives per play when the log is play-only.
 
   Returns:
     The manifest.
@@ -215,10 +221,25 @@ def build_examples(events_spec: str, tracks_path: str, out: str, span_by: str = 
        f"{report.bad:,} invalid, {unknown_tracks:,} with a track_id not in {tracks_path}")
   if span_by == "day" and events["ts"].isna().all():
     raise ValueError("--span-by day needs timestamps, but every event has a null ts")
+  negatives = None
+  if sampled_negatives.is_play_only(label_counts(events)):
+    negatives = sampled_negatives.from_events(events, negatives_per_positive)
+    _log(f"play-only log (no completion, like or two-valued skip): each play gets "
+         f"{negatives_per_positive} sampled negatives (next-play examples)")
   return dataset_writer.write_dataset(
       user_chunks(events, chunk_users), tracks, out, shards=shards, runner=runner,
       beam_args=beam_args, eval_percent=eval_percent, span_layout=span_by == "day",
       manifest_extra={"inputs": {"events": paths, "tracks": tracks_path},
                       "rows": {"read": report.total, "invalid": report.bad,
                                "unknown_track": unknown_tracks,
-                               "tracks_invalid": track_report.bad}})
+                               "tracks_invalid": track_report.bad}},
+      negatives=negatives)
+
+
+def label_counts(events: pd.DataFrame) -> Dict[str, Dict[str, int]]:
+  """Label key -> events with the label and with a positive value."""
+  out = {}
+  for column, label in events_lib.EVENT_LABELS.items():
+    values = pd.to_numeric(events[column], errors="coerce")
+    out[label] = {"present": int(values.notna().sum()), "positive": int((values > 0).sum())}
+  return out

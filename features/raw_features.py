@@ -273,5 +273,8 @@ def events_to_record_batch(events: pa.Table, tracks: TrackIndex) -> pa.RecordBat
     codes, dictionary = _encoded(events, label)
     scalar(label, _class_ids(dictionary, classes)[codes])
 
+  # Not a sampled example (features.sampled_negatives sets q on those).
+  scalar(feature_spec.SAMPLE_Q, np.zeros(n, np.float32))
+
   names = [f.name for f in feature_spec.RAW_FEATURES]
   return pa.RecordBatch.from_arrays([cols[k] for k in names], names)

@@ -8,7 +8,7 @@ output tags it names are the file prefixes under the examples directory.
 """
 
 import hashlib
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -16,6 +16,7 @@ import pyarrow as pa
 from features import example_io
 from features import feature_spec
 from features import raw_features
+from features import sampled_negatives
 
 DEFAULT_EVAL_PERCENT = 10
 
@@ -38,7 +39,9 @@ def span_name(day: int) -> str:
 
 def split_examples(events: pa.Table, tracks: raw_features.TrackIndex,
                    eval_percent: int = DEFAULT_EVAL_PERCENT,
-                   span_days: Sequence[int] = ()) -> Dict[str, List[bytes]]:
+                   span_days: Sequence[int] = (),
+                   negatives: Optional[sampled_negatives.NegativeSampling] = None
+                   ) -> Dict[str, List[bytes]]:
   """Examples of a chunk grouped by destination.
 
   Args:
@@ -48,12 +51,16 @@ def split_examples(events: pa.Table, tracks: raw_features.TrackIndex,
     span_days: UTC day numbers (days since the epoch); when given, examples are also
       grouped by the day of the impression. A row whose day is not listed (e.g. a null
       timestamp) goes to the first listed day.
+    negatives: for a play-only log, each play is followed by its sampled negatives
+      (``features.sampled_negatives``); they go where their play goes.
 
   Returns:
     {"train": [...], "eval": [...]} or, with ``span_days``,
     {"span-YYYYMMDD/train": [...], "span-YYYYMMDD/eval": [...], ...}.
   """
   batch = raw_features.events_to_record_batch(events, tracks)
+  if negatives is not None:
+    batch = sampled_negatives.with_negatives(batch, tracks, negatives)
   users = batch.column(0).flatten()
   unique_users, inverse = np.unique(users.to_numpy(zero_copy_only=False), return_inverse=True)
   is_eval = eval_mask([u.decode() if isinstance(u, bytes) else u for u in unique_users],

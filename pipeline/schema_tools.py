@@ -29,7 +29,8 @@ CATEGORICAL_DOMAINS = {
 # stay well below these; a broken logger or a changed surface mapping does not.
 LINF_DRIFT = {"user_segment": 0.25, "context_activity": 0.3, "context_surface": 0.3}
 JS_DRIFT = {"cand_duration_s": 0.15, "cand_popularity": 0.15}
-UNIT_INTERVAL = ("interest_completion", "interest_skip", "interest_like", "subscription")
+UNIT_INTERVAL = ("interest_completion", "interest_skip", "interest_like", "subscription",
+                 feature_spec.SAMPLE_Q)
 
 
 def curate(inferred: schema_pb2.Schema) -> schema_pb2.Schema:

@@ -27,6 +27,7 @@ import tensorflow_recommenders as tfrs
 
 from features import feature_spec
 from ranking import config as config_lib
+from ranking import sampled_softmax
 from ranking import tasks as tasks_lib
 from ranking import weighting
 from ranking.layers import embeddings
@@ -373,7 +374,8 @@ class RankingModel(tfrs.Model):
           raise ValueError(
               f"compute_loss needs label {lab!r} and its weight {feature_spec.weight_key(lab)!r} "
               "in the inputs (weight 0 when the source lacks the label)")
-        parts.append(tasks_lib.label_loss(lab, logits[lab], _scalar(features[lab]),
+        logit = sampled_softmax.training_logit(lab, logits[lab], features)
+        parts.append(tasks_lib.label_loss(lab, logit, _scalar(features[lab]),
                                           _scalar(features[feature_spec.weight_key(lab)])))
       if tasks_lib.skip_profile_classes(t, self.config.skip_profile_head):
         if tasks_lib.SKIP_PROFILE not in features:

@@ -1,7 +1,7 @@
 """Tests of ``melody data examples`` (features.own_logs): a team's CSV log with only the
-required columns becomes span folders whose history crosses span boundaries; bad rows
-and unknown tracks are set aside; the Beam job gives the same examples on a 2-worker
-Dask cluster as on the DirectRunner."""
+required columns (a play-only log, so its plays come with sampled negatives) becomes span
+folders whose history crosses span boundaries; bad rows and unknown tracks are set aside;
+the Beam job gives the same examples on a 2-worker Dask cluster as on the DirectRunner."""
 
 import collections
 import os
@@ -69,9 +69,15 @@ def test_spans_per_day_and_bad_rows_set_aside(built):
   assert quarantined["reason"].tolist() == ["ts not numeric"]
 
 
+def _plays(parsed):
+  """The examples of the log's own plays (a play-only log also has sampled negatives)."""
+  keep = parsed["interest_like"] == 1
+  return {k: v[keep] for k, v in parsed.items()}
+
+
 def test_history_crosses_span_boundaries(built):
   out, _ = built
-  day2 = _parse(str(out / "examples" / "span-20241005" / "train-*"))
+  day2 = _plays(_parse(str(out / "examples" / "span-20241005" / "train-*")))
   by_cand = {c.decode(): i for i, c in enumerate(day2["cand_track_id"])}
   i = by_cand["t3"]  # u1's day-2 play sees its day-1 plays, most recent first
   assert day2["hist_len"][i] == 2
@@ -80,7 +86,7 @@ def test_history_crosses_span_boundaries(built):
   # A new session (more than SESSION_GAP_S later), so nothing in the session window.
   assert day2["sess_len"][i] == 0
   assert day2["source"][i] == b"own"
-  day1 = _parse(str(out / "examples" / "span-20241004" / "train-*"))
+  day1 = _plays(_parse(str(out / "examples" / "span-20241004" / "train-*")))
   assert sorted(day1["hist_len"].tolist()) == [0, 0, 1]  # never a later play
   # Tags from the CSV's "|"-separated column.
   j = [c.decode() for c in day1["cand_track_id"]].index("t1")
@@ -111,12 +117,15 @@ def _records_by_tag(examples_dir):
 
 @pytest.mark.slow
 def test_dask_two_workers_writes_what_the_direct_runner_writes(own_log, built):
-  out, _ = built
+  out, direct_manifest = built
   dask_out = own_log / "dask"
   manifest = own_logs.build_examples(str(own_log / "logs"), str(own_log / "tracks.csv"),
                                      str(dask_out), shards=1, eval_percent=0,
                                      max_bad_fraction=0.5, runner="DaskRunner")
   assert manifest["runner"] == "DaskRunner"
   direct = _records_by_tag(out / "examples")
-  assert sum(len(v) for v in direct.values()) == 5
+  counts = direct_manifest["counts"]
+  assert sum(len(v) for v in direct.values()) == (counts["train_examples"]
+                                                   + counts["eval_examples"])
+  assert direct_manifest["next_play"]["per_positive"] >= 1   # with its sampled negatives
   assert _records_by_tag(dask_out / "examples") == direct

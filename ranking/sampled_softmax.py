@@ -1,0 +1,54 @@
+"""The logQ correction of a label trained on sampled negatives.
+
+A play-only log has no negatives of its own; ``features.sampled_negatives`` stands ``K``
+tracks drawn from ``q(t) ∝ plays(t) ** 0.75`` beside every play, and each example carries
+``q`` of its candidate (``feature_spec.SAMPLE_Q``). A binary loss on those examples is
+noise-contrastive estimation: the classifier that tells the play from the noise is
+
+    P(play | x, t) = sigmoid(s(x, t) - log(K * q(t)))
+
+so the model's score ``s`` has to be corrected by ``log q`` of the candidate — on the
+play and on its negatives alike — before the loss. Then ``s(x, t)`` estimates
+``log P(t played next | x)`` (the sampled-softmax correction of Bengio & Senecal, 2008,
+and Yi et al., 2019, "Sampling-bias-corrected neural modeling"). Without it the
+classifier would learn ``log P(t | x) - log q(t)``: a popular track, often drawn as a
+negative, would be pushed down for being popular. ``log K`` is the same for every
+example; the head's bias absorbs it, so the correction is ``s - log q``.
+
+Serving and evaluation use ``s`` itself (the uncorrected logit). Examples not drawn by a
+sampler have ``q = 0`` and keep their logit.
+"""
+
+from typing import Mapping
+
+import tensorflow as tf
+
+from features import feature_spec
+from features import sampled_negatives
+
+NEXT_PLAY_LABEL = sampled_negatives.NEXT_PLAY_LABEL
+
+
+def logq_corrected(logit: tf.Tensor, sample_q: tf.Tensor) -> tf.Tensor:
+  """``logit - log q`` where ``q > 0``; ``logit`` unchanged where ``q`` is 0.
+
+  Args:
+    logit: ``[B]`` raw scores.
+    sample_q: ``[B]`` (or ``[B, 1]``) sampling probabilities of the candidates, 0 for
+      examples that were not sampled.
+
+  Returns:
+    ``[B]`` the corrected logits.
+  """
+  q = tf.reshape(tf.cast(sample_q, logit.dtype), tf.shape(logit))
+  sampled = q > 0
+  return tf.where(sampled, logit - tf.math.log(tf.where(sampled, q, tf.ones_like(q))), logit)
+
+
+def training_logit(label: str, logit: tf.Tensor, features: Mapping[str, tf.Tensor]
+                   ) -> tf.Tensor:
+  """The logit the loss of ``label`` sees: logQ-corrected for the next-play label when
+  the batch carries ``feature_spec.SAMPLE_Q``, else ``logit``."""
+  if label != NEXT_PLAY_LABEL or feature_spec.SAMPLE_Q not in features:
+    return logit
+  return logq_corrected(logit, features[feature_spec.SAMPLE_Q])
