@@ -4,7 +4,8 @@ This module owns the servicers clients of the stock ``tensorflow_model_server`` 
 on the official ``tensorflow_serving.apis`` protos: ``tensorflow.serving.PredictionService``
 (Predict and GetModelMetadata; Classify, Regress and MultiInference answer UNIMPLEMENTED,
 since Melody's signatures take dense tensors, not ``tf.Example``s) and
-``tensorflow.serving.ModelService`` (GetModelStatus; config reload answers UNIMPLEMENTED),
+``tensorflow.serving.ModelService`` (GetModelStatus, and a config reload that changes the
+served models' version policies and labels),
 plus the standard ``grpc.health.v1`` service, all added to one ``grpc.Server``. The
 servicers only route: ``serving.dispatch`` answers, given each Predict call's deadline
 and liveness (``serving.call_deadline``) from its ``ServicerContext``.
@@ -12,17 +13,22 @@ and liveness (``serving.call_deadline``) from its ``ServicerContext``.
 
 import concurrent.futures
 import functools
-from typing import Optional
+from typing import Callable, Optional, Sequence
 
 import grpc
 from grpc_health.v1 import health
 from grpc_health.v1 import health_pb2_grpc
 
+from tensorflow_serving.apis import model_management_pb2
 from tensorflow_serving.apis import model_service_pb2_grpc
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from serving import call_deadline
 from serving import dispatch
+from serving import model_config
+
+# Applies the entries of a reloaded models.config; raises ValueError to refuse them.
+Reload = Callable[[Sequence[model_config.ModelEntry]], None]
 
 
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
@@ -62,22 +68,34 @@ def _unimplemented(api: str):
 
 
 class ModelService(model_service_pb2_grpc.ModelServiceServicer):
-  """``tensorflow.serving.ModelService`` (status only) on a ``Dispatcher``."""
+  """``tensorflow.serving.ModelService`` on a ``Dispatcher``, reloading through
+  ``reload`` (None: a reload answers UNIMPLEMENTED)."""
 
-  def __init__(self, dispatcher: dispatch.Dispatcher):
+  def __init__(self, dispatcher: dispatch.Dispatcher, reload: Optional[Reload] = None):
     self._dispatcher = dispatcher
+    self._reload = reload
 
   def GetModelStatus(self, request, context):  # pylint: disable=invalid-name
     return self._dispatcher.handle_rpc("status", request, context, self._dispatcher.status)
 
   def HandleReloadConfigRequest(self, request, context):  # pylint: disable=invalid-name
-    context.abort(grpc.StatusCode.UNIMPLEMENTED,
-                  "config reload is not implemented; restart the server with the new "
-                  "models.config (new versions are picked up without a restart)")
+    if self._reload is None:
+      context.abort(grpc.StatusCode.UNIMPLEMENTED,
+                    "config reload is not implemented; restart the server with the new "
+                    "models.config (new versions are picked up without a restart)")
+    if request.config.WhichOneof("config") != "model_config_list":
+      context.abort(grpc.StatusCode.INVALID_ARGUMENT, "config: send a model_config_list")
+    try:
+      self._reload([model_config.ModelEntry.from_proto(c)
+                    for c in request.config.model_config_list.config])
+    except ValueError as e:
+      context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(e))
+    return model_management_pb2.ReloadConfigResponse()
 
 
 def build_server(dispatcher: dispatch.Dispatcher, health_servicer: health.HealthServicer,
-                 max_workers: int, max_message_bytes: int) -> grpc.Server:
+                 max_workers: int, max_message_bytes: int,
+                 reload: Optional[Reload] = None) -> grpc.Server:
   """A ``grpc.Server`` (not yet bound or started) with all three services.
 
   Args:
@@ -86,6 +104,7 @@ def build_server(dispatcher: dispatch.Dispatcher, health_servicer: health.Health
     max_workers: Handler threads (bounds concurrent RPCs, hence batch fill); the
       dispatcher's Predict limit keeps some of them free for the other services.
     max_message_bytes: Send and receive message limit.
+    reload: Applies a reloaded config (None: reloads answer UNIMPLEMENTED).
   """
   server = grpc.server(
       concurrent.futures.ThreadPoolExecutor(max_workers=max_workers,
@@ -95,7 +114,8 @@ def build_server(dispatcher: dispatch.Dispatcher, health_servicer: health.Health
                ("grpc.so_reuseport", 0)])
   prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
       PredictionService(dispatcher), server)
-  model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(dispatcher), server)
+  model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(dispatcher, reload),
+                                                            server)
   health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
   return server
 

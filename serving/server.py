@@ -29,6 +29,7 @@ import prometheus_client
 from serving import dispatch
 from serving import grpc_services
 from serving import model_config
+from serving import reconfigure
 from serving import rest_api
 from serving import rest_server
 from serving import server_metrics
@@ -213,7 +214,8 @@ class ModelServer:
     self.poll_file_system()
     self._grpc = grpc_services.build_server(self._dispatcher, self._health,
                                             self._options.max_workers,
-                                            self._options.max_message_bytes)
+                                            self._options.max_message_bytes,
+                                            self.reload_config)
     credentials = (tls_lib.grpc_server_credentials(self._options.tls)
                    if self._options.tls is not None else None)
     self._port = grpc_services.bind(
@@ -310,6 +312,20 @@ class ModelServer:
   def poll_file_system(self) -> None:
     """Loads new versions, swaps them in and unloads old ones, for every model, now."""
     self._manager.poll()
+
+  def reload_config(self, entries: Sequence[model_config.ModelEntry]) -> None:
+    """Applies a new ``models.config`` to the served models: version policies and labels
+    change in place (``serving.reconfigure``); the models and base paths must stay.
+
+    Raises:
+      ValueError: the config adds or removes a model, or ``reconfigure`` refuses an entry.
+    """
+    names = sorted(e.name for e in entries)
+    if names != sorted(self._manager.models):
+      raise ValueError(f"a reload must name the served models {sorted(self._manager.models)}"
+                       f", got {names} (adding or removing one needs a restart)")
+    for entry in entries:
+      reconfigure.reconfigure(self._manager, entry)
 
   def _replay_warmup(self, model, loaded, request) -> None:
     # The dispatcher is built after the manager (it reads the manager's models), and no

@@ -1,0 +1,101 @@
+"""Tests of moving the canary experiment's version labels (online.canary_labels) on a
+running model server (serving.reconfigure through TF Serving's config reload), seen
+through the gateway's split."""
+
+import shutil
+
+import grpc
+import pytest
+
+from melody_testing import style_saved_model
+from online import canary_labels
+from online import experiment_split
+from online import gateway
+from online import gateway_client
+from online import gateway_metrics
+from online import gateway_server
+from online import model_caller
+from online import stores
+from serving import model_config
+from serving import server as server_lib
+
+SPLIT = experiment_split.ExperimentSplit("labels", 0.5, "s")
+USERS = [f"u{i}" for i in range(24)]
+
+
+def _entry(base, labels):
+  return model_config.ModelEntry(
+      "melody", base, model_config.VersionPolicy("specific", versions=tuple(labels.values())),
+      labels)
+
+
+def test_push_promote_and_rollback_move_labels_and_policy():
+  entry = _entry("/m", {"stable": 1})
+  pushed = canary_labels.push_canary(entry, 2)
+  assert pushed.labels == {"stable": 1, "canary": 2}
+  assert pushed.version_policy.versions == (1, 2)
+  promoted = canary_labels.after_decision(pushed, "promote")
+  assert promoted.labels == {"stable": 2} and promoted.version_policy.versions == (2,)
+  rolled = canary_labels.after_decision(pushed, "rollback")
+  assert rolled.labels == {"stable": 1} and rolled.version_policy.versions == (1,)
+  assert canary_labels.after_decision(pushed, "keep") is None
+  with pytest.raises(ValueError, match="already 'stable'"):
+    canary_labels.push_canary(entry, 1)
+  with pytest.raises(ValueError, match="no 'canary' label"):
+    canary_labels.promote(entry)
+  with pytest.raises(ValueError, match="no 'stable' label"):
+    canary_labels.rollback(_entry("/m", {"canary": 2}))
+
+
+def _versions_by_arm(client):
+  out = {}
+  for user in USERS:
+    response = client.recommend(user_id=user, k=2)
+    assert response.source == "model"
+    out.setdefault(response.arm, set()).add(response.model_version)
+  return out
+
+
+@pytest.mark.slow
+def test_a_canary_is_pushed_promoted_and_a_next_one_rolled_back_without_a_restart(
+    tmp_path):
+  base = tmp_path / "melody"
+  style_saved_model.publish(str(base))
+  for version in (2, 3):
+    shutil.copytree(base / "1", base / str(version))
+  config = str(tmp_path / "models.config")
+  entry = _entry(str(base), {"stable": 1})
+  options = server_lib.ServerOptions(port=0, file_system_poll_wait_seconds=0)
+  with server_lib.ModelServer([entry], options) as server, \
+      stores.open_store(str(tmp_path / "state.db")) as store:
+    caller = model_caller.ModelCaller(server.target, deadline_s=30.0)
+    gw = gateway.Gateway(store, caller, gateway_metrics.GatewayMetrics(),
+                         gateway.GatewayOptions(split=SPLIT))
+    with gateway_server.GatewayServer(gw, gateway_server.PortOptions(http_port=None)) as gs, \
+        gateway_client.GatewayClient(gs.grpc_target, timeout=30) as client:
+      # No canary yet: every listener is served (and counted) as stable.
+      assert _versions_by_arm(client) == {"stable": {1}}
+      entry = canary_labels.push_canary(entry, 2)
+      canary_labels.apply([entry], config, server.target)
+      assert server.loaded_versions("melody") == (1, 2)
+      assert _versions_by_arm(client) == {"stable": {1}, "canary": {2}}
+      entry = canary_labels.promote(entry)
+      canary_labels.apply([entry], config, server.target)
+      assert server.loaded_versions("melody") == (2,)
+      assert _versions_by_arm(client) == {"stable": {2}}
+      entry = canary_labels.push_canary(entry, 3)
+      canary_labels.apply([entry], config, server.target)
+      assert _versions_by_arm(client) == {"stable": {2}, "canary": {3}}
+      entry = canary_labels.rollback(entry)
+      canary_labels.apply([entry], config, server.target)
+      assert server.loaded_versions("melody") == (2,)
+      assert _versions_by_arm(client) == {"stable": {2}}
+    assert model_config.read_model_config(config) == (entry,)
+    # A label on a version that is not there is refused; what is served stays.
+    with pytest.raises(grpc.RpcError) as e:
+      canary_labels.apply([canary_labels.push_canary(entry, 7)], config, server.target)
+    assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "[7]" in e.value.details()
+    assert server.loaded_versions("melody") == (2,)
+    assert model_config.read_model_config(config) == (entry,)
+    caller.close()
