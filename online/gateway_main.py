@@ -66,6 +66,8 @@ def build(args: argparse.Namespace):
   from online import model_caller
   from online import stores
   # pylint: enable=import-outside-toplevel
+  split = (experiment_split.ExperimentSplit(args.experiment, args.canary_share, args.salt)
+           if args.experiment else None)
   server_tls = tls.from_args(args)
   credentials = None
   if args.model_server_ca:
@@ -79,8 +81,6 @@ def build(args: argparse.Namespace):
                                     args.deadline_ms / 1000.0, credentials,
                                     on_retry=metrics.retries.inc)
   store = stores.open_store(args.store)
-  split = (experiment_split.ExperimentSplit(args.experiment, args.canary_share, args.salt)
-           if args.experiment else None)
   options = gateway.GatewayOptions(max_k=args.max_k, version_label=args.version_label,
                                    split=split)
   ports = gateway_server.PortOptions(

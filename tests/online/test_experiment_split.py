@@ -1,6 +1,7 @@
 """Tests of the canary traffic split (online.experiment_split) and of the gateway routing
 each arm to its model version label, counting calls per arm and segment."""
 
+import argparse
 import shutil
 
 import numpy as np
@@ -10,6 +11,7 @@ from melody_testing import style_saved_model
 from online import experiment_split
 from online import gateway
 from online import gateway_client
+from online import gateway_main
 from online import gateway_metrics
 from online import gateway_server
 from online import model_caller
@@ -150,3 +152,21 @@ def test_a_canary_arm_without_a_canary_version_is_served_stable(style_base, tmp_
     assert server.gateway.metrics.value("melody_gateway_arm_requests_total", arm="stable",
                                         segment="new", code="OK", source="model") == 1
     store.close()
+
+
+def test_the_gateway_flags_build_the_split(tmp_path):
+  parser = argparse.ArgumentParser()
+  gateway_main.add_gateway_arguments(parser)
+  store_flag = ["--store", str(tmp_path / "state.db")]
+  server, store = gateway_main.build(parser.parse_args(
+      store_flag + ["--experiment", "exp1", "--canary-share", "0.25", "--salt", "s"]))
+  assert server.gateway.options.split == experiment_split.ExperimentSplit("exp1", 0.25, "s")
+  server.gateway.model.close()
+  store.close()
+  server, store = gateway_main.build(parser.parse_args(store_flag))
+  assert server.gateway.options.split is None
+  server.gateway.model.close()
+  store.close()
+  with pytest.raises(ValueError, match="canary_share"):
+    gateway_main.build(parser.parse_args(store_flag + ["--experiment", "e",
+                                                       "--canary-share", "2"]))
