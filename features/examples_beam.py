@@ -21,6 +21,8 @@ from features import example_io
 from features import raw_features
 from features import splits
 
+_IN_PROCESS_MODES = ("in_memory", "multi_threading")
+
 
 def read_events(path: str) -> pa.Table:
   """Reads one events parquet file (local or any Beam filesystem, e.g. gs://)."""
@@ -168,6 +170,18 @@ def build_examples_pipeline(pipeline, event_chunks, tracks: Union[pd.DataFrame, 
           | "WriteShards" >> beam.Map(write))
 
 
+def direct_runner_flag(mode: str) -> str:
+  """The ``--runner`` value of Beam's local runner for a ``direct_running_mode``.
+
+  Beam's DirectRunner first tries to start the Prism runner, a binary it downloads, and
+  runs the job on the FnApiRunner when that fails: offline, the attempt costs up to a few
+  seconds per job and a network lookup. The in-process modes name the FnApiRunner
+  directly; ``multi_processing`` keeps the DirectRunner, whose provisioning hands the
+  pipeline options to the worker processes.
+  """
+  return "FnApiRunner" if mode in _IN_PROCESS_MODES else "DirectRunner"
+
+
 def pipeline_options(runner: str = "DirectRunner", beam_args: Iterable[str] = (),
                      large: bool = False):
   """Beam options for ``runner``; DirectRunner gets a running mode unless one is given.
@@ -180,14 +194,20 @@ def pipeline_options(runner: str = "DirectRunner", beam_args: Iterable[str] = ()
       ``in_memory``.
   """
   from apache_beam.options.pipeline_options import PipelineOptions  # pylint: disable=g-import-not-at-top
-  args = [f"--runner={dask_engine.runner_flag(runner)}"] + list(beam_args)
-  if runner == "DirectRunner" and not any(a.startswith("--direct_running_mode") for a in args):
-    if large:
-      args += ["--direct_running_mode=multi_processing",
-               f"--direct_num_workers={os.cpu_count() or 1}"]
+  args = list(beam_args)
+  runner_flag = dask_engine.runner_flag(runner)
+  if runner == "DirectRunner":
+    modes = [a.split("=", 1)[1] for a in args if a.startswith("--direct_running_mode=")]
+    if modes:
+      mode = modes[-1]
+    elif large:
+      mode = "multi_processing"
+      args += [f"--direct_running_mode={mode}", f"--direct_num_workers={os.cpu_count() or 1}"]
     else:
-      args += ["--direct_running_mode=in_memory"]
-  return PipelineOptions(args)
+      mode = "in_memory"
+      args += [f"--direct_running_mode={mode}"]
+    runner_flag = direct_runner_flag(mode)
+  return PipelineOptions([f"--runner={runner_flag}"] + args)
 
 
 def write_examples(event_chunks: Sequence[Union[str, pa.Table]],

@@ -10,6 +10,7 @@ import dataclasses
 import os
 from typing import Dict, Optional, Sequence, Tuple
 
+from features import examples_beam
 from pipeline import measurability
 
 PIPELINE_NAME = "melody"
@@ -19,6 +20,8 @@ PREPROCESSING_FN = "features.preprocessing.preprocessing_fn"
 RUN_FN = "pipeline.trainer.run_fn"
 INTENT_RUN_FN = "pipeline.intent_trainer.run_fn"
 CURATED_SCHEMA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "schema")
+# The cut-off of the next-play metrics that bless a model of a play-only source.
+NEXT_PLAY_K = 10
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +52,9 @@ class PipelineConfig:
       Evaluator reports their heads without blessing thresholds.
     examples_root: where ImportExampleGen finds ``examples/`` when not in
       ``data_root`` (a rolling window's inputs, ``pipeline.window_runs``).
+    next_play_k: for next-play examples of a play-only log, the cut-off k of the
+      next-play Recall@k/NDCG@k that bless the model (``pipeline.next_play_eval``, in
+      place of TFMA); 0 for every other dataset.
   """
   data_root: str
   pipeline_root: str
@@ -70,6 +76,7 @@ class PipelineConfig:
   enable_cache: bool = False
   unmeasured: Tuple[str, ...] = ()
   examples_root: str = ""
+  next_play_k: int = 0
 
   def __post_init__(self):
     for name in ("train_steps", "eval_steps", "batch_size"):
@@ -107,6 +114,7 @@ def local_config(data_root: str, workdir: str, **overrides) -> PipelineConfig:
       beam_args=direct_beam_args("in_memory"),
       schema_dir=curated_schema_dir(),
       unmeasured=tuple(sorted(measurability.from_data_root(data_root))),
+      next_play_k=NEXT_PLAY_K if measurability.is_next_play(data_root) else 0,
   )
   defaults.update(overrides)
   return PipelineConfig(**defaults)
@@ -120,11 +128,15 @@ def curated_schema_dir() -> Optional[str]:
 
 
 def direct_beam_args(mode: str = "multi_processing", workers: int = 0) -> Tuple[str, ...]:
-  """DirectRunner options: in_memory for small runs, multi_processing for large ones."""
+  """Local runner options: in_memory for small runs, multi_processing for large ones.
+
+  The runner is ``examples_beam.direct_runner_flag(mode)`` (the FnApiRunner for the
+  in-process modes).
+  """
   if mode not in ("in_memory", "multi_threading", "multi_processing"):
     raise ValueError(f"unknown direct_running_mode {mode!r}")
   workers = workers or os.cpu_count() or 1
-  return ("--runner=DirectRunner", f"--direct_running_mode={mode}",
+  return (f"--runner={examples_beam.direct_runner_flag(mode)}", f"--direct_running_mode={mode}",
           f"--direct_num_workers={workers if mode != 'in_memory' else 1}")
 
 

@@ -6,13 +6,29 @@ from pipeline import configs, schedule
 
 
 def test_direct_args_modes():
+  # The in-process modes run on the FnApiRunner, never through the DirectRunner's attempt
+  # to start Prism; worker processes keep the DirectRunner.
   assert configs.direct_beam_args("in_memory") == (
-      "--runner=DirectRunner", "--direct_running_mode=in_memory", "--direct_num_workers=1")
+      "--runner=FnApiRunner", "--direct_running_mode=in_memory", "--direct_num_workers=1")
+  assert configs.parse_beam_flags(configs.direct_beam_args("multi_threading", 2))["runner"] == (
+      "FnApiRunner")
   args = configs.parse_beam_flags(configs.direct_beam_args("multi_processing", 2))
   assert args == {"runner": "DirectRunner", "direct_running_mode": "multi_processing",
                   "direct_num_workers": "2"}
   with pytest.raises(ValueError, match="bogus"):
     configs.direct_beam_args("bogus")
+
+
+@pytest.mark.parametrize("beam_args, large, runner, mode", [
+    ((), False, "FnApiRunner", "in_memory"),
+    ((), True, "DirectRunner", "multi_processing"),
+    (("--direct_running_mode=multi_processing",), False, "DirectRunner", "multi_processing"),
+    (("--direct_running_mode=multi_threading",), True, "FnApiRunner", "multi_threading"),
+])
+def test_examples_job_runner_follows_the_running_mode(beam_args, large, runner, mode):
+  from features import examples_beam
+  options = examples_beam.pipeline_options("DirectRunner", beam_args, large).get_all_options()
+  assert (options["runner"], options["direct_running_mode"]) == (runner, mode)
 
 
 def test_dataflow_args_shape():
