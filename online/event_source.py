@@ -23,6 +23,7 @@ from online import listener_state
 from online import state_store
 
 MAX_LINE_BYTES = 64 << 10
+_CHUNK_BYTES = 1 << 20
 _UNIT_FIELDS = ("completion", "skip", "like", "subscription")
 _TEXT_FIELDS = ("session_id", "artist_id")
 # JSON numbers (bool, a subclass of int, is not one); NaN fails every range check.
@@ -35,6 +36,29 @@ class Line:
   file: str
   line: int
   raw: str
+
+
+@dataclasses.dataclass
+class LineBlock:
+  """Complete lines read in one pass, as raw bytes, and where each came from.
+
+  Attributes:
+    raws: The lines without their newline, in file then line order.
+    spans: (file, number of its first line here, lines here), one per file read.
+  """
+  raws: List[bytes] = dataclasses.field(default_factory=list)
+  spans: List[Tuple[str, int, int]] = dataclasses.field(default_factory=list)
+
+  def __len__(self) -> int:
+    return len(self.raws)
+
+  def line(self, i: int) -> Line:
+    """Line ``i`` of the block with its file and line number."""
+    for file, first, count in self.spans:
+      if i < count:
+        return Line(file, first + i, self.raws[i].decode("utf-8", errors="replace"))
+      i -= count
+    raise IndexError(i)
 
 
 class DirectorySource:
@@ -52,7 +76,7 @@ class DirectorySource:
     self.pattern = pattern
 
   def read(self, offsets: Mapping[str, state_store.Offset], max_lines: int
-           ) -> Tuple[List[Line], Dict[str, state_store.Offset]]:
+           ) -> Tuple[LineBlock, Dict[str, state_store.Offset]]:
     """Up to ``max_lines`` new complete lines, and each touched file's offset after them.
 
     Args:
@@ -60,28 +84,39 @@ class DirectorySource:
       max_lines: Most lines to return.
 
     Returns:
-      (lines in file then line order, file -> offset after its last returned line).
+      (the lines, file -> offset after its last returned line).
     """
-    lines: List[Line] = []
+    block = LineBlock()
     after: Dict[str, state_store.Offset] = {}
     for path in sorted(glob.glob(os.path.join(self.directory, self.pattern))):
-      if len(lines) >= max_lines:
+      if len(block.raws) >= max_lines:
         break
       name = os.path.relpath(path, self.directory)
       start = offsets.get(name, state_store.Offset())
       with open(path, "rb") as f:
         f.seek(start.offset)
-        offset, count = start.offset, start.lines
-        while len(lines) < max_lines:
-          data = f.readline()
-          if not data.endswith(b"\n"):
-            break   # end of file, or a line still being written
-          offset += len(data)
-          count += 1
-          lines.append(Line(name, count, data[:-1].decode("utf-8", errors="replace")))
-      if (offset, count) != (start.offset, start.lines):
-        after[name] = state_store.Offset(offset, count)
-    return lines, after
+        raws = _complete_lines(f, max_lines - len(block.raws))
+      if raws:
+        block.spans.append((name, start.lines + 1, len(raws)))
+        block.raws.extend(raws)
+        after[name] = state_store.Offset(start.offset + sum(map(len, raws)) + len(raws),
+                                         start.lines + len(raws))
+    return block, after
+
+
+def _complete_lines(f, max_lines: int) -> List[bytes]:
+  """Up to ``max_lines`` newline-terminated lines of ``f`` from where it stands (a last
+  line without its newline is still being written, and is left for the next read)."""
+  lines: List[bytes] = []
+  pending = b""
+  while len(lines) < max_lines:
+    chunk = f.read(_CHUNK_BYTES)
+    if not chunk:
+      break
+    parts = (pending + chunk).split(b"\n") if pending else chunk.split(b"\n")
+    pending = parts.pop()
+    lines.extend(parts[:max_lines - len(lines)])
+  return lines
 
 
 def parse_event(raw: str) -> listener_state.PlayEvent:

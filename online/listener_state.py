@@ -99,12 +99,44 @@ class ListenerState:
     if not (full and pos == 0):
       self.plays.insert(pos, play)
       del self.plays[:max(0, len(self.plays) - feature_spec.HISTORY_LEN)]
-    self._count(event)
+    self._count(event.ts, _unit(event.skip), _unit(event.like), _unit(event.subscription))
     self.newest_ts = max(self.newest_ts, event.ts)
     return True
 
-  def _count(self, event: PlayEvent) -> None:
-    day = event.ts // DAY_S
+  def extend_newer(self, ts: List[int], track: List[str], artist: List[str],
+                   session: List[str], completion: List[float], skip: List[float],
+                   like: List[float], subscription: List[float],
+                   segment: List[Optional[str]], tenure: List[Optional[float]]) -> List[str]:
+    """Applies a run of plays given as columns, as :meth:`apply` one by one would.
+
+    The run must be in strictly increasing time, its first play newer than
+    ``newest_ts`` (so none is late or a repeat); the unit columns hold 0.0 for "not
+    given". This is the updater's usual case, done without per-event records.
+
+    Returns:
+      The listener's segment after each play (what its popularity counts go to).
+    """
+    plays = self.plays
+    plays.extend(zip(ts, track, artist, completion, skip, session))
+    if len(plays) > feature_spec.HISTORY_LEN:
+      del plays[:len(plays) - feature_spec.HISTORY_LEN]
+    segments = []
+    current = self.segment
+    for value in segment:
+      if value:
+        current = value
+      segments.append(current)
+    self.segment = current
+    for when, days in zip(ts, tenure):
+      if days is not None:
+        self.tenure_days, self.tenure_ts = float(days), when
+    for row in zip(ts, skip, like, subscription):
+      self._count(*row)
+    self.newest_ts = ts[-1]
+    return segments
+
+  def _count(self, ts: int, skip: float, like: float, subscription: float) -> None:
+    day = ts // DAY_S
     row = self.counters.get(day)
     if row is None:
       newest_day = max(day, max(self.counters, default=day))
@@ -114,9 +146,9 @@ class ListenerState:
       for old in [d for d in self.counters if d <= newest_day - COUNTER_DAYS]:
         del self.counters[old]
     row[0] += 1
-    row[1] += int(_unit(event.skip) >= 0.5)
-    row[2] += int(_unit(event.like) >= 0.5)
-    row[3] += int(_unit(event.subscription) >= 0.5)
+    row[1] += skip >= 0.5
+    row[2] += like >= 0.5
+    row[3] += subscription >= 0.5
 
   # --------------------------------------------------------------------- reads
   def session(self, now: int) -> List[Play]:
@@ -169,11 +201,11 @@ class ListenerState:
   # ------------------------------------------------------------------ encoding
   def to_json(self) -> bytes:
     """Compact JSON: plays as column lists, counters keyed by day."""
-    cols = list(zip(*self.plays))
-    doc = {"u": self.user_id, "g": self.segment, "t": [self.tenure_days, self.tenure_ts],
-           "n": self.newest_ts, "p": [list(c) for c in cols],
-           "c": {str(d): row for d, row in self.counters.items()}}
-    return orjson.dumps(doc)
+    # orjson writes the column tuples as arrays and the int day keys as strings itself.
+    return orjson.dumps({"u": self.user_id, "g": self.segment,
+                         "t": [self.tenure_days, self.tenure_ts], "n": self.newest_ts,
+                         "p": list(zip(*self.plays)), "c": self.counters},
+                        option=orjson.OPT_NON_STR_KEYS)
 
   @classmethod
   def from_json(cls, data: bytes) -> "ListenerState":

@@ -14,14 +14,17 @@ line number, raw text and reason; the same play logged twice is counted as a dup
 and applied once. One updater writes a store at a time.
 """
 
+import collections
 import dataclasses
 import logging
 import threading
 import time
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
+import numpy as np
 import prometheus_client
 
+from online import event_batch
 from online import event_source
 from online import listener_state
 from online import state_store
@@ -38,10 +41,14 @@ class NearlineOptions:
     max_batch: Most lines per micro-batch (one transaction).
     max_lateness_s: An event older than its listener's newest event by more than this
       is quarantined (it would no longer change what the model sees).
+    cache_states: Most committed states the updater keeps in memory (0: none). The
+      updater is the store's only writer, so a state it committed is the stored one and
+      the next batch of that listener skips reading and decoding it.
   """
   interval_s: float = 5.0
   max_batch: int = 20_000
   max_lateness_s: int = 7 * 86400
+  cache_states: int = 50_000
 
   def __post_init__(self):
     if self.interval_s < 0:
@@ -50,6 +57,8 @@ class NearlineOptions:
       raise ValueError(f"max_batch must be >= 1, got {self.max_batch}")
     if self.max_lateness_s < 0:
       raise ValueError(f"max_lateness_s must be >= 0, got {self.max_lateness_s}")
+    if self.cache_states < 0:
+      raise ValueError(f"cache_states must be >= 0, got {self.cache_states}")
 
 
 @dataclasses.dataclass
@@ -84,6 +93,8 @@ class Updater:
     self.registry = registry or prometheus_client.CollectorRegistry()
     self._clock = clock
     self._offsets = store.offsets()
+    self._cache: "collections.OrderedDict[str, listener_state.ListenerState]" = (
+        collections.OrderedDict())
     self._events = prometheus_client.Counter(
         "melody_nearline_events", "Event lines by outcome (applied, duplicate, quarantined)",
         ["outcome"], registry=self.registry)
@@ -99,46 +110,127 @@ class Updater:
   def step(self) -> BatchReport:
     """Reads, applies and commits one micro-batch (an empty one commits nothing)."""
     start = time.monotonic()
-    lines, offsets = self.source.read(self._offsets, self.options.max_batch)
-    report = BatchReport(lines=len(lines))
-    if not lines:
+    block, offsets = self.source.read(self._offsets, self.options.max_batch)
+    report = BatchReport(lines=len(block))
+    if not block:
       return report
     batch = state_store.Batch(offsets=offsets)
-    parsed = []
-    for line in lines:
-      try:
-        parsed.append((line, event_source.parse_event(line.raw)))
-      except ValueError as e:
-        batch.quarantined.append(state_store.Quarantined(line.file, line.line, line.raw,
-                                                         str(e)))
-    states = self.store.get_many([e.user_id for _, e in parsed])
-    changed: Dict[str, listener_state.ListenerState] = {}
-    played = []
-    # Timestamp order inside the batch (stable: equal times keep their log order).
-    for line, event in sorted(parsed, key=lambda le: le[1].ts):
-      state = changed.get(event.user_id) or states.get(event.user_id) \
-          or listener_state.ListenerState(event.user_id)
-      if state.newest_ts - event.ts > self.options.max_lateness_s:
-        batch.quarantined.append(state_store.Quarantined(
-            line.file, line.line, line.raw,
-            f"late by {state.newest_ts - event.ts} s (limit {self.options.max_lateness_s} s)"))
-        continue
-      if state.apply(event):
-        changed[event.user_id] = state
-        played.append((state.segment, event))
-        report.applied += 1
-      else:
-        report.duplicates += 1
+    columns, rejected = event_batch.parse_lines(block.raws)
+    for i, text, reason in rejected:
+      where = block.line(i)
+      batch.quarantined.append(state_store.Quarantined(where.file, where.line, text, reason))
+    changed, played, oldest = self._apply(columns, block, batch, report)
     batch.states = list(changed.values())
     batch.popularity = state_store.popularity_increments(played)
-    self.store.commit(batch)
+    try:
+      self.store.commit(batch)
+    except BaseException:
+      # The cached states were changed in place for a batch the store did not take.
+      self._cache.clear()
+      raise
+    self._remember(changed)
     self._offsets = {**self._offsets, **offsets}
-    if played:
-      report.max_lag_s = self._clock() - min(e.ts for _, e in played)
+    if oldest is not None:
+      report.max_lag_s = self._clock() - oldest
     report.quarantined = len(batch.quarantined)
     report.listeners = len(changed)
     self._record(report, time.monotonic() - start)
     return report
+
+  def _apply(self, columns: event_batch.EventColumns, block: event_source.LineBlock,
+             batch: state_store.Batch, report: BatchReport):
+    """Applies ``columns`` listener by listener, each in timestamp order (equal times
+    in log order); late events go to ``batch.quarantined``.
+
+    Returns:
+      (user -> changed state, (segment, track) of each applied play not skipped,
+      time of the oldest applied play or None).
+    """
+    changed: Dict[str, listener_state.ListenerState] = {}
+    played: List[Tuple[str, str]] = []
+    if not columns:
+      return changed, played, None
+    codes: Dict[str, int] = {}
+    user_code = np.asarray([codes.setdefault(u, len(codes)) for u in columns.user])
+    ts = np.asarray(columns.ts, np.int64)
+    order = np.lexsort((ts, user_code))
+    code_sorted, ts_sorted = user_code[order], ts[order]
+    starts = np.flatnonzero(np.diff(code_sorted, prepend=-1)).tolist()
+    ends = starts[1:] + [len(order)]
+    # A run with two plays at the same time may hold a repeat: applied one by one.
+    same_time = np.concatenate([[0], (ts_sorted[1:] == ts_sorted[:-1])
+                                & (code_sorted[1:] == code_sorted[:-1])])
+    ties = np.cumsum(same_time).tolist()
+    order = order.tolist()
+    states = self._states(list(codes))
+    names = ("ts", "track", "artist", "session", "completion", "skip", "like",
+             "subscription", "segment", "tenure")
+    cols = [[getattr(columns, name)[i] for i in order] for name in names]
+    ts_col, track_col, skip_col = cols[0], cols[1], cols[5]
+    oldest = None
+    for s, e in zip(starts, ends):
+      user = columns.user[order[s]]
+      state = states.get(user) or listener_state.ListenerState(user)
+      if ts_col[s] > state.newest_ts and ties[e - 1] == ties[s]:
+        segments = state.extend_newer(*[c[s:e] for c in cols])
+        played.extend((seg, track) for seg, track, skip
+                      in zip(segments, track_col[s:e], skip_col[s:e]) if skip < 0.5)
+        report.applied += e - s
+        first = ts_col[s]
+      else:
+        first = self._apply_one_by_one(state, columns, order[s:e], block, batch, played,
+                                       report)
+        if first is None:
+          continue
+      changed[user] = state
+      oldest = first if oldest is None else min(oldest, first)
+    return changed, played, oldest
+
+  def _apply_one_by_one(self, state: listener_state.ListenerState,
+                        columns: event_batch.EventColumns, rows: List[int],
+                        block: event_source.LineBlock, batch: state_store.Batch,
+                        played: List[Tuple[str, str]], report: BatchReport
+                        ) -> Optional[int]:
+    """Applies ``rows`` (one listener's, in time order) with the lateness and repeat
+    checks; returns the time of the oldest applied one (None: none applied)."""
+    oldest = None
+    limit = self.options.max_lateness_s
+    for i in rows:
+      event = columns.event(i)
+      if state.newest_ts - event.ts > limit:
+        where = block.line(columns.line[i])
+        batch.quarantined.append(state_store.Quarantined(
+            where.file, where.line, where.raw,
+            f"late by {state.newest_ts - event.ts} s (limit {limit} s)"))
+        continue
+      if state.apply(event):
+        if event.skip < 0.5:
+          played.append((state.segment, event.track_id))
+        report.applied += 1
+        oldest = event.ts if oldest is None else min(oldest, event.ts)
+      else:
+        report.duplicates += 1
+    return oldest
+
+  def _states(self, user_ids: List[str]) -> Dict[str, listener_state.ListenerState]:
+    """The stored states of ``user_ids``, from the cache where it holds them."""
+    cache = self._cache
+    out = {u: cache[u] for u in user_ids if u in cache}
+    if len(out) < len(user_ids):
+      out.update(self.store.get_many([u for u in user_ids if u not in out]))
+    return out
+
+  def _remember(self, changed: Dict[str, listener_state.ListenerState]) -> None:
+    """Keeps the committed states, newest last, within ``cache_states``."""
+    limit = self.options.cache_states
+    if not limit:
+      return
+    cache = self._cache
+    for user, state in changed.items():
+      cache[user] = state
+      cache.move_to_end(user)
+    while len(cache) > limit:
+      cache.popitem(last=False)
 
   def _record(self, report: BatchReport, seconds: float) -> None:
     self._events.labels("applied").inc(report.applied)

@@ -16,6 +16,7 @@ applied). See docs/nearline.md.
 """
 
 import abc
+import collections
 import dataclasses
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
@@ -105,16 +106,14 @@ class StateStore(abc.ABC):
     self.close()
 
 
-def popularity_increments(states_events: Iterable[Tuple[str, listener_state.PlayEvent]]
-                          ) -> Dict[Tuple[str, str], int]:
-  """(segment, track) -> plays to add, for plays not skipped, per segment and overall."""
-  out: Dict[Tuple[str, str], int] = {}
-  for segment, event in states_events:
-    if event.skip is not None and event.skip >= 0.5:
-      continue
-    for seg in (segment, ALL_SEGMENTS):
-      out[(seg, event.track_id)] = out.get((seg, event.track_id), 0) + 1
-  return out
+def popularity_increments(plays: Iterable[Tuple[str, str]]) -> Dict[Tuple[str, str], int]:
+  """(segment, track) -> plays to add, per segment and overall, of ``plays``: the
+  (listener's segment, track) of each applied play that was not skipped."""
+  per_segment = collections.Counter(plays)
+  overall: Dict[Tuple[str, str], int] = collections.Counter()
+  for (_, track), n in per_segment.items():
+    overall[(ALL_SEGMENTS, track)] += n
+  return {**per_segment, **overall}
 
 
 def merge_offsets(current: Mapping[str, Offset], new: Mapping[str, Offset]

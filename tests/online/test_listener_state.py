@@ -70,3 +70,26 @@ def test_json_round_trip_is_exact():
   assert back == state
   assert listener_state.ListenerState.from_json(
       listener_state.ListenerState("new").to_json()) == listener_state.ListenerState("new")
+
+
+def test_a_run_of_newer_plays_as_columns_equals_applying_them_one_by_one():
+  one_by_one = listener_state.ListenerState("u1")
+  one_by_one.apply(_event(T0, "first", user_segment="free"))
+  columns = listener_state.ListenerState.from_json(one_by_one.to_json())
+  n = feature_spec.HISTORY_LEN + 3
+  events = [_event(T0 + 40_000 * (i + 1), f"t{i}", session=f"s{i // 4}",
+                   completion=i / n, skip=float(i % 3 == 0), like=float(i % 5 == 0),
+                   subscription=0.0, user_segment=(None, "trial", "paid")[i % 3],
+                   user_tenure_days=None if i % 2 else float(i))
+            for i in range(n)]
+  segments = []
+  for event in events:
+    one_by_one.apply(event)
+    segments.append(one_by_one.segment)
+  got = columns.extend_newer(
+      [e.ts for e in events], [e.track_id for e in events], [e.artist_id for e in events],
+      [e.session_id for e in events], [e.completion for e in events],
+      [e.skip for e in events], [e.like for e in events], [e.subscription for e in events],
+      [e.user_segment for e in events], [e.user_tenure_days for e in events])
+  assert got == segments
+  assert columns == one_by_one and columns.to_json() == one_by_one.to_json()

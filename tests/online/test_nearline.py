@@ -63,3 +63,22 @@ def test_batches_of_any_size_give_the_same_states(tmp_path):
       states = store.get_many([f"u{u:04d}" for u in range(20)])
       results.append({u: s.to_json() for u, s in states.items()})
   assert len(results[0]) == 20 and results[0] == results[1]
+
+
+def test_a_failed_commit_drops_the_cached_states_and_the_retry_applies_once(tmp_path,
+                                                                             monkeypatch):
+  online_events.append(tmp_path / "a.jsonl", [online_events.play("u1", T0, "t0")])
+  with stores.open_store(str(tmp_path / "s.db")) as store:
+    updater = _updater(tmp_path, store)
+    updater.step()
+    online_events.append(tmp_path / "a.jsonl", [online_events.play("u1", T0 + 60, "t1")])
+    commit = store.commit
+    monkeypatch.setattr(store, "commit", lambda batch: (_ for _ in ()).throw(OSError("x")))
+    try:
+      updater.step()
+    except OSError:
+      pass
+    monkeypatch.setattr(store, "commit", commit)
+    assert updater.step().applied == 1
+    assert store.get("u1").track_ids() == ["t0", "t1"]
+    assert store.get("u1").counter_totals()["plays"] == 2
