@@ -32,6 +32,9 @@ def add_gateway_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--canary-share", type=float, default=0.1,
                       help="fraction of listeners in the canary arm of --experiment")
   parser.add_argument("--salt", default="", help="salt of the --experiment split")
+  parser.add_argument("--weights-override", default="",
+                      help="the promo controller's override file (per-segment fusion "
+                      "weights), re-read within a second of a change")
   parser.add_argument("--deadline-ms", type=float, default=1000.0,
                       help="deadline of a model call, its one retry included")
   parser.add_argument("--model-server-ca", default=None,
@@ -64,6 +67,7 @@ def build(args: argparse.Namespace):
   from online import gateway_metrics
   from online import gateway_server
   from online import model_caller
+  from online import promo_controller
   from online import stores
   # pylint: enable=import-outside-toplevel
   split = (experiment_split.ExperimentSplit(args.experiment, args.canary_share, args.salt)
@@ -87,8 +91,10 @@ def build(args: argparse.Namespace):
       host=args.host, grpc_port=args.port,
       http_port=None if args.http_port < 0 else args.http_port, tls=server_tls,
       max_request_bytes=args.max_request_bytes, grace_seconds=args.grace_seconds)
-  return gateway_server.GatewayServer(gateway.Gateway(store, caller, metrics, options),
-                                      ports), store
+  recommender = gateway.Gateway(store, caller, metrics, options)
+  if args.weights_override:
+    recommender.overrides = promo_controller.OverrideFile(args.weights_override)
+  return gateway_server.GatewayServer(recommender, ports), store
 
 
 def main(args: Union[argparse.Namespace, Sequence[str], None] = None) -> int:

@@ -11,15 +11,18 @@ the effect of one step is seen before another is taken. A window with too few se
 a segment says nothing about it. The result is a :class:`WeightsOverride`: per segment
 the fusion weights (gamma's removed share goes to alpha, so a row still sums as the base
 row) and the promo share, which the gateway sends as the request's ``alpha_beta_gamma``
-override, so nothing is pushed to the model server. Every action is returned and logged
-with its evidence.
+override, so nothing is pushed to the model server; a gateway in another process reads
+it from the file the controller writes (:class:`OverrideFile`). Every action is returned
+and logged with its evidence.
 """
 
 import dataclasses
 import json
 import logging
 import os
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+import threading
+import time
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ranking.fusion import spec
 
@@ -115,6 +118,59 @@ class WeightsOverride:
     with open(tmp, "w", encoding="utf-8") as f:
       f.write(self.to_json())
     os.replace(tmp, path)
+
+
+class OverrideFile:
+  """The override a controller in another process writes (``WeightsOverride.write``), as
+  the gateway reads it: the file is checked at most every ``check_seconds`` and re-read
+  when it changed. No file means no override; a file that does not parse keeps the last
+  good override (and is logged).
+
+  Args:
+    path: The override file.
+    check_seconds: Longest time between checks (a ``stat``) of the file.
+    clock: Monotonic seconds.
+  """
+
+  def __init__(self, path: str, check_seconds: float = 1.0,
+               clock: Callable[[], float] = time.monotonic):
+    self.path = path
+    self._check_seconds = check_seconds
+    self._clock = clock
+    self._lock = threading.Lock()
+    self._next_check = -float("inf")
+    self._stamp = None
+    self._current = WeightsOverride()
+
+  def current(self) -> WeightsOverride:
+    """The override in force now."""
+    now = self._clock()
+    if now >= self._next_check:
+      with self._lock:
+        if now >= self._next_check:
+          self._next_check = now + self._check_seconds
+          self._refresh()
+    return self._current
+
+  def weights_for(self, segment: str) -> Optional[List[float]]:
+    return self.current().weights_for(segment)
+
+  def _refresh(self) -> None:
+    try:
+      info = os.stat(self.path)
+    except FileNotFoundError:
+      self._stamp, self._current = None, WeightsOverride()
+      return
+    stamp = (info.st_ino, info.st_size, info.st_mtime_ns)
+    if stamp == self._stamp:
+      return
+    self._stamp = stamp
+    try:
+      with open(self.path, encoding="utf-8") as f:
+        self._current = WeightsOverride.from_json(f.read())
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+      _LOG.warning("weights override %s not applied (%s); keeping the previous one",
+                   self.path, e)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,11 +1,14 @@
 """Tests of the promo controller (online.promo_controller) reacting to an injected drop of
 one segment's completion, and of the gateway applying its override per request."""
 
+import argparse
+
 import numpy as np
 import pytest
 
 from online import gateway
 from online import gateway_client
+from online import gateway_main
 from online import gateway_metrics
 from online import gateway_server
 from online import model_caller
@@ -134,3 +137,40 @@ def test_the_gateway_applies_the_override_per_request(style_model_server, tmp_pa
   assert (after.alpha, after.beta, after.gamma) == pytest.approx(
       controller.override().weights_for("new"), abs=1e-6)
   assert (own.alpha, own.beta, own.gamma) == (1.0, 0.0, 0.0)
+
+
+def test_the_override_file_is_reread_when_it_changes(tmp_path):
+  path = str(tmp_path / "override.json")
+  now = [0.0]
+  watched = promo_controller.OverrideFile(path, check_seconds=1.0, clock=lambda: now[0])
+  assert watched.weights_for("free") is None           # No file: no override.
+  controller = promo_controller.PromoController(promo_controller.ControllerConfig(
+      cooldown_windows=0))
+  controller.observe(0, {"free": (500, 0.1)})
+  controller.override().write(path)
+  assert watched.weights_for("free") is None           # Not checked again yet.
+  now[0] = 1.0
+  assert watched.weights_for("free") == controller.override().weights_for("free")
+  controller.observe(1, {"free": (500, 0.1)})
+  controller.override().write(path)
+  now[0] = 2.0
+  assert watched.current() == controller.override()
+  with open(path, "w", encoding="utf-8") as f:
+    f.write("{not json")
+  now[0] = 3.0
+  assert watched.current() == controller.override()    # The last good one stays.
+  (tmp_path / "override.json").unlink()
+  now[0] = 4.0
+  assert watched.current().segments == {}
+
+
+def test_melody_gateway_reads_the_override_file_by_flag(tmp_path):
+  parser = argparse.ArgumentParser()
+  gateway_main.add_gateway_arguments(parser)
+  path = str(tmp_path / "override.json")
+  server, store = gateway_main.build(parser.parse_args(
+      ["--store", str(tmp_path / "state.db"), "--weights-override", path]))
+  assert isinstance(server.gateway.overrides, promo_controller.OverrideFile)
+  assert server.gateway.overrides.path == path
+  server.gateway.model.close()
+  store.close()
