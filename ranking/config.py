@@ -20,9 +20,10 @@ FFN_ACTIVATIONS = ("relu", "gelu")
 # "auto" is resolved by ranking.hardware when the blocks are built.
 TRAIN_PRECISIONS = ("auto", "float32", "mixed_bfloat16")
 DYNAMIC_WEIGHTING = ("none", "uncertainty")
-# How the model reads the play sequences: the full model, or one of its two ablations
-# without the Transformer (see ModelConfig.sequence_model).
-SEQUENCE_MODELS = ("transformer", "target_attention", "pooled")
+# How the model reads the play sequences: the full model, one of its two ablations
+# without the Transformer, or the causal form sequence-level training needs (see
+# ModelConfig.sequence_model).
+SEQUENCE_MODELS = ("transformer", "target_attention", "pooled", "causal")
 
 
 def _positive(name: str, value) -> None:
@@ -75,6 +76,12 @@ class ModelConfig:
       "pooled": no blocks and no target attention, only the masked means of the play
       tokens (a flat multi-task model whose sequence input is averaged; the means
       carry the mean completion and skip of the history and of the session).
+      "causal": causal Transformer blocks over the history in time order, with tokens
+      that do not depend on the impression (no positions, no gaps), so one pass over a
+      listener's plays gives every later impression its history encoding
+      (``ranking.sequence_training``); the session is the mean of the encoded plays of
+      the current session, the most recent play joins the listener part (as
+      ``recent_play``), and target attention reads the encoded plays.
     promo_gated_exposure: the exposure prediction of a candidate that is not promoted
       is exactly 0 and sends no gradient (``ranking.tasks.gate_promo_only``); the head
       learns from promo rows only. False trains it on every row.
@@ -160,10 +167,18 @@ class ModelConfig:
 
   @property
   def transformer_layers(self) -> Tuple[int, int]:
-    """Transformer blocks of the history and of the session encoder (0 in the ablations)."""
+    """Transformer blocks of the history and of the session encoder (0 in the ablations;
+    the causal model has no session encoder of its own)."""
+    if self.sequence_model == "causal":
+      return self.num_layers, 0
     if self.sequence_model != "transformer":
       return 0, 0
     return self.num_layers, self.session_layers
+
+  @property
+  def reads_recent_play(self) -> bool:
+    """Whether the encoded most recent play joins the listener part."""
+    return self.recent_play or self.sequence_model == "causal"
 
   @property
   def labels(self) -> Tuple[str, ...]:
@@ -230,6 +245,13 @@ class TrainConfig:
     completion_floor: minimum mean predicted completion on organic items; ``None``
       disables the constraint. Set it from an interest-only model's completion.
     floor_lr: dual-ascent step of the completion-floor Lagrange multiplier.
+    sequence_level: train on sequence examples (``ranking.sequence_training``): each
+      listener's plays encoded once per chunk of ``HISTORY_LEN`` impressions, every
+      impression trained in that pass. Needs (and the Trainer sets)
+      ``ModelConfig.sequence_model = "causal"``; ``batch_size`` then counts impression
+      rows, ``batch_size // HISTORY_LEN`` chunks a step.
+    sequence_context: leading steps of each chunk after a listener's first that are read
+      but not trained, so every trained impression sees at least this many earlier plays.
   """
   batch_size: int = 512
   learning_rate: float = 1e-3
@@ -242,6 +264,8 @@ class TrainConfig:
   dynamic_weighting: str = "none"
   completion_floor: Optional[float] = None
   floor_lr: float = 0.05
+  sequence_level: bool = False
+  sequence_context: int = 10
 
   def __post_init__(self):
     _positive("batch_size", self.batch_size)
@@ -259,6 +283,9 @@ class TrainConfig:
       raise ValueError(f"completion_floor must be in [0, 1], got {self.completion_floor}")
     if self.floor_lr < 0:
       raise ValueError(f"floor_lr must be >= 0, got {self.floor_lr}")
+    if not 0 <= self.sequence_context < feature_spec.HISTORY_LEN:
+      raise ValueError(f"sequence_context must be in [0, {feature_spec.HISTORY_LEN}), "
+                       f"got {self.sequence_context}")
     weights = dict(self.task_weights)
     object.__setattr__(self, "task_weights",
                        tuple((str(t), float(w)) for t, w in weights.items()))

@@ -26,6 +26,7 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 from features import feature_spec
+from ranking import causal_history
 from ranking import config as config_lib
 from ranking import sampled_softmax
 from ranking import tasks as tasks_lib
@@ -38,65 +39,20 @@ from ranking.layers import session_encoder
 from ranking.layers import shared_bottom
 from ranking.layers import target_attention
 from ranking.layers import towers
+from ranking.model_inputs import CANDIDATE_FEATURES  # noqa: F401  (re-exported)
+from ranking.model_inputs import ENCODING_KEYS  # noqa: F401
+from ranking.model_inputs import LISTENER_FEATURES  # noqa: F401
+from ranking.model_inputs import candidate_input_spec  # noqa: F401
+from ranking.model_inputs import encoding_spec  # noqa: F401
+from ranking.model_inputs import listener_input_spec  # noqa: F401
+from ranking.model_inputs import listener_width as _listener_width
+from ranking.model_inputs import zero_features
 
 X = feature_spec.xf
-LISTENER_FEATURES = tuple(
-    X(f.name) for f in feature_spec.USER_FEATURES + feature_spec.CONTEXT_FEATURES +
-    feature_spec.HISTORY_FEATURES + feature_spec.SESSION_FEATURES)
-CANDIDATE_FEATURES = tuple(X(f.name) for f in feature_spec.CANDIDATE_FEATURES)
-ENCODING_KEYS = ("listener", "session", "history", "history_mask")
-_DTYPES = {"int64": tf.int64, "float32": tf.float32}
-
-
-def _spec(name: str, batch: Optional[int]) -> tf.TensorSpec:
-  dtype, length, _ = feature_spec.TRANSFORMED_FEATURES[name]
-  shape = [batch] if length == 1 else [batch, length]
-  return tf.TensorSpec(shape, _DTYPES[dtype], name=name)
-
-
-def listener_input_spec(batch: Optional[int] = 1) -> Dict[str, tf.TensorSpec]:
-  """Fixed-shape input spec of the listener encoder (one listener per request)."""
-  return {k: _spec(k, batch) for k in LISTENER_FEATURES}
-
-
-def candidate_input_spec(batch: Optional[int] = None) -> Dict[str, tf.TensorSpec]:
-  """Input spec of the candidate scorer (N candidates, N free by default)."""
-  return {k: _spec(k, batch) for k in CANDIDATE_FEATURES}
-
-
-def encoding_spec(config: config_lib.ModelConfig,
-                  batch: Optional[int] = 1) -> Dict[str, tf.TensorSpec]:
-  """Spec of the listener encoding that :meth:`RankingModel.score` consumes."""
-  return {
-      "listener": tf.TensorSpec([batch, _listener_width(config)], tf.float32,
-                                name="listener"),
-      "session": tf.TensorSpec([batch, config.d_model], tf.float32, name="session"),
-      "history": tf.TensorSpec([batch, config.history_len, config.d_model], tf.float32,
-                               name="history"),
-      "history_mask": tf.TensorSpec([batch, config.history_len], tf.float32,
-                                    name="history_mask"),
-  }
-
-
-def zero_features(batch: int = 1) -> Dict[str, tf.Tensor]:
-  """Zeros shaped like ``feature_spec.TRANSFORMED_FEATURES`` (``[B]`` or ``[B, L]``).
-
-  One inference call on them creates every variable of a :class:`RankingModel` without
-  reading data (see :meth:`RankingModel.build_variables`): all sequences are empty.
-  """
-  if batch < 1:
-    raise ValueError(f"batch must be positive, got {batch}")
-  return {name: tf.zeros(_spec(name, batch).shape, _DTYPES[dtype])
-          for name, (dtype, _, _) in feature_spec.TRANSFORMED_FEATURES.items()}
 
 
 def _small(config) -> int:
   return max(4, config.d_model // 8)
-
-
-def _listener_width(config) -> int:
-  # user id + 5 small categorical embeddings + tenure, projected to 2 * d_model.
-  return 2 * config.d_model
 
 
 def _scalar(x, dtype=None):
@@ -168,19 +124,14 @@ class RankingModel(tfrs.Model):
     self.items = embeddings.ItemEmbedding(d, card[X("cand_track_id")],
                                           card[X("cand_artist_id")], name="items")
     history_layers, session_layers = c.transformer_layers
+    self.causal = c.sequence_model == "causal"
     self.history_encoder = sequence_encoder.SequenceEncoder(
         d, history_layers, c.num_heads, ff, c.history_len, feature_spec.NUM_GAP_BUCKETS, c.dropout,
-        c.ffn_activation, c.train_precision, name="history_encoder")
-    self.session_encoder = session_encoder.SessionEncoder(d,
-                                                          session_layers,
-                                                          c.num_heads,
-                                                          ff,
-                                                          c.session_len,
-                                                          feature_spec.NUM_GAP_BUCKETS,
-                                                          c.dropout,
-                                                          c.ffn_activation,
-                                                          c.train_precision,
-                                                          name="session_encoder")
+        c.ffn_activation, c.train_precision, self.causal, name="history_encoder")
+    # The causal model's session is a mean of its encoded history (ranking.causal_history).
+    self.session_encoder = None if self.causal else session_encoder.SessionEncoder(
+        d, session_layers, c.num_heads, ff, c.session_len, feature_spec.NUM_GAP_BUCKETS,
+        c.dropout, c.ffn_activation, c.train_precision, name="session_encoder")
 
     # Candidate side.
     self.tag_embedding = embeddings.MaskedMeanEmbedding(card[X("cand_tags")], small,
@@ -245,22 +196,22 @@ class RankingModel(tfrs.Model):
     """
     c = self.config
     L, S = c.history_len, c.session_len
-    cats = [self.context_embeddings[k](_scalar(features[X(k)], tf.int64))
-            for k in ("user_segment", "context_activity", "context_surface", "context_hour",
-                      "context_weekday")]
-    tenure = _scalar(features[X("user_tenure_days")], tf.float32)[:, tf.newaxis]
-    user = self.user_embedding(self.user_id_dropout(_scalar(features[X("user_id")], tf.int64),
-                                                    training=training))
-    listener = self.listener_projection(tf.concat([user] + cats + [tenure], axis=-1))
-
+    listener = self.listener_vector(features, training=training)
     h_ids = _seq(features[X("hist_track_ids")], L, tf.int64)
     h_mask = tf.logical_and(sequence_encoder.length_mask(features[X("hist_len")], L),
                             tf.not_equal(h_ids, 0))
-    history = self.history_encoder(
-        self.items(h_ids, _seq(features[X("hist_artist_ids")], L, tf.int64)),
-        _seq(features[X("hist_completion")], L, tf.float32),
-        _seq(features[X("hist_skip")], L, tf.float32),
-        _seq(features[X("hist_gap_s")], L, tf.int64), h_mask, training=training)
+    h_items = self.items(h_ids, _seq(features[X("hist_artist_ids")], L, tf.int64))
+    h_completion = _seq(features[X("hist_completion")], L, tf.float32)
+    h_skip = _seq(features[X("hist_skip")], L, tf.float32)
+    if self.causal:
+      history = causal_history.encode_history(self.history_encoder, h_items, h_completion,
+                                              h_skip, h_mask, training=training)
+      return {"listener": listener, "history": history,
+              "session": causal_history.recent_mean(history, h_mask, features[X("sess_len")]),
+              "history_mask": tf.cast(h_mask, tf.float32)}
+    history = self.history_encoder(h_items, h_completion, h_skip,
+                                   _seq(features[X("hist_gap_s")], L, tf.int64), h_mask,
+                                   training=training)
 
     s_ids = _seq(features[X("sess_track_ids")], S, tf.int64)
     s_mask = tf.logical_and(sequence_encoder.length_mask(features[X("sess_len")], S),
@@ -273,10 +224,26 @@ class RankingModel(tfrs.Model):
     return {"listener": listener, "session": session, "history": history,
             "history_mask": tf.cast(h_mask, tf.float32)}
 
+  def listener_vector(self, features: Mapping[str, tf.Tensor],
+                      training: Optional[bool] = None) -> tf.Tensor:
+    """``u``, ``[B, 2d]``: the user and context part of the listener encoding."""
+    cats = [self.context_embeddings[k](_scalar(features[X(k)], tf.int64))
+            for k in ("user_segment", "context_activity", "context_surface", "context_hour",
+                      "context_weekday")]
+    tenure = _scalar(features[X("user_tenure_days")], tf.float32)[:, tf.newaxis]
+    user = self.user_embedding(self.user_id_dropout(_scalar(features[X("user_id")], tf.int64),
+                                                    training=training))
+    return self.listener_projection(tf.concat([user] + cats + [tenure], axis=-1))
+
   # ----------------------------------------------------------------- candidate side
   def _logits(self, encoding: Mapping[str, tf.Tensor], candidates: Mapping[str, tf.Tensor],
               training: Optional[bool] = None) -> Dict[str, tf.Tensor]:
-    """Per-label logits ``[N]`` of N candidates against 1 or N listener encodings."""
+    """Per-label logits ``[N]`` of N candidates against 1 or N listener encodings.
+
+    A sequence-level encoding (``ranking.sequence_training``) has no ``history``: it
+    carries its per-candidate summaries ``history_mean``, ``recent_play`` and
+    ``attended`` instead.
+    """
     item = self.items(_scalar(candidates[X("cand_track_id")], tf.int64),
                       _scalar(candidates[X("cand_artist_id")], tf.int64))    # [N, d]
     n = tf.shape(item)[0]
@@ -288,9 +255,11 @@ class RankingModel(tfrs.Model):
     num_tags = tf.math.log1p(tf.maximum(
         _scalar(candidates[X("cand_num_tags")], tf.float32), 0.0))[:, tf.newaxis]
 
-    mask = encoding["history_mask"][..., tf.newaxis]
-    history_mean = (tf.reduce_sum(encoding["history"] * mask, axis=1)
-                    / tf.maximum(tf.reduce_sum(mask, axis=1), 1.0))
+    history_mean = encoding.get("history_mean")
+    if history_mean is None:
+      mask = encoding["history_mask"][..., tf.newaxis]
+      history_mean = (tf.reduce_sum(encoding["history"] * mask, axis=1)
+                      / tf.maximum(tf.reduce_sum(mask, axis=1), 1.0))
 
     def per_candidate(x):   # [1 or N, w] -> [N, w]: a cheap vector broadcast, no sequence
       return tf.broadcast_to(x, tf.stack([n, tf.shape(x)[1]]))
@@ -298,12 +267,15 @@ class RankingModel(tfrs.Model):
     # The listener's share of the mixture input stays at the listener's batch (1 when
     # serving): the mixtures multiply it into their first layer once, not per candidate.
     listener_part = [encoding["listener"], history_mean, encoding["session"]]
-    if self.config.recent_play:
-      listener_part.append(encoding["history"][:, 0])
+    if self.config.reads_recent_play:
+      listener_part.append(encoding["recent_play"] if "recent_play" in encoding
+                           else encoding["history"][:, 0])
     listener_part = tf.concat(listener_part, axis=-1)
     candidate_part = [item, tags, duration, promo, popularity, num_tags]
     if self.target_attention is not None:
-      attended = self.target_attention(item, encoding["history"], encoding["history_mask"])
+      attended = encoding.get("attended")
+      if attended is None:
+        attended = self.target_attention(item, encoding["history"], encoding["history_mask"])
       candidate_part += [attended, item * attended]
     candidate_part = tf.concat(candidate_part + [item * per_candidate(encoding["session"])],
                                axis=-1)
@@ -386,13 +358,18 @@ class RankingModel(tfrs.Model):
       losses[t] = tf.add_n(parts)
     return losses
 
+  def training_logits(self, features, training: Optional[bool] = None):
+    """``(features, logits)`` of the examples a loss is computed on: here one per row of
+    ``features``; a sequence-level model returns the rows of its sequences' steps."""
+    return features, self._logits(self.encode_listener(features, training=training),
+                                  features, training=training)
+
   def compute_loss(self, inputs, training: bool = False) -> tf.Tensor:
     features = inputs
     if isinstance(inputs, (tuple, list)):   # (features, labels) from a Keras dataset
       features = dict(inputs[0])
       features.update(inputs[1])
-    logits = self._logits(self.encode_listener(features, training=training), features,
-                          training=training)
+    features, logits = self.training_logits(features, training=training)
     preds = self._predictions(logits)
     losses = self.task_losses(features, logits)
 

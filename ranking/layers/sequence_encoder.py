@@ -79,7 +79,10 @@ class PlayTokens(tf.keras.layers.Layer):
   Math: for step ``i`` (0 = most recent)
   ``x_i = m_i * (e_i + P[i] + G[g_i] + W [c_i, s_i] + b)``, where ``e_i`` is the shared
   item embedding, ``P`` learned positions, ``G`` the time-gap bucket table, ``c_i`` and
-  ``s_i`` the play's completion and skip, and ``m_i`` the padding mask.
+  ``s_i`` the play's completion and skip, and ``m_i`` the padding mask. Without
+  ``positional``, ``x_i = m_i * (e_i + W [c_i, s_i] + b)``: a token that does not depend
+  on when the sequence is read, which a causal encoder needs to share one encoding
+  among every later position.
 
   Usage:
     tokens = PlayTokens(dim=64, max_len=50, num_gap_buckets=12)(
@@ -89,13 +92,16 @@ class PlayTokens(tf.keras.layers.Layer):
     dim: token width (equals the item embedding width).
     max_len: sequence length (rows of the position table).
     num_gap_buckets: rows of the time-gap bucket table.
+    positional: add the position and time-gap embeddings (relative to the moment the
+      sequence is read); False ignores ``gap_bucket``.
 
   Input shapes: ``item_emb [B, L, dim]``, ``completion``, ``skip`` ``[B, L]`` float,
     ``gap_bucket [B, L]`` int, ``mask [B, L]`` bool.
   Output shape: ``[B, L, dim]``.
   """
 
-  def __init__(self, dim: int, max_len: int, num_gap_buckets: int, **kwargs):
+  def __init__(self, dim: int, max_len: int, num_gap_buckets: int, positional: bool = True,
+               **kwargs):
     super().__init__(**kwargs)
     for name, v in (("dim", dim), ("max_len", max_len),
                     ("num_gap_buckets", num_gap_buckets)):
@@ -104,27 +110,30 @@ class PlayTokens(tf.keras.layers.Layer):
     self.dim = dim
     self.max_len = max_len
     self.num_gap_buckets = num_gap_buckets
-    self.positions = tf.keras.layers.Embedding(
-        max_len, dim, name="position_embedding",
-        embeddings_initializer=tf.keras.initializers.TruncatedNormal(stddev=0.02))
-    self.gaps = tf.keras.layers.Embedding(
-        num_gap_buckets, dim, name="gap_embedding",
-        embeddings_initializer=tf.keras.initializers.TruncatedNormal(stddev=0.02))
+    self.positional = positional
+    if positional:
+      self.positions = tf.keras.layers.Embedding(
+          max_len, dim, name="position_embedding",
+          embeddings_initializer=tf.keras.initializers.TruncatedNormal(stddev=0.02))
+      self.gaps = tf.keras.layers.Embedding(
+          num_gap_buckets, dim, name="gap_embedding",
+          embeddings_initializer=tf.keras.initializers.TruncatedNormal(stddev=0.02))
     self.feedback = tf.keras.layers.Dense(dim, name="feedback_projection")
 
   def call(self, item_emb, completion, skip, gap_bucket, mask):
-    length = tf.shape(item_emb)[1]
-    pos = self.positions(tf.range(length))[tf.newaxis]
-    gap = self.gaps(tf.clip_by_value(tf.cast(gap_bucket, tf.int64), 0,
-                                     self.num_gap_buckets - 1))
+    x = item_emb
+    if self.positional:   # built before the feedback projection: the weights' draw order
+      x += self.positions(tf.range(tf.shape(item_emb)[1]))[tf.newaxis]
+      x += self.gaps(tf.clip_by_value(tf.cast(gap_bucket, tf.int64), 0,
+                                      self.num_gap_buckets - 1))
     fb = self.feedback(tf.stack([tf.cast(completion, tf.float32),
                                  tf.cast(skip, tf.float32)], axis=-1))
-    m = tf.cast(mask, item_emb.dtype)[..., tf.newaxis]
-    return (item_emb + pos + gap + fb) * m
+    return (x + fb) * tf.cast(mask, item_emb.dtype)[..., tf.newaxis]
 
   def get_config(self):
     config = super().get_config()
-    config.update(dim=self.dim, max_len=self.max_len, num_gap_buckets=self.num_gap_buckets)
+    config.update(dim=self.dim, max_len=self.max_len, num_gap_buckets=self.num_gap_buckets,
+                  positional=self.positional)
     return config
 
 
@@ -137,7 +146,8 @@ class TransformerBlock(tf.keras.layers.Layer):
   ``y = h + W2 act(W1 LN(h))`` (``act`` relu by default: a cheaper training step on
   CPU than gelu, see docs/benchmarks.md). Padding keys get no attention weight; a fully
   padded sequence attends uniformly to padding, which is finite and later masked out by
-  the callers.
+  the callers. A ``causal`` block reads the sequence in time order (oldest first) and
+  lets step ``i`` attend only to steps ``j <= i``, so no step sees a later one.
 
   Usage:
     y = TransformerBlock(dim=64, num_heads=4, ff_dim=128)(x, mask)
@@ -155,13 +165,15 @@ class TransformerBlock(tf.keras.layers.Layer):
       ratio is in docs/benchmarks.md), on AVX2-only CPUs slower. "auto" picks one of
       the two for this host's hardware when the layer is constructed
       (:func:`ranking.hardware.resolve_train_precision`); the config keeps "auto".
+    causal: attend only to the same or earlier steps (time order, oldest first).
 
   Input shapes: ``x [B, L, dim]``, ``mask [B, L]`` bool (True = real step).
   Output shape: ``[B, L, dim]``.
   """
 
   def __init__(self, dim: int, num_heads: int, ff_dim: int, dropout: float = 0.0,
-               activation: str = "relu", train_precision: str = "float32", **kwargs):
+               activation: str = "relu", train_precision: str = "float32",
+               causal: bool = False, **kwargs):
     super().__init__(**kwargs)
     _check_precision(train_precision)
     if activation not in config_lib.FFN_ACTIVATIONS:
@@ -180,6 +192,7 @@ class TransformerBlock(tf.keras.layers.Layer):
     self.dropout = dropout
     self.activation = activation
     self.train_precision = train_precision
+    self.causal = causal
     self.trains_in_bfloat16 = (
         hardware.resolve_train_precision(train_precision) == "mixed_bfloat16")
     self.head_dim = dim // num_heads
@@ -225,7 +238,10 @@ class TransformerBlock(tf.keras.layers.Layer):
     q = heads(project(self.query, x) * tf.constant(self.head_dim ** -0.5, x.dtype))
     k, v = heads(project(self.key, x)), heads(project(self.value, x))
     logits = tf.matmul(q, k, transpose_b=True)   # [B, H, L, L]
-    logits += (1.0 - tf.cast(mask, x.dtype))[:, tf.newaxis, tf.newaxis, :] * -1e9
+    allowed = tf.cast(mask, x.dtype)[:, tf.newaxis, tf.newaxis, :]
+    if self.causal:
+      allowed *= tf.linalg.band_part(tf.ones([length, length], x.dtype), -1, 0)
+    logits += (1.0 - allowed) * -1e9
     weights = self._drop(tf.nn.softmax(logits, axis=-1), training)
     out = tf.transpose(tf.matmul(weights, v), [0, 2, 1, 3])   # [B, L, H, dh]
     return project(self.attention_output, tf.reshape(out, [batch, length, self.dim]))
@@ -247,7 +263,7 @@ class TransformerBlock(tf.keras.layers.Layer):
     config = super().get_config()
     config.update(dim=self.dim, num_heads=self.num_heads, ff_dim=self.ff_dim,
                   dropout=self.dropout, activation=self.activation,
-                  train_precision=self.train_precision)
+                  train_precision=self.train_precision, causal=self.causal)
     return config
 
 
@@ -269,11 +285,14 @@ class PlaySequenceLayer(tf.keras.layers.Layer):
     activation: feed-forward activation of the blocks.
     train_precision: the blocks' precision in training calls (see
       :class:`TransformerBlock`).
+    causal: read the sequence in time order (oldest first) with causal blocks and
+      tokens without positions or gaps, so step ``i``'s output depends only on steps
+      ``<= i`` and is the same whichever later moment the sequence is read at.
   """
 
   def __init__(self, dim: int, num_layers: int, num_heads: int, ff_dim: int, max_len: int,
                num_gap_buckets: int, dropout: float = 0.0, activation: str = "relu",
-               train_precision: str = "float32", **kwargs):
+               train_precision: str = "float32", causal: bool = False, **kwargs):
     super().__init__(**kwargs)
     if num_layers < 0:
       raise ValueError(f"num_layers must be >= 0, got {num_layers}")
@@ -287,13 +306,15 @@ class PlaySequenceLayer(tf.keras.layers.Layer):
     self.dropout = dropout
     self.activation = activation
     self.train_precision = train_precision
+    self.causal = causal
 
   def encoder_args(self) -> Dict[str, object]:
     """The constructor arguments above, by name."""
     return dict(dim=self.dim, num_layers=self.num_layers, num_heads=self.num_heads,
                 ff_dim=self.ff_dim, max_len=self.max_len,
                 num_gap_buckets=self.num_gap_buckets, dropout=self.dropout,
-                activation=self.activation, train_precision=self.train_precision)
+                activation=self.activation, train_precision=self.train_precision,
+                causal=self.causal)
 
   def get_config(self):
     config = super().get_config()
@@ -322,9 +343,11 @@ class SequenceEncoder(PlaySequenceLayer):
 
   def __init__(self, *args, **kwargs):
     super().__init__(*args, **kwargs)
-    self.tokens = PlayTokens(self.dim, self.max_len, self.num_gap_buckets, name="tokens")
+    self.tokens = PlayTokens(self.dim, self.max_len, self.num_gap_buckets,
+                             positional=not self.causal, name="tokens")
     self.blocks = [TransformerBlock(self.dim, self.num_heads, self.ff_dim, self.dropout,
-                                    self.activation, self.train_precision, name=f"block_{i}")
+                                    self.activation, self.train_precision, self.causal,
+                                    name=f"block_{i}")
                    for i in range(self.num_layers)]
     self.ln_out = tf.keras.layers.LayerNormalization(epsilon=1e-6, name="ln_out")
 

@@ -84,6 +84,37 @@ class TargetAttention(tf.keras.layers.Layer):
     has_history = tf.cast(tf.reduce_any(tf.cast(mask[0], tf.bool)), out.dtype)
     return self.output_projection(out) * has_history
 
+  def attend_prefix(self, query, memory, mask):
+    """Every step of a sequence as a candidate against the steps before it.
+
+    The sequence-level training form of :meth:`call`: row ``t`` of ``query`` attends to
+    the rows ``j`` of ``memory`` that ``mask[:, t, j]`` allows (the plays before ``t``),
+    with the same weights, so row ``t`` equals ``call`` on that one candidate and those
+    plays.
+
+    Args:
+      query: ``[B, T, dim]`` candidate vectors, one per step.
+      memory: ``[B, T, dim]`` encoded plays.
+      mask: ``[B, T, T]``, 1 where step ``t`` may read play ``j``.
+
+    Returns:
+      ``[B, T, dim]`` (zero for a step with no play to read).
+    """
+    batch, steps = tf.shape(query)[0], tf.shape(query)[1]
+
+    def heads(x):   # [B, T, dim] -> [B, H, T, dh]
+      return tf.transpose(tf.reshape(x, [batch, steps, self.num_heads, self.head_dim]),
+                          [0, 2, 1, 3])
+
+    m = tf.cast(mask, tf.float32)
+    q, k, v = heads(self.query(query)), heads(self.key(memory)), heads(self.value(memory))
+    logits = tf.matmul(q, k, transpose_b=True) / math.sqrt(self.head_dim)   # [B, H, T, T]
+    logits += (1.0 - m[:, tf.newaxis]) * -1e9
+    out = tf.matmul(tf.nn.softmax(logits, axis=-1), v)                     # [B, H, T, dh]
+    out = tf.reshape(tf.transpose(out, [0, 2, 1, 3]), [batch, steps, self.dim])
+    has_history = tf.cast(tf.reduce_any(m > 0, axis=-1), out.dtype)
+    return self.output_projection(out) * has_history[..., tf.newaxis]
+
   def get_config(self):
     config = super().get_config()
     config.update(dim=self.dim, num_heads=self.num_heads)
