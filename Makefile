@@ -6,13 +6,17 @@ export MELODY_DATA_DIR ?= $(abspath ../shared/data)
 export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 PYTEST_ARGS ?=
+# pytest-xdist workers; a test module is one unit, so its module-scoped fixtures are
+# built once. 0 runs in one process.
+TEST_WORKERS ?= 2
+PYTEST_XDIST := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder)
 
 .PHONY: setup test test-fast lint-imports arch-report demo bench bench-data bench-ranking bench-serving bench-intent \
 	bench-simulation bench-pipeline bench-nearline bazel-test lock clean help
 
 help:
 	@echo "make setup       create .venv with the locked dependencies (+ glibc compat layer if needed)"
-	@echo "make test        run all tests (unit + slow end-to-end)"
+	@echo "make test        run all tests (unit + slow end-to-end) on TEST_WORKERS=2 workers"
 	@echo "make test-fast   run the fast tests only"
 	@echo "make lint-imports check the layer order (.importlinter)"
 	@echo "make demo        generate simulated data and run the main job end to end"
@@ -23,10 +27,10 @@ setup:
 	@bash scripts/setup_env.sh
 
 test: lint-imports
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q $(PYTEST_XDIST) $(PYTEST_ARGS)
 
 test-fast: lint-imports
-	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -q -m "not slow" $(PYTEST_XDIST) $(PYTEST_ARGS)
 
 # The layer order and the test-support rule of .importlinter (docs/architecture.md).
 lint-imports:
