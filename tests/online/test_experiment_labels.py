@@ -98,4 +98,12 @@ def test_a_canary_is_pushed_promoted_and_a_next_one_rolled_back_without_a_restar
     assert "[7]" in e.value.details()
     assert server.loaded_versions("melody") == (2,)
     assert model_config.read_model_config(config) == (entry,)
+    # What needs a restart is refused by name.
+    with pytest.raises(ValueError, match="adding or removing"):
+      server.reload_config([entry, model_config.ModelEntry("other", str(base))])
+    with pytest.raises(ValueError, match="base path"):
+      server.reload_config([_entry(str(tmp_path / "elsewhere"), {"stable": 2})])
+    with pytest.raises(ValueError, match="selects none"):
+      server.reload_config([_entry(str(base), {"stable": 9})])
+    assert server.loaded_versions("melody") == (2,)
     caller.close()
