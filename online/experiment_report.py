@@ -5,16 +5,18 @@ Inputs are JSON lines: play events (the columns of ``features.events.EVENT_SCHEM
 the ``arm`` the gateway answered), gateway requests (``arm``, ``segment``,
 ``latency_ms``, ``source``, ``code``), the sequential test's decisions
 (``online.sequential_test.Decision.as_dict``) and the promo controller's actions
-(``online.promo_controller.Action.as_dict``). Per arm x segment the table has sessions,
+(``online.promo_controller.Action.as_dict``), and the bad event lines (the nearline
+updater's quarantine and duplicates). Per arm x segment the table has sessions,
 plays, completion rate, skip rate and the share of skips in the ``very_brief``/``brief``
 profiles, like and conversion rates and counts, the promo exposure share, requests,
-latency p50/p99, errors and fallbacks; below it, the decisions with their evidence and
-the controller's actions.
+latency p50/p99, errors and fallbacks; below it, the decisions with their evidence, the
+controller's actions and the bad events by reason.
 """
 
+import collections
 import json
 import os
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -101,6 +103,16 @@ def arm_segment_table(events: Sequence[Dict[str, object]],
   return table.sort_index()
 
 
+def bad_event_counts(quarantined: Iterable[object] = (), duplicates: int = 0
+                     ) -> Dict[str, int]:
+  """Bad event lines by reason: quarantined lines (``state_store.Quarantined``, read by
+  their ``reason``) and ``duplicate`` plays, most frequent first."""
+  counts = collections.Counter(q.reason for q in quarantined)
+  if duplicates:
+    counts["duplicate"] += duplicates
+  return dict(counts.most_common())
+
+
 def _cell(value) -> str:
   if isinstance(value, (float, np.floating)):
     if np.isnan(value):
@@ -111,8 +123,10 @@ def _cell(value) -> str:
 
 def markdown(table: pd.DataFrame, decisions: Sequence[Dict[str, object]] = (),
              actions: Sequence[Dict[str, object]] = (), title: str = "Canary experiment",
-             png_name: Optional[str] = None) -> str:
-  """The report page: the arm x segment table, the decisions and the controller actions."""
+             png_name: Optional[str] = None,
+             bad_events: Optional[Mapping[str, int]] = None) -> str:
+  """The report page: the arm x segment table, the decisions, the controller actions and
+  (given ``bad_events``, reason -> lines) the bad events."""
   lines = [f"# {title}", "", "Per arm and listener segment:", ""]
   columns = ["arm", "segment"] + list(table.columns)
   lines += ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
@@ -142,6 +156,10 @@ def markdown(table: pd.DataFrame, decisions: Sequence[Dict[str, object]] = (),
                  f"{a['floor']:.3f}); scale {a['scale_before']:.2f} -> "
                  f"{a['scale_after']:.2f}, gamma {a['weights'][2]:.3f}, promo share "
                  f"{a['promo_share']:.3f}")
+  if bad_events is not None:
+    lines += ["", "## Bad events", "",
+              f"{sum(bad_events.values())} lines set aside" + (": " if bad_events else ".")
+              + ", ".join(f"{reason} {n}" for reason, n in bad_events.items())]
   return "\n".join(lines) + "\n"
 
 
@@ -173,7 +191,8 @@ def write_report(out_dir: str, events: Sequence[Dict[str, object]],
                  requests: Sequence[Dict[str, object]] = (),
                  decisions: Sequence[Dict[str, object]] = (),
                  actions: Sequence[Dict[str, object]] = (), name: str = "report",
-                 title: str = "Canary experiment") -> Dict[str, str]:
+                 title: str = "Canary experiment",
+                 bad_events: Optional[Mapping[str, int]] = None) -> Dict[str, str]:
   """Writes ``out_dir/<name>.md`` and ``out_dir/<name>.png``; returns their paths."""
   os.makedirs(out_dir, exist_ok=True)
   table = arm_segment_table(events, requests)
@@ -181,5 +200,5 @@ def write_report(out_dir: str, events: Sequence[Dict[str, object]],
   plot(table, png, title)
   md = os.path.join(out_dir, f"{name}.md")
   with open(md, "w", encoding="utf-8") as f:
-    f.write(markdown(table, decisions, actions, title, os.path.basename(png)))
+    f.write(markdown(table, decisions, actions, title, os.path.basename(png), bad_events))
   return {"markdown": md, "png": png}

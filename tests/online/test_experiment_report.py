@@ -9,6 +9,7 @@ import pytest
 from online import experiment_report
 from online import promo_controller
 from online import sequential_test
+from online import state_store
 
 
 def _events():
@@ -73,9 +74,14 @@ def test_the_report_writes_markdown_with_decisions_and_actions_and_a_png(tmp_pat
   path.write_text("\n".join(json.dumps(e) for e in _events()) + "\n{\"torn\n")
   events = experiment_report.read_jsonl([str(path)])
   assert len(events) == len(_events())
+  bad = experiment_report.bad_event_counts(
+      [state_store.Quarantined("a.jsonl", 3, "{", "not JSON"),
+       state_store.Quarantined("a.jsonl", 9, "{}", "missing user_id"),
+       state_store.Quarantined("b.jsonl", 1, "{", "not JSON")], duplicates=4)
+  assert bad == {"duplicate": 4, "not JSON": 2, "missing user_id": 1}
   paths = experiment_report.write_report(str(tmp_path / "out"), events, _requests(),
                                          [decision], actions, name="day-3",
-                                         title="Day 3")
+                                         title="Day 3", bad_events=bad)
   text = open(paths["markdown"], encoding="utf-8").read()
   assert text.startswith("# Day 3\n")
   assert "| canary | free | 1 | 2 | 0.5 | 0.5 |" in text
@@ -83,6 +89,7 @@ def test_the_report_writes_markdown_with_decisions_and_actions_and_a_png(tmp_pat
   assert "- **rollback** (day 3): guardrail skip_rate" in text
   assert "  - skip_rate: n 400/400 (stable/canary)" in text
   assert "- window 5, trial: lower (completion 0.200 over 300 sessions" in text
+  assert "7 lines set aside: duplicate 4, not JSON 2, missing user_id 1" in text
   with open(paths["png"], "rb") as f:
     assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
@@ -91,3 +98,5 @@ def test_an_empty_day_still_renders():
   table = experiment_report.arm_segment_table([], [])
   text = experiment_report.markdown(table)
   assert "No decision was taken." in text and "No action was taken." in text
+  assert "Bad events" not in text
+  assert "0 lines set aside." in experiment_report.markdown(table, bad_events={})
