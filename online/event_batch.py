@@ -127,8 +127,7 @@ def parse_batch(raws: Sequence[bytes]) -> Optional[EventColumns]:
     strings[name] = _strings(table.column(name), required=name in ("user_id", "track_id"))
     if strings[name] is None:
       return None
-  segments = set(strings["user_segment"][1]) - {None}
-  if not segments <= _SEGMENTS:
+  if not set(strings["user_segment"]) - {None} <= _SEGMENTS:
     return None
   ts, ts_null = _floats(table.column("ts"))
   if ts_null.any() or not (np.isfinite(ts) & (ts > 0) & (ts == np.floor(ts))
@@ -147,30 +146,25 @@ def parse_batch(raws: Sequence[bytes]) -> Optional[EventColumns]:
   for i in np.flatnonzero(tenure_null).tolist():
     tenure_list[i] = None
 
-  def values(name, empty):
-    codes, uniques = strings[name]
-    table_of = np.asarray([empty if u is None else u for u in uniques] or [empty],
-                          dtype=object)
-    return table_of[codes].tolist()
-
   return EventColumns(
-      line=list(range(n)), user=values("user_id", ""), ts=ts.astype(np.int64).tolist(),
-      track=values("track_id", ""), artist=values("artist_id", ""),
-      session=values("session_id", ""), completion=units["completion"],
+      line=list(range(n)), user=strings["user_id"], ts=ts.astype(np.int64).tolist(),
+      track=strings["track_id"], artist=_or_empty(strings["artist_id"]),
+      session=_or_empty(strings["session_id"]), completion=units["completion"],
       skip=units["skip"], like=units["like"], subscription=units["subscription"],
-      segment=values("user_segment", None), tenure=tenure_list)
+      segment=strings["user_segment"], tenure=tenure_list)
 
 
-def _strings(column: pa.ChunkedArray, required: bool
-             ) -> Optional[Tuple[np.ndarray, List[Optional[str]]]]:
-  """(code per row, distinct values) of a string column; None when a required one is
-  null or blank (what the line parser calls missing)."""
-  encoded = column.combine_chunks().dictionary_encode(null_encoding="encode")
-  uniques = encoded.dictionary.to_pylist()
-  if required and not all(u is not None and u.strip() for u in uniques):
+def _or_empty(values: List[Optional[str]]) -> List[str]:
+  return [v or "" for v in values] if None in values else values
+
+
+def _strings(column: pa.ChunkedArray, required: bool) -> Optional[List[Optional[str]]]:
+  """A string column's values (None for null); None when a required one is null or
+  blank (what the line parser calls missing)."""
+  values = column.to_numpy(zero_copy_only=False).tolist()
+  if required and (column.null_count or not all(v.strip() for v in set(values))):
     return None
-  codes = encoded.indices.to_numpy(zero_copy_only=False)
-  return codes, uniques
+  return values
 
 
 def _floats(column: pa.ChunkedArray) -> Tuple[np.ndarray, np.ndarray]:

@@ -120,18 +120,29 @@ class ListenerState:
     plays.extend(zip(ts, track, artist, completion, skip, session))
     if len(plays) > feature_spec.HISTORY_LEN:
       del plays[:len(plays) - feature_spec.HISTORY_LEN]
-    segments = []
-    current = self.segment
-    for value in segment:
-      if value:
-        current = value
-      segments.append(current)
-    self.segment = current
-    for when, days in zip(ts, tenure):
+    if None in segment:
+      segments, current = [], self.segment
+      for value in segment:
+        current = value or current
+        segments.append(current)
+    else:   # the usual case: every event names the segment
+      segments = list(segment)
+    self.segment = segments[-1]
+    for when, days in zip(reversed(ts), reversed(tenure)):
       if days is not None:
         self.tenure_days, self.tenure_ts = float(days), when
-    for row in zip(ts, skip, like, subscription):
-      self._count(*row)
+        break
+    day = ts[0] // DAY_S
+    row = self.counters.get(day)
+    if row is not None and ts[-1] // DAY_S == day:
+      # All on a day already counted: no day enters or leaves the window.
+      row[0] += len(ts)
+      row[1] += sum(map(_AT_LEAST_HALF, skip))
+      row[2] += sum(map(_AT_LEAST_HALF, like))
+      row[3] += sum(map(_AT_LEAST_HALF, subscription))
+    else:
+      for values in zip(ts, skip, like, subscription):
+        self._count(*values)
     self.newest_ts = ts[-1]
     return segments
 
@@ -217,6 +228,7 @@ class ListenerState:
 
 
 _TS = operator.itemgetter(TS)
+_AT_LEAST_HALF = (0.5).__le__
 
 
 def _unit(value: Optional[float]) -> float:

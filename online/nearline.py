@@ -19,11 +19,11 @@ import dataclasses
 import logging
 import threading
 import time
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional
 
-import numpy as np
 import prometheus_client
 
+from online import batch_apply
 from online import event_batch
 from online import event_source
 from online import listener_state
@@ -119,98 +119,28 @@ class Updater:
     for i, text, reason in rejected:
       where = block.line(i)
       batch.quarantined.append(state_store.Quarantined(where.file, where.line, text, reason))
-    changed, played, oldest = self._apply(columns, block, batch, report)
-    batch.states = list(changed.values())
-    batch.popularity = state_store.popularity_increments(played)
+    applied = batch_apply.apply_events(columns, self._states, self.options.max_lateness_s)
+    for i, reason in applied.late:
+      where = block.line(i)
+      batch.quarantined.append(state_store.Quarantined(where.file, where.line, where.raw,
+                                                       reason))
+    batch.states = list(applied.changed.values())
+    batch.popularity = applied.popularity
     try:
       self.store.commit(batch)
     except BaseException:
       # The cached states were changed in place for a batch the store did not take.
       self._cache.clear()
       raise
-    self._remember(changed)
+    self._remember(applied.changed)
     self._offsets = {**self._offsets, **offsets}
-    if oldest is not None:
-      report.max_lag_s = self._clock() - oldest
+    if applied.oldest_ts is not None:
+      report.max_lag_s = self._clock() - applied.oldest_ts
+    report.applied, report.duplicates = applied.applied, applied.duplicates
     report.quarantined = len(batch.quarantined)
-    report.listeners = len(changed)
+    report.listeners = len(applied.changed)
     self._record(report, time.monotonic() - start)
     return report
-
-  def _apply(self, columns: event_batch.EventColumns, block: event_source.LineBlock,
-             batch: state_store.Batch, report: BatchReport):
-    """Applies ``columns`` listener by listener, each in timestamp order (equal times
-    in log order); late events go to ``batch.quarantined``.
-
-    Returns:
-      (user -> changed state, (segment, track) of each applied play not skipped,
-      time of the oldest applied play or None).
-    """
-    changed: Dict[str, listener_state.ListenerState] = {}
-    played: List[Tuple[str, str]] = []
-    if not columns:
-      return changed, played, None
-    codes: Dict[str, int] = {}
-    user_code = np.asarray([codes.setdefault(u, len(codes)) for u in columns.user])
-    ts = np.asarray(columns.ts, np.int64)
-    order = np.lexsort((ts, user_code))
-    code_sorted, ts_sorted = user_code[order], ts[order]
-    starts = np.flatnonzero(np.diff(code_sorted, prepend=-1)).tolist()
-    ends = starts[1:] + [len(order)]
-    # A run with two plays at the same time may hold a repeat: applied one by one.
-    same_time = np.concatenate([[0], (ts_sorted[1:] == ts_sorted[:-1])
-                                & (code_sorted[1:] == code_sorted[:-1])])
-    ties = np.cumsum(same_time).tolist()
-    order = order.tolist()
-    states = self._states(list(codes))
-    names = ("ts", "track", "artist", "session", "completion", "skip", "like",
-             "subscription", "segment", "tenure")
-    cols = [[getattr(columns, name)[i] for i in order] for name in names]
-    ts_col, track_col, skip_col = cols[0], cols[1], cols[5]
-    oldest = None
-    for s, e in zip(starts, ends):
-      user = columns.user[order[s]]
-      state = states.get(user) or listener_state.ListenerState(user)
-      if ts_col[s] > state.newest_ts and ties[e - 1] == ties[s]:
-        segments = state.extend_newer(*[c[s:e] for c in cols])
-        played.extend((seg, track) for seg, track, skip
-                      in zip(segments, track_col[s:e], skip_col[s:e]) if skip < 0.5)
-        report.applied += e - s
-        first = ts_col[s]
-      else:
-        first = self._apply_one_by_one(state, columns, order[s:e], block, batch, played,
-                                       report)
-        if first is None:
-          continue
-      changed[user] = state
-      oldest = first if oldest is None else min(oldest, first)
-    return changed, played, oldest
-
-  def _apply_one_by_one(self, state: listener_state.ListenerState,
-                        columns: event_batch.EventColumns, rows: List[int],
-                        block: event_source.LineBlock, batch: state_store.Batch,
-                        played: List[Tuple[str, str]], report: BatchReport
-                        ) -> Optional[int]:
-    """Applies ``rows`` (one listener's, in time order) with the lateness and repeat
-    checks; returns the time of the oldest applied one (None: none applied)."""
-    oldest = None
-    limit = self.options.max_lateness_s
-    for i in rows:
-      event = columns.event(i)
-      if state.newest_ts - event.ts > limit:
-        where = block.line(columns.line[i])
-        batch.quarantined.append(state_store.Quarantined(
-            where.file, where.line, where.raw,
-            f"late by {state.newest_ts - event.ts} s (limit {limit} s)"))
-        continue
-      if state.apply(event):
-        if event.skip < 0.5:
-          played.append((state.segment, event.track_id))
-        report.applied += 1
-        oldest = event.ts if oldest is None else min(oldest, event.ts)
-      else:
-        report.duplicates += 1
-    return oldest
 
   def _states(self, user_ids: List[str]) -> Dict[str, listener_state.ListenerState]:
     """The stored states of ``user_ids``, from the cache where it holds them."""

@@ -16,7 +16,6 @@ applied). See docs/nearline.md.
 """
 
 import abc
-import collections
 import dataclasses
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
@@ -104,16 +103,6 @@ class StateStore(abc.ABC):
 
   def __exit__(self, *exc) -> None:
     self.close()
-
-
-def popularity_increments(plays: Iterable[Tuple[str, str]]) -> Dict[Tuple[str, str], int]:
-  """(segment, track) -> plays to add, per segment and overall, of ``plays``: the
-  (listener's segment, track) of each applied play that was not skipped."""
-  per_segment = collections.Counter(plays)
-  overall: Dict[Tuple[str, str], int] = collections.Counter()
-  for (_, track), n in per_segment.items():
-    overall[(ALL_SEGMENTS, track)] += n
-  return {**per_segment, **overall}
 
 
 def merge_offsets(current: Mapping[str, Offset], new: Mapping[str, Offset]
