@@ -1,7 +1,8 @@
 """The canary experiment through the real gateway and model server over gRPC: listeners
-split by the gateway, outcomes fed to the sequential test, its decision applied to the
-version labels. A canary that makes listeners skip is rolled back by the skip guardrail;
-the next, better canary is promoted; the day's report shows the arms."""
+split by the gateway, their sessions' outcomes (online.experiment_metrics) fed to the
+sequential test, its decision applied to the version labels. A canary that makes
+listeners skip is rolled back by the skip guardrail; the next, better canary is promoted;
+the day's report shows the arms."""
 
 import shutil
 
@@ -10,6 +11,7 @@ import pytest
 
 from melody_testing import style_saved_model
 from online import canary_labels
+from online import experiment_metrics
 from online import experiment_report
 from online import experiment_split
 from online import gateway
@@ -31,21 +33,18 @@ MAX_BATCHES = 12
 def _run_until_decision(client, test, rng, events):
   """Every listener calls the gateway once per batch; returns (decision, batches)."""
   for batch in range(1, MAX_BATCHES + 1):
-    by_arm = {"stable": {"completion": [], "skip_rate": []},
-              "canary": {"completion": [], "skip_rate": []}}
+    start = len(events)
     for user in LISTENERS:
       response = client.recommend(user_id=user, k=3)
       assert response.source == "model"
       skip_p, completion = OUTCOMES[response.model_version]
       skip = float(rng.random() < skip_p)
       done = float(np.clip(rng.normal(completion, 0.15), 0.0, 1.0))
-      by_arm[response.arm]["completion"].append(done)
-      by_arm[response.arm]["skip_rate"].append(skip)
       events.append({"user_id": user, "session_id": f"b{batch}", "arm": response.arm,
                      "user_segment": response.segment, "completion": done, "skip": skip,
                      "model_version": response.model_version})
-    for arm, observations in by_arm.items():
-      test.add(arm, observations)
+    for arm, observations in experiment_metrics.arm_observations(events[start:]).items():
+      test.add(arm, {name: observations[name] for name in ("completion", "skip_rate")})
     decision = test.decide()
     if decision.action != sequential_test.KEEP:
       return decision, batch
