@@ -5,7 +5,8 @@ This module owns how a trained ``RankingModel`` becomes something a model server
 * :func:`export_serving_model` writes ``BASE/<version>/`` (the SavedModel of
   ``serving.signatures.RankerServingModule``, with
   ``assets.extra/tf_serving_warmup_requests`` built from real examples for every
-  signature and ``assets.extra/melody_serving.json`` describing the export), publishing
+  signature, ``assets.extra/melody_serving.json`` describing the export and, when it
+  was exported with a policy, ``assets.extra/policy.json``), publishing
   the version atomically (written under a temporary name, then renamed). Next to the
   base directory, in ``dirname(BASE)``, it writes ``models.config`` (model
   ``basename(BASE)`` by default, labels ``stable`` and ``canary``),
@@ -42,6 +43,7 @@ from serving import signatures as signatures_lib
 from serving import warmup as warmup_lib
 
 INFO_FILE = os.path.join("assets.extra", "melody_serving.json")
+POLICY_FILE = os.path.join("assets.extra", "policy.json")
 DEFAULT_MODEL_NAME = "melody"
 # Batching: a request carries up to N_max candidates per listener, so a few listeners
 # already make a large batch. No timeout: a request never waits for others (a lone one
@@ -104,7 +106,9 @@ def save_module(module: signatures_lib.RankerServingModule, path: str,
         num_warmup_records, catalog_ids=module.catalog_track_ids.numpy(),
         max_batch_size=max_batch_size)
     warmup_lib.write_warmup(path, requests)
+  policy = getattr(module, "policy", None)
   info = {"n_max": module.n_max, "catalog_size": module.catalog_size,
+          "policy_version": policy.version if policy is not None else None,
           "signatures": signatures, "labels": list(module.model.config.labels),
           "fusion": module.fusion_config.to_dict(), "mixing": module.mixing_config.to_dict(),
           "intent": module.intent is not None,
@@ -112,6 +116,8 @@ def save_module(module: signatures_lib.RankerServingModule, path: str,
   os.makedirs(os.path.join(path, "assets.extra"), exist_ok=True)
   with open(os.path.join(path, INFO_FILE), "w", encoding="utf-8") as f:
     json.dump(info, f, indent=2, sort_keys=True, default=list)
+  if policy is not None:
+    policy.dump(os.path.join(path, POLICY_FILE))
   return path
 
 
@@ -167,7 +173,8 @@ def export_serving_model(model,
                          fusion_config=None,
                          mixing_config=None,
                          num_warmup_records: int = warmup_lib.DEFAULT_RECORDS,
-                         batching: model_config.BatchingParameters = DEFAULT_BATCHING) -> str:
+                         batching: model_config.BatchingParameters = DEFAULT_BATCHING,
+                         policy=None) -> str:
   """Exports a numbered version under ``base_dir`` and the server configs beside it.
 
   Args:
@@ -188,15 +195,21 @@ def export_serving_model(model,
     num_warmup_records: warmup requests (at least one per signature, <= 1000).
     batching: the batching parameters file's content (its ``max_batch_size`` is one
       of the warmed-up batch sizes).
+    policy: a loaded ``ranking.fusion.policy_file.PolicyFile``: its weights, epsilon
+      and mixing rules replace ``fusion_config`` and ``mixing_config``, and the version
+      carries it as an asset and a ``policy`` signature.
 
   Returns:
     The version directory.
 
   Raises:
-    ValueError: the version exists already, or a bad argument.
+    ValueError: the version exists already, or a bad argument (a policy together with
+      a fusion or mixing config).
   """
   from ranking.fusion.spec import FusionConfig  # pylint: disable=g-import-not-at-top
   from ranking.layers import mixing as mixing_lib  # pylint: disable=g-import-not-at-top
+  if policy is not None and (fusion_config is not None or mixing_config is not None):
+    raise ValueError("give a policy or a fusion/mixing config, not both")
   base_dir = os.path.abspath(base_dir)
   model_name = model_name or os.path.basename(base_dir) or DEFAULT_MODEL_NAME
   os.makedirs(base_dir, exist_ok=True)
@@ -212,7 +225,7 @@ def export_serving_model(model,
   module = signatures_lib.RankerServingModule(
       model, tft_output_dir, catalog_path_or_df,
       fusion_config or FusionConfig(), mixing_config or mixing_lib.MixingConfig(),
-      n_max=n_max, intent=intent)
+      n_max=n_max, intent=intent, policy=policy)
   tmp = os.path.join(base_dir, f".tmp-{version}-{os.getpid()}")
   shutil.rmtree(tmp, ignore_errors=True)
   try:
@@ -223,12 +236,14 @@ def export_serving_model(model,
     shutil.rmtree(tmp, ignore_errors=True)
   labels = _labels(os.path.dirname(base_dir), model_name, base_dir, version)
   write_configs(base_dir, model_name, labels, batching)
-  _log(f"exported {model_name} version {version} to {final} (labels {labels})")
+  _log(f"exported {model_name} version {version} to {final} (labels {labels}"
+       + (f", policy {policy.version})" if policy is not None else ")"))
   return final
 
 
 def export_from_training(model, tft_output_dir: str, catalog_path: str,
-                         serving_model_dir: str, intent: Optional[tf.Module] = None) -> str:
+                         serving_model_dir: str, intent: Optional[tf.Module] = None,
+                         policy=None) -> str:
   """The Trainer's export: the serving SavedModel directly in ``serving_model_dir``.
 
   Call it at the end of ``run_fn`` instead of the raw-example-only export:
@@ -239,12 +254,14 @@ def export_from_training(model, tft_output_dir: str, catalog_path: str,
   from the ``examples/`` next to ``catalog_path`` when there are any. No version
   directory and no config files: TFX's Pusher versions the pushed copy. ``intent``
   (e.g. the IntentTrainer's reloaded SavedModel) adds ``intent_candidates`` and text
-  requests in ``recommend``.
+  requests in ``recommend``. ``policy`` (a loaded ``policy.json``) sets the fusion and
+  mixing tables and adds the policy asset and signature.
 
   Returns:
     ``serving_model_dir``.
   """
-  module = signatures_lib.RankerServingModule(model, tft_output_dir, catalog_path, intent=intent)
+  module = signatures_lib.RankerServingModule(model, tft_output_dir, catalog_path,
+                                              intent=intent, policy=policy)
   if tf.io.gfile.exists(os.path.join(serving_model_dir, "saved_model.pb")):
     raise ValueError(f"{serving_model_dir} holds a SavedModel already")
   save_module(module, serving_model_dir, default_example_pattern(catalog_path))

@@ -7,7 +7,9 @@ under ``--base-dir`` with warmup records from the data's examples, and writes
 ``models.config``, ``batching_parameters.txt`` and ``monitoring.config`` beside it (see
 ``serving.export.export_serving_model``). ``melody train`` already writes such a
 version; this verb re-exports, e.g. into a server's model directory or with another
-``--n-max``.
+``--n-max``, or with a ``--policy`` file (``policy.json`` from ``melody simulate``)
+baked into its fusion and mixing tables; a policy that fails validation stops the
+export before anything is written.
 """
 
 import os
@@ -16,8 +18,11 @@ import sys
 
 def _export(args) -> int:
   from serving import export  # pylint: disable=import-outside-toplevel
+  from ranking.fusion import policy_file  # pylint: disable=import-outside-toplevel
   options = {"n_max": args.n_max} if args.n_max is not None else {}
   try:
+    if args.policy:
+      options["policy"] = policy_file.load(args.policy)
     model = export.restore_trained_model(args.train_out, args.config)
     path = export.export_serving_model(
         model, os.path.join(args.train_out, "transform"),
@@ -55,4 +60,8 @@ def register(subparsers) -> None:
   parser.add_argument("--n-max", type=int, default=None,
                       help="most candidates per listener in `rank` (default: the "
                            "export's, serving.signatures.DEFAULT_N_MAX)")
+  parser.add_argument("--policy", default=None, metavar="POLICY_JSON",
+                      help="policy.json (from `melody simulate`) to bake into the fusion and "
+                           "mixing tables; the version then carries it as an asset and a "
+                           "`policy` signature")
   parser.set_defaults(handler=_export)

@@ -81,6 +81,14 @@ def recommend_input_spec(with_text: bool) -> Dict[str, tf.TensorSpec]:
   return spec
 
 
+POLICY_INPUT = "request_id"   # the ``policy`` signature's one input: [B] int64, any values
+
+
+def policy_input_spec() -> Dict[str, tf.TensorSpec]:
+  """The ``policy`` signature's input (one row per answer, so it batches like the rest)."""
+  return {POLICY_INPUT: tf.TensorSpec([None], tf.int64, name=POLICY_INPUT)}
+
+
 def neutral_controls(batch: int) -> Dict[str, np.ndarray]:
   """Control inputs meaning "segment table, no exploration" for ``batch`` rows."""
   return {"alpha_beta_gamma": np.full((batch, 3), -1.0, np.float32),

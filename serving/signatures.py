@@ -26,6 +26,9 @@ the inputs and the conventions of the fusion controls):
 * ``transform_features``: serialized raw ``tf.Example`` s -> transformed features.
 * ``score_examples``: serialized raw ``tf.Example`` s -> one ``[B]`` prediction per label
   key plus ``interest`` (what TFMA and the InfraValidator call).
+* ``policy`` (only when exported with a ``policy.json``): ``request_id`` ``[B]`` ->
+  ``policy_json`` and ``policy_version`` ``[B]`` strings, the policy whose weights,
+  epsilon and mixing rules the graph holds (``ranking.fusion.policy_file``).
 
 ``rank`` and ``recommend`` answer with the heads, ``fused_score``, the effective
 ``weights``, the mixed order and one ``reasons`` string per candidate
@@ -129,6 +132,8 @@ class RankerServingModule(tf.Module):
     n_max: the most candidates ``rank`` accepts per listener (and ``k``'s bound).
     intent: optional ``tf.Module`` whose ``candidates(texts [B] string, k int32 scalar)``
       returns ``(catalogue rows [B, k] int32, scores [B, k] float32)``.
+    policy: optional ``ranking.fusion.policy_file.PolicyFile``; it replaces
+      ``fusion_config`` and ``mixing_config`` and adds the ``policy`` signature.
   """
 
   def __init__(self, model: model_lib.RankingModel, tft_output,
@@ -136,8 +141,11 @@ class RankerServingModule(tf.Module):
                fusion_config: FusionConfig = FusionConfig(),
                mixing_config: mixing_lib.MixingConfig = mixing_lib.MixingConfig(),
                n_max: int = request_schema.DEFAULT_N_MAX,
-               intent: Optional[tf.Module] = None):
+               intent: Optional[tf.Module] = None, policy=None):
     super().__init__(name="melody_serving")
+    if policy is not None:
+      fusion_config, mixing_config = policy.fusion, policy.mixing_config()
+    self.policy = policy
     if isinstance(n_max, bool) or not isinstance(n_max, int) or n_max < 1:
       raise ValueError(f"n_max must be a positive int, got {n_max!r}")
     if intent is not None and not callable(getattr(intent, "candidates", None)):
@@ -204,6 +212,8 @@ class RankerServingModule(tf.Module):
       self._py.functions["intent_candidates"] = fn(
           self._intent_candidates, tf.TensorSpec([None], tf.string, name="text"),
           tf.TensorSpec([], tf.int32, name="k"))
+    if policy is not None:
+      self._py.functions["policy"] = fn(self._policy, request_schema.policy_input_spec())
     self._py.concrete = None
 
   @property
@@ -229,6 +239,11 @@ class RankerServingModule(tf.Module):
   def _score_examples(self, examples):
     transformed = self.tft_layer(tf.io.parse_example(examples, self._example_spec))
     return self._heads(self.model(transformed, training=False))
+
+  def _policy(self, inputs):
+    rows = tf.shape(inputs[request_schema.POLICY_INPUT])[:1]
+    return {"policy_json": tf.fill(rows, tf.constant(self.policy.to_json())),
+            "policy_version": tf.fill(rows, tf.constant(self.policy.version))}
 
   def _intent_candidates(self, text, k):
     rows, scores, valid = self._intent_rows(text, self._bounded_k(k))

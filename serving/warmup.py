@@ -144,7 +144,7 @@ def request_kind(inputs: Collection[str]) -> str:
   """Which warmup request a signature with the input names ``inputs`` takes.
 
   Returns:
-    ``"rank"``, ``"recommend"``, ``"intent"`` or ``"examples"``.
+    ``"rank"``, ``"recommend"``, ``"intent"``, ``"policy"`` or ``"examples"``.
 
   Raises:
     ValueError: no request Melody knows how to build has exactly these inputs.
@@ -154,12 +154,13 @@ def request_kind(inputs: Collection[str]) -> str:
            "recommend": set(request_schema.recommend_input_spec(False)),
            "recommend_text": set(request_schema.recommend_input_spec(True)),
            "intent": {"text", "k"},
+           "policy": {request_schema.POLICY_INPUT},
            "examples": {EXAMPLES_INPUT}}
   for kind, wanted in kinds.items():
     if names == wanted:
       return "recommend" if kind == "recommend_text" else kind
   raise ValueError(f"no warmup request for a signature with inputs {sorted(names)}; "
-                   "serving.warmup builds rank, recommend, intent and tf.Example requests")
+                   "serving.warmup builds rank, recommend, intent, policy and tf.Example requests")
 
 
 def _variants(kind: str, n_max: int, max_batch: int) -> List[Tuple[int, int]]:
@@ -189,6 +190,8 @@ def _request_inputs(kind: str, parsed: Dict[str, np.ndarray], records: Sequence[
   if kind == "examples":
     return {EXAMPLES_INPUT: np.asarray([records[(i * 5 + b) % len(records)]
                                         for b in range(batch)], dtype=object)}
+  if kind == "policy":
+    return {request_schema.POLICY_INPUT: np.arange(batch, dtype=np.int64)}
   if kind == "intent":
     return {"text": np.asarray([SAMPLE_TEXTS[(i + b) % len(SAMPLE_TEXTS)].encode()
                                 for b in range(batch)], dtype=object),
