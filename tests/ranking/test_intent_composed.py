@@ -20,7 +20,8 @@ TEXTS = ["calm piano for a rainy commute", "dance music for a house party",
          "dark ambient late at night"]
 
 
-def _zero_shot_intent(tmp_path_factory):
+@pytest.fixture(scope="module")
+def zero_shot_intent(tmp_path_factory):
   """The simulated world's paths and catalogue, and a zero-shot MiniLM intent module."""
   paths = bench_serving.prepare_world(str(tmp_path_factory.getbasetemp() / "intent_world"))
   tracks = pd.read_parquet(paths["tracks"])
@@ -35,8 +36,8 @@ def _zero_shot_intent(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_composed_export_serves_the_in_process_intent_ids(tmp_path_factory):
-  paths, tracks, module = _zero_shot_intent(tmp_path_factory)
+def test_composed_export_serves_the_in_process_intent_ids(zero_shot_intent, tmp_path_factory):
+  paths, tracks, module = zero_shot_intent
   base = str(tmp_path_factory.mktemp("composed") / "melody")
   version = export.export_serving_model(bench_serving.build_model(), paths["tft"],
                                         paths["tracks"], base, n_max=100,
@@ -50,10 +51,11 @@ def test_composed_export_serves_the_in_process_intent_ids(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_a_saved_intent_module_composes_like_the_in_process_one(tmp_path_factory):
+def test_a_saved_intent_module_composes_like_the_in_process_one(zero_shot_intent,
+                                                                tmp_path_factory):
   """The pipeline composes from the intent Trainer's SavedModel (fn_args.base_model):
   the reloaded module must serve the same ids inside the ranker's export."""
-  paths, tracks, module = _zero_shot_intent(tmp_path_factory)
+  paths, tracks, module = zero_shot_intent
   saved = module.save(str(tmp_path_factory.mktemp("intent_model") / "intent"))
   restored = tf.saved_model.load(saved)
   base = str(tmp_path_factory.mktemp("composed_saved") / "melody")
