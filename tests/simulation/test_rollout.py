@@ -225,17 +225,12 @@ def test_saved_model_policy_calls_the_rank_signature(world, tmp_path):
 
 
 @pytest.mark.slow
-def test_saved_model_policy_on_a_real_export(tmp_path_factory):
+def test_saved_model_policy_on_a_real_export(ranker_export):
   """The real ``serving.export`` SavedModel (tiny, untrained) ranks inside rollouts:
   slates come from the candidates, keep the promo rules, and the fusion weights the
   graph reports are its segment table, or the override the policy sends."""
   from bench import serving as bench_serving  # pylint: disable=import-outside-toplevel
-  from serving import export  # pylint: disable=import-outside-toplevel
-  root = tmp_path_factory.mktemp("real_export")
-  paths = bench_serving.prepare_world(str(root / "world"))
-  version = export.export_serving_model(bench_serving.build_model(), paths["tft"],
-                                        paths["tracks"], str(root / "models" / "melody"),
-                                        n_max=64, num_warmup_records=8)
+  version = ranker_export["v1"]
   world = World(WorldConfig(n_tracks=300), seed=bench_serving.SEED)
   cfg = rollout_lib.RolloutConfig(users=80, days=2, seed=4, chunk_users=80)
   res = rollout_lib.rollout(world, saved_model_policy.SavedModelPolicy(version), cfg)
