@@ -3,9 +3,9 @@
 The session's export of the tiny ranker (``ranker_export`` in conftest.py) is served
 with batching on, as ``melody serve`` serves an export. Right after the load, the first call
 of every signature finds its function ready (the warmup replayed them all). Then client
-threads with 1 s deadlines call a mix of signatures while a new version is published
-into the base path: no request fails, GetModelStatus keeps answering, and the new version
-answers within the poll period plus its measured load and warmup time.
+threads with deadlines call a mix of signatures while a new version is published into the
+base path: no request fails, GetModelStatus keeps answering, and the new version answers
+within the poll period plus its measured load and warmup time.
 """
 
 import os
@@ -27,7 +27,9 @@ from serving import warmup
 
 pytestmark = pytest.mark.slow
 N_MAX = 200   # The shared export's (conftest.py).
-DEADLINE_SECONDS = 1.0
+# A request stuck behind the swap still fails; the margin is for a CPU shared with other
+# test workers, where a sub-second call can take a few seconds.
+DEADLINE_SECONDS = 5.0
 POLL_SECONDS = 0.5
 CLIENTS = 2
 # Slack for a loaded CI machine on top of poll period + load + warmup.
@@ -69,7 +71,7 @@ def test_the_first_call_of_every_signature_after_load_finds_its_function(served)
 
 
 class _Caller(threading.Thread):
-  """Calls the signatures in turn with a 1 s deadline until ``stop`` is set."""
+  """Calls the signatures in turn, each with a deadline, until ``stop`` is set."""
 
   def __init__(self, target, requests, offset, stop):
     super().__init__(daemon=True)
@@ -94,7 +96,7 @@ class _Caller(threading.Thread):
 
 
 class _StatusWatcher(threading.Thread):
-  """Asks GetModelStatus every 50 ms (1 s deadline); notes when each state is first seen."""
+  """Asks GetModelStatus every 50 ms (with a deadline); notes when each state is first seen."""
 
   def __init__(self, target, stop):
     super().__init__(daemon=True)
