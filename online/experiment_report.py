@@ -68,20 +68,23 @@ def arm_segment_table(events: Sequence[Dict[str, object]],
   ev["segment"] = _column(ev, "user_segment", "unknown").fillna("unknown")
   ev["session"] = (_column(ev, "user_id", "").astype(str) + "/" +
                    _column(ev, "session_id", "").astype(str))
-  ev["early_skip"] = _column(ev, "skip_profile", None).isin(_EARLY_SKIPS).astype(float)
+  # A column the log lacks stays NaN in the table ("-"), never a made-up 0.
+  profile = _column(ev, "skip_profile", None)
+  ev["early_skip"] = profile.isin(_EARLY_SKIPS).astype(float).where(profile.notna())
   for name in ("completion", "skip", "like", "subscription"):
     ev[name] = _column(ev, name)
-  ev["promo"] = _column(ev, "is_promo", False).fillna(False).astype(float)
+  ev["promo"] = _column(ev, "is_promo").astype(float)
   g = ev.groupby(["arm", "segment"])
   table = pd.DataFrame({
       "sessions": g["session"].nunique(),
       "plays": g.size(),
       "completion_rate": g["completion"].mean(),
       "skip_rate": g["skip"].mean(),
-      "early_skip_share": g["early_skip"].sum() / g["skip"].sum().replace(0, np.nan),
-      "likes": g["like"].sum(),
+      "early_skip_share": (g["early_skip"].sum(min_count=1) /
+                           g["skip"].sum(min_count=1).replace(0, np.nan)),
+      "likes": g["like"].sum(min_count=1),
       "like_rate": g["like"].mean(),
-      "conversions": g["subscription"].sum(),
+      "conversions": g["subscription"].sum(min_count=1),
       "conversion_rate": g["subscription"].mean(),
       "promo_share": g["promo"].mean(),
   })

@@ -105,7 +105,10 @@ def test_a_bad_canary_is_rolled_back_and_a_good_one_promoted(tmp_path):
     caller.close()
   table = experiment_report.arm_segment_table(events[:day1])
   assert table.loc[("canary", "new"), "skip_rate"] > table.loc[("stable", "new"), "skip_rate"]
-  paths = experiment_report.write_report(str(tmp_path / "report"), events, (), decisions)
-  text = open(paths["markdown"], encoding="utf-8").read()
-  assert "**rollback** (day 1): guardrail skip_rate" in text
-  assert "**promote** (day 2): completion +" in text
+  for day, day_events, expected in ((1, events[:day1], "**rollback** (day 1): guardrail "
+                                     "skip_rate"),
+                                    (2, events[day1:], "**promote** (day 2): completion +")):
+    paths = experiment_report.write_report(str(tmp_path / "report"), day_events, (),
+                                           decisions[day - 1:day], name=f"day-{day}")
+    with open(paths["markdown"], encoding="utf-8") as f:
+      assert expected in f.read()
