@@ -20,10 +20,20 @@ def _local_config(args):
     overrides["schema_dir"] = None
   elif args.schema:
     overrides["schema_dir"] = args.schema
+  if args.policy:
+    from ranking.fusion import policy_file
+    overrides["policy_json"] = policy_file.load(args.policy).to_json()
   return configs.local_config(args.data, args.workdir, **overrides)
 
 
 def _run(args):
+  from ranking.fusion import policy_file
+  if args.policy:   # a policy that fails validation stops the run before it starts
+    try:
+      policy_file.load(args.policy)
+    except policy_file.PolicyError as e:
+      print(f"melody pipeline run: error: {e}", file=sys.stderr, flush=True)
+      return 2
   from pipeline import local_runner, run_errors, runs
   if args.window_days:
     return _run_window(args)
@@ -173,6 +183,9 @@ def register(subparsers) -> None:
                  help="with --window-days: run this span only (skipped if already pushed)")
   p.add_argument("--no-drift-check", action="store_true",
                  help="with --window-days: do not compare each span with the one before")
+  p.add_argument("--policy", default=None, metavar="POLICY_JSON",
+                 help="policy.json (from `melody simulate`) the Trainer bakes into the "
+                      "exported model's fusion and mixing tables")
   p.set_defaults(handler=_run)
 
   p = sub.add_parser("rollback", help="serve the previous pushed version again (local)")

@@ -55,6 +55,9 @@ class PipelineConfig:
     next_play_k: for next-play examples of a play-only log, the cut-off k of the
       next-play Recall@k/NDCG@k that bless the model (``pipeline.next_play_eval``, in
       place of TFMA); 0 for every other dataset.
+    policy_json: a validated ``policy.json``'s text (``ranking.fusion.policy_file``)
+      the Trainer bakes into the exported model's fusion and mixing tables; "" keeps
+      the defaults. The text, not a path, so a remote Trainer needs no file.
   """
   data_root: str
   pipeline_root: str
@@ -76,6 +79,7 @@ class PipelineConfig:
   enable_cache: bool = False
   unmeasured: Tuple[str, ...] = ()
   examples_root: str = ""
+  policy_json: str = ""
   next_play_k: int = 0
 
   def __post_init__(self):
@@ -98,6 +102,8 @@ class PipelineConfig:
            "seed": self.seed,
            # The catalog the serving graph scores and retrieves from.
            "catalog_path": self.catalog_path()}
+    if self.policy_json:
+      cfg["policy_json"] = self.policy_json
     cfg.update(dict(self.extra_trainer_config))
     return cfg
 

@@ -66,6 +66,7 @@ class RunSummary:
   error: str = ""
   log_path: str = ""
   spans: List[str] = dataclasses.field(default_factory=list)
+  policy_version: str = ""   # the policy.json its model was exported with ("" none)
 
   @property
   def state(self) -> str:
@@ -135,6 +136,8 @@ def _summary(store, ctx, with_metrics: bool) -> RunSummary:
         summary.pushed_version = artifact.custom_properties["pushed_version"].string_value
     elif type_name == "ModelEvaluation":
       evaluations.append(artifact.uri)
+    elif type_name == "Model":
+      summary.policy_version = model_policy_version(artifact.uri) or summary.policy_version
   if with_metrics and evaluations:
     from pipeline import evaluation_results  # pylint: disable=g-import-not-at-top
     for uri in evaluations:
@@ -144,6 +147,18 @@ def _summary(store, ctx, with_metrics: bool) -> RunSummary:
       if summary.blessed is False:
         summary.blessing_failures.extend(evaluation_results.threshold_failures(uri))
   return summary
+
+
+def model_policy_version(model_uri: str) -> str:
+  """The policy version a Trainer's model was exported with ("" when none, or when the
+  export has no ``melody_serving.json``)."""
+  import json  # pylint: disable=g-import-not-at-top
+  path = os.path.join(model_uri, "Format-Serving", "assets.extra", "melody_serving.json")
+  try:
+    with open(path, encoding="utf-8") as f:
+      return json.load(f).get("policy_version") or ""
+  except (OSError, ValueError):
+    return ""
 
 
 def _apply_record(summary: RunSummary, record: run_record.RunRecord) -> None:
@@ -201,7 +216,7 @@ def format_runs(runs: List[RunSummary]) -> str:
   """A table (one row per run, the overall metric per head), then for every run that
   was not blessed, failed or was abandoned, why."""
   header = ["run", "spans", "state", "secs", "blessed", "infra", "pushed"] + [
-      f"{o.replace('interest_', '')}:{_SHORT.get(m, m)}" for o, m in _HEADS]
+      f"{o.replace('interest_', '')}:{_SHORT.get(m, m)}" for o, m in _HEADS] + ["policy"]
   rows = []
   for r in runs:
     row = [r.run_id, format_spans(r.spans), r.state,
@@ -209,6 +224,7 @@ def format_runs(runs: List[RunSummary]) -> str:
            _yes_no(r.blessed), _yes_no(r.infra_blessed), _yes_no(r.pushed)]
     for o, m in _HEADS:
       row.append(_shown(r.metrics, o, "overall", m))
+    row.append(r.policy_version or "-")
     rows.append(row)
   notes = [line for r in runs for line in explain(r)]
   return _table(header, rows) + ("\n\n" + "\n".join(notes) if notes else "")

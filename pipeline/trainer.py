@@ -308,12 +308,14 @@ def run_fn(fn_args) -> Dict[str, float]:
     The final metrics.
 
   Raises:
-    ValueError: no catalogue (checked before training).
+    ValueError: no catalogue, or a ``policy_json`` that fails validation (both
+      checked before training).
   """
   from serving import export as serving_export  # pylint: disable=g-import-not-at-top
   from serving import tensors as serving_tensors  # pylint: disable=g-import-not-at-top
 
   catalog = catalog_path(getattr(fn_args, "custom_config", None))
+  policy = trained_policy(getattr(fn_args, "custom_config", None))
   trained = fit(fn_args)
   intent = None
   base_model = getattr(fn_args, "base_model", None)
@@ -321,5 +323,20 @@ def run_fn(fn_args) -> Dict[str, float]:
     intent = serving_tensors.load_saved_model(base_model)
     _log(f"composing the intent model from {base_model}")
   serving_export.export_from_training(trained.model, trained.transform_output, catalog,
-                                      fn_args.serving_model_dir, intent=intent)
+                                      fn_args.serving_model_dir, intent=intent, policy=policy)
   return trained.metrics
+
+
+def trained_policy(custom_config: Optional[Dict[str, object]]):
+  """The ``policy_json`` of a Trainer ``custom_config``, validated (None: no policy).
+
+  Raises:
+    ValueError: the policy fails a check (``ranking.fusion.policy_file.PolicyError``).
+  """
+  text = dict(custom_config or {}).get("policy_json")
+  if not text:
+    return None
+  from ranking.fusion import policy_file  # pylint: disable=g-import-not-at-top
+  policy = policy_file.loads(str(text), "custom_config policy_json")
+  _log(f"exporting with policy {policy.version}")
+  return policy
