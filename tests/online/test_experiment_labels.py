@@ -2,22 +2,13 @@
 running model server (serving.reconfigure through TF Serving's config reload), seen
 through the gateway's split."""
 
-import shutil
-
 import grpc
 import pytest
 
-from melody_testing import style_saved_model
+from melody_testing import canary_stack
 from online import canary_labels
 from online import experiment_split
-from online import gateway
-from online import gateway_client
-from online import gateway_metrics
-from online import gateway_server
-from online import model_caller
-from online import stores
 from serving import model_config
-from serving import server as server_lib
 
 SPLIT = experiment_split.ExperimentSplit("labels", 0.5, "s")
 USERS = [f"u{i}" for i in range(24)]
@@ -59,37 +50,26 @@ def _versions_by_arm(client):
 @pytest.mark.slow
 def test_a_canary_is_pushed_promoted_and_a_next_one_rolled_back_without_a_restart(
     tmp_path):
-  base = tmp_path / "melody"
-  style_saved_model.publish(str(base))
-  for version in (2, 3):
-    shutil.copytree(base / "1", base / str(version))
-  config = str(tmp_path / "models.config")
-  entry = _entry(str(base), {"stable": 1})
-  options = server_lib.ServerOptions(port=0, file_system_poll_wait_seconds=0)
-  with server_lib.ModelServer([entry], options) as server, \
-      stores.open_store(str(tmp_path / "state.db")) as store:
-    caller = model_caller.ModelCaller(server.target, deadline_s=30.0)
-    gw = gateway.Gateway(store, caller, gateway_metrics.GatewayMetrics(),
-                         gateway.GatewayOptions(split=SPLIT))
-    with gateway_server.GatewayServer(gw, gateway_server.PortOptions(http_port=None)) as gs, \
-        gateway_client.GatewayClient(gs.grpc_target, timeout=30) as client:
-      # No canary yet: every listener is served (and counted) as stable.
-      assert _versions_by_arm(client) == {"stable": {1}}
-      entry = canary_labels.push_canary(entry, 2)
-      canary_labels.apply([entry], config, server.target)
-      assert server.loaded_versions("melody") == (1, 2)
-      assert _versions_by_arm(client) == {"stable": {1}, "canary": {2}}
-      entry = canary_labels.promote(entry)
-      canary_labels.apply([entry], config, server.target)
-      assert server.loaded_versions("melody") == (2,)
-      assert _versions_by_arm(client) == {"stable": {2}}
-      entry = canary_labels.push_canary(entry, 3)
-      canary_labels.apply([entry], config, server.target)
-      assert _versions_by_arm(client) == {"stable": {2}, "canary": {3}}
-      entry = canary_labels.rollback(entry)
-      canary_labels.apply([entry], config, server.target)
-      assert server.loaded_versions("melody") == (2,)
-      assert _versions_by_arm(client) == {"stable": {2}}
+  with canary_stack.canary_stack(str(tmp_path), {"stable": 1}, SPLIT) as stack:
+    server, client, config, entry = (stack.server, stack.client, stack.config_path,
+                                     stack.entry)
+    # No canary yet: every listener is served (and counted) as stable.
+    assert _versions_by_arm(client) == {"stable": {1}}
+    entry = canary_labels.push_canary(entry, 2)
+    canary_labels.apply([entry], config, server.target)
+    assert server.loaded_versions("melody") == (1, 2)
+    assert _versions_by_arm(client) == {"stable": {1}, "canary": {2}}
+    entry = canary_labels.promote(entry)
+    canary_labels.apply([entry], config, server.target)
+    assert server.loaded_versions("melody") == (2,)
+    assert _versions_by_arm(client) == {"stable": {2}}
+    entry = canary_labels.push_canary(entry, 3)
+    canary_labels.apply([entry], config, server.target)
+    assert _versions_by_arm(client) == {"stable": {2}, "canary": {3}}
+    entry = canary_labels.rollback(entry)
+    canary_labels.apply([entry], config, server.target)
+    assert server.loaded_versions("melody") == (2,)
+    assert _versions_by_arm(client) == {"stable": {2}}
     assert model_config.read_model_config(config) == (entry,)
     # A label on a version that is not there is refused; what is served stays.
     with pytest.raises(grpc.RpcError) as e:
@@ -99,11 +79,11 @@ def test_a_canary_is_pushed_promoted_and_a_next_one_rolled_back_without_a_restar
     assert server.loaded_versions("melody") == (2,)
     assert model_config.read_model_config(config) == (entry,)
     # What needs a restart is refused by name.
+    base = entry.base_path
     with pytest.raises(ValueError, match="adding or removing"):
-      server.reload_config([entry, model_config.ModelEntry("other", str(base))])
+      server.reload_config([entry, model_config.ModelEntry("other", base)])
     with pytest.raises(ValueError, match="base path"):
       server.reload_config([_entry(str(tmp_path / "elsewhere"), {"stable": 2})])
     with pytest.raises(ValueError, match="selects none"):
-      server.reload_config([_entry(str(base), {"stable": 9})])
+      server.reload_config([_entry(base, {"stable": 9})])
     assert server.loaded_versions("melody") == (2,)
-    caller.close()

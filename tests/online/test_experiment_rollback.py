@@ -4,25 +4,16 @@ sequential test, its decision applied to the version labels. A canary that makes
 listeners skip is rolled back by the skip guardrail; the next, better canary is promoted;
 the day's report shows the arms."""
 
-import shutil
-
 import numpy as np
 import pytest
 
-from melody_testing import style_saved_model
+from melody_testing import canary_stack
 from online import canary_labels
 from online import experiment_metrics
 from online import experiment_report
 from online import experiment_split
-from online import gateway
-from online import gateway_client
-from online import gateway_metrics
-from online import gateway_server
-from online import model_caller
 from online import sequential_test
-from online import stores
 from serving import model_config
-from serving import server as server_lib
 
 LISTENERS = [f"listener-{i}" for i in range(160)]
 # What each version does to listeners: (skip probability, mean completion).
@@ -59,50 +50,36 @@ def _canary_test():
 
 @pytest.mark.slow
 def test_a_bad_canary_is_rolled_back_and_a_good_one_promoted(tmp_path):
-  base = tmp_path / "melody"
-  style_saved_model.publish(str(base))
-  for version in (2, 3):
-    shutil.copytree(base / "1", base / str(version))
-  entry = model_config.ModelEntry("melody", str(base),
-                                  model_config.VersionPolicy("specific", versions=(1,)),
-                                  {"stable": 1})
-  config = str(tmp_path / "models.config")
   split = experiment_split.ExperimentSplit("rollback-drill", 0.5, "s")
   rng = np.random.default_rng(2023)
-  options = server_lib.ServerOptions(port=0, file_system_poll_wait_seconds=0)
-  with server_lib.ModelServer([entry], options) as server, \
-      stores.open_store(str(tmp_path / "state.db")) as store:
-    caller = model_caller.ModelCaller(server.target, deadline_s=30.0)
-    gw = gateway.Gateway(store, caller, gateway_metrics.GatewayMetrics(),
-                         gateway.GatewayOptions(split=split))
-    with gateway_server.GatewayServer(gw, gateway_server.PortOptions(http_port=None)) as gs, \
-        gateway_client.GatewayClient(gs.grpc_target, timeout=30) as client:
-      events, decisions = [], []
-      # Version 2 makes listeners skip more: the skip guardrail rolls it back.
-      entry = canary_labels.push_canary(entry, 2)
-      canary_labels.apply([entry], config, server.target)
-      decision, batches = _run_until_decision(client, _canary_test(), rng, events)
-      assert (decision.action, decision.failed_guardrail) == ("rollback", "skip_rate")
-      assert batches <= 6
-      decisions.append(dict(decision.as_dict(), day=1))
-      day1 = len(events)
-      entry = canary_labels.after_decision(entry, decision.action)
-      canary_labels.apply([entry], config, server.target)
-      assert server.loaded_versions("melody") == (1,)
-      rolled_back = client.recommend(user_id=LISTENERS[0], k=3)
-      assert (rolled_back.arm, rolled_back.model_version) == ("stable", 1)
-      # Version 3 completes more at the same skip rate: promoted to stable.
-      entry = canary_labels.push_canary(entry, 3)
-      canary_labels.apply([entry], config, server.target)
-      decision, batches = _run_until_decision(client, _canary_test(), rng, events)
-      assert decision.action == "promote" and batches <= 6
-      assert decision.evidence["completion"].lower > 0
-      decisions.append(dict(decision.as_dict(), day=2))
-      entry = canary_labels.after_decision(entry, decision.action)
-      canary_labels.apply([entry], config, server.target)
-      assert model_config.read_model_config(config)[0].labels == {"stable": 3}
-      assert {client.recommend(user_id=u, k=3).model_version for u in LISTENERS[:20]} == {3}
-    caller.close()
+  events, decisions = [], []
+  with canary_stack.canary_stack(str(tmp_path), {"stable": 1}, split) as stack:
+    server, client, config, entry = (stack.server, stack.client, stack.config_path,
+                                     stack.entry)
+    # Version 2 makes listeners skip more: the skip guardrail rolls it back.
+    entry = canary_labels.push_canary(entry, 2)
+    canary_labels.apply([entry], config, server.target)
+    decision, batches = _run_until_decision(client, _canary_test(), rng, events)
+    assert (decision.action, decision.failed_guardrail) == ("rollback", "skip_rate")
+    assert batches <= 6
+    decisions.append(dict(decision.as_dict(), day=1))
+    day1 = len(events)
+    entry = canary_labels.after_decision(entry, decision.action)
+    canary_labels.apply([entry], config, server.target)
+    assert server.loaded_versions("melody") == (1,)
+    rolled_back = client.recommend(user_id=LISTENERS[0], k=3)
+    assert (rolled_back.arm, rolled_back.model_version) == ("stable", 1)
+    # Version 3 completes more at the same skip rate: promoted to stable.
+    entry = canary_labels.push_canary(entry, 3)
+    canary_labels.apply([entry], config, server.target)
+    decision, batches = _run_until_decision(client, _canary_test(), rng, events)
+    assert decision.action == "promote" and batches <= 6
+    assert decision.evidence["completion"].lower > 0
+    decisions.append(dict(decision.as_dict(), day=2))
+    entry = canary_labels.after_decision(entry, decision.action)
+    canary_labels.apply([entry], config, server.target)
+    assert model_config.read_model_config(config)[0].labels == {"stable": 3}
+    assert {client.recommend(user_id=u, k=3).model_version for u in LISTENERS[:20]} == {3}
   table = experiment_report.arm_segment_table(events[:day1])
   assert table.loc[("canary", "new"), "skip_rate"] > table.loc[("stable", "new"), "skip_rate"]
   for day, day_events, expected in ((1, events[:day1], "**rollback** (day 1): guardrail "
