@@ -34,7 +34,10 @@ listeners), ``MELODY_BENCH_RANKING_DAYS`` (10), ``MELODY_BENCH_RANKING_CONVERSIO
 ``MELODY_BENCH_RANKING_CURVE_STEPS`` (300,1000,2000: the learning-curve checkpoints) and
 ``MELODY_BENCH_RANKING_MODELS`` (comma-separated variants, in the order they run; all of
 ``ranking_models.MODELS`` by default).
-The benchmark runs in parts (``PARTS``: throughput, latency, simulator, curves, real);
+``MELODY_BENCH_RANKING_SEQUENCE_STEPS`` (60: the per-impression budget of the
+``sequence`` part, ``ranking_sequence``).
+The benchmark runs in parts (``PARTS``: throughput, latency, simulator, curves, real,
+sequence);
 ``MELODY_BENCH_RANKING_ONLY=simulator,curves`` (comma-separated) runs only those into the
 existing results file, keeping the others, and rewrites the docs and PNG, so each part can
 run on its own on a shared machine. Each part records its time, host and load average.
@@ -62,6 +65,8 @@ from bench import ranking_data
 from bench import ranking_latency
 from bench import ranking_models
 from bench import ranking_report
+from bench import ranking_sequence
+from bench import ranking_sequence_report
 from bench import ranking_speed
 from bench import ranking_targets
 from features import feature_spec
@@ -98,11 +103,12 @@ def _save(results: Dict[str, object]) -> None:
   common.write_results("ranking", results)
   ranking_report.write_doc(results)
   ranking_report.write_png(results)
+  ranking_sequence_report.write_png(results.get("sequence"))
 
 
-PARTS = ("throughput", "latency", "simulator", "curves", "real")
+PARTS = ("throughput", "latency", "simulator", "curves", "real", "sequence")
 # Parts that train on the simulator data (generated once per invocation).
-_SIM_PARTS = ("throughput", "simulator", "curves")
+_SIM_PARTS = ("throughput", "simulator", "curves", "sequence")
 CURVE_MODELS = (ranking_models.LINEAR, ranking_models.FLAT_MMOE,
                 ranking_models.FLAT_MMOE_RECENT, "mmoe")
 
@@ -111,6 +117,7 @@ def _settings() -> Dict[str, object]:
   conversion_scale = _env_float("MELODY_BENCH_RANKING_CONVERSION_SCALE", 15.0)
   return {"steps": _env_int("MELODY_BENCH_RANKING_STEPS", 300),
           "real_steps": _env_int("MELODY_BENCH_RANKING_REAL_STEPS", 150),
+          "sequence_steps": _env_int("MELODY_BENCH_RANKING_SEQUENCE_STEPS", 60),
           "batch_size": _env_int("MELODY_BENCH_RANKING_BATCH", 256),
           "seeds": _env_int("MELODY_BENCH_RANKING_SEEDS", 3),
           "simulated_users": _env_int("MELODY_BENCH_RANKING_USERS", 2000),
@@ -164,6 +171,9 @@ def _run_part(part: str, results, work: str, sim, sim_paths) -> None:
                                            work_dir=work)
     block["label_profile"] = ranking_data.label_profile(sim["train"])
     results["datasets"]["simulator"] = block
+  elif part == "sequence":
+    results["sequence"] = ranking_sequence.sequence_comparison(
+        sim, st["sequence_steps"], st["batch_size"], seeds)
   elif part == "curves":
     held = ranking_curves.holdout_listeners(sim["train"])
     covered = {h: bool(ranking_compare.head_coverage(held, h)["covered"])

@@ -152,7 +152,7 @@ def train_and_eval(name: str, data, steps: int, batch_size: int, seed: int,
     covered: per head, whether it is measured on this dataset.
 
   Returns:
-    ``{"model", "seed", "train_examples_per_s"}`` and the metric of every covered head
+    ``{"model", "seed", "train_examples_per_s", "cpu_ms_per_example"}`` and the metric of every covered head
     the variant has.
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
@@ -170,8 +170,9 @@ def train_and_eval(name: str, data, steps: int, batch_size: int, seed: int,
   metrics = model.evaluate(ev.with_options(fixed_options()), return_dict=True, verbose=0)
   common.log("ranking", f"{name} seed {seed}: first step after {clock.marks[0][0] - t0:.1f}s, "
              f"fit {t1 - t0:.1f}s, evaluate {time.perf_counter() - t1:.1f}s")
-  row = {"model": name, "seed": seed,
-         "train_examples_per_s": clock.steady(batch_size)["examples_per_s"]}
+  steady = clock.steady(batch_size)
+  row = {"model": name, "seed": seed, "train_examples_per_s": steady["examples_per_s"],
+         "cpu_ms_per_example": 1e3 * steady["cpu_s_per_step"] / batch_size}
   for head in labels:
     if not covered.get(head):
       continue

@@ -11,6 +11,7 @@ import numpy as np
 from bench import common
 from bench import ranking_models
 from bench import ranking_notes
+from bench import ranking_sequence_report
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOC = os.path.join(REPO, "docs", "benchmarks.md")
@@ -189,6 +190,8 @@ def write_doc(results: Dict[str, object]) -> None:
       lines.append(mean_table(block["mean"], ranking_models.metric_columns()))
     else:
       lines.append("No model trained: no head is measurable on this source.")
+  lines += ranking_sequence_report.lines(results.get("sequence"),
+                                         results.get("parts", {}).get("sequence"))
   lines += _speed_lines(results["throughput"])
   lines += _stale_lines(results, "throughput")
   lines += ["", "### Scoring latency (one listener encoded once, N candidates broadcast)", "",

@@ -14,11 +14,13 @@ INTEREST_AUC_HEADS = ("interest_skip_auc", "interest_like_auc")
 INTEREST_MARGIN = 0.005
 
 
-def mean_rows(rows: List[Dict[str, object]]) -> List[Dict[str, object]]:
-  """Per model: the mean of every metric over seeds, and its standard deviation
-  (``<metric>_std``, ddof 1; 0 with one seed)."""
+def mean_rows(rows: List[Dict[str, object]],
+              names: Optional[List[str]] = None) -> List[Dict[str, object]]:
+  """Per model (of ``names``, in that order; ``ranking_models.MODELS`` by default): the
+  mean of every metric over seeds, and its standard deviation (``<metric>_std``, ddof 1;
+  0 with one seed)."""
   out = []
-  for name in ranking_models.MODELS:
+  for name in names or ranking_models.MODELS:
     mine = [r for r in rows if r["model"] == name]
     if not mine:
       continue
@@ -43,6 +45,12 @@ def _paired(runs, a: str, b: str, key: str) -> Optional[Dict[str, float]]:
   sd = float(d.std(ddof=1)) if len(d) > 1 else float("nan")
   return {"mean": float(d.mean()), "sd": sd, "se": sd / np.sqrt(len(d)), "n": len(d),
           "per_seed": [float(x) for x in d]}
+
+
+def paired_diffs(runs, a: str, b: str, keys) -> Dict[str, Dict[str, float]]:
+  """``a - b`` per key of ``keys`` both models have, paired by seed (as ``_paired``)."""
+  out = {k: _paired(runs, a, b, k) for k in keys}
+  return {k: v for k, v in out.items() if v is not None}
 
 
 def targets(block: Dict[str, object]) -> Dict[str, object]:

@@ -146,6 +146,10 @@ def register(subparsers) -> None:
   p.add_argument("--batch-size", type=int, default=512)
   p.add_argument("--config", default="mmoe", help="mmoe | ple | shared_bottom | single:<task>")
   p.add_argument("--seed", type=int, default=7)
+  p.add_argument("--sequence-level", action="store_true",
+                 help="train on whole listener sequences: each listener's plays encoded "
+                      "once per chunk with the causal model, every impression trained in "
+                      "that pass (the export serves it like any model)")
   p.set_defaults(handler=_train)
 
   pipe = subparsers.add_parser("pipeline",

@@ -46,7 +46,7 @@ def main(args) -> int:
 
   Args:
     args: namespace with ``data``, ``out``, ``steps``, ``batch_size``, ``config``,
-      ``seed`` (see ``pipeline/cli.py``).
+      ``seed``, ``sequence_level`` (see ``pipeline/cli.py``).
 
   Returns:
     Process exit code.
@@ -76,7 +76,8 @@ def main(args) -> int:
       train_steps=args.steps,
       eval_steps=max(1, min(50, args.steps // 10)),
       custom_config={"model_config": args.config, "batch_size": args.batch_size,
-                     "seed": args.seed, trainer.CATALOG_PATH: catalog})
+                     "seed": args.seed, trainer.CATALOG_PATH: catalog,
+                     "sequence_level": bool(getattr(args, "sequence_level", False))})
   trained = trainer.fit(fn_args)
   with open(os.path.join(out, "metrics.json"), "w") as f:
     json.dump(trained.metrics, f, indent=2, sort_keys=True)

@@ -14,9 +14,16 @@ IntentTrainer's model when there is one.
 ``tracks.parquet`` the serving graph scores and retrieves from); optional
 ``model_config`` ("mmoe", "ple", "shared_bottom", "single:<task>"), ``batch_size``,
 ``seed``, ``learning_rate``, ``interest_only_steps``, ``ramp_steps``,
-``dynamic_weighting``, ``completion_floor``.
+``dynamic_weighting``, ``completion_floor``, ``sequence_level`` (train on sequence
+examples, ``pipeline.sequence_input``; the model becomes the causal one),
+``sequence_context``.
+
+Under a ``TF_CONFIG`` that names two or more workers (Kubeflow's TFJob, Vertex AI) the
+model trains under ``MultiWorkerMirroredStrategy`` with ``batch_size`` as the global
+batch, and only the chief keeps checkpoints, logs and the export (``pipeline.distribute``).
 """
 
+import contextlib
 import dataclasses
 import os
 import sys
@@ -26,9 +33,12 @@ from typing import Dict, List, NamedTuple, Optional, Sequence
 import ranking  # noqa: F401  (Keras 2 before TensorFlow)
 import tensorflow as tf
 
+from pipeline import distribute
+from pipeline import sequence_input
 from pipeline import warm_start
 from ranking import config as config_lib
 from ranking import model as model_lib
+from ranking import sequence_training
 
 CATALOG_PATH = "catalog_path"
 
@@ -56,7 +66,10 @@ def configs_from_custom(custom: Optional[Dict[str, object]]):
   model_config = config_lib.model_config_from_name(str(custom.pop("model_config", "mmoe")))
   train_fields = {f.name for f in dataclasses.fields(config_lib.TrainConfig)}
   train_kwargs = {k: v for k, v in custom.items() if k in train_fields}
-  return model_config, config_lib.TrainConfig(**train_kwargs)
+  train_config = config_lib.TrainConfig(**train_kwargs)
+  if train_config.sequence_level:
+    model_config = dataclasses.replace(model_config, sequence_model="causal")
+  return model_config, train_config
 
 
 def _files(patterns: Sequence[str]) -> List[str]:
@@ -190,11 +203,15 @@ class ScalarLogger(tf.keras.callbacks.Callback):
     self._write("eval", logs)
 
 
-def build_model(model_config: config_lib.ModelConfig,
-                train_config: config_lib.TrainConfig) -> model_lib.RankingModel:
+def build_model(model_config: config_lib.ModelConfig, train_config: config_lib.TrainConfig,
+                strategy: Optional[tf.distribute.Strategy] = None) -> model_lib.RankingModel:
+  """The compiled model, its variables under ``strategy``'s scope when one is given."""
   tf.keras.utils.set_random_seed(train_config.seed)
-  model = model_lib.RankingModel(model_config, train_config)
-  model.compile(optimizer=model_lib.make_optimizer(model, train_config))
+  model_class = (sequence_training.SequenceRankingModel if train_config.sequence_level
+                 else model_lib.RankingModel)
+  with strategy.scope() if strategy is not None else contextlib.nullcontext():
+    model = model_class(model_config, train_config)
+    model.compile(optimizer=model_lib.make_optimizer(model, train_config))
   return model
 
 
@@ -208,6 +225,7 @@ def train(model: model_lib.RankingModel, train_ds: tf.data.Dataset,
   """
   if train_steps <= 0:
     raise ValueError(f"train_steps must be positive, got {train_steps}")
+  run_dir = distribute.worker_dir(run_dir)   # only the chief's checkpoints and logs stay
   os.makedirs(run_dir, exist_ok=True)
   ckpt = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
   manager = tf.train.CheckpointManager(ckpt, os.path.join(run_dir, "checkpoints"),
@@ -274,21 +292,28 @@ def fit(fn_args) -> Trained:
   """
   import tensorflow_transform as tft  # pylint: disable=g-import-not-at-top
 
+  strategy = distribute.strategy_from_env()   # TF_CONFIG with 2+ workers: multi-worker
   model_config, train_config = configs_from_custom(getattr(fn_args, "custom_config", None))
   transform_output = (getattr(fn_args, "transform_output", None)
                       or getattr(fn_args, "transform_graph_path"))
   spec = tft.TFTransformOutput(transform_output).transformed_feature_spec()
   bs = train_config.batch_size
-  train_ds = input_fn(fn_args.train_files, spec, bs, seed=train_config.seed)
+  if train_config.sequence_level:
+    train_ds, examples_per_step = sequence_input.sequence_dataset(
+        _files(fn_args.train_files), spec, bs, train_config.sequence_context,
+        seed=train_config.seed)
+  else:
+    train_ds = input_fn(fn_args.train_files, spec, bs, seed=train_config.seed)
+    examples_per_step = bs
   eval_ds = (input_fn(fn_args.eval_files, spec, bs, seed=train_config.seed, shuffle=False)
              if fn_args.eval_files else None)
-  model = build_model(model_config, train_config)
+  model = build_model(model_config, train_config, strategy)
   # Starts from the last pushed model when the Trainer's custom_config names one.
   warm_start.maybe_warm_start(model, getattr(fn_args, "custom_config", None))
   run_dir = fn_args.model_run_dir or os.path.join(fn_args.serving_model_dir, "..", "run")
   steps = int(fn_args.train_steps)
-  metrics = train(model, train_ds, eval_ds, steps, int(fn_args.eval_steps or 0), run_dir, bs,
-                  log_every=max(1, min(50, steps // 10)))
+  metrics = train(model, train_ds, eval_ds, steps, int(fn_args.eval_steps or 0), run_dir,
+                  examples_per_step, log_every=max(1, min(50, steps // 10)))
   return Trained(model, metrics, transform_output)
 
 
@@ -323,7 +348,8 @@ def run_fn(fn_args) -> Dict[str, float]:
     intent = serving_tensors.load_saved_model(base_model)
     _log(f"composing the intent model from {base_model}")
   serving_export.export_from_training(trained.model, trained.transform_output, catalog,
-                                      fn_args.serving_model_dir, intent=intent, policy=policy)
+                                      distribute.worker_dir(fn_args.serving_model_dir),
+                                      intent=intent, policy=policy)
   return trained.metrics
 
 

@@ -162,7 +162,9 @@ class RankingModel(tfrs.Model):
     self.combiner = weighting.LossCombiner(c.tasks, self.train_config)
     self.uncertainty_weighting = self.combiner.uncertainty
     self.completion_floor = self.combiner.floor
-    self.step_counter = tf.Variable(0, dtype=tf.int64, trainable=False, name="step_counter")
+    # Counted once per step under a multi-replica strategy, not once per replica.
+    self.step_counter = tf.Variable(0, dtype=tf.int64, trainable=False, name="step_counter",
+                                    aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
 
     # Metrics, keyed by label.
     # Assigned whole: Keras only registers metrics present at assignment time.
@@ -379,6 +381,11 @@ class RankingModel(tfrs.Model):
       organic_completion = weighting.organic_mean_completion(
           preds["interest_completion"], features[X("cand_is_promo")], default=floor)
     total = self.combiner(losses, self.step_counter, organic_completion, training=training)
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    if replicas > 1:
+      # Replicas' gradients and logged losses are summed: each holds its share of the
+      # global batch's mean.
+      total /= replicas
     if training:
       self.step_counter.assign_add(1)
 
