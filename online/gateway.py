@@ -9,7 +9,8 @@ the fusion controls of ``serving.request_schema``), call the model server
 their per-head scores, fused score and reasons, and the model name, version and label.
 When the model server cannot answer (unavailable, past the deadline, failing inside), it
 answers the segment's popularity list from the store instead, labelled
-``fallback_popularity`` in the response and counted in the metrics.
+``fallback_popularity`` in the response and counted in the metrics. With a policy file
+(``online.policy_source``), a request that gets no other weights gets the policy's.
 """
 
 import dataclasses
@@ -32,6 +33,7 @@ from online import state_store
 from serving import request_schema
 
 _LOG = logging.getLogger("melody.online")
+_POLICY_LOG = logging.getLogger("melody.online.policy")
 MODEL_SOURCE = "model"
 FALLBACK_SOURCE = "fallback_popularity"
 _LABEL_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -92,18 +94,22 @@ class Gateway:
     overrides: Per-segment fusion weights in force (``online.promo_controller``'s
       ``WeightsOverride``, replaced whole by its owner); a request's own
       ``weights_override`` wins over it. None: the model's segment table.
+    policy: Optional ``online.policy_source.PolicySource``: a request that neither
+      sends weights nor gets the controller's gets the policy's row for its segment and
+      context as the override, and the policy version is logged with its user id.
   """
 
   def __init__(self, store: state_store.StateStore, model: model_caller.ModelCaller,
                metrics: gateway_metrics.GatewayMetrics,
                options: GatewayOptions = GatewayOptions(),
-               clock: Callable[[], float] = time.time):
+               clock: Callable[[], float] = time.time, policy=None):
     self.store = store
     self.model = model
     self.metrics = metrics
     self.options = options
     self._clock = clock
     self.overrides = None
+    self.policy = policy
 
   def check(self, request) -> Dict[str, object]:
     """The request's fields with defaults filled in.
@@ -162,6 +168,10 @@ class Gateway:
     overrides = self.overrides
     if fields["weights"] is None and overrides is not None:
       fields["weights"] = overrides.weights_for(state.segment)
+    if fields["weights"] is None and self.policy is not None:
+      policy = self.policy.current()
+      fields["weights"] = list(policy.weights_for(state.segment, fields["context"]))
+      _POLICY_LOG.info("user %s policy %s", fields["user_id"], policy.version)
     response = gateway_proto.RecommendResponse(
         model_name=self.model.model, model_label=fields["label"], segment=state.segment,
         cold_start=cold, arm=fields["arm"])

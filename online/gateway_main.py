@@ -51,6 +51,10 @@ def add_gateway_arguments(parser: argparse.ArgumentParser) -> None:
                       help="largest request message or body")
   parser.add_argument("--grace-seconds", type=float, default=5.0,
                       help="on SIGTERM/SIGINT, how long running calls may finish")
+  parser.add_argument("--policy", default=None, metavar="POLICY_JSON",
+                      help="policy.json whose weights a request without its own gets as "
+                           "the per-request override (reloaded when the file changes; a "
+                           "file that fails validation keeps the policy in force)")
   tls.add_tls_arguments(parser)
 
 
@@ -94,6 +98,9 @@ def build(args: argparse.Namespace):
   recommender = gateway.Gateway(store, caller, metrics, options)
   if args.weights_override:
     recommender.overrides = promo_controller.OverrideFile(args.weights_override)
+  if args.policy:
+    from online import policy_source  # pylint: disable=import-outside-toplevel
+    recommender.policy = policy_source.PolicySource(args.policy)
   return gateway_server.GatewayServer(recommender, ports), store
 
 
