@@ -2,12 +2,11 @@
 each arm to its model version label, counting calls per arm and segment."""
 
 import argparse
-import shutil
 
 import numpy as np
 import pytest
 
-from melody_testing import style_saved_model
+from melody_testing import canary_stack
 from online import experiment_split
 from online import gateway
 from online import gateway_client
@@ -86,10 +85,8 @@ def test_bad_arguments_are_named():
 @pytest.fixture(scope="module")
 def style_base(tmp_path_factory):
   """A base path with versions 1 and 2 of the style model."""
-  base = tmp_path_factory.mktemp("labelled") / "melody"
-  style_saved_model.publish(str(base))
-  shutil.copytree(base / "1", base / "2")
-  return str(base)
+  return canary_stack.publish_versions(str(tmp_path_factory.mktemp("labelled") / "melody"),
+                                      (1, 2))
 
 
 def _model_server(base, labels):
