@@ -6,14 +6,13 @@ metadata, status and bad requests, with server-side batching on.
 import concurrent.futures
 import dataclasses
 import os
+import shutil
 
 import grpc
 import numpy as np
 import pytest
 
-from bench import serving as bench_serving
 from serving import client
-from serving import export
 from serving import model_config
 from serving import request_schema
 from serving import server as server_lib
@@ -28,18 +27,22 @@ from tensorflow_serving.apis import model_service_pb2_grpc
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 pytestmark = pytest.mark.slow
-N_MAX = 100
+N_MAX = 200   # The shared export's (conftest.py).
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
-  paths = bench_serving.prepare_world(str(tmp_path_factory.getbasetemp() / "serving_world"))
-  model = bench_serving.build_model()
-  root = tmp_path_factory.mktemp("e2e")
-  version_dir = export.export_serving_model(model, paths["tft"], paths["tracks"],
-                                            str(root / "models" / "melody"), n_max=N_MAX,
-                                            num_warmup_records=7)
-  config_dir = str(root / "models")
+def served(ranker_export, tmp_path_factory):
+  paths = ranker_export["paths"]
+  # The session's export as version 1 of a private base path (other modules add versions
+  # to the shared one), with the export's server configs pointed at it.
+  config_dir = str(tmp_path_factory.mktemp("e2e") / "models")
+  base = os.path.join(config_dir, "melody")
+  version_dir = shutil.copytree(ranker_export["v1"], os.path.join(base, "1"))
+  shared_configs = os.path.dirname(ranker_export["base"])
+  entries = model_config.read_model_config(os.path.join(shared_configs, "models.config"))
+  model_config.write_model_config(os.path.join(config_dir, "models.config"),
+                                  [dataclasses.replace(e, base_path=base) for e in entries])
+  shutil.copy(os.path.join(shared_configs, "batching_parameters.txt"), config_dir)
   options = server_lib.ServerOptions(
       port=0, file_system_poll_wait_seconds=0, enable_batching=True,
       batching=model_config.read_batching_parameters(
