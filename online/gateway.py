@@ -233,7 +233,9 @@ def model_inputs(state: listener_state.ListenerState, fields: Dict[str, object],
   if fields["weights"] is not None:
     inputs["alpha_beta_gamma"] = np.asarray([fields["weights"]], np.float32)
     inputs["override"] = np.ones(1, np.int64)
-  inputs["k"] = np.int32(fields["k"])
+  # A 0-d array, not a numpy scalar: arrays encode as raw tensor content, a scalar
+  # would go through TensorFlow's generic (slower) encoder.
+  inputs["k"] = np.asarray(fields["k"], np.int32)
   if fields["text"]:
     inputs["request_text"] = np.asarray([fields["text"].encode()], dtype=object)
   return inputs

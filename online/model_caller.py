@@ -13,10 +13,13 @@ from typing import Callable, Dict, Mapping, Optional, Tuple
 
 import grpc
 import numpy as np
+from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from serving import client
 from serving import tensors
+
+_MAX_TEMPLATES = 64
 
 
 class ModelCaller:
@@ -49,6 +52,7 @@ class ModelCaller:
     self.signature = signature
     self.deadline_s = deadline_s
     self._on_retry = on_retry
+    self._templates: Dict[str, predict_pb2.PredictRequest] = {}
 
   def predict(self, inputs: Mapping[str, np.ndarray], version_label: Optional[str] = None
               ) -> Tuple[Dict[str, np.ndarray], int]:
@@ -57,8 +61,10 @@ class ModelCaller:
     Raises:
       grpc.RpcError: the call failed (after the retry, for UNAVAILABLE).
     """
-    request = client.predict_request(self.model, self.signature, inputs,
-                                     version_label=version_label or None)
+    request = predict_pb2.PredictRequest()
+    request.CopyFrom(self._template(version_label or ""))
+    for name, value in inputs.items():
+      tensors.fill_tensor_proto(request.inputs[name], value)
     end = time.monotonic() + self.deadline_s
     for attempt in range(2):
       try:
@@ -71,6 +77,17 @@ class ModelCaller:
         self._on_retry()
     outputs = {k: tensors.from_tensor_proto(v) for k, v in response.outputs.items()}
     return outputs, response.model_spec.version.value
+
+  def _template(self, version_label: str) -> predict_pb2.PredictRequest:
+    """The request with its model spec set, built once per version label (the first
+    ``_MAX_TEMPLATES`` labels: requests name them, so they are not trusted to be few)."""
+    template = self._templates.get(version_label)
+    if template is None:
+      template = client.predict_request(self.model, self.signature, {},
+                                        version_label=version_label or None)
+      if len(self._templates) < _MAX_TEMPLATES:
+        self._templates[version_label] = template
+    return template
 
   def close(self) -> None:
     self._channel.close()
