@@ -15,7 +15,7 @@ so two runs give identical JSON."""
 import dataclasses
 import json
 import os
-from typing import Dict, List, Optional
+from typing import Dict, Optional
 
 import numpy as np
 
