@@ -46,6 +46,8 @@ INTERVAL_S = 1.0
 POOL_N = 500
 REQUESTS = 300
 CONCURRENCY = (1, 16)
+CACHE_STATES = 50_000   # the updater's default
+_WARMUP = 20
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -53,8 +55,9 @@ def _log(msg: str) -> None:
   common.log(NAME, msg)
 
 
-def throughput(url: str, root: str) -> Dict[str, float]:
-  """Drains a log of ``EVENTS`` plays into the store at ``url``."""
+def throughput(url: str, root: str, cache_states: int) -> Dict[str, float]:
+  """Drains a log of ``EVENTS`` plays into an empty store at ``url``; the updater keeps
+  up to ``cache_states`` committed states in memory (0: reads every state back)."""
   from online import event_source  # pylint: disable=g-import-not-at-top
   from online import nearline  # pylint: disable=g-import-not-at-top
   from online import stores  # pylint: disable=g-import-not-at-top
@@ -64,15 +67,34 @@ def throughput(url: str, root: str) -> Dict[str, float]:
     online_events.append(os.path.join(events, "plays.jsonl"), online_events.random_plays(
         seed=5, users=LISTENERS, per_user=EVENTS // LISTENERS))
   with stores.open_store(url) as store:
-    updater = nearline.Updater(event_source.DirectorySource(events), store,
-                               nearline.NearlineOptions(max_batch=MAX_BATCH))
+    updater = nearline.Updater(
+        event_source.DirectorySource(events), store,
+        nearline.NearlineOptions(max_batch=MAX_BATCH, cache_states=cache_states))
+    server_cpu = _redis_cpu_s(url)
     wall, cpu = time.perf_counter(), time.process_time()
     total = updater.drain()
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    return {"events": total.applied, "listeners": store.listener_count(),
-            "wall_s": wall, "cpu_s": cpu, "events_per_s": total.applied / wall,
-            "events_per_cpu_s": total.applied / cpu,
-            "bytes_per_listener": store.bytes_per_listener()}
+    out = {"events": total.applied, "listeners": store.listener_count(),
+           "cache_states": cache_states, "wall_s": wall, "cpu_s": cpu,
+           "events_per_s": total.applied / wall, "events_per_cpu_s": total.applied / cpu,
+           "bytes_per_listener": store.bytes_per_listener(),
+           "load_avg_1m": os.getloadavg()[0]}
+    if server_cpu is not None:
+      # Redis runs the state scripts in its own process: its CPU counts too.
+      out["server_cpu_s"] = _redis_cpu_s(url) - server_cpu
+      out["events_per_cpu_s_with_server"] = total.applied / (cpu + out["server_cpu_s"])
+    return out
+
+
+def _redis_cpu_s(url: str):
+  """CPU seconds the Redis server at ``url`` has used (None for another store)."""
+  if not url.startswith("redis://"):
+    return None
+  import redis  # pylint: disable=g-import-not-at-top
+  client = redis.Redis.from_url(url)
+  info = client.info("cpu")
+  client.close()
+  return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
 def freshness(url: str, root: str) -> Dict[str, float]:
@@ -143,6 +165,13 @@ def _process(argv: List[str], pattern: str, timeout: float = 600):
   raise RuntimeError(f"{argv[:3]} did not print {pattern!r}")
 
 
+def _process_cpu_s(pid: int) -> float:
+  """User + system CPU seconds of process ``pid`` so far (Linux ``/proc``)."""
+  with open(f"/proc/{pid}/stat") as f:
+    fields = f.read().rsplit(")", 1)[1].split()
+  return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _paired_latencies(direct, via_gateway, n: int, concurrency: int):
   """Latencies of ``n`` direct and ``n`` gateway calls, each worker alternating the two
   (so both see the same load on this shared machine)."""
@@ -153,7 +182,7 @@ def _paired_latencies(direct, via_gateway, n: int, concurrency: int):
       call(i)
       out.append(time.perf_counter() - t)
     return out if i % 2 else out[::-1]
-  for i in range(min(n, 20)):   # warm connections and caches
+  for i in range(_WARMUP):   # warm connections and caches
     direct(i)
     via_gateway(i)
   with concurrent.futures.ThreadPoolExecutor(concurrency) as pool:
@@ -210,15 +239,26 @@ def gateway_overhead(root: str) -> Dict[str, object]:
     out = {"pool_n": POOL_N, "k": k, "requests": REQUESTS, "by_concurrency": {}}
     for c in CONCURRENCY:
       _log(f"gateway overhead at c={c}")
+      load, gw_cpu = os.getloadavg()[0], _process_cpu_s(gw_proc.pid)
       d, g = _paired_latencies(
           lambda i: direct.predict("melody", "recommend", inputs[i % len(users)]),
           lambda i: via.recommend(user_id=users[i % len(users)], context="commute", k=k),
           REQUESTS, c)
+      gw_cpu = _process_cpu_s(gw_proc.pid) - gw_cpu
       d_ms, g_ms = common.percentiles_ms(d), common.percentiles_ms(g)
+      paired = np.subtract(g, d) * 1e3
       out["by_concurrency"][str(c)] = {
           "direct": d_ms, "gateway": g_ms,
           "overhead_p50_ms": g_ms["p50_ms"] - d_ms["p50_ms"],
-          "overhead_p99_ms": g_ms["p99_ms"] - d_ms["p99_ms"]}
+          "overhead_p99_ms": g_ms["p99_ms"] - d_ms["p99_ms"],
+          # Each pair ran back to back on one worker: its difference is less exposed to
+          # load swings than the difference of two percentiles.
+          "paired_overhead_p50_ms": float(np.percentile(paired, 50)),
+          "paired_overhead_p99_ms": float(np.percentile(paired, 99)),
+          # All the gateway process does per request (the model server's work is the
+          # same for both paths): insensitive to waiting on a loaded machine.
+          "gateway_cpu_ms_per_request": gw_cpu / (REQUESTS + _WARMUP) * 1e3,
+          "load_avg_1m": [load, os.getloadavg()[0]]}
     direct.close()
     via.close()
     return out
@@ -234,16 +274,19 @@ def main(argv=None) -> int:
   del argv
   results = {"load_avg_before": list(os.getloadavg()), "config": {
       "events": EVENTS, "listeners": LISTENERS, "max_batch": MAX_BATCH, "rate": RATE,
-      "freshness_s": FRESHNESS_S, "interval_s": INTERVAL_S}, "backends": {}}
+      "freshness_s": FRESHNESS_S, "interval_s": INTERVAL_S, "cache_states": CACHE_STATES},
+      "backends": {}}
   with tempfile.TemporaryDirectory(prefix="melody-bench-nearline-") as root:
     with redis_server.redis_server(root) as redis_url:
-      for backend, url in (("sqlite", f"sqlite:///{root}/state.db"), ("redis", redis_url)):
+      urls = {"sqlite": lambda db: f"sqlite:///{root}/state{db}.db",
+              "redis": lambda db: redis_url.rsplit("/", 1)[0] + f"/{db}"}
+      for backend, url in urls.items():
         _log(f"{backend}: throughput over {EVENTS} events")
-        row = {"throughput": throughput(url, root)}
+        row = {"throughput": throughput(url(0), root, CACHE_STATES)}
+        _log(f"{backend}: throughput over {EVENTS} events, no state cache")
+        row["throughput_uncached"] = throughput(url(1), root, 0)
         _log(f"{backend}: freshness at {RATE} events/s, interval {INTERVAL_S} s")
-        fresh_url = (f"sqlite:///{root}/fresh.db" if backend == "sqlite"
-                     else redis_url.rsplit("/", 1)[0] + "/1")
-        row["freshness"] = freshness(fresh_url, root)
+        row["freshness"] = freshness(url(2), root)
         results["backends"][backend] = row
     results["gateway"] = gateway_overhead(root)
   results["load_avg_after"] = list(os.getloadavg())

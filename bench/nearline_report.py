@@ -22,33 +22,48 @@ def section(results: Dict[str, object]) -> str:
   rows = []
   for backend, row in results["backends"].items():
     t, f = row["throughput"], row["freshness"]
+    uncached = row.get("throughput_uncached", {})
     rows.append({"backend": backend, "events/s (wall)": round(t["events_per_s"]),
                  "events per CPU-s": round(t["events_per_cpu_s"]),
+                 "events per CPU-s, no state cache": round(uncached.get("events_per_cpu_s", 0)),
+                 "events per CPU-s, with Redis's CPU": round(
+                     t.get("events_per_cpu_s_with_server", t["events_per_cpu_s"])),
                  "freshness p50 s": f["p50_s"], "freshness p99 s": f["p99_s"],
                  "bytes/listener": round(t["bytes_per_listener"])})
   g = results["gateway"]
   over = [{"concurrency": c, "direct p50 ms": v["direct"]["p50_ms"],
            "direct p99 ms": v["direct"]["p99_ms"], "gateway p50 ms": v["gateway"]["p50_ms"],
            "gateway p99 ms": v["gateway"]["p99_ms"], "overhead p50 ms": v["overhead_p50_ms"],
-           "overhead p99 ms": v["overhead_p99_ms"]} for c, v in g["by_concurrency"].items()]
+           "overhead p99 ms": v["overhead_p99_ms"],
+           "paired overhead p50 ms": v.get("paired_overhead_p50_ms", float("nan")),
+           "paired overhead p99 ms": v.get("paired_overhead_p99_ms", float("nan")),
+           "gateway CPU ms/request": v.get("gateway_cpu_ms_per_request", float("nan"))}
+          for c, v in g["by_concurrency"].items()]
   cfg = results["config"]
   load = ", ".join(f"{x:.2f}" for x in results["load_avg_before"])
   load_after = ", ".join(f"{x:.2f}" for x in results["load_avg_after"])
   return "\n".join([
       BEGIN,
       f"Measured by `make bench-nearline` ({results.get('written_at', '')}); "
-      + common.host_line(results.get("host", {})) + f" Load average (1, 5, 15 min) before the run: {load}; after: {load_after}.",
+      + common.host_line(results.get("host", {}))
+      + f" Load average (1, 5, 15 min) before the run: {load}; after: {load_after}.",
       "",
       f"Updater: {cfg['events']} plays of {cfg['listeners']} listeners drained in batches "
       f"of {cfg['max_batch']}; freshness: {cfg['rate']} plays/s written for "
-      f"{cfg['freshness_s']:.0f} s with `--interval {cfg['interval_s']}`.",
+      f"{cfg['freshness_s']:.0f} s with `--interval {cfg['interval_s']}`. Events per "
+      "CPU-second count the updater process's CPU (one core); the no-cache column reads "
+      "and decodes every state from the store in every batch; the Redis column adds the "
+      "Redis server's CPU.",
       "",
       common.table(rows, list(rows[0])),
       "",
       f"Gateway: `recommend` of the tiny exported ranker over a pool of N={g['pool_n']} "
       f"candidates (k={g['k']}), {g['requests']} pairs of calls per row: a direct TF Serving "
       "Predict and the same listener through `melody gateway` (state read, request build, "
-      "Predict), each worker alternating the two so both see the same load.",
+      "Predict), each worker alternating the two so both see the same load. Overhead: "
+      "the difference of the percentiles, and the percentiles of the per-pair differences; "
+      "gateway CPU: the gateway process's CPU time per request (load does not inflate it "
+      "as it does latency).",
       "",
       common.table(over, list(over[0])),
       "",

@@ -1,17 +1,19 @@
 """The nearline updater: play events from the logs into the listener state store.
 
 This module owns :class:`Updater`, the "T+0" near-line step of Melody's design. Each
-micro-batch reads the complete lines past the offsets the store holds, parses them
-(``online.event_source``), applies the valid ones to their listeners' states in
-timestamp order (``online.listener_state``: a late or out-of-order event lands where
-its timestamp puts it), and commits the changed states, the popularity counts, the
-quarantined lines and the new offsets in ONE store transaction. Every event therefore
-takes effect exactly once: a crash before the commit leaves the old offsets, and the
-restarted updater reads the same lines again onto the same old states; a crash after it
-leaves nothing to redo. A line that cannot be applied (malformed, or later than
-``max_lateness_s`` behind its listener's newest event) is quarantined with its file,
-line number, raw text and reason; the same play logged twice is counted as a duplicate
-and applied once. One updater writes a store at a time.
+micro-batch reads the complete lines past the offsets the store holds
+(``online.event_source``), parses them as columns (``online.event_batch``), applies the
+valid ones listener by listener in timestamp order (``online.batch_apply``: a late or
+out-of-order event lands where its timestamp puts it), and commits the changed states,
+the popularity counts, the quarantined lines and the new offsets in ONE store
+transaction. Every event therefore takes effect exactly once: a crash before the commit
+leaves the old offsets, and the restarted updater reads the same lines again onto the
+same old states; a crash after it leaves nothing to redo. A line that cannot be applied
+(malformed, or later than ``max_lateness_s`` behind its listener's newest event) is
+quarantined with its file, line number, raw text and reason; the same play logged twice
+is counted as a duplicate and applied once. One updater writes a store at a time, which
+is what lets it keep the states it committed in memory (``cache_states``) instead of
+reading them back for the next batch; a failed commit empties that cache.
 """
 
 import collections

@@ -28,6 +28,9 @@ def add_nearline_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--max-lateness", type=int, default=7 * 86400,
                       help="seconds an event may lag its listener's newest event before "
                            "it is quarantined")
+  parser.add_argument("--cache-states", type=int, default=50_000,
+                      help="most committed listener states kept in memory between "
+                           "batches (0: read every state from the store)")
   parser.add_argument("--once", action="store_true",
                       help="apply what the logs hold now, then exit")
   parser.add_argument("--metrics-port", type=int, default=-1,
@@ -49,7 +52,8 @@ def main(args: Union[argparse.Namespace, Sequence[str], None] = None) -> int:
   # pylint: enable=import-outside-toplevel
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
   try:
-    options = nearline.NearlineOptions(args.interval, args.max_batch, args.max_lateness)
+    options = nearline.NearlineOptions(args.interval, args.max_batch, args.max_lateness,
+                                       args.cache_states)
     source = event_source.DirectorySource(args.events)
     store = stores.open_store(args.store)
   except (ValueError, OSError) as e:

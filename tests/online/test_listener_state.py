@@ -93,3 +93,14 @@ def test_a_run_of_newer_plays_as_columns_equals_applying_them_one_by_one():
       [e.user_segment for e in events], [e.user_tenure_days for e in events])
   assert got == segments
   assert columns == one_by_one and columns.to_json() == one_by_one.to_json()
+  # Then a run within the day already counted.
+  same_day = [_event(events[-1].ts + 10 * (i + 1), f"d{i}", skip=float(i == 1), like=1.0,
+                     user_segment="free") for i in range(3)]
+  for event in same_day:
+    one_by_one.apply(event)
+  columns.extend_newer(*[[getattr(e, name) if getattr(e, name) is not None else 0.0
+                          for e in same_day]
+                         for name in ("ts", "track_id", "artist_id", "session_id",
+                                      "completion", "skip", "like", "subscription")],
+                       [e.user_segment for e in same_day], [None] * 3)
+  assert columns.to_json() == one_by_one.to_json()
