@@ -7,7 +7,9 @@ head is reported "not measurable" and leaves the blessing thresholds
 (``pipeline.eval_config``): a model is never refused, or blessed, on an AUC of 0 that
 only says there was no positive. The verdict comes from the label counts
 ``features.dataset_writer`` writes into ``manifest.json``; the display rules for a
-metric of an evaluation come from the head's weighted example count and mean label.
+metric of an evaluation come from the head's weighted example count and mean label. The
+manifest also says whether the examples are next-play examples of a play-only log, which
+are blessed on next-play ranking instead (``pipeline.next_play_eval``).
 """
 
 import json
@@ -48,14 +50,26 @@ def unmeasurable(manifest: Mapping[str, object]) -> Dict[str, str]:
   return out
 
 
-def from_data_root(data_root: str) -> Dict[str, str]:
-  """:func:`unmeasurable` of ``data_root/manifest.json`` ({} without a manifest)."""
+def read_manifest(data_root: str) -> Dict[str, object]:
+  """``data_root/manifest.json`` ({} without one, or on a remote filesystem)."""
   data_root = str(data_root)
   path = os.path.join(data_root, MANIFEST)
   if "://" in data_root or not os.path.exists(path):
     return {}
   with open(path, encoding="utf-8") as f:
-    return unmeasurable(json.load(f))
+    return json.load(f)
+
+
+def from_data_root(data_root: str) -> Dict[str, str]:
+  """:func:`unmeasurable` of ``data_root/manifest.json`` ({} without a manifest)."""
+  return unmeasurable(read_manifest(data_root))
+
+
+def is_next_play(data_root: str) -> bool:
+  """True when the dataset's examples are next-play examples with sampled negatives
+  (a play-only log, ``features.sampled_negatives``): it is evaluated by ranking held-out
+  plays (``pipeline.next_play_eval``), not by TFMA thresholds."""
+  return bool(read_manifest(data_root).get("next_play"))
 
 
 def display(metric: str, value: Optional[float], weighted_count: Optional[float],

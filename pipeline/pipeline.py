@@ -6,7 +6,8 @@ Pure: it builds components and runs nothing. The graph:
   → ExampleValidator → AnomaliesGate → Transform (features.preprocessing)
   → [IntentTrainer (pipeline.intent_trainer.run_fn), opt-in, as the Trainer's base_model]
   → Trainer (pipeline.trainer.run_fn; composes ranker + intent into one SavedModel)
-  → Resolver(latest blessed) → Evaluator (TFMA)
+  → Resolver(latest blessed) → Evaluator (TFMA), or for a play-only source
+    NextPlayEvaluator (pipeline.next_play_eval: next-play ranking against popularity)
   → LocalInfraValidator (loads the model in the serving path with warmup) → Pusher
 
 Runners (``local_runner``, ``kubeflow_v2_runner``) choose the orchestrator and the
@@ -21,6 +22,7 @@ from tfx import v1 as tfx
 from pipeline import components as melody_components
 from pipeline import configs
 from pipeline import eval_config
+from pipeline import next_play_eval
 
 
 def example_input_config(use_spans: bool) -> tfx.proto.Input:
@@ -93,13 +95,21 @@ def create_pipeline(config: configs.PipelineConfig,
       model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
   ).with_id("latest_blessed_model_resolver")
 
-  evaluator = tfx.components.Evaluator(
-      examples=example_gen.outputs["examples"],
-      model=trainer.outputs["model"],
-      baseline_model=model_resolver.outputs["model"],
-      eval_config=eval_config.create_eval_config(
-          outputs, eval_config.Floors(subscription_auc=config.subscription_auc_floor),
-          unmeasured=config.unmeasured))
+  if config.next_play_k:
+    # A play-only source: no TFMA head can vouch for the model, the next-play ranking does.
+    evaluator = next_play_eval.NextPlayEvaluator(
+        examples=example_gen.outputs["examples"],
+        model=trainer.outputs["model"],
+        baseline_model=model_resolver.outputs["model"],
+        k=config.next_play_k)
+  else:
+    evaluator = tfx.components.Evaluator(
+        examples=example_gen.outputs["examples"],
+        model=trainer.outputs["model"],
+        baseline_model=model_resolver.outputs["model"],
+        eval_config=eval_config.create_eval_config(
+            outputs, eval_config.Floors(subscription_auc=config.subscription_auc_floor),
+            unmeasured=config.unmeasured))
 
   # The stock InfraValidator needs Docker or Kubernetes and the KFP v2 compiler does not
   # support it ("component type InfraValidator is not supported"), so both builds run

@@ -1,6 +1,7 @@
 """The history of local pipeline runs, from ML Metadata and the runner's run records:
 per-component times and states, the spans a window run trained on, the run's own
-Evaluator metrics per head and slice, its blessing (with the thresholds that failed),
+Evaluator metrics per head and slice (or, for a play-only source, its next-play ranking
+against popularity), its blessing (with the thresholds that failed),
 infra blessing and push.
 
 A run reports only what its own executions output. Its ``pipeline_run`` context also
@@ -21,6 +22,7 @@ from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
 from pipeline import measurability
+from pipeline import next_play_metrics
 from pipeline import run_record
 
 _STATES = {v: k for k, v in metadata_store_pb2.Execution.State.items()}
@@ -67,6 +69,7 @@ class RunSummary:
   log_path: str = ""
   spans: List[str] = dataclasses.field(default_factory=list)
   policy_version: str = ""   # the policy.json its model was exported with ("" none)
+  next_play: Optional[Dict[str, object]] = None   # pipeline.next_play_metrics result
 
   @property
   def state(self) -> str:
@@ -141,6 +144,11 @@ def _summary(store, ctx, with_metrics: bool) -> RunSummary:
   if with_metrics and evaluations:
     from pipeline import evaluation_results  # pylint: disable=g-import-not-at-top
     for uri in evaluations:
+      summary.next_play = next_play_metrics.read_result(uri) or summary.next_play
+      if summary.next_play is not None:   # a play-only source's next-play evaluation
+        if summary.blessed is False:
+          summary.blessing_failures.extend(summary.next_play["reasons"])
+        continue
       summary.metrics.update({(m.output, m.slice, m.metric): v
                               for m, v in evaluation_results.metrics(uri).items()
                               if m.model == evaluation_results.CANDIDATE})
@@ -226,7 +234,8 @@ def format_runs(runs: List[RunSummary]) -> str:
       row.append(_shown(r.metrics, o, "overall", m))
     row.append(r.policy_version or "-")
     rows.append(row)
-  notes = [line for r in runs for line in explain(r)]
+  notes = [f"{r.run_id} {next_play_metrics.describe(r.next_play)}"
+           for r in runs if r.next_play] + [line for r in runs for line in explain(r)]
   return _table(header, rows) + ("\n\n" + "\n".join(notes) if notes else "")
 
 
