@@ -13,6 +13,8 @@ import argparse
 import os
 import sys
 
+from simulation import live_args
+
 
 def _simulate(args) -> int:
   from simulation import report  # pylint: disable=import-outside-toplevel
@@ -49,6 +51,11 @@ def _calibrate(args) -> int:
                          seed=args.seed)
 
 
+def _live(args) -> int:
+  from simulation import live_loop  # pylint: disable=import-outside-toplevel
+  return live_loop.run(live_loop.config_from_args(args))
+
+
 def register(subparsers) -> None:
   """Adds ``simulate`` to the top-level commands of ``melody``."""
   parser = subparsers.add_parser(
@@ -83,6 +90,15 @@ def register(subparsers) -> None:
   parser.add_argument("--runner", choices=("direct", "beam"), default="direct",
                       help="in-process rollouts, or Beam (DirectRunner) per listener chunk")
   parser.set_defaults(handler=_simulate)
+
+  live = subparsers.add_parser(
+      "live", help="run the whole loop day by day against the simulated listeners",
+      description="Bootstrap a model on simulated history, then each day serve the "
+                  "twin's listeners through the gateway and model server, update their "
+                  "state nearline, test the canary, adjust promotion, train a candidate "
+                  "with the scheduled pipeline, and write the day's report.")
+  live_args.add_arguments(live)
+  live.set_defaults(handler=_live)
 
 
 def register_data(subparsers) -> None:

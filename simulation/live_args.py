@@ -1,0 +1,23 @@
+"""The flags of ``melody live`` (argument parsing only: no heavy imports, so that
+``melody --help`` stays fast; ``simulation.live_loop.config_from_args`` reads them)."""
+
+
+def add_arguments(parser) -> None:
+  """The flags of ``melody live``."""
+  parser.add_argument("--users", type=int, default=1000, help="listeners of the twin")
+  parser.add_argument("--days", type=int, default=5, help="live days after the bootstrap")
+  parser.add_argument("--workdir", default="runs/live", help="output directory")
+  parser.add_argument("--seed", type=int, default=7)
+  parser.add_argument("--tracks", type=int, default=1500, help="catalogue size")
+  parser.add_argument("--history-days", type=int, default=2,
+                      help="simulated days the first model trains on")
+  parser.add_argument("--canary-share", type=float, default=0.1,
+                      help="share of listeners on the canary arm")
+  parser.add_argument("--steps", type=int, default=60, help="Trainer steps per daily run")
+  parser.add_argument("--window-days", type=int, default=2,
+                      help="days of spans each daily run trains on")
+  parser.add_argument("--bad-fraction", type=float, default=0.01,
+                      help="share of event lines followed by a bad line (malformed, "
+                           "duplicated or late)")
+  parser.add_argument("--min-samples", type=int, default=100,
+                      help="sessions per arm before the canary test judges a metric")

@@ -1,0 +1,241 @@
+"""``melody live``: the digital twin of the listeners running Melody's whole loop.
+
+This module owns the day-by-day driver. Day 0 bootstraps: the twin's listeners play a
+simulated history under the logging policy, the scheduled pipeline trains on it, and
+the pushed model is served as ``stable``. Then each day the real processes run
+(``simulation.live_stack``: `melody serve`, `melody nearline`, `melody gateway` with the
+experiment split and the controller's override file); the listeners who come that day
+call the gateway over gRPC and play its answers (``simulation.live_day``), their
+events (with a few bad lines) go to the log the nearline updater tails; at the end of
+the day the canary's sequential test decides, the controller adjusts promotion
+(``simulation.live_experiment``), the scheduled pipeline trains a candidate on the
+logged days (``simulation.live_pipeline``) and a pushed one becomes the next
+``canary``, and the day's report (Markdown + PNG) is written. ``WORKDIR/live.json``
+holds the loop's state and one summary row per day.
+"""
+
+import dataclasses
+import json
+import os
+import sys
+import time
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from online import experiment_report
+from serving import model_config
+from simulation import live_day
+from simulation import live_experiment
+from simulation import live_pipeline
+from simulation import live_stack
+from simulation import world as world_lib
+from simulation import world_config
+from simulation.event_log import to_event_table
+from simulation.world_config import DAY_S, DEFAULT_START_TS
+
+
+@dataclasses.dataclass(frozen=True)
+class LiveConfig:
+  """A live run.
+
+  Attributes:
+    users: Listeners of the twin.
+    days: Live days after the bootstrap.
+    workdir: Where everything is written.
+    seed: World and listener seed.
+    tracks: Catalogue size.
+    history_days: Days of simulated history the first model trains on.
+    canary_share: Share of listeners on the canary arm.
+    day: How each day's traffic runs.
+    training: How small each day's pipeline run is.
+    test: The canary test's settings.
+  """
+  users: int = 1000
+  days: int = 5
+  workdir: str = "runs/live"
+  seed: int = 7
+  tracks: int = 1500
+  history_days: int = 2
+  canary_share: float = 0.1
+  day: live_day.DayOptions = live_day.DayOptions()
+  training: live_pipeline.TrainingOptions = live_pipeline.TrainingOptions()
+  test: live_experiment.TestSettings = live_experiment.TestSettings()
+
+  def __post_init__(self):
+    for name in ("users", "days", "tracks", "history_days"):
+      if getattr(self, name) < 1:
+        raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+    if not 0.0 < self.canary_share < 1.0:
+      raise ValueError(f"canary_share must be in (0, 1), got {self.canary_share}")
+
+
+def _log(msg: str) -> None:
+  print(f"[live] {msg}", file=sys.stderr, flush=True)
+
+
+class LiveLoop:
+  """The run's paths, world, listeners and experiment.
+
+  Args:
+    config: The run.
+  """
+
+  def __init__(self, config: LiveConfig):
+    self.config = config
+    w = os.path.abspath(config.workdir)
+    self.paths = {name: os.path.join(w, name) for name in (
+        "logged", "data", "pipeline", "reports", "events", "logs")}
+    self.tracks_path = os.path.join(w, "tracks.parquet")
+    self.stack_paths = live_stack.StackPaths(
+        models_config=os.path.join(w, "models.config"), events_dir=self.paths["events"],
+        store=os.path.join(w, "state.db"),
+        weights_override=os.path.join(w, "weights_override.json"),
+        logs_dir=self.paths["logs"])
+    self.summary_path = os.path.join(w, "live.json")
+    self.world = world_lib.World(world_config.WorldConfig(n_tracks=config.tracks),
+                                 seed=config.seed)
+    self.rows: List[Dict[str, object]] = []
+
+  @property
+  def serving_dir(self) -> str:
+    return os.path.join(self.paths["pipeline"], "serving_model")
+
+  def day_start(self, day: int) -> int:
+    """Midnight of live day ``day`` (1-based; the history holds the days before)."""
+    return DEFAULT_START_TS + (self.config.history_days + day - 1) * DAY_S
+
+  def bootstrap(self):
+    """Simulated history -> first pipeline run -> the pushed model as ``stable``.
+
+    Returns:
+      (the listeners after the history, who comes on day 1, the stable version).
+
+    Raises:
+      RuntimeError: the first run pushed no model.
+    """
+    c = self.config
+    t0 = time.perf_counter()
+    rng = np.random.default_rng(np.random.SeedSequence([c.seed, 23, 0]))
+    listeners = self.world.sample_users(c.users, rng)
+    cols = self.world.simulate(listeners, c.history_days, DEFAULT_START_TS, rng)
+    table = to_event_table(self.world.catalog, listeners, cols)
+    os.makedirs(os.path.dirname(self.tracks_path), exist_ok=True)
+    self.world.tracks_table().to_pandas().to_parquet(self.tracks_path)
+    live_pipeline.write_table(self.paths["logged"], "day-000-history", table)
+    # The history seeds the listener state store through the same log the updater tails.
+    os.makedirs(self.paths["events"], exist_ok=True)
+    rows = table.to_pylist()
+    live_day.write_log(live_day.day_log_path(self.paths["events"], 0), rows, 0.0, rng)
+    _log(f"bootstrap: {c.users} listeners, {c.history_days} days of history, "
+         f"{len(rows):,} plays ({time.perf_counter() - t0:.0f}s); building spans")
+    live_pipeline.build_spans(self.paths["logged"], self.tracks_path, self.paths["data"],
+                              c.training)
+    last_span = live_pipeline.span_of(self.day_start(1) - 1)
+    run = live_pipeline.train_candidate(self.paths["data"], self.paths["pipeline"],
+                                        last_span, c.training)
+    pushed = live_pipeline.versions(self.serving_dir)
+    if not pushed:
+      raise RuntimeError(f"the bootstrap run pushed no model: {run.note}")
+    _log(f"bootstrap: stable version {pushed[-1]} ({run.note}; "
+         f"{time.perf_counter() - t0:.0f}s)")
+    active = rng.random(c.users) < self.world.return_probability(listeners)
+    return listeners, active, pushed[-1]
+
+  def _save(self, experiment: live_experiment.Experiment) -> None:
+    state = {"config": dataclasses.asdict(self.config), "labels": experiment.entry.labels,
+             "days": self.rows, "decisions": experiment.decisions,
+             "actions": experiment.actions}
+    tmp = self.summary_path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+      json.dump(state, f, indent=1, default=str)
+    os.replace(tmp, self.summary_path)
+
+  def run(self) -> Dict[str, object]:
+    """Bootstraps, then runs every live day; returns the summary written to live.json."""
+    c = self.config
+    t_start = time.perf_counter()
+    listeners, active, stable = self.bootstrap()
+    entry = live_experiment.stable_entry(self.serving_dir, stable)
+    experiment = live_experiment.Experiment(entry, self.stack_paths.models_config, None,
+                                            c.test)
+    model_config.write_model_config(self.stack_paths.models_config, [entry])
+    settings = live_stack.GatewaySettings(canary_share=c.canary_share)
+    with live_stack.LiveStack(self.stack_paths, settings) as stack:
+      stack.start_all()
+      experiment.server_target = stack.server_target
+      live_stack.wait_applied(self.stack_paths.store, self.paths["events"])
+      duplicates_seen = stack.nearline_counts().get("duplicate", 0.0)
+      for day in range(1, c.days + 1):
+        t_day = time.perf_counter()
+        rng = np.random.default_rng(np.random.SeedSequence([c.seed, 23, day]))
+        log_path = live_day.day_log_path(self.paths["events"], day)
+        result = live_day.run_day(
+            self.world, listeners, active, day, self.day_start(day), stack.gateway_target,
+            log_path, rng, c.day,
+            progress=lambda done, n: _log(f"day {day}: {done}/{n} sessions"))
+        active = result.tomorrow
+        caught_up = live_stack.wait_applied(self.stack_paths.store, self.paths["events"])
+        counts = stack.nearline_counts()
+        duplicates = counts.get("duplicate", 0.0) - duplicates_seen
+        duplicates_seen = counts.get("duplicate", duplicates_seen)
+        name = os.path.basename(log_path)
+        bad = experiment_report.bad_event_counts(
+            [q for q in live_stack.quarantined(self.stack_paths.store) if q.file == name],
+            int(duplicates))
+        decision = experiment.observe_day(day, result.events, result.requests)
+        actions = experiment.control(day, result.events, self.stack_paths.weights_override)
+        t_train = time.perf_counter()
+        live_pipeline.write_events(self.paths["logged"], f"day-{day:03d}", result.events)
+        live_pipeline.build_spans(self.paths["logged"], self.tracks_path,
+                                  self.paths["data"], c.training)
+        run = live_pipeline.train_candidate(self.paths["data"], self.paths["pipeline"],
+                                            live_pipeline.span_of(self.day_start(day)),
+                                            c.training)
+        pushed = run.pushed_version is not None and experiment.push_canary(run.pushed_version)
+        train_s = time.perf_counter() - t_train
+        report = experiment_report.write_report(
+            self.paths["reports"], result.events, result.requests,
+            [decision] if decision else [], actions, name=f"day-{day:02d}",
+            title=f"Live day {day}", bad_events=bad)
+        row = {"day": day, "sessions": result.sessions, "plays": len(result.events),
+               "traffic_s": round(result.seconds, 1),
+               "sessions_per_s": round(result.sessions / max(result.seconds, 1e-9), 1),
+               "bad_lines_written": result.bad_lines, "bad_events": bad,
+               "nearline_caught_up": caught_up,
+               "decision": decision["action"] if decision else None,
+               "controller_actions": len(actions), "candidate": run.pushed_version,
+               "candidate_note": run.note, "canary_pushed": pushed,
+               "labels": dict(experiment.entry.labels), "train_s": round(train_s, 1),
+               "day_s": round(time.perf_counter() - t_day, 1), "report": report["markdown"]}
+        self.rows.append(row)
+        self._save(experiment)
+        elapsed = time.perf_counter() - t_start
+        eta = (time.perf_counter() - t_day) * (c.days - day)
+        _log(f"day {day}/{c.days}: {result.sessions} sessions at "
+             f"{row['sessions_per_s']}/s, decision {row['decision']}, labels "
+             f"{row['labels']}, candidate {run.note}; {elapsed:.0f}s so far, "
+             f"ETA {eta:.0f}s")
+    summary = {"wall_s": round(time.perf_counter() - t_start, 1), "days": self.rows,
+               "decisions": experiment.decisions, "actions": experiment.actions}
+    self._save(experiment)
+    return summary
+
+
+def run(config: LiveConfig) -> int:
+  """Runs the loop and prints where its reports are; returns the exit code."""
+  summary = LiveLoop(config).run()
+  _log(f"done in {summary['wall_s']}s; reports under "
+       f"{os.path.join(os.path.abspath(config.workdir), 'reports')}")
+  return 0
+
+
+def config_from_args(args) -> LiveConfig:
+  """The ``LiveConfig`` of parsed ``melody live`` flags."""
+  return LiveConfig(
+      users=args.users, days=args.days, workdir=args.workdir, seed=args.seed,
+      tracks=args.tracks, history_days=args.history_days, canary_share=args.canary_share,
+      day=live_day.DayOptions(bad_fraction=args.bad_fraction),
+      training=live_pipeline.TrainingOptions(steps=args.steps,
+                                             window_days=args.window_days),
+      test=live_experiment.TestSettings(min_samples=args.min_samples))
