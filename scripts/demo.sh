@@ -58,4 +58,11 @@ done
 echo "== recommend (in-graph retrieval over the whole catalog) for the first listener"
 .venv/bin/melody query --server "127.0.0.1:$PORT" --model melody --signature recommend \
   --user "${users%% *}" --context commute --data "$OUT/data" --k 10
+if [ "${DEMO_LIVE:-1}" = 1 ]; then
+  echo "== live loop: ${DEMO_LIVE_USERS:-200} simulated listeners for ${DEMO_LIVE_DAYS:-1} day(s)" \
+    "through the gateway, nearline state, canary test, daily pipeline run and report"
+  .venv/bin/melody live --users "${DEMO_LIVE_USERS:-200}" --days "${DEMO_LIVE_DAYS:-1}" \
+    --workdir "$OUT/live" --steps 20 --canary-share 0.5
+  ls "$OUT/live/reports"
+fi
 echo "== demo done in $(( $(date +%s) - start )) s"

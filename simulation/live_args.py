@@ -21,3 +21,9 @@ def add_arguments(parser) -> None:
                            "duplicated or late)")
   parser.add_argument("--min-samples", type=int, default=100,
                       help="sessions per arm before the canary test judges a metric")
+  parser.add_argument("--outage-day", type=int, default=0,
+                      help="drill: kill the model server halfway through this day's "
+                           "traffic and restart it (the gateway falls back meanwhile)")
+  parser.add_argument("--nearline-crash-day", type=int, default=0,
+                      help="drill: kill the nearline updater while it applies this day's "
+                           "log and restart it")

@@ -163,7 +163,8 @@ def write_log(path: str, events: List[Dict[str, object]], bad_fraction: float,
 def run_day(world: world_lib.World, listeners: Listeners, active: np.ndarray, day: int,
             day_start: int, gateway_target: str, log_path: str, rng: np.random.Generator,
             options: DayOptions = DayOptions(),
-            progress: Optional[Callable[[int, int], None]] = None) -> DayResult:
+            progress: Optional[Callable[[int, int], None]] = None,
+            midday: Optional[Callable[[], None]] = None) -> DayResult:
   """Plays day ``day`` for the ``active`` listeners through the gateway.
 
   Args:
@@ -177,6 +178,8 @@ def run_day(world: world_lib.World, listeners: Listeners, active: np.ndarray, da
     rng: The day's random stream.
     options: Sizes and the bad-line share.
     progress: Called with (calls done, calls) now and then.
+    midday: Called once when half of the day's calls are answered, while the rest are
+      in flight (a drill: stop a process, restart it).
 
   Returns:
     The day's events, requests and bad lines.
@@ -197,6 +200,8 @@ def run_day(world: world_lib.World, listeners: Listeners, active: np.ndarray, da
       calls[i], answers[i] = future.result()
       if progress is not None and done % 200 == 0:
         progress(done, len(rows))
+      if midday is not None and done == len(rows) // 2:
+        midday()
   slates = _slates(world, answers, options.k, rng)
   played = world.play_slate(sub, slates, activity=ctx["activity"], rng=rng)
   listeners.fatigue[rows] = sub.fatigue

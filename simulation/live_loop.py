@@ -50,6 +50,10 @@ class LiveConfig:
     day: How each day's traffic runs.
     training: How small each day's pipeline run is.
     test: The canary test's settings.
+    outage_day: A day whose model server is killed when half of its calls are answered
+      and restarted (a drill; 0: none).
+    nearline_crash_day: A day whose nearline updater is killed while it applies the
+      day's log and restarted (a drill; 0: none).
   """
   users: int = 1000
   days: int = 5
@@ -61,6 +65,8 @@ class LiveConfig:
   day: live_day.DayOptions = live_day.DayOptions()
   training: live_pipeline.TrainingOptions = live_pipeline.TrainingOptions()
   test: live_experiment.TestSettings = live_experiment.TestSettings()
+  outage_day: int = 0
+  nearline_crash_day: int = 0
 
   def __post_init__(self):
     for name in ("users", "days", "tracks", "history_days"):
@@ -173,8 +179,16 @@ class LiveLoop:
         result = live_day.run_day(
             self.world, listeners, active, day, self.day_start(day), stack.gateway_target,
             log_path, rng, c.day,
-            progress=lambda done, n: _log(f"day {day}: {done}/{n} sessions"))
+            progress=lambda done, n: _log(f"day {day}: {done}/{n} sessions"),
+            midday=(lambda: _restart(stack, "server", kill=True))
+            if day == c.outage_day else None)
         active = result.tomorrow
+        if day == c.nearline_crash_day:
+          # Killed while it applies the day's log: the restarted updater must apply every
+          # line exactly once from the offsets of its last committed batch.
+          time.sleep(1.5)
+          _restart(stack, "nearline", kill=True)
+          duplicates_seen = 0.0
         caught_up = live_stack.wait_applied(self.stack_paths.store, self.paths["events"])
         counts = stack.nearline_counts()
         duplicates = counts.get("duplicate", 0.0) - duplicates_seen
@@ -203,6 +217,11 @@ class LiveLoop:
                "sessions_per_s": round(result.sessions / max(result.seconds, 1e-9), 1),
                "bad_lines_written": result.bad_lines, "bad_events": bad,
                "nearline_caught_up": caught_up,
+               "fallbacks": sum(r["source"] == "fallback_popularity"
+                                for r in result.requests),
+               "errors": sum(r["code"] != "OK" for r in result.requests),
+               "drill": ("model server outage" if day == c.outage_day else
+                         "nearline crash" if day == c.nearline_crash_day else None),
                "decision": decision["action"] if decision else None,
                "controller_actions": len(actions), "candidate": run.pushed_version,
                "candidate_note": run.note, "canary_pushed": pushed,
@@ -222,6 +241,12 @@ class LiveLoop:
     return summary
 
 
+def _restart(stack: live_stack.LiveStack, name: str, kill: bool) -> None:
+  _log(f"drill: {'killing' if kill else 'stopping'} {name}, then starting it again")
+  stack.stop(name, kill=kill)
+  stack.start(name)
+
+
 def run(config: LiveConfig) -> int:
   """Runs the loop and prints where its reports are; returns the exit code."""
   summary = LiveLoop(config).run()
@@ -238,4 +263,5 @@ def config_from_args(args) -> LiveConfig:
       day=live_day.DayOptions(bad_fraction=args.bad_fraction),
       training=live_pipeline.TrainingOptions(steps=args.steps,
                                              window_days=args.window_days),
-      test=live_experiment.TestSettings(min_samples=args.min_samples))
+      test=live_experiment.TestSettings(min_samples=args.min_samples),
+      outage_day=args.outage_day, nearline_crash_day=args.nearline_crash_day)
