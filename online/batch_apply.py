@@ -76,12 +76,17 @@ def apply_events(columns: event_batch.EventColumns,
   current = states(list(codes))
   cols = [_take(getattr(columns, name), order) for name in _COLUMNS]
   ts_col = cols[0]
+  rows = list(zip(*cols))
   segment_after: List[Optional[str]] = [None] * n   # None: not applied
   oldest = None
   for s, e in zip(starts, ends):
     user = columns.user[order[s]]
     state = current.get(user) or listener_state.ListenerState(user)
-    if ts_col[s] > state.newest_ts and ties[e - 1] == ties[s]:
+    if e - s == 1 and ts_col[s] > state.newest_ts:
+      segment_after[s] = state.append_newer(*rows[s])
+      out.applied += 1
+      first = ts_col[s]
+    elif ts_col[s] > state.newest_ts and ties[e - 1] == ties[s]:
       segment_after[s:e] = state.extend_newer(*[c[s:e] for c in cols])
       out.applied += e - s
       first = ts_col[s]

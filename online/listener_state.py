@@ -146,6 +146,23 @@ class ListenerState:
     self.newest_ts = ts[-1]
     return segments
 
+  def append_newer(self, ts: int, track: str, artist: str, session: str, completion: float,
+                   skip: float, like: float, subscription: float, segment: Optional[str],
+                   tenure: Optional[float]) -> str:
+    """:meth:`extend_newer` for a run of one play (the most frequent run); returns the
+    segment after it."""
+    plays = self.plays
+    plays.append((ts, track, artist, completion, skip, session))
+    if len(plays) > feature_spec.HISTORY_LEN:
+      del plays[0]
+    if segment:
+      self.segment = segment
+    if tenure is not None:
+      self.tenure_days, self.tenure_ts = float(tenure), ts
+    self._count(ts, skip, like, subscription)
+    self.newest_ts = ts
+    return self.segment
+
   def _count(self, ts: int, skip: float, like: float, subscription: float) -> None:
     day = ts // DAY_S
     row = self.counters.get(day)

@@ -104,3 +104,10 @@ def test_a_run_of_newer_plays_as_columns_equals_applying_them_one_by_one():
                                       "completion", "skip", "like", "subscription")],
                        [e.user_segment for e in same_day], [None] * 3)
   assert columns.to_json() == one_by_one.to_json()
+  # And a run of one.
+  last = _event(same_day[-1].ts + 5, "one", skip=1.0, user_segment="paid",
+                user_tenure_days=40.0)
+  one_by_one.apply(last)
+  assert columns.append_newer(last.ts, "one", "aone", "s1", 0.0, 1.0, 0.0, 0.0, "paid",
+                              40.0) == "paid"
+  assert columns == one_by_one
