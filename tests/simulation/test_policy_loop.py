@@ -21,6 +21,7 @@ from ranking.fusion import kernel_np
 from ranking.fusion import policy_file
 from ranking.fusion.spec import FusionConfig
 from serving import export
+from serving import warmup
 from simulation import policies
 from simulation import report as report_lib
 from simulation import rollout as rollout_lib
@@ -47,7 +48,7 @@ def loop(ranker_export, tmp_path_factory):
   base = str(tmp_path_factory.mktemp("policy_export") / "models" / "melody")
   version = export.export_serving_model(ranker_export["model"], ranker_export["paths"]["tft"],
                                         ranker_export["paths"]["tracks"], base, n_max=64,
-                                        warmup_examples=None, policy=policy)
+                                        num_warmup_records=6, policy=policy)
   served = scorers.ModelScorer(version, SIM.slate_len, n_tracks=N_TRACKS)
   return {"out": out, "result": result, "policy": policy, "version": version,
           "served": served}
@@ -77,6 +78,9 @@ def test_the_version_carries_the_policy(loop):
   assert policy_file.load(os.path.join(version, export.POLICY_FILE)) == policy
   assert export.read_info(version)["policy_version"] == policy.version
   assert "policy" in export.read_info(version)["signatures"]
+  warm = [log.predict_log.request.model_spec.signature_name
+          for log in warmup.read_warmup(version)]
+  assert "policy" in warm and len(warm) == 6
   out = _call(loop, "policy", {"request_id": np.arange(2, dtype=np.int64)})
   assert [v.decode() for v in out["policy_version"]] == [policy.version] * 2
   assert policy_file.loads(out["policy_json"][0].decode()) == policy
