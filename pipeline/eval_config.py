@@ -150,11 +150,13 @@ def create_eval_config(outputs: Optional[Dict[str, str]] = None,
                   key=lambda k: _KIND_ORDER.index(feature_spec.LABEL_KINDS[k]))
   # An empty eval split never blesses. It is also the one gate left when the data can
   # measure no head (a play log without labels): TFMA refuses a config without any
-  # threshold, so the gate keeps such a run checkable rather than never blessed.
+  # threshold, so the gate keeps such a run checkable rather than never blessed. The
+  # count is weighted, so it sits on a measured head: an unrecorded one counts 0.
+  counted = next((label for label in labels if label not in unmeasured), labels[0])
   specs = [tfma.MetricsSpec(output_names=[by_label[label]],
                             metrics=_label_metrics(label, floors, label not in unmeasured,
-                                                   count_floor=i == 0))
-           for i, label in enumerate(labels)]
+                                                   count_floor=label == counted))
+           for label in labels]
 
   model_spec = tfma.ModelSpec(
       signature_name=SIGNATURE,

@@ -58,7 +58,7 @@ def test_30music_import_examples_pipeline_push(shared_data, tmp_path):
   assert outcome.run.state == "COMPLETE", outcome.run.components
   # The next-play evaluation against popularity is recorded, and decides the push.
   result = outcome.run.next_play
-  assert result["k"] == 10 and result["candidates"] == 100 and result["plays"] > 100
+  assert result["k"] == 10 and result["candidates"] == 100 and result["plays"] > 20
   mine, pop = result["metrics"]["candidate"], result["metrics"]["popularity"]
   for metric in ("recall_at_10", "ndcg_at_10"):
     assert 0 <= mine[metric] <= 1 and 0 < pop[metric] <= 1

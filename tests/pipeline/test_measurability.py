@@ -41,13 +41,14 @@ def test_unmeasured_heads_are_reported_without_thresholds():
   assert _thresholds(gated, "interest_skip") == {"ExampleCount", "AUC", "PairedAUCChange"}
   assert _thresholds(gated, "interest_completion") == {"RootMeanSquaredError", "Calibration"}
   config = eval_config.create_eval_config(unmeasured=["interest_skip", "interest_completion"])
-  for label in ("interest_completion",):
+  for label in ("interest_completion", "interest_skip"):
     assert _thresholds(config, label) == set(), label
-  # The first head (skip) keeps only the non-empty eval split gate.
-  assert _thresholds(config, "interest_skip") == {"ExampleCount"}
+  # The non-empty eval split gate (a weighted count) sits on the first measured head.
+  assert _thresholds(config, "interest_like") == {"ExampleCount", "AUC", "PairedAUCChange"}
+  # With no measured head it is the only gate, on the first head.
   nothing = eval_config.create_eval_config(unmeasured=list(feature_spec.LABEL_KEYS))
+  assert _thresholds(nothing, "interest_skip") == {"ExampleCount"}
   assert sum(len(_thresholds(nothing, label)) for label in feature_spec.LABEL_KEYS) == 1
-  assert _thresholds(config, "interest_like") == {"AUC", "PairedAUCChange"}
   names = {m.class_name for s in config.metrics_specs for m in s.metrics
            if s.output_names == ["interest_skip"]}
   assert {"AUC", "MeanLabel", "WeightedExampleCount"} <= names
