@@ -195,8 +195,7 @@ class LiveLoop:
         duplicates_seen = counts.get("duplicate", duplicates_seen)
         name = os.path.basename(log_path)
         bad = experiment_report.bad_event_counts(
-            [q for q in live_stack.quarantined(self.stack_paths.store) if q.file == name],
-            int(duplicates))
+            live_stack.quarantined(self.stack_paths.store, name), int(duplicates))
         decision = experiment.observe_day(day, result.events, result.requests)
         actions = experiment.control(day, result.events, self.stack_paths.weights_override)
         t_train = time.perf_counter()

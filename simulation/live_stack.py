@@ -19,6 +19,7 @@ from typing import Dict, List
 
 import grpc
 
+from online import state_store
 from online import stores
 
 
@@ -193,7 +194,15 @@ def wait_applied(store_path: str, events_dir: str, timeout_s: float = 300.0) -> 
     time.sleep(1.0)
 
 
-def quarantined(store_path: str) -> List[object]:
-  """The store's quarantined lines (``state_store.Quarantined``)."""
+def reason_kind(reason: str) -> str:
+  """A quarantine reason without its line's details (``not JSON: unexpected end of data
+  at column 231`` -> ``not JSON``, ``late by 2492736 s (limit 604800 s)`` -> ``late``),
+  so that a day's report counts lines per kind."""
+  return reason.split(":", 1)[0].split(" by ", 1)[0].strip()
+
+
+def quarantined(store_path: str, file: str) -> List[state_store.Quarantined]:
+  """The store's quarantined lines of event log ``file``, their reasons by kind."""
   with stores.open_store(store_path) as store:
-    return list(store.quarantined())
+    return [dataclasses.replace(q, reason=reason_kind(q.reason))
+            for q in store.quarantined() if q.file == file]

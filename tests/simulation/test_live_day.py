@@ -3,6 +3,7 @@ experiment the loop runs on it: arms and versions logged with every play, bad li
 caught by the nearline quarantine, the canary rolled back or promoted on the server, the
 controller's override written."""
 
+import collections
 import json
 import os
 
@@ -16,6 +17,7 @@ from online import nearline
 from online import stores
 from simulation import live_day
 from simulation import live_experiment
+from simulation import live_stack
 from simulation import world as world_lib
 from simulation import world_config
 
@@ -87,7 +89,8 @@ def test_bad_lines_are_quarantined_and_duplicates_applied_once(day, tmp_path):
   assert total.applied == len(result.events)
   assert total.duplicates == bad["duplicate"]
   assert len(reasons) == bad["malformed"] + bad["late"]
-  assert sum(r.startswith("late") for r in reasons) == bad["late"]
+  kinds = collections.Counter(map(live_stack.reason_kind, reasons))
+  assert kinds == {"not JSON": bad["malformed"], "late": bad["late"]}
 
 
 def _sessions(arm, n, completion, skip, rng):

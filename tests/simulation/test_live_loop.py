@@ -1,4 +1,4 @@
-"""`melody live` end to end on a tiny twin: a bootstrap model served as stable, two days
+"""`melody live` end to end on a small twin: a bootstrap model served as stable, two days
 of listeners through the real gateway, nearline updater and model server (subprocesses),
 the scheduled pipeline after each day, the canary labels and decisions, the controller's
 override, the daily reports; day 2 also drills a model-server outage."""
@@ -21,9 +21,9 @@ pytestmark = pytest.mark.slow
 def run(tmp_path_factory):
   workdir = tmp_path_factory.mktemp("live")
   config = live_loop.LiveConfig(
-      users=50, days=2, workdir=str(workdir), tracks=300, history_days=1,
-      canary_share=0.5, day=live_day.DayOptions(k=5, bad_fraction=0.05),
-      training=live_pipeline.TrainingOptions(steps=10, window_days=2),
+      users=100, days=2, workdir=str(workdir), history_days=2,
+      canary_share=0.5, day=live_day.DayOptions(bad_fraction=0.05),
+      training=live_pipeline.TrainingOptions(steps=20, window_days=2),
       test=live_experiment.TestSettings(min_samples=10), outage_day=2)
   summary = live_loop.LiveLoop(config).run()
   return summary, str(workdir)
