@@ -16,6 +16,7 @@ serving runs). Speeds are steady state (from the end of the first step to the en
 last); CPU per example is process CPU time over trained impressions.
 """
 
+import json
 import math
 import time
 from typing import Dict, List
@@ -127,6 +128,8 @@ def sequence_comparison(data, steps: int, batch_size: int, seeds,
     default_wall = steps * batch_size / rows[-len(PER_IMPRESSION) - 1]["train_examples_per_s"]
     rows.append(_sequence_run(SEQUENCE_LEVEL_WALL, sequences, data, per_step, chunks, 0,
                               seed, covered, wall_s=default_wall))
+    for row in rows[-len(PER_IMPRESSION) - 2:]:   # kept in the log if a later seed fails
+      common.log("ranking", "sequence part row " + json.dumps(row, sort_keys=True))
   names = list(PER_IMPRESSION) + [SEQUENCE_LEVEL, SEQUENCE_LEVEL_WALL]
   mean = ranking_targets.mean_rows(rows, names)
   keys = ranking_models.metric_columns()
