@@ -111,6 +111,8 @@ def synthetic_batch(batch_size: int, seed: int = 0, num_tracks: int = 2000,
   # The skip profile follows the completion; no random draw, so the other columns keep
   # their values whatever the class labels are.
   out[feature_spec.SKIP_PROFILE] = np.digitize(completion, (0.1, 0.5, 0.95)).astype(np.int64)
+  # Impression examples carry no sampled negatives: q = 0 leaves every logit uncorrected.
+  out[feature_spec.SAMPLE_Q] = np.zeros(B, np.float32)
 
   for name, (dtype, _, _) in feature_spec.TRANSFORMED_FEATURES.items():
     out[name] = out[name].astype(np.int64 if dtype == "int64" else np.float32)
