@@ -8,6 +8,8 @@ gRPC only when the command runs, so ``melody --help`` stays fast.
 """
 
 import argparse
+import os
+import sys
 
 from serving import server_main
 
@@ -18,7 +20,13 @@ def _serve(args):
 
 def _query(args):
   from serving import query  # pylint: disable=import-outside-toplevel
-  return query.main(args)
+  code = query.main(args)
+  # The answer is printed and the channel closed. Interpreter teardown with TensorFlow's
+  # and gRPC's native threads alive can abort ("terminate called without an active
+  # exception", exit 134) after a successful query, so the command ends the process here.
+  sys.stdout.flush()
+  sys.stderr.flush()
+  os._exit(code)  # pylint: disable=protected-access
 
 
 def add_query_arguments(parser: argparse.ArgumentParser) -> None:
