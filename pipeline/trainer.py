@@ -28,12 +28,13 @@ import dataclasses
 import os
 import sys
 import time
-from typing import Dict, List, NamedTuple, Optional, Sequence
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import ranking  # noqa: F401  (Keras 2 before TensorFlow)
 import tensorflow as tf
 
 from pipeline import distribute
+from pipeline import measurability
 from pipeline import sequence_input
 from pipeline import warm_start
 from ranking import config as config_lib
@@ -245,14 +246,52 @@ def train(model: model_lib.RankingModel, train_ds: tf.data.Dataset,
   history = model.fit(train_ds, epochs=epochs, steps_per_epoch=steps_per_epoch,
                       callbacks=callbacks, verbose=0)
   result = {k: float(v[-1]) for k, v in history.history.items()}
+  # The metrics' state still holds the last epoch (evaluate resets it).
+  classes = auc_class_counts(model.metrics)
   if eval_ds is not None and eval_steps > 0:
     ev = model.evaluate(eval_ds, steps=eval_steps, return_dict=True, verbose=0,
                         callbacks=[callbacks[1]])
     result.update({f"eval_{k}": float(v) for k, v in ev.items()})
+    classes.update({f"eval_{k}": v for k, v in auc_class_counts(model.metrics).items()})
   result["examples_per_s"] = progress.examples_per_s
   result["steps"] = float(progress.step)
-  _log("done: " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(result.items())))
+  _log("done: " + summary(result, classes))
   return result
+
+
+def auc_class_counts(metrics) -> Dict[str, Tuple[float, float]]:
+  """Weighted (positives, negatives) each AUC metric has accumulated, by metric name.
+
+  Keras reports the AUC of labels of one class as 0; these counts tell that case apart.
+  """
+  counts = {}
+  for m in metrics:
+    if isinstance(m, tf.keras.metrics.AUC):
+      # At any one threshold every positive is a TP or an FN, every negative a TN or FP.
+      counts[m.name] = (float(m.true_positives[0] + m.false_negatives[0]),
+                        float(m.true_negatives[0] + m.false_positives[0]))
+  return counts
+
+
+def summary(result: Dict[str, float], classes: Dict[str, Tuple[float, float]]) -> str:
+  """The ``done:`` line: every metric with 4 significant digits, except an AUC over
+  one class or no examples, which reads as ``pipeline.measurability.display`` words it.
+
+  Args:
+    result: metric name -> value.
+    classes: :func:`auc_class_counts` of the same names.
+
+  Returns:
+    ``name=value`` pairs joined by commas, in name order.
+  """
+  parts = []
+  for name, value in sorted(result.items()):
+    text = f"{value:.4g}"
+    pos, neg = classes.get(name, (1.0, 1.0))
+    if pos <= 0 or neg <= 0:
+      text = measurability.display("auc", value, pos + neg, pos / max(pos + neg, 1e-12))
+    parts.append(f"{name}={text}")
+  return ", ".join(parts)
 
 
 class Trained(NamedTuple):
