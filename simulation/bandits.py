@@ -1,18 +1,21 @@
-"""Contextual bandits that learn alpha/beta/gamma per segment inside the simulation.
+"""Contextual bandits that learn alpha/beta/gamma per segment or listener state.
 
 This module owns two disjoint linear bandits over a discrete set of weight vectors
 (the arms, e.g. a simplex grid of (alpha, beta, gamma)): :class:`LinUCB` and
-:class:`LinearThompson`, the policy that lets them pick the fusion weights of each
-listener-session (:class:`BanditPolicy`) and the context features they see
-(segment one-hot, activity one-hot). Each arm ``a`` keeps ridge statistics
+:class:`LinearThompson`, and the policy that lets them pick the fusion weights of each
+listener-session (:class:`BanditPolicy`) from a context (``simulation.bandit_context``:
+segment and activity one-hots, optionally with the listener's standardised state) and
+plays them through a ranker (``simulation.bandit_arms``: the served model's ``rank``
+signature or the oracle). Each arm ``a`` keeps ridge statistics
 
     A_a = ridge * I + sum x x^T,    b_a = sum r x,    theta_a = A_a^-1 b_a
 
 LinUCB plays ``argmax_a x . theta_a + alpha_ucb * sqrt(x^T A_a^-1 x)``; Thompson plays
 ``argmax_a x . theta~_a`` with ``theta~_a ~ N(theta_a, noise^2 A_a^-1)`` drawn per
 listener. With the segment one-hot in ``x``, ``theta_a`` holds the arm's reward per
-segment, so the bandit learns a weight row per segment. Updates are batched: one
-round is one session of a chunk of listeners (all rewards arrive together).
+segment, so the bandit learns a weight row per segment; the state features let the
+row move with the listener's state. Updates are batched: one round is one session of a
+chunk of listeners (all rewards arrive together).
 """
 
 import itertools
@@ -20,7 +23,11 @@ from typing import Optional
 
 import numpy as np
 
+from simulation import bandit_arms
+from simulation import bandit_context
 from simulation import policies
+
+
 def simplex_grid(step: float = 0.25) -> np.ndarray:
   """All (alpha, beta, gamma) >= 0 on a grid of ``step`` that sum to 1.
 
@@ -39,13 +46,8 @@ def simplex_grid(step: float = 0.25) -> np.ndarray:
 
 
 def context_features(segment: np.ndarray, activity: np.ndarray) -> np.ndarray:
-  """``[n, S + A]`` one-hot segment then one-hot activity (no separate bias: the
-  segment one-hot already sums to one)."""
-  n = len(segment)
-  x = np.zeros((n, policies.N_SEG + policies.N_ACT))
-  x[np.arange(n), np.asarray(segment, np.int64)] = 1.0
-  x[np.arange(n), policies.N_SEG + np.asarray(activity, np.int64)] = 1.0
-  return x
+  """``[n, S + A]`` one-hot segment then one-hot activity (see ``bandit_context``)."""
+  return bandit_context.one_hots(segment, activity)
 
 
 class _Linear:
@@ -154,7 +156,7 @@ class RandomArms:
     del x, arms, rewards
 
 
-class BanditPolicy(policies.FusionPolicy):
+class BanditPolicy(policies.Policy):
   """Fusion + mixing whose (alpha, beta, gamma) a bandit picks per listener-session.
 
   Rewards are centred on ``reward_offset`` before the bandit sees them (default: the
@@ -167,35 +169,44 @@ class BanditPolicy(policies.FusionPolicy):
     arms: ``[G, 3]`` weight vectors.
     seed: seed of the Thompson draws and random arms.
     reward_offset: subtracted from every reward; None = first round's mean.
-    **kwargs: as ``policies.FusionPolicy``.
+    context: a ``bandit_context`` builder (default: segment and activity one-hots);
+      its ``dim`` must be the bandit's.
+    ranker: a ``bandit_arms`` ranker (``ServedArms`` plays the arms through a served
+      model); default an ``OracleArms`` built from ``**kwargs``.
+    name: label in reports (default: the bandit's class name).
+    **kwargs: as ``policies.FusionPolicy``, for the default ranker.
   """
 
   stateful = True
 
   def __init__(self, bandit, arms: np.ndarray, seed: int = 0,
-               reward_offset: Optional[float] = None, **kwargs):
-    kwargs.setdefault("name", type(bandit).__name__)
-    super().__init__(**kwargs)
+               reward_offset: Optional[float] = None, context=None, ranker=None,
+               name: Optional[str] = None, **kwargs):
     arms = np.asarray(arms, np.float64)
     if arms.ndim != 2 or arms.shape[1] != 3 or arms.shape[0] != bandit.n_arms:
       raise ValueError(f"arms must be [{bandit.n_arms}, 3], got shape {arms.shape}")
+    self.context = bandit_context.SegmentContext() if context is None else context
+    if self.context.dim != bandit.dim:
+      raise ValueError(f"the {self.context.name} context has {self.context.dim} features, "
+                       f"the bandit expects {bandit.dim}")
+    if ranker is not None and kwargs:
+      raise ValueError(f"fusion arguments {sorted(kwargs)} apply to the default ranker only")
+    self.ranker = bandit_arms.OracleArms(**kwargs) if ranker is None else ranker
+    self.name = name or type(bandit).__name__
     self.bandit, self.arms = bandit, arms
     self.rng = np.random.default_rng(seed)
     self.reward_offset = reward_offset
     self.choices = []   # arm counts per round
+    self._pending = None
 
   def rank(self, state, candidates, context):
-    x = context_features(state.listeners.segment, context.activity)
+    x = self.context.features(state, context)
     arm = self.bandit.select(x, self.rng)
     self._pending = (x, arm)
-    self._weights = self.arms[arm]
-    out = super().rank(state, candidates, context)
+    out = self.ranker.rank_rows(state, candidates, context, self.arms[arm])
     out.info["arm"] = arm
     self.choices.append(np.bincount(arm, minlength=len(self.arms)))
     return out
-
-  def weights(self, state, context):
-    return self._weights
 
   def feedback(self, state, context, slates, reward):
     x, arm = self._pending
@@ -205,9 +216,11 @@ class BanditPolicy(policies.FusionPolicy):
     self.bandit.update(x, arm, reward - self.reward_offset)
 
   def segment_choice(self) -> np.ndarray:
-    """``[segments, 3]`` the greedy arm's weights per segment (average activity)."""
+    """``[segments, 3]`` the greedy arm's weights per segment (average activity, and
+    the average listener state, which standardises to 0)."""
     theta = self.bandit.theta() if hasattr(self.bandit, "theta") else None
     if theta is None:
       return np.full((policies.N_SEG, 3), np.nan)
-    seg_value = theta[:, :policies.N_SEG] + theta[:, policies.N_SEG:].mean(1, keepdims=True)
+    act = theta[:, policies.N_SEG:policies.N_SEG + policies.N_ACT]
+    seg_value = theta[:, :policies.N_SEG] + act.mean(1, keepdims=True)
     return self.arms[np.argmax(seg_value, axis=0)]

@@ -13,10 +13,13 @@ import argparse
 import os
 import sys
 
+from simulation import bandit_args
 from simulation import live_args
 
 
 def _simulate(args) -> int:
+  if args.bandit:
+    return bandit_args.run(args)
   from simulation import report  # pylint: disable=import-outside-toplevel
   config = report.ReportConfig(users=args.users, days=args.days, seed=args.seed,
                                world_seed=args.world_seed, n_tracks=args.tracks,
@@ -89,6 +92,7 @@ def register(subparsers) -> None:
                            "than the oracle)")
   parser.add_argument("--runner", choices=("direct", "beam"), default="direct",
                       help="in-process rollouts, or Beam (DirectRunner) per listener chunk")
+  bandit_args.add_arguments(parser)
   parser.set_defaults(handler=_simulate)
 
   live = subparsers.add_parser(
