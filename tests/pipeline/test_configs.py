@@ -8,10 +8,13 @@ from pipeline import configs, schedule
 def test_direct_args_modes():
   # The in-process modes run on the FnApiRunner, never through the DirectRunner's attempt
   # to start Prism; worker processes keep the DirectRunner.
+  # They also tell TFX's Beam executors that this interpreter is the workers' environment,
+  # so that none builds and stages an sdist of TFX first.
   assert configs.direct_beam_args("in_memory") == (
-      "--runner=FnApiRunner", "--direct_running_mode=in_memory", "--direct_num_workers=1")
-  assert configs.parse_beam_flags(configs.direct_beam_args("multi_threading", 2))["runner"] == (
-      "FnApiRunner")
+      "--runner=FnApiRunner", "--direct_running_mode=in_memory", "--direct_num_workers=1",
+      "--sdk_container_image=in-process")
+  threads = configs.parse_beam_flags(configs.direct_beam_args("multi_threading", 2))
+  assert threads["runner"] == "FnApiRunner" and threads["sdk_container_image"] == "in-process"
   args = configs.parse_beam_flags(configs.direct_beam_args("multi_processing", 2))
   assert args == {"runner": "DirectRunner", "direct_running_mode": "multi_processing",
                   "direct_num_workers": "2"}
