@@ -24,6 +24,11 @@ def add_arguments(parser) -> None:
   parser.add_argument("--outage-day", type=int, default=0,
                       help="drill: kill the model server halfway through this day's "
                            "traffic and restart it (the gateway falls back meanwhile)")
+  parser.add_argument("--sessions-per-day", type=int, default=4,
+                      help="sessions each returning listener opens a day")
+  parser.add_argument("--bad-candidate-day", type=int, default=0,
+                      help="drill: at the end of this day, train a model on the day's "
+                           "plays with shuffled labels and force it to canary")
   parser.add_argument("--nearline-crash-day", type=int, default=0,
                       help="drill: kill the nearline updater while it applies this day's "
                            "log and restart it")

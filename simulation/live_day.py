@@ -1,12 +1,14 @@
 """One simulated day of listeners calling the gateway and playing what it answers.
 
 This module owns a live day: who of the twin's listeners comes today (the world's
-return probability), each one's session context, one `Recommend` call per session to the
-gateway over gRPC (several in flight), playing the answered list top to bottom by the
-world's response model, and the events of those plays in the common event schema,
-tagged with the gateway's arm, model label and version. The events are appended to the
-day's JSON-lines log that the nearline updater tails, with a small seeded share of bad
-lines (malformed, duplicated, late) that the updater's quarantine must catch.
+return probability), the day's rounds of sessions (each returning listener opens
+``sessions`` of them, one per round), each session's context, one `Recommend` call per
+session to the gateway over gRPC (several in flight), playing the answered list top to
+bottom by the world's response model, and the events of those plays in the common event
+schema, tagged with the gateway's arm, model label and version. Each round's events are
+appended to the day's JSON-lines log that the nearline updater tails (so a listener's
+next session sees the state of the last one), with a small seeded share of bad lines
+(malformed, duplicated, late) that the updater's quarantine must catch.
 """
 
 import concurrent.futures
@@ -43,11 +45,17 @@ class DayOptions:
     concurrency: Gateway calls in flight.
     bad_fraction: Share of event lines replaced or joined by a bad one.
     timeout_s: Per-call deadline of the client.
+    sessions: Sessions each returning listener opens in the day (one per round).
   """
   k: int = 10
   concurrency: int = 4
   bad_fraction: float = 0.01
   timeout_s: float = 30.0
+  sessions: int = 1
+
+  def __post_init__(self):
+    if self.sessions < 1:
+      raise ValueError(f"sessions must be >= 1, got {self.sessions}")
 
 
 @dataclasses.dataclass
@@ -107,7 +115,7 @@ def _slates(world: world_lib.World, answers: List[List[str]], k: int,
 
 def _events(world: world_lib.World, sub: Listeners, played: Dict[str, np.ndarray],
             slates: np.ndarray, ctx: Dict[str, np.ndarray], calls: List[Dict[str, object]],
-            day: int) -> List[Dict[str, object]]:
+            session: str) -> List[Dict[str, object]]:
   cat = world.catalog
   user_ids = sub.user_ids()
   events = []
@@ -116,7 +124,7 @@ def _events(world: world_lib.World, sub: Listeners, played: Dict[str, np.ndarray
     call = calls[i]
     profile = int(played["skip_profile"][i, j])
     events.append({
-        "user_id": user_ids[i], "session_id": f"{user_ids[i]}-d{day}",
+        "user_id": user_ids[i], "session_id": f"{user_ids[i]}-{session}",
         "ts": int(ctx["ts"][i]) + _PLAY_GAP_S * int(j), "plays": 1,
         "track_id": cat.track_ids[t], "artist_id": cat.artist_ids[cat.track_artist[t]],
         "source": "sim", "user_segment": feature_spec.SEGMENTS[int(sub.segment[i])],
@@ -160,12 +168,65 @@ def write_log(path: str, events: List[Dict[str, object]], bad_fraction: float,
   return bad
 
 
+class _Calls:
+  """The gateway calls of a day, counted across its rounds (for progress and midday).
+
+  Midday is halfway through the middle round, so that calls are in flight whatever the
+  number of rounds (at the end of a round none would be).
+  """
+
+  def __init__(self, per_round: int, rounds: int, progress, midday):
+    self.total, self.done = per_round * rounds, 0
+    self.midpoint = (rounds // 2) * per_round + max(per_round // 2, 1)
+    self.progress, self.midday = progress, midday
+
+  def answered(self) -> None:
+    self.done += 1
+    if self.progress is not None and self.done % 200 == 0:
+      self.progress(self.done, self.total)
+    if self.midday is not None and self.done == self.midpoint:
+      self.midday()
+
+
+def _round(world: world_lib.World, sub: Listeners, rows: np.ndarray, day: int, r: int,
+           day_start: int, gateway_target: str, log_path: str, rng: np.random.Generator,
+           options: DayOptions, counter: _Calls):
+  """Round ``r``: one session per listener of ``sub`` (call, play, log); returns
+  (events, requests, bad lines, the played outcomes)."""
+  ctx = world.sample_context(len(rows), rng, day_start)
+  n_rounds = options.sessions
+  # Contexts are drawn over a whole day and squeezed into the round, so the hours keep
+  # the world's shape and the rounds stay in order.
+  ctx["ts"] = day_start + (r * DAY_S + (ctx["ts"] - day_start)) // n_rounds
+  session = f"d{day}" if n_rounds == 1 else f"d{day}s{r}"
+  user_ids = sub.user_ids()
+  calls: List[Dict[str, object]] = [{}] * len(rows)
+  answers: List[List[str]] = [[] for _ in rows]
+  with gateway_client.GatewayClient(gateway_target, timeout=options.timeout_s) as client, \
+      concurrent.futures.ThreadPoolExecutor(options.concurrency) as pool:
+    futures = {pool.submit(_call, client, user_ids[i], SIM_ACTIVITIES[int(ctx["activity"][i])],
+                           options.k, options.timeout_s): i for i in range(len(rows))}
+    for future in concurrent.futures.as_completed(futures):
+      i = futures[future]
+      calls[i], answers[i] = future.result()
+      counter.answered()
+  slates = _slates(world, answers, options.k, rng)
+  played = world.play_slate(sub, slates, activity=ctx["activity"], rng=rng)
+  events = _events(world, sub, played, slates, ctx, calls, session)
+  bad = write_log(log_path, events, options.bad_fraction, rng)
+  requests = [dict(c, segment=c["segment"] or "unknown") for c in calls]
+  return events, requests, bad, played
+
+
 def run_day(world: world_lib.World, listeners: Listeners, active: np.ndarray, day: int,
             day_start: int, gateway_target: str, log_path: str, rng: np.random.Generator,
             options: DayOptions = DayOptions(),
             progress: Optional[Callable[[int, int], None]] = None,
             midday: Optional[Callable[[], None]] = None) -> DayResult:
   """Plays day ``day`` for the ``active`` listeners through the gateway.
+
+  The day is cut into ``options.sessions`` rounds of equal length; in each, every
+  active listener opens one session at a time the world draws within the round.
 
   Args:
     world: The twin's world (ground truth).
@@ -178,8 +239,8 @@ def run_day(world: world_lib.World, listeners: Listeners, active: np.ndarray, da
     rng: The day's random stream.
     options: Sizes and the bad-line share.
     progress: Called with (calls done, calls) now and then.
-    midday: Called once when half of the day's calls are answered, while the rest are
-      in flight (a drill: stop a process, restart it).
+    midday: Called once halfway through the middle round, while the rest of its calls
+      are in flight (a drill: stop a process, restart it).
 
   Returns:
     The day's events, requests and bad lines.
@@ -187,33 +248,28 @@ def run_day(world: world_lib.World, listeners: Listeners, active: np.ndarray, da
   t0 = time.perf_counter()
   rows = np.flatnonzero(active)
   sub = listeners.take(rows)
-  ctx = world.sample_context(len(rows), rng, day_start)
-  user_ids = sub.user_ids()
-  calls: List[Dict[str, object]] = [{}] * len(rows)
-  answers: List[List[str]] = [[] for _ in rows]
-  with gateway_client.GatewayClient(gateway_target, timeout=options.timeout_s) as client, \
-      concurrent.futures.ThreadPoolExecutor(options.concurrency) as pool:
-    futures = {pool.submit(_call, client, user_ids[i], SIM_ACTIVITIES[int(ctx["activity"][i])],
-                           options.k, options.timeout_s): i for i in range(len(rows))}
-    for done, future in enumerate(concurrent.futures.as_completed(futures), start=1):
-      i = futures[future]
-      calls[i], answers[i] = future.result()
-      if progress is not None and done % 200 == 0:
-        progress(done, len(rows))
-      if midday is not None and done == len(rows) // 2:
-        midday()
-  slates = _slates(world, answers, options.k, rng)
-  played = world.play_slate(sub, slates, activity=ctx["activity"], rng=rng)
+  counter = _Calls(len(rows), options.sessions, progress, midday)
+  events: List[Dict[str, object]] = []
+  requests: List[Dict[str, object]] = []
+  bad = {kind: 0 for kind in BAD_KINDS}
+  completion = np.zeros(len(rows))
+  plays = np.zeros(len(rows))
+  for r in range(options.sessions):
+    round_events, round_requests, round_bad, played = _round(
+        world, sub, rows, day, r, day_start, gateway_target, log_path, rng, options,
+        counter)
+    events += round_events
+    requests += round_requests
+    bad = {kind: bad[kind] + round_bad[kind] for kind in BAD_KINDS}
+    completion += played["completion"].sum(1)
+    plays += played["played"].sum(1)
   listeners.fatigue[rows] = sub.fatigue
   listeners.converted[rows] = sub.converted
-  events = _events(world, sub, played, slates, ctx, calls, day)
-  bad = write_log(log_path, events, options.bad_fraction, rng)
-  requests = [dict(c, segment=c["segment"] or "unknown") for c in calls]
   mean_completion = np.zeros(len(listeners))
-  mean_completion[rows] = (played["completion"].sum(1)
-                           / np.maximum(played["played"].sum(1), 1))
+  mean_completion[rows] = completion / np.maximum(plays, 1)
   tomorrow = world.end_day(listeners, mean_completion, active, rng)
-  return DayResult(events, requests, bad, len(rows), time.perf_counter() - t0, tomorrow)
+  return DayResult(events, requests, bad, len(rows) * options.sessions,
+                   time.perf_counter() - t0, tomorrow)
 
 
 def day_log_path(events_dir: str, day: int) -> str:

@@ -130,6 +130,18 @@ class Experiment:
     self.test = new_test(self.settings)
     return True
 
+  def force_canary(self, version: int) -> Optional[int]:
+    """Serves ``version`` as ``canary`` whatever is on trial (the bad-candidate drill).
+
+    A canary on trial is dropped and its test discarded; the forced one starts a fresh
+    test. Returns the dropped canary's version, if any.
+    """
+    dropped = self.canary
+    entry = canary_labels.rollback(self.entry) if dropped is not None else self.entry
+    self._apply(canary_labels.push_canary(entry, version))
+    self.test = new_test(self.settings)
+    return dropped
+
   def control(self, day: int, events: Sequence[Mapping[str, object]],
               override_path: str) -> List[Dict[str, object]]:
     """The controller's window ``day``: its actions, and the override file rewritten."""

@@ -26,6 +26,7 @@ import numpy as np
 from online import experiment_report
 from serving import model_config
 from simulation import live_day
+from simulation import live_drill
 from simulation import live_experiment
 from simulation import live_pipeline
 from simulation import live_stack
@@ -54,6 +55,8 @@ class LiveConfig:
       and restarted (a drill; 0: none).
     nearline_crash_day: A day whose nearline updater is killed while it applies the
       day's log and restarted (a drill; 0: none).
+    bad_candidate_day: A day after whose traffic a model trained on the day's plays with
+      shuffled labels is forced to canary (a drill, ``simulation.live_drill``; 0: none).
   """
   users: int = 1000
   days: int = 5
@@ -67,6 +70,7 @@ class LiveConfig:
   test: live_experiment.TestSettings = live_experiment.TestSettings()
   outage_day: int = 0
   nearline_crash_day: int = 0
+  bad_candidate_day: int = 0
 
   def __post_init__(self):
     for name in ("users", "days", "tracks", "history_days"):
@@ -157,6 +161,22 @@ class LiveLoop:
       json.dump(state, f, indent=1, default=str)
     os.replace(tmp, self.summary_path)
 
+  def _bad_candidate(self, day: int, events, experiment: live_experiment.Experiment,
+                     rng: np.random.Generator) -> Dict[str, object]:
+    """The drill: a model trained on the day's plays with shuffled labels, forced to
+    canary (replacing a canary on trial); returns what happened."""
+    t0 = time.perf_counter()
+    bad = live_drill.train_bad_candidate(
+        events, os.path.join(os.path.dirname(self.summary_path), "drill"), self.tracks_path,
+        self.serving_dir, live_pipeline.span_of(self.day_start(day)), self.config.training,
+        rng)
+    record = {"version": bad.version, "blessed": bad.blessed, "note": bad.note,
+              "replaced_canary": None, "seconds": round(time.perf_counter() - t0, 1)}
+    if bad.version is not None:
+      record["replaced_canary"] = experiment.force_canary(bad.version)
+    _log(f"drill: bad candidate: {bad.note}; labels {experiment.entry.labels}")
+    return record
+
   def run(self) -> Dict[str, object]:
     """Bootstraps, then runs every live day; returns the summary written to live.json."""
     c = self.config
@@ -207,6 +227,8 @@ class LiveLoop:
                                             c.training)
         pushed = run.pushed_version is not None and experiment.push_canary(run.pushed_version)
         train_s = time.perf_counter() - t_train
+        drill = self._bad_candidate(day, result.events, experiment, rng) if (
+            day == c.bad_candidate_day) else None
         report = experiment_report.write_report(
             self.paths["reports"], result.events, result.requests,
             [decision] if decision else [], actions, name=f"day-{day:02d}",
@@ -221,6 +243,7 @@ class LiveLoop:
                "errors": sum(r["code"] != "OK" for r in result.requests),
                "drill": ("model server outage" if day == c.outage_day else
                          "nearline crash" if day == c.nearline_crash_day else None),
+               "bad_candidate": drill,
                "decision": decision["action"] if decision else None,
                "controller_actions": len(actions), "candidate": run.pushed_version,
                "candidate_note": run.note, "canary_pushed": pushed,
@@ -259,8 +282,10 @@ def config_from_args(args) -> LiveConfig:
   return LiveConfig(
       users=args.users, days=args.days, workdir=args.workdir, seed=args.seed,
       tracks=args.tracks, history_days=args.history_days, canary_share=args.canary_share,
-      day=live_day.DayOptions(bad_fraction=args.bad_fraction),
+      day=live_day.DayOptions(bad_fraction=args.bad_fraction,
+                              sessions=args.sessions_per_day),
       training=live_pipeline.TrainingOptions(steps=args.steps,
                                              window_days=args.window_days),
       test=live_experiment.TestSettings(min_samples=args.min_samples),
-      outage_day=args.outage_day, nearline_crash_day=args.nearline_crash_day)
+      outage_day=args.outage_day, nearline_crash_day=args.nearline_crash_day,
+      bad_candidate_day=args.bad_candidate_day)
