@@ -35,7 +35,10 @@ listeners), ``MELODY_BENCH_RANKING_DAYS`` (10), ``MELODY_BENCH_RANKING_CONVERSIO
 ``MELODY_BENCH_RANKING_MODELS`` (comma-separated variants, in the order they run; all of
 ``ranking_models.MODELS`` by default).
 ``MELODY_BENCH_RANKING_SEQUENCE_STEPS`` (60: the per-impression budget of the
-``sequence`` part, ``ranking_sequence``).
+``sequence`` part, ``ranking_sequence``), ``MELODY_BENCH_RANKING_REAL_SOURCES``
+(kkbox,30music,30music_next_track: what the ``real`` part measures) and
+``MELODY_BENCH_RANKING_NEXT_TRACK_STEPS`` (600 steps of 64 windows: the budget of each
+trained next-track model, ``ranking_next_track``).
 The benchmark runs in parts (``PARTS``: throughput, latency, simulator, curves, real,
 sequence);
 ``MELODY_BENCH_RANKING_ONLY=simulator,curves`` (comma-separated) runs only those into the
@@ -64,6 +67,7 @@ from bench import ranking_curves
 from bench import ranking_data
 from bench import ranking_latency
 from bench import ranking_models
+from bench import ranking_next_track
 from bench import ranking_report
 from bench import ranking_sequence
 from bench import ranking_sequence_report
@@ -106,6 +110,10 @@ def _save(results: Dict[str, object]) -> None:
   ranking_sequence_report.write_png(results.get("sequence"))
 
 
+# The sources of the ``real`` part: per-impression heads on KKBox and 30Music, and
+# 30Music next-track ranking (``ranking_next_track``).
+NEXT_TRACK = "30music_next_track"
+REAL_SOURCES = ("kkbox", "30music", NEXT_TRACK)
 PARTS = ("throughput", "latency", "simulator", "curves", "real", "sequence")
 # Parts that train on the simulator data (generated once per invocation).
 _SIM_PARTS = ("throughput", "simulator", "curves", "sequence")
@@ -118,6 +126,10 @@ def _settings() -> Dict[str, object]:
   return {"steps": _env_int("MELODY_BENCH_RANKING_STEPS", 300),
           "real_steps": _env_int("MELODY_BENCH_RANKING_REAL_STEPS", 150),
           "sequence_steps": _env_int("MELODY_BENCH_RANKING_SEQUENCE_STEPS", 60),
+          "next_track_steps": _env_int("MELODY_BENCH_RANKING_NEXT_TRACK_STEPS", 600),
+          "real_sources": [x.strip() for x in os.environ.get(
+              "MELODY_BENCH_RANKING_REAL_SOURCES", ",".join(REAL_SOURCES)).split(",")
+                           if x.strip()],
           "batch_size": _env_int("MELODY_BENCH_RANKING_BATCH", 256),
           "seeds": _env_int("MELODY_BENCH_RANKING_SEEDS", 3),
           "simulated_users": _env_int("MELODY_BENCH_RANKING_USERS", 2000),
@@ -155,8 +167,7 @@ def parts_from_env() -> Tuple[str, ...]:
   return parts
 
 
-def _run_part(part: str, results, work: str, sim, sim_paths) -> None:
-  st = results["settings"]
+def _run_part(part: str, results, work: str, sim, sim_paths, st) -> None:
   seeds = tuple(range(1, st["seeds"] + 1))
   if part == "throughput":
     thr = ranking_speed.training_throughput(sim_paths)
@@ -186,7 +197,10 @@ def _run_part(part: str, results, work: str, sim, sim_paths) -> None:
   elif part == "real":
     data_dir = os.environ.get("MELODY_DATA_DIR",
                               os.path.join(ranking_report.REPO, "..", "shared", "data"))
-    for source in ("kkbox", "30music"):
+    for source in st.get("real_sources", REAL_SOURCES):
+      if source == NEXT_TRACK:
+        results["next_track"] = _next_track(data_dir, st, seeds)
+        continue
       try:
         common.log("ranking", f"{source} data ...")
         real = ranking_data.real_data(work, source, data_dir)
@@ -197,6 +211,17 @@ def _run_part(part: str, results, work: str, sim, sim_paths) -> None:
         # Report the reason in the results rather than hiding the dataset.
         common.log("ranking", f"{source}: not measured ({type(e).__name__}: {e})")
         results["datasets"][source] = {"error": f"{type(e).__name__}: {e}"}
+
+
+def _next_track(data_dir: str, st, seeds) -> Dict[str, object]:
+  """The 30Music next-track block (``ranking_next_track``), or why it was not measured."""
+  try:
+    common.log("ranking", "30music next track ...")
+    return ranking_next_track.compare(os.path.join(data_dir, "30music_slices"),
+                                      st["next_track_steps"], 64, seeds)
+  except Exception as e:  # pylint: disable=broad-except
+    common.log("ranking", f"30music next track: not measured ({type(e).__name__}: {e})")
+    return {"error": f"{type(e).__name__}: {e}"}
 
 
 def main() -> None:
@@ -211,10 +236,12 @@ def main() -> None:
   if parts != PARTS and os.path.exists(RESULTS):
     with open(RESULTS) as f:
       results = json.load(f)
-  results["settings"] = _check_models(_settings())
+  st = _check_models(_settings())
+  # The header settings describe the full run; a part run alone records its own below.
+  if parts == PARTS or "settings" not in results:
+    results["settings"] = st
   results.setdefault("datasets", {})
   results.setdefault("parts", {})
-  st = results["settings"]
   gen = st["generator"]
   with tempfile.TemporaryDirectory(prefix="melody_bench_ranking_") as work:
     sim, sim_paths = None, None
@@ -226,8 +253,9 @@ def main() -> None:
     for part in parts:
       common.log("ranking", f"part {part} ...")
       load_before, t0 = os.getloadavg(), time.perf_counter()
-      _run_part(part, results, work, sim, sim_paths)
+      _run_part(part, results, work, sim, sim_paths, st)
       results["parts"][part] = {"measured_at": _now(), "runtime_s": time.perf_counter() - t0,
+                                "settings": st,
                                 "load_average_before": list(load_before),
                                 "load_average_after": list(os.getloadavg()),
                                 "host": common.host_info()}

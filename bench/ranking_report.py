@@ -11,6 +11,7 @@ import numpy as np
 from bench import common
 from bench import ranking_models
 from bench import ranking_notes
+from bench import ranking_next_track
 from bench import ranking_sequence_report
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -190,6 +191,7 @@ def write_doc(results: Dict[str, object]) -> None:
       lines.append(mean_table(block["mean"], ranking_models.metric_columns()))
     else:
       lines.append("No model trained: no head is measurable on this source.")
+  lines += ranking_next_track.lines(results.get("next_track"))
   lines += ranking_sequence_report.lines(results.get("sequence"),
                                          results.get("parts", {}).get("sequence"))
   lines += _speed_lines(results["throughput"])

@@ -38,6 +38,10 @@ def lines(block: Optional[Dict[str, object]], part: Optional[Dict[str, object]])
     load = part.get("load_average_before", [float("nan")])[0]
     when = (f" Measured {part['measured_at']} ({part['runtime_s']:,.0f} s, load average "
             f"{load:.1f} before).")
+    gen = part.get("settings", {}).get("generator")
+    if gen:
+      when += (f" Data: the simulator with {gen['users']:,} listeners over {gen['days']} "
+               f"days (conversion hazard x{gen['conversion_scale']:g}).")
   out = ["", "### Sequence-level training (`MELODY_BENCH_RANKING_ONLY=sequence`)", "",
          f"Same simulator split, one process, runs one after another (same CPU, precision "
          f"and threads), {len(block['seeds'])} seeds, mean ± sd. Per-impression models train "
