@@ -107,11 +107,13 @@ def save_module(module: signatures_lib.RankerServingModule, path: str,
         max_batch_size=max_batch_size)
     warmup_lib.write_warmup(path, requests)
   policy = getattr(module, "policy", None)
+  selector = module._py.fusion  # pylint: disable=protected-access
   info = {"n_max": module.n_max, "catalog_size": module.catalog_size,
           "policy_version": policy.version if policy is not None else None,
           "signatures": signatures, "labels": list(module.model.config.labels),
           "fusion": module.fusion_config.to_dict(), "mixing": module.mixing_config.to_dict(),
           "intent": module.intent is not None,
+          "learned_fusion": selector.learned is not None, "default_fusion": selector.default,
           "model_config": module.model.config.to_dict()}
   os.makedirs(os.path.join(path, "assets.extra"), exist_ok=True)
   with open(os.path.join(path, INFO_FILE), "w", encoding="utf-8") as f:

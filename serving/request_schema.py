@@ -19,6 +19,9 @@ sentinels stand in for "not given":
   ``epsilon * novelty * u(seed, row)`` (``row`` = the candidate's catalogue row, i.e.
   its ``tracks.parquet`` row; ``ranking.fusion.exploration.uniform_np`` recomputes it);
   a negative seed turns exploration off for the row.
+* ``fusion`` ``[B]`` string: ``"weights"`` (the weight table and ``alpha_beta_gamma``),
+  ``"learned"`` (the learned fusion a policy baked in, ``serving.fusion_select``) or
+  ``""`` (the model's default: the policy's choice, else ``"weights"``).
 """
 
 from typing import Callable, Dict, Mapping, Optional, Tuple
@@ -27,6 +30,7 @@ import numpy as np
 import tensorflow as tf
 
 from features import feature_spec
+from serving import fusion_select
 
 DEFAULT_N_MAX = 1000
 TF_DTYPES = {"string": tf.string, "int64": tf.int64, "float32": tf.float32}
@@ -55,6 +59,7 @@ CONTROL_INPUTS: Dict[str, Tuple[str, Tuple[int, ...]]] = {
     "alpha_beta_gamma": ("float32", (3,)),
     "override": ("int64", ()),
     "exploration_seed": ("int64", ()),
+    fusion_select.FUSION_INPUT: ("string", ()),
 }
 CANDIDATE_INPUTS: Dict[str, Tuple[str, Tuple[Optional[int], ...]]] = {
     "candidate_ids": ("string", (None,)),
@@ -93,7 +98,8 @@ def neutral_controls(batch: int) -> Dict[str, np.ndarray]:
   """Control inputs meaning "segment table, no exploration" for ``batch`` rows."""
   return {"alpha_beta_gamma": np.full((batch, 3), -1.0, np.float32),
           "override": np.zeros(batch, np.int64),
-          "exploration_seed": np.full(batch, -1, np.int64)}
+          "exploration_seed": np.full(batch, -1, np.int64),
+          fusion_select.FUSION_INPUT: np.full(batch, "", object)}
 
 
 # ------------------------------------------------------------ neutral raw features
@@ -152,7 +158,16 @@ def _check_listener(arrays: Mapping[str, np.ndarray]) -> int:
       _fail(name, "must be >= 0")
   if not np.all(np.isfinite(np.asarray(arrays["user_tenure_days"]))):
     _fail("user_tenure_days", "holds NaN or infinite values")
+  _check_fusion(arrays[fusion_select.FUSION_INPUT])
   return int(batch)
+
+
+def _check_fusion(values: np.ndarray) -> None:
+  for n, value in enumerate(np.asarray(values, object).reshape(-1)):
+    text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+    if text not in fusion_select.CHOICES:
+      _fail(fusion_select.FUSION_INPUT, f"row {n} must be one of "
+            f"{list(fusion_select.CHOICES)}, got {text!r}")
 
 
 def check_utf8(arrays: Mapping[str, np.ndarray], name: str) -> None:

@@ -30,9 +30,10 @@ the inputs and the conventions of the fusion controls):
   ``policy_json`` and ``policy_version`` ``[B]`` strings, the policy whose weights,
   epsilon and mixing rules the graph holds (``ranking.fusion.policy_file``).
 
-``rank`` and ``recommend`` answer with the heads, ``fused_score``, the effective
-``weights``, the mixed order and one ``reasons`` string per candidate
-(``ranking.fusion.reasons`` has the codes, ``serving.candidate_flags`` how they are set).
+``rank`` and ``recommend`` answer with the heads, ``fused_score`` (of the fusion the
+``fusion`` input chose, ``serving.fusion_select``), the effective ``weights``, the mixed
+order and one ``reasons`` string per candidate (``ranking.fusion.reasons`` has the codes,
+``serving.candidate_flags`` how they are set); ``rank`` adds ``familiar`` per candidate.
 
 The same request gets the same list alone and inside any batch (the model server merges
 concurrent requests). Float kernels round a row differently with the number of rows
@@ -55,11 +56,11 @@ import tensorflow_recommenders as tfrs
 from features import feature_spec
 from ranking import model as model_lib
 from ranking import tasks as tasks_lib
-from ranking.fusion.kernel_tf import ScoreFusion
 from ranking.fusion.spec import FusionConfig
 from ranking.layers import mixing as mixing_lib
 from serving import candidate_flags
 from serving import catalog as catalog_lib
+from serving import fusion_select
 from serving import request_schema
 from serving import retrieval
 
@@ -133,7 +134,8 @@ class RankerServingModule(tf.Module):
     intent: optional ``tf.Module`` whose ``candidates(texts [B] string, k int32 scalar)``
       returns ``(catalogue rows [B, k] int32, scores [B, k] float32)``.
     policy: optional ``ranking.fusion.policy_file.PolicyFile``; it replaces
-      ``fusion_config`` and ``mixing_config`` and adds the ``policy`` signature.
+      ``fusion_config`` and ``mixing_config``, adds the ``policy`` signature and, with
+      learned parameters, the learned fusion (``serving.fusion_select``).
   """
 
   def __init__(self, model: model_lib.RankingModel, tft_output,
@@ -156,7 +158,7 @@ class RankerServingModule(tf.Module):
     if not isinstance(catalog, catalog_lib.Catalog):
       catalog = catalog_lib.Catalog.from_tracks(catalog)
     self._py = _Untracked(
-        model=model, fusion=ScoreFusion(fusion_config, name="fusion"),
+        model=model, fusion=fusion_select.FusionSelector(fusion_config, policy),
         mixing=mixing_lib.Mixing(mixing_config, name="mixing"),
         retrieval=tfrs.layers.factorized_top_k.BruteForce(name="retrieval"))
     self.tft_layer = tft_output.transform_features_layer()
@@ -267,7 +269,7 @@ class RankerServingModule(tf.Module):
     ranked = tf.where(out["order"] >= 0,
                       tf.gather(ids, tf.maximum(out["order"], 0), batch_dims=1), "")
     result = {k: out[k] for k in HEAD_OUTPUTS + ("fused_score", "reasons", "order",
-                                                 "weights", "num_placed")}
+                                                 "weights", "num_placed", "familiar")}
     result["ranked_track_ids"] = ranked
     return result
 
@@ -423,14 +425,14 @@ class RankerServingModule(tf.Module):
     style = candidate_flags.session_style(rows, listener["sess_rows"],
                                           self.catalog_artist_index, self.catalog_tag_index,
                                           self.num_artists, self.num_tags)
+    known = tf.cast(familiar[0] | familiar[1], tf.float32)
     fused = self._py.fusion({
         "interest": heads[tasks_lib.INTEREST_SCORE], "subscription": heads["subscription"],
         "exposure": heads["exposure"], "segment": xf[X("user_segment")],
-        "activity": xf[X("context_activity")],
-        "familiar": tf.cast(familiar[0] | familiar[1], tf.float32),
-        "candidate_ids": rows, "seed": inputs["exploration_seed"],
-        "override_weights": inputs["alpha_beta_gamma"],
-        "override": tf.not_equal(inputs["override"], 0)})
+        "activity": xf[X("context_activity")], "familiar": known, "candidate_ids": rows,
+        "seed": inputs["exploration_seed"],
+        "override_weights": inputs["alpha_beta_gamma"], "promo": tf.cast(promo, tf.float32),
+        "override": tf.not_equal(inputs["override"], 0)}, inputs[fusion_select.FUSION_INPUT])
     score = fused["score"]
     mixed = self._py.mixing({"scores": tf.where(valid, score, -1e9), "is_promo": promo,
                              "artist_ids": artist, "valid": valid})
@@ -440,9 +442,9 @@ class RankerServingModule(tf.Module):
                                              from_intent)
     out = {k: tf.where(valid, v, 0.0) for k, v in heads.items()}
     out["fused_score"] = tf.where(valid, score, 0.0)
-    out["reasons"] = reasons
-    out["order"] = mixed["order"]
+    out["reasons"], out["order"] = reasons, mixed["order"]
     out["num_placed"] = mixed["num_placed"]
     out["weights"] = fused["weights"]
+    out["familiar"] = known
     return out
 

@@ -14,6 +14,7 @@ import os
 import sys
 
 from simulation import bandit_args
+from simulation import fusion_cli
 from simulation import live_args
 
 
@@ -103,6 +104,12 @@ def register(subparsers) -> None:
                   "with the scheduled pipeline, and write the day's report.")
   live_args.add_arguments(live)
   live.set_defaults(handler=_live)
+
+  fusion_cli.add_arguments(subparsers.add_parser(
+      "fusion", help="train learned fusion on rollouts and compare it with the grid",
+      description="Train the learned fusion on rollouts of an exported model, compare its "
+                  "frontier with the hand-set grid's at the completion floor, and write "
+                  "fusion.json, fusion_frontier.png and a learned-fusion policy.json."))
 
 
 def register_data(subparsers) -> None:

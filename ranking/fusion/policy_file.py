@@ -22,7 +22,13 @@ The file (``schema_version`` 1)::
      "provenance": {"simulation_run": "...", "world_version": "...",
                     "model_version": "...", "metrics": {"completion_rate": 0.55, ...},
                     "constraint": {"metric": "completion_rate", "floor": 0.545,
-                                   "met": true}}}
+                                   "met": true}},
+     "fusion": {"select": "learned", "learned": {"features": [...], "cells": {...}}}}
+
+``fusion`` is optional: a policy with learned-fusion parameters
+(``ranking.fusion.learned``) bakes them into an export beside the weight table, and
+``select`` (``"weights"`` or ``"learned"``) is what a request that names no fusion gets.
+A file without it reads as before and gets the same version id.
 """
 
 import dataclasses
@@ -33,6 +39,7 @@ import re
 from typing import Dict, Mapping, Optional, Tuple
 
 from features import feature_spec
+from ranking.fusion import learned as learned_lib
 from ranking.fusion import spec
 
 SCHEMA_VERSION = 1
@@ -45,6 +52,9 @@ MIXING_FIELDS = ("max_promos_per_window", "window", "no_consecutive_promos",
                  "max_per_artist")
 TOP_FIELDS = ("schema_version", "version", "weights", "epsilon", "activity_familiarity",
               "mixing", "provenance")
+OPTIONAL_FIELDS = ("fusion",)
+FUSION_FIELDS = ("select", "learned")
+FUSION_CHOICES = ("weights", "learned")
 MAX_WINDOW = 1000   # longer than any list the serving graph returns
 MAX_EPSILON = 1.0   # the exploration bonus stays a tie-breaker next to weights in [0, 1]
 _VERSION_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -97,11 +107,15 @@ class PolicyFile:
     mixing: the mixing rules as ``MixingConfig`` fields (a dict; :meth:`mixing_config`
       builds the config).
     provenance: where it comes from.
+    learned: optional learned-fusion parameters baked in beside the table.
+    select: the fusion a request that names none gets (``"learned"`` needs ``learned``).
   """
   version: str
   fusion: spec.FusionConfig
   mixing: Tuple[Tuple[str, int], ...]
   provenance: Provenance
+  learned: Optional[learned_lib.LearnedFusionParams] = None
+  select: str = "weights"
 
   def mixing_config(self):
     """The ``ranking.layers.mixing.MixingConfig`` of the policy's rules."""
@@ -117,7 +131,7 @@ class PolicyFile:
   def to_dict(self) -> Dict[str, object]:
     """The JSON form (:func:`loads` reads it back to an equal policy)."""
     return {"schema_version": SCHEMA_VERSION, "version": self.version,
-            **_body(self.fusion, dict(self.mixing)),
+            **_body(self.fusion, dict(self.mixing), self.learned, self.select),
             "provenance": self.provenance.to_dict()}
 
   def to_json(self) -> str:
@@ -130,7 +144,10 @@ class PolicyFile:
     return path
 
 
-def _body(fusion: spec.FusionConfig, mixing: Mapping[str, int]) -> Dict[str, object]:
+def _body(fusion: spec.FusionConfig, mixing: Mapping[str, int], learned=None,
+          select: str = "weights") -> Dict[str, object]:
+  extra = ({} if learned is None
+           else {"fusion": {"select": select, "learned": learned.to_dict()}})
   weights = {s: {DEFAULT_CONTEXT: list(fusion.weights_for(s))} for s in feature_spec.SEGMENTS}
   for (seg, act), row in fusion.context_weights:
     weights[seg][act] = list(row)
@@ -138,12 +155,13 @@ def _body(fusion: spec.FusionConfig, mixing: Mapping[str, int]) -> Dict[str, obj
           "activity_familiarity": dict(fusion.activity_familiarity),
           "mixing": {"max_promos_per_window": mixing["max_promos_per_window"],
                      "window": mixing["window"], "no_consecutive_promos": True,
-                     "max_per_artist": mixing["max_per_artist"]}}
+                     "max_per_artist": mixing["max_per_artist"]}, **extra}
 
 
-def content_version(fusion: spec.FusionConfig, mixing) -> str:
+def content_version(fusion: spec.FusionConfig, mixing, learned=None,
+                    select: str = "weights") -> str:
   """A version id from the policy's content: the same settings give the same id."""
-  body = json.dumps(_body(fusion, _mixing_fields(mixing)), sort_keys=True)
+  body = json.dumps(_body(fusion, _mixing_fields(mixing), learned, select), sort_keys=True)
   return "p-" + hashlib.sha256(body.encode()).hexdigest()[:12]
 
 
@@ -153,7 +171,9 @@ def _mixing_fields(mixing) -> Dict[str, int]:
 
 
 def from_configs(fusion: spec.FusionConfig, mixing, provenance: Mapping[str, object],
-                 version: Optional[str] = None, source: str = "<policy>") -> PolicyFile:
+                 version: Optional[str] = None, source: str = "<policy>",
+                 learned: Optional[learned_lib.LearnedFusionParams] = None,
+                 select: str = "weights") -> PolicyFile:
   """A policy from the configs an export takes, checked as a loaded file would be.
 
   Args:
@@ -162,14 +182,16 @@ def from_configs(fusion: spec.FusionConfig, mixing, provenance: Mapping[str, obj
     provenance: the ``PROVENANCE_FIELDS``.
     version: the policy id; None derives one from the content (:func:`content_version`).
     source: how errors name the policy.
+    learned: optional learned-fusion parameters.
+    select: the default fusion, ``"weights"`` or ``"learned"``.
 
   Raises:
     PolicyError: a setting out of range or a provenance field missing.
   """
   m = _mixing_fields(mixing)
   d = {"schema_version": SCHEMA_VERSION,
-       "version": version or content_version(fusion, m),
-       **_body(fusion, m), "provenance": dict(provenance)}
+       "version": version or content_version(fusion, m, learned, select),
+       **_body(fusion, m, learned, select), "provenance": dict(provenance)}
   d["weights"] = {s: {c: list(map(float, w)) for c, w in rows.items()}
                   for s, rows in d["weights"].items()}
   policy = from_dict(json.loads(json.dumps(d)), source)
@@ -210,7 +232,7 @@ def from_dict(d: object, source: str = "<policy>") -> PolicyFile:
   Raises:
     PolicyError: naming the first bad field (dotted path, e.g. ``weights.free.focus``).
   """
-  _keys(source, "", d, required=TOP_FIELDS, allowed=TOP_FIELDS)
+  _keys(source, "", d, required=TOP_FIELDS, allowed=TOP_FIELDS + OPTIONAL_FIELDS)
   sv = d["schema_version"]
   if isinstance(sv, bool) or sv != SCHEMA_VERSION:
     raise PolicyError(source, "schema_version",
@@ -252,8 +274,24 @@ def from_dict(d: object, source: str = "<policy>") -> PolicyFile:
   provenance = _provenance(source, d["provenance"])
   fusion = spec.FusionConfig(segment_weights=rows, activity_familiarity=kappa,
                              exploration=eps, context_weights=context)
+  learned, select = _learned(source, d.get("fusion"))
   return PolicyFile(version=version, fusion=fusion, mixing=tuple(mixing.items()),
-                    provenance=provenance)
+                    provenance=provenance, learned=learned, select=select)
+
+
+def _learned(source: str, f: object):
+  """``(LearnedFusionParams or None, select)`` of the optional ``fusion`` field."""
+  if f is None:
+    return None, "weights"
+  _keys(source, "fusion", f, required=FUSION_FIELDS, allowed=FUSION_FIELDS)
+  if f["select"] not in FUSION_CHOICES:
+    raise PolicyError(source, "fusion.select",
+                      f"must be one of {list(FUSION_CHOICES)}, got {f['select']!r}")
+  try:
+    return learned_lib.LearnedFusionParams.from_dict(f["learned"]), f["select"]
+  except learned_lib.LearnedFusionError as e:
+    field = "fusion.learned" + (f".{e.field}" if e.field else "")
+    raise PolicyError(source, field, e.problem) from None
 
 
 def _mixing(source: str, m: object) -> Dict[str, int]:

@@ -435,7 +435,7 @@ def test_listener_inputs_are_the_feature_spec_listener_features():
       ("sess_len", ("int64", ()))]
   spec = request_schema.rank_input_spec()
   assert set(spec) == (set(request_schema.LISTENER_INPUTS) | {
-      "alpha_beta_gamma", "override", "exploration_seed", "candidate_ids",
+      "alpha_beta_gamma", "override", "exploration_seed", "fusion", "candidate_ids",
       "candidate_is_promo"})
   assert spec["hist_track_ids"].shape.as_list() == [None, h]
   assert spec["candidate_ids"].shape.as_list() == [None, None]
