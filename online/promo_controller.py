@@ -20,10 +20,10 @@ import dataclasses
 import json
 import logging
 import os
-import threading
 import time
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from online import file_watch
 from ranking.fusion import spec
 
 _LOG = logging.getLogger("melody.online")
@@ -135,36 +135,21 @@ class OverrideFile:
   def __init__(self, path: str, check_seconds: float = 1.0,
                clock: Callable[[], float] = time.monotonic):
     self.path = path
-    self._check_seconds = check_seconds
-    self._clock = clock
-    self._lock = threading.Lock()
-    self._next_check = -float("inf")
-    self._stamp = None
+    self._watch = file_watch.FileWatch(path, check_seconds, clock)
     self._current = WeightsOverride()
 
   def current(self) -> WeightsOverride:
     """The override in force now."""
-    now = self._clock()
-    if now >= self._next_check:
-      with self._lock:
-        if now >= self._next_check:
-          self._next_check = now + self._check_seconds
-          self._refresh()
+    self._watch.look(self._reload, on_missing=self._clear)
     return self._current
 
   def weights_for(self, segment: str) -> Optional[List[float]]:
     return self.current().weights_for(segment)
 
-  def _refresh(self) -> None:
-    try:
-      info = os.stat(self.path)
-    except FileNotFoundError:
-      self._stamp, self._current = None, WeightsOverride()
-      return
-    stamp = (info.st_ino, info.st_size, info.st_mtime_ns)
-    if stamp == self._stamp:
-      return
-    self._stamp = stamp
+  def _clear(self) -> None:
+    self._current = WeightsOverride()
+
+  def _reload(self) -> None:
     try:
       with open(self.path, encoding="utf-8") as f:
         self._current = WeightsOverride.from_json(f.read())
