@@ -62,7 +62,7 @@ if [ "${DEMO_LIVE:-1}" = 1 ]; then
   echo "== live loop: ${DEMO_LIVE_USERS:-200} simulated listeners for ${DEMO_LIVE_DAYS:-1} day(s)" \
     "through the gateway, nearline state, canary test, daily pipeline run and report"
   .venv/bin/melody live --users "${DEMO_LIVE_USERS:-200}" --days "${DEMO_LIVE_DAYS:-1}" \
-    --workdir "$OUT/live" --steps 20 --canary-share 0.5
+    --workdir "$OUT/live" --steps 20 --canary-share 0.5 --sessions-per-day 2
   ls "$OUT/live/reports"
 fi
 echo "== demo done in $(( $(date +%s) - start )) s"

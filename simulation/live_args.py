@@ -9,7 +9,7 @@ def add_arguments(parser) -> None:
   parser.add_argument("--workdir", default="runs/live", help="output directory")
   parser.add_argument("--seed", type=int, default=7)
   parser.add_argument("--tracks", type=int, default=1500, help="catalogue size")
-  parser.add_argument("--history-days", type=int, default=2,
+  parser.add_argument("--history-days", type=int, default=1,
                       help="simulated days the first model trains on")
   parser.add_argument("--canary-share", type=float, default=0.1,
                       help="share of listeners on the canary arm")
@@ -24,7 +24,7 @@ def add_arguments(parser) -> None:
   parser.add_argument("--outage-day", type=int, default=0,
                       help="drill: kill the model server halfway through this day's "
                            "traffic and restart it (the gateway falls back meanwhile)")
-  parser.add_argument("--sessions-per-day", type=int, default=4,
+  parser.add_argument("--sessions-per-day", type=int, default=3,
                       help="sessions each returning listener opens a day")
   parser.add_argument("--bad-candidate-day", type=int, default=0,
                       help="drill: at the end of this day, train a model on the day's "

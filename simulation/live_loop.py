@@ -63,7 +63,7 @@ class LiveConfig:
   workdir: str = "runs/live"
   seed: int = 7
   tracks: int = 1500
-  history_days: int = 2
+  history_days: int = 1
   canary_share: float = 0.1
   day: live_day.DayOptions = live_day.DayOptions()
   training: live_pipeline.TrainingOptions = live_pipeline.TrainingOptions()

@@ -1,5 +1,5 @@
 """`melody live` end to end on a small twin: a bootstrap model served as stable, a day of
-listeners (two sessions each) through the real gateway, nearline updater and model
+100 listeners (two sessions each) through the real gateway, nearline updater and model
 server (subprocesses) with a model-server outage halfway through, then the scheduled
 pipeline's candidate, the canary labels, the controller's override and the day's
 report."""
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow
 def run(tmp_path_factory):
   workdir = tmp_path_factory.mktemp("live")
   config = live_loop.LiveConfig(
-      users=60, days=1, workdir=str(workdir), history_days=1, tracks=600,
+      users=100, days=1, workdir=str(workdir), history_days=2,
       canary_share=0.5, day=live_day.DayOptions(bad_fraction=0.05, sessions=2),
       training=live_pipeline.TrainingOptions(steps=20, window_days=2),
       test=live_experiment.TestSettings(min_samples=10), outage_day=1)
