@@ -38,7 +38,9 @@ listeners), ``MELODY_BENCH_RANKING_DAYS`` (10), ``MELODY_BENCH_RANKING_CONVERSIO
 ``sequence`` part, ``ranking_sequence``), ``MELODY_BENCH_RANKING_REAL_SOURCES``
 (kkbox,30music,30music_next_track: what the ``real`` part measures) and
 ``MELODY_BENCH_RANKING_NEXT_TRACK_STEPS`` (600 steps of 64 windows: the budget of each
-trained next-track model, ``ranking_next_track``).
+trained next-track model, ``ranking_next_track``), ``MELODY_BENCH_RANKING_INPUT_PATH_ONLY``
+(1: the ``throughput`` part re-measures only the input path, ``ranking_input_path``,
+and keeps the rest of its block).
 The benchmark runs in parts (``PARTS``: throughput, latency, simulator, curves, real,
 sequence);
 ``MELODY_BENCH_RANKING_ONLY=simulator,curves`` (comma-separated) runs only those into the
@@ -65,6 +67,7 @@ from bench import common
 from bench import ranking_compare
 from bench import ranking_curves
 from bench import ranking_data
+from bench import ranking_input_path
 from bench import ranking_latency
 from bench import ranking_models
 from bench import ranking_next_track
@@ -99,6 +102,9 @@ def _throughput_targets(results: Dict[str, object]) -> None:
   results["targets"]["training_3000_examples_per_s_measured"] = t["examples_per_s"] >= 3000
   results["targets"]["training_3000_examples_per_s_2_dedicated_cores_est"] = (
       t["examples_per_s_2_dedicated_cores_est"] >= 3000)
+  if "input_path" in t:
+    results["targets"]["trainer_path_ge_80pct_of_in_memory"] = (
+        t["input_path"]["training"]["trainer_path_over_in_memory"] >= 0.8)
 
 
 def _save(results: Dict[str, object]) -> None:
@@ -127,6 +133,7 @@ def _settings() -> Dict[str, object]:
           "real_steps": _env_int("MELODY_BENCH_RANKING_REAL_STEPS", 150),
           "sequence_steps": _env_int("MELODY_BENCH_RANKING_SEQUENCE_STEPS", 60),
           "next_track_steps": _env_int("MELODY_BENCH_RANKING_NEXT_TRACK_STEPS", 600),
+          "input_path_only": bool(_env_int("MELODY_BENCH_RANKING_INPUT_PATH_ONLY", 0)),
           "real_sources": [x.strip() for x in os.environ.get(
               "MELODY_BENCH_RANKING_REAL_SOURCES", ",".join(REAL_SOURCES)).split(",")
                            if x.strip()],
@@ -170,10 +177,13 @@ def parts_from_env() -> Tuple[str, ...]:
 def _run_part(part: str, results, work: str, sim, sim_paths, st) -> None:
   seeds = tuple(range(1, st["seeds"] + 1))
   if part == "throughput":
-    thr = ranking_speed.training_throughput(sim_paths)
-    thr.pop("model")
-    results["throughput"] = thr
-    ranking_speed.log_throughput(thr)
+    if not (st["input_path_only"] and "throughput" in results):
+      thr = ranking_speed.training_throughput(sim_paths)
+      thr.pop("model")
+      results["throughput"] = thr
+      ranking_speed.log_throughput(thr)
+    results["throughput"]["input_path"] = ranking_input_path.measure(sim_paths, sim["train"])
+    results["throughput"]["input_path"]["measured_at"] = _now()
   elif part == "latency":
     results["latency"] = ranking_latency.scoring_latency(reps=300)
   elif part == "simulator":

@@ -9,6 +9,7 @@ from typing import Dict, List
 import numpy as np
 
 from bench import common
+from bench import ranking_input_path
 from bench import ranking_models
 from bench import ranking_notes
 from bench import ranking_next_track
@@ -101,6 +102,7 @@ def _speed_lines(t) -> List[str]:
     for k in ("input", "forward", "gradients", "optimizer", "metrics"):
       if k in prof:
         lines.append(f"| {k} | {prof[k]['wall_ms']:.1f} | {prof[k]['cpu_ms']:.1f} |")
+  lines += ranking_input_path.lines(t.get("input_path"))
   lines += ["", ranking_notes.SPEED_NOTES]
   return lines
 
