@@ -134,3 +134,23 @@ def test_the_controller_lowers_promotion_for_a_segment_below_its_floor(tmp_path)
     override = json.load(f)
   assert "free" in json.dumps(override) and "paid" not in json.dumps(override)
   assert os.path.getsize(path) > 0
+
+
+def test_a_day_of_several_sessions_runs_them_in_rounds(world, stack, tmp_path):
+  rng = np.random.default_rng(12)
+  listeners = world.sample_users(10, rng)
+  log = live_day.day_log_path(str(tmp_path), 2)
+  result = live_day.run_day(world, listeners, np.ones(10, bool), 2,
+                            world_config.DEFAULT_START_TS, stack.gateway.grpc_target, log,
+                            rng, live_day.DayOptions(k=3, concurrency=2, sessions=3))
+  assert result.sessions == 30 and len(result.requests) == 30
+  by_round = collections.defaultdict(list)
+  for event in result.events:
+    by_round[event["session_id"].rsplit("s", 1)[1]].append(event["ts"])
+  assert sorted(by_round) == ["0", "1", "2"]
+  third = world_config.DAY_S // 3
+  for r, times in by_round.items():
+    start = world_config.DEFAULT_START_TS + int(r) * third
+    assert all(start <= ts < start + third + 3 * 200 for ts in times)
+  with pytest.raises(ValueError, match="sessions"):
+    live_day.DayOptions(sessions=0)
