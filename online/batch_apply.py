@@ -1,28 +1,33 @@
-"""Applying one parsed micro-batch of play events to listeners' states.
+"""Applying one parsed micro-batch of play events, vectorised across its listeners.
 
 This module owns :func:`apply_events`: the events of a batch (``online.event_batch``
-columns) are grouped by listener and each listener's events are applied in timestamp
-order (equal times in log order) in one pass. A listener's run of plays all newer than
-its state and at distinct times, the usual case, is appended as columns
-(``ListenerState.extend_newer``); any other run goes event by event through
-``ListenerState.apply`` with the lateness check, so a late, out-of-order or repeated
-play gets exactly the treatment it gets alone. The result holds what the store commits:
-the changed states and the popularity counts of the plays not skipped.
+columns) are sorted by listener and time (equal times in log order) and decided with
+numpy against each listener's small stored profile (``state_store.Profile``), by the
+rules of ``ListenerState.apply`` one event at a time: an event older than its listener's
+newest by more than the lateness limit is quarantined; a play equal in (ts, track,
+session) to one held, or to one earlier in the batch, is a duplicate; every other event
+becomes one new play row, adds to its day's slot of the listener's counter ring when
+that day is still kept, and moves the segment and tenure when it is the newest to name
+them. Only the events at or before their listener's newest time are looked up among the
+held plays, to find the duplicates. The result is the store's batch: play rows, new
+profiles (counter rings included), trims and the popularity counts of the plays not
+skipped.
 """
 
 import collections
 import dataclasses
 import itertools
-from typing import Callable, Dict, List, Mapping, Optional, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Set, Tuple
 
 import numpy as np
 
+from features import feature_spec
 from online import event_batch
 from online import listener_state
 from online import state_store
 
-_COLUMNS = ("ts", "track", "artist", "session", "completion", "skip", "like",
-            "subscription", "segment", "tenure")
+Profiles = Callable[[List[str]], Mapping[str, state_store.Profile]]
+HeldPlays = Callable[[List[state_store.PlayKey]], Set[state_store.PlayKey]]
 
 
 @dataclasses.dataclass
@@ -30,30 +35,28 @@ class Applied:
   """What applying a batch did.
 
   Attributes:
-    changed: Listener -> its changed state.
-    popularity: (segment, track) -> plays to add (``state_store.Batch.popularity``).
+    batch: The store writes (plays, profiles, counters, trims, popularity).
     applied: Events applied.
     duplicates: Events that repeat a play already held.
     late: (index of the event's line in the batch, reason), events quarantined late.
     oldest_ts: Time of the oldest applied event (None: none applied).
   """
-  changed: Dict[str, listener_state.ListenerState] = dataclasses.field(default_factory=dict)
-  popularity: Dict[Tuple[str, str], int] = dataclasses.field(default_factory=dict)
+  batch: state_store.Batch = dataclasses.field(default_factory=state_store.Batch)
   applied: int = 0
   duplicates: int = 0
   late: List[Tuple[int, str]] = dataclasses.field(default_factory=list)
   oldest_ts: Optional[int] = None
 
 
-def apply_events(columns: event_batch.EventColumns,
-                 states: Callable[[List[str]], Mapping[str, listener_state.ListenerState]],
-                 max_lateness_s: int) -> Applied:
-  """Applies ``columns`` to the states ``states(user_ids)`` gives (changed in place;
-  a listener it leaves out starts from the cold-start state).
+def apply_events(columns: event_batch.EventColumns, profiles: Profiles,
+                 held_plays: HeldPlays, max_lateness_s: int) -> Applied:
+  """Decides ``columns``' events against the listeners' stored profiles.
 
   Args:
     columns: The batch's valid events.
-    states: Reads the current states of the given listeners.
+    profiles: Reads the stored profiles of the given listeners (a listener left out
+      starts from the cold-start profile).
+    held_plays: Which of the given play keys the store holds.
     max_lateness_s: An event older than its listener's newest event by more than this
       is quarantined.
   """
@@ -62,83 +65,175 @@ def apply_events(columns: event_batch.EventColumns,
   if not n:
     return out
   codes: Dict[str, int] = {}
-  user_code = np.asarray([codes.setdefault(u, len(codes)) for u in columns.user])
-  ts = np.asarray(columns.ts, np.int64)
-  order = np.lexsort((ts, user_code))   # by listener, then time; stable for ties
-  code_sorted, ts_sorted = user_code[order], ts[order]
-  starts = np.flatnonzero(np.diff(code_sorted, prepend=-1)).tolist()
-  ends = starts[1:] + [n]
-  # A run with two plays at the same time may hold a repeat: applied one by one.
-  same_time = np.concatenate([[0], (ts_sorted[1:] == ts_sorted[:-1])
-                              & (code_sorted[1:] == code_sorted[:-1])])
-  ties = np.cumsum(same_time).tolist()
-  order = order.tolist()
-  current = states(list(codes))
-  cols = [_take(getattr(columns, name), order) for name in _COLUMNS]
-  ts_col = cols[0]
-  rows = list(zip(*cols))
-  segment_after: List[Optional[str]] = [None] * n   # None: not applied
-  oldest = None
-  for s, e in zip(starts, ends):
-    user = columns.user[order[s]]
-    state = current.get(user) or listener_state.ListenerState(user)
-    if e - s == 1 and ts_col[s] > state.newest_ts:
-      segment_after[s] = state.append_newer(*rows[s])
-      out.applied += 1
-      first = ts_col[s]
-    elif ts_col[s] > state.newest_ts and ties[e - 1] == ties[s]:
-      segment_after[s:e] = state.extend_newer(*[c[s:e] for c in cols])
-      out.applied += e - s
-      first = ts_col[s]
-    else:
-      first = _one_by_one(state, columns, order, s, e, segment_after, max_lateness_s, out)
-      if first is None:
-        continue
-    out.changed[user] = state
-    if oldest is None or first < oldest:
-      oldest = first
-  out.oldest_ts = oldest
-  out.popularity = _popularity(segment_after, cols[1], cols[5])
+  user_code = np.fromiter((codes.setdefault(u, len(codes)) for u in columns.user),
+                          np.int64, n)
+  # Codes in id order: the batch's rows come out in the stores' key order.
+  users = sorted(codes)
+  rank = np.empty(len(users), np.int64)
+  rank[[codes[user] for user in users]] = np.arange(len(users))
+  user_code = rank[user_code]
+  order = np.lexsort((np.asarray(columns.ts, np.int64), user_code))
+  u = user_code[order]
+  t = np.asarray(columns.ts, np.int64)[order]
+  rows = _Sorted(columns, order.tolist())
+  stored = _StoredProfiles(users, profiles(users))
+  newest = stored.newest[u]
+  late = newest - t > max_lateness_s
+  dup = _duplicates(u, t, late, newest, rows, users, held_plays)
+  applied = ~late & ~dup
+  out.applied = int(applied.sum())
+  out.duplicates = int(dup.sum())
+  line = columns.line
+  out.late = [(line[order[j]], f"late by {newest[j] - t[j]} s (limit {max_lateness_s} s)")
+              for j in np.flatnonzero(late).tolist()]
+  if not out.applied:
+    return out
+  out.oldest_ts = int(t[applied].min())
+
+  index = np.arange(n)
+  starts = np.flatnonzero(np.diff(u, prepend=-1))
+  group_start = np.maximum.accumulate(np.where(np.diff(u, prepend=-1) != 0, index, 0))
+  has_segment = np.fromiter((s is not None for s in rows.segment), bool, n)
+  has_tenure = np.fromiter((v is not None for v in rows.tenure), bool, n)
+  # The newest applied event naming a segment (tenure) at or after the stored one's
+  # time sets it; forward-filled within each listener's run.
+  seg_from = _last_before(applied & has_segment & (t >= newest), index, group_start)
+  ten_from = _last_before(applied & has_tenure & (t >= stored.tenure_ts[u]), index,
+                          group_start)
+  segment_after = [rows.segment[f] if f >= 0 else stored.segment[c]
+                   for f, c in zip(seg_from.tolist(), u.tolist())]
+  batch = out.batch
+  batch.plays = [(users[c], ts, track, session, artist, completion, skip)
+                 for c, ts, track, session, artist, completion, skip, keep in zip(
+                     u.tolist(), t.tolist(), rows.track, rows.session, rows.artist,
+                     rows.completion, rows.skip, applied.tolist()) if keep]
+  batch.popularity = _popularity(segment_after, rows.track, rows.skip, applied)
+  _profiles_after(batch, stored, users, u, t, applied, starts, seg_from, ten_from,
+                  segment_after, rows, _counters(stored, u, t, applied, rows))
   return out
 
 
-def _take(values: List, order: List[int]) -> List:
-  """``values`` in ``order``."""
-  return [values[i] for i in order]
+class _Sorted:
+  """The batch's columns taken in sorted order (plain lists)."""
+
+  def __init__(self, columns: event_batch.EventColumns, order: List[int]):
+    for name in ("track", "artist", "session", "completion", "skip", "like",
+                 "subscription", "segment", "tenure"):
+      values = getattr(columns, name)
+      setattr(self, name, [values[i] for i in order])
 
 
-def _one_by_one(state: listener_state.ListenerState, columns: event_batch.EventColumns,
-                order: List[int], s: int, e: int, segment_after: List[Optional[str]],
-                max_lateness_s: int, out: Applied) -> Optional[int]:
-  """Applies sorted events ``s:e`` (one listener's) with the lateness and repeat checks;
-  returns the time of the oldest applied one (None: none applied)."""
-  oldest = None
-  for j in range(s, e):
-    event = columns.event(order[j])
-    if state.newest_ts - event.ts > max_lateness_s:
-      out.late.append((columns.line[order[j]], f"late by {state.newest_ts - event.ts} s "
-                                               f"(limit {max_lateness_s} s)"))
-      continue
-    if state.apply(event):
-      segment_after[j] = state.segment
-      out.applied += 1
-      if oldest is None:
-        oldest = event.ts   # the run is in time order
+class _StoredProfiles:
+  """The stored profiles of a batch's listeners as arrays by listener code."""
+
+  def __init__(self, users: List[str], stored: Mapping[str, state_store.Profile]):
+    cold = state_store.Profile()
+    found = [stored.get(user, cold) for user in users]
+    self.newest = np.fromiter((p.newest_ts for p in found), np.int64, len(users))
+    self.tenure_ts = np.fromiter((p.tenure_ts for p in found), np.int64, len(users))
+    self.play_rows = np.fromiter((p.play_rows for p in found), np.int64, len(users))
+    self.segment = [p.segment for p in found]
+    self.tenure_days = [p.tenure_days for p in found]
+    self.counters = [p.counters for p in found]
+
+
+def _duplicates(u: np.ndarray, t: np.ndarray, late: np.ndarray, newest: np.ndarray,
+                rows: _Sorted, users: List[str], held_plays: HeldPlays) -> np.ndarray:
+  """Which sorted events repeat a play held or earlier in the batch."""
+  n = len(u)
+  dup = np.zeros(n, bool)
+  same = np.zeros(n + 1, bool)
+  same[1:n] = (u[1:] == u[:-1]) & (t[1:] == t[:-1])
+  # Only an event no newer than its listener's newest can equal a held play, and only
+  # events sharing a listener and time can equal each other.
+  older = (t <= newest) & ~late
+  check = np.flatnonzero((older | same[:n] | same[1:]) & ~late).tolist()
+  if not check:
+    return dup
+  held = held_plays([(users[c], ts, rows.track[j], rows.session[j]) for j, c, ts in zip(
+      np.flatnonzero(older).tolist(), u[older].tolist(), t[older].tolist())])
+  seen: Set[Tuple[int, int, str, str]] = set()
+  for j in check:
+    c = int(u[j])
+    key = (c, int(t[j]), rows.track[j], rows.session[j])
+    if key in seen or (users[c], *key[1:]) in held:
+      dup[j] = True
     else:
-      out.duplicates += 1
-  return oldest
+      seen.add(key)
+  return dup
 
 
-def _popularity(segment_after: List[Optional[str]], tracks: List[str],
-                skips: List[float]) -> Dict[Tuple[str, str], int]:
+def _last_before(sets: np.ndarray, index: np.ndarray, group_start: np.ndarray
+                 ) -> np.ndarray:
+  """Per event, the index of the last event at or before it in its listener's run with
+  ``sets`` true (-1: none)."""
+  last = np.maximum.accumulate(np.where(sets, index, -1))
+  return np.where(last >= group_start, last, -1)
+
+
+def _profiles_after(batch: state_store.Batch, stored: _StoredProfiles, users: List[str],
+                    u: np.ndarray, t: np.ndarray, applied: np.ndarray, starts: np.ndarray,
+                    seg_from: np.ndarray, ten_from: np.ndarray,
+                    segment_after: List[str], rows: _Sorted, rings: Dict[int, bytes]
+                    ) -> None:
+  """The new profiles and trims of the listeners with an applied event."""
+  ends = np.append(starts[1:], len(u)) - 1
+  counts = np.add.reduceat(applied.astype(np.int64), starts)
+  newest = np.maximum.reduceat(np.where(applied, t, np.iinfo(np.int64).min), starts)
+  codes = u[starts]
+  newest = np.maximum(newest, stored.newest[codes])
+  play_rows = stored.play_rows[codes] + counts
+  for c, end, count, ts, n_rows in zip(codes.tolist(), ends.tolist(), counts.tolist(),
+                                       newest.tolist(), play_rows.tolist()):
+    if not count:
+      continue
+    user = users[c]
+    f = int(ten_from[end])
+    tenure = ((float(rows.tenure[f]), int(t[f])) if f >= 0
+              else (stored.tenure_days[c], int(stored.tenure_ts[c])))
+    if n_rows > state_store.TRIM_AT:
+      batch.trim.append(user)
+      n_rows = feature_spec.HISTORY_LEN
+    batch.profiles[user] = state_store.Profile(ts, segment_after[end], tenure[0],
+                                               tenure[1], n_rows,
+                                               rings.get(c, stored.counters[c]))
+
+
+def _counters(stored: _StoredProfiles, u: np.ndarray, t: np.ndarray, applied: np.ndarray,
+              rows: _Sorted) -> Dict[int, bytes]:
+  """Listener code -> its counter ring after the applied events whose day is still kept
+  (listeners with none keep their ring)."""
+  day = t // listener_state.DAY_S
+  stored_day = stored.newest[u] // listener_state.DAY_S
+  counted = applied & (day > stored_day - listener_state.COUNTER_DAYS)
+  idx = np.flatnonzero(counted)
+  if not len(idx):
+    return {}
+  cu, cd = u[idx], day[idx]
+  starts = np.flatnonzero((np.diff(cu, prepend=-1) != 0) | (np.diff(cd, prepend=-1) != 0))
+  sums = np.stack([np.diff(np.append(starts, len(idx)))] + [
+      np.add.reduceat(np.asarray(values, np.float64)[idx] >= 0.5, starts)
+      for values in (rows.skip, rows.like, rows.subscription)], axis=1)
+  codes = np.unique(cu)
+  rings = state_store.counter_rings([stored.counters[c] for c in codes.tolist()])
+  row, days = np.searchsorted(codes, cu[starts]), cd[starts]
+  slot = days % listener_state.COUNTER_DAYS
+  # A slot holding an older day (out of the window now) starts over for the new day.
+  stale = rings[row, slot, 0] != days
+  rings[row[stale], slot[stale]] = 0
+  rings[row[stale], slot[stale], 0] = days[stale]
+  rings[row, slot, 1:] += sums.astype(np.int32)
+  return {c: ring.tobytes() for c, ring in zip(codes.tolist(), rings)}
+
+
+def _popularity(segment_after: List[str], tracks: List[str], skips: List[float],
+                applied: np.ndarray) -> Dict[Tuple[str, str], int]:
   """(segment, track) -> plays, per segment and overall, of the applied plays not
   skipped."""
-  kept = np.asarray(skips) < 0.5
+  kept = (np.asarray(skips) < 0.5) & applied
   per_segment = collections.Counter(
       itertools.compress(zip(segment_after, tracks), kept.tolist()))
   overall: Dict[Tuple[str, str], int] = collections.Counter()
-  for key in [key for key in per_segment if key[0] is None]:
-    del per_segment[key]
   for (_, track), plays in per_segment.items():
     overall[(state_store.ALL_SEGMENTS, track)] += plays
   return {**per_segment, **overall}

@@ -1,9 +1,10 @@
 """One listener's online state: recent plays, counters, segment, and the model inputs.
 
-This module owns :class:`ListenerState`, the value the state stores keep per listener,
-and the pure rules that change and read it: applying a play event (kept in timestamp
-order whatever order events arrive in, so a late event lands where it belongs), the
-per-day counters (plays, skips, likes, conversions), its compact JSON encoding, and the
+This module owns :class:`ListenerState`, the value the state stores materialise per
+listener, and the pure rules that change and read it: applying a play event (kept in
+timestamp order whatever order events arrive in, so a late event lands where it
+belongs; ``online.batch_apply`` applies a whole batch by the same rules), the per-day
+counters (plays, skips, likes, conversions), its compact JSON encoding, and the
 listener inputs of the model's ``rank``/``recommend`` signatures (``serving.
 request_schema.LISTENER_INPUTS``) for an impression at a given time: the last
 ``HISTORY_LEN`` plays, most recent first, and the session, the plays of the newest
@@ -76,17 +77,19 @@ class ListenerState:
     """Applies one play event; returns False when it repeats a play already held.
 
     A play equal in (ts, track, session) to one in the history is the same play logged
-    twice and changes nothing. An event older than every held play of a full history
+    twice and changes nothing. Plays at the same second are ordered by track, then
+    session. An event older than every held play of a full history
     still counts in the counters of its day but does not enter the history.
     """
     plays = self.plays
-    if not plays or event.ts > plays[-1][TS]:
+    # Plays are kept in (ts, track, session) order, the order the stores read rows in.
+    key = (event.ts, event.track_id, event.session_id or "")
+    if not plays or key > _KEY(plays[-1]):
       pos = len(plays)   # the usual case: the newest play so far
     else:
-      pos = bisect.bisect_right(plays, event.ts, key=_TS)
-      for p in plays[max(0, pos - 8):pos]:
-        if (p[TS], p[TRACK], p[SESSION]) == (event.ts, event.track_id, event.session_id):
-          return False
+      pos = bisect.bisect_right(plays, key, key=_KEY)
+      if pos and _KEY(plays[pos - 1]) == key:
+        return False
     if event.user_segment:
       # The segment and tenure of the newest event win; a late event keeps the old ones.
       if event.ts >= self.newest_ts:
@@ -102,66 +105,6 @@ class ListenerState:
     self._count(event.ts, _unit(event.skip), _unit(event.like), _unit(event.subscription))
     self.newest_ts = max(self.newest_ts, event.ts)
     return True
-
-  def extend_newer(self, ts: List[int], track: List[str], artist: List[str],
-                   session: List[str], completion: List[float], skip: List[float],
-                   like: List[float], subscription: List[float],
-                   segment: List[Optional[str]], tenure: List[Optional[float]]) -> List[str]:
-    """Applies a run of plays given as columns, as :meth:`apply` one by one would.
-
-    The run must be in strictly increasing time, its first play newer than
-    ``newest_ts`` (so none is late or a repeat); the unit columns hold 0.0 for "not
-    given". This is the updater's usual case, done without per-event records.
-
-    Returns:
-      The listener's segment after each play (what its popularity counts go to).
-    """
-    plays = self.plays
-    plays.extend(zip(ts, track, artist, completion, skip, session))
-    if len(plays) > feature_spec.HISTORY_LEN:
-      del plays[:len(plays) - feature_spec.HISTORY_LEN]
-    if None in segment:
-      segments, current = [], self.segment
-      for value in segment:
-        current = value or current
-        segments.append(current)
-    else:   # the usual case: every event names the segment
-      segments = list(segment)
-    self.segment = segments[-1]
-    for when, days in zip(reversed(ts), reversed(tenure)):
-      if days is not None:
-        self.tenure_days, self.tenure_ts = float(days), when
-        break
-    day = ts[0] // DAY_S
-    row = self.counters.get(day)
-    if row is not None and ts[-1] // DAY_S == day:
-      # All on a day already counted: no day enters or leaves the window.
-      row[0] += len(ts)
-      row[1] += sum(map(_AT_LEAST_HALF, skip))
-      row[2] += sum(map(_AT_LEAST_HALF, like))
-      row[3] += sum(map(_AT_LEAST_HALF, subscription))
-    else:
-      for values in zip(ts, skip, like, subscription):
-        self._count(*values)
-    self.newest_ts = ts[-1]
-    return segments
-
-  def append_newer(self, ts: int, track: str, artist: str, session: str, completion: float,
-                   skip: float, like: float, subscription: float, segment: Optional[str],
-                   tenure: Optional[float]) -> str:
-    """:meth:`extend_newer` for a run of one play (the most frequent run); returns the
-    segment after it."""
-    plays = self.plays
-    plays.append((ts, track, artist, completion, skip, session))
-    if len(plays) > feature_spec.HISTORY_LEN:
-      del plays[0]
-    if segment:
-      self.segment = segment
-    if tenure is not None:
-      self.tenure_days, self.tenure_ts = float(tenure), ts
-    self._count(ts, skip, like, subscription)
-    self.newest_ts = ts
-    return self.segment
 
   def _count(self, ts: int, skip: float, like: float, subscription: float) -> None:
     day = ts // DAY_S
@@ -228,7 +171,8 @@ class ListenerState:
 
   # ------------------------------------------------------------------ encoding
   def to_json(self) -> bytes:
-    """Compact JSON: plays as column lists, counters keyed by day."""
+    """Compact JSON (plays as column lists, counters keyed by day): the whole-state
+    value of format 1 stores, read when migrating them."""
     # orjson writes the column tuples as arrays and the int day keys as strings itself.
     return orjson.dumps({"u": self.user_id, "g": self.segment,
                          "t": [self.tenure_days, self.tenure_ts], "n": self.newest_ts,
@@ -244,8 +188,7 @@ class ListenerState:
                counters={int(d): list(row) for d, row in doc["c"].items()})
 
 
-_TS = operator.itemgetter(TS)
-_AT_LEAST_HALF = (0.5).__le__
+_KEY = operator.itemgetter(TS, TRACK, SESSION)
 
 
 def _unit(value: Optional[float]) -> float:

@@ -3,16 +3,16 @@
 This module owns :class:`Updater`, the "T+0" near-line step of Melody's design. Each
 micro-batch reads the complete lines past the offsets the store holds
 (``online.event_source``), parses them as columns (``online.event_batch``), applies the
-valid ones listener by listener in timestamp order (``online.batch_apply``: a late or
-out-of-order event lands where its timestamp puts it), and commits the changed states,
-the popularity counts, the quarantined lines and the new offsets in ONE store
-transaction. Every event therefore takes effect exactly once: a crash before the commit
-leaves the old offsets, and the restarted updater reads the same lines again onto the
-same old states; a crash after it leaves nothing to redo. A line that cannot be applied
-(malformed, or later than ``max_lateness_s`` behind its listener's newest event) is
-quarantined with its file, line number, raw text and reason; the same play logged twice
-is counted as a duplicate and applied once. One updater writes a store at a time, which
-is what lets it keep the states it committed in memory (``cache_states``) instead of
+valid ones in timestamp order per listener (``online.batch_apply``: a late or
+out-of-order event lands where its timestamp puts it), and commits the new play rows,
+profiles and counters, the popularity counts, the quarantined lines and the new offsets
+in ONE store transaction. Every event therefore takes effect exactly once: a crash
+before the commit leaves the old offsets, and the restarted updater reads the same lines
+again against the same old rows; a crash after it leaves nothing to redo. A line that
+cannot be applied (malformed, or later than ``max_lateness_s`` behind its listener's
+newest event) is quarantined with its file, line number, raw text and reason; the same
+play logged twice is counted as a duplicate and applied once. One updater writes a store at a time, which
+is what lets it keep the profiles it committed in memory (``cache_states``) instead of
 reading them back for the next batch; a failed commit empties that cache.
 """
 
@@ -28,7 +28,6 @@ import prometheus_client
 from online import batch_apply
 from online import event_batch
 from online import event_source
-from online import listener_state
 from online import state_store
 
 _LOG = logging.getLogger("melody.online")
@@ -43,9 +42,9 @@ class NearlineOptions:
     max_batch: Most lines per micro-batch (one transaction).
     max_lateness_s: An event older than its listener's newest event by more than this
       is quarantined (it would no longer change what the model sees).
-    cache_states: Most committed states the updater keeps in memory (0: none). The
-      updater is the store's only writer, so a state it committed is the stored one and
-      the next batch of that listener skips reading and decoding it.
+    cache_states: Most committed listener profiles the updater keeps in memory (0:
+      none). The updater is the store's only writer, so a profile it committed is the
+      stored one and the next batch of that listener skips reading it.
   """
   interval_s: float = 5.0
   max_batch: int = 20_000
@@ -95,7 +94,7 @@ class Updater:
     self.registry = registry or prometheus_client.CollectorRegistry()
     self._clock = clock
     self._offsets = store.offsets()
-    self._cache: "collections.OrderedDict[str, listener_state.ListenerState]" = (
+    self._cache: "collections.OrderedDict[str, state_store.Profile]" = (
         collections.OrderedDict())
     self._events = prometheus_client.Counter(
         "melody_nearline_events", "Event lines by outcome (applied, duplicate, quarantined)",
@@ -116,50 +115,50 @@ class Updater:
     report = BatchReport(lines=len(block))
     if not block:
       return report
-    batch = state_store.Batch(offsets=offsets)
     columns, rejected = event_batch.parse_lines(block.raws)
+    applied = batch_apply.apply_events(columns, self._profiles, self.store.held_plays,
+                                       self.options.max_lateness_s)
+    batch = applied.batch
+    batch.offsets = offsets
     for i, text, reason in rejected:
       where = block.line(i)
       batch.quarantined.append(state_store.Quarantined(where.file, where.line, text, reason))
-    applied = batch_apply.apply_events(columns, self._states, self.options.max_lateness_s)
     for i, reason in applied.late:
       where = block.line(i)
       batch.quarantined.append(state_store.Quarantined(where.file, where.line, where.raw,
                                                        reason))
-    batch.states = list(applied.changed.values())
-    batch.popularity = applied.popularity
     try:
       self.store.commit(batch)
     except BaseException:
-      # The cached states were changed in place for a batch the store did not take.
+      # Drop what the updater believes about the store: the store decides.
       self._cache.clear()
       raise
-    self._remember(applied.changed)
+    self._remember(batch.profiles)
     self._offsets = {**self._offsets, **offsets}
     if applied.oldest_ts is not None:
       report.max_lag_s = self._clock() - applied.oldest_ts
     report.applied, report.duplicates = applied.applied, applied.duplicates
     report.quarantined = len(batch.quarantined)
-    report.listeners = len(applied.changed)
+    report.listeners = len(batch.profiles)
     self._record(report, time.monotonic() - start)
     return report
 
-  def _states(self, user_ids: List[str]) -> Dict[str, listener_state.ListenerState]:
-    """The stored states of ``user_ids``, from the cache where it holds them."""
+  def _profiles(self, user_ids: List[str]) -> Dict[str, state_store.Profile]:
+    """The stored profiles of ``user_ids``, from the cache where it holds them."""
     cache = self._cache
     out = {u: cache[u] for u in user_ids if u in cache}
     if len(out) < len(user_ids):
-      out.update(self.store.get_many([u for u in user_ids if u not in out]))
+      out.update(self.store.profiles([u for u in user_ids if u not in out]))
     return out
 
-  def _remember(self, changed: Dict[str, listener_state.ListenerState]) -> None:
-    """Keeps the committed states, newest last, within ``cache_states``."""
+  def _remember(self, changed: Dict[str, state_store.Profile]) -> None:
+    """Keeps the committed profiles, newest last, within ``cache_states``."""
     limit = self.options.cache_states
     if not limit:
       return
     cache = self._cache
-    for user, state in changed.items():
-      cache[user] = state
+    for user, profile in changed.items():
+      cache[user] = profile
       cache.move_to_end(user)
     while len(cache) > limit:
       cache.popitem(last=False)

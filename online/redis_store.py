@@ -4,44 +4,84 @@ This module owns :class:`RedisStore`, the production backend of ``online.state_s
 Keys (``NS`` is the namespace, ``melody`` by default), in the shape of Feast's Redis
 online store (one hash per entity key, a field per feature and ``_ts:<feature view>``):
 
-* ``NS:listener_state:<user_id>``: hash, ``state`` = the state JSON,
-  ``_ts:listener_state`` = its event timestamp;
+* ``NS:listener_profile:<user_id>``: hash, ``profile`` = the packed profile
+  (``state_store.pack_profile``: times, tenure, play rows, counter ring, segment),
+  ``_ts:listener_profile`` = its event timestamp;
+* ``NS:listener_plays:<user_id>``: sorted set, one member per play scored by its time,
+  the member ``track NUL session NUL artist NUL completion NUL skip NUL time`` (equal
+  times sort by track, then session, as the SQLite store's key does; the time keeps
+  two plays alike in all else distinct members);
 * ``NS:popularity:<segment>``: sorted set, track id -> plays;
 * ``NS:quarantine``: hash, ``<file>:<line>`` -> JSON of the line's raw text and reason;
-* ``NS:source_offsets``: hash, file -> ``<byte offset>,<lines>``.
+* ``NS:source_offsets``: hash, file -> ``<byte offset>,<lines>``;
+* ``NS:store_format``: the layout version (format 1 keys ``NS:listener_state:<id>``, a
+  hash holding the state JSON, are migrated when the store is opened).
 
 A batch is one ``MULTI``/``EXEC`` transaction, so a crash of the updater leaves all of
 it or none; the server's own persistence (``appendonly yes``) decides what survives a
-crash of Redis itself. States are read and written by small Lua scripts, thousands of
+crash of Redis itself. Rows are read and written by small Lua scripts, thousands of
 listeners a call, because redis-py spends more CPU packing and parsing one command per
-listener than the whole batch costs the server; the scripts name every key they touch,
-so they run on one Redis server (not across a cluster's slots).
+listener than the server spends on it; a listener's read (profile and newest plays) is
+one script call, one round trip. The scripts name every key they touch, so they run on
+one Redis server (not across a cluster's slots).
 """
 
 import json
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Sequence, Set, Tuple
 
 import redis
 
+from features import feature_spec
 from online import listener_state
 from online import state_store
 
-_TS_FIELD = f"_ts:{state_store.FEATURE_VIEW}"
+_TS_FIELD = f"_ts:{state_store.PROFILE_VIEW}"
+_SEP = "\x00"
 _MEMORY_SAMPLE = 200
 _KEYS_PER_CALL = 5000
-# KEYS: listener hashes; returns their ``state`` fields (nil for a missing hash).
+# KEYS: profile hash, plays set, profile hash, plays set, ...; returns per listener its
+# packed profile (false: none) and its newest HISTORY_LEN plays.
 _GET_STATES = """
 local out = {}
-for i, key in ipairs(KEYS) do out[i] = redis.call('HGET', key, 'state') end
+for i = 1, #KEYS, 2 do
+  out[#out + 1] = redis.call('HGET', KEYS[i], 'profile')
+  out[#out + 1] = redis.call('ZRANGE', KEYS[i + 1], -tonumber(ARGV[1]), -1)
+end
 return out
 """
-# KEYS: listener hashes; ARGV: state, event timestamp, state, event timestamp, ...
-_SET_STATES = """
+# KEYS: profile hashes; returns their packed profiles (false: none).
+_GET_PROFILES = """
+local out = {}
+for i, key in ipairs(KEYS) do out[i] = redis.call('HGET', key, 'profile') end
+return out
+"""
+# KEYS: plays sets; ARGV: a time per key; returns the members held at that time.
+_PLAYS_AT = """
+local out = {}
 for i, key in ipairs(KEYS) do
-  redis.call('HSET', key, 'state', ARGV[2 * i - 1], '%s', ARGV[2 * i])
+  out[i] = redis.call('ZRANGEBYSCORE', key, ARGV[i], ARGV[i])
+end
+return out
+"""
+# KEYS: profile hashes; ARGV: packed profile, event timestamp, ...
+_SET_PROFILES = """
+for i, key in ipairs(KEYS) do
+  redis.call('HSET', key, 'profile', ARGV[2 * i - 1], '%s', ARGV[2 * i])
 end
 return #KEYS
 """ % _TS_FIELD
+# KEYS: plays sets (one per play); ARGV: time, member, time, member, ...
+_ADD_PLAYS = """
+for i, key in ipairs(KEYS) do redis.call('ZADD', key, ARGV[2 * i - 1], ARGV[2 * i]) end
+return #KEYS
+"""
+# KEYS: plays sets; ARGV[1]: how many of the newest to keep.
+_TRIM = """
+for _, key in ipairs(KEYS) do
+  redis.call('ZREMRANGEBYRANK', key, 0, -tonumber(ARGV[1]) - 1)
+end
+return #KEYS
+"""
 
 
 class RedisStore(state_store.StateStore):
@@ -50,6 +90,9 @@ class RedisStore(state_store.StateStore):
   Args:
     url: ``redis://HOST:PORT/DB`` (or ``rediss://``, ``unix://``).
     namespace: Prefix of every key.
+
+  Raises:
+    state_store.FormatError: the database holds a newer layout.
   """
 
   def __init__(self, url: str, namespace: str = "melody"):
@@ -57,31 +100,82 @@ class RedisStore(state_store.StateStore):
     self._ns = namespace
     self._redis = redis.Redis.from_url(url)
     self._redis.ping()
-    self._get_states = self._redis.register_script(_GET_STATES)
-    self._set_states = self._redis.register_script(_SET_STATES)
+    scripts = (_GET_STATES, _GET_PROFILES, _PLAYS_AT, _SET_PROFILES, _ADD_PLAYS, _TRIM)
+    (self._get_states, self._get_profiles, self._plays_at, self._set_profiles,
+     self._add_plays, self._trim) = [self._redis.register_script(s) for s in scripts]
+    self._check_format()
 
-  def _key(self, user_id: str) -> str:
-    return f"{self._ns}:{state_store.FEATURE_VIEW}:{user_id}"
+  def _profile_key(self, user_id: str) -> str:
+    return f"{self._ns}:{state_store.PROFILE_VIEW}:{user_id}"
+
+  def _plays_key(self, user_id: str) -> str:
+    return f"{self._ns}:{state_store.PLAYS_VIEW}:{user_id}"
+
+  def _check_format(self) -> None:
+    key = f"{self._ns}:store_format"
+    version = self._redis.get(key)
+    if version is not None and int(version) != state_store.FORMAT_VERSION:
+      raise state_store.FormatError(
+          f"{self.url} holds listener state format {int(version)}; this Melody reads "
+          f"format {state_store.FORMAT_VERSION} (and migrates format 1)")
+    if version is None:
+      self._migrate_format_1()
+      self._redis.set(key, state_store.FORMAT_VERSION)
+
+  def _migrate_format_1(self) -> None:
+    """Rewrites format 1 states (a hash per listener, ``state`` = JSON) as rows; each
+    chunk's rows and the deletion of its old keys are one transaction, so a migration
+    cut short resumes where it stopped."""
+    old = list(self._redis.scan_iter(match=f"{self._ns}:listener_state:*", count=1000))
+    for i in range(0, len(old), _KEYS_PER_CALL):
+      keys = old[i:i + _KEYS_PER_CALL]
+      states = [listener_state.ListenerState.from_json(self._redis.hget(k, "state"))
+                for k in keys]
+      pipe = self._redis.pipeline(transaction=True)
+      self._write(pipe, state_store.batch_of_states(states))
+      pipe.delete(*keys)
+      pipe.execute()
+
+  def profiles(self, user_ids: Sequence[str]) -> Dict[str, state_store.Profile]:
+    ids = list(dict.fromkeys(user_ids))
+    out = {}
+    for i in range(0, len(ids), _KEYS_PER_CALL):
+      chunk = ids[i:i + _KEYS_PER_CALL]
+      blobs = self._get_profiles(keys=[self._profile_key(u) for u in chunk])
+      out.update((user, state_store.unpack_profile(blob))
+                 for user, blob in zip(chunk, blobs) if blob)
+    return out
+
+  def held_plays(self, keys: Sequence[state_store.PlayKey]) -> Set[state_store.PlayKey]:
+    keys = list(keys)
+    out = set()
+    for i in range(0, len(keys), _KEYS_PER_CALL):
+      chunk = keys[i:i + _KEYS_PER_CALL]
+      found = self._plays_at(keys=[self._plays_key(k[0]) for k in chunk],
+                             args=[k[1] for k in chunk])
+      for key, members in zip(chunk, found):
+        prefix = f"{key[2]}{_SEP}{key[3]}{_SEP}".encode()
+        if any(m.startswith(prefix) for m in members):
+          out.add(key)
+    return out
 
   def get_many(self, user_ids: Sequence[str]) -> Dict[str, listener_state.ListenerState]:
     ids = list(dict.fromkeys(user_ids))
     out = {}
     for i in range(0, len(ids), _KEYS_PER_CALL):
       chunk = ids[i:i + _KEYS_PER_CALL]
-      blobs = self._get_states(keys=[self._key(u) for u in chunk])
-      out.update((user, listener_state.ListenerState.from_json(blob))
-                 for user, blob in zip(chunk, blobs) if blob is not None)
+      keys = [k for u in chunk for k in (self._profile_key(u), self._plays_key(u))]
+      found = self._get_states(keys=keys, args=[feature_spec.HISTORY_LEN])
+      for user, blob, plays in zip(chunk, found[::2], found[1::2]):
+        if blob:
+          out[user] = state_store.materialise(
+              user, state_store.unpack_profile(blob),
+              [_unpack_play(member) for member in plays])
     return out
 
   def commit(self, batch: state_store.Batch) -> None:
     pipe = self._redis.pipeline(transaction=True)
-    states = batch.states
-    for i in range(0, len(states), _KEYS_PER_CALL):
-      chunk = states[i:i + _KEYS_PER_CALL]
-      args = []
-      for s in chunk:
-        args += (s.to_json(), s.newest_ts)
-      self._set_states(keys=[self._key(s.user_id) for s in chunk], args=args, client=pipe)
+    self._write(pipe, batch)
     for (segment, track), n in batch.popularity.items():
       pipe.zincrby(f"{self._ns}:popularity:{segment}", n, track)
     for q in batch.quarantined:
@@ -91,6 +185,29 @@ class RedisStore(state_store.StateStore):
       pipe.hset(f"{self._ns}:source_offsets",
                 mapping={f: f"{o.offset},{o.lines}" for f, o in batch.offsets.items()})
     pipe.execute()
+
+  def _write(self, pipe, batch: state_store.Batch) -> None:
+    """Queues ``batch``'s profiles, plays and trims on ``pipe``."""
+    profiles = list(batch.profiles.items())
+    for i in range(0, len(profiles), _KEYS_PER_CALL):
+      chunk = profiles[i:i + _KEYS_PER_CALL]
+      args = []
+      for _, profile in chunk:
+        args += (state_store.pack_profile(profile), profile.newest_ts)
+      self._set_profiles(keys=[self._profile_key(u) for u, _ in chunk], args=args,
+                         client=pipe)
+    plays = batch.plays
+    for i in range(0, len(plays), _KEYS_PER_CALL):
+      chunk = plays[i:i + _KEYS_PER_CALL]
+      args = []
+      for _, ts, track, session, artist, completion, skip in chunk:
+        args += (ts, _SEP.join((track, session, artist, repr(float(completion)),
+                                repr(float(skip)), str(ts))))
+      self._add_plays(keys=[self._plays_key(row[0]) for row in chunk], args=args,
+                      client=pipe)
+    for i in range(0, len(batch.trim), _KEYS_PER_CALL):
+      self._trim(keys=[self._plays_key(u) for u in batch.trim[i:i + _KEYS_PER_CALL]],
+                 args=[feature_spec.HISTORY_LEN], client=pipe)
 
   def offsets(self) -> Dict[str, state_store.Offset]:
     out = {}
@@ -113,20 +230,30 @@ class RedisStore(state_store.StateStore):
       out.append(state_store.Quarantined(file, int(line), doc["raw"], doc["reason"]))
     return sorted(out, key=lambda q: (q.file, q.line))
 
-  def _state_keys(self):
-    return self._redis.scan_iter(match=self._key("*"), count=1000)
+  def _profile_keys(self):
+    return self._redis.scan_iter(match=self._profile_key("*"), count=1000)
 
   def listener_count(self) -> int:
-    return sum(1 for _ in self._state_keys())
+    return sum(1 for _ in self._profile_keys())
 
   def bytes_per_listener(self) -> float:
-    """Mean ``MEMORY USAGE`` of up to 200 listener hashes (key, fields and overhead)."""
+    """Mean ``MEMORY USAGE`` of the profile hash plus the plays set (keys, members and
+    overhead) of up to 200 listeners."""
     sizes = []
-    for key in self._state_keys():
-      sizes.append(self._redis.memory_usage(key, samples=0) or 0)
+    prefix = len(self._profile_key(""))
+    for key in self._profile_keys():
+      user = key.decode()[prefix:]
+      sizes.append((self._redis.memory_usage(key, samples=0) or 0)
+                   + (self._redis.memory_usage(self._plays_key(user), samples=0) or 0))
       if len(sizes) >= _MEMORY_SAMPLE:
         break
     return sum(sizes) / len(sizes) if sizes else 0.0
 
   def close(self) -> None:
     self._redis.close()
+
+
+def _unpack_play(member: bytes) -> Tuple[int, str, str, str, float, float]:
+  """(ts, track, session, artist, completion, skip) of a plays set member."""
+  track, session, artist, completion, skip, ts = member.decode().split(_SEP)
+  return int(ts), track, session, artist, float(completion), float(skip)
