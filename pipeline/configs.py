@@ -55,6 +55,9 @@ class PipelineConfig:
     next_play_k: for next-play examples of a play-only log, the cut-off k of the
       next-play Recall@k/NDCG@k that bless the model (``pipeline.next_play_eval``, in
       place of TFMA); 0 for every other dataset.
+    transform_statistics: Transform also computes TFDV statistics of its input and
+      output (``pre_transform_stats``, ``post_transform_stats`` and anomalies), for a
+      person to inspect; no component reads them. False skips them (a quicker run).
     policy_json: a validated ``policy.json``'s text (``ranking.fusion.policy_file``)
       the Trainer bakes into the exported model's fusion and mixing tables; "" keeps
       the defaults. The text, not a path, so a remote Trainer needs no file.
@@ -77,6 +80,7 @@ class PipelineConfig:
   with_intent: bool = False
   intent_steps: int = 300
   enable_cache: bool = False
+  transform_statistics: bool = True
   unmeasured: Tuple[str, ...] = ()
   examples_root: str = ""
   policy_json: str = ""

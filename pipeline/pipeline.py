@@ -64,7 +64,8 @@ def create_pipeline(config: configs.PipelineConfig,
   transform = tfx.components.Transform(
       examples=example_gen.outputs["examples"],
       schema=schema_gen.outputs["schema"],
-      preprocessing_fn=configs.PREPROCESSING_FN)
+      preprocessing_fn=configs.PREPROCESSING_FN,
+      disable_statistics=not config.transform_statistics)
   transform.add_upstream_node(anomalies_gate)
 
   intent_trainer = None

@@ -62,6 +62,17 @@ def test_trainer_and_transform_use_module_paths_not_files(dataflow_spec):
   assert "module_file" not in transform
 
 
+def test_transform_statistics_stay_in_production_and_are_optional(dataflow_spec, tmp_path):
+  from pipeline import pipeline as melody_pipeline
+  assert int(_params(dataflow_spec, "Transform")["disable_statistics"]) == 0
+  quick = configs.local_config(str(tmp_path / "data"), str(tmp_path / "work"),
+                               transform_statistics=False)
+  transform = next(c for c in melody_pipeline.create_pipeline(quick).components
+                   if c.id == "Transform")
+  assert transform.exec_properties["disable_statistics"] == 1
+  assert "post_transform_stats" not in transform.outputs
+
+
 def test_intent_trainer_feeds_the_ranker_trainer(dataflow_spec):
   tasks = dataflow_spec["pipelineSpec"]["root"]["dag"]["tasks"]
   base = tasks["Trainer"]["inputs"]["artifacts"]["base_model"]["taskOutputArtifact"]
