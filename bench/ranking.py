@@ -35,7 +35,8 @@ listeners), ``MELODY_BENCH_RANKING_DAYS`` (10), ``MELODY_BENCH_RANKING_CONVERSIO
 ``MELODY_BENCH_RANKING_MODELS`` (comma-separated variants, in the order they run; all of
 ``ranking_models.MODELS`` by default).
 ``MELODY_BENCH_RANKING_SEQUENCE_STEPS`` (60: the per-impression budget of the
-``sequence`` part, ``ranking_sequence``), ``MELODY_BENCH_RANKING_REAL_SOURCES``
+``sequence`` part, ``ranking_sequence``; ``MELODY_BENCH_RANKING_SEQUENCE_WALL=0`` leaves
+out its equal-wall-time run), ``MELODY_BENCH_RANKING_REAL_SOURCES``
 (kkbox,30music,30music_next_track: what the ``real`` part measures) and
 ``MELODY_BENCH_RANKING_NEXT_TRACK_STEPS`` (600 steps of 64 windows: the budget of each
 trained next-track model, ``ranking_next_track``), ``MELODY_BENCH_RANKING_INPUT_PATH_ONLY``
@@ -133,6 +134,7 @@ def _settings() -> Dict[str, object]:
           "real_steps": _env_int("MELODY_BENCH_RANKING_REAL_STEPS", 150),
           "sequence_steps": _env_int("MELODY_BENCH_RANKING_SEQUENCE_STEPS", 60),
           "next_track_steps": _env_int("MELODY_BENCH_RANKING_NEXT_TRACK_STEPS", 600),
+          "sequence_equal_wall": bool(_env_int("MELODY_BENCH_RANKING_SEQUENCE_WALL", 1)),
           "input_path_only": bool(_env_int("MELODY_BENCH_RANKING_INPUT_PATH_ONLY", 0)),
           "real_sources": [x.strip() for x in os.environ.get(
               "MELODY_BENCH_RANKING_REAL_SOURCES", ",".join(REAL_SOURCES)).split(",")
@@ -194,7 +196,8 @@ def _run_part(part: str, results, work: str, sim, sim_paths, st) -> None:
     results["datasets"]["simulator"] = block
   elif part == "sequence":
     results["sequence"] = ranking_sequence.sequence_comparison(
-        sim, st["sequence_steps"], st["batch_size"], seeds)
+        sim, st["sequence_steps"], st["batch_size"], seeds,
+        equal_wall=st["sequence_equal_wall"])
   elif part == "curves":
     held = ranking_curves.holdout_listeners(sim["train"])
     covered = {h: bool(ranking_compare.head_coverage(held, h)["covered"])

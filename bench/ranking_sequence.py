@@ -94,7 +94,7 @@ def _impression_run(name: str, data, steps: int, batch_size: int, seed: int, cov
 
 
 def sequence_comparison(data, steps: int, batch_size: int, seeds,
-                        context: int = 10) -> Dict[str, object]:
+                        context: int = 10, equal_wall: bool = True) -> Dict[str, object]:
   """The ``sequence`` block of the results (see the module docstring).
 
   Args:
@@ -103,6 +103,7 @@ def sequence_comparison(data, steps: int, batch_size: int, seeds,
     batch_size: per-impression batch; the sequence-level batch trains about as many.
     seeds: training seeds.
     context: ``TrainConfig.sequence_context``.
+    equal_wall: also train sequence-level for the default model's wall time.
 
   Returns:
     ``rows`` (one per model and seed), ``mean``, ``paired`` (sequence-level minus each
@@ -125,12 +126,16 @@ def sequence_comparison(data, steps: int, batch_size: int, seeds,
       rows.append(_impression_run(name, data, steps, batch_size, seed, covered))
     rows.append(_sequence_run(SEQUENCE_LEVEL, sequences, data, per_step, chunks, seq_steps,
                               seed, covered))
-    default_wall = steps * batch_size / rows[-len(PER_IMPRESSION) - 1]["train_examples_per_s"]
-    rows.append(_sequence_run(SEQUENCE_LEVEL_WALL, sequences, data, per_step, chunks, 0,
-                              seed, covered, wall_s=default_wall))
-    for row in rows[-len(PER_IMPRESSION) - 2:]:   # kept in the log if a later seed fails
+    if equal_wall:
+      default_wall = (steps * batch_size
+                      / rows[-len(PER_IMPRESSION) - 1]["train_examples_per_s"])
+      rows.append(_sequence_run(SEQUENCE_LEVEL_WALL, sequences, data, per_step, chunks, 0,
+                                seed, covered, wall_s=default_wall))
+    seed_rows = len(PER_IMPRESSION) + 1 + int(equal_wall)
+    for row in rows[-seed_rows:]:   # kept in the log if a later seed fails
       common.log("ranking", "sequence part row " + json.dumps(row, sort_keys=True))
-  names = list(PER_IMPRESSION) + [SEQUENCE_LEVEL, SEQUENCE_LEVEL_WALL]
+  sequence_names = [SEQUENCE_LEVEL] + ([SEQUENCE_LEVEL_WALL] if equal_wall else [])
+  names = list(PER_IMPRESSION) + sequence_names
   mean = ranking_targets.mean_rows(rows, names)
   keys = ranking_models.metric_columns()
   speed = {r["model"]: r["train_examples_per_s"] for r in mean}
@@ -141,7 +146,7 @@ def sequence_comparison(data, steps: int, batch_size: int, seeds,
           "seeds": list(seeds),
           "paired": {f"{seq} minus {other}": ranking_targets.paired_diffs(rows, seq, other,
                                                                           keys)
-                     for seq in (SEQUENCE_LEVEL, SEQUENCE_LEVEL_WALL)
+                     for seq in sequence_names
                      for other in PER_IMPRESSION},
           "speedup_vs_default": speed[SEQUENCE_LEVEL] / speed["mmoe"],
           "cpu_per_example_vs_flat_mmoe": _cpu_ratio(rows)}
