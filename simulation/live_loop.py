@@ -218,17 +218,24 @@ class LiveLoop:
             live_stack.quarantined(self.stack_paths.store, name), int(duplicates))
         decision = experiment.observe_day(day, result.events, result.requests)
         actions = experiment.control(day, result.events, self.stack_paths.weights_override)
+        # The decisions are on disk before the day's (long) training starts.
+        self._save(experiment)
         t_train = time.perf_counter()
+        span = live_pipeline.span_of(self.day_start(day))
         live_pipeline.write_events(self.paths["logged"], f"day-{day:03d}", result.events)
         live_pipeline.build_spans(self.paths["logged"], self.tracks_path,
                                   self.paths["data"], c.training)
-        run = live_pipeline.train_candidate(self.paths["data"], self.paths["pipeline"],
-                                            live_pipeline.span_of(self.day_start(day)),
-                                            c.training)
+        drill = None
+        if day == c.bad_candidate_day:
+          # The drill's model is the day's candidate: a regular one would be replaced
+          # before anyone heard it.
+          drill = self._bad_candidate(day, result.events, experiment, rng)
+          run = live_pipeline.CandidateRun(span, None, "the drill's model instead")
+        else:
+          run = live_pipeline.train_candidate(self.paths["data"], self.paths["pipeline"],
+                                              span, c.training)
         pushed = run.pushed_version is not None and experiment.push_canary(run.pushed_version)
         train_s = time.perf_counter() - t_train
-        drill = self._bad_candidate(day, result.events, experiment, rng) if (
-            day == c.bad_candidate_day) else None
         report = experiment_report.write_report(
             self.paths["reports"], result.events, result.requests,
             [decision] if decision else [], actions, name=f"day-{day:02d}",

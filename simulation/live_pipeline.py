@@ -100,7 +100,8 @@ def pipeline_config(data_dir: str, workdir: str,
 
 def train_candidate(data_dir: str, workdir: str, span: int,
                     options: TrainingOptions, verbose: bool = False) -> CandidateRun:
-  """Runs the scheduled pipeline up to ``span``; returns the version it pushed, if any.
+  """Runs the scheduled pipeline on ``span`` (its window: the ``window_days`` days ending
+  with it); returns the version it pushed, if any.
 
   The drift gate is off: live days are served on the ``home`` surface through the
   gateway while the history's logging policy spread plays over every surface, so the
@@ -109,7 +110,9 @@ def train_candidate(data_dir: str, workdir: str, span: int,
   config = pipeline_config(data_dir, workdir, options)
   before = set(versions(config.serving_dir))
   try:
-    outcomes = window_runs.run_spans(config, options.window_days, until=span,
+    # The day's span alone: a day without a run (the drill's) is in the window of the
+    # next run's training data, not run on its own afterwards.
+    outcomes = window_runs.run_spans(config, options.window_days, span=span,
                                      verbose=verbose, drift_check=False)
   except Exception as e:  # pylint: disable=broad-except
     # A failed run is a day without a candidate, not the end of the loop.
