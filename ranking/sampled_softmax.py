@@ -9,11 +9,20 @@ noise-contrastive estimation: the classifier that tells the play from the noise 
 
 so the model's score ``s`` has to be corrected by ``log q`` of the candidate — on the
 play and on its negatives alike — before the loss. Then ``s(x, t)`` estimates
-``log P(t played next | x)`` (the sampled-softmax correction of Bengio & Senecal, 2008,
-and Yi et al., 2019, "Sampling-bias-corrected neural modeling"). Without it the
-classifier would learn ``log P(t | x) - log q(t)``: a popular track, often drawn as a
-negative, would be pushed down for being popular. ``log K`` is the same for every
-example; the head's bias absorbs it, so the correction is ``s - log q``.
+``log P(t played next | x)`` up to a constant (the sampled-softmax correction of Bengio &
+Senecal, 2008, and Yi et al., 2019, "Sampling-bias-corrected neural modeling"). Without
+it the classifier would learn ``log P(t | x) - log q(t)``: a popular track, often drawn
+as a negative, would be pushed down for being popular.
+
+A constant added to the correction changes no ranking, but it decides where the head's
+output has to sit. ``-log q`` of a track in a catalogue of tens of thousands is 8 to 12
+nats; subtracted as is, the head would first have to move its output that far down,
+which takes Adam (a step of about the learning rate per weight) thousands of steps
+spent on nothing but the offset, and leaves every prediction near 0. The correction
+therefore subtracts ``log q - mean(log q)``, the mean over the batch's sampled
+examples: the score of a track drawn about as often as it is played sits near
+``-log K``, and ``log K`` and that mean are constants of the batch the head's bias
+absorbs.
 
 Serving and evaluation use ``s`` itself (the uncorrected logit). Examples not drawn by a
 sampler have ``q = 0`` and keep their logit.
@@ -30,7 +39,7 @@ NEXT_PLAY_LABEL = sampled_negatives.NEXT_PLAY_LABEL
 
 
 def logq_corrected(logit: tf.Tensor, sample_q: tf.Tensor) -> tf.Tensor:
-  """``logit - log q`` where ``q > 0``; ``logit`` unchanged where ``q`` is 0.
+  """``logit - (log q - mean log q)`` where ``q > 0``; ``logit`` unchanged where ``q`` is 0.
 
   Args:
     logit: ``[B]`` raw scores.
@@ -38,11 +47,14 @@ def logq_corrected(logit: tf.Tensor, sample_q: tf.Tensor) -> tf.Tensor:
       examples that were not sampled.
 
   Returns:
-    ``[B]`` the corrected logits.
+    ``[B]`` the corrected logits; the mean runs over the rows with ``q > 0``.
   """
   q = tf.reshape(tf.cast(sample_q, logit.dtype), tf.shape(logit))
   sampled = q > 0
-  return tf.where(sampled, logit - tf.math.log(tf.where(sampled, q, tf.ones_like(q))), logit)
+  log_q = tf.math.log(tf.where(sampled, q, tf.ones_like(q)))
+  weight = tf.cast(sampled, logit.dtype)
+  center = tf.reduce_sum(log_q * weight) / tf.maximum(tf.reduce_sum(weight), 1.0)
+  return tf.where(sampled, logit - (log_q - center), logit)
 
 
 def training_logit(label: str, logit: tf.Tensor, features: Mapping[str, tf.Tensor]

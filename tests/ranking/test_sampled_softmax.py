@@ -13,18 +13,28 @@ from ranking import tasks as tasks_lib
 LABEL = sampled_softmax.NEXT_PLAY_LABEL
 
 
-def test_logq_corrected_subtracts_log_q_where_sampled():
+def test_logq_corrected_subtracts_centred_log_q_where_sampled():
   logit = tf.constant([1.0, 1.0, -2.0])
   q = tf.constant([0.5, 0.0, 0.01])
-  np.testing.assert_allclose(sampled_softmax.logq_corrected(logit, q).numpy(),
-                             [1.0 - np.log(0.5), 1.0, -2.0 - np.log(0.01)], rtol=1e-6)
+  center = (np.log(0.5) + np.log(0.01)) / 2   # over the sampled rows only
+  np.testing.assert_allclose(
+      sampled_softmax.logq_corrected(logit, q).numpy(),
+      [1.0 - np.log(0.5) + center, 1.0, -2.0 - np.log(0.01) + center], rtol=1e-6)
+
+
+def test_a_batch_without_sampled_rows_is_unchanged():
+  logit = tf.constant([0.4, -1.0])
+  np.testing.assert_array_equal(
+      sampled_softmax.logq_corrected(logit, tf.zeros(2)).numpy(), logit.numpy())
 
 
 def test_only_the_next_play_label_of_a_sampled_batch_is_corrected():
   logit = tf.constant([0.3, -0.2])
   features = {feature_spec.SAMPLE_Q: tf.constant([[0.25], [0.5]])}
   corrected = sampled_softmax.training_logit(LABEL, logit, features)
-  np.testing.assert_allclose(corrected.numpy(), [0.3 - np.log(0.25), -0.2 - np.log(0.5)],
+  center = (np.log(0.25) + np.log(0.5)) / 2
+  np.testing.assert_allclose(corrected.numpy(),
+                             [0.3 - np.log(0.25) + center, -0.2 - np.log(0.5) + center],
                              rtol=1e-6)
   assert sampled_softmax.training_logit("interest_skip", logit, features) is logit
   assert sampled_softmax.training_logit(LABEL, logit, {}) is logit
@@ -60,8 +70,10 @@ def _fit(correct: bool, steps: int = 400) -> np.ndarray:
 def test_corrected_scores_recover_the_play_distribution():
   p, q, k = np.array([0.6, 0.3, 0.1]), np.array([0.7, 0.2, 0.1]), 4
   corrected = _fit(correct=True)
-  # NCE's optimum: s = log p - log K, so softmax(s) = p.
-  np.testing.assert_allclose(corrected, np.log(p) - np.log(k), atol=0.02)
+  # NCE's optimum: s = log p - log K - c, with c the batch's mean log q (the centring),
+  # so softmax(s) = p.
+  center = np.log(q).mean()
+  np.testing.assert_allclose(corrected, np.log(p) - np.log(k) - center, atol=0.02)
   plain = _fit(correct=False)
   np.testing.assert_allclose(plain, np.log(p / (k * q)), atol=0.02)
   # Without the correction the most played track, drawn most often as a negative, is
