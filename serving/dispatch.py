@@ -83,6 +83,7 @@ class Dispatcher:
     metrics.watch_predicts_in_flight(lambda: self._admission.in_flight)
     self._validators: Dict[Tuple[str, str], Validator] = {}
     self._scheduler: Optional[batching.BatchScheduler] = None
+    self.request_log = None   # a serving.request_log.RequestLog when enabled
 
   def register_validator(self, model: str, signature: str, fn: Validator) -> None:
     """Adds (or replaces) the input validator of one model signature."""
@@ -248,6 +249,8 @@ class Dispatcher:
     if count_text_cuts and TEXT_CUT_OUTPUT in outputs:
       self._metrics.observe_text_cut(model.entry.name, signature.name,
                                      outputs[TEXT_CUT_OUTPUT])
+    if count_text_cuts and self.request_log is not None:   # warmup replays are not logged
+      self.request_log.write(model.entry.name, loaded.version, signature.name, arrays)
     if request.output_filter:
       outputs = {k: v for k, v in outputs.items() if k in set(request.output_filter)}
     return outputs

@@ -199,6 +199,10 @@ class ModelServer:
     """Adds (or replaces) the input validator of one model signature."""
     self._dispatcher.register_validator(model, signature, fn)
 
+  def log_requests(self, log) -> None:
+    """Appends every answered Predict call to ``log`` (a ``serving.request_log.RequestLog``)."""
+    self._dispatcher.request_log = log
+
   def start(self) -> "ModelServer":
     """Loads the versions present now, then starts serving.
 

@@ -52,6 +52,11 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--input-validator", action="append", default=[],
                       metavar="MODEL:SIGNATURE=module:function",
                       help="per-request input check raising ValueError (repeatable)")
+  parser.add_argument("--request-log", default=None, metavar="FILE",
+                      help="append each answered request's inputs to FILE as JSON lines "
+                           "(off by default; rotated past --request-log-max-mb)")
+  parser.add_argument("--request-log-max-mb", type=float, default=64.0,
+                      help="size of the request log before it is rotated (3 old files kept)")
   tls.add_tls_arguments(parser)
 
 
@@ -120,6 +125,12 @@ def server_from_args(args: argparse.Namespace):
   for spec in args.input_validator or ():
     model, signature, fn = load_validator(spec)
     server.register_validator(model, signature, fn)
+  if getattr(args, "request_log", None):
+    from serving import request_log  # pylint: disable=import-outside-toplevel
+    if args.request_log_max_mb <= 0:
+      raise ValueError(f"--request-log-max-mb must be positive, got {args.request_log_max_mb}")
+    server.log_requests(request_log.RequestLog(
+        args.request_log, max_bytes=int(args.request_log_max_mb * 1024 * 1024)))
   return server
 
 
