@@ -17,7 +17,9 @@ from features import feature_spec
 from ranking.fusion import kernel_np
 from ranking.fusion import learned
 from ranking.fusion import policy_file
+from ranking.fusion.spec import FusionConfig
 from serving import export
+from serving import fusion_select
 from serving import request_schema
 from simulation import fusion_compare
 from simulation import fusion_policy
@@ -46,7 +48,7 @@ def env(ranker_export, tmp_path_factory):
                                         warmup_examples=None, policy=policy)
   loaded = tf.saved_model.load(version)
   return {"out": out, "result": result, "policy": policy, "version": version,
-          "rank": loaded.signatures["rank"], "v1": ranker_export["v1"]}
+          "rank": loaded.signatures["rank"]}
 
 
 def _call(fn, inputs):
@@ -123,13 +125,14 @@ def test_a_bad_fusion_selector_is_rejected(env):
   # (TF escapes the quotes of an assert's message.)
   with pytest.raises(tf.errors.InvalidArgumentError, match=r"input .?'fusion.?' must be one of"):
     _call(env["rank"], req)
-  # A model exported without a learned fusion refuses "learned", naming the input.
-  req, _ = _requests(env["v1"], ["learned"])
-  request_schema.validate_rank(req, request_schema.DEFAULT_N_MAX)
-  v1 = tf.saved_model.load(env["v1"]).signatures["rank"]
+  # A graph built without a learned fusion refuses "learned", naming the input.
+  request_schema.validate_rank({**req, "fusion": np.array(["learned", ""], object)}, 64)
+  selector = fusion_select.FusionSelector(FusionConfig())
+  heads = {h: tf.zeros([2, 3]) for h in ("interest", "subscription", "exposure")}
   with pytest.raises(tf.errors.InvalidArgumentError,
                      match=r"input .?'fusion.?' asks for .?'learned.?'"):
-    _call(v1, req)
+    selector({**heads, "segment": tf.zeros([2], tf.int64), "activity": tf.zeros([2], tf.int64)},
+             tf.constant(["learned", ""]))
 
 
 def test_a_served_learned_rollout_reproduces_the_numpy_rollout(env):
