@@ -162,8 +162,9 @@ def run(out_dir: str, config: StudyConfig = StudyConfig(), scorer: str = "model"
     entry = bandit_regret.summarize(baseline, res, min(last_day))
     entry["cumulative_regret_vs_best_single"] = bandit_regret.round_regret(
         grid_rounds[overall], res.rounds).tolist()
-    entry["segment_weights"] = {s: w.tolist() for s, w in zip(feature_spec.SEGMENTS,
-                                                              policy.segment_choice())}
+    # Random arms hold no estimate to read a choice from (null in the JSON).
+    entry["segment_weights"] = {s: None if np.isnan(w).any() else w.tolist()
+                                for s, w in zip(feature_spec.SEGMENTS, policy.segment_choice())}
     entry["last_day_arm_counts"] = np.sum(
         policy.choices[-len(policy.choices) // config.days:], axis=0).tolist()
     out_bandits[name] = entry

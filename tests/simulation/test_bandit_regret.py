@@ -134,8 +134,12 @@ def test_cli_bandit_study_on_the_oracle(tmp_path, capsys):
     assert os.path.getsize(out / name) > 0
   with open(out / "bandit_regret.png", "rb") as f:
     assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+  def strict(name):
+    raise AssertionError(f"bandits.json holds {name}, which is not JSON")
+
   with open(out / "bandits.json", encoding="utf-8") as f:
-    result = json.load(f)
+    result = json.load(f, parse_constant=strict)
+  assert result["bandits"]["random arms"]["segment_weights"]["new"] is None
   assert sorted(result["bandits"]) == ["linucb/state", "random arms"]
   for b in result["bandits"].values():
     assert len(b["cumulative_regret"]) == 2 * 2          # days x rounds per day
