@@ -73,3 +73,17 @@ def test_lines_show_the_table_or_the_reason():
   assert ranking_next_track.lines(None) == []
   assert "Not measured: FileNotFoundError" in "\n".join(
       ranking_next_track.lines({"error": "FileNotFoundError: x"}))
+
+
+def test_summarize_means_each_scorer_and_the_target_ratio(data):
+  rows = [{"model": "popularity", "seed": None, "recall_at_10": 0.4, "ndcg_at_10": 0.2},
+          {"model": "item-kNN", "seed": None, "recall_at_10": 0.5, "ndcg_at_10": 0.4},
+          {"model": "melody", "seed": 1, "recall_at_10": 0.6, "ndcg_at_10": 0.5},
+          {"model": "melody", "seed": 2, "recall_at_10": 0.7, "ndcg_at_10": 0.5}]
+  block = ranking_next_track.summarize(rows, data, {"steps": 1})
+  melody = next(m for m in block["mean"] if m["model"] == "melody")
+  assert melody["seeds"] == 2 and melody["recall_at_10"] == pytest.approx(0.65)
+  assert melody["recall_at_10_std"] == pytest.approx(np.std([0.6, 0.7], ddof=1))
+  assert [m["model"] for m in block["mean"]] == ["popularity", "item-kNN", "melody"]
+  assert block["melody_recall_over_best_baseline"] == {"best_baseline": "item-kNN",
+                                                       "ratio": pytest.approx(1.3)}
