@@ -234,14 +234,14 @@ def frontier_png(path: str, grid, learned_points, floor: float, check=None) -> N
   for ax, metric, name in ((axes[0], "exposure_per_session", "exposure / session"),
                            (axes[1], "expected_conversions_per_1k_sessions",
                             "expected conversions / 1k sessions")):
-    for points, style, label in ((grid, "o", "hand-set grid"),
-                                 (learned_points, "s", "learned fusion")):
-      xs = [p[metric] for p in points]
-      ys = [p["completion_rate"] for p in points]
-      ax.plot(xs, ys, style, alpha=0.8, label=label)
-      front = sorted((p[metric], p["completion_rate"]) for p in points if p["frontier"])
-      if front:
-        ax.plot(*zip(*front), "-", alpha=0.4)
+    for points, style, color, label in ((grid, "o", "C0", "hand-set grid"),
+                                        (learned_points, "s", "C2", "learned fusion")):
+      xy = np.array([[p[metric], p["completion_rate"]] for p in points])
+      ax.plot(xy[:, 0], xy[:, 1], style, color=color, alpha=0.8, label=label)
+      # This panel's own frontier: no other point has more of both.
+      front = xy[pareto(xy)]
+      front = front[np.argsort(front[:, 0])]
+      ax.plot(front[:, 0], front[:, 1], "-", color=color, alpha=0.5)
     if check:
       ax.plot([check["served"][metric]], [check["served"]["completion_rate"]], "k*",
               markersize=12, label="learned, served graph")
