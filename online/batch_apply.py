@@ -64,14 +64,7 @@ def apply_events(columns: event_batch.EventColumns, profiles: Profiles,
   n = len(columns)
   if not n:
     return out
-  codes: Dict[str, int] = {}
-  user_code = np.fromiter((codes.setdefault(u, len(codes)) for u in columns.user),
-                          np.int64, n)
-  # Codes in id order: the batch's rows come out in the stores' key order.
-  users = sorted(codes)
-  rank = np.empty(len(users), np.int64)
-  rank[[codes[user] for user in users]] = np.arange(len(users))
-  user_code = rank[user_code]
+  users, user_code = _user_codes(columns.user)
   order = np.lexsort((np.asarray(columns.ts, np.int64), user_code))
   u = user_code[order]
   t = np.asarray(columns.ts, np.int64)[order]
@@ -93,8 +86,8 @@ def apply_events(columns: event_batch.EventColumns, profiles: Profiles,
   index = np.arange(n)
   starts = np.flatnonzero(np.diff(u, prepend=-1))
   group_start = np.maximum.accumulate(np.where(np.diff(u, prepend=-1) != 0, index, 0))
-  has_segment = np.fromiter((s is not None for s in rows.segment), bool, n)
-  has_tenure = np.fromiter((v is not None for v in rows.tenure), bool, n)
+  has_segment = np.not_equal(np.asarray(rows.segment, dtype=object), None)
+  has_tenure = np.not_equal(np.asarray(rows.tenure, dtype=object), None)
   # The newest applied event naming a segment (tenure) at or after the stored one's
   # time sets it; forward-filled within each listener's run.
   seg_from = _last_before(applied & has_segment & (t >= newest), index, group_start)
@@ -111,6 +104,21 @@ def apply_events(columns: event_batch.EventColumns, profiles: Profiles,
   _profiles_after(batch, stored, users, u, t, applied, starts, seg_from, ten_from,
                   segment_after, rows, _counters(stored, u, t, applied, rows))
   return out
+
+
+def _user_codes(user_ids: List[str]) -> Tuple[List[str], np.ndarray]:
+  """The distinct ids in id order, and each event's index among them.
+
+  Ids in id order make the batch's rows come out in the stores' key order (numpy's
+  unicode order is code point order, as Python's and the stores' are).
+  """
+  distinct = set(user_ids)
+  if any("\0" in u for u in distinct):   # numpy strings drop trailing NULs
+    users = sorted(distinct)
+    index = {u: i for i, u in enumerate(users)}
+    return users, np.fromiter(map(index.__getitem__, user_ids), np.int64, len(user_ids))
+  unique, codes = np.unique(np.asarray(user_ids, dtype=str), return_inverse=True)
+  return unique.tolist(), codes
 
 
 class _Sorted:
@@ -183,20 +191,19 @@ def _profiles_after(batch: state_store.Batch, stored: _StoredProfiles, users: Li
   codes = u[starts]
   newest = np.maximum(newest, stored.newest[codes])
   play_rows = stored.play_rows[codes] + counts
-  for c, end, count, ts, n_rows in zip(codes.tolist(), ends.tolist(), counts.tolist(),
-                                       newest.tolist(), play_rows.tolist()):
-    if not count:
-      continue
-    user = users[c]
-    f = int(ten_from[end])
-    tenure = ((float(rows.tenure[f]), int(t[f])) if f >= 0
-              else (stored.tenure_days[c], int(stored.tenure_ts[c])))
-    if n_rows > state_store.TRIM_AT:
-      batch.trim.append(user)
-      n_rows = feature_spec.HISTORY_LEN
-    batch.profiles[user] = state_store.Profile(ts, segment_after[end], tenure[0],
-                                               tenure[1], n_rows,
-                                               rings.get(c, stored.counters[c]))
+  trim = play_rows > state_store.TRIM_AT
+  batch.trim = [users[c] for c in codes[trim & (counts > 0)].tolist()]
+  play_rows[trim] = feature_spec.HISTORY_LEN
+  from_batch = ten_from[ends]
+  tenure_ts = np.where(from_batch >= 0, t[from_batch], stored.tenure_ts[codes]).tolist()
+  tenure_days, rings_before, profile = stored.tenure_days, stored.counters, state_store.Profile
+  batch.profiles = {
+      users[c]: profile(ts, segment_after[end],
+                        float(rows.tenure[f]) if f >= 0 else tenure_days[c], tenure,
+                        n_rows, rings.get(c) or rings_before[c])
+      for c, end, ts, n_rows, f, tenure in itertools.compress(
+          zip(codes.tolist(), ends.tolist(), newest.tolist(), play_rows.tolist(),
+              from_batch.tolist(), tenure_ts), (counts > 0).tolist())}
 
 
 def _counters(stored: _StoredProfiles, u: np.ndarray, t: np.ndarray, applied: np.ndarray,

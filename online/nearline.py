@@ -11,13 +11,17 @@ before the commit leaves the old offsets, and the restarted updater reads the sa
 again against the same old rows; a crash after it leaves nothing to redo. A line that
 cannot be applied (malformed, or later than ``max_lateness_s`` behind its listener's
 newest event) is quarantined with its file, line number, raw text and reason; the same
-play logged twice is counted as a duplicate and applied once. One updater writes a store at a time, which
-is what lets it keep the profiles it committed in memory (``cache_states``) instead of
-reading them back for the next batch; a failed commit empties that cache.
+play logged twice is counted as a duplicate and applied once. One updater writes a
+store at a time, which is what lets it keep the profiles it committed in memory
+(``cache_states``) instead of reading them back for the next batch; a failed commit
+empties that cache. The garbage collector is paused while a batch runs: a batch makes
+tens of thousands of short-lived tuples, and collections triggered by them would walk
+the whole heap (the cache included) again and again.
 """
 
 import collections
 import dataclasses
+import gc
 import logging
 import threading
 import time
@@ -94,6 +98,7 @@ class Updater:
     self.registry = registry or prometheus_client.CollectorRegistry()
     self._clock = clock
     self._offsets = store.offsets()
+    event_batch.warm_up()
     self._cache: "collections.OrderedDict[str, state_store.Profile]" = (
         collections.OrderedDict())
     self._events = prometheus_client.Counter(
@@ -110,6 +115,15 @@ class Updater:
 
   def step(self) -> BatchReport:
     """Reads, applies and commits one micro-batch (an empty one commits nothing)."""
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+      return self._step()
+    finally:
+      if collecting:
+        gc.enable()
+
+  def _step(self) -> BatchReport:
     start = time.monotonic()
     block, offsets = self.source.read(self._offsets, self.options.max_batch)
     report = BatchReport(lines=len(block))

@@ -3,9 +3,10 @@
 This module owns :class:`SqliteStore`, the default backend of ``online.state_store``:
 tables ``listener_profile`` (entity key, newest event time, segment, tenure, play rows
 held, the counter ring), ``listener_plays`` (one row per play, keyed by listener, time,
-track and session), ``popularity`` (segment, track, plays), ``quarantine`` (file, line, raw text, reason), ``source_offsets`` (file, byte
-offset, lines) and ``store_format`` (the layout version; a format 1 file, whole states
-as JSON in ``listener_state``, is migrated in one transaction when opened). A batch
+track and session), ``popularity`` (segment, track, plays), ``quarantine`` (file,
+line, raw text, reason), ``source_offsets`` (file, byte offset, lines) and
+``store_format`` (the layout version; a format 1 file, whole states as JSON in
+``listener_state``, is migrated in one transaction when opened). A batch
 commits in one ``BEGIN IMMEDIATE`` transaction; WAL lets the gateway read while the
 updater writes, and ``synchronous=NORMAL`` keeps every committed batch across a crash of
 the process (an OS crash may lose the last batches, never half of one).
