@@ -37,8 +37,14 @@ def _run(args):
   from pipeline import local_runner, run_errors, runs
   if args.window_days:
     return _run_window(args)
+  config = _local_config(args)
+  checks = []
+  if args.serving_log:
+    from pipeline import skew_gate
+    checks.append(skew_gate.serving_log_check(
+        config, os.path.join(config.data_root, "examples"), args.serving_log))
   try:
-    summary = local_runner.run(_local_config(args))
+    summary = local_runner.run(config, checks=checks)
   except run_errors.PipelineRunError as e:
     print(e.report(), file=sys.stderr, flush=True)
     return 1
@@ -53,7 +59,8 @@ def _run_window(args):
   try:
     outcomes = window_runs.run_spans(_local_config(args), args.window_days,
                                      until=args.until, span=args.span,
-                                     drift_check=not args.no_drift_check)
+                                     drift_check=not args.no_drift_check,
+                                     serving_log=args.serving_log or "")
   except run_errors.PipelineRunError as e:
     print(e.report(), file=sys.stderr, flush=True)
     return 1
@@ -185,6 +192,9 @@ def register(subparsers) -> None:
                  help="with --window-days: the scheduled date; later spans wait")
   p.add_argument("--span", type=int, default=None, metavar="YYYYMMDD",
                  help="with --window-days: run this span only (skipped if already pushed)")
+  p.add_argument("--serving-log", default=None, metavar="FILE",
+                 help="a `melody serve --request-log` file: stop the run when its requests' "
+                      "features are skewed from the training span (schema thresholds)")
   p.add_argument("--no-drift-check", action="store_true",
                  help="with --window-days: do not compare each span with the one before")
   p.add_argument("--policy", default=None, metavar="POLICY_JSON",

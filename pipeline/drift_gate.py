@@ -63,10 +63,22 @@ def drifts(schema, current, previous) -> List[str]:
   e.g. ``feature 'context_activity': L-infinity distance 0.6120 > 0.3``."""
   import tensorflow_data_validation as tfdv  # pylint: disable=g-import-not-at-top
   anomalies = tfdv.validate_statistics(current, schema, previous_statistics=previous)
+  return distance_lines(anomalies, "drift_measurements")
+
+
+def distance_lines(anomalies, measurements: str) -> List[str]:
+  """One line per feature of TFDV ``anomalies`` whose comparator distance exceeds its
+  threshold, e.g. ``feature 'context_activity': L-infinity distance 0.6120 > 0.3``.
+
+  Args:
+    anomalies: TFDV's ``Anomalies``.
+    measurements: ``drift_measurements`` or ``skew_measurements`` of its
+      ``drift_skew_info``.
+  """
   measured = {}
   for info in anomalies.drift_skew_info:
     name = info.path.step[-1] if info.path.step else ""
-    for m in info.drift_measurements:
+    for m in getattr(info, measurements):
       measured.setdefault(name, []).append((m.value, m.threshold))
   out = []
   for name, info in sorted(anomalies.anomaly_info.items()):

@@ -5,7 +5,8 @@ the values that happened to occur (e.g. no "unknown" activity in simulated data)
 curated schema takes the inferred one and makes the contract explicit from
 ``features.feature_spec``: every categorical domain lists all allowed values, labels,
 weights and class labels get value ranges, every feature is required, and the features
-watched for drift between spans carry their thresholds (``drift_comparator``). ``melody
+watched for drift between spans and for skew against serving requests carry their
+thresholds (``drift_comparator``, ``skew_comparator``). ``melody
 pipeline schema`` writes it to ``pipeline/schema/schema.pbtxt``, which is checked in.
 """
 
@@ -29,6 +30,12 @@ CATEGORICAL_DOMAINS = {
 # stay well below these; a broken logger or a changed surface mapping does not.
 LINF_DRIFT = {"user_segment": 0.25, "context_activity": 0.3, "context_surface": 0.3}
 JS_DRIFT = {"cand_duration_s": 0.15, "cand_popularity": 0.15}
+# Skew between logged serving requests and the training span (``pipeline.skew_gate``),
+# on the same features and measures: requests come from the same listeners on the same
+# surfaces, so their mix matches training's up to the spread of a day, and a serving
+# path that fills a feature differently (a default segment, a stale catalogue) does not.
+LINF_SKEW = {"user_segment": 0.25, "context_activity": 0.3, "context_surface": 0.3}
+JS_SKEW = {"cand_duration_s": 0.15, "cand_popularity": 0.15}
 UNIT_INTERVAL = ("interest_completion", "interest_skip", "interest_like", "subscription",
                  feature_spec.SAMPLE_Q)
 
@@ -68,6 +75,10 @@ def curate(inferred: schema_pb2.Schema) -> schema_pb2.Schema:
       feature.drift_comparator.infinity_norm.threshold = LINF_DRIFT[feature.name]
     elif feature.name in JS_DRIFT:
       feature.drift_comparator.jensen_shannon_divergence.threshold = JS_DRIFT[feature.name]
+    if feature.name in LINF_SKEW:
+      feature.skew_comparator.infinity_norm.threshold = LINF_SKEW[feature.name]
+    elif feature.name in JS_SKEW:
+      feature.skew_comparator.jensen_shannon_divergence.threshold = JS_SKEW[feature.name]
   return schema
 
 

@@ -9,8 +9,8 @@ run for span S (``melody pipeline run --window-days N``):
   links to the train files of every span in the window and to the eval files of S, so
   ImportExampleGen reads one span (recorded as span S in ML Metadata) and its Examples
   artifact points at exactly what was used;
-* checks the new span against the one before it (``pipeline.drift_gate``) before TFX
-  starts;
+* checks the new span against the one before it (``pipeline.drift_gate``), and against
+  logged serving requests when given (``pipeline.skew_gate``), before TFX starts;
 * warm-starts the Trainer from the latest pushed version (``pipeline.warm_start``);
 * records the window's span names on the run's ``pipeline_run`` context in ML Metadata
   (``window_spans``), which ``melody pipeline runs`` shows.
@@ -32,6 +32,7 @@ from pipeline import configs
 from pipeline import drift_gate
 from pipeline import local_runner
 from pipeline import runs
+from pipeline import skew_gate
 from pipeline import span_lock
 from pipeline import warm_start
 
@@ -138,7 +139,8 @@ def _covered(history: Sequence[runs.RunSummary]) -> Dict[int, List[runs.RunSumma
 
 def run_spans(base: configs.PipelineConfig, window_days: int,
               until: Optional[int] = None, span: Optional[int] = None,
-              verbose: bool = True, drift_check: bool = True) -> List[SpanOutcome]:
+              verbose: bool = True, drift_check: bool = True,
+              serving_log: str = "") -> List[SpanOutcome]:
   """Runs the pending spans (or ``span`` alone) of ``base.data_root``, in order.
 
   Args:
@@ -148,6 +150,8 @@ def run_spans(base: configs.PipelineConfig, window_days: int,
     span: run this span only (a re-run); skipped if a run already pushed it.
     verbose: print progress.
     drift_check: check each span against the one before it first.
+    serving_log: a ``melody serve --request-log`` file: each span is first checked
+      for training/serving skew against its requests (``pipeline.skew_gate``).
 
   Returns:
     One outcome per span looked at.
@@ -173,7 +177,7 @@ def run_spans(base: configs.PipelineConfig, window_days: int,
     with span_lock.hold(os.path.join(os.path.dirname(base.metadata_path), "locks"),
                         span_name(s)):
       outcomes.append(_run_one(base, s, window(s, available, window_days), available,
-                               verbose, drift_check))
+                               verbose, drift_check, serving_log))
   return outcomes
 
 
@@ -192,7 +196,7 @@ def _already_pushed(base: configs.PipelineConfig, span: int) -> Optional[runs.Ru
   return next((r for r in _covered(history).get(span, []) if r.pushed), None)
 
 
-def _run_one(base, span, spans, available, verbose, drift_check) -> SpanOutcome:
+def _run_one(base, span, spans, available, verbose, drift_check, serving_log="") -> SpanOutcome:
   pushed = _already_pushed(base, span)
   if pushed is not None:
     why = f"already pushed by run {pushed.run_id} (version {pushed.pushed_version or '?'})"
@@ -206,6 +210,9 @@ def _run_one(base, span, spans, available, verbose, drift_check) -> SpanOutcome:
                          for s in (span, earlier[-1]))
     schema = os.path.join(base.schema_dir or configs.CURATED_SCHEMA_DIR, "schema.pbtxt")
     checks.append(lambda: drift_gate.check_spans(schema, current, previous))
+  if serving_log:
+    checks.append(skew_gate.serving_log_check(
+        base, os.path.join(base.data_root, "examples", span_name(span)), serving_log))
   warm = latest_pushed(base.serving_dir)
   extra = dict(base.extra_trainer_config)
   extra[warm_start.WARM_START_KEY] = warm
