@@ -81,12 +81,13 @@ class LiveStack:
   Args:
     paths: Their files.
     gateway: The experiment the gateway splits on.
-    startup_timeout_s: How long a process may take to answer (TensorFlow imports on a
-      loaded machine are slow).
+    startup_timeout_s: How long a process may take to answer. TensorFlow's import and a
+      model's load are a minute of CPU; a process niced on a machine loaded five times
+      over gets a tenth of a core, and took over 5 minutes.
   """
 
   def __init__(self, paths: StackPaths, gateway: GatewaySettings = GatewaySettings(),
-               startup_timeout_s: float = 300.0):
+               startup_timeout_s: float = 900.0):
     self.paths = paths
     self.settings = gateway
     self.timeout = startup_timeout_s
