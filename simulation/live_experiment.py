@@ -49,7 +49,8 @@ def new_test(settings: TestSettings) -> sequential_test.CanaryTest:
                                  tolerance=settings.skip_tolerance),
        sequential_test.Guardrail(experiment_metrics.CONVERSION, higher_is_better=True,
                                  tolerance=settings.conversion_tolerance),
-       sequential_test.Guardrail(experiment_metrics.LATENCY, tolerance=settings.latency_tolerance_ms)],
+       sequential_test.Guardrail(experiment_metrics.LATENCY,
+                                 tolerance=settings.latency_tolerance_ms)],
       alpha=settings.alpha, guardrail_alpha=settings.alpha,
       min_samples=settings.min_samples)
 
