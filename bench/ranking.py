@@ -226,6 +226,14 @@ def _run_part(part: str, results, work: str, sim, sim_paths, st) -> None:
         results["datasets"][source] = {"error": f"{type(e).__name__}: {e}"}
 
 
+def _part_key(part: str, st) -> str:
+  """The name a part's run is recorded under: a ``real`` run of some sources names them,
+  so the sources it left out still read as measured by an earlier run."""
+  if part == "real" and tuple(st["real_sources"]) != REAL_SOURCES:
+    return f"real ({','.join(st['real_sources'])})"
+  return part
+
+
 def _next_track(data_dir: str, st, seeds) -> Dict[str, object]:
   """The 30Music next-track block (``ranking_next_track``), or why it was not measured."""
   try:
@@ -267,11 +275,10 @@ def main() -> None:
       common.log("ranking", f"part {part} ...")
       load_before, t0 = os.getloadavg(), time.perf_counter()
       _run_part(part, results, work, sim, sim_paths, st)
-      results["parts"][part] = {"measured_at": _now(), "runtime_s": time.perf_counter() - t0,
-                                "settings": st,
-                                "load_average_before": list(load_before),
-                                "load_average_after": list(os.getloadavg()),
-                                "host": common.host_info()}
+      results["parts"][_part_key(part, st)] = {
+          "measured_at": _now(), "runtime_s": time.perf_counter() - t0, "settings": st,
+          "load_average_before": list(load_before),
+          "load_average_after": list(os.getloadavg()), "host": common.host_info()}
       _finish(results)   # saved after every part: a later part's failure loses nothing
   for name, block in results["datasets"].items():
     if block.get("mean"):
