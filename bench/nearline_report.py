@@ -25,11 +25,18 @@ def section(results: Dict[str, object]) -> str:
     uncached = row.get("throughput_uncached", {})
     rows.append({"backend": backend, "events/s (wall)": round(t["events_per_s"]),
                  "events per CPU-s": round(t["events_per_cpu_s"]),
-                 "events per CPU-s, no state cache": round(uncached.get("events_per_cpu_s", 0)),
+                 "events per CPU-s, no profile cache": round(
+                     uncached.get("events_per_cpu_s", 0)),
                  "events per CPU-s, with Redis's CPU": round(
                      t.get("events_per_cpu_s_with_server", t["events_per_cpu_s"])),
                  "freshness p50 s": f["p50_s"], "freshness p99 s": f["p99_s"],
                  "bytes/listener": round(t["bytes_per_listener"])})
+  phases = [{"backend": backend, "run": run,
+             **{f"{name} µs/event": round(us, 2) for name, us in
+                row[run].get("cpu_us_per_event", {}).items()},
+             "all µs/event": round(1e6 / row[run]["events_per_cpu_s"], 2)}
+            for backend, row in results["backends"].items()
+            for run in ("throughput", "throughput_uncached") if run in row]
   g = results["gateway"]
   over = [{"concurrency": c, "direct p50 ms": v["direct"]["p50_ms"],
            "direct p99 ms": v["direct"]["p99_ms"], "gateway p50 ms": v["gateway"]["p50_ms"],
@@ -52,10 +59,18 @@ def section(results: Dict[str, object]) -> str:
       f"of {cfg['max_batch']}; freshness: {cfg['rate']} plays/s written for "
       f"{cfg['freshness_s']:.0f} s with `--interval {cfg['interval_s']}`. Events per "
       "CPU-second count the updater process's CPU (one core); the no-cache column reads "
-      "and decodes every state from the store in every batch; the Redis column adds the "
-      "Redis server's CPU.",
+      "every listener's profile back from the store in every batch; the Redis column adds "
+      "the Redis server's CPU.",
       "",
       common.table(rows, list(rows[0])),
+      "",
+      "Where the updater's CPU goes, per applied event: parsing the batch's lines, "
+      "deciding the events against the profiles (`online/batch_apply.py`, the duplicate "
+      "look-ups included), committing (encoding the rows, the store client, SQLite's own "
+      "work; Redis's server CPU is not in it); the rest of `all` is reading the logs and "
+      "bookkeeping.",
+      "",
+      common.table(phases, list(phases[0])) if phases else "",
       "",
       f"Gateway: `recommend` of the tiny exported ranker over a pool of N={g['pool_n']} "
       f"candidates (k={g['k']}), {g['requests']} pairs of calls per row: a direct TF Serving "
