@@ -29,8 +29,8 @@ def add_nearline_arguments(parser: argparse.ArgumentParser) -> None:
                       help="seconds an event may lag its listener's newest event before "
                            "it is quarantined")
   parser.add_argument("--cache-states", type=int, default=50_000,
-                      help="most committed listener states kept in memory between "
-                           "batches (0: read every state from the store)")
+                      help="most committed listener profiles kept in memory between "
+                           "batches (0: read every profile from the store)")
   parser.add_argument("--once", action="store_true",
                       help="apply what the logs hold now, then exit")
   parser.add_argument("--metrics-port", type=int, default=-1,
