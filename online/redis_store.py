@@ -134,8 +134,10 @@ class RedisStore(state_store.StateStore):
     old = list(self._redis.scan_iter(match=f"{self._ns}:listener_state:*", count=1000))
     for i in range(0, len(old), _KEYS_PER_CALL):
       keys = old[i:i + _KEYS_PER_CALL]
-      states = [listener_state.ListenerState.from_json(self._redis.hget(k, "state"))
-                for k in keys]
+      # Another process opening the store at the same time may have moved a key
+      # already; rewriting one twice writes the same values.
+      blobs = [self._redis.hget(k, "state") for k in keys]
+      states = [listener_state.ListenerState.from_json(b) for b in blobs if b is not None]
       pipe = self._redis.pipeline(transaction=True)
       self._write(pipe, state_store.batch_of_states(states))
       pipe.delete(*keys)
