@@ -17,8 +17,9 @@ as a negative, would be pushed down for being popular.
 A constant added to the correction changes no ranking, but it decides where the head's
 output has to sit. ``-log q`` of a track in a catalogue of tens of thousands is 8 to 12
 nats; subtracted as is, the head would first have to move its output that far down,
-which takes Adam (a step of about the learning rate per weight) thousands of steps
-spent on nothing but the offset, and leaves every prediction near 0. The correction
+which costs Adam (a step of about the learning rate per weight) many of its first
+steps, and leaves every prediction near 0 (a training AUC of the predictions reads
+0.5: they all fall below its lowest threshold). The correction
 therefore subtracts ``log q - mean(log q)``, the mean over the batch's sampled
 examples: the score of a track drawn about as often as it is played sits near
 ``-log K``, and ``log K`` and that mean are constants of the batch the head's bias
