@@ -52,7 +52,7 @@ def table(rows: List[Dict[str, object]], columns: Sequence[str]) -> str:
   def fmt(v):
     if isinstance(v, float):
       return f"{v:.4g}"
-    return str(v)
+    return str(v).replace("|", "\\|")   # a model name like "mmoe|ple" stays one cell
   lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
   for r in rows:
     lines.append("| " + " | ".join(fmt(r.get(c, "")) for c in columns) + " |")

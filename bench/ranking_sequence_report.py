@@ -15,6 +15,8 @@ PNG = os.path.join(REPO, "docs", "ranking_sequence.png")
 def _cell(row, key: str, digits: int = 4) -> str:
   if key not in row:
     return ""
+  if row.get("seeds", 1) < 2:   # no spread from one run
+    return f"{row[key]:.{digits}f}"
   sd = row.get(f"{key}_std", 0.0)
   return f"{row[key]:.{digits}f} ± {sd:.{digits}f}"
 
@@ -44,13 +46,15 @@ def lines(block: Optional[Dict[str, object]], part: Optional[Dict[str, object]])
                f"days (conversion hazard x{gen['conversion_scale']:g}).")
   out = ["", "### Sequence-level training (`MELODY_BENCH_RANKING_ONLY=sequence`)", "",
          f"Same simulator split, one process, runs one after another (same CPU, precision "
-         f"and threads), {len(block['seeds'])} seeds, mean ± sd. Per-impression models train "
+         f"and threads), seeds {block['seeds']} (mean ± sd over 2 or more). Per-impression models train "
          f"{block['steps']} steps of batch {block['batch_size']} "
          f"({block['examples_budget']:,} impressions); sequence-level training reads "
          f"{block['chunks']:,} chunks of up to 50 impressions ({block['context']} read-only "
          f"context steps after a listener's first chunk), {block['chunks_per_step']} chunks "
          f"a step (~{block['examples_per_step']:.0f} trained impressions), for the same "
-         "impressions seen and for the default model's training wall time. Every model is "
+         "impressions seen" + (" and for the default model's training wall time" if any(
+             "equal wall time" in r["model"] for r in block["mean"]) else "")
+         + ". Every model is "
          "scored on the eval split through the per-impression (serving) path." + when, "",
          common.table(rows, ["model", "seeds"] + heads
                       + ["examples_seen", "examples_per_s", "cpu_ms_per_example"]), "",
@@ -60,7 +64,8 @@ def lines(block: Optional[Dict[str, object]], part: Optional[Dict[str, object]])
          f"{block['cpu_per_example_vs_flat_mmoe']:.2f}x"]
   for pair, per_head in block["paired"].items():
     out.append(f"- `{pair}` (paired over seeds): " + "; ".join(
-        f"{h} {p['mean']:+.4f} (se {p['se']:.4f})" for h, p in per_head.items()))
+        f"{h} {p['mean']:+.4f}" + (f" (se {p['se']:.4f})" if p["se"] == p["se"] else "")
+        for h, p in per_head.items()))
   out += ["", f"![sequence-level training]({os.path.basename(PNG)})"]
   return out
 
