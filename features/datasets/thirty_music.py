@@ -17,7 +17,9 @@ exactly 30 s. The same (session, track, second) logged twice is left in place fo
 validator to quarantine, and is ignored when computing gaps. ``completion``, ``like``,
 ``subscription`` and ``exposure`` are null; the files have no user segment or surface.
 The slices carry no track metadata, so the tracks table only lists the track ids with
-their artist and ``popularity`` = log1p(distinct plays in the slices).
+their artist; ``popularity`` stays null (unknown). Counting it from the slices themselves
+would hand every training example the plays of later days, the ones a model is evaluated
+on, so a model learns a track's popularity from its training spans instead.
 
 Quarantined, each line with its reason: malformed lines, ids that are not integers,
 and (after validation) unreadable times and repeated plays. The tracks table is built
@@ -148,16 +150,12 @@ def load(data_dir: str, rule: SkipProxy = SkipProxy()) -> source_tables.SourceTa
       skip=skip_proxy(session, track, plays["_time"], rule),
   )
 
-  known = pd.DataFrame({"track_id": track, "artist_id": artist, "s": session,
-                        "ts": plays["_time"]}).dropna(subset=["track_id"])
-  # Popularity counts distinct plays: a play logged twice counts once.
-  counts = known.drop_duplicates(["s", "track_id", "ts"])["track_id"].value_counts(sort=False)
+  known = pd.DataFrame({"track_id": track, "artist_id": artist}).dropna(subset=["track_id"])
   first = known.drop_duplicates("track_id", keep="first")
   tracks = events_lib.make_tracks(
       len(first),
       track_id=first["track_id"],
       artist_id=first["artist_id"],
-      popularity=np.log1p(first["track_id"].map(counts).to_numpy()).astype(np.float32),
   )
   return source_tables.SourceTables(
       events, tracks, source_tables.origin_of(plays),
