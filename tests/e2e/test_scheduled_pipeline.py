@@ -155,6 +155,8 @@ def test_runs_record_their_spans_in_ml_metadata(schedule, data):
 
 
 def test_worse_model_is_neither_blessed_nor_pushed(schedule, data):
+  # Before the anomaly test: a cached ImportSchemaGen yields the newest schema artifact,
+  # and Transform is cached only while that is the one the run of day 3 used.
   from pipeline import local_runner, runs
   before = _versions(data)
   summary = local_runner.run(
