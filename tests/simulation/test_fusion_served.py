@@ -126,7 +126,8 @@ def test_a_bad_fusion_selector_is_rejected(env):
   with pytest.raises(tf.errors.InvalidArgumentError, match=r"input .?'fusion.?' must be one of"):
     _call(env["rank"], req)
   # A graph built without a learned fusion refuses "learned", naming the input.
-  request_schema.validate_rank({**req, "fusion": np.array(["learned", ""], object)}, 64)
+  request_schema.validate_rank({**req, "fusion": np.full(len(req["fusion"]), "learned", object)},
+                               64)
   selector = fusion_select.FusionSelector(FusionConfig())
   heads = {h: tf.zeros([2, 3]) for h in ("interest", "subscription", "exposure")}
   with pytest.raises(tf.errors.InvalidArgumentError,
