@@ -87,3 +87,15 @@ def test_summarize_means_each_scorer_and_the_target_ratio(data):
   assert [m["model"] for m in block["mean"]] == ["popularity", "item-kNN", "melody"]
   assert block["melody_recall_over_best_baseline"] == {"best_baseline": "item-kNN",
                                                        "ratio": pytest.approx(1.3)}
+
+
+def test_a_real_part_run_of_some_sources_is_recorded_by_them(monkeypatch):
+  from bench import ranking  # pylint: disable=g-import-not-at-top
+  part_key = ranking._part_key   # pylint: disable=protected-access
+  monkeypatch.setenv("MELODY_BENCH_RANKING_REAL_SOURCES", "30music_next_track")
+  some = ranking._settings()     # pylint: disable=protected-access
+  assert some["real_sources"] == ["30music_next_track"]
+  assert part_key("real", some) == "real (30music_next_track)"
+  assert part_key("sequence", some) == "sequence"
+  monkeypatch.delenv("MELODY_BENCH_RANKING_REAL_SOURCES")
+  assert part_key("real", ranking._settings()) == "real"   # pylint: disable=protected-access
