@@ -46,7 +46,8 @@ def lines(block: Optional[Dict[str, object]], part: Optional[Dict[str, object]])
                f"days (conversion hazard x{gen['conversion_scale']:g}).")
   out = ["", "### Sequence-level training (`MELODY_BENCH_RANKING_ONLY=sequence`)", "",
          f"Same simulator split, one process, runs one after another (same CPU, precision "
-         f"and threads), seeds {block['seeds']} (mean ± sd over 2 or more). Per-impression models train "
+         f"and threads), seeds {block['seeds']} (mean ± sd over 2 or more). Per-impression "
+         "models train "
          f"{block['steps']} steps of batch {block['batch_size']} "
          f"({block['examples_budget']:,} impressions); sequence-level training reads "
          f"{block['chunks']:,} chunks of up to 50 impressions ({block['context']} read-only "
