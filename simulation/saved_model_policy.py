@@ -126,6 +126,9 @@ class SavedModelPolicy(Policy):
         "sess_len": s_len.astype(np.int64),
         "alpha_beta_gamma": weights,
         "override": np.full(n, int(self.table is not None), np.int64),
+        # The model's default fusion (its policy's choice); models without the input
+        # ignore it, since the feed is built from the signature's own inputs.
+        "fusion": np.full(n, "", object),
         "exploration_seed": (np.asarray(context.seed, np.int64) if self.exploration
                              else np.full(n, -1, np.int64)),
         "candidate_ids": np.where(candidates.valid, ids[candidates.tracks], "").astype(object),
