@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 
 from bench import serving as bench_serving
-from features import feature_spec
+from melody_testing import served_world
 from ranking.fusion import kernel_np
 from ranking.fusion import learned
 from ranking.fusion import policy_file
@@ -27,7 +27,7 @@ from simulation import fusion_training
 from simulation import policies
 from simulation import slates as slates_lib
 from simulation.world import World
-from simulation.world_config import SIM_ACTIVITIES, WorldConfig
+from simulation.world_config import WorldConfig
 
 pytestmark = pytest.mark.slow
 N_TRACKS = 300   # the ranker_export world's catalogue
@@ -60,14 +60,10 @@ def _call(fn, inputs):
 def _requests(model_dir: str, choice):
   """Rank inputs for one listener per segment x activity pair, with some history (so
   some candidates are familiar) and exploration on."""
-  world = World(WorldConfig(n_tracks=N_TRACKS), seed=bench_serving.SEED)
-  rng = np.random.default_rng(5)
-  n = 2 * len(feature_spec.SEGMENTS)
-  listeners = world.sample_users(n, rng)
-  listeners.segment = (np.arange(n) % len(feature_spec.SEGMENTS)).astype(np.int8)
-  tracks, valid = slates_lib.CandidatePool(world, slates_lib.CandidateConfig(
-      familiar=8, style=8, popular=8, promo=6)).draw(listeners, rng)
-  activity = np.arange(n) % len(SIM_ACTIVITIES)
+  setup = served_world.segment_activity_listeners(bench_serving.SEED, 5)
+  world, listeners, tracks, valid, activity = (
+      setup.world, setup.listeners, setup.tracks, setup.valid, setup.activity)
+  n = len(activity)
   ts = np.full(n, 1_700_000_000)
   history = {"track": tracks[:, :4].astype(np.int64), "ts": np.repeat(ts[:, None] - 60, 4, 1),
              "completion": np.ones((n, 4)), "skip": np.zeros((n, 4))}

@@ -16,6 +16,7 @@ import pytest
 import tensorflow as tf
 
 from bench import serving as bench_serving
+from melody_testing import served_world
 from features import feature_spec
 from ranking.fusion import kernel_np
 from ranking.fusion import policy_file
@@ -26,7 +27,6 @@ from simulation import policies
 from simulation import report as report_lib
 from simulation import rollout as rollout_lib
 from simulation import scorers
-from simulation import slates as slates_lib
 from simulation.world import World
 from simulation.world_config import SIM_ACTIVITIES, WorldConfig
 
@@ -90,14 +90,10 @@ def test_served_rank_fuses_with_the_policy_weights(loop):
   """No override, no exploration, no history (so nothing is familiar): the served fused
   score is the numpy fusion of the served heads with the policy's table."""
   policy = loop["policy"]
-  world = World(WorldConfig(n_tracks=N_TRACKS), seed=bench_serving.SEED)
-  rng = np.random.default_rng(11)
-  n = 2 * len(feature_spec.SEGMENTS)
-  listeners = world.sample_users(n, rng)
-  listeners.segment = (np.arange(n) % len(feature_spec.SEGMENTS)).astype(np.int8)
-  tracks, valid = slates_lib.CandidatePool(world, slates_lib.CandidateConfig(
-      familiar=8, style=8, popular=8, promo=6)).draw(listeners, rng)
-  activity = np.arange(n) % len(SIM_ACTIVITIES)
+  setup = served_world.segment_activity_listeners(bench_serving.SEED, 11)
+  world, listeners, tracks, valid, activity = (
+      setup.world, setup.listeners, setup.tracks, setup.valid, setup.activity)
+  n = len(activity)
   ctx = policies.Context(activity=activity, hour=np.full(n, 9), weekday=np.zeros(n, int),
                          ts=np.full(n, 1_700_000_000), seed=np.arange(n))
   builder = loop["served"].policy(None)   # a copy: no override; exploration off below
