@@ -21,6 +21,7 @@ benchmark section of ``docs/nearline.md`` and ``docs/nearline_benchmark.png``.
 
 import concurrent.futures
 import contextlib
+import json
 import os
 import re
 import subprocess
@@ -304,26 +305,49 @@ def gateway_overhead(root: str) -> Dict[str, object]:
         proc.wait(timeout=60)
 
 
+def _parts() -> List[str]:
+  """The parts to measure: ``MELODY_BENCH_NEARLINE_PARTS`` (comma-separated ``stores``,
+  ``gateway``; both by default). A partial run keeps the other part's last results."""
+  parts = os.environ.get("MELODY_BENCH_NEARLINE_PARTS", "stores,gateway").split(",")
+  unknown = sorted(set(parts) - {"stores", "gateway"})
+  if unknown:
+    raise ValueError(f"MELODY_BENCH_NEARLINE_PARTS: unknown part(s) {unknown}")
+  return parts
+
+
+def _previous_results() -> Dict[str, object]:
+  path = os.path.join(common.RESULTS_DIR, f"{NAME}.json")
+  if not os.path.exists(path):
+    return {}
+  with open(path) as f:
+    return json.load(f)
+
+
 def main(argv=None) -> int:
   """Runs the benchmark; writes the results JSON, the doc section and the picture."""
   del argv
-  results = {"load_avg_before": list(os.getloadavg()), "config": {
+  parts = _parts()
+  results = _previous_results() if len(parts) < 2 else {}
+  results.update({"load_avg_before": list(os.getloadavg()), "config": {
       "events": EVENTS, "listeners": LISTENERS, "max_batch": MAX_BATCH, "rate": RATE,
       "freshness_s": FRESHNESS_S, "interval_s": INTERVAL_S, "cache_states": CACHE_STATES},
-      "backends": {}}
+      "parts_measured": parts})
+  results.setdefault("backends", {})
   with tempfile.TemporaryDirectory(prefix="melody-bench-nearline-") as root:
-    with redis_server.redis_server(root) as redis_url:
-      urls = {"sqlite": lambda db: f"sqlite:///{root}/state{db}.db",
-              "redis": lambda db: redis_url.rsplit("/", 1)[0] + f"/{db}"}
-      for backend, url in urls.items():
-        _log(f"{backend}: throughput over {EVENTS} events")
-        row = {"throughput": throughput(url(0), root, CACHE_STATES)}
-        _log(f"{backend}: throughput over {EVENTS} events, no state cache")
-        row["throughput_uncached"] = throughput(url(1), root, 0)
-        _log(f"{backend}: freshness at {RATE} events/s, interval {INTERVAL_S} s")
-        row["freshness"] = freshness(url(2), root)
-        results["backends"][backend] = row
-    results["gateway"] = gateway_overhead(root)
+    if "stores" in parts:
+      with redis_server.redis_server(root) as redis_url:
+        urls = {"sqlite": lambda db: f"sqlite:///{root}/state{db}.db",
+                "redis": lambda db: redis_url.rsplit("/", 1)[0] + f"/{db}"}
+        for backend, url in urls.items():
+          _log(f"{backend}: throughput over {EVENTS} events")
+          row = {"throughput": throughput(url(0), root, CACHE_STATES)}
+          _log(f"{backend}: throughput over {EVENTS} events, no state cache")
+          row["throughput_uncached"] = throughput(url(1), root, 0)
+          _log(f"{backend}: freshness at {RATE} events/s, interval {INTERVAL_S} s")
+          row["freshness"] = freshness(url(2), root)
+          results["backends"][backend] = row
+    if "gateway" in parts:
+      results["gateway"] = gateway_overhead(root)
   results["load_avg_after"] = list(os.getloadavg())
   results["host"] = common.host_info()
   results["written_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
