@@ -41,8 +41,12 @@ def _run(args):
   checks = []
   if args.serving_log:
     from pipeline import skew_gate
-    checks.append(skew_gate.serving_log_check(
-        config, os.path.join(config.data_root, "examples"), args.serving_log))
+    try:
+      checks.append(skew_gate.serving_log_check(
+          config, os.path.join(config.data_root, "examples"), args.serving_log))
+    except FileNotFoundError as e:
+      print(f"melody pipeline run: error: {e}", file=sys.stderr, flush=True)
+      return 2
   try:
     summary = local_runner.run(config, checks=checks)
   except run_errors.PipelineRunError as e:
