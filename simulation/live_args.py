@@ -13,7 +13,10 @@ def add_arguments(parser) -> None:
                       help="simulated days the first model trains on")
   parser.add_argument("--canary-share", type=float, default=0.1,
                       help="share of listeners on the canary arm")
-  parser.add_argument("--steps", type=int, default=60, help="Trainer steps per daily run")
+  parser.add_argument("--steps", type=int, default=60,
+                      help="Trainer steps of a cold start (the bootstrap, the drill)")
+  parser.add_argument("--warm-steps", type=int, default=30,
+                      help="Trainer steps of a daily run (warm-started)")
   parser.add_argument("--window-days", type=int, default=2,
                       help="days of spans each daily run trains on")
   parser.add_argument("--bad-fraction", type=float, default=0.01,

@@ -233,7 +233,7 @@ class LiveLoop:
           run = live_pipeline.CandidateRun(span, None, "the drill's model instead")
         else:
           run = live_pipeline.train_candidate(self.paths["data"], self.paths["pipeline"],
-                                              span, c.training)
+                                              span, c.training.warm())
         pushed = run.pushed_version is not None and experiment.push_canary(run.pushed_version)
         train_s = time.perf_counter() - t_train
         report = experiment_report.write_report(
@@ -291,7 +291,7 @@ def config_from_args(args) -> LiveConfig:
       tracks=args.tracks, history_days=args.history_days, canary_share=args.canary_share,
       day=live_day.DayOptions(bad_fraction=args.bad_fraction,
                               sessions=args.sessions_per_day),
-      training=live_pipeline.TrainingOptions(steps=args.steps,
+      training=live_pipeline.TrainingOptions(steps=args.steps, warm_steps=args.warm_steps,
                                              window_days=args.window_days),
       test=live_experiment.TestSettings(min_samples=args.min_samples),
       outage_day=args.outage_day, nearline_crash_day=args.nearline_crash_day,

@@ -29,15 +29,27 @@ class TrainingOptions:
   """How small each day's training is (the loop must fit its time budget).
 
   Attributes:
-    steps: Trainer steps per run.
+    steps: Trainer steps of a cold-started run (the bootstrap's, the drill's).
+    warm_steps: Trainer steps of a daily run, which warm-starts from the last pushed
+      model and so only has to take in the window's newest day.
     eval_steps: Evaluation steps per run.
     window_days: Days of spans each run trains on.
     shards: Files per split and span.
   """
   steps: int = 60
+  warm_steps: int = 30
   eval_steps: int = 2
   window_days: int = 2
   shards: int = 1
+
+  def __post_init__(self):
+    for name in ("steps", "warm_steps", "eval_steps", "window_days", "shards"):
+      if getattr(self, name) < 1:
+        raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+  def warm(self) -> "TrainingOptions":
+    """These options for a warm-started daily run (``warm_steps`` Trainer steps)."""
+    return dataclasses.replace(self, steps=self.warm_steps)
 
 
 @dataclasses.dataclass
@@ -94,8 +106,10 @@ def versions(serving_dir: str) -> List[int]:
 
 def pipeline_config(data_dir: str, workdir: str,
                     options: TrainingOptions) -> configs.PipelineConfig:
+  # Transform's TFDV statistics are for a person to inspect and no component reads
+  # them; a daily run skips them.
   return configs.local_config(data_dir, workdir, train_steps=options.steps,
-                              eval_steps=options.eval_steps)
+                              eval_steps=options.eval_steps, transform_statistics=False)
 
 
 def train_candidate(data_dir: str, workdir: str, span: int,

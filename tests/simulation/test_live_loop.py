@@ -24,7 +24,7 @@ def run(tmp_path_factory):
   config = live_loop.LiveConfig(
       users=100, days=1, workdir=str(workdir), history_days=2,
       canary_share=0.5, day=live_day.DayOptions(bad_fraction=0.05, sessions=2),
-      training=live_pipeline.TrainingOptions(steps=20, window_days=2),
+      training=live_pipeline.TrainingOptions(steps=20, warm_steps=10, window_days=2),
       test=live_experiment.TestSettings(min_samples=10), outage_day=1)
   summary = live_loop.LiveLoop(config).run()
   return summary, str(workdir)
