@@ -5,11 +5,14 @@ columns) are sorted by listener and time (equal times in log order) and decided 
 numpy against each listener's small stored profile (``state_store.Profile``), by the
 rules of ``ListenerState.apply`` one event at a time: an event older than its listener's
 newest by more than the lateness limit is quarantined; a play equal in (ts, track,
-session) to one held, or to one earlier in the batch, is a duplicate; every other event
+session) to one held, or to one earlier in the batch, is a duplicate; one below its
+listener's ``HISTORY_LEN``-th newest held play (``StateStore.history_floors``) is
+quarantined, since the plays below that may have been cut and a repeat of one of them
+would count twice; every other event
 becomes one new play row, adds to its day's slot of the listener's counter ring when
 that day is still kept, and moves the segment and tenure when it is the newest to name
 them. Only the events at or before their listener's newest time are looked up among the
-held plays, to find the duplicates. The result is the store's batch: play rows, new
+held plays and against the floors. The result is the store's batch: play rows, new
 profiles (counter rings included), trims and the popularity counts of the plays not
 skipped.
 """
@@ -28,6 +31,11 @@ from online import state_store
 
 Profiles = Callable[[List[str]], Mapping[str, state_store.Profile]]
 HeldPlays = Callable[[List[state_store.PlayKey]], Set[state_store.PlayKey]]
+Floors = Callable[[List[str]], Mapping[str, state_store.HistoryKey]]
+
+
+BELOW_HISTORY = (f"older than the listener's last {feature_spec.HISTORY_LEN} plays: "
+                 "cannot be told from a repeat of a counted play")
 
 
 @dataclasses.dataclass
@@ -38,7 +46,8 @@ class Applied:
     batch: The store writes (plays, profiles, counters, trims, popularity).
     applied: Events applied.
     duplicates: Events that repeat a play already held.
-    late: (index of the event's line in the batch, reason), events quarantined late.
+    late: (index of the event's line in the batch, reason), events quarantined: later
+      than the limit, or below their listener's history floor.
     oldest_ts: Time of the oldest applied event (None: none applied).
   """
   batch: state_store.Batch = dataclasses.field(default_factory=state_store.Batch)
@@ -49,7 +58,8 @@ class Applied:
 
 
 def apply_events(columns: event_batch.EventColumns, profiles: Profiles,
-                 held_plays: HeldPlays, max_lateness_s: int) -> Applied:
+                 held_plays: HeldPlays, history_floors: Floors, max_lateness_s: int
+                 ) -> Applied:
   """Decides ``columns``' events against the listeners' stored profiles.
 
   Args:
@@ -57,6 +67,7 @@ def apply_events(columns: event_batch.EventColumns, profiles: Profiles,
     profiles: Reads the stored profiles of the given listeners (a listener left out
       starts from the cold-start profile).
     held_plays: Which of the given play keys the store holds.
+    history_floors: The stores' ``history_floors`` of the given listeners.
     max_lateness_s: An event older than its listener's newest event by more than this
       is quarantined.
   """
@@ -72,13 +83,14 @@ def apply_events(columns: event_batch.EventColumns, profiles: Profiles,
   stored = _StoredProfiles(users, profiles(users))
   newest = stored.newest[u]
   late = newest - t > max_lateness_s
-  dup = _duplicates(u, t, late, newest, rows, users, held_plays)
-  applied = ~late & ~dup
+  dup, below = _duplicates(u, t, late, newest, rows, users, held_plays, history_floors)
+  applied = ~late & ~dup & ~below
   out.applied = int(applied.sum())
   out.duplicates = int(dup.sum())
   line = columns.line
   out.late = [(line[order[j]], f"late by {newest[j] - t[j]} s (limit {max_lateness_s} s)")
               for j in np.flatnonzero(late).tolist()]
+  out.late += [(line[order[j]], BELOW_HISTORY) for j in np.flatnonzero(below).tolist()]
   if not out.applied:
     return out
   out.oldest_ts = int(t[applied].min())
@@ -146,29 +158,41 @@ class _StoredProfiles:
 
 
 def _duplicates(u: np.ndarray, t: np.ndarray, late: np.ndarray, newest: np.ndarray,
-                rows: _Sorted, users: List[str], held_plays: HeldPlays) -> np.ndarray:
-  """Which sorted events repeat a play held or earlier in the batch."""
+                rows: _Sorted, users: List[str], held_plays: HeldPlays,
+                history_floors: Floors) -> Tuple[np.ndarray, np.ndarray]:
+  """Which sorted events repeat a play held or earlier in the batch, and which fall below
+  their listener's history floor without repeating a held play."""
   n = len(u)
   dup = np.zeros(n, bool)
+  below = np.zeros(n, bool)
   same = np.zeros(n + 1, bool)
   same[1:n] = (u[1:] == u[:-1]) & (t[1:] == t[:-1])
-  # Only an event no newer than its listener's newest can equal a held play, and only
-  # events sharing a listener and time can equal each other.
+  # Only an event no newer than its listener's newest can equal a held play or fall
+  # below the floor, and only events sharing a listener and time can equal each other.
   older = (t <= newest) & ~late
   check = np.flatnonzero((older | same[:n] | same[1:]) & ~late).tolist()
   if not check:
-    return dup
-  held = held_plays([(users[c], ts, rows.track[j], rows.session[j]) for j, c, ts in zip(
-      np.flatnonzero(older).tolist(), u[older].tolist(), t[older].tolist())])
+    return dup, below
+  older_idx = np.flatnonzero(older).tolist()
+  keys = [(users[c], ts, rows.track[j], rows.session[j])
+          for j, c, ts in zip(older_idx, u[older].tolist(), t[older].tolist())]
+  held = held_plays(keys) if keys else set()
+  floors = history_floors(sorted({key[0] for key in keys})) if keys else {}
+  for j, key in zip(older_idx, keys):
+    floor = floors.get(key[0])
+    if floor is not None and key[1:] < floor and key not in held:
+      below[j] = True
   seen: Set[Tuple[int, int, str, str]] = set()
   for j in check:
+    if below[j]:
+      continue
     c = int(u[j])
     key = (c, int(t[j]), rows.track[j], rows.session[j])
     if key in seen or (users[c], *key[1:]) in held:
       dup[j] = True
     else:
       seen.add(key)
-  return dup
+  return dup, below
 
 
 def _last_before(sets: np.ndarray, index: np.ndarray, group_start: np.ndarray

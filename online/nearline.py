@@ -9,8 +9,9 @@ profiles and counters, the popularity counts, the quarantined lines and the new 
 in ONE store transaction. Every event therefore takes effect exactly once: a crash
 before the commit leaves the old offsets, and the restarted updater reads the same lines
 again against the same old rows; a crash after it leaves nothing to redo. A line that
-cannot be applied (malformed, or later than ``max_lateness_s`` behind its listener's
-newest event) is quarantined with its file, line number, raw text and reason; the same
+cannot be applied (malformed, later than ``max_lateness_s`` behind its listener's
+newest event, or older than the listener's last ``HISTORY_LEN`` plays, where a repeat of
+a counted play can no longer be told from a new one) is quarantined with its file, line number, raw text and reason; the same
 play logged twice is counted as a duplicate and applied once. One updater writes a
 store at a time, which is what lets it keep the profiles it committed in memory
 (``cache_states``) instead of reading them back for the next batch; a failed commit
@@ -131,6 +132,7 @@ class Updater:
       return report
     columns, rejected = event_batch.parse_lines(block.raws)
     applied = batch_apply.apply_events(columns, self._profiles, self.store.held_plays,
+                                       self.store.history_floors,
                                        self.options.max_lateness_s)
     batch = applied.batch
     batch.offsets = offsets

@@ -65,6 +65,14 @@ for i, key in ipairs(KEYS) do
 end
 return out
 """
+# KEYS: plays sets; ARGV[1]: HISTORY_LEN; returns each set's HISTORY_LEN-th newest member
+# (false: the set holds fewer).
+_FLOORS = """
+local out = {}
+local rank = -tonumber(ARGV[1])
+for i, key in ipairs(KEYS) do out[i] = redis.call('ZRANGE', key, rank, rank)[1] or false end
+return out
+"""
 # ARGV[1]: the profile key prefix; ARGV[2]: MessagePack of [[user, packed profile,
 # event timestamp], ...].
 _SET_PROFILES = """
@@ -105,8 +113,9 @@ class RedisStore(state_store.StateStore):
     self._ns = namespace
     self._redis = redis.Redis.from_url(url)
     self._redis.ping()
-    scripts = (_GET_STATES, _GET_PROFILES, _PLAYS_AT, _SET_PROFILES, _ADD_PLAYS, _TRIM)
-    (self._get_states, self._get_profiles, self._plays_at, self._set_profiles,
+    scripts = (_GET_STATES, _GET_PROFILES, _PLAYS_AT, _FLOORS, _SET_PROFILES, _ADD_PLAYS,
+               _TRIM)
+    (self._get_states, self._get_profiles, self._plays_at, self._floors, self._set_profiles,
      self._add_plays, self._trim) = [self._redis.register_script(s) for s in scripts]
     self._check_format()
 
@@ -164,6 +173,20 @@ class RedisStore(state_store.StateStore):
         prefix = f"{key[2]}{_SEP}{key[3]}{_SEP}".encode()
         if any(m.startswith(prefix) for m in members):
           out.add(key)
+    return out
+
+  def history_floors(self, user_ids: Sequence[str]
+                     ) -> Dict[str, state_store.HistoryKey]:
+    ids = list(dict.fromkeys(user_ids))
+    out = {}
+    for i in range(0, len(ids), _KEYS_PER_CALL):
+      chunk = ids[i:i + _KEYS_PER_CALL]
+      found = self._floors(keys=[self._plays_key(u) for u in chunk],
+                           args=[feature_spec.HISTORY_LEN])
+      for user, member in zip(chunk, found):
+        if member:
+          ts, track, session = _unpack_play(member)[:3]
+          out[user] = (ts, track, session)
     return out
 
   def get_many(self, user_ids: Sequence[str]) -> Dict[str, listener_state.ListenerState]:

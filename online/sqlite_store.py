@@ -48,6 +48,10 @@ _PROFILE = ("INSERT INTO listener_profile VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLI
             "DO UPDATE SET newest_ts = excluded.newest_ts, segment = excluded.segment, "
             "tenure_days = excluded.tenure_days, tenure_ts = excluded.tenure_ts, "
             "play_rows = excluded.play_rows, counters = excluded.counters")
+# Joins listener k's HISTORY_LEN-th newest play row (the last variable: HISTORY_LEN - 1).
+_FLOOR = ("f.user_id = k.column1 AND (f.ts, f.track_id, f.session_id) = (SELECT ts, track_id, "
+          "session_id FROM listener_plays WHERE user_id = k.column1 ORDER BY ts DESC, "
+          "track_id DESC, session_id DESC LIMIT 1 OFFSET ?)")
 # Deletes a listener's plays older than its newest HISTORY_LEN (by the key order).
 _TRIM = ("DELETE FROM listener_plays WHERE user_id = ?1 AND (ts, track_id, session_id) < "
          "(SELECT ts, track_id, session_id FROM listener_plays WHERE user_id = ?1 "
@@ -150,6 +154,18 @@ class SqliteStore(state_store.StateStore):
           "CROSS JOIN listener_plays AS p ON p.user_id = k.column1 AND p.ts = k.column2 "
           "AND p.track_id = k.column3 AND p.session_id = k.column4",
           [v for key in chunk for v in key]))
+    return out
+
+  def history_floors(self, user_ids: Sequence[str]
+                     ) -> Dict[str, state_store.HistoryKey]:
+    out = {}
+    conn = self._conn()
+    for chunk, marks in self._chunks(user_ids):
+      values = ",".join(f"({m})" for m in marks.split(","))
+      out.update((user, (ts, track, session)) for user, ts, track, session in conn.execute(
+          f"SELECT k.column1, f.ts, f.track_id, f.session_id FROM (VALUES {values}) AS k "
+          f"CROSS JOIN listener_plays AS f ON {_FLOOR}", [*chunk, feature_spec.HISTORY_LEN - 1]
+          ).fetchall())
     return out
 
   def get_many(self, user_ids: Sequence[str]) -> Dict[str, listener_state.ListenerState]:

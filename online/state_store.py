@@ -44,6 +44,8 @@ TRIM_AT = 2 * feature_spec.HISTORY_LEN   # play rows a listener may hold before 
 PlayRow = Tuple[str, int, str, str, str, float, float]
 # What identifies a play: (user, ts, track, session).
 PlayKey = Tuple[str, int, str, str]
+# A play's place in its listener's history: (ts, track, session).
+HistoryKey = Tuple[int, str, str]
 # The counter ring: slot ``day % COUNTER_DAYS`` holds (day, counts in COUNTERS order).
 _RING_SHAPE = (listener_state.COUNTER_DAYS, 1 + len(listener_state.COUNTERS))
 EMPTY_COUNTERS = np.full(_RING_SHAPE, -1, np.int32).tobytes()
@@ -128,6 +130,16 @@ class StateStore(abc.ABC):
   @abc.abstractmethod
   def held_plays(self, keys: Sequence[PlayKey]) -> Set[PlayKey]:
     """Which of ``keys`` the store holds a play row of."""
+
+  @abc.abstractmethod
+  def history_floors(self, user_ids: Sequence[str]) -> Dict[str, HistoryKey]:
+    """Per listener holding at least ``HISTORY_LEN`` play rows, the key of its
+    ``HISTORY_LEN``-th newest (listeners holding fewer are left out).
+
+    Every play at or above that key that was ever applied is still held (a trim only cuts
+    rows below it), so an event below it is the one kind a store cannot tell from a
+    repeat of a counted play.
+    """
 
   @abc.abstractmethod
   def commit(self, batch: Batch) -> None:

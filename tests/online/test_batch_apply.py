@@ -85,6 +85,7 @@ def test_an_all_late_batch_writes_no_listener():
   columns, _ = event_batch.parse_lines([json.dumps(online_events.play("u1", T0, "t1"))
                                         .encode()])
   stored = {"u1": state_store.Profile(newest_ts=T0 + 10 * DAY)}
-  applied = batch_apply.apply_events(columns, lambda users: stored, lambda keys: set(), DAY)
+  applied = batch_apply.apply_events(columns, lambda users: stored, lambda keys: set(),
+                                     lambda users: {}, DAY)
   assert (applied.applied, applied.batch.profiles, applied.batch.plays) == (0, {}, [])
   assert applied.late == [(0, f"late by {10 * DAY} s (limit {DAY} s)")]

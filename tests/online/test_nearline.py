@@ -2,8 +2,11 @@
 
 import json
 
+from features import feature_spec
+from online import batch_apply
 from online import event_source
 from online import nearline
+from online import state_store
 from online import stores
 from melody_testing import online_events
 
@@ -82,3 +85,26 @@ def test_a_failed_commit_drops_the_cached_states_and_the_retry_applies_once(tmp_
     assert updater.step().applied == 1
     assert store.get("u1").track_ids() == ["t0", "t1"]
     assert store.get("u1").counter_totals()["plays"] == 2
+
+
+def test_a_repeat_of_a_play_below_the_history_is_quarantined_not_counted(tmp_path, store):
+  n = state_store.TRIM_AT + 10   # enough plays for a trim to cut the oldest rows
+  plays = [online_events.play("u1", T0 + 60 * i, f"t{i}", session="s") for i in range(n)]
+  online_events.append(tmp_path / "a.jsonl", plays)
+  updater = _updater(tmp_path, store, max_batch=40)
+  assert updater.drain().applied == n
+  before = store.get("u1").counter_totals()
+  assert before["plays"] == n
+  floor = n - feature_spec.HISTORY_LEN
+  # A play cut by the trim, one below the history but still held, the floor play itself
+  # and a new late play above it.
+  online_events.append(tmp_path / "a.jsonl", [
+      plays[0], plays[floor - 1], plays[floor],
+      online_events.play("u1", T0 + 60 * floor + 1, "late", session="s")])
+  total = updater.drain()
+  assert (total.applied, total.duplicates, total.quarantined) == (1, 1, 2)
+  assert [(q.line, q.reason) for q in store.quarantined()] == [
+      (n + 1, batch_apply.BELOW_HISTORY), (n + 2, batch_apply.BELOW_HISTORY)]
+  after = store.get("u1")
+  assert after.counter_totals()["plays"] == n + 1
+  assert after.track_ids()[:2] == ["late", f"t{floor + 1}"]

@@ -29,6 +29,7 @@ def test_commit_then_read_back_states_offsets_popularity_and_quarantine(store):
   got = store.get_many(["u2", "u1", "nobody", "u1"])
   assert got == {"u1": states[0], "u2": states[1]}
   assert store.profiles(["u1", "nobody"]) == {"u1": batch.profiles["u1"]}
+  assert store.history_floors(["u1", "u2"]) == {}   # fewer than HISTORY_LEN plays
   assert store.held_plays([("u1", 1_700_000_001, "b", "s"), ("u1", 1_700_000_001, "b", "x"),
                            ("u2", 1_700_000_000, "c", "s")]) == {
                                ("u1", 1_700_000_001, "b", "s"), ("u2", 1_700_000_000, "c", "s")}
@@ -71,6 +72,7 @@ def test_a_trim_keeps_the_newest_plays(store):
   assert store.held_plays([("u1", t0 + n - keep, f"t{n - keep}", "s"),
                            ("u1", t0 + n - keep - 1, f"t{n - keep - 1}", "s")]) == {
                                ("u1", t0 + n - keep, f"t{n - keep}", "s")}
+  assert store.history_floors(["u1", "nobody"]) == {"u1": (t0 + n - keep, f"t{n - keep}", "s")}
 
 
 def test_a_format_1_store_is_migrated_and_a_newer_one_refused(store_url, tmp_path):
