@@ -132,9 +132,11 @@ def _compile(args):
     beam = configs.direct_beam_args("multi_processing", 2)
   spec = kubeflow_v2_runner.compile_pipeline(kubeflow_v2_runner.KubeflowConfig(
       image=args.image, pipeline_root=args.pipeline_root, data_root=args.data_root,
-      serving_dir=args.serving_dir, beam_args=beam), args.out)
+      serving_dir=args.serving_dir, beam_args=beam, window_days=args.window_days), args.out)
   tasks = spec["pipelineSpec"]["root"]["dag"]["tasks"]
-  print(f"wrote {args.out}: {len(tasks)} components, image {args.image}")
+  window = (f", window {args.window_days} days ending with the run's scheduled_date"
+            if args.window_days else "")
+  print(f"wrote {args.out}: {len(tasks)} components, image {args.image}{window}")
   return 0
 
 
@@ -234,6 +236,10 @@ def register(subparsers) -> None:
   p.add_argument("--region", default="")
   p.add_argument("--temp-location", default="")
   p.add_argument("--flink-master", default="")
+  p.add_argument("--window-days", type=int, default=0,
+                 help="train on the spans of the N days ending with the run's "
+                      "scheduled_date parameter (YYYYMMDD; default 'latest': the newest "
+                      "span) and evaluate on that day's span (WindowExampleGen)")
   p.set_defaults(handler=_compile)
 
   p = sub.add_parser("schedule", help="create a recurring Kubeflow run with the KFP client")

@@ -1,8 +1,11 @@
 """Compiles the Melody pipeline into a Kubeflow Pipelines v2 spec (JSON), offline.
 
-The same ``create_pipeline`` as the local runner, with a container image that has Melody installed (components refer to module
-paths, so nothing is staged to the pipeline root), and Beam arguments for Dataflow or
-Flink from the config.
+The same ``create_pipeline`` as the local runner, with a container image that has
+Melody installed (components refer to module paths, so nothing is staged to the
+pipeline root), and Beam arguments for Dataflow or Flink from the config. With a
+rolling window (``window_days``), ``WindowExampleGen`` (``pipeline.window_example_gen``)
+takes ImportExampleGen's place and the spec gains the runtime parameter
+``scheduled_date`` (YYYYMMDD) that names the window's last day.
 """
 
 import dataclasses
@@ -15,6 +18,7 @@ from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner as kv2
 
 from pipeline import configs
 from pipeline import pipeline as melody_pipeline
+from pipeline import window_example_gen
 
 DEFAULT_IMAGE = "ghcr.io/melody/melody:latest"
 
@@ -29,6 +33,9 @@ class KubeflowConfig:
     data_root: where the example shards land (``examples/span-{SPAN}/…``).
     serving_dir: the Pusher's destination, watched by the model servers.
     beam_args: Beam options for the Beam-using components (Dataflow/Flink/Direct).
+    window_days: N > 0 trains on the spans of the N days ending with the run's
+      ``scheduled_date`` and evaluates on that day's span; 0 reads one span with
+      ImportExampleGen (its ``{SPAN}`` pattern, the latest span).
   """
   image: str = DEFAULT_IMAGE
   pipeline_root: str = "gs://melody-pipelines/root"
@@ -39,6 +46,7 @@ class KubeflowConfig:
   use_spans: bool = True
   subscription_auc_floor: float = 0.55
   with_intent: bool = True
+  window_days: int = 0
 
 
 def pipeline_config(kf: KubeflowConfig) -> configs.PipelineConfig:
@@ -57,6 +65,9 @@ def compile_pipeline(kf: KubeflowConfig, output_file: str) -> dict:
       config=kv2.KubeflowV2DagRunnerConfig(default_image=kf.image),
       output_dir=os.path.dirname(os.path.abspath(output_file)),
       output_filename=os.path.basename(output_file))
-  runner.run(melody_pipeline.create_pipeline(pipeline_config(kf)), write_out=True)
+  example_gen = (window_example_gen.create(kf.data_root, kf.window_days)
+                 if kf.window_days else None)
+  runner.run(melody_pipeline.create_pipeline(pipeline_config(kf), example_gen=example_gen),
+             write_out=True)
   with open(output_file) as f:
     return json.load(f)

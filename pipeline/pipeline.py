@@ -36,19 +36,23 @@ def example_input_config(use_spans: bool) -> tfx.proto.Input:
 
 def create_pipeline(config: configs.PipelineConfig,
                     metadata_connection_config=None,
-                    outputs: Optional[dict] = None) -> tfx.dsl.Pipeline:
+                    outputs: Optional[dict] = None,
+                    example_gen=None) -> tfx.dsl.Pipeline:
   """Builds the Melody training pipeline.
 
   Args:
     config: paths, Beam arguments, training sizes and engine choices.
     metadata_connection_config: ML Metadata connection (local runs); None on Kubeflow.
     outputs: model output name -> label key for the Evaluator (default: label keys).
+    example_gen: a component with an ``examples`` output to read instead of
+      ImportExampleGen (the Kubeflow window, ``pipeline.window_example_gen``).
 
   Returns:
     The pipeline (nothing has run).
   """
-  example_gen = tfx.components.ImportExampleGen(
-      input_base=config.input_root(), input_config=example_input_config(config.use_spans))
+  if example_gen is None:
+    example_gen = tfx.components.ImportExampleGen(
+        input_base=config.input_root(), input_config=example_input_config(config.use_spans))
   statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
   if config.schema_dir:
     schema_gen = tfx.components.ImportSchemaGen(

@@ -26,7 +26,7 @@ import dataclasses
 import datetime
 import os
 import re
-from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from pipeline import configs
 from pipeline import drift_gate
@@ -47,12 +47,20 @@ def _date(span: int) -> datetime.date:
   return datetime.datetime.strptime(str(span), "%Y%m%d").date()
 
 
-def available_spans(data_root: str) -> List[int]:
-  """The spans (YYYYMMDD numbers) under ``data_root/examples``, oldest first."""
-  folder = os.path.join(data_root, "examples")
-  if not os.path.isdir(folder):
+def available_spans(data_root: str, listdir: Callable[[str], List[str]] = os.listdir
+                    ) -> List[int]:
+  """The spans (YYYYMMDD numbers) under ``data_root/examples``, oldest first.
+
+  Args:
+    data_root: the dataset's root.
+    listdir: lists a folder's names (another filesystem's, e.g. an object store's);
+      raises FileNotFoundError for a missing folder.
+  """
+  try:
+    names = listdir(os.path.join(data_root, "examples"))
+  except (FileNotFoundError, NotADirectoryError):
     return []
-  return sorted(int(m.group(1)) for m in map(SPAN_DIR.match, os.listdir(folder)) if m)
+  return sorted(int(m.group(1)) for m in map(SPAN_DIR.match, names) if m)
 
 
 def window(span: int, available: Sequence[int], days: int) -> Tuple[int, ...]:
@@ -75,22 +83,39 @@ def pending(available: Sequence[int], covered: Sequence[int],
   return [s for s in candidates if s > max(covered)]
 
 
+class WindowFile(NamedTuple):
+  """One file a window reads: its path in the span, its split and its window name."""
+  source: str
+  split: str
+  name: str
+
+
+def window_files(data_root: str, spans: Sequence[int],
+                 listdir: Callable[[str], List[str]] = os.listdir) -> List[WindowFile]:
+  """The files of a window: the train files of every span and the eval files of the
+  newest; each named ``<split>-<span>-<rest>`` so that spans never collide."""
+  out = []
+  for span in spans:
+    source = os.path.join(data_root, "examples", span_name(span))
+    for name in sorted(listdir(source)):
+      split = name.split("-", 1)[0]
+      if split == "train" or (split == "eval" and span == spans[-1]):
+        out.append(WindowFile(os.path.join(source, name), split,
+                              f"{split}-{span}-{name[len(split) + 1:]}"))
+  return out
+
+
 def window_input(data_root: str, workdir: str, spans: Sequence[int]) -> str:
-  """Builds the input folder of a window (train files of every span, eval files of the
-  newest) and returns its root, which holds ``examples/span-S/``."""
+  """Builds the input folder of a window (links to :func:`window_files`) and returns
+  its root, which holds ``examples/span-S/``."""
   newest = spans[-1]
   root = os.path.join(workdir, "window_inputs", span_name(newest))
   folder = os.path.join(root, "examples", span_name(newest))
   os.makedirs(folder, exist_ok=True)
   for name in os.listdir(folder):
     os.remove(os.path.join(folder, name))
-  for span in spans:
-    source = os.path.join(data_root, "examples", span_name(span))
-    for name in sorted(os.listdir(source)):
-      split = name.split("-", 1)[0]
-      if split == "train" or (split == "eval" and span == newest):
-        os.symlink(os.path.abspath(os.path.join(source, name)),
-                   os.path.join(folder, f"{split}-{span}-{name[len(split) + 1:]}"))
+  for f in window_files(data_root, spans):
+    os.symlink(os.path.abspath(f.source), os.path.join(folder, f.name))
   return root
 
 
