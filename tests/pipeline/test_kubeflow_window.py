@@ -10,6 +10,7 @@ import pytest
 from tfx.orchestration.kubeflow.v2.container import kubeflow_v2_run_executor
 
 from pipeline import kubeflow_v2_runner as kv2
+from pipeline import schedule
 from pipeline import window_example_gen
 
 DAYS = ("20240101", "20240102", "20240103")
@@ -50,6 +51,18 @@ def test_the_window_parameters_and_the_scheduled_date(spec):
   executor = spec["pipelineSpec"]["deploymentSpec"]["executors"][
       f"{window_example_gen.COMPONENT_ID}_executor"]["container"]
   assert "pipeline.window_example_gen.WindowExampleGen_Executor" in executor["args"]
+
+
+def test_a_recurring_run_fills_the_date_and_catches_up(spec, tmp_path, capsys):
+  path = tmp_path / "melody.json"
+  path.write_text(json.dumps(spec))
+  request = schedule.schedule(str(path), "0 3 * * *", dry_run=True)
+  assert request["params"] == {"scheduled_date": "[[ScheduledTime.20060102]]"}
+  assert request["no_catchup"] is False and request["max_concurrency"] == 1
+  assert "[[ScheduledTime.20060102]]" in capsys.readouterr().out
+  # A spec without the window keeps one run per tick and no parameters.
+  single = schedule.schedule(str(tmp_path / "not_compiled.json"), "0 3 * * *", dry_run=True)
+  assert "params" not in single and single["no_catchup"] is True
 
 
 def test_without_a_window_import_example_gen_reads_one_span(tmp_path):
