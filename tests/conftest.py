@@ -1,6 +1,7 @@
 """Shared pytest setup: Keras 2 before TensorFlow, markers, and the real-data location."""
 
 import os
+import shutil
 import sys
 
 import keras_guard
@@ -24,11 +25,18 @@ def pytest_configure(config):
 # starting the longest first lets the two workers finish close together. A module not
 # named here follows them, the modules with slow tests first.
 LONGEST_MODULES = (
-    "tests/simulation/test_live_loop.py",
     "tests/e2e/test_scheduled_pipeline.py",
+    "tests/simulation/test_live_loop.py",
     "tests/e2e/test_real_data_pipeline.py",
     "tests/e2e/test_play_only_pipeline.py",
     "tests/e2e/test_kkbox_pipeline.py",
+    "tests/serving/test_export.py",
+    "tests/pipeline/test_trainer.py",
+    "tests/ranking/test_intent_composed.py",
+    "tests/ranking/test_intent_training.py",
+    "tests/pipeline/test_multi_worker.py",
+    "tests/simulation/test_calibration.py",
+    "tests/serving/test_serving_e2e.py",
 )
 
 
@@ -69,13 +77,45 @@ def fixtures_dir():
 # Exporting the ranker (build the serving module, trace, save, write warmup records) is
 # the dearest step of the serving and online tests, so the modules that only need an
 # exported version share this one and copy or extend it instead of exporting their own.
+# The world and the export are built once per session, by the first xdist worker that
+# needs them (``melody_testing.session_share``); each worker serves its own copy.
 RANKER_N_MAX = 200
 RANKER_WARMUP_RECORDS = 14
 
 
 @pytest.fixture(scope="session")
-def ranker_export(tmp_path_factory):
-  """Version 1 of the tiny ranker, exported under ``BASE`` with the server configs.
+def serving_world(tmp_path_factory):
+  """``bench.serving.prepare_world``'s small simulated world and its TFT output, shared
+  read-only by every worker of the session."""
+  # pylint: disable=import-outside-toplevel
+  from bench import serving as bench_serving
+  from melody_testing import session_share
+  # pylint: enable=import-outside-toplevel
+  return session_share.build_once(tmp_path_factory, "serving_world",
+                                  bench_serving.prepare_world)
+
+
+def _export_ranker_once(model, paths):
+  """A builder for ``session_share``: version 1 under ``DIR/melody``; returns its path."""
+  from serving import export  # pylint: disable=import-outside-toplevel
+
+  def build(root):
+    done = os.path.join(root, "DONE")
+    if not os.path.exists(done):
+      shutil.rmtree(root, ignore_errors=True)
+      export.export_serving_model(model, paths["tft"], paths["tracks"],
+                                  os.path.join(root, "melody"), version=1,
+                                  n_max=RANKER_N_MAX,
+                                  num_warmup_records=RANKER_WARMUP_RECORDS)
+      with open(done, "w", encoding="utf-8") as f:
+        f.write("ok\n")
+    return os.path.join(root, "melody", "1")
+  return build
+
+
+@pytest.fixture(scope="session")
+def ranker_export(serving_world, tmp_path_factory):
+  """Version 1 of the tiny ranker, under this worker's own ``BASE`` with the server configs.
 
   Returns:
     ``{"paths": prepare_world paths, "model": the RankingModel, "base": BASE,
@@ -83,11 +123,13 @@ def ranker_export(tmp_path_factory):
   """
   # pylint: disable=import-outside-toplevel
   from bench import serving as bench_serving
-  from serving import export
+  from melody_testing import session_share
+  from melody_testing import version_copies
   # pylint: enable=import-outside-toplevel
-  paths = bench_serving.prepare_world(str(tmp_path_factory.getbasetemp() / "serving_world"))
+  # The same seed builds the same weights in every worker.
   model = bench_serving.build_model()
+  shared = session_share.build_once(tmp_path_factory, "ranker_export",
+                                    _export_ranker_once(model, serving_world))
   base = str(tmp_path_factory.mktemp("export") / "models" / "melody")
-  v1 = export.export_serving_model(model, paths["tft"], paths["tracks"], base,
-                                   n_max=RANKER_N_MAX, num_warmup_records=RANKER_WARMUP_RECORDS)
-  return {"paths": paths, "model": model, "base": base, "v1": v1}
+  v1 = version_copies.copy_as_first_version(shared, base)
+  return {"paths": serving_world, "model": model, "base": base, "v1": v1}

@@ -21,9 +21,9 @@ TEXTS = ["calm piano for a rainy commute", "dance music for a house party",
 
 
 @pytest.fixture(scope="module")
-def zero_shot_intent(tmp_path_factory):
+def zero_shot_intent(serving_world):
   """The simulated world's paths and catalogue, and a zero-shot MiniLM intent module."""
-  paths = bench_serving.prepare_world(str(tmp_path_factory.getbasetemp() / "intent_world"))
+  paths = serving_world
   tracks = pd.read_parquet(paths["tracks"])
   ck = ckpt_lib.load()
   model = dual_encoder.IntentDualEncoder(ck.config, num_tracks=len(tracks))

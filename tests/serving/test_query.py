@@ -8,20 +8,20 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench import serving as bench_serving
 from features import feature_spec
+from melody_testing import version_copies
 from ranking.fusion import reasons
 from serving import cli
-from serving import export
 from serving import query
 from serving import server as server_lib
+
+
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
-  paths = bench_serving.prepare_world(str(tmp_path_factory.getbasetemp() / "serving_world"))
-  model = bench_serving.build_model()
+def env(ranker_export, tmp_path_factory):
+  # The session's export of the tiny ranker (tests/conftest.py), served from a copy.
+  paths = ranker_export["paths"]
   base = str(tmp_path_factory.mktemp("query") / "models" / "melody")
-  version = export.export_serving_model(model, paths["tft"], paths["tracks"], base,
-                                        n_max=200, num_warmup_records=5)
+  version = version_copies.copy_as_first_version(ranker_export["v1"], base)
   events = pd.read_parquet(os.path.join(paths["data"], "events"))
   user = events["user_id"].value_counts().index[0]   # the most active listener
   return {"paths": paths, "version": version, "base": base, "events": events, "user": user}

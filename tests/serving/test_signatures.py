@@ -1,7 +1,8 @@
 """Tests of serving.signatures (the rank / recommend / score_examples graph in process)
 and of the request schema it is traced with.
 
-One small simulated world (``bench.serving.prepare_world``: ``simulation.datagen.run`` +
+The session's small simulated world (``serving_world`` in tests/conftest.py:
+``bench.serving.prepare_world``, i.e. ``simulation.datagen.run`` +
 ``features.preprocessing.transform_dataset``) and one tiny initialized ranker per
 module; the signatures are called as concrete functions, exactly as they are saved.
 """
@@ -51,8 +52,8 @@ class KeywordIntent(tf.Module):
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
-  paths = bench_serving.prepare_world(str(tmp_path_factory.getbasetemp() / "serving_world"))
+def env(serving_world):
+  paths = serving_world
   model = bench_serving.build_model()
   catalog = catalog_lib.Catalog.from_tracks(paths["tracks"])
   module = signatures_lib.RankerServingModule(model, paths["tft"], catalog, n_max=N_MAX)
