@@ -43,7 +43,9 @@ trained next-track model, ``ranking_next_track``), ``MELODY_BENCH_RANKING_INPUT_
 (1: the ``throughput`` part re-measures only the input path, ``ranking_input_path``,
 and keeps the rest of its block).
 The benchmark runs in parts (``PARTS``: throughput, latency, simulator, curves, real,
-sequence);
+sequence, convergence: ``ranking_convergence``, every model of
+``MELODY_BENCH_RANKING_CONVERGENCE_MODELS`` trained to early stopping on held-out training
+listeners, at most ``MELODY_BENCH_RANKING_CONVERGENCE_EPOCHS`` passes, 3);
 ``MELODY_BENCH_RANKING_ONLY=simulator,curves`` (comma-separated) runs only those into the
 existing results file, keeping the others, and rewrites the docs and PNG, so each part can
 run on its own on a shared machine. Each part records its time, host and load average.
@@ -66,6 +68,7 @@ from typing import Dict, Tuple
 
 from bench import common
 from bench import ranking_compare
+from bench import ranking_convergence
 from bench import ranking_curves
 from bench import ranking_data
 from bench import ranking_input_path
@@ -121,11 +124,15 @@ def _save(results: Dict[str, object]) -> None:
 # 30Music next-track ranking (``ranking_next_track``).
 NEXT_TRACK = "30music_next_track"
 REAL_SOURCES = ("kkbox", "30music", NEXT_TRACK)
-PARTS = ("throughput", "latency", "simulator", "curves", "real", "sequence")
+PARTS = ("throughput", "latency", "simulator", "curves", "real", "sequence", "convergence")
 # Parts that train on the simulator data (generated once per invocation).
-_SIM_PARTS = ("throughput", "simulator", "curves", "sequence")
+_SIM_PARTS = ("throughput", "simulator", "curves", "sequence", "convergence")
 CURVE_MODELS = (ranking_models.LINEAR, ranking_models.FLAT_MMOE,
                 ranking_models.FLAT_MMOE_RECENT, "mmoe")
+# The ``convergence`` part's default variants: the causal model trained sequence-level
+# against the reference rankers and the flat ablations.
+CONVERGENCE_MODELS = (ranking_convergence.SEQUENCE_LEVEL, ranking_models.LINEAR,
+                      ranking_models.FLAT_MMOE, ranking_models.FLAT_MMOE_RECENT)
 
 
 def _settings() -> Dict[str, object]:
@@ -146,6 +153,11 @@ def _settings() -> Dict[str, object]:
               "MELODY_BENCH_RANKING_MODELS", ",".join(ranking_models.MODELS)).split(",")
                      if m.strip()],
           "workers": _env_int("MELODY_BENCH_RANKING_WORKERS", 2),
+          "convergence_models": [m.strip() for m in os.environ.get(
+              "MELODY_BENCH_RANKING_CONVERGENCE_MODELS", ",".join(CONVERGENCE_MODELS)).split(
+                  ",") if m.strip()],
+          "convergence_max_epochs": _env_float("MELODY_BENCH_RANKING_CONVERGENCE_EPOCHS",
+                                               3.0),
           "curve_steps": [int(x) for x in os.environ.get(
               "MELODY_BENCH_RANKING_CURVE_STEPS", "300,1000,2000").split(",")],
           "generator": {
@@ -161,6 +173,11 @@ def _check_models(settings: Dict[str, object]) -> Dict[str, object]:
   unknown = [m for m in settings["models"] if m not in ranking_models.MODELS]
   if unknown:
     raise ValueError(f"unknown ranking bench model(s) {unknown}; known: {ranking_models.MODELS}")
+  trainable = [m for m in ranking_models.MODELS if m != ranking_models.POPULARITY]
+  known = trainable + [ranking_convergence.SEQUENCE_LEVEL]
+  unknown = [m for m in settings["convergence_models"] if m not in known]
+  if unknown:
+    raise ValueError(f"unknown convergence model(s) {unknown}; known: {known}")
   return settings
 
 
@@ -198,6 +215,10 @@ def _run_part(part: str, results, work: str, sim, sim_paths, st) -> None:
     results["sequence"] = ranking_sequence.sequence_comparison(
         sim, st["sequence_steps"], st["batch_size"], seeds,
         equal_wall=st["sequence_equal_wall"])
+  elif part == "convergence":
+    results["convergence"] = ranking_convergence.compare_at_convergence(
+        sim, st["convergence_models"], st["batch_size"], seeds,
+        max_epochs=st["convergence_max_epochs"])
   elif part == "curves":
     held = ranking_curves.holdout_listeners(sim["train"])
     covered = {h: bool(ranking_compare.head_coverage(held, h)["covered"])

@@ -9,6 +9,7 @@ from typing import Dict, List
 import numpy as np
 
 from bench import common
+from bench import ranking_convergence
 from bench import ranking_input_path
 from bench import ranking_models
 from bench import ranking_notes
@@ -196,6 +197,8 @@ def write_doc(results: Dict[str, object]) -> None:
   lines += ranking_next_track.lines(results.get("next_track"))
   lines += ranking_sequence_report.lines(results.get("sequence"),
                                          results.get("parts", {}).get("sequence"))
+  lines += ranking_convergence.lines(results.get("convergence"),
+                                     results.get("parts", {}).get("convergence"))
   lines += _speed_lines(results["throughput"])
   lines += _stale_lines(results, "throughput")
   lines += ["", "### Scoring latency (one listener encoded once, N candidates broadcast)", "",
