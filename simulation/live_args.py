@@ -35,3 +35,10 @@ def add_arguments(parser) -> None:
   parser.add_argument("--nearline-crash-day", type=int, default=0,
                       help="drill: kill the nearline updater while it applies this day's "
                            "log and restart it")
+  parser.add_argument("--stable-model", default="",
+                      help="serve the newest version another run pushed under this "
+                           "serving directory as the first stable instead of training "
+                           "one (its data's --tracks and --seed must be this run's)")
+  parser.add_argument("--no-last-day-run", action="store_true",
+                      help="skip the last day's pipeline run (its candidate would serve "
+                           "no one in this run)")

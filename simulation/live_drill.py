@@ -15,7 +15,6 @@ the newest version, never from the drill's model.
 import dataclasses
 import glob
 import os
-import shutil
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
@@ -75,11 +74,7 @@ def publish_below_newest(model_dir: str, serving_dir: str) -> int:
     version -= 1
   if version <= 0:
     raise ValueError(f"no free version number below {max(taken)} in {serving_dir}")
-  # Copied under a name the model server ignores, then renamed: it never sees half a model.
-  partial = os.path.join(serving_dir, f".partial-{version}")
-  shutil.rmtree(partial, ignore_errors=True)
-  shutil.copytree(model_dir, partial)
-  os.rename(partial, os.path.join(serving_dir, str(version)))
+  live_pipeline.copy_version(model_dir, serving_dir, version)
   return version
 
 

@@ -57,6 +57,12 @@ class LiveConfig:
       day's log and restarted (a drill; 0: none).
     bad_candidate_day: A day after whose traffic a model trained on the day's plays with
       shuffled labels is forced to canary (a drill, ``simulation.live_drill``; 0: none).
+    stable_model: A serving directory another run pushed to (e.g. `make demo`'s
+      pipeline) whose newest version is served as the first ``stable`` in place of the
+      bootstrap's pipeline run; its catalogue must be this world's (same ``tracks`` and
+      ``seed`` as the data it was trained on). "": the bootstrap trains one.
+    last_day_run: Whether the last day ends with its pipeline run. Its candidate would
+      first be heard the day after the run ends, so a short run (the demo's) skips it.
   """
   users: int = 1000
   days: int = 5
@@ -71,6 +77,8 @@ class LiveConfig:
   outage_day: int = 0
   nearline_crash_day: int = 0
   bad_candidate_day: int = 0
+  stable_model: str = ""
+  last_day_run: bool = True
 
   def __post_init__(self):
     for name in ("users", "days", "tracks", "history_days"):
@@ -138,19 +146,27 @@ class LiveLoop:
     rows = table.to_pylist()
     live_day.write_log(live_day.day_log_path(self.paths["events"], 0), rows, 0.0, rng)
     _log(f"bootstrap: {c.users} listeners, {c.history_days} days of history, "
-         f"{len(rows):,} plays ({time.perf_counter() - t0:.0f}s); building spans")
-    live_pipeline.build_spans(self.paths["logged"], self.tracks_path, self.paths["data"],
-                              c.training)
-    last_span = live_pipeline.span_of(self.day_start(1) - 1)
-    run = live_pipeline.train_candidate(self.paths["data"], self.paths["pipeline"],
-                                        last_span, c.training)
+         f"{len(rows):,} plays ({time.perf_counter() - t0:.0f}s)")
+    if c.stable_model:
+      version = live_pipeline.adopt_version(c.stable_model, self.serving_dir)
+      note = f"version {version} of {c.stable_model}"
+    else:
+      live_pipeline.build_spans(self.paths["logged"], self.tracks_path,
+                                self.paths["data"], c.training)
+      last_span = live_pipeline.span_of(self.day_start(1) - 1)
+      note = live_pipeline.train_candidate(self.paths["data"], self.paths["pipeline"],
+                                           last_span, c.training).note
     pushed = live_pipeline.versions(self.serving_dir)
     if not pushed:
-      raise RuntimeError(f"the bootstrap run pushed no model: {run.note}")
-    _log(f"bootstrap: stable version {pushed[-1]} ({run.note}; "
+      raise RuntimeError(f"the bootstrap run pushed no model: {note}")
+    _log(f"bootstrap: stable version {pushed[-1]} ({note}; "
          f"{time.perf_counter() - t0:.0f}s)")
     active = rng.random(c.users) < self.world.return_probability(listeners)
     return listeners, active, pushed[-1]
+
+  def _build_spans(self) -> None:
+    live_pipeline.build_spans(self.paths["logged"], self.tracks_path, self.paths["data"],
+                              self.config.training)
 
   def _save(self, experiment: live_experiment.Experiment) -> None:
     state = {"config": dataclasses.asdict(self.config), "labels": experiment.entry.labels,
@@ -223,15 +239,16 @@ class LiveLoop:
         t_train = time.perf_counter()
         span = live_pipeline.span_of(self.day_start(day))
         live_pipeline.write_events(self.paths["logged"], f"day-{day:03d}", result.events)
-        live_pipeline.build_spans(self.paths["logged"], self.tracks_path,
-                                  self.paths["data"], c.training)
         drill = None
-        if day == c.bad_candidate_day:
+        if day == c.days and not c.last_day_run:
+          run = live_pipeline.CandidateRun(span, None, "not run (the run's last day)")
+        elif day == c.bad_candidate_day:
           # The drill's model is the day's candidate: a regular one would be replaced
           # before anyone heard it.
           drill = self._bad_candidate(day, result.events, experiment, rng)
           run = live_pipeline.CandidateRun(span, None, "the drill's model instead")
         else:
+          self._build_spans()
           run = live_pipeline.train_candidate(self.paths["data"], self.paths["pipeline"],
                                               span, c.training.warm())
         pushed = run.pushed_version is not None and experiment.push_canary(run.pushed_version)
@@ -295,4 +312,5 @@ def config_from_args(args) -> LiveConfig:
                                              window_days=args.window_days),
       test=live_experiment.TestSettings(min_samples=args.min_samples),
       outage_day=args.outage_day, nearline_crash_day=args.nearline_crash_day,
-      bad_candidate_day=args.bad_candidate_day)
+      bad_candidate_day=args.bad_candidate_day, stable_model=args.stable_model,
+      last_day_run=not args.no_last_day_run)

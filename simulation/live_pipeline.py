@@ -12,6 +12,7 @@ directory; the version it got is the candidate the loop serves as ``canary``.
 import dataclasses
 import datetime
 import os
+import shutil
 from typing import Dict, List, Optional, Sequence
 
 import pyarrow as pa
@@ -102,6 +103,35 @@ def build_spans(logged_dir: str, tracks_path: str, data_dir: str,
 def versions(serving_dir: str) -> List[int]:
   """The pushed versions, oldest first."""
   return [int(v) for v in rollback_lib.versions(serving_dir)]
+
+
+def copy_version(model_dir: str, serving_dir: str, version: int) -> str:
+  """Copies the SavedModel ``model_dir`` to ``serving_dir/<version>``; returns that path.
+
+  The copy is made under a name the model server ignores and then renamed, so a server
+  watching ``serving_dir`` never sees half a model.
+  """
+  os.makedirs(serving_dir, exist_ok=True)
+  partial = os.path.join(serving_dir, f".partial-{version}")
+  shutil.rmtree(partial, ignore_errors=True)
+  shutil.copytree(model_dir, partial)
+  target = os.path.join(serving_dir, str(version))
+  os.rename(partial, target)
+  return target
+
+
+def adopt_version(source_serving_dir: str, serving_dir: str) -> int:
+  """Copies the newest version another run pushed (e.g. `make demo`'s pipeline) into
+  ``serving_dir`` under the same number; returns the number.
+
+  Raises:
+    ValueError: ``source_serving_dir`` holds no version.
+  """
+  found = versions(source_serving_dir)
+  if not found:
+    raise ValueError(f"no pushed version under {source_serving_dir}")
+  copy_version(os.path.join(source_serving_dir, str(found[-1])), serving_dir, found[-1])
+  return found[-1]
 
 
 def pipeline_config(data_dir: str, workdir: str,
