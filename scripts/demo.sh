@@ -60,9 +60,13 @@ echo "== recommend (in-graph retrieval over the whole catalog) for the first lis
   --user "${users%% *}" --context commute --data "$OUT/data" --k 10
 if [ "${DEMO_LIVE:-1}" = 1 ]; then
   echo "== live loop: ${DEMO_LIVE_USERS:-200} simulated listeners for ${DEMO_LIVE_DAYS:-1} day(s)" \
-    "through the gateway, nearline state, canary test, daily pipeline run and report"
+    "through the gateway, nearline state, canary test, controller and report"
+  # The pushed model above is the first stable (same world: 5,000 tracks, seed 7), so
+  # the loop trains only between its days; the last day's candidate would serve no one.
   .venv/bin/melody live --users "${DEMO_LIVE_USERS:-200}" --days "${DEMO_LIVE_DAYS:-1}" \
-    --workdir "$OUT/live" --steps 20 --canary-share 0.5 --sessions-per-day 2
+    --workdir "$OUT/live" --tracks 5000 --seed 7 \
+    --stable-model "$OUT/pipeline/serving_model" --no-last-day-run \
+    --warm-steps 20 --canary-share 0.5 --sessions-per-day 2
   ls "$OUT/live/reports"
 fi
 echo "== demo done in $(( $(date +%s) - start )) s"
