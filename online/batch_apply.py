@@ -6,9 +6,9 @@ numpy against each listener's small stored profile (``state_store.Profile``), by
 rules of ``ListenerState.apply`` one event at a time: an event older than its listener's
 newest by more than the lateness limit is quarantined; a play equal in (ts, track,
 session) to one held, or to one earlier in the batch, is a duplicate; one below its
-listener's ``HISTORY_LEN``-th newest held play (``StateStore.history_floors``) is
-quarantined, since the plays below that may have been cut and a repeat of one of them
-would count twice; every other event
+listener's oldest held play row once rows were cut (``StateStore.history_floors``: only
+after a run with a shorter lateness limit, since trims keep the rows of the lateness
+window) is quarantined, since a repeat of a cut play would count twice; every other event
 becomes one new play row, adds to its day's slot of the listener's counter ring when
 that day is still kept, and moves the segment and tenure when it is the newest to name
 them. Only the events at or before their listener's newest time are looked up among the
@@ -34,8 +34,8 @@ HeldPlays = Callable[[List[state_store.PlayKey]], Set[state_store.PlayKey]]
 Floors = Callable[[List[str]], Mapping[str, state_store.HistoryKey]]
 
 
-BELOW_HISTORY = (f"older than the listener's last {feature_spec.HISTORY_LEN} plays: "
-                 "cannot be told from a repeat of a counted play")
+BELOW_HISTORY = ("older than every play row held for the listener (rows were cut below "
+                 "it): cannot be told from a repeat of a counted play")
 
 
 @dataclasses.dataclass
@@ -76,21 +76,23 @@ def apply_events(columns: event_batch.EventColumns, profiles: Profiles,
   if not n:
     return out
   users, user_code = _user_codes(columns.user)
-  order = np.lexsort((np.asarray(columns.ts, np.int64), user_code))
+  ts = np.asarray(columns.ts, np.int64)
+  order = np.lexsort((ts, user_code))
   u = user_code[order]
-  t = np.asarray(columns.ts, np.int64)[order]
-  rows = _Sorted(columns, order.tolist())
+  t = ts[order]
+  rows = _Sorted(columns, order)
   stored = _StoredProfiles(users, profiles(users))
   newest = stored.newest[u]
   late = newest - t > max_lateness_s
-  dup, below = _duplicates(u, t, late, newest, rows, users, held_plays, history_floors)
+  dup, below = _duplicates(u, t, late, newest, rows, users, stored.play_rows, held_plays,
+                           history_floors)
   applied = ~late & ~dup & ~below
   out.applied = int(applied.sum())
   out.duplicates = int(dup.sum())
   line = columns.line
-  out.late = [(line[order[j]], f"late by {newest[j] - t[j]} s (limit {max_lateness_s} s)")
-              for j in np.flatnonzero(late).tolist()]
-  out.late += [(line[order[j]], BELOW_HISTORY) for j in np.flatnonzero(below).tolist()]
+  out.late = [(line[i], f"late by {gap} s (limit {max_lateness_s} s)") for i, gap in zip(
+      order[late].tolist(), (newest - t)[late].tolist())]
+  out.late += [(line[i], BELOW_HISTORY) for i in order[below].tolist()]
   if not out.applied:
     return out
   out.oldest_ts = int(t[applied].min())
@@ -98,49 +100,59 @@ def apply_events(columns: event_batch.EventColumns, profiles: Profiles,
   index = np.arange(n)
   starts = np.flatnonzero(np.diff(u, prepend=-1))
   group_start = np.maximum.accumulate(np.where(np.diff(u, prepend=-1) != 0, index, 0))
-  has_segment = np.not_equal(np.asarray(rows.segment, dtype=object), None)
-  has_tenure = np.not_equal(np.asarray(rows.tenure, dtype=object), None)
+  segment, tenure = rows.objects("segment"), rows.objects("tenure")
   # The newest applied event naming a segment (tenure) at or after the stored one's
   # time sets it; forward-filled within each listener's run.
-  seg_from = _last_before(applied & has_segment & (t >= newest), index, group_start)
-  ten_from = _last_before(applied & has_tenure & (t >= stored.tenure_ts[u]), index,
+  seg_from = _last_before(applied & np.not_equal(segment, None) & (t >= newest), index,
                           group_start)
-  segment_after = [rows.segment[f] if f >= 0 else stored.segment[c]
-                   for f, c in zip(seg_from.tolist(), u.tolist())]
+  ten_from = _last_before(applied & np.not_equal(tenure, None) & (t >= stored.tenure_ts[u]),
+                          index, group_start)
+  segment_after = np.where(seg_from >= 0, segment[seg_from], stored.segment[u])
   batch = out.batch
-  batch.plays = [(users[c], ts, track, session, artist, completion, skip)
-                 for c, ts, track, session, artist, completion, skip, keep in zip(
-                     u.tolist(), t.tolist(), rows.track, rows.session, rows.artist,
-                     rows.completion, rows.skip, applied.tolist()) if keep]
-  batch.popularity = _popularity(segment_after, rows.track, rows.skip, applied)
+  # Rows in log order (a store that wants its key order sorts them).
+  in_log_order = np.zeros(n, bool)
+  in_log_order[order] = applied
+  batch.plays = list(itertools.compress(
+      zip(columns.user, columns.ts, columns.track, columns.session, columns.artist,
+          columns.completion, columns.skip), in_log_order.tolist()))
+  batch.popularity = _popularity(segment_after, rows.objects("track"),
+                                 applied & (rows.floats("skip") < 0.5))
   _profiles_after(batch, stored, users, u, t, applied, starts, seg_from, ten_from,
-                  segment_after, rows, _counters(stored, u, t, applied, rows))
+                  segment_after, tenure, rows, max_lateness_s)
   return out
 
 
 def _user_codes(user_ids: List[str]) -> Tuple[List[str], np.ndarray]:
   """The distinct ids in id order, and each event's index among them.
 
-  Ids in id order make the batch's rows come out in the stores' key order (numpy's
-  unicode order is code point order, as Python's and the stores' are).
+  Ids in id order make the batch's profiles come out in the stores' key order (Python's
+  string order is code point order, as the stores' is).
   """
-  distinct = set(user_ids)
-  if any("\0" in u for u in distinct):   # numpy strings drop trailing NULs
-    users = sorted(distinct)
-    index = {u: i for i, u in enumerate(users)}
-    return users, np.fromiter(map(index.__getitem__, user_ids), np.int64, len(user_ids))
-  unique, codes = np.unique(np.asarray(user_ids, dtype=str), return_inverse=True)
-  return unique.tolist(), codes
+  users = sorted(dict.fromkeys(user_ids))
+  index = {u: i for i, u in enumerate(users)}
+  return users, np.fromiter(map(index.__getitem__, user_ids), np.int64, len(user_ids))
 
 
 class _Sorted:
-  """The batch's columns taken in sorted order (plain lists)."""
+  """The batch's columns taken in sorted order, each converted when first asked for."""
 
-  def __init__(self, columns: event_batch.EventColumns, order: List[int]):
-    for name in ("track", "artist", "session", "completion", "skip", "like",
-                 "subscription", "segment", "tenure"):
-      values = getattr(columns, name)
-      setattr(self, name, [values[i] for i in order])
+  def __init__(self, columns: event_batch.EventColumns, order: np.ndarray):
+    self._columns = columns
+    self.order = order
+
+  def value(self, name: str, j: int):
+    """Column ``name`` of sorted event ``j``."""
+    return getattr(self._columns, name)[self.order[j]]
+
+  def objects(self, name: str) -> np.ndarray:
+    """Column ``name`` in sorted order, as an object array."""
+    values = np.empty(len(self.order), object)
+    values[:] = getattr(self._columns, name)
+    return values[self.order]
+
+  def floats(self, name: str) -> np.ndarray:
+    """Column ``name`` in sorted order, as float64."""
+    return np.asarray(getattr(self._columns, name), np.float64)[self.order]
 
 
 class _StoredProfiles:
@@ -148,20 +160,24 @@ class _StoredProfiles:
 
   def __init__(self, users: List[str], stored: Mapping[str, state_store.Profile]):
     cold = state_store.Profile()
-    found = [stored.get(user, cold) for user in users]
-    self.newest = np.fromiter((p.newest_ts for p in found), np.int64, len(users))
-    self.tenure_ts = np.fromiter((p.tenure_ts for p in found), np.int64, len(users))
-    self.play_rows = np.fromiter((p.play_rows for p in found), np.int64, len(users))
-    self.segment = [p.segment for p in found]
-    self.tenure_days = [p.tenure_days for p in found]
-    self.counters = [p.counters for p in found]
+    # One transpose of the profile tuples, then one conversion per numeric field.
+    (newest, segment, tenure_days, tenure_ts, play_rows,
+     self.counters) = zip(*[stored.get(user, cold) for user in users])
+    self.newest = np.array(newest, np.int64)
+    self.tenure_ts = np.array(tenure_ts, np.int64)
+    self.play_rows = np.array(play_rows, np.int64)
+    self.tenure_days = np.array(tenure_days, np.float64)
+    self.segment = np.empty(len(users), object)
+    self.segment[:] = segment
 
 
 def _duplicates(u: np.ndarray, t: np.ndarray, late: np.ndarray, newest: np.ndarray,
-                rows: _Sorted, users: List[str], held_plays: HeldPlays,
-                history_floors: Floors) -> Tuple[np.ndarray, np.ndarray]:
+                rows: _Sorted, users: List[str], play_rows: np.ndarray,
+                held_plays: HeldPlays, history_floors: Floors
+                ) -> Tuple[np.ndarray, np.ndarray]:
   """Which sorted events repeat a play held or earlier in the batch, and which fall below
-  their listener's history floor without repeating a held play."""
+  their listener's history floor without repeating a held play (``play_rows``: the
+  stored play rows of each listener code)."""
   n = len(u)
   dup = np.zeros(n, bool)
   below = np.zeros(n, bool)
@@ -174,10 +190,13 @@ def _duplicates(u: np.ndarray, t: np.ndarray, late: np.ndarray, newest: np.ndarr
   if not check:
     return dup, below
   older_idx = np.flatnonzero(older).tolist()
-  keys = [(users[c], ts, rows.track[j], rows.session[j])
+  keys = [(users[c], ts, rows.value("track", j), rows.value("session", j))
           for j, c, ts in zip(older_idx, u[older].tolist(), t[older].tolist())]
   held = held_plays(keys) if keys else set()
-  floors = history_floors(sorted({key[0] for key in keys})) if keys else {}
+  # Only a listener that may hold HISTORY_LEN rows has a floor.
+  may_have_floor = np.flatnonzero(play_rows >= feature_spec.HISTORY_LEN).tolist()
+  asked = sorted({users[c] for c in may_have_floor} & {key[0] for key in keys})
+  floors = history_floors(asked) if asked else {}
   for j, key in zip(older_idx, keys):
     floor = floors.get(key[0])
     if floor is not None and key[1:] < floor and key not in held:
@@ -187,7 +206,7 @@ def _duplicates(u: np.ndarray, t: np.ndarray, late: np.ndarray, newest: np.ndarr
     if below[j]:
       continue
     c = int(u[j])
-    key = (c, int(t[j]), rows.track[j], rows.session[j])
+    key = (c, int(t[j]), rows.value("track", j), rows.value("session", j))
     if key in seen or (users[c], *key[1:]) in held:
       dup[j] = True
     else:
@@ -205,66 +224,69 @@ def _last_before(sets: np.ndarray, index: np.ndarray, group_start: np.ndarray
 
 def _profiles_after(batch: state_store.Batch, stored: _StoredProfiles, users: List[str],
                     u: np.ndarray, t: np.ndarray, applied: np.ndarray, starts: np.ndarray,
-                    seg_from: np.ndarray, ten_from: np.ndarray,
-                    segment_after: List[str], rows: _Sorted, rings: Dict[int, bytes]
-                    ) -> None:
+                    seg_from: np.ndarray, ten_from: np.ndarray, segment_after: np.ndarray,
+                    tenure: np.ndarray, rows: _Sorted, max_lateness_s: int) -> None:
   """The new profiles and trims of the listeners with an applied event."""
   ends = np.append(starts[1:], len(u)) - 1
   counts = np.add.reduceat(applied.astype(np.int64), starts)
   newest = np.maximum.reduceat(np.where(applied, t, np.iinfo(np.int64).min), starts)
+  touched = counts > 0
+  starts, ends, counts, newest = starts[touched], ends[touched], counts[touched], newest[
+      touched]
   codes = u[starts]
   newest = np.maximum(newest, stored.newest[codes])
   play_rows = stored.play_rows[codes] + counts
   trim = play_rows > state_store.TRIM_AT
-  batch.trim = [users[c] for c in codes[trim & (counts > 0)].tolist()]
+  names = [users[c] for c in codes.tolist()]
+  # Rows an event the updater still accepts could repeat stay: the dedup window is the
+  # lateness window.
+  batch.trim = list(zip(itertools.compress(names, trim.tolist()),
+                        (newest[trim] - max_lateness_s).tolist()))
   play_rows[trim] = feature_spec.HISTORY_LEN
   from_batch = ten_from[ends]
-  tenure_ts = np.where(from_batch >= 0, t[from_batch], stored.tenure_ts[codes]).tolist()
-  tenure_days, rings_before, profile = stored.tenure_days, stored.counters, state_store.Profile
-  batch.profiles = {
-      users[c]: profile(ts, segment_after[end],
-                        float(rows.tenure[f]) if f >= 0 else tenure_days[c], tenure,
-                        n_rows, rings.get(c) or rings_before[c])
-      for c, end, ts, n_rows, f, tenure in itertools.compress(
-          zip(codes.tolist(), ends.tolist(), newest.tolist(), play_rows.tolist(),
-              from_batch.tolist(), tenure_ts), (counts > 0).tolist())}
+  given = from_batch >= 0
+  tenure_ts = np.where(given, t[from_batch], stored.tenure_ts[codes])
+  tenure_days = stored.tenure_days[codes]
+  tenure_days[given] = tenure[from_batch[given]].astype(np.float64)
+  rings = _counters(stored, codes, u, t, applied, rows)
+  # tuple.__new__ builds each Profile in C, without the named tuple's Python __new__.
+  batch.profiles = dict(zip(names, map(
+      tuple.__new__, itertools.repeat(state_store.Profile),
+      zip(newest.tolist(), segment_after[ends].tolist(), tenure_days.tolist(),
+          tenure_ts.tolist(), play_rows.tolist(), rings))))
 
 
-def _counters(stored: _StoredProfiles, u: np.ndarray, t: np.ndarray, applied: np.ndarray,
-              rows: _Sorted) -> Dict[int, bytes]:
-  """Listener code -> its counter ring after the applied events whose day is still kept
-  (listeners with none keep their ring)."""
+def _counters(stored: _StoredProfiles, codes: np.ndarray, u: np.ndarray, t: np.ndarray,
+              applied: np.ndarray, rows: _Sorted) -> List[bytes]:
+  """The counter rings of listeners ``codes`` (ascending) after the applied events whose
+  day is still kept."""
+  rings = state_store.counter_rings([stored.counters[c] for c in codes.tolist()])
   day = t // listener_state.DAY_S
   stored_day = stored.newest[u] // listener_state.DAY_S
   counted = applied & (day > stored_day - listener_state.COUNTER_DAYS)
   idx = np.flatnonzero(counted)
-  if not len(idx):
-    return {}
-  cu, cd = u[idx], day[idx]
-  starts = np.flatnonzero((np.diff(cu, prepend=-1) != 0) | (np.diff(cd, prepend=-1) != 0))
-  sums = np.stack([np.diff(np.append(starts, len(idx)))] + [
-      np.add.reduceat(np.asarray(values, np.float64)[idx] >= 0.5, starts)
-      for values in (rows.skip, rows.like, rows.subscription)], axis=1)
-  codes = np.unique(cu)
-  rings = state_store.counter_rings([stored.counters[c] for c in codes.tolist()])
-  row, days = np.searchsorted(codes, cu[starts]), cd[starts]
-  slot = days % listener_state.COUNTER_DAYS
-  # A slot holding an older day (out of the window now) starts over for the new day.
-  stale = rings[row, slot, 0] != days
-  rings[row[stale], slot[stale]] = 0
-  rings[row[stale], slot[stale], 0] = days[stale]
-  rings[row, slot, 1:] += sums.astype(np.int32)
-  return {c: ring.tobytes() for c, ring in zip(codes.tolist(), rings)}
+  if len(idx):
+    cu, cd = u[idx], day[idx]
+    starts = np.flatnonzero((np.diff(cu, prepend=-1) != 0) | (np.diff(cd, prepend=-1) != 0))
+    sums = np.stack([np.diff(np.append(starts, len(idx)))] + [
+        np.add.reduceat(rows.floats(name)[idx] >= 0.5, starts)
+        for name in ("skip", "like", "subscription")], axis=1)
+    row, days = np.searchsorted(codes, cu[starts]), cd[starts]
+    slot = days % listener_state.COUNTER_DAYS
+    # A slot holding an older day (out of the window now) starts over for the new day.
+    stale = rings[row, slot, 0] != days
+    rings[row[stale], slot[stale]] = 0
+    rings[row[stale], slot[stale], 0] = days[stale]
+    rings[row, slot, 1:] += sums.astype(np.int32)
+  data, size = rings.tobytes(), rings[0].nbytes
+  return [data[i:i + size] for i in range(0, len(data), size)]
 
 
-def _popularity(segment_after: List[str], tracks: List[str], skips: List[float],
-                applied: np.ndarray) -> Dict[Tuple[str, str], int]:
-  """(segment, track) -> plays, per segment and overall, of the applied plays not
-  skipped."""
-  kept = (np.asarray(skips) < 0.5) & applied
-  per_segment = collections.Counter(
-      itertools.compress(zip(segment_after, tracks), kept.tolist()))
-  overall: Dict[Tuple[str, str], int] = collections.Counter()
-  for (_, track), plays in per_segment.items():
-    overall[(state_store.ALL_SEGMENTS, track)] += plays
-  return {**per_segment, **overall}
+def _popularity(segment_after: np.ndarray, tracks: np.ndarray, kept: np.ndarray
+                ) -> Dict[Tuple[str, str], int]:
+  """(segment, track) -> plays, per segment and overall, of the ``kept`` plays."""
+  kept_tracks = tracks[kept].tolist()
+  per_segment = collections.Counter(zip(segment_after[kept].tolist(), kept_tracks))
+  overall = collections.Counter(kept_tracks)
+  per_segment.update({(state_store.ALL_SEGMENTS, track): n for track, n in overall.items()})
+  return per_segment

@@ -78,9 +78,8 @@ class ListenerState:
 
     A play equal in (ts, track, session) to one in the history is the same play logged
     twice and changes nothing. Plays at the same second are ordered by track, then
-    session. An event older than every held play of a full history changes nothing
-    either: it may repeat a play the history no longer holds, and counting it could
-    count that play twice (the updater quarantines it).
+    session. An event older than every held play of a full history
+    still counts in the counters of its day but does not enter the history.
     """
     plays = self.plays
     # Plays are kept in (ts, track, session) order, the order the stores read rows in.
@@ -91,8 +90,6 @@ class ListenerState:
       pos = bisect.bisect_right(plays, key, key=_KEY)
       if pos and _KEY(plays[pos - 1]) == key:
         return False
-      if pos == 0 and len(plays) >= feature_spec.HISTORY_LEN:
-        return False
     if event.user_segment:
       # The segment and tenure of the newest event win; a late event keeps the old ones.
       if event.ts >= self.newest_ts:
@@ -101,8 +98,10 @@ class ListenerState:
       self.tenure_days, self.tenure_ts = float(event.user_tenure_days), event.ts
     play = (event.ts, event.track_id, event.artist_id or "", _unit(event.completion),
             _unit(event.skip), event.session_id or "")
-    plays.insert(pos, play)
-    del plays[:max(0, len(plays) - feature_spec.HISTORY_LEN)]
+    full = len(self.plays) >= feature_spec.HISTORY_LEN
+    if not (full and pos == 0):
+      self.plays.insert(pos, play)
+      del self.plays[:max(0, len(self.plays) - feature_spec.HISTORY_LEN)]
     self._count(event.ts, _unit(event.skip), _unit(event.like), _unit(event.subscription))
     self.newest_ts = max(self.newest_ts, event.ts)
     return True

@@ -65,12 +65,14 @@ for i, key in ipairs(KEYS) do
 end
 return out
 """
-# KEYS: plays sets; ARGV[1]: HISTORY_LEN; returns each set's HISTORY_LEN-th newest member
-# (false: the set holds fewer).
+# KEYS: plays sets; ARGV[1]: HISTORY_LEN; returns each set's oldest member (false: the
+# set holds fewer than HISTORY_LEN).
 _FLOORS = """
 local out = {}
-local rank = -tonumber(ARGV[1])
-for i, key in ipairs(KEYS) do out[i] = redis.call('ZRANGE', key, rank, rank)[1] or false end
+local n = tonumber(ARGV[1])
+for i, key in ipairs(KEYS) do
+  out[i] = redis.call('ZCARD', key) >= n and redis.call('ZRANGE', key, 0, 0)[1] or false
+end
 return out
 """
 # ARGV[1]: the profile key prefix; ARGV[2]: MessagePack of [[user, packed profile,
@@ -88,10 +90,14 @@ local rows = cmsgpack.unpack(ARGV[2])
 for _, row in ipairs(rows) do redis.call('ZADD', ARGV[1] .. row[1], row[2], row[3]) end
 return #rows
 """
-# KEYS: plays sets; ARGV[1]: how many of the newest to keep.
+# KEYS: plays sets; ARGV[1]: how many of the newest to keep; ARGV[1 + i]: key i's cutoff
+# time (members older than it and than the newest ARGV[1] go).
 _TRIM = """
-for _, key in ipairs(KEYS) do
-  redis.call('ZREMRANGEBYRANK', key, 0, -tonumber(ARGV[1]) - 1)
+local keep = tonumber(ARGV[1])
+for i, key in ipairs(KEYS) do
+  local cut = math.min(redis.call('ZCARD', key) - keep,
+                       redis.call('ZCOUNT', key, '-inf', '(' .. ARGV[1 + i]))
+  if cut > 0 then redis.call('ZREMRANGEBYRANK', key, 0, cut - 1) end
 end
 return #KEYS
 """
@@ -232,8 +238,10 @@ class RedisStore(state_store.StateStore):
          for user, ts, track, session, artist, completion, skip in batch.plays],
         use_bin_type=False)], client=pipe)
     for i in range(0, len(batch.trim), _KEYS_PER_CALL):
-      self._trim(keys=[self._plays_key(u) for u in batch.trim[i:i + _KEYS_PER_CALL]],
-                 args=[feature_spec.HISTORY_LEN], client=pipe)
+      chunk = batch.trim[i:i + _KEYS_PER_CALL]
+      self._trim(keys=[self._plays_key(u) for u, _ in chunk],
+                 args=[feature_spec.HISTORY_LEN, *(cutoff for _, cutoff in chunk)],
+                 client=pipe)
 
   def offsets(self) -> Dict[str, state_store.Offset]:
     out = {}

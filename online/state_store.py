@@ -15,10 +15,12 @@ stores key features, entity ``user_id``: feature view ``listener_profile`` (newe
 time, segment, tenure, how many play rows are held, and the per-day counters as one
 fixed-size binary record: a ring of ``COUNTER_DAYS`` slots indexed by day) and
 ``listener_plays``, one row per play keyed by (time, track, session). Applying an event
-writes its own row and the listener's small profile, never the whole history: a
-listener's rows beyond the newest ``HISTORY_LEN`` are cut only once they pass
-``TRIM_AT``, and a read takes the newest ``HISTORY_LEN`` (the same plays as keeping
-exactly that many). A store of an older format is migrated when opened; one of a newer
+writes its own row and the listener's small profile, never the whole history. The rows
+are also what tells a repeated play from a new one, so a trim (once ``TRIM_AT`` rows
+were added since the last) cuts only rows beyond the newest ``HISTORY_LEN`` that are
+older than the updater's lateness limit: any event it still accepts is checked against
+rows, and a read takes the newest ``HISTORY_LEN`` (the same plays as keeping exactly
+that many). A store of an older format is migrated when opened; one of a newer
 format is refused. See docs/nearline.md.
 """
 
@@ -38,7 +40,7 @@ PROFILE_VIEW = "listener_profile"
 PLAYS_VIEW = "listener_plays"
 ENTITY_KEY = "user_id"
 ALL_SEGMENTS = "all"   # the popularity list over every segment
-TRIM_AT = 2 * feature_spec.HISTORY_LEN   # play rows a listener may hold before a trim
+TRIM_AT = 2 * feature_spec.HISTORY_LEN   # Profile.play_rows that calls for a trim
 
 # A play row: (user, ts, track, session, artist, completion, skip).
 PlayRow = Tuple[str, int, str, str, str, float, float]
@@ -63,7 +65,8 @@ class Profile(NamedTuple):
     segment: The segment of the newest event that named one.
     tenure_days: Tenure at ``tenure_ts``.
     tenure_ts: Time of the newest event that gave the tenure (0: none).
-    play_rows: Play rows held (at most ``TRIM_AT``; an upper bound of the rows).
+    play_rows: ``HISTORY_LEN`` plus the play rows added since the last trim (the
+      exact row count before the first; paces the trims).
     counters: The counter ring (``EMPTY_COUNTERS``: none counted).
   """
   newest_ts: int = 0
@@ -97,14 +100,15 @@ class Batch:
   Attributes:
     plays: New play rows (a row already held is kept as it is).
     profiles: Listener -> its profile after the batch (whole values).
-    trim: Listeners whose play rows are cut to the newest ``HISTORY_LEN``.
+    trim: (listener, cutoff time): cut the listener's play rows that are both older
+      than its newest ``HISTORY_LEN`` and older than the cutoff.
     popularity: (segment, track_id) -> plays to add.
     quarantined: Lines set aside.
     offsets: Source file -> offset after this batch.
   """
   plays: List[PlayRow] = dataclasses.field(default_factory=list)
   profiles: Dict[str, Profile] = dataclasses.field(default_factory=dict)
-  trim: List[str] = dataclasses.field(default_factory=list)
+  trim: List[Tuple[str, int]] = dataclasses.field(default_factory=list)
   popularity: Dict[Tuple[str, str], int] = dataclasses.field(default_factory=dict)
   quarantined: List[Quarantined] = dataclasses.field(default_factory=list)
   offsets: Dict[str, Offset] = dataclasses.field(default_factory=dict)
@@ -133,12 +137,12 @@ class StateStore(abc.ABC):
 
   @abc.abstractmethod
   def history_floors(self, user_ids: Sequence[str]) -> Dict[str, HistoryKey]:
-    """Per listener holding at least ``HISTORY_LEN`` play rows, the key of its
-    ``HISTORY_LEN``-th newest (listeners holding fewer are left out).
+    """Per listener holding at least ``HISTORY_LEN`` play rows, the key of its oldest
+    (listeners holding fewer, who never had rows cut, are left out).
 
-    Every play at or above that key that was ever applied is still held (a trim only cuts
-    rows below it), so an event below it is the one kind a store cannot tell from a
-    repeat of a counted play.
+    A trim cuts only rows below every row it keeps, so every play at or above that key
+    that was ever applied is still held, and an event below it is the one kind a store
+    cannot tell from a repeat of a counted play.
     """
 
   @abc.abstractmethod

@@ -87,24 +87,29 @@ def test_a_failed_commit_drops_the_cached_states_and_the_retry_applies_once(tmp_
     assert store.get("u1").counter_totals()["plays"] == 2
 
 
-def test_a_repeat_of_a_play_below_the_history_is_quarantined_not_counted(tmp_path, store):
-  n = state_store.TRIM_AT + 10   # enough plays for a trim to cut the oldest rows
+def test_repeats_of_old_plays_count_once_whatever_the_lateness_limit(tmp_path, store):
+  n = state_store.TRIM_AT + 10   # enough plays for a trim
   plays = [online_events.play("u1", T0 + 60 * i, f"t{i}", session="s") for i in range(n)]
-  online_events.append(tmp_path / "a.jsonl", plays)
-  updater = _updater(tmp_path, store, max_batch=40)
-  assert updater.drain().applied == n
-  before = store.get("u1").counter_totals()
-  assert before["plays"] == n
-  floor = n - feature_spec.HISTORY_LEN
-  # A play cut by the trim, one below the history but still held, the floor play itself
-  # and a new late play above it.
-  online_events.append(tmp_path / "a.jsonl", [
-      plays[0], plays[floor - 1], plays[floor],
-      online_events.play("u1", T0 + 60 * floor + 1, "late", session="s")])
-  total = updater.drain()
-  assert (total.applied, total.duplicates, total.quarantined) == (1, 1, 2)
+  log = tmp_path / "a.jsonl"
+  online_events.append(log, plays)
+  assert _updater(tmp_path, store, max_batch=40).drain().applied == n
+  # A repeat of a play older than the history but within the lateness limit: its row is
+  # still held.
+  online_events.append(log, [plays[3]])
+  assert _updater(tmp_path, store).drain().duplicates == 1
+  # A run with a short lateness limit adds enough plays for a trim, which cuts every row
+  # older than the limit and the newest HISTORY_LEN.
+  more = [online_events.play("u1", T0 + 60 * (n + j), f"n{j}", session="s")
+          for j in range(state_store.TRIM_AT - feature_spec.HISTORY_LEN + 1)]
+  online_events.append(log, more)
+  assert _updater(tmp_path, store, max_lateness_s=600).drain().applied == len(more)
+  assert store.history_floors(["u1"]) == {"u1": (T0 + 60 * (n + 1), "n1", "s")}
+  # Back to a long limit: a repeat of a cut play is quarantined, a repeat of a held one
+  # is a duplicate, a new late play above the oldest row is applied.
+  online_events.append(log, [more[0], more[1],
+                             online_events.play("u1", T0 + 60 * (n + 1) + 1, "late")])
+  total = _updater(tmp_path, store).drain()
+  assert (total.applied, total.duplicates, total.quarantined) == (1, 1, 1)
   assert [(q.line, q.reason) for q in store.quarantined()] == [
-      (n + 1, batch_apply.BELOW_HISTORY), (n + 2, batch_apply.BELOW_HISTORY)]
-  after = store.get("u1")
-  assert after.counter_totals()["plays"] == n + 1
-  assert after.track_ids()[:2] == ["late", f"t{floor + 1}"]
+      (n + 2 + len(more), batch_apply.BELOW_HISTORY)]
+  assert store.get("u1").counter_totals()["plays"] == n + len(more) + 1

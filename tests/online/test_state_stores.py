@@ -62,17 +62,22 @@ def test_a_failed_commit_changes_nothing(store, monkeypatch):
   assert store.offsets() == {"f": state_store.Offset(10, 1)}
 
 
-def test_a_trim_keeps_the_newest_plays(store):
+def test_a_trim_cuts_rows_beyond_the_newest_plays_and_older_than_the_cutoff(store):
   n, keep, t0 = state_store.TRIM_AT + 3, feature_spec.HISTORY_LEN, 1_700_000_000
   store.commit(state_store.Batch(
-      plays=[("u1", t0 + i, f"t{i}", "s", f"at{i}", 0.0, 0.0) for i in range(n)],
-      profiles={"u1": state_store.Profile(newest_ts=t0 + n - 1, play_rows=keep)},
-      trim=["u1"]))
+      plays=[(u, t0 + i, f"t{i}", "s", f"at{i}", 0.0, 0.0) for u in ("u1", "u2")
+             for i in range(n)],
+      profiles={u: state_store.Profile(newest_ts=t0 + n - 1, play_rows=keep)
+                for u in ("u1", "u2")},
+      trim=[("u1", t0 + n), ("u2", t0 + 10)]))
   assert store.get("u1").track_ids() == [f"t{i}" for i in range(n - keep, n)]
   assert store.held_plays([("u1", t0 + n - keep, f"t{n - keep}", "s"),
-                           ("u1", t0 + n - keep - 1, f"t{n - keep - 1}", "s")]) == {
-                               ("u1", t0 + n - keep, f"t{n - keep}", "s")}
-  assert store.history_floors(["u1", "nobody"]) == {"u1": (t0 + n - keep, f"t{n - keep}", "s")}
+                           ("u1", t0 + n - keep - 1, f"t{n - keep - 1}", "s"),
+                           ("u2", t0 + 10, "t10", "s"), ("u2", t0 + 9, "t9", "s")]) == {
+                               ("u1", t0 + n - keep, f"t{n - keep}", "s"),
+                               ("u2", t0 + 10, "t10", "s")}
+  assert store.history_floors(["u1", "u2", "nobody"]) == {
+      "u1": (t0 + n - keep, f"t{n - keep}", "s"), "u2": (t0 + 10, "t10", "s")}
 
 
 def test_a_format_1_store_is_migrated_and_a_newer_one_refused(store_url, tmp_path):
