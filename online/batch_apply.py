@@ -140,9 +140,10 @@ class _Sorted:
     self._columns = columns
     self.order = order
 
-  def value(self, name: str, j: int):
-    """Column ``name`` of sorted event ``j``."""
-    return getattr(self._columns, name)[self.order[j]]
+  def values(self, name: str, js: List[int]) -> List:
+    """Column ``name`` of sorted events ``js``."""
+    column, order = getattr(self._columns, name), self.order
+    return [column[i] for i in order[js].tolist()]
 
   def objects(self, name: str) -> np.ndarray:
     """Column ``name`` in sorted order, as an object array."""
@@ -189,25 +190,28 @@ def _duplicates(u: np.ndarray, t: np.ndarray, late: np.ndarray, newest: np.ndarr
   check = np.flatnonzero((older | same[:n] | same[1:]) & ~late).tolist()
   if not check:
     return dup, below
-  older_idx = np.flatnonzero(older).tolist()
-  keys = [(users[c], ts, rows.value("track", j), rows.value("session", j))
-          for j, c, ts in zip(older_idx, u[older].tolist(), t[older].tolist())]
+  # Track and session of the checked events, fetched once.
+  track, session = rows.values("track", check), rows.values("session", check)
+  checked_user = u[check].tolist()
+  checked_ts = t[check].tolist()
+  is_older = older[check].tolist()
+  keys = [(users[c], ts, tr, se) for c, ts, tr, se, o in zip(
+      checked_user, checked_ts, track, session, is_older) if o]
   held = held_plays(keys) if keys else set()
   # Only a listener that may hold HISTORY_LEN rows has a floor.
-  may_have_floor = np.flatnonzero(play_rows >= feature_spec.HISTORY_LEN).tolist()
-  asked = sorted({users[c] for c in may_have_floor} & {key[0] for key in keys})
+  older_codes = u[older]
+  asked = sorted({users[c] for c in older_codes[
+      play_rows[older_codes] >= feature_spec.HISTORY_LEN].tolist()})
   floors = history_floors(asked) if asked else {}
-  for j, key in zip(older_idx, keys):
-    floor = floors.get(key[0])
-    if floor is not None and key[1:] < floor and key not in held:
-      below[j] = True
   seen: Set[Tuple[int, int, str, str]] = set()
-  for j in check:
-    if below[j]:
-      continue
-    c = int(u[j])
-    key = (c, int(t[j]), rows.value("track", j), rows.value("session", j))
-    if key in seen or (users[c], *key[1:]) in held:
+  for j, c, ts, tr, se, o in zip(check, checked_user, checked_ts, track, session, is_older):
+    key = (users[c], ts, tr, se)
+    if o and key not in held:
+      floor = floors.get(key[0])
+      if floor is not None and key[1:] < floor:
+        below[j] = True
+        continue
+    if key in seen or (o and key in held):
       dup[j] = True
     else:
       seen.add(key)

@@ -20,13 +20,13 @@ tens of thousands of short-lived tuples, and collections triggered by them would
 the whole heap (the cache included) again and again.
 """
 
-import collections
 import dataclasses
 import gc
+import itertools
 import logging
 import threading
 import time
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Mapping, Optional
 
 import prometheus_client
 
@@ -100,8 +100,7 @@ class Updater:
     self._clock = clock
     self._offsets = store.offsets()
     event_batch.warm_up()
-    self._cache: "collections.OrderedDict[str, state_store.Profile]" = (
-        collections.OrderedDict())
+    self._cache: Dict[str, state_store.Profile] = {}
     self._events = prometheus_client.Counter(
         "melody_nearline_events", "Event lines by outcome (applied, duplicate, quarantined)",
         ["outcome"], registry=self.registry)
@@ -159,25 +158,24 @@ class Updater:
     self._record(report, time.monotonic() - start)
     return report
 
-  def _profiles(self, user_ids: List[str]) -> Dict[str, state_store.Profile]:
-    """The stored profiles of ``user_ids``, from the cache where it holds them."""
+  def _profiles(self, user_ids: List[str]) -> Mapping[str, state_store.Profile]:
+    """The stored profiles of ``user_ids`` (and of other listeners): the cache, with
+    the ones it lacks read from the store into it."""
     cache = self._cache
-    out = {u: cache[u] for u in user_ids if u in cache}
-    if len(out) < len(user_ids):
-      out.update(self.store.profiles([u for u in user_ids if u not in out]))
-    return out
+    missing = [u for u in user_ids if u not in cache]
+    if missing:
+      # What the store holds is what the cache may hold; _remember trims it.
+      cache.update(self.store.profiles(missing))
+    return cache
 
   def _remember(self, changed: Dict[str, state_store.Profile]) -> None:
-    """Keeps the committed profiles, newest last, within ``cache_states``."""
+    """Keeps the committed profiles within ``cache_states``; the first cached go first."""
     limit = self.options.cache_states
-    if not limit:
-      return
     cache = self._cache
-    for user, profile in changed.items():
-      cache[user] = profile
-      cache.move_to_end(user)
-    while len(cache) > limit:
-      cache.popitem(last=False)
+    cache.update(changed)
+    if len(cache) > limit:
+      for user in list(itertools.islice(cache, len(cache) - limit)):
+        del cache[user]
 
   def _record(self, report: BatchReport, seconds: float) -> None:
     self._events.labels("applied").inc(report.applied)
