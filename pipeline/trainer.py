@@ -380,16 +380,28 @@ def run_fn(fn_args) -> Dict[str, float]:
 
   catalog = catalog_path(getattr(fn_args, "custom_config", None))
   policy = trained_policy(getattr(fn_args, "custom_config", None))
-  trained = fit(fn_args)
+  with _timed("fit"):
+    trained = fit(fn_args)
   intent = None
   base_model = getattr(fn_args, "base_model", None)
   if base_model:
     intent = serving_tensors.load_saved_model(base_model)
     _log(f"composing the intent model from {base_model}")
-  serving_export.export_from_training(trained.model, trained.transform_output, catalog,
-                                      distribute.worker_dir(fn_args.serving_model_dir),
-                                      intent=intent, policy=policy)
+  with _timed("export"):
+    serving_export.export_from_training(trained.model, trained.transform_output, catalog,
+                                        distribute.worker_dir(fn_args.serving_model_dir),
+                                        intent=intent, policy=policy)
   return trained.metrics
+
+
+@contextlib.contextmanager
+def _timed(step: str):
+  """Logs the wall and process CPU seconds of a step of ``run_fn`` (what a run costs:
+  docs/pipeline.md); CPU time stays comparable when other jobs share the machine."""
+  wall, cpu = time.perf_counter(), time.process_time()
+  yield
+  _log(f"{step}: {time.perf_counter() - wall:.1f}s wall, "
+       f"{time.process_time() - cpu:.1f}s CPU")
 
 
 def trained_policy(custom_config: Optional[Dict[str, object]]):

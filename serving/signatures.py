@@ -160,8 +160,13 @@ class RankerServingModule(tf.Module):
     self._py = _Untracked(
         model=model, fusion=fusion_select.FusionSelector(fusion_config, policy),
         mixing=mixing_lib.Mixing(mixing_config, name="mixing"),
-        retrieval=tfrs.layers.factorized_top_k.BruteForce(name="retrieval"))
-    self.tft_layer = tft_output.transform_features_layer()
+        retrieval=tfrs.layers.factorized_top_k.BruteForce(name="retrieval"),
+        tft_layer=tft_output.transform_features_layer())
+    # The TFT layer is a Keras model: tracked as one, saving would trace its call again
+    # for Keras' loader (half of the export's time). The signatures only need the
+    # loaded transform graph's tables and assets, which its loaded SavedModel holds.
+    loader = self.tft_layer._saved_model_loader  # pylint: disable=protected-access
+    self.tft_resources = loader._imported  # pylint: disable=protected-access
     self.fusion_config = fusion_config
     self.mixing_config = mixing_config
     self.n_max = n_max
@@ -216,12 +221,22 @@ class RankerServingModule(tf.Module):
           tf.TensorSpec([], tf.int32, name="k"))
     if policy is not None:
       self._py.functions["policy"] = fn(self._policy, request_schema.policy_input_spec())
+    # One listener's scoring and retrieval, each traced once and called as a function
+    # by both branches of ``_per_row`` and by both ``rank`` and ``recommend``: the
+    # model is traced (and saved) once instead of once per branch and signature.
+    self._py.score_row = tf.function(self._score_row, autograph=False)
+    self._py.retrieve_row = tf.function(self._retrieve_row, autograph=False)
     self._py.concrete = None
 
   @property
   def model(self):
     """The ``RankingModel`` (not part of the saved object graph, see ``_Untracked``)."""
     return self._py.model
+
+  @property
+  def tft_layer(self):
+    """The TFT layer (its Keras object is not saved, see ``tft_resources``)."""
+    return self._py.tft_layer
 
   # ------------------------------------------------------------------ signatures
   def signatures(self) -> Dict[str, object]:
@@ -284,12 +299,8 @@ class RankerServingModule(tf.Module):
                       min(self.catalog_size, self.n_max))
     xf = listener["transformed"]
 
-    def retrieve(b):
-      found, rows = self._py.retrieval(retrieval.listener_query(self.model, _row(xf, b)),
-                                       k=pool)
-      return found[0], tf.cast(rows[0], tf.int32)
-
-    scores, rows = _per_row(retrieve, tf.shape(inputs["user_id"])[0],
+    scores, rows = _per_row(lambda b: self._py.retrieve_row(b, xf, pool),
+                            tf.shape(inputs["user_id"])[0],
                             (tf.TensorSpec([None], tf.float32),
                              tf.TensorSpec([None], tf.int32)))
     rows = tf.cast(rows, tf.int64)
@@ -397,17 +408,24 @@ class RankerServingModule(tf.Module):
     it; the encoding is never tiled per candidate).
     """
     listener = {k: transformed[k] for k in model_lib.LISTENER_FEATURES}
-
-    def one(b):
-      # Exactly one row, said statically: the scorer's one-listener (broadcast) paths,
-      # e.g. the target attention's single-memory matmuls, key on a static batch of 1.
-      enc = {k: tf.ensure_shape(v, [1] + v.shape[1:]) for k, v in
-             self.model.encode_listener(_row(listener, b), training=False).items()}
-      cands = {k: v[b] for k, v in candidates.items()}
-      return self._heads(self.model.score(enc, cands, training=False))
-
     spec = {k: tf.TensorSpec([None], tf.float32) for k in HEAD_OUTPUTS}
-    return _per_row(one, tf.shape(candidates[X("cand_track_id")])[0], spec)
+    return _per_row(lambda b: self._py.score_row(b, listener, candidates),
+                    tf.shape(candidates[X("cand_track_id")])[0], spec)
+
+  def _score_row(self, b, listener, candidates) -> Dict[str, tf.Tensor]:
+    """Heads ``[N]`` of row ``b``'s candidates against row ``b``'s listener alone."""
+    # Exactly one row, said statically: the scorer's one-listener (broadcast) paths,
+    # e.g. the target attention's single-memory matmuls, key on a static batch of 1.
+    enc = {k: tf.ensure_shape(v, [1] + v.shape[1:]) for k, v in
+           self.model.encode_listener(_row(listener, b), training=False).items()}
+    cands = {k: v[b] for k, v in candidates.items()}
+    return self._heads(self.model.score(enc, cands, training=False))
+
+  def _retrieve_row(self, b, transformed, pool) -> Tuple[tf.Tensor, tf.Tensor]:
+    """The ``pool`` best catalogue rows ``[pool]`` and their scores for listener ``b``."""
+    found, rows = self._py.retrieval(
+        retrieval.listener_query(self.model, _row(transformed, b)), k=pool)
+    return found[0], tf.cast(rows[0], tf.int32)
 
   def _rank_rows(self, listener, inputs, rows, valid, promo, from_intent=None):
     """Scores, fuses and mixes candidates given as catalogue rows ``[B, N]``."""
