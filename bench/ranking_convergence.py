@@ -23,6 +23,7 @@ from bench import common
 from bench import ranking_compare
 from bench import ranking_curves
 from bench import ranking_models
+from bench import ranking_sequence_report
 from bench import ranking_targets
 from features import feature_spec
 
@@ -249,9 +250,7 @@ def lines(block: Optional[Dict[str, object]], part: Optional[Dict[str, object]])
   rows = []
   for r in block["mean"]:
     row = {"model": r["model"], "seeds": r["seeds"]}
-    for key in heads:
-      sd = r.get(f"{key}_std", 0.0)
-      row[key] = f"{r[key]:.4f} ± {sd:.4f}" if r["seeds"] > 1 else f"{r[key]:.4f}"
+    row.update({key: ranking_sequence_report.cell(r, key) for key in heads})
     row["impressions at best check"] = f"{r['best_examples']:,.0f}"
     row["train CPU s"] = f"{r['train_cpu_s']:,.0f}"
     rows.append(row)

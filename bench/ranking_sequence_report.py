@@ -12,7 +12,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PNG = os.path.join(REPO, "docs", "ranking_sequence.png")
 
 
-def _cell(row, key: str, digits: int = 4) -> str:
+def cell(row, key: str, digits: int = 4) -> str:
+  """A mean row's value of ``key``, with its sd over seeds when there are two or more."""
   if key not in row:
     return ""
   if row.get("seeds", 1) < 2:   # no spread from one run
@@ -29,11 +30,11 @@ def lines(block: Optional[Dict[str, object]], part: Optional[Dict[str, object]])
   rows = []
   for r in block["mean"]:
     row = {"model": r["model"], "seeds": r["seeds"]}
-    row.update({h: _cell(r, h) for h in heads})
+    row.update({h: cell(r, h) for h in heads})
     row["examples_seen"] = f"{r.get('examples_seen', 0):,.0f}"
     row["examples_per_s"] = f"{r['train_examples_per_s']:,.0f}" if (
         "train_examples_per_s" in r) else ""
-    row["cpu_ms_per_example"] = _cell(r, "cpu_ms_per_example", 2)
+    row["cpu_ms_per_example"] = cell(r, "cpu_ms_per_example", 2)
     rows.append(row)
   when = ""
   if part:
