@@ -18,19 +18,22 @@ import logging
 import math
 import re
 import time
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Mapping, Optional
 
 import grpc
 import numpy as np
+from tensorflow.core.framework import tensor_pb2
 
 from features import feature_spec
 from online import experiment_split
+from online import gateway_items
 from online import gateway_metrics
 from online import gateway_proto
 from online import listener_state
 from online import model_caller
 from online import state_store
 from serving import request_schema
+from serving import tensors
 
 _LOG = logging.getLogger("melody.online")
 _POLICY_LOG = logging.getLogger("melody.online.policy")
@@ -40,7 +43,6 @@ _LABEL_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _FALLBACK_CODES = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
                    grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN,
                    grpc.StatusCode.CANCELLED, grpc.StatusCode.RESOURCE_EXHAUSTED}
-_NOT_HEADS = ("fused_score", "retrieval_score")
 
 
 class RequestError(ValueError):
@@ -177,7 +179,7 @@ class Gateway:
         cold_start=cold, arm=fields["arm"])
     try:
       with self.metrics.stage("model"):
-        outputs, version = self._predict(model_inputs(state, fields, now), fields, response)
+        answer = self._predict(model_inputs(state, fields, now), fields, response)
     except grpc.RpcError as e:
       code = e.code()  # pylint: disable=no-member
       if code in _FALLBACK_CODES or (code == grpc.StatusCode.NOT_FOUND and
@@ -192,8 +194,8 @@ class Gateway:
         raise RequestError("request_text", "the served model has no intent module") from None
       raise UpstreamError(code, f"model server: {code.name}: {e.details()}") from None
     response.source = MODEL_SOURCE
-    response.model_version = int(version)
-    _fill_items(response, outputs)
+    response.model_version = answer.model_spec.version.value
+    _fill_items(response, answer.outputs)
     return response
 
   def _predict(self, inputs, fields, response):
@@ -241,21 +243,10 @@ def model_inputs(state: listener_state.ListenerState, fields: Dict[str, object],
   return inputs
 
 
-def _fill_items(response, outputs: Dict[str, np.ndarray]) -> None:
-  """Copies the placed positions of a ``recommend`` answer into ``response``."""
-  ids = outputs["ranked_track_ids"][0]
-  width = len(ids)
-  # Python lists first: per-element numpy indexing would cost more than the protos.
-  heads = {name: v[0].tolist() for name, v in outputs.items()
-           if name not in _NOT_HEADS and v.dtype.kind == "f" and v.shape == (1, width)}
-  fused = outputs["fused_score"][0].tolist()
-  reasons = outputs["reasons"][0].tolist()
-  for i, track in enumerate(ids.tolist()):
-    if track:
-      scores = response.items.add(track_id=track.decode(), fused_score=fused[i],
-                                  reasons=reasons[i].decode()).head_scores
-      for name, values in heads.items():
-        scores[name] = values[i]
+def _fill_items(response, outputs: Mapping[str, tensor_pb2.TensorProto]) -> None:
+  """Copies the placed positions of a ``recommend`` answer, and the weights it used,
+  into ``response``."""
+  response.MergeFromString(gateway_items.encode_items(outputs))
   if "weights" in outputs:
-    a, b, c = outputs["weights"][0].tolist()
+    a, b, c = tensors.from_tensor_proto(outputs["weights"]).reshape(-1).tolist()
     response.weights.alpha, response.weights.beta, response.weights.gamma = a, b, c

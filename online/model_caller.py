@@ -2,22 +2,25 @@
 
 This module owns :class:`ModelCaller`: one gRPC channel (plaintext, TLS or mutual TLS)
 to a model server speaking TF Serving's ``PredictionService`` (``melody serve`` or the
-stock ``tensorflow_model_server``), the request built with ``serving.client``'s
-explicit model, signature and version label, one overall deadline per call, and one
-retry when the first attempt answers ``UNAVAILABLE`` (a server restarting, a connection
-reset) while time is left. Other failures surface as ``grpc.RpcError``.
+stock ``tensorflow_model_server``), the request with ``serving.client``'s explicit model,
+signature and version label, one overall deadline per call, and one retry when the
+first attempt answers ``UNAVAILABLE`` (a server restarting, a connection reset) while
+time is left. Other failures surface as ``grpc.RpcError``. The request goes out as bytes
+(the model spec serialized once per version label, the inputs by ``online.
+predict_wire``) through a generic unary call, so no request message is built per call.
 """
 
 import time
-from typing import Callable, Dict, Mapping, Optional, Tuple
+from typing import Callable, Dict, Mapping, Optional
 
 import grpc
 import numpy as np
 from tensorflow_serving.apis import predict_pb2
-from tensorflow_serving.apis import prediction_service_pb2_grpc
 
+from online import predict_wire
 from serving import client
-from serving import tensors
+
+PREDICT_METHOD = "/tensorflow.serving.PredictionService/Predict"
 
 _MAX_TEMPLATES = 64
 
@@ -46,45 +49,44 @@ class ModelCaller:
                ("grpc.max_send_message_length", max_message_bytes)]
     self._channel = (grpc.secure_channel(target, credentials, options) if credentials
                      else grpc.insecure_channel(target, options))
-    self._stub = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
+    # No request serializer: requests are sent as the bytes ``predict`` joins.
+    self._predict = self._channel.unary_unary(
+        PREDICT_METHOD, response_deserializer=predict_pb2.PredictResponse.FromString)
     self.target = target
     self.model = model
     self.signature = signature
     self.deadline_s = deadline_s
     self._on_retry = on_retry
-    self._templates: Dict[str, predict_pb2.PredictRequest] = {}
+    self._templates: Dict[str, bytes] = {}
 
   def predict(self, inputs: Mapping[str, np.ndarray], version_label: Optional[str] = None
-              ) -> Tuple[Dict[str, np.ndarray], int]:
-    """Runs the signature; returns its outputs and the version that answered.
+              ) -> predict_pb2.PredictResponse:
+    """Runs the signature; returns the model server's response (its ``outputs`` as
+    ``TensorProto``s, ``model_spec.version`` the version that answered).
 
     Raises:
       grpc.RpcError: the call failed (after the retry, for UNAVAILABLE).
     """
-    request = predict_pb2.PredictRequest()
-    request.CopyFrom(self._template(version_label or ""))
-    for name, value in inputs.items():
-      tensors.fill_tensor_proto(request.inputs[name], value)
+    request = self._template(version_label or "") + predict_wire.predict_inputs(inputs)
     end = time.monotonic() + self.deadline_s
-    for attempt in range(2):
-      try:
-        response = self._stub.Predict(request, timeout=max(0.001, end - time.monotonic()))
-        break
-      except grpc.RpcError as e:
-        if (attempt or e.code() != grpc.StatusCode.UNAVAILABLE  # pylint: disable=no-member
-            or end - time.monotonic() <= 0):
-          raise
-        self._on_retry()
-    outputs = {k: tensors.from_tensor_proto(v) for k, v in response.outputs.items()}
-    return outputs, response.model_spec.version.value
+    try:
+      return self._predict(request, timeout=max(0.001, end - time.monotonic()))
+    except grpc.RpcError as e:
+      if (e.code() != grpc.StatusCode.UNAVAILABLE  # pylint: disable=no-member
+          or end - time.monotonic() <= 0):
+        raise
+    self._on_retry()
+    return self._predict(request, timeout=max(0.001, end - time.monotonic()))
 
-  def _template(self, version_label: str) -> predict_pb2.PredictRequest:
-    """The request with its model spec set, built once per version label (the first
-    ``_MAX_TEMPLATES`` labels: requests name them, so they are not trusted to be few)."""
+  def _template(self, version_label: str) -> bytes:
+    """The serialized request with its model spec set and no inputs, built once per
+    version label (the first ``_MAX_TEMPLATES`` labels: requests name them, so they
+    are not trusted to be few)."""
     template = self._templates.get(version_label)
     if template is None:
       template = client.predict_request(self.model, self.signature, {},
-                                        version_label=version_label or None)
+                                        version_label=version_label or None
+                                        ).SerializeToString()
       if len(self._templates) < _MAX_TEMPLATES:
         self._templates[version_label] = template
     return template
