@@ -3,9 +3,10 @@
 This module owns :func:`apply_events`: the events of a batch (``online.event_batch``
 columns) are sorted by listener and time (equal times in log order) and decided with
 numpy against each listener's small stored profile (``state_store.Profile``), by the
-rules of ``ListenerState.apply`` one event at a time: an event older than its listener's
-newest by more than the lateness limit is quarantined; a play equal in (ts, track,
-session) to one held, or to one earlier in the batch, is a duplicate; one below its
+rules of ``ListenerState.apply`` one event at a time, plus one only a store can apply: an
+event older than its listener's newest by more than the lateness limit is quarantined;
+a play equal in (ts, track, session) to one held, or to one earlier in the batch, is a
+duplicate; one below its
 listener's oldest held play row once rows were cut (``StateStore.history_floors``: only
 after a run with a shorter lateness limit, since trims keep the rows of the lateness
 window) is quarantined, since a repeat of a cut play would count twice; every other event
@@ -134,7 +135,7 @@ def _user_codes(user_ids: List[str]) -> Tuple[List[str], np.ndarray]:
 
 
 class _Sorted:
-  """The batch's columns taken in sorted order, each converted when first asked for."""
+  """The batch's columns in sorted order, each taken only when a rule asks for it."""
 
   def __init__(self, columns: event_batch.EventColumns, order: np.ndarray):
     self._columns = columns

@@ -168,7 +168,7 @@ def _strings(column: pa.ChunkedArray, required: bool) -> Optional[List[Optional[
   """A string column's values (None for null); None when a required one is null or
   blank (what the line parser calls missing)."""
   values = column.to_numpy(zero_copy_only=False).tolist()
-  if required and (column.null_count or not all(v.strip() for v in set(values))):
+  if required and (column.null_count or not all(map(str.strip, set(values)))):
     return None
   return values
 

@@ -11,8 +11,9 @@ before the commit leaves the old offsets, and the restarted updater reads the sa
 again against the same old rows; a crash after it leaves nothing to redo. A line that
 cannot be applied (malformed, later than ``max_lateness_s`` behind its listener's
 newest event, or older than every play row held for its listener, where a repeat of a
-counted play can no longer be told from a new one) is quarantined with its file, line number, raw text and reason; the same
-play logged twice is counted as a duplicate and applied once. One updater writes a
+counted play can no longer be told from a new one) is quarantined with its file, line
+number, raw text and reason; the same play logged twice is counted as a duplicate and
+applied once. One updater writes a
 store at a time, which is what lets it keep the profiles it committed in memory
 (``cache_states``) instead of reading them back for the next batch; a failed commit
 empties that cache. The garbage collector is paused while a batch runs: a batch makes
