@@ -232,11 +232,7 @@ def write_examples(event_chunks: Sequence[Union[str, pa.Table]],
     p = beam.Pipeline(options=pipeline_options(runner, args, large))
     build_examples_pipeline(p, list(event_chunks), tracks, out_dir, shards, eval_percent,
                             span_days, progress_every_s, negatives)
-    result = p.run()
-    result.wait_until_finish()
-    client = getattr(result, "client", None)
-    if client is not None:  # the DaskRunner's own client to the cluster
-      client.close()
+    result = dask_engine.run_to_completion(p)
   counts = {"events": -1, "train": -1, "eval": -1}
   try:
     query = result.metrics().query(beam.metrics.MetricsFilter().with_namespace("melody"))

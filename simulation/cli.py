@@ -29,7 +29,7 @@ def _simulate(args) -> int:
   try:
     result = report.run(args.out, config, model_dir=args.model, runner=args.runner,
                         scorer=args.scorer, serving_dir=args.serving_dir,
-                        model_users=args.model_users)
+                        model_users=args.model_users, beam_args=_rollout_beam_args(args))
   except ValueError as e:
     print(f"melody simulate: error: {e}", file=sys.stderr)
     return 2
@@ -38,6 +38,12 @@ def _simulate(args) -> int:
         f"{result['policy_version']}, scorer {result['scorer']['name']}; best fixed grid "
         f"point {'/'.join(f'{w:g}' for w in best)}; figures: {', '.join(report.FIGURES)})")
   return 0
+
+
+def _rollout_beam_args(args) -> list:
+  if args.dask_address and args.runner != "dask":
+    raise ValueError("--dask-address needs --runner dask")
+  return [f"--dask_client_address={args.dask_address}"] if args.dask_address else []
 
 
 def _generate(args) -> int:
@@ -91,8 +97,12 @@ def register(subparsers) -> None:
   parser.add_argument("--model-users", type=int, default=1000,
                       help="listeners per model rollout at most (the model ranks slower "
                            "than the oracle)")
-  parser.add_argument("--runner", choices=("direct", "beam"), default="direct",
-                      help="in-process rollouts, or Beam (DirectRunner) per listener chunk")
+  parser.add_argument("--runner", choices=("direct", "beam", "dask"), default="direct",
+                      help="in-process rollouts, or the oracle grid's rollouts as Beam jobs "
+                           "per listener chunk: beam (local runner) or dask (Beam's "
+                           "DaskRunner; a local 2-worker cluster unless --dask-address)")
+  parser.add_argument("--dask-address", default="", metavar="HOST:PORT",
+                      help="with --runner dask: the scheduler of a running Dask cluster")
   bandit_args.add_arguments(parser)
   parser.set_defaults(handler=_simulate)
 

@@ -15,7 +15,7 @@ so two runs give identical JSON."""
 import dataclasses
 import json
 import os
-from typing import Dict, Optional
+from typing import Dict, Optional, Sequence
 
 import numpy as np
 
@@ -310,7 +310,8 @@ def _markdown(cfg: ReportConfig, res: Dict[str, object]) -> str:
 def run(out_dir: str, config: ReportConfig = ReportConfig(), model_dir: Optional[str] = None,
         runner: str = "direct", scorer: Optional[str] = None,
         serving_dir: str = scorers_lib.DEFAULT_SERVING_DIR,
-        model_users: int = scorers_lib.DEFAULT_MODEL_USERS) -> Dict[str, object]:
+        model_users: int = scorers_lib.DEFAULT_MODEL_USERS,
+        beam_args: Sequence[str] = ()) -> Dict[str, object]:
   """Simulates everything, writes ``report.md``, ``report.json``, ``policy.json`` and the
   figures.
 
@@ -319,7 +320,8 @@ def run(out_dir: str, config: ReportConfig = ReportConfig(), model_dir: Optional
     config: the report config.
     model_dir: an exported SavedModel version to roll out (default for the ``model``
       and ``both`` scorers: the latest version pushed under ``serving_dir``).
-    runner: "direct" (in-process) or "beam" (oracle grid rollouts as Beam pipelines).
+    runner: "direct" (in-process), or "beam" / "dask" (oracle grid rollouts as Beam
+      pipelines on the local runner / on Dask, ``rollout.BEAM_RUNNERS``).
     scorer: "model" (the grid, recommendations and policy come from the model's
       ``rank`` signature), "oracle" (the stand-in head scorer) or "both" (the model's
       choice, plus the oracle's and where they disagree); None: "model" when
@@ -327,6 +329,7 @@ def run(out_dir: str, config: ReportConfig = ReportConfig(), model_dir: Optional
       off-policy checks always use the oracle.
     serving_dir: where the pipeline pushes models.
     model_users: listeners per model rollout at most.
+    beam_args: more Beam flags for "beam" and "dask" (e.g. ``--dask_client_address``).
 
   Returns:
     The report's numbers (what ``report.json`` holds).
@@ -334,15 +337,17 @@ def run(out_dir: str, config: ReportConfig = ReportConfig(), model_dir: Optional
   Raises:
     ValueError: a bad runner or scorer, or no model for a model scorer.
   """
-  if runner not in ("direct", "beam"):
-    raise ValueError(f"runner must be 'direct' or 'beam', got {runner!r}")
+  runners = ("direct",) + tuple(rollout_lib.BEAM_RUNNERS)
+  if runner not in runners:
+    raise ValueError(f"runner must be one of {runners}, got {runner!r}")
   scorer = scorer or ("model" if model_dir else "oracle")
   model_dir = scorers_lib.resolve_model(scorer, model_dir, serving_dir)
   os.makedirs(out_dir, exist_ok=True)
   world = World(WorldConfig(n_tracks=config.n_tracks), seed=config.world_seed)
   grid = bandits.simplex_grid(config.grid_step)
   oracle = weight_choice.choose(world, config, grid,
-                                scorers_lib.OracleScorer(slate_len=config.slate_len), runner)
+                                scorers_lib.OracleScorer(slate_len=config.slate_len), runner,
+                                beam_args)
   result = {"config": {k: (dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v)
                        for k, v in dataclasses.asdict(config).items()}, **oracle}
   if model_dir:

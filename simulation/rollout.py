@@ -15,22 +15,28 @@ active listeners and next-day returns.
 Listeners are processed in chunks with their own seeded streams
 (``SeedSequence([seed, chunk, day, stream])``), so the numbers depend only on the
 seed and ``chunk_users``; stateless policies can run each chunk in its own Beam
-worker (:func:`rollout_beam`) and give the same totals as the in-process loop.
+worker (:func:`rollout_beam`: Beam's local runner, Dask through Beam's DaskRunner on a
+local cluster or a scheduler's address, or Dataflow/Flink by Beam flags) and give the
+same totals as the in-process loop.
 """
 
 import dataclasses
-import os
+import io
 import tempfile
+import uuid
 from typing import Dict, List, Optional
 
 import numpy as np
 
+from features import dask_engine
 from features import feature_spec
 from simulation import policies
 from simulation import slates as slates_lib
 from simulation.world import World
 from simulation.world_config import DAY_S, DEFAULT_START_TS, SIM_ACTIVITIES
 
+# ``melody simulate --runner`` values that run rollouts as Beam jobs, with their runner.
+BEAM_RUNNERS = {"beam": "DirectRunner", "dask": dask_engine.DASK_RUNNER}
 # Summed outcome columns of the [day, segment, activity, metric] cube.
 METRICS = ("impressions", "completion", "skips", "minutes", "likes", "promo_impressions",
            "exposure", "conversions", "expected_conversions", "fatigue", "sessions",
@@ -322,17 +328,32 @@ def rollout(world: World, policy: policies.Policy, config: RolloutConfig = Rollo
                        policy=policy.name)
 
 
-def _sum_cubes(cubes):
-  return np.sum(np.stack(list(cubes)), axis=0)
+def _save(indexed_cubes, path):
+  # Summed in chunk order, so the totals are the same bits on every runner whatever
+  # order its workers finish in.
+  cube = np.sum(np.stack([c for _, c in sorted(indexed_cubes, key=lambda ic: ic[0])]), axis=0)
+  from apache_beam.io.filesystems import FileSystems  # pylint: disable=import-outside-toplevel
+  with FileSystems.create(path) as f:
+    np.save(f, cube)
 
 
-def _save(cube, path):
-  np.save(path, cube)
+def _load(path):
+  from apache_beam.io.filesystems import FileSystems  # pylint: disable=import-outside-toplevel
+  with FileSystems.open(path) as f:
+    return np.load(io.BytesIO(f.read()))
+
+
+def _result_dir(beam_args: List[str], tmp: str) -> str:
+  # Workers of a remote cluster cannot write to this machine's temp dir; the job's
+  # --temp_location (an object store) is where they can.
+  locations = [a.split("=", 1)[1] for a in beam_args if a.startswith("--temp_location=")]
+  return f"{locations[-1].rstrip('/')}/melody-rollout-{uuid.uuid4().hex}" if locations else tmp
 
 
 def rollout_beam(world_seed: int, world_config, policy_factory, config: RolloutConfig,
-                 beam_args: Optional[List[str]] = None) -> RolloutResult:
-  """The same rollout with one Beam element per listener chunk (DirectRunner default).
+                 beam_args: Optional[List[str]] = None, runner: str = "DirectRunner",
+                 dask_workers: int = dask_engine.DEFAULT_LOCAL_WORKERS) -> RolloutResult:
+  """The same rollout with one Beam element per listener chunk.
 
   Only stateless policies can be split this way (a learning policy needs every
   listener's feedback in one process); the totals equal :func:`rollout`'s.
@@ -341,13 +362,18 @@ def rollout_beam(world_seed: int, world_config, policy_factory, config: RolloutC
     world_seed, world_config: how each worker rebuilds the world (seeded, so identical).
     policy_factory: picklable zero-argument callable returning the policy.
     config: the rollout config.
-    beam_args: pipeline options (e.g. ``["--runner=DataflowRunner", ...]``).
+    beam_args: more pipeline options (e.g. ``["--project=P", "--region=R"]``, or
+      ``--dask_client_address=HOST:8786`` for a running Dask cluster).
+    runner: DirectRunner (in-process), DaskRunner (``features.dask_engine``: a local
+      cluster of ``dask_workers`` processes unless ``beam_args`` name a scheduler),
+      DataflowRunner, FlinkRunner, ... .
+    dask_workers: worker processes of the local Dask cluster.
 
   Returns:
     A :class:`RolloutResult` (``rounds`` empty: per-round order is not defined).
   """
   import apache_beam as beam  # pylint: disable=import-outside-toplevel
-  from apache_beam.options.pipeline_options import PipelineOptions  # pylint: disable=import-outside-toplevel
+  from features import examples_beam  # pylint: disable=import-outside-toplevel
 
   probe = policy_factory()
   if probe.stateful:
@@ -361,16 +387,18 @@ def rollout_beam(world_seed: int, world_config, policy_factory, config: RolloutC
       self.policy = policy_factory()
 
     def process(self, index):
-      yield rollout(self.world, self.policy, config, chunks=[index]).cube
+      yield index, rollout(self.world, self.policy, config, chunks=[index]).cube
 
-  with tempfile.TemporaryDirectory() as tmp:
-    path = os.path.join(tmp, "cube.npy")
-    with beam.Pipeline(options=PipelineOptions(beam_args or [])) as p:
-      _ = (p | beam.Create(list(range(n_chunks)))
-           | beam.ParDo(_RunChunk())
-           | beam.CombineGlobally(_sum_cubes).without_defaults()
-           | beam.Map(_save, path))
-    cube = np.load(path)
+  with tempfile.TemporaryDirectory() as tmp, \
+      dask_engine.beam_args_for(runner, beam_args or [], dask_workers) as args:
+    path = f"{_result_dir(args, tmp)}/cube.npy"
+    p = beam.Pipeline(options=examples_beam.pipeline_options(runner, args))
+    _ = (p | beam.Create(list(range(n_chunks)))
+         | beam.ParDo(_RunChunk())
+         | beam.combiners.ToList()
+         | beam.Map(_save, path))
+    dask_engine.run_to_completion(p)
+    cube = _load(path)
   empty = np.zeros(0)
   return RolloutResult(cube=cube, rounds={"day": empty.astype(np.int64),
                                           "sessions": empty, "reward": empty,

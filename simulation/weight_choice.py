@@ -10,7 +10,7 @@ both scorers it also says where they disagree (:func:`disagreement`): a model's 
 move the frontier, the recommended rows and the promo share.
 """
 
-from typing import Dict, List
+from typing import Dict, List, Sequence
 
 import numpy as np
 
@@ -50,16 +50,19 @@ class _FusionFactory:
     return scorers_lib.OracleScorer(slate_len=self.slate_len).policy(self.table)
 
 
-def grid_rows(world, cfg, grid, scorer, runner: str = "direct") -> List[Dict[str, object]]:
+def grid_rows(world, cfg, grid, scorer, runner: str = "direct",
+              beam_args: Sequence[str] = ()) -> List[Dict[str, object]]:
   """Rolls out every grid point (one weight row for every segment) with ``scorer``;
-  ``runner="beam"`` runs the oracle's rollouts as Beam pipelines."""
+  ``runner`` "beam" or "dask" (``rollout.BEAM_RUNNERS``) runs the oracle's rollouts as
+  Beam pipelines, with ``beam_args``."""
   rows = []
   rollout_config = scorer.rollout_config(cfg.rollout_config())
   for g in grid:
     table = scorers_lib.segment_table(g)
-    if runner == "beam" and isinstance(scorer, scorers_lib.OracleScorer):
+    if runner in rollout_lib.BEAM_RUNNERS and isinstance(scorer, scorers_lib.OracleScorer):
       res = rollout_lib.rollout_beam(cfg.world_seed, WorldConfig(n_tracks=cfg.n_tracks),
-                                     _FusionFactory(table, cfg.slate_len), rollout_config)
+                                     _FusionFactory(table, cfg.slate_len), rollout_config,
+                                     list(beam_args), runner=rollout_lib.BEAM_RUNNERS[runner])
     else:
       res = rollout_lib.rollout(world, scorer.policy(table), rollout_config)
     rows.append(grid_row(g, res))
@@ -100,7 +103,8 @@ def recommended_table(recommended: Dict[str, Dict[str, object]]) -> np.ndarray:
                    for i, s in enumerate(feature_spec.SEGMENTS)], np.float64)
 
 
-def choose(world, cfg, grid, scorer, runner: str = "direct") -> Dict[str, object]:
+def choose(world, cfg, grid, scorer, runner: str = "direct",
+           beam_args: Sequence[str] = ()) -> Dict[str, object]:
   """The grid, the recommendations and the recommended-vs-current rollouts of ``scorer``.
 
   Args:
@@ -108,13 +112,15 @@ def choose(world, cfg, grid, scorer, runner: str = "direct") -> Dict[str, object
     cfg: a ``report.ReportConfig``.
     grid: ``[G, 3]`` weight rows.
     scorer: an ``OracleScorer`` or ``ModelScorer``.
-    runner: "direct" or "beam" (oracle grid rollouts only).
+    runner: "direct", "beam" or "dask" (oracle grid rollouts only).
+    beam_args: more Beam flags for "beam" and "dask" (e.g. the Dask scheduler's
+      ``--dask_client_address``).
 
   Returns:
     ``grid`` rows, ``recommended`` per segment, ``recommended_context`` per pair,
     ``recommended_vs_current`` (whole-table rollouts, same listeners) and ``scorer``.
   """
-  rows = grid_rows(world, cfg, grid, scorer, runner)
+  rows = grid_rows(world, cfg, grid, scorer, runner, beam_args)
   recommended = recommend(rows, cfg.floor)
   pairs = [f"{s}/{a}" for s in feature_spec.SEGMENTS for a in SIM_ACTIVITIES]
   rec_context = recommend(rows, cfg.floor, by="by_segment_activity", keys=pairs)
