@@ -40,7 +40,7 @@ concurrent requests). Float kernels round a row differently with the number of r
 beside it (matmul blocking, reduction order), by ~1e-7, which is enough to swap two
 near-tied candidates, and repeated tracks are exact ties up to such noise. So every float
 step that feeds the order runs per listener at the shapes of a batch of one
-(:func:`_per_row`): the encoder and scorer, retrieval, the intent source; the TFT layer,
+(``serving.row_wise``): the encoder and scorer, retrieval, the intent source; the TFT layer,
 fusion and the candidate flags are element-wise, and mixing compares only ranks. The
 scores of a row are then the same to the bit in any batch, and
 ``ranking.fusion.ordering`` (score desc, ties to the lower index) turns them into one
@@ -63,6 +63,7 @@ from serving import catalog as catalog_lib
 from serving import fusion_select
 from serving import request_schema
 from serving import retrieval
+from serving import row_wise
 
 X = feature_spec.xf
 HEAD_OUTPUTS: Tuple[str, ...] = feature_spec.LABEL_KEYS + (tasks_lib.INTEREST_SCORE,)
@@ -76,31 +77,6 @@ def _mask_tail(x: tf.Tensor, length: tf.Tensor, pad) -> tf.Tensor:
   """Replaces positions at or after ``length`` ``[B]`` of ``x`` ``[B, L]`` by ``pad``."""
   keep = tf.sequence_mask(length, tf.shape(x)[1])
   return tf.where(keep, x, tf.fill(tf.shape(x), tf.constant(pad, x.dtype)))
-
-
-def _row(features: Dict[str, tf.Tensor], b: tf.Tensor) -> Dict[str, tf.Tensor]:
-  """Row ``b`` of ``[B, ...]`` tensors, as a batch of one (its size known only when run,
-  as a signature's batch is, so the ops see the shapes a one-listener request gives)."""
-  return {k: v[b:b + 1] for k, v in features.items()}
-
-
-def _per_row(fn, batch: tf.Tensor, spec):
-  """``fn(b)`` for every row ``b`` of a batch, stacked along a new leading dim.
-
-  One ``map_fn`` step per row, so each row is computed at the shapes of a batch of one
-  and gets the same bits in any batch (module docstring); a batch of one calls ``fn``
-  directly and skips the loop. Either way ``fn`` gets its row as a tensor whose value is
-  not known when tracing (``batch - 1`` is row 0 of a batch of one), so both paths trace
-  the same static shapes and give the same bits.
-
-  Args:
-    fn: row index (int32 scalar tensor) -> a structure of tensors without the batch dim.
-    batch: ``B``, an int32 scalar tensor.
-    spec: ``fn``'s output structure as ``tf.TensorSpec`` s.
-  """
-  return tf.cond(tf.equal(batch, 1),
-                 lambda: tf.nest.map_structure(lambda v: v[tf.newaxis], fn(batch - 1)),
-                 lambda: tf.map_fn(fn, tf.range(batch), fn_output_signature=spec))
 
 
 class _Untracked:
@@ -222,7 +198,7 @@ class RankerServingModule(tf.Module):
     if policy is not None:
       self._py.functions["policy"] = fn(self._policy, request_schema.policy_input_spec())
     # One listener's scoring and retrieval, each traced once and called as a function
-    # by both branches of ``_per_row`` and by both ``rank`` and ``recommend``: the
+    # by both branches of ``row_wise.per_row`` and by both ``rank`` and ``recommend``: the
     # model is traced (and saved) once instead of once per branch and signature.
     self._py.score_row = tf.function(self._score_row, autograph=False)
     self._py.retrieve_row = tf.function(self._retrieve_row, autograph=False)
@@ -299,7 +275,7 @@ class RankerServingModule(tf.Module):
                       min(self.catalog_size, self.n_max))
     xf = listener["transformed"]
 
-    scores, rows = _per_row(lambda b: self._py.retrieve_row(b, xf, pool),
+    scores, rows = row_wise.per_row(lambda b: self._py.retrieve_row(b, xf, pool),
                             tf.shape(inputs["user_id"])[0],
                             (tf.TensorSpec([None], tf.float32),
                              tf.TensorSpec([None], tf.int32)))
@@ -381,8 +357,9 @@ class RankerServingModule(tf.Module):
       rows, scores = self.intent.candidates(text[b:b + 1], k)
       return tf.cast(rows[0], tf.int32), tf.cast(scores[0], tf.float32)
 
-    rows, scores = _per_row(one, tf.shape(text)[0], (tf.TensorSpec([None], tf.int32),
-                                                    tf.TensorSpec([None], tf.float32)))
+    rows, scores = row_wise.per_row(one, tf.shape(text)[0],
+                                    (tf.TensorSpec([None], tf.int32),
+                                     tf.TensorSpec([None], tf.float32)))
     # Empty or whitespace-only text asks for nothing: collaborative candidates only.
     asked = tf.strings.length(tf.strings.strip(text)) > 0
     valid = (rows >= 0) & (rows < self.catalog_size) & asked[:, tf.newaxis]
@@ -403,13 +380,13 @@ class RankerServingModule(tf.Module):
   def _score(self, transformed, candidates) -> Dict[str, tf.Tensor]:
     """Encodes each listener and scores its row of ``[B, N]`` candidates against it.
 
-    Per listener (:func:`_per_row`): listener ``b`` is encoded as a batch of one and its
+    Per listener (``serving.row_wise``): listener ``b`` is encoded as a batch of one and its
     N candidates are scored against that encoding (``RankingModel.score`` broadcasts
     it; the encoding is never tiled per candidate).
     """
     listener = {k: transformed[k] for k in model_lib.LISTENER_FEATURES}
     spec = {k: tf.TensorSpec([None], tf.float32) for k in HEAD_OUTPUTS}
-    return _per_row(lambda b: self._py.score_row(b, listener, candidates),
+    return row_wise.per_row(lambda b: self._py.score_row(b, listener, candidates),
                     tf.shape(candidates[X("cand_track_id")])[0], spec)
 
   def _score_row(self, b, listener, candidates) -> Dict[str, tf.Tensor]:
@@ -417,14 +394,14 @@ class RankerServingModule(tf.Module):
     # Exactly one row, said statically: the scorer's one-listener (broadcast) paths,
     # e.g. the target attention's single-memory matmuls, key on a static batch of 1.
     enc = {k: tf.ensure_shape(v, [1] + v.shape[1:]) for k, v in
-           self.model.encode_listener(_row(listener, b), training=False).items()}
+           self.model.encode_listener(row_wise.row(listener, b), training=False).items()}
     cands = {k: v[b] for k, v in candidates.items()}
     return self._heads(self.model.score(enc, cands, training=False))
 
   def _retrieve_row(self, b, transformed, pool) -> Tuple[tf.Tensor, tf.Tensor]:
     """The ``pool`` best catalogue rows ``[pool]`` and their scores for listener ``b``."""
     found, rows = self._py.retrieval(
-        retrieval.listener_query(self.model, _row(transformed, b)), k=pool)
+        retrieval.listener_query(self.model, row_wise.row(transformed, b)), k=pool)
     return found[0], tf.cast(rows[0], tf.int32)
 
   def _rank_rows(self, listener, inputs, rows, valid, promo, from_intent=None):
