@@ -100,8 +100,16 @@ def _phase_cpu(phases: Dict[str, float], store):
   while the block runs."""
   from online import batch_apply  # pylint: disable=g-import-not-at-top
   from online import event_batch  # pylint: disable=g-import-not-at-top
-  targets = [(event_batch, "parse_lines", "parse"), (batch_apply, "apply_events", "apply"),
-             (store, "commit", "commit")]
+  with _cpu_by_phase(phases, [(event_batch, "parse_lines", "parse"),
+                              (batch_apply, "apply_events", "apply"),
+                              (store, "commit", "commit")]):
+    yield
+
+
+@contextlib.contextmanager
+def _cpu_by_phase(phases: Dict[str, float], targets):
+  """Adds up in ``phases[phase]`` the CPU time of the calls of ``owner.name`` for each
+  ``(owner, name, phase)`` of ``targets`` while the block runs."""
   originals = [getattr(owner, name) for owner, name, _ in targets]
 
   def timed(fn, phase):
@@ -226,8 +234,52 @@ def _paired_latencies(direct, via_gateway, n: int, concurrency: int):
   return [d for d, _ in pairs], [g for _, g in pairs]
 
 
+def _gateway_phases(db: str, model_target: str, users: List[str], k: int
+                    ) -> Dict[str, float]:
+  """The gateway's own CPU per request by phase (microseconds), measured in this process
+  around an in-process ``Gateway`` calling the same model server: what a request costs
+  besides the gRPC server machinery of ``melody gateway``."""
+  # pylint: disable=g-import-not-at-top
+  from online import gateway
+  from online import gateway_metrics
+  from online import gateway_proto
+  from online import model_caller
+  from online import predict_wire
+  from online import stores
+  # pylint: enable=g-import-not-at-top
+  requests = [gateway_proto.RecommendRequest(user_id=u, context="commute", k=k)
+              for u in users]
+  caller = model_caller.ModelCaller(model_target, deadline_s=30.0)
+  phases: Dict[str, float] = {}
+  with stores.open_store(db) as store:
+    recommender = gateway.Gateway(store, caller, gateway_metrics.GatewayMetrics())
+    for request in requests[:_WARMUP]:
+      recommender.recommend(request)
+    targets = [(store, "get", "state read"), (gateway, "model_inputs", "model inputs"),
+               (predict_wire, "predict_inputs", "request encode"),
+               (caller, "_predict", "model call (gRPC client, response parse)"),
+               (gateway, "_fill_items", "response items")]
+    with _cpu_by_phase(phases, targets):
+      cpu = time.process_time()
+      for i in range(REQUESTS):
+        response = recommender.recommend(requests[i % len(requests)])
+        start = time.process_time()
+        response.SerializeToString()   # what the gRPC server does with the answer
+        phases["response encode"] = (phases.get("response encode", 0.0)
+                                     + time.process_time() - start)
+      cpu = time.process_time() - cpu
+  caller.close()
+  out = {name: seconds / REQUESTS * 1e6 for name, seconds in phases.items()}
+  out["rest (checks, metrics, response message)"] = cpu / REQUESTS * 1e6 - sum(out.values())
+  out["all"] = cpu / REQUESTS * 1e6
+  return out
+
+
 def gateway_overhead(root: str) -> Dict[str, object]:
   """Direct ``recommend`` calls vs the same through ``melody gateway``."""
+  from serving import grpc_env  # pylint: disable=g-import-not-at-top
+  # The I/O path melody gateway and ModelClient use, when grpc is not imported yet.
+  grpc_env.prefer_polling_io()
   # pylint: disable=g-import-not-at-top
   import pandas as pd
   from bench import serving as bench_serving
@@ -297,6 +349,8 @@ def gateway_overhead(root: str) -> Dict[str, object]:
           "load_avg_1m": [load, os.getloadavg()[0]]}
     direct.close()
     via.close()
+    _log("gateway CPU by phase, in process")
+    out["cpu_us_per_request_in_process"] = _gateway_phases(db, model_target, users, k)
     return out
   finally:
     for proc in (gw_proc, model_proc):

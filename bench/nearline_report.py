@@ -7,7 +7,7 @@ overhead per concurrency).
 """
 
 import os
-from typing import Dict
+from typing import Dict, List
 
 from bench import common
 
@@ -15,6 +15,17 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOC = os.path.join(REPO, "docs", "nearline.md")
 PNG = os.path.join(REPO, "docs", "nearline_benchmark.png")
 BEGIN, END = "<!-- bench:nearline -->", "<!-- /bench:nearline -->"
+
+
+def _gateway_phase_rows(g: Dict[str, object]) -> List[Dict[str, object]]:
+  """The gateway's CPU per request by phase, and what its process spent besides them."""
+  in_process = g.get("cpu_us_per_request_in_process", {})
+  if not in_process or "1" not in g["by_concurrency"]:
+    return []
+  process_us = g["by_concurrency"]["1"]["gateway_cpu_ms_per_request"] * 1e3
+  return ([{"phase": name, "CPU µs/request": round(us)} for name, us in in_process.items()]
+          + [{"phase": "gRPC server machinery (gateway process CPU at c=1 minus all)",
+              "CPU µs/request": round(process_us - in_process["all"])}])
 
 
 def section(results: Dict[str, object]) -> str:
@@ -44,8 +55,10 @@ def section(results: Dict[str, object]) -> str:
            "overhead p99 ms": v["overhead_p99_ms"],
            "paired overhead p50 ms": v.get("paired_overhead_p50_ms", float("nan")),
            "paired overhead p99 ms": v.get("paired_overhead_p99_ms", float("nan")),
-           "gateway CPU ms/request": v.get("gateway_cpu_ms_per_request", float("nan"))}
+           "gateway CPU ms/request": v.get("gateway_cpu_ms_per_request", float("nan")),
+           "load avg 1 min": "–".join(f"{x:.1f}" for x in v.get("load_avg_1m", []))}
           for c, v in g["by_concurrency"].items()]
+  gateway_phases = _gateway_phase_rows(g)
   cfg = results["config"]
   load = ", ".join(f"{x:.2f}" for x in results["load_avg_before"])
   load_after = ", ".join(f"{x:.2f}" for x in results["load_avg_after"])
@@ -81,6 +94,13 @@ def section(results: Dict[str, object]) -> str:
       "as it does latency).",
       "",
       common.table(over, list(over[0])),
+      "",
+      "The gateway's own CPU per request by phase: an in-process `Gateway` on the same "
+      "store and model server, `time.process_time` around each phase (the model call is "
+      "the gRPC client's work and the response parse; the model server's work is in "
+      "another process); the server machinery is the rest of the gateway process's CPU.",
+      "",
+      common.table(gateway_phases, list(gateway_phases[0])) if gateway_phases else "",
       "",
       "![nearline benchmark](nearline_benchmark.png)",
       END])
