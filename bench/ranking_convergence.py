@@ -5,11 +5,12 @@ A fixed step budget favours the models that learn fastest per step; this part co
 models at their own convergence under one rule. Listeners of the training split are held
 out by id (``ranking_curves.holdout_listeners``, their ids sent to the OOV buckets); every
 variant trains on the rest and is checked on them ``checks_per_epoch`` times per pass over
-those impressions. The selection score is the same for every model: the sum of the held-out AUCs
-of the measured binary heads minus the sum of the held-out RMSEs of the measured regression
-heads. Training stops after ``patience`` checks without a better score (or after
-``max_epochs`` passes), the weights of the best check are restored, and only those are scored
-on the eval split, whose listeners no run ever sees.
+those impressions. The selection score is the same for every model: the sum of the
+held-out AUCs of the measured binary heads minus the sum of the held-out RMSEs of the
+measured regression heads. Training stops after ``patience`` checks without a better
+score (or after ``max_epochs`` passes, rounded up to a whole check), the weights of the
+best check are restored, and only those are scored on the eval split, whose listeners no
+run ever sees.
 
 The causal model trained sequence-level (``ranking.sequence_training``) is checked the same
 way, through the per-impression (serving) path, with the same impressions per check.
@@ -266,7 +267,8 @@ def lines(block: Optional[Dict[str, object]], part: Optional[Dict[str, object]])
          f"held-out impressions); every model is checked on them every "
          f"{rule['check_examples']:,} trained impressions and stops after "
          f"{rule['patience']} checks without a better score ({rule['score']}), at most "
-         f"{rule['max_examples']:,} impressions ({rule['max_epochs']:g} passes); the best "
+         f"{rule['max_examples']:,} impressions ({rule['max_epochs']:g} passes, rounded up "
+         "to a whole check); the best "
          f"check's weights are scored on the eval split. Seeds {block['seeds']}, batch "
          f"{block['batch_size']} (sequence-level: "
          "about as many trained impressions a step)." + when, "",
