@@ -20,9 +20,12 @@ EXAMPLE_READERS = ("StatisticsGen", "Transform", "Evaluator", "LocalInfraValidat
 
 @pytest.fixture(scope="module")
 def spec(tmp_path_factory):
+  """The spec as an operator compiles it: ``melody pipeline compile --window-days 2``."""
+  from melody_cli import main as melody_main
   out = tmp_path_factory.mktemp("kfp_window") / "melody.json"
-  return kv2.compile_pipeline(kv2.KubeflowConfig(data_root="gs://bucket/data",
-                                                 window_days=2), str(out))
+  assert melody_main.main(["pipeline", "compile", "--window-days", "2", "--data-root",
+                           "gs://bucket/data", "--out", str(out)]) == 0
+  return json.loads(out.read_text())
 
 
 def _tasks(spec):
