@@ -53,6 +53,14 @@ def scheduled_spans(available: Sequence[int], scheduled_date: str,
   """The window of a scheduled run: the spans of the ``days`` days ending with
   ``scheduled_date`` (YYYYMMDD; ``latest`` or empty: the newest available span).
 
+  Args:
+    available: the data root's spans, oldest first (``window_runs.available_spans``).
+    scheduled_date: the run's ``scheduled_date`` parameter.
+    days: N, the calendar days of the window.
+
+  Returns:
+    The window's spans, oldest first.
+
   Raises:
     ValueError: no span at all, a malformed date, or no span for the scheduled date
       (a day whose data has not landed must fail the run, not train on older days).
@@ -74,6 +82,12 @@ def scheduled_spans(available: Sequence[int], scheduled_date: str,
 def assemble(data_root: str, scheduled_date: str, days: int, examples_uri: str
              ) -> Tuple[int, ...]:
   """Copies the window's files under ``examples_uri/Split-<split>/``.
+
+  Args:
+    data_root: the dataset's root (local or an object store).
+    scheduled_date: YYYYMMDD or ``latest`` (:func:`scheduled_spans`).
+    days: N, the calendar days of the window.
+    examples_uri: the output Examples artifact's directory.
 
   Returns:
     The window's spans, oldest first.
