@@ -351,6 +351,7 @@ def gateway_overhead(root: str) -> Dict[str, object]:
     via.close()
     _log("gateway CPU by phase, in process")
     out["cpu_us_per_request_in_process"] = _gateway_phases(db, model_target, users, k)
+    out["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     return out
   finally:
     for proc in (gw_proc, model_proc):

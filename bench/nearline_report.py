@@ -85,7 +85,9 @@ def section(results: Dict[str, object]) -> str:
       "",
       common.table(phases, list(phases[0])) if phases else "",
       "",
-      f"Gateway: `recommend` of the tiny exported ranker over a pool of N={g['pool_n']} "
+      (f"Gateway rows measured {g['measured_at']} (load per row below). "
+       if "measured_at" in g else "")
+      + f"Gateway: `recommend` of the tiny exported ranker over a pool of N={g['pool_n']} "
       f"candidates (k={g['k']}), {g['requests']} pairs of calls per row: a direct TF Serving "
       "Predict and the same listener through `melody gateway` (state read, request build, "
       "Predict), each worker alternating the two so both see the same load. Overhead: "
