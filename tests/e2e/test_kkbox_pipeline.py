@@ -39,7 +39,7 @@ def test_kkbox_import_examples_pipeline_push(shared_data, tmp_path):
   assert 0 < like["positive"] < like["present"]
 
   config = configs.local_config(str(tmp_path / "data"), str(tmp_path / "work"),
-                                train_steps=60, eval_steps=2)
+                                train_steps=60, eval_steps=2, transform_statistics=False)
   unmeasured = ("exposure", "interest_completion", "interest_skip", "subscription")
   assert tuple(config.unmeasured) == unmeasured and config.next_play_k == 0
   run = local_runner.run(config, verbose=False)
