@@ -260,7 +260,8 @@ def lines(block: Optional[Dict[str, object]], part: Optional[Dict[str, object]])
   if part:
     when = (f" Measured {part['measured_at']} ({part['runtime_s']:,.0f} s, load average "
             f"{part['load_average_before'][0]:.1f} before, "
-            f"{part['load_average_after'][0]:.1f} after).")
+            f"{part['load_average_after'][0]:.1f} after"
+            + (f"; {part['note']}" if part.get("note") else "") + ").")
   out = ["", "### At convergence (`MELODY_BENCH_RANKING_ONLY=convergence`)", "",
          f"Same simulator split. {rule['holdout_percent']}% of the training split's listeners "
          f"are held out ({block['fit_examples']:,} training / {block['holdout_examples']:,} "
@@ -277,5 +278,5 @@ def lines(block: Optional[Dict[str, object]], part: Optional[Dict[str, object]])
   for name, per_head in block["paired"].items():
     out.append(f"- `{name}` (paired over seeds): " + "; ".join(
         f"{k} {p['mean']:+.4f} (se {p['se']:.4f})" for k, p in per_head.items()
-        if not k.startswith("train_")))
+        if k in heads))
   return out
