@@ -247,14 +247,10 @@ def lines(block: Optional[Dict[str, object]], part: Optional[Dict[str, object]])
   """The part's lines in the ranking section of ``docs/benchmarks.md`` (none before it ran)."""
   if not block:
     return []
-  heads = [h for h in ranking_models.metric_columns() if any(h in r for r in block["mean"])]
-  rows = []
-  for r in block["mean"]:
-    row = {"model": r["model"], "seeds": r["seeds"]}
-    row.update({key: ranking_sequence_report.cell(r, key) for key in heads})
+  heads, rows = ranking_sequence_report.metric_cells(block["mean"])
+  for r, row in zip(block["mean"], rows):
     row["impressions at best check"] = f"{r['best_examples']:,.0f}"
     row["train CPU s"] = f"{r['train_cpu_s']:,.0f}"
-    rows.append(row)
   rule = block["rule"]
   when = ""
   if part:

@@ -3,7 +3,7 @@ section of ``docs/benchmarks.md`` and ``docs/ranking_sequence.png``, from the re
 """
 
 import os
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from bench import common
 from bench import ranking_models
@@ -22,15 +22,20 @@ def cell(row, key: str, digits: int = 4) -> str:
   return f"{row[key]:.{digits}f} ± {sd:.{digits}f}"
 
 
+def metric_cells(mean) -> Tuple[List[str], List[Dict[str, str]]]:
+  """The measured heads of mean rows, and per row its model, seeds and head cells."""
+  heads = [h for h in ranking_models.metric_columns() if any(h in r for r in mean)]
+  return heads, [{"model": r["model"], "seeds": r["seeds"], **{h: cell(r, h) for h in heads}}
+                 for r in mean]
+
+
 def lines(block: Optional[Dict[str, object]], part: Optional[Dict[str, object]]) -> List[str]:
   """The section's lines (nothing when the part has not run)."""
   if not block:
     return []
-  heads = [h for h in ranking_models.metric_columns() if any(h in r for r in block["mean"])]
+  heads, cells = metric_cells(block["mean"])
   rows = []
-  for r in block["mean"]:
-    row = {"model": r["model"], "seeds": r["seeds"]}
-    row.update({h: cell(r, h) for h in heads})
+  for r, row in zip(block["mean"], cells):
     row["examples_seen"] = f"{r.get('examples_seen', 0):,.0f}"
     row["examples_per_s"] = f"{r['train_examples_per_s']:,.0f}" if (
         "train_examples_per_s" in r) else ""
