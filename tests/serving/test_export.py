@@ -82,13 +82,31 @@ def test_server_configs_next_to_the_base_dir(exported):
       os.path.join(config_dir, "monitoring.config")).enable
 
 
-def saved_signatures(version_dir):
-  """The signature names of a SavedModel's ``serve`` graph, read from saved_model.pb."""
+def _serve_graph(version_dir):
+  """The ``serve`` MetaGraphDef of a SavedModel, read from saved_model.pb."""
   proto = saved_model_pb2.SavedModel()
   with open(os.path.join(version_dir, "saved_model.pb"), "rb") as f:
     proto.ParseFromString(f.read())
   (graph,) = [m for m in proto.meta_graphs if "serve" in m.meta_info_def.tags]
-  return set(graph.signature_def) - {"__saved_model_init_op"}
+  return graph
+
+
+def saved_signatures(version_dir):
+  """The signature names of a SavedModel's ``serve`` graph."""
+  return set(_serve_graph(version_dir).signature_def) - {"__saved_model_init_op"}
+
+
+def test_the_model_is_saved_once_and_no_keras_object_is_saved(exported):
+  graph = _serve_graph(exported["v1"])
+  library = [f.signature.name for f in graph.graph_def.library.function]
+  # One listener's scoring is one function, called by both rank and recommend (in
+  # their batch-of-one and per-row paths), and so is retrieval.
+  assert len([n for n in library if "_score_row_" in n]) == 1, library
+  assert len([n for n in library if "_retrieve_row_" in n]) == 1, library
+  # Keras objects (the TFT layer is one) would carry Keras' own re-traced functions.
+  keras = [node.user_object.identifier for node in graph.object_graph_def.nodes
+           if node.HasField("user_object") and "keras" in node.user_object.identifier]
+  assert keras == []
 
 
 @pytest.mark.parametrize("version", ["v1", "v2"])
