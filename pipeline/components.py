@@ -15,7 +15,6 @@
   image.
 """
 
-import glob
 import os
 
 from tfx import v1 as tfx
@@ -31,8 +30,10 @@ class AnomaliesFoundError(RuntimeError):
 def describe_anomalies(anomalies_uri: str) -> list:
   """Lists ``"split: feature: description"`` for every anomaly under an artifact URI."""
   from tensorflow_data_validation.utils import anomalies_util  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   found = []
-  for path in sorted(glob.glob(os.path.join(anomalies_uri, "Split-*", "SchemaDiff.pb"))):
+  # tf.io.gfile reads remote pipeline roots (gs://) as well as local ones.
+  for path in sorted(tf.io.gfile.glob(os.path.join(anomalies_uri, "Split-*", "SchemaDiff.pb"))):
     split = os.path.basename(os.path.dirname(path))[len("Split-"):]
     anomalies = anomalies_util.load_anomalies_binary(path)
     for feature, info in sorted(anomalies.anomaly_info.items()):
@@ -58,9 +59,9 @@ def AnomaliesGate(anomalies: tfx.dsl.components.InputArtifact[
 
 def _eval_records(examples_uri: str, limit: int) -> list:
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  files = sorted(glob.glob(os.path.join(examples_uri, "Split-eval", "*")))
+  files = sorted(tf.io.gfile.glob(os.path.join(examples_uri, "Split-eval", "*")))
   if not files:
-    files = sorted(glob.glob(os.path.join(examples_uri, "Split-*", "*")))
+    files = sorted(tf.io.gfile.glob(os.path.join(examples_uri, "Split-*", "*")))
   if not files:
     raise FileNotFoundError(f"no example files under {examples_uri}")
   out = []

@@ -18,7 +18,6 @@ whole catalogue, and only comparable between scorers ranked on the same draw, wh
 how they are used here.
 """
 
-import glob
 import json
 import os
 from typing import Dict, Optional, Tuple
@@ -37,7 +36,9 @@ _BATCH = 32
 
 
 def _split_files(examples_uri: str, split: str) -> list:
-  files = sorted(glob.glob(os.path.join(examples_uri, f"Split-{split}", "*")))
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  # tf.io.gfile reads remote pipeline roots (gs://) as well as local ones.
+  files = sorted(tf.io.gfile.glob(os.path.join(examples_uri, f"Split-{split}", "*")))
   if not files:
     raise FileNotFoundError(f"no {split} examples under {examples_uri}")
   return files
