@@ -6,12 +6,12 @@ metadata, status and bad requests, with server-side batching on.
 import concurrent.futures
 import dataclasses
 import os
-import shutil
 
 import grpc
 import numpy as np
 import pytest
 
+from melody_testing import version_copies
 from serving import client
 from serving import model_config
 from serving import request_schema
@@ -33,16 +33,11 @@ N_MAX = 200   # The shared export's (conftest.py).
 @pytest.fixture(scope="module")
 def served(ranker_export, tmp_path_factory):
   paths = ranker_export["paths"]
-  # The session's export as version 1 of a private base path (other modules add versions
-  # to the shared one), with the export's server configs pointed at it.
+  # The session's export as the only version of a private base path, with server configs
+  # of its own: other modules add versions and labels to the worker's shared base path.
   config_dir = str(tmp_path_factory.mktemp("e2e") / "models")
-  base = os.path.join(config_dir, "melody")
-  version_dir = shutil.copytree(ranker_export["v1"], os.path.join(base, "1"))
-  shared_configs = os.path.dirname(ranker_export["base"])
-  entries = model_config.read_model_config(os.path.join(shared_configs, "models.config"))
-  model_config.write_model_config(os.path.join(config_dir, "models.config"),
-                                  [dataclasses.replace(e, base_path=base) for e in entries])
-  shutil.copy(os.path.join(shared_configs, "batching_parameters.txt"), config_dir)
+  version_dir = version_copies.copy_as_first_version(ranker_export["v1"],
+                                                     os.path.join(config_dir, "melody"))
   options = server_lib.ServerOptions(
       port=0, file_system_poll_wait_seconds=0, enable_batching=True,
       batching=model_config.read_batching_parameters(
