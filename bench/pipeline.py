@@ -11,16 +11,17 @@ Two measurements, each against a baseline measured in the same run:
     data is there: a model trained on the earlier span(s) stands for the pushed model;
     on the window of the next two spans a cold model (the baseline) and a model warm-
     started with its weights train for the same budget, evaluated every
-    ``EVAL_EVERY`` steps on the newest span's whole eval split. Reported: the cold model's final eval loss, the step at which
-    the warm model first reaches it (goal: at most half the budget) and both models'
-    headline AUCs at the end of the budget ("n/a (no positives)" for a head whose eval
-    labels have one class).
+    ``EVAL_EVERY`` steps on the newest span's whole eval split. Reported: the cold
+    model's final eval loss, the step at which the warm model first reaches it (goal: at
+    most half the budget) and both models' headline AUCs at the end of the budget ("n/a
+    (no positives)" for a head whose eval labels have one class).
 
 Results go to ``bench/results/pipeline.json`` with the host and the load average; the
 doc is ``docs/benchmarks_pipeline.md`` (``bench/pipeline_report.py``) with its PNG.
 Environment knobs: ``BENCH_PIPELINE_STEPS`` (budget, default 100),
 ``BENCH_PIPELINE_USERS`` (simulated listeners, default 1000), ``BENCH_PIPELINE_REAL``
-(0: simulated data only).
+(0: simulated data only), ``BENCH_PIPELINE_PARTS`` (``runners``, ``warm`` or both,
+comma-separated; a partial run keeps the other part's last results).
 """
 
 import json
@@ -201,27 +202,53 @@ def _kept_stage_times() -> Dict[str, object]:
   return {REAL_DATA_STAGES: old[REAL_DATA_STAGES]} if REAL_DATA_STAGES in old else {}
 
 
+def _parts() -> List[str]:
+  parts = os.environ.get("BENCH_PIPELINE_PARTS", "runners,warm").split(",")
+  unknown = sorted(set(parts) - {"runners", "warm"})
+  if unknown:
+    raise ValueError(f"BENCH_PIPELINE_PARTS: unknown part(s) {unknown}")
+  return parts
+
+
+def _previous() -> Dict[str, object]:
+  path = os.path.join(common.RESULTS_DIR, "pipeline.json")
+  if not os.path.exists(path):
+    return {}
+  with open(path, encoding="utf-8") as f:
+    return json.load(f)
+
+
 def main() -> None:
   steps = int(os.environ.get("BENCH_PIPELINE_STEPS", "100"))
   users = int(os.environ.get("BENCH_PIPELINE_USERS", "1000"))
+  parts = _parts()
+  results = _previous() if len(parts) < 2 else dict(_kept_stage_times())
   load_before = os.getloadavg()
   with tempfile.TemporaryDirectory() as root:
     sim = _simulated(root, users)
     real = _thirty_music(root) if os.environ.get("BENCH_PIPELINE_REAL", "1") == "1" else None
-    runners = bench_runners(real or sim, os.path.join(root, "runners"))
-    print(common.table(runners, ["runner", "examples", "seconds", "examples_per_s",
-                                 "ratio_vs_in_memory", "same_examples_as_baseline"]))
-    warm = [bench_warm_vs_cold("simulated", sim, root, steps)]
-    if real:
-      warm.append(bench_warm_vs_cold("30music", real, root, steps))
-  print(common.table(warm, ["dataset", "budget_steps", "cold_final_eval_loss",
-                            "warm_final_eval_loss", "warm_steps_to_cold_final_loss",
-                            "meets_goal_half_budget"]))
-  common.write_results("pipeline", {
-      "runners": runners, "runners_data": "30music" if real else "simulated",
-      "warm_vs_cold": warm, "eval_every": EVAL_EVERY, "eval_batch": EVAL_BATCH,
-      "batch_size": BATCH, "load_average": {"before": load_before, "after": os.getloadavg()},
-      **_kept_stage_times()})
+    if "runners" in parts:
+      runners = bench_runners(real or sim, os.path.join(root, "runners"))
+      print(common.table(runners, ["runner", "examples", "seconds", "examples_per_s",
+                                   "ratio_vs_in_memory", "same_examples_as_baseline"]))
+      results.update({"runners": runners, "runners_data": "30music" if real else "simulated",
+                      "runners_load_average": {"before": load_before,
+                                               "after": os.getloadavg()}})
+    if "warm" in parts:
+      warm_before = os.getloadavg()
+      warm = [bench_warm_vs_cold("simulated", sim, root, steps)]
+      if real:
+        warm.append(bench_warm_vs_cold("30music", real, root, steps))
+      print(common.table(warm, ["dataset", "budget_steps", "cold_final_eval_loss",
+                                "warm_final_eval_loss", "warm_steps_to_cold_final_loss",
+                                "meets_goal_half_budget"]))
+      results.update({"warm_vs_cold": warm, "warm_load_average": {
+          "before": warm_before, "after": os.getloadavg()}})
+  results.update({"eval_every": EVAL_EVERY, "eval_batch": EVAL_BATCH, "batch_size": BATCH,
+                  "parts_measured": parts, "host": common.host_info(),
+                  "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                  "load_average": {"before": load_before, "after": os.getloadavg()}})
+  common.write_results("pipeline", results)
   from bench import pipeline_report  # pylint: disable=g-import-not-at-top
   pipeline_report.main()
 

@@ -96,8 +96,11 @@ def render(results: Dict[str, object]) -> str:
       "A model trained on the earliest span stands for the pushed model; on the window of "
       "the next two spans a cold model and a warm-started one train for the same budget, "
       f"evaluated every {results['eval_every']} steps on the newest span's whole eval "
-      f"split (training batches of {results['batch_size']}). 30Music records no label with two classes, "
-      "so its AUCs are n/a; its eval loss is the skip head's on a constant label.",
+      f"split (training batches of {results['batch_size']}). A head whose eval labels have "
+      "one class shows \"n/a (no positives)\". 30Music is a play-only log: its examples are "
+      "the plays with sampled negatives, labelled on the next-play label (`interest_like`, "
+      "trained with the log q correction), so its like AUC is the next-play AUC and its "
+      "loss is mostly that head's.",
       "",
       *_warm_table(results["warm_vs_cold"]),
       "",
