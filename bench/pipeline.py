@@ -202,6 +202,10 @@ def _kept_stage_times() -> Dict[str, object]:
   return {REAL_DATA_STAGES: old[REAL_DATA_STAGES]} if REAL_DATA_STAGES in old else {}
 
 
+def _now() -> str:
+  return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
 def _parts() -> List[str]:
   parts = os.environ.get("BENCH_PIPELINE_PARTS", "runners,warm").split(",")
   unknown = sorted(set(parts) - {"runners", "warm"})
@@ -223,6 +227,10 @@ def main() -> None:
   users = int(os.environ.get("BENCH_PIPELINE_USERS", "1000"))
   parts = _parts()
   results = _previous() if len(parts) < 2 else dict(_kept_stage_times())
+  for part in {"runners", "warm"} - set(parts):
+    # The part not measured now keeps when and at what load it was measured.
+    results.setdefault(f"{part}_measured_at", results.get("written_at"))
+    results.setdefault(f"{part}_load_average", results.get("load_average"))
   load_before = os.getloadavg()
   with tempfile.TemporaryDirectory() as root:
     sim = _simulated(root, users)
@@ -233,7 +241,8 @@ def main() -> None:
                                    "ratio_vs_in_memory", "same_examples_as_baseline"]))
       results.update({"runners": runners, "runners_data": "30music" if real else "simulated",
                       "runners_load_average": {"before": load_before,
-                                               "after": os.getloadavg()}})
+                                               "after": os.getloadavg()},
+                      "runners_measured_at": _now()})
     if "warm" in parts:
       warm_before = os.getloadavg()
       warm = [bench_warm_vs_cold("simulated", sim, root, steps)]
@@ -242,11 +251,12 @@ def main() -> None:
       print(common.table(warm, ["dataset", "budget_steps", "cold_final_eval_loss",
                                 "warm_final_eval_loss", "warm_steps_to_cold_final_loss",
                                 "meets_goal_half_budget"]))
-      results.update({"warm_vs_cold": warm, "warm_load_average": {
-          "before": warm_before, "after": os.getloadavg()}})
+      results.update({"warm_vs_cold": warm, "warm_measured_at": _now(),
+                      "warm_load_average": {"before": warm_before,
+                                            "after": os.getloadavg()}})
   results.update({"eval_every": EVAL_EVERY, "eval_batch": EVAL_BATCH, "batch_size": BATCH,
                   "parts_measured": parts, "host": common.host_info(),
-                  "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                  "written_at": _now(),
                   "load_average": {"before": load_before, "after": os.getloadavg()}})
   common.write_results("pipeline", results)
   from bench import pipeline_report  # pylint: disable=g-import-not-at-top

@@ -71,23 +71,29 @@ def plot(results: Dict[str, object], path: str = PNG) -> None:
   plt.close(fig)
 
 
+def _measured(results: Dict[str, object], part: str) -> str:
+  """When and at what load a part was measured (a partial run keeps the other's)."""
+  load = results.get(f"{part}_load_average", results.get("load_average", {}))
+  when = results.get(f"{part}_measured_at", results.get("written_at", "?"))
+  return (f"Measured {when}; load average (1, 5, 15 min) before "
+          f"{tuple(round(x, 1) for x in load.get('before', ()))}, after "
+          f"{tuple(round(x, 1) for x in load.get('after', ()))}.")
+
+
 def render(results: Dict[str, object]) -> str:
-  load = results.get("load_average", {})
   lines = [
       "# Pipeline benchmark",
       "",
       "`make bench-pipeline` (`bench/pipeline.py`); numbers from "
       "`bench/results/pipeline.json`, written " + str(results.get("written_at", "?")) + ".",
-      common.host_line(results.get("host", {})) + " Load average (1, 5, 15 min) before "
-      f"{tuple(round(x, 1) for x in load.get('before', ()))}, after "
-      f"{tuple(round(x, 1) for x in load.get('after', ()))}: the machine was shared, so "
-      "absolute speeds are low; the ratios were measured in the same run.",
+      common.host_line(results.get("host", {})) + " The machine was shared, so absolute "
+      "speeds are low; the ratios were measured in the same run.",
       "",
       f"## Examples job per Beam runner ({results['runners_data']} events)",
       "",
       "The same events (whole listeners per chunk) through `features.examples_beam`; the "
       "baseline is the DirectRunner in_memory. \"same examples\": every runner wrote "
-      "exactly the baseline's examples.",
+      "exactly the baseline's examples. " + _measured(results, "runners"),
       "",
       *_runner_table(results["runners"]),
       "",
@@ -100,7 +106,7 @@ def render(results: Dict[str, object]) -> str:
       "one class shows \"n/a (no positives)\". 30Music is a play-only log: its examples are "
       "the plays with sampled negatives, labelled on the next-play label (`interest_like`, "
       "trained with the log q correction), so its like AUC is the next-play AUC and its "
-      "loss is mostly that head's.",
+      "loss is mostly that head's. " + _measured(results, "warm"),
       "",
       *_warm_table(results["warm_vs_cold"]),
       "",
