@@ -102,6 +102,25 @@ def host_line(host: Dict[str, object]) -> str:
   return text + f"; TensorFlow {host.get('tensorflow', '?')}."
 
 
+def read_results(name: str) -> Dict[str, object]:
+  """``bench/results/<name>.json`` as written last; empty when there is none."""
+  path = os.path.join(RESULTS_DIR, f"{name}.json")
+  if not os.path.exists(path):
+    return {}
+  with open(path, encoding="utf-8") as f:
+    return json.load(f)
+
+
+def parts_from_env(variable: str, known: Sequence[str]) -> List[str]:
+  """The parts of a benchmark to measure: ``variable`` (comma-separated names among
+  ``known``; all of them when unset). Raises ValueError naming unknown parts."""
+  parts = os.environ.get(variable, ",".join(known)).split(",")
+  unknown = sorted(set(parts) - set(known))
+  if unknown:
+    raise ValueError(f"{variable}: unknown part(s) {unknown}")
+  return parts
+
+
 def write_results(name: str, payload: Dict[str, object]) -> str:
   """Writes ``bench/results/<name>.json`` with machine and host info; returns its path."""
   os.makedirs(RESULTS_DIR, exist_ok=True)

@@ -21,7 +21,6 @@ benchmark section of ``docs/nearline.md`` and ``docs/nearline_benchmark.png``.
 
 import concurrent.futures
 import contextlib
-import json
 import os
 import re
 import subprocess
@@ -360,29 +359,12 @@ def gateway_overhead(root: str) -> Dict[str, object]:
         proc.wait(timeout=60)
 
 
-def _parts() -> List[str]:
-  """The parts to measure: ``MELODY_BENCH_NEARLINE_PARTS`` (comma-separated ``stores``,
-  ``gateway``; both by default). A partial run keeps the other part's last results."""
-  parts = os.environ.get("MELODY_BENCH_NEARLINE_PARTS", "stores,gateway").split(",")
-  unknown = sorted(set(parts) - {"stores", "gateway"})
-  if unknown:
-    raise ValueError(f"MELODY_BENCH_NEARLINE_PARTS: unknown part(s) {unknown}")
-  return parts
-
-
-def _previous_results() -> Dict[str, object]:
-  path = os.path.join(common.RESULTS_DIR, f"{NAME}.json")
-  if not os.path.exists(path):
-    return {}
-  with open(path) as f:
-    return json.load(f)
-
-
 def main(argv=None) -> int:
   """Runs the benchmark; writes the results JSON, the doc section and the picture."""
   del argv
-  parts = _parts()
-  results = _previous_results() if len(parts) < 2 else {}
+  # A partial run keeps the other part's last results.
+  parts = common.parts_from_env("MELODY_BENCH_NEARLINE_PARTS", ("stores", "gateway"))
+  results = common.read_results(NAME) if len(parts) < 2 else {}
   results.update({"load_avg_before": list(os.getloadavg()), "config": {
       "events": EVENTS, "listeners": LISTENERS, "max_batch": MAX_BATCH, "rate": RATE,
       "freshness_s": FRESHNESS_S, "interval_s": INTERVAL_S, "cache_states": CACHE_STATES},

@@ -24,7 +24,6 @@ Environment knobs: ``BENCH_PIPELINE_STEPS`` (budget, default 100),
 comma-separated; a partial run keeps the other part's last results).
 """
 
-import json
 import os
 import tempfile
 import time
@@ -194,11 +193,7 @@ def bench_warm_vs_cold(name: str, data_root: str, root: str, steps: int) -> Dict
 def _kept_stage_times() -> Dict[str, object]:
   """The real-data stage times already in the results (``REAL_DATA_STAGES``, measured
   by the 30Music end-to-end run, not by this benchmark), kept when it rewrites them."""
-  path = os.path.join(common.RESULTS_DIR, "pipeline.json")
-  if not os.path.exists(path):
-    return {}
-  with open(path, encoding="utf-8") as f:
-    old = json.load(f)
+  old = common.read_results("pipeline")
   return {REAL_DATA_STAGES: old[REAL_DATA_STAGES]} if REAL_DATA_STAGES in old else {}
 
 
@@ -206,27 +201,13 @@ def _now() -> str:
   return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
-def _parts() -> List[str]:
-  parts = os.environ.get("BENCH_PIPELINE_PARTS", "runners,warm").split(",")
-  unknown = sorted(set(parts) - {"runners", "warm"})
-  if unknown:
-    raise ValueError(f"BENCH_PIPELINE_PARTS: unknown part(s) {unknown}")
-  return parts
-
-
-def _previous() -> Dict[str, object]:
-  path = os.path.join(common.RESULTS_DIR, "pipeline.json")
-  if not os.path.exists(path):
-    return {}
-  with open(path, encoding="utf-8") as f:
-    return json.load(f)
-
-
 def main() -> None:
   steps = int(os.environ.get("BENCH_PIPELINE_STEPS", "100"))
   users = int(os.environ.get("BENCH_PIPELINE_USERS", "1000"))
-  parts = _parts()
-  results = _previous() if len(parts) < 2 else dict(_kept_stage_times())
+  parts = common.parts_from_env("BENCH_PIPELINE_PARTS", ("runners", "warm"))
+  # A partial run keeps the other part's last results.
+  results = (common.read_results("pipeline") if len(parts) < 2
+             else dict(_kept_stage_times()))
   for part in {"runners", "warm"} - set(parts):
     # The part not measured now keeps when and at what load it was measured.
     results.setdefault(f"{part}_measured_at", results.get("written_at"))
