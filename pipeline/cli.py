@@ -14,6 +14,8 @@ def _local_config(args):
   overrides = {"train_steps": args.steps, "model_config": args.config,
                "with_intent": args.with_intent, "intent_steps": args.intent_steps,
                "enable_cache": args.cache}
+  if args.auc_drop_tolerance is not None:
+    overrides["auc_drop_tolerance"] = args.auc_drop_tolerance
   if args.beam_mode:
     overrides["beam_args"] = configs.direct_beam_args(args.beam_mode)
   if args.infer_schema:
@@ -190,6 +192,10 @@ def register(subparsers) -> None:
   p.add_argument("--beam-mode", default=None,
                  choices=["in_memory", "multi_threading", "multi_processing"],
                  help="DirectRunner mode (default in_memory; multi_processing for large data)")
+  p.add_argument("--auc-drop-tolerance", type=float, default=None, metavar="DELTA",
+                 help="bless a candidate unless its skip or like AUC is below the last "
+                      "blessed model's by more than DELTA beyond the eval split's noise "
+                      "(default 0.002; wider for models trained a few dozen steps)")
   p.add_argument("--window-days", type=int, default=0,
                  help="scheduled run over day spans: train on the last N days' spans, "
                       "evaluate on the newest, catch up missed days in order, push each "

@@ -41,6 +41,9 @@ class PipelineConfig:
     train_steps / eval_steps / batch_size / model_config: passed to the Trainer.
     subscription_auc_floor: blessing floor on the subscription AUC (None: reported
       only; small eval splits may hold no conversion).
+    auc_drop_tolerance: the largest interest-AUC drop against the last blessed model
+      that does not block a push (``eval_config.Floors``); None: the Evaluator's
+      default, ``eval_config.AUC_DROP_TOLERANCE``.
     with_intent / intent_steps: also train the text-intent model (IntentTrainer) and
       compose it into the ranker's serving SavedModel (``intent_candidates`` and text
       requests in ``recommend``).
@@ -77,6 +80,7 @@ class PipelineConfig:
   beam_args: Tuple[str, ...] = ()
   extra_trainer_config: Tuple[Tuple[str, object], ...] = ()
   subscription_auc_floor: Optional[float] = None
+  auc_drop_tolerance: Optional[float] = None
   with_intent: bool = False
   intent_steps: int = 300
   enable_cache: bool = False

@@ -8,8 +8,9 @@ nothing. Slices:
 overall, by user segment, by context activity. A model is blessed only when every
 absolute floor holds and neither interest AUC is worse than the last blessed model's
 beyond noise: the paired bootstrap bound of the AUC change (``pipeline.paired_auc``)
-must not fall below ``-AUC_DROP_TOLERANCE``. A drop the eval split cannot tell from
-luck does not block a scheduled push; a clear drop does. A head the data cannot measure
+must not fall below minus the drop tolerance (``Floors.auc_drop_tolerance``, by default
+``AUC_DROP_TOLERANCE``). A drop the eval split cannot tell from luck does not block a
+scheduled push; a clear drop does. A head the data cannot measure
 (``pipeline.measurability``: its label is not recorded, or has one class only) is
 reported and never gated.
 """
@@ -37,7 +38,14 @@ SIGNATURE = "score_examples"
 
 @dataclasses.dataclass(frozen=True)
 class Floors:
-  """Absolute floors/ceilings a model must meet to be blessed."""
+  """The thresholds a model must meet to be blessed.
+
+  Absolute floors and ceilings, and ``auc_drop_tolerance``: the largest interest-AUC
+  drop against the last blessed model that does not matter even when it is real. The
+  bootstrap bound accounts for the eval split's sampling noise, not for the spread of
+  two training runs; a schedule whose models are far from convergence (a few dozen
+  steps) moves by more than the default between runs, and sets a wider tolerance.
+  """
   skip_auc: float = 0.55
   like_auc: float = 0.55
   # Conversions are rare (a few per thousand listeners a day in the simulator, as in real
@@ -48,6 +56,11 @@ class Floors:
   completion_rmse: Optional[float] = 0.45
   calibration_low: Optional[float] = 0.75
   calibration_high: Optional[float] = 1.33
+  auc_drop_tolerance: float = AUC_DROP_TOLERANCE
+
+  def __post_init__(self):
+    if not 0 <= self.auc_drop_tolerance < 1:
+      raise ValueError(f"auc_drop_tolerance must be in [0, 1), got {self.auc_drop_tolerance}")
 
 
 def _metric(class_name: str, threshold: Optional[tfma.MetricThreshold] = None
@@ -77,7 +90,7 @@ def _auc(floor: Optional[float]) -> tfma.MetricConfig:
   return _metric("AUC", None if floor is None else _bounds(lower=floor))
 
 
-def _auc_change() -> tfma.MetricConfig:
+def _auc_change(tolerance: float) -> tfma.MetricConfig:
   """The noise-aware change gate: bootstrap bound of AUC(candidate) - AUC(baseline).
 
   A change threshold, so TFMA drops it (and the computation) when there is no
@@ -89,7 +102,7 @@ def _auc_change() -> tfma.MetricConfig:
                          "confidence": AUC_CHANGE_CONFIDENCE, "seed": 0}))
   threshold = tfma.MetricThreshold(change_threshold=tfma.GenericChangeThreshold(
       direction=tfma.MetricDirection.HIGHER_IS_BETTER,
-      absolute={"value": -AUC_DROP_TOLERANCE}))
+      absolute={"value": -tolerance}))
   config.per_slice_thresholds.append(
       tfma.PerSliceMetricThreshold(slicing_specs=[tfma.SlicingSpec()], threshold=threshold))
   return config
@@ -109,14 +122,15 @@ def _label_metrics(label: str, floors: Floors, gated: bool = True,
   counts = [_metric("ExampleCount", _bounds(lower=1) if count_floor else None),
             _metric("WeightedExampleCount")]
   if not gated:
-    floors = Floors(skip_auc=None, like_auc=None, subscription_auc=None,
-                    completion_rmse=None, calibration_low=None, calibration_high=None)
+    floors = dataclasses.replace(
+        floors, skip_auc=None, like_auc=None, subscription_auc=None, completion_rmse=None,
+        calibration_low=None, calibration_high=None)
   if kind == feature_spec.BINARY:
     auc_floors = {"interest_skip": floors.skip_auc, "interest_like": floors.like_auc,
                   "subscription": floors.subscription_auc}
     metrics = counts + [_metric("MeanLabel"), _auc(auc_floors.get(label))]
     if label in feature_spec.TASKS[INTEREST_TASK] and auc_floors.get(label) is not None:
-      metrics.append(_auc_change())
+      metrics.append(_auc_change(floors.auc_drop_tolerance))
     return metrics
   if kind == feature_spec.BOUNDED:
     if floors.completion_rmse is None:

@@ -14,6 +14,7 @@ Runners (``local_runner``, ``kubeflow_v2_runner``) choose the orchestrator and t
 metadata store; this module knows neither.
 """
 
+import dataclasses
 import os
 from typing import List, Optional
 
@@ -32,6 +33,14 @@ def example_input_config(use_spans: bool) -> tfx.proto.Input:
       tfx.proto.Input.Split(name="train", pattern=prefix + "train-*"),
       tfx.proto.Input.Split(name="eval", pattern=prefix + "eval-*"),
   ])
+
+
+def _floors(config: configs.PipelineConfig) -> eval_config.Floors:
+  """The blessing thresholds a config asks for (the Evaluator's defaults where unset)."""
+  floors = eval_config.Floors(subscription_auc=config.subscription_auc_floor)
+  if config.auc_drop_tolerance is None:
+    return floors
+  return dataclasses.replace(floors, auc_drop_tolerance=config.auc_drop_tolerance)
 
 
 def create_pipeline(config: configs.PipelineConfig,
@@ -113,7 +122,7 @@ def create_pipeline(config: configs.PipelineConfig,
         model=trainer.outputs["model"],
         baseline_model=model_resolver.outputs["model"],
         eval_config=eval_config.create_eval_config(
-            outputs, eval_config.Floors(subscription_auc=config.subscription_auc_floor),
+            outputs, _floors(config),
             unmeasured=config.unmeasured))
 
   # The stock InfraValidator needs Docker or Kubernetes and the KFP v2 compiler does not

@@ -8,7 +8,8 @@ Three day spans of simulated listeners; one work directory; in order:
    then day 3 (window days 2-3), each warm-started from the model pushed before it;
 3. a deliberately worse model (one cold training step on day 3's window; the unchanged
    ExampleGen, statistics and Transform come from the TFX cache): not blessed against
-   the model pushed on day 3, with each failed threshold named, and not pushed;
+   the model pushed on day 3 at the production drop tolerance, with each failed
+   threshold named, and not pushed;
 4. a shard with a schema anomaly: the run stops at the AnomaliesGate with a message
    naming the feature, and earlier artifacts and the pushed models stay intact;
 5. re-running day 3 does not push again, and a second runner cannot take day 3 while
@@ -34,6 +35,12 @@ pytestmark = pytest.mark.slow
 
 DAY1, DAY2, DAY3, DAY4 = 20240101, 20240102, 20240103, 20240104
 WINDOW_DAYS = 2
+# The schedule's models train 40 steps and are evaluated on a day's eval split of 120 to
+# 190 examples: two such runs differ by a few hundredths of AUC from training alone, which
+# the bootstrap bound (eval-split noise only) does not cover, so the production tolerance
+# (0.002) would make the warm runs' blessing a coin toss. The schedule is what these runs
+# test; the change gate at its production tolerance is the worse model's test below.
+SCHEDULE_AUC_DROP_TOLERANCE = 0.05
 # "<head> <metric> (overall): candidate 0.5012, baseline 0.6204[, change …]; … fails …"
 _FAILED_THRESHOLD = re.compile(
     r" \(overall\): candidate -?\d+\.\d{4}, baseline -?\d+\.\d{4}[,;].* fails ")
@@ -54,7 +61,8 @@ def data(tmp_path_factory):
 def _base(root, **overrides):
   from pipeline import configs
   # Transform's own statistics are for people to read: no check here reads them.
-  settings = dict(train_steps=40, eval_steps=2, transform_statistics=False)
+  settings = dict(train_steps=40, eval_steps=2, transform_statistics=False,
+                  auc_drop_tolerance=SCHEDULE_AUC_DROP_TOLERANCE)
   settings.update(overrides)
   return configs.local_config(str(root / "data"), str(root / "work"), **settings)
 
@@ -160,7 +168,8 @@ def test_worse_model_is_neither_blessed_nor_pushed(schedule, data):
   from pipeline import local_runner, runs
   before = _versions(data)
   summary = local_runner.run(
-      _day3_window(data, train_steps=1, eval_steps=1, enable_cache=True), verbose=False)
+      _day3_window(data, train_steps=1, eval_steps=1, enable_cache=True,
+                   auc_drop_tolerance=None), verbose=False)
   assert summary.state == "COMPLETE"
   states = {c.node: c.state for c in summary.components}
   for node in ("ImportExampleGen", "StatisticsGen", "Transform"):

@@ -118,3 +118,27 @@ def test_eval_config_thresholds():
       [], ["user_segment"], ["context_activity"]]
   with pytest.raises(ValueError, match="bogus"):
     eval_config.create_eval_config({"out": "bogus"})
+
+
+def test_the_drop_tolerance_follows_the_config_and_the_cli(tmp_path):
+  from melody_cli.main import build_parser
+  from pipeline import cli, eval_config
+  from pipeline import pipeline as melody_pipeline
+
+  def change_gate(config):
+    cfg = eval_config.create_eval_config(floors=melody_pipeline._floors(config))
+    (spec,) = [s for s in cfg.metrics_specs if s.output_names == ["interest_like"]]
+    (change,) = [m for m in spec.metrics if m.class_name == "PairedAUCChange"]
+    return change.per_slice_thresholds[0].threshold.change_threshold.absolute.value
+
+  base = configs.local_config(str(tmp_path / "data"), str(tmp_path / "work"))
+  assert base.auc_drop_tolerance is None
+  assert change_gate(base) == -eval_config.AUC_DROP_TOLERANCE
+  args = build_parser().parse_args(["pipeline", "run", "--data", str(tmp_path / "data"),
+                                    "--workdir", str(tmp_path / "work"),
+                                    "--auc-drop-tolerance", "0.05"])
+  wide = cli._local_config(args)
+  assert wide.auc_drop_tolerance == 0.05
+  assert change_gate(wide) == pytest.approx(-0.05)
+  with pytest.raises(ValueError, match="auc_drop_tolerance must be in"):
+    eval_config.Floors(auc_drop_tolerance=-0.01)
