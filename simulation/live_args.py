@@ -31,7 +31,11 @@ def add_arguments(parser) -> None:
                       help="sessions each returning listener opens a day")
   parser.add_argument("--bad-candidate-day", type=int, default=0,
                       help="drill: at the end of this day, train a model on the day's "
-                           "plays with shuffled labels and force it to canary")
+                           "plays with corrupted labels and force it to canary")
+  parser.add_argument("--bad-candidate-kind", default="inverted",
+                      choices=("inverted", "shuffled"),
+                      help="the drill's label fault: interest labels mirrored (completion "
+                           "1-c, skip and like flipped) or outcomes permuted across plays")
   parser.add_argument("--nearline-crash-day", type=int, default=0,
                       help="drill: kill the nearline updater while it applies this day's "
                            "log and restart it")

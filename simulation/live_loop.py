@@ -56,7 +56,8 @@ class LiveConfig:
     nearline_crash_day: A day whose nearline updater is killed while it applies the
       day's log and restarted (a drill; 0: none).
     bad_candidate_day: A day after whose traffic a model trained on the day's plays with
-      shuffled labels is forced to canary (a drill, ``simulation.live_drill``; 0: none).
+      corrupted labels is forced to canary (a drill, ``simulation.live_drill``; 0: none).
+    bad_candidate_kind: The drill's label fault, one of ``live_drill.KINDS``.
     stable_model: A serving directory another run pushed to (e.g. `make demo`'s
       pipeline) whose newest version is served as the first ``stable`` in place of the
       bootstrap's pipeline run; its catalogue must be this world's (same ``tracks`` and
@@ -77,6 +78,7 @@ class LiveConfig:
   outage_day: int = 0
   nearline_crash_day: int = 0
   bad_candidate_day: int = 0
+  bad_candidate_kind: str = "inverted"
   stable_model: str = ""
   last_day_run: bool = True
 
@@ -86,6 +88,9 @@ class LiveConfig:
         raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
     if not 0.0 < self.canary_share < 1.0:
       raise ValueError(f"canary_share must be in (0, 1), got {self.canary_share}")
+    if self.bad_candidate_kind not in live_drill.KINDS:
+      raise ValueError(f"bad_candidate_kind must be one of {live_drill.KINDS}, "
+                       f"got {self.bad_candidate_kind!r}")
 
 
 def _log(msg: str) -> None:
@@ -179,14 +184,14 @@ class LiveLoop:
 
   def _bad_candidate(self, day: int, events, experiment: live_experiment.Experiment,
                      rng: np.random.Generator) -> Dict[str, object]:
-    """The drill: a model trained on the day's plays with shuffled labels, forced to
+    """The drill: a model trained on the day's plays with corrupted labels, forced to
     canary (replacing a canary on trial); returns what happened."""
     t0 = time.perf_counter()
     bad = live_drill.train_bad_candidate(
         events, os.path.join(os.path.dirname(self.summary_path), "drill"), self.tracks_path,
         self.serving_dir, live_pipeline.span_of(self.day_start(day)), self.config.training,
-        rng)
-    record = {"version": bad.version, "blessed": bad.blessed, "note": bad.note,
+        rng, kind=self.config.bad_candidate_kind)
+    record = {"kind": self.config.bad_candidate_kind, "version": bad.version, "blessed": bad.blessed, "note": bad.note,
               "replaced_canary": None, "seconds": round(time.perf_counter() - t0, 1)}
     if bad.version is not None:
       record["replaced_canary"] = experiment.force_canary(bad.version)
@@ -312,5 +317,6 @@ def config_from_args(args) -> LiveConfig:
                                              window_days=args.window_days),
       test=live_experiment.TestSettings(min_samples=args.min_samples),
       outage_day=args.outage_day, nearline_crash_day=args.nearline_crash_day,
-      bad_candidate_day=args.bad_candidate_day, stable_model=args.stable_model,
+      bad_candidate_day=args.bad_candidate_day,
+      bad_candidate_kind=args.bad_candidate_kind, stable_model=args.stable_model,
       last_day_run=not args.no_last_day_run)

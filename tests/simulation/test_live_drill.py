@@ -1,7 +1,7 @@
 """The bad-candidate drill's parts: labels shuffled across plays (outcomes kept, their
-link to listeners and tracks broken), the Trainer's model published below the newest
-version, and forced to canary on a running model server over a canary on trial, whose
-guardrail then rolls it back."""
+link to listeners and tracks broken) or inverted (interest labels mirrored), the
+Trainer's model published below the newest version, and forced to canary on a running
+model server over a canary on trial, whose guardrail then rolls it back."""
 
 import collections
 import os
@@ -11,8 +11,10 @@ import pytest
 
 from melody_testing import canary_stack
 from online import experiment_split
+from simulation import live_args
 from simulation import live_drill
 from simulation import live_experiment
+from simulation import live_loop
 
 FIELDS = ("user_id", "track_id", "context_activity")
 
@@ -41,6 +43,52 @@ def test_shuffled_labels_keep_the_outcomes_and_lose_their_link_to_the_tracks():
   before = np.corrcoef(track, [p["completion"] for p in plays])[0, 1]
   after = np.corrcoef(track, [p["completion"] for p in shuffled])[0, 1]
   assert before == pytest.approx(1.0) and abs(after) < 0.2
+
+
+def test_inverted_labels_prefer_what_listeners_skip():
+  rng = np.random.default_rng(5)
+  plays = _plays(400, rng)
+  original = [dict(p) for p in plays]
+  inverted = live_drill.bad_labels("inverted", plays, rng)
+  assert plays == original
+  assert [[p[f] for f in FIELDS] for p in inverted] == [[p[f] for f in FIELDS] for p in plays]
+  for before, after in zip(plays, inverted):
+    assert after["completion"] == pytest.approx(1.0 - before["completion"])
+    assert (after["skip"], after["like"]) == (1.0 - before["skip"], 1.0 - before["like"])
+    assert after["skip_profile"] is None
+    # The business labels are not the interest labels the fault mirrors.
+    assert (after["subscription"], after["exposure"]) == (before["subscription"],
+                                                          before["exposure"])
+  # What a model learns from them: the tracks listeners finish look the worst.
+  track = np.array([int(p["track_id"][1:]) for p in plays], float)
+  assert np.corrcoef(track, [p["completion"] for p in inverted])[0, 1] == pytest.approx(-1.0)
+  assert np.corrcoef(track, [p["skip"] for p in inverted])[0, 1] > 0.5
+
+
+def test_a_bad_kind_or_label_is_refused_naming_it():
+  rng = np.random.default_rng(1)
+  with pytest.raises(ValueError, match="bad_candidate_kind"):
+    live_drill.bad_labels("reversed", _plays(3, rng), rng)
+  with pytest.raises(ValueError, match="bad_candidate_kind"):
+    live_loop.LiveConfig(bad_candidate_kind="reversed")
+  broken = _plays(3, rng)
+  broken[2]["skip"] = None
+  with pytest.raises(ValueError, match="event 2: skip"):
+    live_drill.invert_labels(broken)
+  broken[2]["skip"], broken[1]["completion"] = 1.0, 1.5
+  with pytest.raises(ValueError, match="event 1: completion"):
+    live_drill.invert_labels(broken)
+
+
+def test_the_flag_offers_every_kind_and_defaults_to_inverted():
+  import argparse  # pylint: disable=import-outside-toplevel
+  parser = argparse.ArgumentParser()
+  live_args.add_arguments(parser)
+  kind = next(a for a in parser._actions if a.dest == "bad_candidate_kind")  # pylint: disable=protected-access
+  assert set(kind.choices) == set(live_drill.KINDS)
+  assert parser.parse_args([]).bad_candidate_kind == live_loop.LiveConfig().bad_candidate_kind
+  assert live_loop.config_from_args(
+      parser.parse_args(["--bad-candidate-kind", "shuffled"])).bad_candidate_kind == "shuffled"
 
 
 def _model(root, name):
