@@ -14,8 +14,9 @@ online store (one hash per entity key, a field per feature and ``_ts:<feature vi
 * ``NS:popularity:<segment>``: sorted set, track id -> plays;
 * ``NS:quarantine``: hash, ``<file>:<line>`` -> JSON of the line's raw text and reason;
 * ``NS:source_offsets``: hash, file -> ``<byte offset>,<lines>``;
-* ``NS:store_format``: the layout version (format 1 keys ``NS:listener_state:<id>``, a
-  hash holding the state JSON, are migrated when the store is opened).
+* ``NS:store_format``: the layout version, ``FORMAT_VERSION`` (format 1 keys
+  ``NS:listener_state:<id>``, a hash holding the state JSON, are migrated when the store
+  is opened).
 
 A batch is one ``MULTI``/``EXEC`` transaction, so a crash of the updater leaves all of
 it or none; the server's own persistence (``appendonly yes``) decides what survives a
@@ -37,6 +38,7 @@ from features import feature_spec
 from online import listener_state
 from online import state_store
 
+FORMAT_VERSION = 2   # this module's key layout (format 1: whole states as JSON)
 _TS_FIELD = f"_ts:{state_store.PROFILE_VIEW}"
 _SEP = "\x00"
 _MEMORY_SAMPLE = 200
@@ -134,13 +136,13 @@ class RedisStore(state_store.StateStore):
   def _check_format(self) -> None:
     key = f"{self._ns}:store_format"
     version = self._redis.get(key)
-    if version is not None and int(version) != state_store.FORMAT_VERSION:
+    if version is not None and int(version) != FORMAT_VERSION:
       raise state_store.FormatError(
           f"{self.url} holds listener state format {int(version)}; this Melody reads "
-          f"format {state_store.FORMAT_VERSION} (and migrates format 1)")
+          f"format {FORMAT_VERSION} (and migrates format 1)")
     if version is None:
       self._migrate_format_1()
-      self._redis.set(key, state_store.FORMAT_VERSION)
+      self._redis.set(key, FORMAT_VERSION)
 
   def _migrate_format_1(self) -> None:
     """Rewrites format 1 states (a hash per listener, ``state`` = JSON) as rows; each

@@ -1,13 +1,15 @@
 """The embedded listener state store: one SQLite file in WAL mode.
 
-This module owns :class:`SqliteStore`, the default backend of ``online.state_store``:
-tables ``listener_profile`` (entity key, newest event time, segment, tenure, play rows
-held, the counter ring), ``listener_plays`` (one row per play, keyed by listener, time,
-track and session), ``popularity`` (segment, track, plays), ``quarantine`` (file,
-line, raw text, reason), ``source_offsets`` (file, byte offset, lines) and
-``store_format`` (the layout version; a format 1 file, whole states as JSON in
-``listener_state``, is migrated in one transaction when opened). A batch
-commits in one ``BEGIN IMMEDIATE`` transaction; WAL lets the gateway read while the
+This module owns :class:`SqliteStore`, the default backend of ``online.state_store``
+(format ``FORMAT_VERSION``): table ``listener``, one row per listener (entity key, newest
+event time, segment, tenure, play rows held, the counter ring, and ``plays``: its play
+rows as one ``online.play_records`` value, new plays appended to it inside SQLite),
+``popularity`` (segment, track, plays), ``quarantine`` (file, line, raw text, reason),
+``source_offsets`` (file, byte offset, lines) and ``store_format`` (the layout version;
+a format 1 or 2 file is migrated in one transaction when opened, ``online.
+sqlite_migration``). Writing a listener is one upsert of one row whatever the batch
+added, so a batch costs one B-tree write per listener it touched, not one per play. A
+batch commits in one ``BEGIN IMMEDIATE`` transaction; WAL lets the gateway read while the
 updater writes, and ``synchronous=NORMAL`` keeps every committed batch across a crash of
 the process (an OS crash may lose the last batches, never half of one).
 """
@@ -20,17 +22,16 @@ from typing import Dict, List, Sequence, Set, Tuple
 
 from features import feature_spec
 from online import listener_state
+from online import play_records
+from online import sqlite_migration
 from online import state_store
 
+FORMAT_VERSION = 3
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS listener_profile (
+CREATE TABLE IF NOT EXISTS listener (
   user_id TEXT PRIMARY KEY, newest_ts INTEGER NOT NULL, segment TEXT NOT NULL,
   tenure_days REAL NOT NULL, tenure_ts INTEGER NOT NULL, play_rows INTEGER NOT NULL,
-  counters BLOB NOT NULL) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS listener_plays (
-  user_id TEXT NOT NULL, ts INTEGER NOT NULL, track_id TEXT NOT NULL,
-  session_id TEXT NOT NULL, artist_id TEXT NOT NULL, completion REAL NOT NULL,
-  skip REAL NOT NULL, PRIMARY KEY (user_id, ts, track_id, session_id)) WITHOUT ROWID;
+  counters BLOB NOT NULL, plays BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS popularity (
   segment TEXT NOT NULL, track_id TEXT NOT NULL, plays INTEGER NOT NULL,
   PRIMARY KEY (segment, track_id));
@@ -45,20 +46,19 @@ CREATE TABLE IF NOT EXISTS store_format (version INTEGER NOT NULL);
 _MAX_VARS = 500   # ids per IN (...) query, below SQLite's variable limit
 _CACHE_KIB = 64 << 10
 _MMAP_BYTES = 256 << 20
-_CHECKPOINT_PAGES = 10_000   # WAL pages (40 MiB at 4 KiB) between automatic checkpoints
-_PROFILE = "INSERT OR REPLACE INTO listener_profile VALUES (?, ?, ?, ?, ?, ?, ?)"
-# Joins listener k's oldest play row when it holds a HISTORY_LEN-th newest (the last
-# variable: HISTORY_LEN - 1).
-_FLOOR = ("f.user_id = k.column1 AND (f.ts, f.track_id, f.session_id) = (SELECT ts, track_id, "
-          "session_id FROM listener_plays WHERE user_id = k.column1 ORDER BY ts, track_id, "
-          "session_id LIMIT 1) AND (SELECT ts FROM listener_plays WHERE user_id = k.column1 "
-          "ORDER BY ts DESC, track_id DESC, session_id DESC LIMIT 1 OFFSET ?) IS NOT NULL")
-# Deletes a listener's plays older than its newest HISTORY_LEN (by the key order) and
-# older than the cutoff ?3.
-_TRIM = ("DELETE FROM listener_plays WHERE user_id = ?1 AND ts < ?3 AND "
-         "(ts, track_id, session_id) < (SELECT ts, track_id, session_id FROM listener_plays "
-         "WHERE user_id = ?1 ORDER BY ts DESC, track_id DESC, session_id DESC LIMIT 1 "
-         "OFFSET ?2)")
+_CHECKPOINT_PAGES = 5_000   # WAL pages (40 MiB at 8 KiB) between automatic checkpoints
+# A listener row holds up to some hundred plays: 8 KiB pages keep it on its page (past
+# about 4 KiB a row spills into overflow pages, each rewritten with it).
+_PAGE_SIZE = 8192
+_PROFILE_COLUMNS = "user_id, newest_ts, segment, tenure_days, tenure_ts, play_rows, counters"
+# Sets the profile and appends the batch's plays of the listener; the rowid table keeps
+# the listener's row where it is (the key index is not rewritten).
+_UPSERT = ("INSERT INTO listener VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (user_id) DO "
+           "UPDATE SET newest_ts = excluded.newest_ts, segment = excluded.segment, "
+           "tenure_days = excluded.tenure_days, tenure_ts = excluded.tenure_ts, "
+           "play_rows = excluded.play_rows, counters = excluded.counters, "
+           "plays = CAST(plays || excluded.plays AS BLOB)")
+_NO_PLAYS = (b"",)
 
 
 class SqliteStore(state_store.StateStore):
@@ -85,36 +85,32 @@ class SqliteStore(state_store.StateStore):
     conn = self._conn()
     conn.execute("BEGIN IMMEDIATE")
     try:
+      version = sqlite_migration.stored_format(conn)
+      if version is not None and version > FORMAT_VERSION:
+        raise state_store.FormatError(
+            f"{self.path} holds listener state format {version}; this Melody reads "
+            f"format {FORMAT_VERSION} (and migrates formats 1 and 2)")
       for statement in _SCHEMA.split(";"):
         if statement.strip():
           conn.execute(statement)
-      self._check_format(conn)
+      if version != FORMAT_VERSION:
+        if version is not None:
+          self._write(conn, sqlite_migration.old_batch(conn, version))
+          sqlite_migration.drop_old(conn, version)
+        conn.execute("DELETE FROM store_format")
+        conn.execute("INSERT INTO store_format VALUES (?)", (FORMAT_VERSION,))
       conn.execute("COMMIT")
     except BaseException:
       conn.execute("ROLLBACK")
       raise
-
-  def _check_format(self, conn: sqlite3.Connection) -> None:
-    row = conn.execute("SELECT version FROM store_format").fetchone()
-    if row is not None and row[0] != state_store.FORMAT_VERSION:
-      raise state_store.FormatError(
-          f"{self.path} holds listener state format {row[0]}; this Melody reads format "
-          f"{state_store.FORMAT_VERSION} (and migrates format 1)")
-    if row is None:
-      old = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' "
-                         "AND name = 'listener_state'").fetchone()
-      if old is not None:   # format 1: whole states as JSON
-        states = [listener_state.ListenerState.from_json(blob) for (blob,) in
-                  conn.execute("SELECT state FROM listener_state")]
-        self._write(conn, state_store.batch_of_states(states))
-        conn.execute("DROP TABLE listener_state")
-      conn.execute("INSERT INTO store_format VALUES (?)", (state_store.FORMAT_VERSION,))
 
   def _conn(self) -> sqlite3.Connection:
     conn = getattr(self._local, "conn", None)
     if conn is None:
       conn = sqlite3.connect(self.path, timeout=self._timeout, isolation_level=None,
                              check_same_thread=False)
+      # Takes effect only when the file is created (before WAL is switched on).
+      conn.execute(f"PRAGMA page_size={_PAGE_SIZE}")
       conn.execute("PRAGMA journal_mode=WAL")
       conn.execute("PRAGMA synchronous=NORMAL")
       # A batch dirties thousands of pages: checkpointing every few batches, not after
@@ -136,63 +132,39 @@ class SqliteStore(state_store.StateStore):
       chunk = ids[i:i + _MAX_VARS]
       yield chunk, ",".join("?" * len(chunk))
 
-  def profiles(self, user_ids: Sequence[str]) -> Dict[str, state_store.Profile]:
-    out = {}
+  def _select(self, columns: str, user_ids: Sequence[str]):
+    """Rows of ``columns`` of the listeners among ``user_ids`` that have one."""
     conn = self._conn()
     for chunk, marks in self._chunks(user_ids):
-      for user, *values in conn.execute(
-          f"SELECT * FROM listener_profile WHERE user_id IN ({marks})", chunk):
-        out[user] = state_store.Profile(*values)
-    return out
+      yield from conn.execute(
+          f"SELECT {columns} FROM listener WHERE user_id IN ({marks})", chunk)
+
+  def profiles(self, user_ids: Sequence[str]) -> Dict[str, state_store.Profile]:
+    return {user: state_store.Profile(*values)
+            for user, *values in self._select(_PROFILE_COLUMNS, user_ids)}
 
   def held_plays(self, keys: Sequence[state_store.PlayKey]) -> Set[state_store.PlayKey]:
-    out: Set[state_store.PlayKey] = set()
-    conn = self._conn()
     keys = list(keys)
-    per = _MAX_VARS // 4
-    for i in range(0, len(keys), per):
-      chunk = keys[i:i + per]
-      marks = ",".join(["(?, ?, ?, ?)"] * len(chunk))
-      # A join from the keys (not "IN (VALUES ...)", which scans the table) looks each
-      # key up in the primary key.
-      out.update(conn.execute(
-          f"SELECT p.user_id, p.ts, p.track_id, p.session_id FROM (VALUES {marks}) AS k "
-          "CROSS JOIN listener_plays AS p ON p.user_id = k.column1 AND p.ts = k.column2 "
-          "AND p.track_id = k.column3 AND p.session_id = k.column4",
-          [v for key in chunk for v in key]))
-    return out
+    held = {user: play_records.keys(plays) for user, plays in
+            self._select("user_id, plays", [k[0] for k in keys])}
+    return {k for k in keys if k[0] in held and k[1:] in held[k[0]]}
 
   def history_floors(self, user_ids: Sequence[str]
                      ) -> Dict[str, state_store.HistoryKey]:
     out = {}
-    conn = self._conn()
-    for chunk, marks in self._chunks(user_ids):
-      values = ",".join(f"({m})" for m in marks.split(","))
-      out.update((user, (ts, track, session)) for user, ts, track, session in conn.execute(
-          f"SELECT k.column1, f.ts, f.track_id, f.session_id FROM (VALUES {values}) AS k "
-          f"CROSS JOIN listener_plays AS f ON {_FLOOR}", [*chunk, feature_spec.HISTORY_LEN - 1]
-          ).fetchall())
+    for user, plays in self._select("user_id, plays", user_ids):
+      held = play_records.ordered(plays)
+      if len(held) >= feature_spec.HISTORY_LEN:
+        out[user] = held[0][:3]
     return out
 
   def get_many(self, user_ids: Sequence[str]) -> Dict[str, listener_state.ListenerState]:
-    out = {}
-    conn = self._conn()
-    for chunk, marks in self._chunks(user_ids):
-      # One read transaction: the two tables agree with each other.
-      conn.execute("BEGIN")
-      try:
-        found = {user: state_store.Profile(*values) for user, *values in conn.execute(
-            f"SELECT * FROM listener_profile WHERE user_id IN ({marks})", chunk)}
-        plays: Dict[str, List[Tuple]] = {user: [] for user in found}
-        for user, *row in conn.execute(
-            f"SELECT * FROM listener_plays WHERE user_id IN ({marks}) "
-            "ORDER BY user_id, ts, track_id, session_id", chunk):
-          plays[user].append(row)
-      finally:
-        conn.execute("COMMIT")
-      out.update((user, state_store.materialise(user, profile, plays[user]))
-                 for user, profile in found.items())
-    return out
+    # One statement per chunk reads a listener's profile and plays from one row: they
+    # agree with each other without a read transaction.
+    return {user: state_store.materialise(user, state_store.Profile(*values),
+                                          play_records.ordered(plays))
+            for user, *values, plays in self._select(f"{_PROFILE_COLUMNS}, plays",
+                                                      user_ids)}
 
   def commit(self, batch: state_store.Batch) -> None:
     conn = self._conn()
@@ -204,18 +176,25 @@ class SqliteStore(state_store.StateStore):
       conn.execute("ROLLBACK")
       raise
 
-  @staticmethod
-  def _write(conn: sqlite3.Connection, batch: state_store.Batch) -> None:
-    """The statements of ``batch`` inside the caller's transaction."""
-    # Rows go in as they come: a batch dirties most pages of the tables either way (the
-    # page cache holds them), and sorting the rows costs more than it saves.
-    # (user,) + profile, joined in C.
-    conn.executemany(_PROFILE, map(operator.add, zip(batch.profiles),
-                                   batch.profiles.values()))
-    conn.executemany("INSERT OR IGNORE INTO listener_plays VALUES (?, ?, ?, ?, ?, ?, ?)",
-                     batch.plays)
-    conn.executemany(_TRIM, [(u, feature_spec.HISTORY_LEN - 1, cutoff)
-                             for u, cutoff in batch.trim])
+  def _write(self, conn: sqlite3.Connection, batch: state_store.Batch) -> None:
+    """The statements of ``batch`` inside the caller's transaction.
+
+    Raises:
+      ValueError: play rows of a listener the batch gives no profile.
+    """
+    plays: Dict[str, bytes] = {}
+    for user, records in play_records.pack_by_user(batch.plays):
+      # A listener's rows apart from each other in the batch come as several runs.
+      plays[user] = plays[user] + records if user in plays else records
+    orphans = plays.keys() - batch.profiles.keys()
+    if orphans:
+      raise ValueError(f"plays: rows of listeners without a profile in the batch: "
+                       f"{sorted(orphans)[:5]}")
+    # (user,) + profile + (plays,), joined in C.
+    conn.executemany(_UPSERT, map(
+        operator.add, map(operator.add, zip(batch.profiles), batch.profiles.values()),
+        [(plays[u],) if u in plays else _NO_PLAYS for u in batch.profiles]))
+    self._trim(conn, batch.trim)
     conn.executemany(
         "INSERT INTO popularity VALUES (?, ?, ?) ON CONFLICT (segment, track_id) "
         "DO UPDATE SET plays = plays + excluded.plays",
@@ -224,6 +203,22 @@ class SqliteStore(state_store.StateStore):
                      [(q.file, q.line, q.raw, q.reason) for q in batch.quarantined])
     conn.executemany("INSERT OR REPLACE INTO source_offsets VALUES (?, ?, ?)",
                      [(f, o.offset, o.lines) for f, o in batch.offsets.items()])
+
+  def _trim(self, conn: sqlite3.Connection, trim: Sequence[Tuple[str, int]]) -> None:
+    """Cuts each listener's plays older than its newest ``HISTORY_LEN`` and older than
+    its cutoff, rewriting its ``plays`` in key order."""
+    cutoffs = dict(trim)
+    kept = []
+    for chunk, marks in self._chunks(list(cutoffs)):
+      for user, blob in conn.execute(
+          f"SELECT user_id, plays FROM listener WHERE user_id IN ({marks})", chunk):
+        held = play_records.ordered(blob)
+        if len(held) <= feature_spec.HISTORY_LEN:
+          continue
+        floor, cutoff = held[-feature_spec.HISTORY_LEN][:3], cutoffs[user]
+        kept.append((play_records.pack(p for p in held if p[:3] >= floor or p[0] >= cutoff),
+                     user))
+    conn.executemany("UPDATE listener SET plays = ? WHERE user_id = ?", kept)
 
   def offsets(self) -> Dict[str, state_store.Offset]:
     rows = self._conn().execute("SELECT file, byte_offset, lines FROM source_offsets")
@@ -241,7 +236,7 @@ class SqliteStore(state_store.StateStore):
     return [state_store.Quarantined(*r) for r in rows]
 
   def listener_count(self) -> int:
-    return int(self._conn().execute("SELECT COUNT(*) FROM listener_profile").fetchone()[0])
+    return int(self._conn().execute("SELECT COUNT(*) FROM listener").fetchone()[0])
 
   def bytes_per_listener(self) -> float:
     """Database pages in use (after a WAL checkpoint) per listener, all tables included."""

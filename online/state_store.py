@@ -10,18 +10,20 @@ popularity list the gateway falls back on. ``online.stores`` picks the backend f
 URL: a path or ``sqlite:///PATH`` (the embedded default, ``online.sqlite_store``) or
 ``redis://HOST:PORT/DB`` (``online.redis_store``).
 
-Layout (format ``FORMAT_VERSION``), shared by both backends and shaped as Feast's online
-stores key features, entity ``user_id``: feature view ``listener_profile`` (newest event
-time, segment, tenure, how many play rows are held, and the per-day counters as one
-fixed-size binary record: a ring of ``COUNTER_DAYS`` slots indexed by day) and
-``listener_plays``, one row per play keyed by (time, track, session). Applying an event
-writes its own row and the listener's small profile, never the whole history. The rows
-are also what tells a repeated play from a new one, so a trim (once ``TRIM_AT`` rows
-were added since the last) cuts only rows beyond the newest ``HISTORY_LEN`` that are
-older than the updater's lateness limit: any event it still accepts is checked against
-rows, and a read takes the newest ``HISTORY_LEN`` (the same plays as keeping exactly
-that many). A store of an older format is migrated when opened; one of a newer
-format is refused. See docs/nearline.md.
+The data, shared by both backends and shaped as Feast's online stores key features,
+entity ``user_id``: feature view ``listener_profile`` (newest event time, segment,
+tenure, how many play rows are held, and the per-day counters as one fixed-size binary
+record: a ring of ``COUNTER_DAYS`` slots indexed by day) and ``listener_plays``, the
+plays keyed by (time, track, session). Applying an event adds its play and rewrites the
+listener's small profile; how a backend lays the plays out is its own (Redis: a sorted
+set per listener; SQLite: one binary value per listener the new plays are appended to),
+and each backend records its own layout version. The plays are also what tells a
+repeated play from a new one, so a trim (once ``TRIM_AT`` rows were added since the
+last) cuts only rows beyond the newest ``HISTORY_LEN`` that are older than the updater's
+lateness limit: any event it still accepts is checked against rows, and a read takes the
+newest ``HISTORY_LEN`` (the same plays as keeping exactly that many). A store of an
+older format is migrated when opened; one of a newer format is refused. See
+docs/nearline.md.
 """
 
 import abc
@@ -35,7 +37,6 @@ import numpy as np
 from features import feature_spec
 from online import listener_state
 
-FORMAT_VERSION = 2
 PROFILE_VIEW = "listener_profile"
 PLAYS_VIEW = "listener_plays"
 ENTITY_KEY = "user_id"
@@ -98,7 +99,8 @@ class Batch:
   """One micro-batch's effect, committed atomically by :meth:`StateStore.commit`.
 
   Attributes:
-    plays: New play rows (a row already held is kept as it is).
+    plays: New play rows (a row already held is kept as it is), each listener's next to
+      each other; every listener with rows has its profile in ``profiles``.
     profiles: Listener -> its profile after the batch (whole values).
     trim: (listener, cutoff time): cut the listener's play rows that are both older
       than its newest ``HISTORY_LEN`` and older than the cutoff.

@@ -7,6 +7,8 @@ import redis
 
 from features import feature_spec
 from online import listener_state
+from online import redis_store
+from online import sqlite_store
 from online import state_store
 from online import stores
 
@@ -98,13 +100,15 @@ def test_a_format_1_store_is_migrated_and_a_newer_one_refused(store_url, tmp_pat
     assert store.listener_count() == 2
   if store_url.startswith("redis://"):
     assert not client.keys("melody:listener_state:*")
-    client.set("melody:store_format", 3)
+    newer = redis_store.FORMAT_VERSION + 1
+    client.set("melody:store_format", newer)
   else:
+    newer = sqlite_store.FORMAT_VERSION + 1
     conn = sqlite3.connect(store_url[len("sqlite:///"):])
-    conn.execute("UPDATE store_format SET version = 3")
+    conn.execute("UPDATE store_format SET version = ?", (newer,))
     conn.commit()
     conn.close()
-  with pytest.raises(state_store.FormatError, match="format 3"):
+  with pytest.raises(state_store.FormatError, match=f"format {newer}"):
     stores.open_store(store_url)
 
 

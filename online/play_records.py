@@ -1,0 +1,103 @@
+"""A listener's play rows as one compact binary value (the SQLite store's ``plays``).
+
+This module owns the encoding of play rows the SQLite store keeps in one column per
+listener: each play is a fixed head (time as int64, completion and skip as float64, the
+byte lengths of track, session and artist as uint16, little-endian) followed by those
+three UTF-8 strings. Records are self-delimiting, so the value of a listener is the
+concatenation of its plays' records in the order they were added (not sorted): new plays
+are appended by concatenating bytes, without reading the held ones. Readers decode and
+order them by (time, track, session), the key a history is kept in.
+"""
+
+import itertools
+import operator
+import struct
+from typing import Iterable, Iterator, List, Sequence, Set, Tuple
+
+_HEAD = struct.Struct("<qddHHH")
+_MAX_STRING = (1 << 16) - 1
+_USER = operator.itemgetter(0)
+
+# A decoded play: (ts, track, session, artist, completion, skip), the order of a history
+# key followed by the rest.
+Play = Tuple[int, str, str, str, float, float]
+HistoryKey = Tuple[int, str, str]
+
+
+def pack(plays: Iterable[Play]) -> bytes:
+  """Records of ``plays`` ((ts, track, session, artist, completion, skip) each).
+
+  Raises:
+    TypeError: a time, completion or skip of the wrong type.
+    ValueError: a track, session or artist id longer than 65535 UTF-8 bytes.
+  """
+  head = _HEAD.pack
+  parts = []
+  for ts, track, session, artist, completion, skip in plays:
+    t, s, a = track.encode(), session.encode(), artist.encode()
+    if max(len(t), len(s), len(a)) > _MAX_STRING:
+      field = ("track_id", "session_id", "artist_id")[
+          [len(t), len(s), len(a)].index(max(len(t), len(s), len(a)))]
+      raise ValueError(f"{field}: longer than {_MAX_STRING} bytes")
+    try:
+      parts.append(head(ts, completion, skip, len(t), len(s), len(a)))
+    except struct.error as e:
+      raise TypeError(f"plays: ts must be an integer, completion and skip numbers ({e})"
+                      ) from e
+    parts.append(t)
+    parts.append(s)
+    parts.append(a)
+  return b"".join(parts)
+
+
+def pack_by_user(rows: Sequence[Tuple]) -> Iterator[Tuple[str, bytes]]:
+  """(user, records) per run of consecutive rows of one user.
+
+  Args:
+    rows: Play rows (user, ts, track, session, artist, completion, skip), each
+      listener's rows next to each other (one run per listener gives one value each).
+  """
+  for user, run in itertools.groupby(rows, _USER):
+    yield user, pack((ts, track, session, artist, completion, skip)
+                     for _, ts, track, session, artist, completion, skip in run)
+
+
+def unpack(data: bytes) -> List[Play]:
+  """The plays of a value, in the order they were added."""
+  out = []
+  head, size = _HEAD.unpack_from, _HEAD.size
+  pos, end = 0, len(data)
+  while pos < end:
+    ts, completion, skip, nt, ns, na = head(data, pos)
+    pos += size
+    track = data[pos:pos + nt].decode()
+    pos += nt
+    session = data[pos:pos + ns].decode()
+    pos += ns
+    artist = data[pos:pos + na].decode()
+    pos += na
+    out.append((ts, track, session, artist, completion, skip))
+  if pos != end:
+    raise ValueError(f"plays: a record runs past the value's end ({pos} > {end} bytes)")
+  return out
+
+
+def ordered(data: bytes) -> List[Play]:
+  """The plays of a value in history key order (ts, track, session), each key once (a
+  play appended twice keeps its first record)."""
+  out: List[Play] = []
+  last = None
+  # A stable sort keeps a repeated key's records in the order they were added.
+  for play in sorted(unpack(data), key=_KEY):
+    if play[:3] != last:
+      out.append(play)
+      last = play[:3]
+  return out
+
+
+def keys(data: bytes) -> Set[HistoryKey]:
+  """The history keys of a value's plays."""
+  return {p[:3] for p in unpack(data)}
+
+
+_KEY = operator.itemgetter(0, 1, 2)
