@@ -36,6 +36,14 @@ def add_arguments(parser) -> None:
                       choices=("inverted", "shuffled"),
                       help="the drill's label fault: interest labels mirrored (completion "
                            "1-c, skip and like flipped) or outcomes permuted across plays")
+  parser.add_argument("--promo-dislike-day", type=int, default=0,
+                      help="from this day on, listeners of --promo-dislike-segment dislike "
+                           "promotions (an injected change of taste for the controller)")
+  parser.add_argument("--promo-dislike-segment", default="free",
+                      help="the segment whose listeners start disliking promotions")
+  parser.add_argument("--promo-dislike-cost", type=float, default=1.0,
+                      help="utility a promo track loses for them (the world's base promo "
+                           "penalty is 0.3)")
   parser.add_argument("--nearline-crash-day", type=int, default=0,
                       help="drill: kill the nearline updater while it applies this day's "
                            "log and restart it")

@@ -30,6 +30,7 @@ from simulation import live_drill
 from simulation import live_experiment
 from simulation import live_pipeline
 from simulation import live_stack
+from simulation import live_taste
 from simulation import world as world_lib
 from simulation import world_config
 from simulation.event_log import to_event_table
@@ -58,6 +59,8 @@ class LiveConfig:
     bad_candidate_day: A day after whose traffic a model trained on the day's plays with
       corrupted labels is forced to canary (a drill, ``simulation.live_drill``; 0: none).
     bad_candidate_kind: The drill's label fault, one of ``live_drill.KINDS``.
+    taste_change: From its day on, one segment's listeners dislike promotions
+      (``simulation.live_taste``; None: no change).
     stable_model: A serving directory another run pushed to (e.g. `make demo`'s
       pipeline) whose newest version is served as the first ``stable`` in place of the
       bootstrap's pipeline run; its catalogue must be this world's (same ``tracks`` and
@@ -79,6 +82,7 @@ class LiveConfig:
   nearline_crash_day: int = 0
   bad_candidate_day: int = 0
   bad_candidate_kind: str = "inverted"
+  taste_change: Optional[live_taste.TasteChange] = None
   stable_model: str = ""
   last_day_run: bool = True
 
@@ -217,6 +221,11 @@ class LiveLoop:
         t_day = time.perf_counter()
         rng = np.random.default_rng(np.random.SeedSequence([c.seed, 23, day]))
         log_path = live_day.day_log_path(self.paths["events"], day)
+        disliking = (live_taste.apply(c.taste_change, self.world, listeners, day)
+                     if c.taste_change else 0)
+        if disliking:
+          _log(f"day {day}: {disliking} {c.taste_change.segment} listeners dislike "
+               "promotions")
         result = live_day.run_day(
             self.world, listeners, active, day, self.day_start(day), stack.gateway_target,
             log_path, rng, c.day,
@@ -273,6 +282,8 @@ class LiveLoop:
                "drill": ("model server outage" if day == c.outage_day else
                          "nearline crash" if day == c.nearline_crash_day else None),
                "bad_candidate": drill,
+               "promo_dislike": ({"segment": c.taste_change.segment,
+                                  "listeners": disliking} if disliking else None),
                "decision": decision["action"] if decision else None,
                "controller_actions": len(actions), "candidate": run.pushed_version,
                "candidate_note": run.note, "canary_pushed": pushed,
@@ -318,5 +329,10 @@ def config_from_args(args) -> LiveConfig:
       test=live_experiment.TestSettings(min_samples=args.min_samples),
       outage_day=args.outage_day, nearline_crash_day=args.nearline_crash_day,
       bad_candidate_day=args.bad_candidate_day,
-      bad_candidate_kind=args.bad_candidate_kind, stable_model=args.stable_model,
+      bad_candidate_kind=args.bad_candidate_kind,
+      taste_change=(live_taste.TasteChange(args.promo_dislike_day,
+                                           args.promo_dislike_segment,
+                                           args.promo_dislike_cost)
+                    if args.promo_dislike_day else None),
+      stable_model=args.stable_model,
       last_day_run=not args.no_last_day_run)
