@@ -44,6 +44,9 @@ def add_arguments(parser) -> None:
   parser.add_argument("--promo-dislike-cost", type=float, default=1.0,
                       help="utility a promo track loses for them (the world's base promo "
                            "penalty is 0.3)")
+  parser.add_argument("--completion-floor", type=float, default=0.45,
+                      help="the promo controller's floor of completion per session: a "
+                           "segment below it gets less promotion")
   parser.add_argument("--nearline-crash-day", type=int, default=0,
                       help="drill: kill the nearline updater while it applies this day's "
                            "log and restart it")

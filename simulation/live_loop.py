@@ -24,6 +24,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from online import experiment_report
+from online import promo_controller
 from serving import model_config
 from simulation import live_day
 from simulation import live_drill
@@ -61,6 +62,7 @@ class LiveConfig:
     bad_candidate_kind: The drill's label fault, one of ``live_drill.KINDS``.
     taste_change: From its day on, one segment's listeners dislike promotions
       (``simulation.live_taste``; None: no change).
+    completion_floor: The promo controller's completion floor (every segment).
     stable_model: A serving directory another run pushed to (e.g. `make demo`'s
       pipeline) whose newest version is served as the first ``stable`` in place of the
       bootstrap's pipeline run; its catalogue must be this world's (same ``tracks`` and
@@ -83,6 +85,7 @@ class LiveConfig:
   bad_candidate_day: int = 0
   bad_candidate_kind: str = "inverted"
   taste_change: Optional[live_taste.TasteChange] = None
+  completion_floor: float = promo_controller.ControllerConfig.completion_floor
   stable_model: str = ""
   last_day_run: bool = True
 
@@ -92,6 +95,8 @@ class LiveConfig:
         raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
     if not 0.0 < self.canary_share < 1.0:
       raise ValueError(f"canary_share must be in (0, 1), got {self.canary_share}")
+    if not 0.0 < self.completion_floor < 1.0:
+      raise ValueError(f"completion_floor must be in (0, 1), got {self.completion_floor}")
     if self.bad_candidate_kind not in live_drill.KINDS:
       raise ValueError(f"bad_candidate_kind must be one of {live_drill.KINDS}, "
                        f"got {self.bad_candidate_kind!r}")
@@ -208,8 +213,10 @@ class LiveLoop:
     t_start = time.perf_counter()
     listeners, active, stable = self.bootstrap()
     entry = live_experiment.stable_entry(self.serving_dir, stable)
+    controller = promo_controller.PromoController(
+        promo_controller.ControllerConfig(completion_floor=c.completion_floor))
     experiment = live_experiment.Experiment(entry, self.stack_paths.models_config, None,
-                                            c.test)
+                                            c.test, controller)
     model_config.write_model_config(self.stack_paths.models_config, [entry])
     settings = live_stack.GatewaySettings(canary_share=c.canary_share)
     with live_stack.LiveStack(self.stack_paths, settings) as stack:
@@ -334,5 +341,5 @@ def config_from_args(args) -> LiveConfig:
                                            args.promo_dislike_segment,
                                            args.promo_dislike_cost)
                     if args.promo_dislike_day else None),
-      stable_model=args.stable_model,
+      completion_floor=args.completion_floor, stable_model=args.stable_model,
       last_day_run=not args.no_last_day_run)

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from features import feature_spec
+from online import promo_controller
 from simulation import live_args
 from simulation import live_loop
 from simulation import live_taste
@@ -67,8 +68,13 @@ def test_a_bad_change_is_refused_naming_the_flag(kwargs, field):
 def test_the_flags_make_the_change():
   parser = argparse.ArgumentParser()
   live_args.add_arguments(parser)
-  assert live_loop.config_from_args(parser.parse_args([])).taste_change is None
+  default = live_loop.config_from_args(parser.parse_args([]))
+  assert default.taste_change is None
+  assert default.completion_floor == promo_controller.ControllerConfig().completion_floor
   config = live_loop.config_from_args(parser.parse_args(
       ["--promo-dislike-day", "2", "--promo-dislike-segment", "paid",
-       "--promo-dislike-cost", "0.5"]))
+       "--promo-dislike-cost", "0.5", "--completion-floor", "0.4"]))
   assert config.taste_change == live_taste.TasteChange(2, "paid", 0.5)
+  assert config.completion_floor == 0.4
+  with pytest.raises(ValueError, match="completion_floor"):
+    live_loop.LiveConfig(completion_floor=1.2)
