@@ -31,6 +31,7 @@ from online import gateway_metrics
 from online import gateway_proto
 from online import listener_state
 from online import model_caller
+from online import predict_wire
 from online import state_store
 from serving import request_schema
 from serving import tensors
@@ -179,7 +180,7 @@ class Gateway:
         cold_start=cold, arm=fields["arm"])
     try:
       with self.metrics.stage("model"):
-        answer = self._predict(model_inputs(state, fields, now), fields, response)
+        answer = self._predict(listener_inputs(state, fields, now), fields, response)
     except grpc.RpcError as e:
       code = e.code()  # pylint: disable=no-member
       if code in _FALLBACK_CODES or (code == grpc.StatusCode.NOT_FOUND and
@@ -201,15 +202,17 @@ class Gateway:
   def _predict(self, inputs, fields, response):
     """The model call; a canary arm with no canary version loaded yet gets the stable
     arm's version and is answered (and counted) as stable."""
+    controls = _NEUTRAL_CONTROLS if fields["weights"] is None else _weights_controls(
+        fields["weights"])
     try:
-      return self.model.predict(inputs, fields["label"])
+      return self.model.predict(inputs, fields["label"], controls)
     except grpc.RpcError as e:
       split = self.options.split
       if (fields["arm"] != experiment_split.CANARY
           or e.code() != grpc.StatusCode.NOT_FOUND):  # pylint: disable=no-member
         raise
       response.arm, response.model_label = experiment_split.STABLE, split.stable_label
-      return self.model.predict(inputs, split.stable_label)
+      return self.model.predict(inputs, split.stable_label, controls)
 
   def _fallback(self, response, segment: str, k: int, code: grpc.StatusCode) -> None:
     reason = code.name.lower()
@@ -230,17 +233,42 @@ def model_inputs(state: listener_state.ListenerState, fields: Dict[str, object],
                  now: int) -> Dict[str, np.ndarray]:
   """The ``recommend`` inputs for ``state`` and checked request ``fields`` (``Gateway.
   check``) for an impression at ``now``."""
-  inputs = state.model_inputs(now, fields["context"], fields["surface"])
+  inputs = listener_inputs(state, fields, now)
   inputs.update(request_schema.neutral_controls(1))
   if fields["weights"] is not None:
-    inputs["alpha_beta_gamma"] = np.asarray([fields["weights"]], np.float32)
-    inputs["override"] = np.ones(1, np.int64)
+    inputs.update(_override_arrays(fields["weights"]))
+  return inputs
+
+
+def listener_inputs(state: listener_state.ListenerState, fields: Dict[str, object],
+                    now: int) -> Dict[str, np.ndarray]:
+  """:func:`model_inputs` without the fusion controls (the gateway sends those as
+  prepared bytes)."""
+  inputs = state.model_inputs(now, fields["context"], fields["surface"])
   # A 0-d array, not a numpy scalar: arrays encode as raw tensor content, a scalar
   # would go through TensorFlow's generic (slower) encoder.
   inputs["k"] = np.asarray(fields["k"], np.int32)
   if fields["text"]:
     inputs["request_text"] = np.asarray([fields["text"].encode()], dtype=object)
   return inputs
+
+
+def _override_arrays(weights) -> Dict[str, np.ndarray]:
+  return {"alpha_beta_gamma": np.asarray([weights], np.float32),
+          "override": np.ones(1, np.int64)}
+
+
+def _weights_controls(weights) -> bytes:
+  """The fusion controls of a request with its own weights, as ``predict_wire`` bytes."""
+  return predict_wire.predict_inputs(_override_arrays(weights)) + _OTHER_CONTROLS
+
+
+# The fusion controls are the same on every request that brings no weights of its own
+# (and all but the weights on the others): encoded once.
+_NEUTRAL_CONTROLS = predict_wire.predict_inputs(request_schema.neutral_controls(1))
+_OTHER_CONTROLS = predict_wire.predict_inputs({
+    name: value for name, value in request_schema.neutral_controls(1).items()
+    if name not in _override_arrays([0.0, 0.0, 0.0])})
 
 
 def _fill_items(response, outputs: Mapping[str, tensor_pb2.TensorProto]) -> None:

@@ -59,15 +59,22 @@ class ModelCaller:
     self._on_retry = on_retry
     self._templates: Dict[str, bytes] = {}
 
-  def predict(self, inputs: Mapping[str, np.ndarray], version_label: Optional[str] = None
-              ) -> predict_pb2.PredictResponse:
+  def predict(self, inputs: Mapping[str, np.ndarray], version_label: Optional[str] = None,
+              encoded_inputs: bytes = b"") -> predict_pb2.PredictResponse:
     """Runs the signature; returns the model server's response (its ``outputs`` as
     ``TensorProto``s, ``model_spec.version`` the version that answered).
+
+    Args:
+      inputs: Input tensors by name.
+      version_label: Model version label; the served default when empty.
+      encoded_inputs: More inputs, already encoded by ``predict_wire.predict_inputs``
+        (inputs that are the same on many calls are encoded once by the caller).
 
     Raises:
       grpc.RpcError: the call failed (after the retry, for UNAVAILABLE).
     """
-    request = self._template(version_label or "") + predict_wire.predict_inputs(inputs)
+    request = (self._template(version_label or "") + predict_wire.predict_inputs(inputs)
+               + encoded_inputs)
     end = time.monotonic() + self.deadline_s
     try:
       return self._predict(request, timeout=max(0.001, end - time.monotonic()))

@@ -9,6 +9,7 @@ from tensorflow_serving.apis import predict_pb2
 
 from online import gateway
 from online import gateway_items
+from online import gateway_metrics
 from online import gateway_proto
 from online import listener_state
 from online import predict_wire
@@ -97,3 +98,43 @@ def test_encoded_items_equal_the_items_built_field_by_field(float_val_head, long
 def test_an_answer_with_no_placed_position_has_no_items():
   answer, _ = _answer(placed=0)
   assert gateway_items.encode_items(answer.outputs) == b""
+
+
+class _RecordingModel:
+  """A model server stand-in: keeps the request bytes the gateway would send."""
+  model, target = "melody", "test"
+
+  def __init__(self):
+    self.sent = []
+
+  def predict(self, inputs, version_label=None, encoded_inputs=b""):
+    head = client.predict_request("melody", "recommend", {}, version_label=version_label)
+    self.sent.append(head.SerializeToString() + predict_wire.predict_inputs(inputs)
+                     + encoded_inputs)
+    return _answer()[0]
+
+
+class _OneStateStore:
+  def get(self, user_id):
+    return _state() if user_id == "u7" else None
+
+
+@pytest.mark.parametrize("weights", [None, (2.0, -1.0, 0.5)])
+def test_the_sent_request_with_prepared_controls_is_the_model_inputs_request(weights):
+  model = _RecordingModel()
+  gw = gateway.Gateway(_OneStateStore(), model, gateway_metrics.GatewayMetrics(),
+                       clock=lambda: T0 + 60)
+  request = gateway_proto.RecommendRequest(user_id="u7", context="workout", k=25,
+                                           experiment="canary")
+  if weights is not None:
+    request.weights_override.alpha, request.weights_override.beta, \
+        request.weights_override.gamma = weights
+  response = gw.recommend(request)
+  assert response.source == "model" and len(response.items) == 4
+  expected = client.predict_request(
+      "melody", "recommend", gateway.model_inputs(_state(), gw.check(request), T0 + 60),
+      version_label="canary")
+  sent = predict_pb2.PredictRequest.FromString(model.sent[0])
+  assert sent == expected
+  assert list(tensors.from_tensor_proto(sent.inputs["override"])) == [
+      0 if weights is None else 1]
