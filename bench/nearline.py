@@ -265,7 +265,7 @@ def _gateway_phases(db: str, model_target: str, users: List[str], k: int
     targets = [(store, "get", "state read"), (gateway, "listener_inputs", "model inputs"),
                (predict_wire, "predict_inputs", "request encode"),
                (caller, "_predict", "model call (gRPC client, response parse)"),
-               (gateway, "_fill_items", "response items")]
+               (gateway, "_answer_items", "response items")]
     with _cpu_by_phase(phases, targets):
       cpu = time.process_time()
       for i in range(REQUESTS):

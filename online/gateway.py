@@ -18,7 +18,7 @@ import logging
 import math
 import re
 import time
-from typing import Callable, Dict, Mapping, Optional
+from typing import Callable, Dict, Mapping, Optional, Tuple
 
 import grpc
 import numpy as np
@@ -160,6 +160,21 @@ class Gateway:
       RequestError: a bad request field.
       UpstreamError: the model server rejected the request (not a failure to answer).
     """
+    response, items = self.recommend_parts(request)
+    if items:
+      response.MergeFromString(items)
+    return response
+
+  def recommend_parts(self, request) -> Tuple[object, bytes]:
+    """:meth:`recommend`'s answer in two parts: the ``RecommendResponse`` without the
+    model's items, and those items as wire bytes (its ``items`` field). The response's
+    serialization followed by the bytes is the serialized answer, so a transport that
+    sends bytes never parses the items into messages.
+
+    Raises:
+      RequestError: a bad request field.
+      UpstreamError: the model server rejected the request (not a failure to answer).
+    """
     fields = self.check(request)
     now = int(self._clock())
     with self.metrics.stage("state"):
@@ -186,7 +201,7 @@ class Gateway:
       if code in _FALLBACK_CODES or (code == grpc.StatusCode.NOT_FOUND and
                                      not request.experiment):
         self._fallback(response, state.segment, fields["k"], code)
-        return response
+        return response, b""
       if code == grpc.StatusCode.NOT_FOUND:
         raise RequestError("experiment", f"no model version labelled "
                            f"{request.experiment!r}") from None
@@ -196,8 +211,7 @@ class Gateway:
       raise UpstreamError(code, f"model server: {code.name}: {e.details()}") from None
     response.source = MODEL_SOURCE
     response.model_version = answer.model_spec.version.value
-    _fill_items(response, answer.outputs)
-    return response
+    return response, _answer_items(response, answer.outputs)
 
   def _predict(self, inputs, fields, response):
     """The model call; a canary arm with no canary version loaded yet gets the stable
@@ -274,7 +288,13 @@ _OTHER_CONTROLS = predict_wire.predict_inputs({
 def _fill_items(response, outputs: Mapping[str, tensor_pb2.TensorProto]) -> None:
   """Copies the placed positions of a ``recommend`` answer, and the weights it used,
   into ``response``."""
-  response.MergeFromString(gateway_items.encode_items(outputs))
+  response.MergeFromString(_answer_items(response, outputs))
+
+
+def _answer_items(response, outputs: Mapping[str, tensor_pb2.TensorProto]) -> bytes:
+  """Sets the weights a ``recommend`` answer used on ``response``; returns its placed
+  positions as ``RecommendResponse.items`` wire bytes."""
   if "weights" in outputs:
     a, b, c = tensors.from_tensor_proto(outputs["weights"]).reshape(-1).tolist()
     response.weights.alpha, response.weights.beta, response.weights.gamma = a, b, c
+  return gateway_items.encode_items(outputs)

@@ -95,7 +95,7 @@ class GatewayServer:
         "Recommend": grpc.unary_unary_rpc_method_handler(
             self._grpc_recommend,
             request_deserializer=gateway_proto.RecommendRequest.FromString,
-            response_serializer=gateway_proto.RecommendResponse.SerializeToString)})
+            response_serializer=_serialize_parts)})
     self._grpc.add_generic_rpc_handlers((handler,))
     health_pb2_grpc.add_HealthServicer_to_server(self._health, self._grpc)
     address = f"{o.host}:{o.grpc_port}"
@@ -137,14 +137,16 @@ class GatewayServer:
 
   # ------------------------------------------------------------------ calls
   def answer(self, request, transport: str):
-    """``(status code, response or None, error message)`` of one call."""
+    """``(status code, answer or None, error message)`` of one call; the answer as
+    ``Gateway.recommend_parts`` gives it (the response, its model items as bytes)."""
     start = time.perf_counter()
-    response, message, source = None, "", ""
+    parts, response, message, source = None, None, "", ""
     if self._draining.is_set():
       code, message = grpc.StatusCode.UNAVAILABLE, "gateway is shutting down"
     else:
       try:
-        response = self.gateway.recommend(request)
+        parts = self.gateway.recommend_parts(request)
+        response = parts[0]
         code, source = grpc.StatusCode.OK, response.source
       except gateway_lib.RequestError as e:
         code, message = grpc.StatusCode.INVALID_ARGUMENT, str(e)
@@ -168,13 +170,21 @@ class GatewayServer:
       metrics.arm_call(arm, segment, code.name, source, seconds)
     if code != grpc.StatusCode.OK:
       _LOG.info("Recommend user=%r: %s", request.user_id[:128], code.name)
-    return code, response, message
+    return code, parts, message
 
   def _grpc_recommend(self, request, context):
-    code, response, message = self.answer(request, "grpc")
+    code, parts, message = self.answer(request, "grpc")
     if code != grpc.StatusCode.OK:
       context.abort(code, message)
-    return response
+    return parts
+
+
+def _serialize_parts(parts) -> bytes:
+  """The serialized ``RecommendResponse`` of ``(response, items bytes)``: a message's
+  fields may come in any order and a repeated field in several runs, so the items' bytes
+  follow the rest unparsed."""
+  response, items = parts
+  return response.SerializeToString() + items
 
 
 _HTTP_STATUS = {grpc.StatusCode.OK: 200, grpc.StatusCode.INVALID_ARGUMENT: 400,
@@ -217,13 +227,15 @@ def _handler(server: GatewayServer):
       except json_format.ParseError as e:
         self._json(400, {"error": f"bad request: {e}"})
         return
-      code, response, message = server.answer(request, "http")
+      code, parts, message = server.answer(request, "http")
       if code != grpc.StatusCode.OK:
         doc = {"error": message, "code": code.name}
         if message.partition(":")[0] in gateway_proto.RecommendRequest.DESCRIPTOR.fields_by_name:
           doc["field"] = message.partition(":")[0]
         self._json(_HTTP_STATUS.get(code, 500), doc)
         return
+      response, items = parts
+      response.MergeFromString(items)
       self._json(200, json_format.MessageToDict(response, preserving_proto_field_name=True))
 
     def _json(self, status: int, doc, close: bool = False) -> None:

@@ -79,6 +79,15 @@ def test_recommend_over_grpc_and_http_reads_the_state(served):
   assert doc["source"] == "model" and doc["model_version"] == "1"
 
 
+def test_the_grpc_answer_is_the_gateways_answer_message(served):
+  request = gateway_proto.RecommendRequest(user_id="u1", context="workout", k=7)
+  with gateway_client.GatewayClient(served.grpc_target) as client:
+    over_grpc = client.recommend(request)
+  direct = served.gateway.recommend(request)
+  assert len(direct.items) == 7 and direct.weights.alpha > 0
+  assert over_grpc == direct
+
+
 def test_unknown_listener_gets_the_cold_start_state(served):
   with gateway_client.GatewayClient(served.grpc_target) as client:
     response = client.recommend(user_id="never-seen", k=3)
