@@ -40,6 +40,11 @@ def _varint_slow(value: int) -> bytes:
 
 
 _VARINTS = tuple(_varint_slow(n) for n in range(_TABLE_SIZE))
+# Tensor heads and input keys seen, up to this many each (input names and shapes come
+# from the caller's code, not from requests, but the bound keeps that an assumption).
+_MAX_CACHED = 256
+_HEADS = {}
+_KEYS = {}
 
 
 def varint(value: int) -> bytes:
@@ -58,28 +63,47 @@ def _shape(dims) -> bytes:
                   for d in dims)
 
 
+def _head(enum: int, shape) -> bytes:
+  """A ``TensorProto``'s dtype (1) and shape (2) fields, kept for the few (dtype, shape)
+  pairs a model's inputs have."""
+  key = (enum, shape)
+  head = _HEADS.get(key)
+  if head is None:
+    head = b"\x08" + varint(enum)
+    if shape:
+      head += length_delimited(b"\x12", _shape(shape))
+    if len(_HEADS) < _MAX_CACHED:
+      _HEADS[key] = head
+  return head
+
+
 def tensor_bytes(value) -> bytes:
   """The serialized ``TensorProto`` of ``value`` (a numpy array, or anything
   ``serving.tensors.fill_tensor_proto`` encodes)."""
   if isinstance(value, np.ndarray):
     enum = _NUMERIC.get(value.dtype)
-    strings = None
-    if enum is None and value.dtype.kind in "SO":
+    if enum is not None:
+      if not value.size:
+        return _head(enum, value.shape)
+      return _head(enum, value.shape) + length_delimited(
+          b"\x22", np.ascontiguousarray(value).tobytes())
+    if value.dtype.kind in "SO":
       strings = value.ravel().tolist()
-      if not all(type(s) is bytes for s in strings):  # pylint: disable=unidiomatic-typecheck
-        strings = None
-    if enum is not None or strings is not None:
-      parts = [b"\x08", varint(enum if strings is None else types_pb2.DT_STRING)]
-      if value.shape:
-        parts.append(length_delimited(b"\x12", _shape(value.shape)))
-      if strings is None:
-        if value.size:
-          parts.append(length_delimited(b"\x22", np.ascontiguousarray(value).tobytes()))
-      else:
-        for s in strings:
-          parts += (b"\x42", varint(len(s)), s)
-      return b"".join(parts)
+      if all(type(s) is bytes for s in strings):  # pylint: disable=unidiomatic-typecheck
+        # string_val (8): one key byte, the length, the bytes per string.
+        return _head(types_pb2.DT_STRING, value.shape) + b"".join(
+            [b"\x42" + varint(len(s)) + s for s in strings])
   return tensors.to_tensor_proto(value).SerializeToString()
+
+
+def _input_key(name: str) -> bytes:
+  """A map entry's key field (1) for input ``name``."""
+  key = _KEYS.get(name)
+  if key is None:
+    key = length_delimited(b"\x0a", name.encode())
+    if len(_KEYS) < _MAX_CACHED:
+      _KEYS[name] = key
+  return key
 
 
 def predict_inputs(inputs: Mapping[str, object]) -> bytes:
@@ -87,7 +111,7 @@ def predict_inputs(inputs: Mapping[str, object]) -> bytes:
   rest of the request (its ``model_spec``)."""
   parts = []
   for name, value in inputs.items():
-    entry = length_delimited(b"\x0a", name.encode()) + length_delimited(
-        b"\x12", tensor_bytes(value))
-    parts.append(length_delimited(b"\x12", entry))
+    tensor = tensor_bytes(value)
+    entry = _input_key(name) + b"\x12" + varint(len(tensor)) + tensor
+    parts.append(b"\x12" + varint(len(entry)) + entry)
   return b"".join(parts)
