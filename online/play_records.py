@@ -9,14 +9,17 @@ are appended by concatenating bytes, without reading the held ones. Readers deco
 order them by (time, track, session), the key a history is kept in.
 """
 
-import itertools
 import operator
 import struct
 from typing import Iterable, Iterator, List, Sequence, Set, Tuple
 
+import numpy as np
+
 _HEAD = struct.Struct("<qddHHH")
+_HEAD_DTYPE = np.dtype([("ts", "<i8"), ("completion", "<f8"), ("skip", "<f8"),
+                        ("n_track_id", "<u2"), ("n_session_id", "<u2"),
+                        ("n_artist_id", "<u2")])   # packed: the same bytes as _HEAD
 _MAX_STRING = (1 << 16) - 1
-_USER = operator.itemgetter(0)
 
 # A decoded play: (ts, track, session, artist, completion, skip), the order of a history
 # key followed by the rest.
@@ -51,15 +54,68 @@ def pack(plays: Iterable[Play]) -> bytes:
 
 
 def pack_by_user(rows: Sequence[Tuple]) -> Iterator[Tuple[str, bytes]]:
-  """(user, records) per run of consecutive rows of one user.
+  """(user, records) per run of consecutive rows of one user, in the runs' order.
+
+  The records of all rows are laid out at once with numpy (no per-row Python work but
+  the strings' encoding when they are not all ASCII), then cut into one value per run.
 
   Args:
     rows: Play rows (user, ts, track, session, artist, completion, skip), each
       listener's rows next to each other (one run per listener gives one value each).
+
+  Raises:
+    TypeError: a time, completion or skip of the wrong type.
+    ValueError: a track, session or artist id longer than 65535 UTF-8 bytes.
   """
-  for user, run in itertools.groupby(rows, _USER):
-    yield user, pack((ts, track, session, artist, completion, skip)
-                     for _, ts, track, session, artist, completion, skip in run)
+  if not rows:
+    return iter(())
+  users, ts, track, session, artist, completion, skip = zip(*rows)
+  n = len(users)
+  heads = np.empty(n, _HEAD_DTYPE)
+  try:
+    heads["ts"] = np.asarray(ts, np.int64)
+    heads["completion"] = np.asarray(completion, np.float64)
+    heads["skip"] = np.asarray(skip, np.float64)
+  except (TypeError, ValueError, OverflowError) as e:
+    raise TypeError(f"plays: ts must be an integer, completion and skip numbers ({e})"
+                    ) from e
+  strings = []
+  for field, values in (("track_id", track), ("session_id", session),
+                        ("artist_id", artist)):
+    data, lengths = _utf8(values)
+    if len(lengths) and lengths.max() > _MAX_STRING:
+      raise ValueError(f"{field}: longer than {_MAX_STRING} bytes")
+    heads["n_" + field] = lengths
+    strings.append((data, lengths))
+  sizes = _HEAD.size + sum(lengths for _, lengths in strings)
+  ends = np.cumsum(sizes)
+  starts = ends - sizes
+  out = np.empty(int(ends[-1]), np.uint8)
+  out[(starts[:, None] + np.arange(_HEAD.size)).ravel()] = heads.view(np.uint8)
+  at = starts + _HEAD.size
+  for data, lengths in strings:
+    # Byte j of string i goes to at[i] + j: shift each string's bytes as a block.
+    shift = at - (np.cumsum(lengths) - lengths)
+    out[np.repeat(shift, lengths) + np.arange(len(data))] = data
+    at = at + lengths
+  blob = out.tobytes()
+  user_array = np.empty(n, object)
+  user_array[:] = users
+  first = np.flatnonzero(np.append(True, user_array[1:] != user_array[:-1]))
+  cuts = np.append(starts[first], len(blob)).tolist()
+  return zip(user_array[first].tolist(),
+             map(blob.__getitem__, map(slice, cuts[:-1], cuts[1:])))
+
+
+def _utf8(values: Sequence[str]) -> Tuple[np.ndarray, np.ndarray]:
+  """The UTF-8 bytes of ``values`` back to back (uint8) and each one's byte length."""
+  joined = "".join(values)
+  if joined.isascii():
+    return (np.frombuffer(joined.encode(), np.uint8),
+            np.fromiter(map(len, values), np.int64, len(values)))
+  encoded = [v.encode() for v in values]
+  return (np.frombuffer(b"".join(encoded), np.uint8),
+          np.fromiter(map(len, encoded), np.int64, len(encoded)))
 
 
 def unpack(data: bytes) -> List[Play]:
