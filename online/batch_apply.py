@@ -21,7 +21,6 @@ skipped.
 import collections
 import dataclasses
 import itertools
-import operator
 from typing import Callable, Dict, List, Mapping, Optional, Set, Tuple
 
 import numpy as np
@@ -111,26 +110,18 @@ def apply_events(columns: event_batch.EventColumns, profiles: Profiles,
                           index, group_start)
   segment_after = np.where(seg_from >= 0, segment[seg_from], stored.segment[u])
   batch = out.batch
-  # Rows by listener, then time: each listener's rows next to each other.
-  batch.plays = _rows(columns, order[applied].tolist())
+  # Rows in log order: picking them in the sorted order would read the columns at
+  # random (several times slower for 20,000 rows); the stores group them.
+  in_log_order = np.zeros(n, bool)
+  in_log_order[order] = applied
+  batch.plays = list(itertools.compress(
+      zip(columns.user, columns.ts, columns.track, columns.session, columns.artist,
+          columns.completion, columns.skip), in_log_order.tolist()))
   batch.popularity = _popularity(segment_after, rows.objects("track"),
                                  applied & (rows.floats("skip") < 0.5))
   _profiles_after(batch, stored, users, u, t, applied, starts, seg_from, ten_from,
                   segment_after, tenure, rows, max_lateness_s)
   return out
-
-
-def _rows(columns: event_batch.EventColumns, picked: List[int]) -> List[state_store.PlayRow]:
-  """The play rows of events ``picked`` (indices into the columns), in that order."""
-  if len(picked) == 1:
-    i = picked[0]
-    return [(columns.user[i], columns.ts[i], columns.track[i], columns.session[i],
-             columns.artist[i], columns.completion[i], columns.skip[i])]
-  # itemgetter picks a whole column's values in C.
-  take = operator.itemgetter(*picked)
-  return list(zip(take(columns.user), take(columns.ts), take(columns.track),
-                  take(columns.session), take(columns.artist), take(columns.completion),
-                  take(columns.skip)))
 
 
 def _user_codes(user_ids: List[str]) -> Tuple[List[str], np.ndarray]:

@@ -54,14 +54,15 @@ def pack(plays: Iterable[Play]) -> bytes:
 
 
 def pack_by_user(rows: Sequence[Tuple]) -> Iterator[Tuple[str, bytes]]:
-  """(user, records) per run of consecutive rows of one user, in the runs' order.
+  """(user, records of its rows) per user, users in the order they first appear.
 
   The records of all rows are laid out at once with numpy (no per-row Python work but
-  the strings' encoding when they are not all ASCII), then cut into one value per run.
+  the strings' encoding when they are not all ASCII), grouped by user, then cut into one
+  value per user.
 
   Args:
-    rows: Play rows (user, ts, track, session, artist, completion, skip), each
-      listener's rows next to each other (one run per listener gives one value each).
+    rows: Play rows (user, ts, track, session, artist, completion, skip) in any order;
+      a user's records keep the order of its rows.
 
   Raises:
     TypeError: a time, completion or skip of the wrong type.
@@ -87,24 +88,27 @@ def pack_by_user(rows: Sequence[Tuple]) -> Iterator[Tuple[str, bytes]]:
       raise ValueError(f"{field}: longer than {_MAX_STRING} bytes")
     heads["n_" + field] = lengths
     strings.append((data, lengths))
+  # Users coded by first appearance; records placed in (code, row) order.
+  index: dict = {}
+  codes = np.fromiter([index.setdefault(u, len(index)) for u in users], np.int64, n)
+  by_user = np.argsort(codes, kind="stable")
   sizes = _HEAD.size + sum(lengths for _, lengths in strings)
-  ends = np.cumsum(sizes)
-  starts = ends - sizes
-  out = np.empty(int(ends[-1]), np.uint8)
+  placed_ends = np.cumsum(sizes[by_user])
+  placed_starts = placed_ends - sizes[by_user]
+  starts = np.empty(n, np.int64)
+  starts[by_user] = placed_starts
+  out = np.empty(int(placed_ends[-1]), np.uint8)
   out[(starts[:, None] + np.arange(_HEAD.size)).ravel()] = heads.view(np.uint8)
   at = starts + _HEAD.size
   for data, lengths in strings:
-    # Byte j of string i goes to at[i] + j: shift each string's bytes as a block.
+    # Byte j of row i's string goes to at[i] + j: each string's bytes move as a block.
     shift = at - (np.cumsum(lengths) - lengths)
     out[np.repeat(shift, lengths) + np.arange(len(data))] = data
     at = at + lengths
   blob = out.tobytes()
-  user_array = np.empty(n, object)
-  user_array[:] = users
-  first = np.flatnonzero(np.append(True, user_array[1:] != user_array[:-1]))
-  cuts = np.append(starts[first], len(blob)).tolist()
-  return zip(user_array[first].tolist(),
-             map(blob.__getitem__, map(slice, cuts[:-1], cuts[1:])))
+  first = np.flatnonzero(np.diff(codes[by_user], prepend=-1))
+  cuts = np.append(placed_starts[first], len(blob)).tolist()
+  return zip(index, map(blob.__getitem__, map(slice, cuts[:-1], cuts[1:])))
 
 
 def _utf8(values: Sequence[str]) -> Tuple[np.ndarray, np.ndarray]:

@@ -182,10 +182,7 @@ class SqliteStore(state_store.StateStore):
     Raises:
       ValueError: play rows of a listener the batch gives no profile.
     """
-    plays: Dict[str, bytes] = {}
-    for user, records in play_records.pack_by_user(batch.plays):
-      # A listener's rows apart from each other in the batch come as several runs.
-      plays[user] = plays[user] + records if user in plays else records
+    plays = dict(play_records.pack_by_user(batch.plays))
     orphans = plays.keys() - batch.profiles.keys()
     if orphans:
       raise ValueError(f"plays: rows of listeners without a profile in the batch: "

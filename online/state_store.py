@@ -99,8 +99,8 @@ class Batch:
   """One micro-batch's effect, committed atomically by :meth:`StateStore.commit`.
 
   Attributes:
-    plays: New play rows (a row already held is kept as it is), each listener's next to
-      each other; every listener with rows has its profile in ``profiles``.
+    plays: New play rows (a row already held is kept as it is); every listener with
+      rows has its profile in ``profiles``.
     profiles: Listener -> its profile after the batch (whole values).
     trim: (listener, cutoff time): cut the listener's play rows that are both older
       than its newest ``HISTORY_LEN`` and older than the cutoff.

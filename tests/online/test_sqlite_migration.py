@@ -98,13 +98,13 @@ def test_play_records_round_trip_and_order_by_history_key():
     play_records.pack([(T0, "t", "s", "a", "x", 0.0)])
 
 
-def test_packing_by_user_lays_out_each_run_as_its_plays_records():
+def test_packing_by_user_lays_out_each_users_rows_as_its_plays_records():
   rows = [("u1", T0, "t", "s", "a", 0.5, 1.0), ("u1", T0 + 1, "tä", "", "aa", 0.25, 0.0),
           ("u2", T0, "x" * 300, "ss", "", 1.0, 0.0), ("u1", T0 + 9, "q", "s", "a", 0.0, 0.0)]
   got = list(play_records.pack_by_user(rows))
-  assert [user for user, _ in got] == ["u1", "u2", "u1"]
-  for (_, data), run in zip(got, (rows[:2], rows[2:3], rows[3:])):
-    assert data == play_records.pack(r[1:] for r in run)
+  assert [user for user, _ in got] == ["u1", "u2"]
+  for (_, data), user_rows in zip(got, ([*rows[:2], rows[3]], rows[2:3])):
+    assert data == play_records.pack(r[1:] for r in user_rows)
   with pytest.raises(ValueError, match="artist_id"):
     list(play_records.pack_by_user([("u", T0, "t", "s", "a" * 70_000, 0.0, 0.0)]))
   with pytest.raises(TypeError, match="completion"):
