@@ -11,7 +11,7 @@ likes, ready for ``sequential_test.CanaryTest.add`` (gateway latencies per arm c
 and their mean completion, ready for ``promo_controller.PromoController.observe``.
 """
 
-from typing import Dict, Iterable, Mapping, Sequence, Tuple
+from typing import Dict, Iterable, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
@@ -68,10 +68,13 @@ def arm_latencies(requests: Iterable[Mapping[str, object]]) -> Dict[str, np.ndar
   return {arm: np.asarray(v, np.float64) for arm, v in sorted(out.items())}
 
 
-def segment_completion(events: Sequence[Mapping[str, object]]
-                       ) -> Dict[str, Tuple[int, float]]:
-  """``segment -> (sessions, mean of the sessions' completion)`` over all arms."""
+def segment_completion(events: Sequence[Mapping[str, object]],
+                       arm: Optional[str] = None) -> Dict[str, Tuple[int, float]]:
+  """``segment -> (sessions, mean of the sessions' completion)`` over the sessions of
+  ``arm`` (None: of all arms)."""
   sessions = _sessions(events)
+  if arm is not None:
+    sessions = sessions[sessions["arm"] == arm]
   out = {}
   for segment, rows in sessions.groupby("segment", sort=True):
     values = rows[COMPLETION].to_numpy(np.float64)

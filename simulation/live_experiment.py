@@ -6,8 +6,9 @@ This module owns the decisions the loop takes at the end of a day, all through t
 current canary's ``sequential_test.CanaryTest``; its decision moves the labels
 (``canary_labels.after_decision``, applied to the running model server); a new
 candidate is pushed as ``canary`` when none is on trial; the day's completion per
-segment goes to the ``promo_controller.PromoController``, whose override is written to
-the file the gateway watches. Every decision and action is kept with its evidence.
+segment on the control traffic (the ``stable`` arm's sessions while a canary serves)
+goes to the ``promo_controller.PromoController``, whose override is written to the file
+the gateway watches. Every decision and action is kept with its evidence.
 """
 
 import dataclasses
@@ -145,8 +146,16 @@ class Experiment:
 
   def control(self, day: int, events: Sequence[Mapping[str, object]],
               override_path: str) -> List[Dict[str, object]]:
-    """The controller's window ``day``: its actions, and the override file rewritten."""
-    taken = self.controller.observe(day, experiment_metrics.segment_completion(events))
+    """The controller's window ``day``: its actions, and the override file rewritten.
+
+    The controller judges a segment on the control traffic: the ``stable`` arm's
+    sessions when the day served a canary, all sessions otherwise. A canary has its own
+    guardrails, and a bad one must not take promotion away from the listeners who never
+    heard it.
+    """
+    canary_served = any(e.get("arm") == sequential_test.CANARY for e in events)
+    arm = sequential_test.STABLE if canary_served else None
+    taken = self.controller.observe(day, experiment_metrics.segment_completion(events, arm))
     records = [dict(action.as_dict(), day=day) for action in taken]
     self.actions.extend(records)
     self.controller.override().write(override_path)
