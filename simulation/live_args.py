@@ -47,6 +47,10 @@ def add_arguments(parser) -> None:
   parser.add_argument("--completion-floor", type=float, default=0.45,
                       help="the promo controller's floor of completion per session: a "
                            "segment below it gets less promotion")
+  parser.add_argument("--policy", default="", metavar="POLICY_JSON",
+                      help="a policy.json (the format `melody simulate` writes) the gateway "
+                           "serves: its weights per segment and context go with every "
+                           "request, and its segment rows are the promo controller's base")
   parser.add_argument("--nearline-crash-day", type=int, default=0,
                       help="drill: kill the nearline updater while it applies this day's "
                            "log and restart it")

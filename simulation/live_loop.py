@@ -19,12 +19,13 @@ import json
 import os
 import sys
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
 from online import experiment_report
 from online import promo_controller
+from ranking.fusion import policy_file
 from serving import model_config
 from simulation import live_day
 from simulation import live_drill
@@ -63,6 +64,9 @@ class LiveConfig:
     taste_change: From its day on, one segment's listeners dislike promotions
       (``simulation.live_taste``; None: no change).
     completion_floor: The promo controller's completion floor (every segment).
+    policy: A ``policy.json`` the gateway serves (its weights go with every request
+      that the controller's override does not cover) and whose segment rows are the
+      controller's base weights; "": the model's weight table.
     stable_model: A serving directory another run pushed to (e.g. `make demo`'s
       pipeline) whose newest version is served as the first ``stable`` in place of the
       bootstrap's pipeline run; its catalogue must be this world's (same ``tracks`` and
@@ -86,6 +90,7 @@ class LiveConfig:
   bad_candidate_kind: str = "inverted"
   taste_change: Optional[live_taste.TasteChange] = None
   completion_floor: float = promo_controller.ControllerConfig.completion_floor
+  policy: str = ""
   stable_model: str = ""
   last_day_run: bool = True
 
@@ -97,6 +102,8 @@ class LiveConfig:
       raise ValueError(f"canary_share must be in (0, 1), got {self.canary_share}")
     if not 0.0 < self.completion_floor < 1.0:
       raise ValueError(f"completion_floor must be in (0, 1), got {self.completion_floor}")
+    if self.policy:
+      policy_file.load(self.policy)   # a bad file stops the run before the bootstrap
     if self.bad_candidate_kind not in live_drill.KINDS:
       raise ValueError(f"bad_candidate_kind must be one of {live_drill.KINDS}, "
                        f"got {self.bad_candidate_kind!r}")
@@ -214,11 +221,14 @@ class LiveLoop:
     listeners, active, stable = self.bootstrap()
     entry = live_experiment.stable_entry(self.serving_dir, stable)
     controller = promo_controller.PromoController(
-        promo_controller.ControllerConfig(completion_floor=c.completion_floor))
+        promo_controller.ControllerConfig(completion_floor=c.completion_floor),
+        base_weights(c.policy))
     experiment = live_experiment.Experiment(entry, self.stack_paths.models_config, None,
                                             c.test, controller)
     model_config.write_model_config(self.stack_paths.models_config, [entry])
-    settings = live_stack.GatewaySettings(canary_share=c.canary_share)
+    settings = live_stack.GatewaySettings(canary_share=c.canary_share,
+                                          policy=os.path.abspath(c.policy) if c.policy
+                                          else "")
     with live_stack.LiveStack(self.stack_paths, settings) as stack:
       stack.start_all()
       experiment.server_target = stack.server_target
@@ -310,6 +320,19 @@ class LiveLoop:
     return summary
 
 
+def base_weights(policy_path: str) -> Optional[Dict[str, Tuple[float, float, float]]]:
+  """The promo controller's base ``segment -> (alpha, beta, gamma)``: the policy's
+  segment rows as a request would get them (None without a policy: the fusion spec's
+  table, which the model holds). A lowered segment gets its scaled row for every
+  activity, in place of the policy's context rows."""
+  if not policy_path:
+    return None
+  policy = policy_file.load(policy_path)
+  zero_beta = policy.fusion.zero_beta_segments
+  return {s: (a, 0.0 if s in zero_beta else b, g)
+          for s, (a, b, g) in policy.fusion.segment_weights}
+
+
 def _restart(stack: live_stack.LiveStack, name: str, kill: bool) -> None:
   _log(f"drill: {'killing' if kill else 'stopping'} {name}, then starting it again")
   stack.stop(name, kill=kill)
@@ -341,5 +364,5 @@ def config_from_args(args) -> LiveConfig:
                                            args.promo_dislike_segment,
                                            args.promo_dislike_cost)
                     if args.promo_dislike_day else None),
-      completion_floor=args.completion_floor, stable_model=args.stable_model,
+      completion_floor=args.completion_floor, policy=args.policy, stable_model=args.stable_model,
       last_day_run=not args.no_last_day_run)

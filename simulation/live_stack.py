@@ -68,11 +68,13 @@ class StackPaths:
 
 @dataclasses.dataclass(frozen=True)
 class GatewaySettings:
-  """The gateway's experiment: name, canary share and salt of the split."""
+  """The gateway's experiment (name, canary share and salt of the split), its deadline
+  and the policy file it serves ("" for none: the model's weight table)."""
   experiment: str = "live"
   canary_share: float = 0.1
   salt: str = "melody-live"
   deadline_ms: float = 2000.0
+  policy: str = ""
 
 
 class LiveStack:
@@ -116,11 +118,12 @@ class LiveStack:
     if name == "nearline":
       return ["nearline", "--events", p.events_dir, "--store", p.store, "--interval", "1",
               "--metrics-port", str(self.nearline_metrics)]
-    return ["gateway", "--store", p.store, "--model-server", self.server_target,
+    argv = ["gateway", "--store", p.store, "--model-server", self.server_target,
             "--experiment", g.experiment, "--canary-share", str(g.canary_share),
             "--salt", g.salt, "--weights-override", p.weights_override,
             "--deadline-ms", str(g.deadline_ms), "--port", str(self.gateway_port),
             "--http-port", str(self.gateway_http)]
+    return argv + (["--policy", g.policy] if g.policy else [])
 
   def start(self, name: str) -> None:
     """Starts ``name`` (server, nearline or gateway) and waits until it answers."""

@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from online import promo_controller
 from simulation import live_experiment
 
@@ -49,3 +51,36 @@ def test_without_a_canary_every_session_counts(tmp_path):
   actions = experiment.control(1, events, override)
   assert [(a["segment"], a["sessions"]) for a in actions] == [("free", 100)]
   assert abs(actions[0]["completion"] - 0.3) < 1e-9
+
+
+def test_the_controllers_base_is_the_served_policys_segment_rows(tmp_path):
+  from ranking.fusion import policy_file, spec  # pylint: disable=import-outside-toplevel
+  from ranking.layers import mixing  # pylint: disable=import-outside-toplevel
+  from simulation import live_loop  # pylint: disable=import-outside-toplevel
+  rows = (("new", (0.75, 0.05, 0.2)), ("free", (0.5, 0.15, 0.35)),
+          ("free_veteran", (0.45, 0.25, 0.3)), ("trial", (0.5, 0.2, 0.3)),
+          ("paid", (0.7, 0.0, 0.2)))
+  provenance = {"simulation_run": "test", "world_version": "w", "model_version": "m",
+                "metrics": {"completion_rate": 0.5},
+                "constraint": {"metric": "completion_rate", "floor": 0.4, "met": True}}
+  path = policy_file.from_configs(spec.FusionConfig(segment_weights=rows),
+                                  mixing.MixingConfig(), provenance).dump(
+                                      str(tmp_path / "policy.json"))
+  base = live_loop.base_weights(path)
+  assert base["free"] == (0.5, 0.15, 0.35)
+  assert base["paid"] == (0.7, 0.0, 0.2)
+  assert live_loop.base_weights("") is None
+  controller = promo_controller.PromoController(promo_controller.ControllerConfig(
+      min_sessions=1), base)
+  controller.observe(1, {"free": (10, 0.1)})
+  assert controller.override().weights_for("free") == pytest.approx(
+      [0.5 + 0.35 * 0.25, 0.15, 0.35 * 0.75])
+  bad = tmp_path / "bad.json"
+  bad.write_text(open(path, encoding="utf-8").read().replace('"epsilon": 0.02',
+                                                             '"epsilon": -1'))
+  try:
+    live_loop.LiveConfig(policy=str(bad))
+  except policy_file.PolicyError as e:
+    assert e.field == "epsilon"
+  else:
+    raise AssertionError("a bad policy file was accepted")
