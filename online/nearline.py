@@ -34,6 +34,7 @@ import prometheus_client
 from online import batch_apply
 from online import event_batch
 from online import event_source
+from online import outcome_metrics
 from online import state_store
 
 _LOG = logging.getLogger("melody.online")
@@ -113,6 +114,7 @@ class Updater:
         "Per micro-batch, commit time minus the time of its oldest applied event",
         buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 3600, float("inf")),
         registry=self.registry)
+    self._outcomes = outcome_metrics.OutcomeMetrics(self.registry)
 
   def step(self) -> BatchReport:
     """Reads, applies and commits one micro-batch (an empty one commits nothing)."""
@@ -151,6 +153,8 @@ class Updater:
       raise
     self._remember(batch.profiles)
     self._offsets = {**self._offsets, **offsets}
+    # Counted after the commit: a batch that failed to commit is read again, not counted.
+    self._outcomes.record(block.raws, columns, batch.plays)
     if applied.oldest_ts is not None:
       report.max_lag_s = self._clock() - applied.oldest_ts
     report.applied, report.duplicates = applied.applied, applied.duplicates

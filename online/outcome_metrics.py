@@ -1,0 +1,157 @@
+"""Listening outcomes per experiment arm and listener segment, as Prometheus counters.
+
+This module owns :class:`OutcomeMetrics`, the counters behind the dashboards a team
+watches during a canary trial: plays, the sum of completion, skips, likes, conversions
+and promo plays, each labelled by ``arm`` and ``segment``. The gateway answers requests
+but never sees what the listener did with the list; the nearline updater reads every
+tagged play, so it counts them, once per committed micro-batch and only the events the
+batch applied (a duplicate, a late or a malformed line counts nowhere). Rates are
+ratios of counters in PromQL, e.g. the completion rate of an arm and segment::
+
+    rate(melody_listening_completion_total[1h]) / rate(melody_listening_plays_total[1h])
+
+and likewise skips, likes and conversions per play, and promo plays per play for the
+promo exposure share.
+
+Labels: ``segment`` is the event's ``user_segment`` (``unknown`` when it names none);
+``arm`` is the event's ``arm`` when it is one of the experiment's arms, ``none`` when
+the event has none, null or ``"none"`` (plays logged outside an experiment, or a call the
+gateway could not answer) and ``other`` for any other value, so a bad log cannot grow
+the label set.
+Sums read the values as the updater applies them: a label the event leaves out counts 0.
+
+The arm and promo flag are not among the columns the updater parses
+(``online.event_batch``), so they are read here from the applied lines' raw JSON: the
+``arm`` key by a short pattern match per applied line, the promo flag by one scan of the
+batch for ``"is_promo": true``. A line whose JSON nests another object holding these
+keys would be misread; event lines are flat.
+"""
+
+import re
+from typing import Dict, List, Sequence, Tuple
+
+import numpy as np
+import prometheus_client
+
+from features import feature_spec
+from online import event_batch
+from online import experiment_split
+from online import state_store
+
+NO_ARM = "none"
+OTHER_ARM = "other"
+UNKNOWN_SEGMENT = "unknown"
+ARM_LABELS = experiment_split.ARMS + (NO_ARM, OTHER_ARM)
+SEGMENT_LABELS = tuple(feature_spec.SEGMENTS) + (UNKNOWN_SEGMENT,)
+
+# The value as written: a JSON string with its quotes, or any other JSON scalar.
+_ARM = re.compile(rb'"arm"\s*:\s*("(?:[^"\\]|\\.)*"|[^,}\s]*)')
+_PROMO = re.compile(rb'"is_promo"\s*:\s*true\b')
+_ARM_CODE = {**{b'"%s"' % arm.encode(): i for i, arm in enumerate(ARM_LABELS[:-1])},
+             b"null": ARM_LABELS.index(NO_ARM)}
+_SEGMENT_CODE = {**{s: i for i, s in enumerate(feature_spec.SEGMENTS)},
+                 None: len(feature_spec.SEGMENTS)}
+# (metric name, help); the sums in this order are the columns of OutcomeMetrics._sums.
+_COUNTERS = (
+    ("melody_listening_plays", "Applied play events"),
+    ("melody_listening_completion", "Sum of the applied plays' completion (0..1)"),
+    ("melody_listening_skips", "Sum of the applied plays' skip label"),
+    ("melody_listening_likes", "Sum of the applied plays' like label"),
+    ("melody_listening_conversions", "Sum of the applied plays' subscription label"),
+    ("melody_listening_promo_plays", "Applied plays of promoted tracks (is_promo true)"),
+)
+
+
+class OutcomeMetrics:
+  """Counts the listening outcomes of committed micro-batches.
+
+  Counters live in the process: a restarted updater starts them at zero (Prometheus'
+  ``rate`` reads a reset as one), and a batch committed just before a crash but not
+  yet counted is not counted again by the next process, which never re-reads it. Within
+  one process every committed event is counted exactly once.
+
+  Args:
+    registry: Where the counters are registered (the updater's ``/metrics`` page).
+  """
+
+  def __init__(self, registry: prometheus_client.CollectorRegistry):
+    self._counters = [prometheus_client.Counter(name, text, ["arm", "segment"],
+                                                registry=registry)
+                      for name, text in _COUNTERS]
+    self._children: Dict[Tuple[int, int], List[prometheus_client.Counter]] = {}
+
+  def record(self, raws: Sequence[bytes], columns: event_batch.EventColumns,
+             plays: Sequence[state_store.PlayRow]) -> None:
+    """Adds a committed batch's applied plays.
+
+    Args:
+      raws: The batch's lines (``LineBlock.raws``), which ``columns.line`` indexes.
+      columns: The batch's parsed events.
+      plays: The play rows the batch committed (``Batch.plays``): one per applied event.
+    """
+    if not plays:
+      return
+    rows = applied_rows(columns, plays)
+    lines = np.asarray(columns.line, np.int64)[rows]
+    arm = arm_codes(raws, lines.tolist())
+    segment = np.fromiter(map(_SEGMENT_CODE.__getitem__, columns.segment), np.int64,
+                          len(columns))[rows]
+    group = arm * len(SEGMENT_LABELS) + segment
+    size = len(ARM_LABELS) * len(SEGMENT_LABELS)
+    sums = [np.bincount(group, minlength=size).astype(np.float64)]
+    for name in ("completion", "skip", "like", "subscription"):
+      weights = np.asarray(getattr(columns, name), np.float64)[rows]
+      sums.append(np.bincount(group, weights, minlength=size))
+    sums.append(np.bincount(group[np.isin(lines, promo_lines(raws))], minlength=size))
+    for g in np.flatnonzero(sums[0]).tolist():
+      for child, column in zip(self._child(divmod(g, len(SEGMENT_LABELS))), sums):
+        if column[g]:
+          child.inc(float(column[g]))
+
+  def _child(self, key: Tuple[int, int]) -> List[prometheus_client.Counter]:
+    children = self._children.get(key)
+    if children is None:
+      labels = (ARM_LABELS[key[0]], SEGMENT_LABELS[key[1]])
+      children = self._children[key] = [c.labels(*labels) for c in self._counters]
+    return children
+
+
+def applied_rows(columns: event_batch.EventColumns,
+                 plays: Sequence[state_store.PlayRow]) -> np.ndarray:
+  """Which of ``columns``' events the batch applied, as a mask.
+
+  An applied event is the first event in log order with its play key
+  (``state_store.PlayKey``, the first fields of its play row): the updater applies the
+  first of equal plays and counts the rest as duplicates, and a late event shares its
+  key with no applied one.
+  """
+  n = len(columns)
+  if len(plays) == n:
+    return np.ones(n, bool)
+  keys = {row[:4] for row in plays}
+  mask = np.zeros(n, bool)
+  for i, key in enumerate(zip(columns.user, columns.ts, columns.track, columns.session)):
+    if key in keys:
+      mask[i] = True
+      keys.discard(key)
+  return mask
+
+
+def arm_codes(raws: Sequence[bytes], lines: List[int]) -> np.ndarray:
+  """The ``arm`` of each of ``lines`` as an index into :data:`ARM_LABELS`."""
+  other = len(ARM_LABELS) - 1
+  none = ARM_LABELS.index(NO_ARM)
+  code = _ARM_CODE.get
+  return np.fromiter(
+      (none if m is None else code(m.group(1), other)
+       for m in map(_ARM.search, map(raws.__getitem__, lines))), np.int64, len(lines))
+
+
+def promo_lines(raws: Sequence[bytes]) -> np.ndarray:
+  """Indices of the lines of ``raws`` that mark their track as promoted."""
+  data = b"\n".join(raws)
+  if b'"is_promo"' not in data:
+    return np.zeros(0, np.int64)
+  starts = np.cumsum(np.fromiter(map(len, raws), np.int64, len(raws)) + 1) - 1
+  where = [m.start() for m in _PROMO.finditer(data)]
+  return np.searchsorted(starts, np.asarray(where, np.int64), side="right")
