@@ -12,7 +12,10 @@ Measures, on this machine and in one run:
 * **gateway overhead**: the tiny exported ranker served by ``melody serve`` (a
   subprocess), ``recommend`` with a pool of N=500 candidates (k=125), called directly
   and through ``melody gateway`` (a subprocess, SQLite store), at concurrency 1 and 16;
-  overhead = gateway latency - direct latency, per percentile;
+  overhead = gateway latency - direct latency, per percentile and per pair; as a control,
+  two direct calls paired the same way at c=1 (the model call's own jitter); the
+  gateway's CPU per request by phase and its wall time outside the model call, in
+  process;
 * **bytes per listener** in each store after the throughput run.
 
 Results go to ``bench/results/nearline.json``, the table and picture to the
@@ -241,11 +244,11 @@ def _paired_latencies(direct, via_gateway, n: int, concurrency: int):
   return [d for d, _ in pairs], [g for _, g in pairs]
 
 
-def _gateway_phases(db: str, model_target: str, users: List[str], k: int
-                    ) -> Dict[str, float]:
+def _gateway_phases(db: str, model_target: str, users: List[str], k: int):
   """The gateway's own CPU per request by phase (microseconds), measured in this process
   around an in-process ``Gateway`` calling the same model server: what a request costs
-  besides the gRPC server machinery of ``melody gateway``."""
+  besides the gRPC server machinery of ``melody gateway``; and the percentiles of each
+  request's wall time outside the model call."""
   # pylint: disable=g-import-not-at-top
   from online import gateway
   from online import gateway_metrics
@@ -262,6 +265,20 @@ def _gateway_phases(db: str, model_target: str, users: List[str], k: int
     recommender = gateway.Gateway(store, caller, gateway_metrics.GatewayMetrics())
     for request in requests[:_WARMUP]:
       recommender.recommend(request)
+    # Each request's wall time outside the model call: the gateway's own part of a
+    # call's latency, free of the model server's jitter (which a paired difference of
+    # two model calls carries twice).
+    model_s = [0.0]
+    inner = caller._predict   # pylint: disable=protected-access
+
+    def timed_predict(*args, **kwargs):
+      start = time.perf_counter()
+      try:
+        return inner(*args, **kwargs)
+      finally:
+        model_s[0] += time.perf_counter() - start
+    caller._predict = timed_predict   # pylint: disable=protected-access
+    own_s = []
     targets = [(store, "get", "state read"), (gateway, "listener_inputs", "model inputs"),
                (predict_wire, "predict_inputs", "request encode"),
                (caller, "_predict", "model call (gRPC client, response parse)"),
@@ -269,7 +286,9 @@ def _gateway_phases(db: str, model_target: str, users: List[str], k: int
     with _cpu_by_phase(phases, targets):
       cpu = time.process_time()
       for i in range(REQUESTS):
+        model_s[0], wall = 0.0, time.perf_counter()
         response = recommender.recommend(requests[i % len(requests)])
+        own_s.append(time.perf_counter() - wall - model_s[0])
         start = time.process_time()
         response.SerializeToString()   # what the gRPC server does with the answer
         phases["response encode"] = (phases.get("response encode", 0.0)
@@ -279,7 +298,7 @@ def _gateway_phases(db: str, model_target: str, users: List[str], k: int
   out = {name: seconds / REQUESTS * 1e6 for name, seconds in phases.items()}
   out["rest (checks, metrics, response message)"] = cpu / REQUESTS * 1e6 - sum(out.values())
   out["all"] = cpu / REQUESTS * 1e6
-  return out
+  return out, common.percentiles_ms(own_s)
 
 
 def gateway_overhead(root: str) -> Dict[str, object]:
@@ -354,10 +373,20 @@ def gateway_overhead(root: str) -> Dict[str, object]:
           # same for both paths): insensitive to waiting on a loaded machine.
           "gateway_cpu_ms_per_request": gw_cpu / (REQUESTS + _WARMUP) * 1e3,
           "load_avg_1m": [load, os.getloadavg()[0]]}
+    _log("direct against direct at c=1 (the paired difference of two model calls)")
+    d1, d2 = _paired_latencies(
+        lambda i: direct.predict("melody", "recommend", inputs[i % len(users)]),
+        lambda i: direct.predict("melody", "recommend", inputs[i % len(users)]),
+        REQUESTS, 1)
+    null = np.subtract(d2, d1) * 1e3
+    out["direct_vs_direct_c1"] = {"paired_p50_ms": float(np.percentile(null, 50)),
+                                  "paired_p99_ms": float(np.percentile(null, 99)),
+                                  "load_avg_1m": os.getloadavg()[0]}
     direct.close()
     via.close()
     _log("gateway CPU by phase, in process")
-    out["cpu_us_per_request_in_process"] = _gateway_phases(db, model_target, users, k)
+    out["cpu_us_per_request_in_process"], out["own_wall_ms_in_process"] = _gateway_phases(
+        db, model_target, users, k)
     out["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     return out
   finally:

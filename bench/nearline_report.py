@@ -28,6 +28,20 @@ def _gateway_phase_rows(g: Dict[str, object]) -> List[Dict[str, object]]:
               "CPU µs/request": round(process_us - in_process["all"])}])
 
 
+def _gateway_tail_note(g: Dict[str, object]) -> str:
+  """What bounds the paired p99: a direct call paired with another direct call, and the
+  gateway's own wall time per request outside the model call."""
+  null, own = g.get("direct_vs_direct_c1"), g.get("own_wall_ms_in_process")
+  if not null or not own:
+    return ""
+  return (f"Control at c=1: two direct calls paired the same way differ by p50 "
+          f"{null['paired_p50_ms']:.2f} ms, p99 {null['paired_p99_ms']:.2f} ms (the model "
+          "call's own jitter, which every paired difference carries). The in-process "
+          "gateway's wall time per request outside the model call: p50 "
+          f"{own['p50_ms']:.2f} ms, p99 {own['p99_ms']:.2f} ms (without the gRPC server "
+          "machinery of its port).")
+
+
 def section(results: Dict[str, object]) -> str:
   """The Markdown of the measured numbers."""
   rows = []
@@ -96,6 +110,8 @@ def section(results: Dict[str, object]) -> str:
       "as it does latency).",
       "",
       common.table(over, list(over[0])),
+      "",
+      _gateway_tail_note(g),
       "",
       "The gateway's own CPU per request by phase: an in-process `Gateway` on the same "
       "store and model server, `time.process_time` around each phase (the model call is "
