@@ -144,10 +144,11 @@ class SqliteStore(state_store.StateStore):
             for user, *values in self._select(_PROFILE_COLUMNS, user_ids)}
 
   def held_plays(self, keys: Sequence[state_store.PlayKey]) -> Set[state_store.PlayKey]:
-    keys = list(keys)
-    held = {user: play_records.keys(plays) for user, plays in
-            self._select("user_id, plays", [k[0] for k in keys])}
-    return {k for k in keys if k[0] in held and k[1:] in held[k[0]]}
+    wanted: Dict[str, List[state_store.HistoryKey]] = {}
+    for key in keys:
+      wanted.setdefault(key[0], []).append(key[1:])
+    return {(user, *key) for user, plays in self._select("user_id, plays", list(wanted))
+            for key in play_records.held(plays, wanted[user])}
 
   def history_floors(self, user_ids: Sequence[str]
                      ) -> Dict[str, state_store.HistoryKey]:

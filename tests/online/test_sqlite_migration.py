@@ -2,6 +2,7 @@
 and one row per play)."""
 
 import sqlite3
+import struct
 
 import pytest
 
@@ -92,6 +93,14 @@ def test_play_records_round_trip_and_order_by_history_key():
   assert play_records.ordered(data) == [plays[1], plays[2], plays[0]]
   assert play_records.keys(data) == {(T0 + 5, "b", "s"), (T0, "z" * 300, ""),
                                      (T0 + 5, "a", "s")}
+  assert play_records.held(data, [(T0 + 5, "b", "s"), (T0 + 5, "b", "x"), (T0, "z" * 300, ""),
+                                  (T0 + 6, "a", "s")]) == {(T0 + 5, "b", "s"),
+                                                            (T0, "z" * 300, "")}
+  # An artist id whose bytes spell another play's key holds no play of that key.
+  fake_ts = int.from_bytes(b"ABCDEFGH", "little")
+  tricky = play_records.pack([(T0, "t", "s", "ABCDEFGH\x01\x00\x00\x00z", 0.0, 0.0)])
+  assert (struct.pack("<qHH", fake_ts, 1, 0) + b"z") in tricky
+  assert play_records.held(tricky, [(fake_ts, "z", ""), (T0, "t", "s")]) == {(T0, "t", "s")}
   with pytest.raises(ValueError, match="session_id"):
     play_records.pack([(T0, "t", "s" * 70_000, "a", 0.0, 0.0)])
   with pytest.raises(TypeError, match="completion"):
