@@ -32,15 +32,21 @@ class GatewayClient:
         response_deserializer=gateway_proto.RecommendResponse.FromString)
     self._timeout = timeout
 
-  def recommend(self, request=None, timeout: Optional[float] = None, **fields):
-    """Sends a ``RecommendRequest`` (given, or built from ``fields``); returns the response."""
+  def recommend(self, request=None, timeout: Optional[float] = None,
+                wait_for_ready: bool = False, **fields):
+    """Sends a ``RecommendRequest`` (given, or built from ``fields``); returns the response.
+
+    With ``wait_for_ready`` a call made while the gateway is unreachable (restarting)
+    waits for it until the deadline instead of failing at once with UNAVAILABLE.
+    """
     if request is None:
       weights = fields.pop("weights_override", None)
       request = gateway_proto.RecommendRequest(**fields)
       if weights is not None:
         request.weights_override.alpha, request.weights_override.beta, \
             request.weights_override.gamma = weights
-    return self._recommend(request, timeout=timeout or self._timeout)
+    return self._recommend(request, timeout=timeout or self._timeout,
+                           wait_for_ready=wait_for_ready)
 
   def close(self) -> None:
     self._channel.close()

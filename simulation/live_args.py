@@ -51,6 +51,10 @@ def add_arguments(parser) -> None:
                       help="a policy.json (the format `melody simulate` writes) the gateway "
                            "serves: its weights per segment and context go with every "
                            "request, and its segment rows are the promo controller's base")
+  parser.add_argument("--restart-day", type=int, default=0,
+                      help="drill: stop the model server, then the gateway, halfway "
+                           "through this day's traffic and start them again (the day's "
+                           "row accounts for every event)")
   parser.add_argument("--nearline-crash-day", type=int, default=0,
                       help="drill: kill the nearline updater while it applies this day's "
                            "log and restart it")

@@ -70,6 +70,8 @@ class DayResult:
     sessions: Sessions played.
     seconds: Wall time of the day's traffic.
     tomorrow: Bool mask of the listeners who come back tomorrow.
+    events_by_source: The valid play events by the source of their call's answer
+      (``model``, ``fallback_popularity``, or ``error`` for a failed call).
   """
   events: List[Dict[str, object]]
   requests: List[Dict[str, object]]
@@ -77,14 +79,17 @@ class DayResult:
   sessions: int
   seconds: float
   tomorrow: np.ndarray
+  events_by_source: Dict[str, int] = dataclasses.field(default_factory=dict)
 
 
 def _call(client: gateway_client.GatewayClient, user_id: str, activity: str, k: int,
           timeout_s: float) -> Tuple[Dict[str, object], List[str]]:
   t0 = time.perf_counter()
   try:
+    # A listener's app waits for a gateway that is restarting (up to the deadline)
+    # rather than failing at once.
     response = client.recommend(user_id=user_id, context=activity, surface="home", k=k,
-                                timeout=timeout_s)
+                                timeout=timeout_s, wait_for_ready=True)
   except grpc.RpcError as e:
     return ({"code": e.code().name, "arm": "none", "segment": "unknown", "source": "error",
              "latency_ms": (time.perf_counter() - t0) * 1e3, "model_version": 0,
@@ -192,7 +197,7 @@ def _round(world: world_lib.World, sub: Listeners, rows: np.ndarray, day: int, r
            day_start: int, gateway_target: str, log_path: str, rng: np.random.Generator,
            options: DayOptions, counter: _Calls):
   """Round ``r``: one session per listener of ``sub`` (call, play, log); returns
-  (events, requests, bad lines, the played outcomes)."""
+  (events, requests, bad lines, the played outcomes, events by answer source)."""
   ctx = world.sample_context(len(rows), rng, day_start)
   n_rounds = options.sessions
   # Contexts are drawn over a whole day and squeezed into the round, so the hours keep
@@ -215,7 +220,11 @@ def _round(world: world_lib.World, sub: Listeners, rows: np.ndarray, day: int, r
   events = _events(world, sub, played, slates, ctx, calls, session)
   bad = write_log(log_path, events, options.bad_fraction, rng)
   requests = [dict(c, segment=c["segment"] or "unknown") for c in calls]
-  return events, requests, bad, played
+  plays_per_call = played["played"].sum(1)
+  by_source: Dict[str, int] = {}
+  for call, n in zip(calls, plays_per_call):
+    by_source[call["source"]] = by_source.get(call["source"], 0) + int(n)
+  return events, requests, bad, played, by_source
 
 
 def run_day(world: world_lib.World, listeners: Listeners, active: np.ndarray, day: int,
@@ -254,10 +263,13 @@ def run_day(world: world_lib.World, listeners: Listeners, active: np.ndarray, da
   bad = {kind: 0 for kind in BAD_KINDS}
   completion = np.zeros(len(rows))
   plays = np.zeros(len(rows))
+  by_source: Dict[str, int] = {}
   for r in range(options.sessions):
-    round_events, round_requests, round_bad, played = _round(
+    round_events, round_requests, round_bad, played, round_sources = _round(
         world, sub, rows, day, r, day_start, gateway_target, log_path, rng, options,
         counter)
+    for source, n in round_sources.items():
+      by_source[source] = by_source.get(source, 0) + n
     events += round_events
     requests += round_requests
     bad = {kind: bad[kind] + round_bad[kind] for kind in BAD_KINDS}
@@ -269,7 +281,7 @@ def run_day(world: world_lib.World, listeners: Listeners, active: np.ndarray, da
   mean_completion[rows] = completion / np.maximum(plays, 1)
   tomorrow = world.end_day(listeners, mean_completion, active, rng)
   return DayResult(events, requests, bad, len(rows) * options.sessions,
-                   time.perf_counter() - t0, tomorrow)
+                   time.perf_counter() - t0, tomorrow, by_source)
 
 
 def day_log_path(events_dir: str, day: int) -> str:

@@ -14,6 +14,7 @@ logged days (``simulation.live_pipeline``) and a pushed one becomes the next
 holds the loop's state and one summary row per day.
 """
 
+import collections
 import dataclasses
 import json
 import os
@@ -27,6 +28,7 @@ from online import experiment_report
 from online import promo_controller
 from ranking.fusion import policy_file
 from serving import model_config
+from simulation import live_accounting
 from simulation import live_day
 from simulation import live_drill
 from simulation import live_experiment
@@ -58,6 +60,9 @@ class LiveConfig:
       and restarted (a drill; 0: none).
     nearline_crash_day: A day whose nearline updater is killed while it applies the
       day's log and restarted (a drill; 0: none).
+    restart_day: A day whose model server and then gateway are stopped when half of
+      its calls are answered and started again (a drill; 0: none). Every day's row
+      accounts for its events (``simulation.live_accounting``).
     bad_candidate_day: A day after whose traffic a model trained on the day's plays with
       corrupted labels is forced to canary (a drill, ``simulation.live_drill``; 0: none).
     bad_candidate_kind: The drill's label fault, one of ``live_drill.KINDS``.
@@ -86,6 +91,7 @@ class LiveConfig:
   test: live_experiment.TestSettings = live_experiment.TestSettings()
   outage_day: int = 0
   nearline_crash_day: int = 0
+  restart_day: int = 0
   bad_candidate_day: int = 0
   bad_candidate_kind: str = "inverted"
   taste_change: Optional[live_taste.TasteChange] = None
@@ -198,6 +204,14 @@ class LiveLoop:
       json.dump(state, f, indent=1, default=str)
     os.replace(tmp, self.summary_path)
 
+  def _midday(self, stack: live_stack.LiveStack, day: int):
+    """The drill run halfway through day ``day``'s calls, if any."""
+    if day == self.config.outage_day:
+      return lambda: _restart(stack, "server", kill=True)
+    if day == self.config.restart_day:
+      return lambda: _restart_server_and_gateway(stack)
+    return None
+
   def _bad_candidate(self, day: int, events, experiment: live_experiment.Experiment,
                      rng: np.random.Generator) -> Dict[str, object]:
     """The drill: a model trained on the day's plays with corrupted labels, forced to
@@ -234,7 +248,10 @@ class LiveLoop:
       experiment.server_target = stack.server_target
       live_stack.wait_applied(self.stack_paths.store, self.paths["events"])
       duplicates_seen = stack.nearline_counts().get("duplicate", 0.0)
+      user_ids = list(listeners.user_ids())
       for day in range(1, c.days + 1):
+        counted_before = live_accounting.plays_by_day(self.stack_paths.store, user_ids)
+        nearline_before = stack.nearline_counts()
         t_day = time.perf_counter()
         rng = np.random.default_rng(np.random.SeedSequence([c.seed, 23, day]))
         log_path = live_day.day_log_path(self.paths["events"], day)
@@ -247,8 +264,7 @@ class LiveLoop:
             self.world, listeners, active, day, self.day_start(day), stack.gateway_target,
             log_path, rng, c.day,
             progress=lambda done, n: _log(f"day {day}: {done}/{n} sessions"),
-            midday=(lambda: _restart(stack, "server", kill=True))
-            if day == c.outage_day else None)
+            midday=self._midday(stack, day))
         active = result.tomorrow
         if day == c.nearline_crash_day:
           # Killed while it applies the day's log: the restarted updater must apply every
@@ -261,8 +277,18 @@ class LiveLoop:
         duplicates = counts.get("duplicate", 0.0) - duplicates_seen
         duplicates_seen = counts.get("duplicate", duplicates_seen)
         name = os.path.basename(log_path)
-        bad = experiment_report.bad_event_counts(
-            live_stack.quarantined(self.stack_paths.store, name), int(duplicates))
+        quarantined = live_stack.quarantined(self.stack_paths.store, name)
+        bad = experiment_report.bad_event_counts(quarantined, int(duplicates))
+        accounting = live_accounting.account(
+            result.events_by_source, result.requests, result.bad_lines,
+            collections.Counter(q.reason for q in quarantined),
+            live_accounting.held_events(self.stack_paths.store, result.events),
+            live_accounting.counted_events(
+                counted_before,
+                live_accounting.plays_by_day(self.stack_paths.store, user_ids),
+                result.events),
+            None if day == c.nearline_crash_day else
+            live_accounting.counter_delta(nearline_before, counts))
         decision = experiment.observe_day(day, result.events, result.requests)
         actions = experiment.control(day, result.events, self.stack_paths.weights_override)
         # The decisions are on disk before the day's (long) training starts.
@@ -297,7 +323,9 @@ class LiveLoop:
                                 for r in result.requests),
                "errors": sum(r["code"] != "OK" for r in result.requests),
                "drill": ("model server outage" if day == c.outage_day else
-                         "nearline crash" if day == c.nearline_crash_day else None),
+                         "nearline crash" if day == c.nearline_crash_day else
+                         "server and gateway restart" if day == c.restart_day else None),
+               "accounting": accounting,
                "bad_candidate": drill,
                "promo_dislike": ({"segment": c.taste_change.segment,
                                   "listeners": disliking} if disliking else None),
@@ -318,6 +346,11 @@ class LiveLoop:
                "decisions": experiment.decisions, "actions": experiment.actions}
     self._save(experiment)
     return summary
+
+
+def _restart_server_and_gateway(stack: live_stack.LiveStack) -> None:
+  _restart(stack, "server", kill=False)
+  _restart(stack, "gateway", kill=False)
 
 
 def base_weights(policy_path: str) -> Optional[Dict[str, Tuple[float, float, float]]]:
@@ -358,6 +391,7 @@ def config_from_args(args) -> LiveConfig:
                                              window_days=args.window_days),
       test=live_experiment.TestSettings(min_samples=args.min_samples),
       outage_day=args.outage_day, nearline_crash_day=args.nearline_crash_day,
+      restart_day=args.restart_day,
       bad_candidate_day=args.bad_candidate_day,
       bad_candidate_kind=args.bad_candidate_kind,
       taste_change=(live_taste.TasteChange(args.promo_dislike_day,
