@@ -49,9 +49,31 @@ _ARM = re.compile(rb'"arm"\s*:\s*("(?:[^"\\]|\\.)*"|[^,}\s]*)')
 _PROMO = re.compile(rb'"is_promo"\s*:\s*true\b')
 _ARM_CODE = {**{b'"%s"' % arm.encode(): i for i, arm in enumerate(ARM_LABELS[:-1])},
              b"null": ARM_LABELS.index(NO_ARM)}
+_ARM_KEY = b'"arm":'
+_PROMO_KEY = b'"is_promo":'
+# How many bytes after the "arm" key settle a known value at once.
+_QUICK_LEN = 9
+
+
+def _quick_arm_codes() -> Dict[bytes, int]:
+  """The ``_QUICK_LEN`` bytes after the "arm" key that settle the value at once, in
+  compact JSON and with a space after the colon: a whole quoted value and what ends it."""
+  quick = {}
+  for value, code in _ARM_CODE.items():
+    for text in (value, b" " + value):
+      if len(text) == _QUICK_LEN:
+        quick[text] = code
+      elif len(text) == _QUICK_LEN - 1:
+        quick.update({text + b",": code, text + b"}": code})
+  return quick
+
+
+_ARM_QUICK = _quick_arm_codes()
+# The first two bytes after the promo key, when they settle the value.
+_PROMO_QUICK = {b"tr": True, b" t": True, b"fa": False, b" f": False}
 _SEGMENT_CODE = {**{s: i for i, s in enumerate(feature_spec.SEGMENTS)},
                  None: len(feature_spec.SEGMENTS)}
-# (metric name, help); the sums in this order are the columns of OutcomeMetrics._sums.
+# (metric name, help), in the order of the sums OutcomeMetrics.record adds.
 _COUNTERS = (
     ("melody_listening_plays", "Applied play events"),
     ("melody_listening_completion", "Sum of the applied plays' completion (0..1)"),
@@ -93,7 +115,7 @@ class OutcomeMetrics:
       return
     rows = applied_rows(columns, plays)
     lines = np.asarray(columns.line, np.int64)[rows]
-    arm = arm_codes(raws, lines.tolist())
+    arm, promo = line_tags(raws, lines.tolist())
     segment = np.fromiter(map(_SEGMENT_CODE.__getitem__, columns.segment), np.int64,
                           len(columns))[rows]
     group = arm * len(SEGMENT_LABELS) + segment
@@ -102,7 +124,7 @@ class OutcomeMetrics:
     for name in ("completion", "skip", "like", "subscription"):
       weights = np.asarray(getattr(columns, name), np.float64)[rows]
       sums.append(np.bincount(group, weights, minlength=size))
-    sums.append(np.bincount(group[np.isin(lines, promo_lines(raws))], minlength=size))
+    sums.append(np.bincount(group[promo], minlength=size))
     for g in np.flatnonzero(sums[0]).tolist():
       for child, column in zip(self._child(divmod(g, len(SEGMENT_LABELS))), sums):
         if column[g]:
@@ -137,21 +159,30 @@ def applied_rows(columns: event_batch.EventColumns,
   return mask
 
 
-def arm_codes(raws: Sequence[bytes], lines: List[int]) -> np.ndarray:
-  """The ``arm`` of each of ``lines`` as an index into :data:`ARM_LABELS`."""
-  other = len(ARM_LABELS) - 1
-  none = ARM_LABELS.index(NO_ARM)
-  code = _ARM_CODE.get
-  return np.fromiter(
-      (none if m is None else code(m.group(1), other)
-       for m in map(_ARM.search, map(raws.__getitem__, lines))), np.int64, len(lines))
+def line_tags(raws: Sequence[bytes], lines: List[int]) -> Tuple[np.ndarray, np.ndarray]:
+  """The ``arm`` of each of ``lines`` (an index into :data:`ARM_LABELS`) and whether
+  it marks its track as promoted (``"is_promo": true``)."""
+  arms, promos = [], []
+  quick, slow_arm = _ARM_QUICK.get, _slow_arm_code
+  arm_at, arm_len = len(_ARM_KEY), len(_ARM_KEY) + _QUICK_LEN
+  promo_at = len(_PROMO_KEY)
+  for raw in map(raws.__getitem__, lines):
+    # Plain string searches and a lookup settle the usual lines, a pattern match the
+    # rest. The last key is the one JSON readers keep. The lines were parsed as JSON,
+    # so a promo flag's value that starts with "t" is true.
+    k = raw.rfind(_ARM_KEY)
+    code = quick(raw[k + arm_at:k + arm_len]) if k >= 0 else None
+    arms.append(slow_arm(raw) if code is None else code)
+    k = raw.rfind(_PROMO_KEY)
+    promo = _PROMO_QUICK.get(raw[k + promo_at:k + promo_at + 2]) if k >= 0 else None
+    if promo is None:
+      promo = b'"is_promo"' in raw and _PROMO.search(raw) is not None
+    promos.append(promo)
+  return np.array(arms, np.int64), np.array(promos, bool)
 
 
-def promo_lines(raws: Sequence[bytes]) -> np.ndarray:
-  """Indices of the lines of ``raws`` that mark their track as promoted."""
-  data = b"\n".join(raws)
-  if b'"is_promo"' not in data:
-    return np.zeros(0, np.int64)
-  starts = np.cumsum(np.fromiter(map(len, raws), np.int64, len(raws)) + 1) - 1
-  where = [m.start() for m in _PROMO.finditer(data)]
-  return np.searchsorted(starts, np.asarray(where, np.int64), side="right")
+def _slow_arm_code(raw: bytes) -> int:
+  match = _ARM.search(raw)
+  if match is None:
+    return ARM_LABELS.index(NO_ARM)
+  return _ARM_CODE.get(match.group(1), len(ARM_LABELS) - 1)

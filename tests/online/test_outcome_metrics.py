@@ -108,10 +108,13 @@ def test_arm_and_promo_are_read_from_the_raw_lines_in_either_json_spacing():
           b'{"user_id":"u","arm":"none","is_promo":true}',
           b'{"user_id":"u","track_id":"arm","arm" : "x\\"y"}',
           b'{"user_id":"u","arm":null}', b'{"user_id":"u","arm":2}', b'{"user_id":"u"}']
-  codes = outcome_metrics.arm_codes(raws, list(range(len(raws)))).tolist()
-  assert [outcome_metrics.ARM_LABELS[c] for c in codes] == [
+  arms, promos = outcome_metrics.line_tags(raws, list(range(len(raws))))
+  assert [outcome_metrics.ARM_LABELS[c] for c in arms.tolist()] == [
       "canary", "stable", "none", "other", "none", "other", "none"]
-  assert outcome_metrics.arm_codes(raws, [1]).tolist() == [
-      outcome_metrics.ARM_LABELS.index("stable")]
-  assert outcome_metrics.promo_lines(raws).tolist() == [0, 2]
-  assert outcome_metrics.promo_lines(raws[1:2]).tolist() == []
+  assert promos.tolist() == [True, False, True, False, False, False, False]
+  arms, promos = outcome_metrics.line_tags(
+      [b'{"arm" :"canary","is_promo" : true,"track_id":"is_promo"}',
+       b'{"is_promo":\ttrue, "arm":  "stable"}', b'{"is_promo":null}'], [2, 1, 0])
+  assert [outcome_metrics.ARM_LABELS[c] for c in arms.tolist()] == [
+      "none", "stable", "canary"]
+  assert promos.tolist() == [False, True, True]
