@@ -21,10 +21,11 @@ the label set.
 Sums read the values as the updater applies them: a label the event leaves out counts 0.
 
 The arm and promo flag are not among the columns the updater parses
-(``online.event_batch``), so they are read here from the applied lines' raw JSON: the
-``arm`` key by a short pattern match per applied line, the promo flag by one scan of the
-batch for ``"is_promo": true``. A line whose JSON nests another object holding these
-keys would be misread; event lines are flat.
+(``online.event_batch``), so they are read here from each applied line's raw JSON:
+plain string searches for the keys and a lookup of the bytes after them settle the
+usual lines (compact JSON or a space after the colon), a pattern match the rest. A line
+whose JSON nests another object holding these keys would be misread; event lines are
+flat.
 """
 
 import re
