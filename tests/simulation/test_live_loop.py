@@ -1,8 +1,8 @@
 """`melody live` end to end on a small twin: a bootstrap model served as stable, a day of
 100 listeners (two sessions each) through the real gateway, nearline updater and model
 server (subprocesses) with a model-server outage halfway through, then the scheduled
-pipeline's candidate, the canary labels, the controller's override and the day's
-report."""
+pipeline's candidate, the canary labels, the controller's override, the day's event
+accounting and its report."""
 
 import json
 import os
@@ -67,6 +67,15 @@ def test_the_outage_is_absorbed_by_the_fallback_and_reported(run):
   (outage,) = summary["days"]
   assert outage["drill"] == "model server outage"
   assert outage["fallbacks"] > 0 and outage["errors"] == 0
+  # Every event of the day, of calls the model and the fallback answered, reached the
+  # event log and the state store once.
+  accounting = outage["accounting"]
+  assert accounting["calls"]["fallback_popularity"] == outage["fallbacks"]
+  assert accounting["events"]["fallback_popularity"] > 0
+  assert sum(accounting["events"].values()) == outage["plays"]
+  assert accounting["held"] == accounting["counted"] == outage["plays"]
+  assert accounting["lost"] == accounting["doubled"] == 0
+  assert accounting["balanced"]
   report = os.path.join(workdir, "reports", "day-01")
   assert os.path.getsize(report + ".png") > 0
   with open(report + ".md", encoding="utf-8") as f:
