@@ -51,7 +51,6 @@ from typing import Dict, Optional, Tuple, Union
 
 import pandas as pd
 import tensorflow as tf
-import tensorflow_recommenders as tfrs
 
 from features import feature_spec
 from ranking import model as model_lib
@@ -136,7 +135,6 @@ class RankerServingModule(tf.Module):
     self._py = _Untracked(
         model=model, fusion=fusion_select.FusionSelector(fusion_config, policy),
         mixing=mixing_lib.Mixing(mixing_config, name="mixing"),
-        retrieval=tfrs.layers.factorized_top_k.BruteForce(name="retrieval"),
         tft_layer=tft_output.transform_features_layer())
     # The TFT layer is a Keras model: tracked as one, saving would trace its call again
     # for Keras' loader (half of the export's time). The signatures only need the
@@ -171,10 +169,10 @@ class RankerServingModule(tf.Module):
     self.candidate_table = {name: tf.Variable(value, trainable=False, name=f"catalog_{name}")
                             for name, value in table.items()}
 
-    self._py.retrieval.index(retrieval.index_embeddings(model, table, c),
-                             tf.range(c, dtype=tf.int32))
+    self._py.retrieval = retrieval.CatalogIndex(retrieval.index_embeddings(model, table, c),
+                                                catalog.is_promo)
     self.model_variables = list(model.variables)
-    self.retrieval_variables = list(self._py.retrieval.variables)
+    self.retrieval_variables = self._py.retrieval.variables
 
     raw_spec = feature_spec.raw_feature_spec()
     self._example_spec = {
@@ -400,8 +398,8 @@ class RankerServingModule(tf.Module):
 
   def _retrieve_row(self, b, transformed, pool) -> Tuple[tf.Tensor, tf.Tensor]:
     """The ``pool`` best catalogue rows ``[pool]`` and their scores for listener ``b``."""
-    found, rows = self._py.retrieval(
-        retrieval.listener_query(self.model, row_wise.row(transformed, b)), k=pool)
+    found, rows = self._py.retrieval.retrieve(
+        retrieval.listener_query(self.model, row_wise.row(transformed, b)), pool)
     return found[0], tf.cast(rows[0], tf.int32)
 
   def _rank_rows(self, listener, inputs, rows, valid, promo, from_intent=None):

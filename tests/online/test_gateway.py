@@ -185,12 +185,37 @@ def test_the_request_built_from_a_state_passes_the_style_model_servers_checks(st
   assert inputs["hist_len"][0] == 6 and inputs["sess_len"][0] == 0   # an hour later
 
 
-def test_a_model_call_past_its_deadline_falls_back(store, style_model_server):
+@pytest.fixture
+def silent_model_server():
+  """A Predict endpoint that takes the call and does not answer until the test ends: a
+  model server stuck behind a long batch, which no real model can be made to be on
+  demand (a fast one can beat any short deadline)."""
+  from concurrent import futures
+  import threading
+  release = threading.Event()
+
+  def hold(request, context):
+    release.wait(10)
+    context.abort(grpc.StatusCode.UNAVAILABLE, "released")
+
+  server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+  server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(
+      "tensorflow.serving.PredictionService",
+      {"Predict": grpc.unary_unary_rpc_method_handler(hold)})])
+  port = server.add_insecure_port("127.0.0.1:0")
+  server.start()
+  yield f"127.0.0.1:{port}"
+  release.set()
+  server.stop(grace=None)
+
+
+def test_a_model_call_past_its_deadline_falls_back(store, silent_model_server):
   metrics = gateway_metrics.GatewayMetrics()
-  caller = model_caller.ModelCaller(style_model_server.target, deadline_s=1e-4)
+  caller = model_caller.ModelCaller(silent_model_server, deadline_s=0.2)
   gw = gateway.Gateway(store, caller, metrics)
   response = gw.recommend(gateway_proto.RecommendRequest(user_id="u2", k=3))
   assert response.source == "fallback_popularity" and response.segment == "free"
   assert [i.reasons for i in response.items] == ["popular_overall"] * 3
   assert metrics.value("melody_gateway_fallbacks_total", reason="deadline_exceeded") == 1
+  assert metrics.value("melody_gateway_model_retries_total") == 0
   caller.close()
