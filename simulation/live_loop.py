@@ -166,7 +166,9 @@ class LiveLoop:
     cols = self.world.simulate(listeners, c.history_days, DEFAULT_START_TS, rng)
     table = to_event_table(self.world.catalog, listeners, cols)
     os.makedirs(os.path.dirname(self.tracks_path), exist_ok=True)
-    self.world.tracks_table().to_pandas().to_parquet(self.tracks_path)
+    # The whole catalogue, as `melody data generate` writes it: with the promotion flags
+    # (and exposure values), so the served model knows which tracks are promoted.
+    self.world.tracks.reset_index(drop=True).to_parquet(self.tracks_path)
     live_pipeline.write_table(self.paths["logged"], "day-000-history", table)
     # The history seeds the listener state store through the same log the updater tails.
     os.makedirs(self.paths["events"], exist_ok=True)

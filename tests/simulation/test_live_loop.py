@@ -44,6 +44,13 @@ def test_the_day_logs_events_that_reach_the_state_store(run):
   assert sum(day["bad_events"].values()) > 0
 
 
+def test_the_served_catalogue_knows_the_promoted_tracks(run):
+  import pandas as pd
+  _, workdir = run
+  tracks = pd.read_parquet(os.path.join(workdir, "tracks.parquet"))
+  assert 0 < tracks["is_promo"].sum() < len(tracks)
+
+
 def test_the_day_candidate_becomes_the_canary_exactly_when_it_was_pushed(run):
   summary, workdir = run
   (day,) = summary["days"]
