@@ -50,12 +50,15 @@ class Applied:
     late: (index of the event's line in the batch, reason), events quarantined: later
       than the limit, or below their listener's history floor.
     oldest_ts: Time of the oldest applied event (None: none applied).
+    mask: Which of the batch's events were applied, in their (log) order; None when
+      none was.
   """
   batch: state_store.Batch = dataclasses.field(default_factory=state_store.Batch)
   applied: int = 0
   duplicates: int = 0
   late: List[Tuple[int, str]] = dataclasses.field(default_factory=list)
   oldest_ts: Optional[int] = None
+  mask: Optional[np.ndarray] = None
 
 
 def apply_events(columns: event_batch.EventColumns, profiles: Profiles,
@@ -114,6 +117,7 @@ def apply_events(columns: event_batch.EventColumns, profiles: Profiles,
   # random (several times slower for 20,000 rows); the stores group them.
   in_log_order = np.zeros(n, bool)
   in_log_order[order] = applied
+  out.mask = in_log_order
   batch.plays = list(itertools.compress(
       zip(columns.user, columns.ts, columns.track, columns.session, columns.artist,
           columns.completion, columns.skip), in_log_order.tolist()))

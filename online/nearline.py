@@ -154,7 +154,7 @@ class Updater:
     self._remember(batch.profiles)
     self._offsets = {**self._offsets, **offsets}
     # Counted after the commit: a batch that failed to commit is read again, not counted.
-    self._outcomes.record(block.raws, columns, batch.plays)
+    self._outcomes.record(block.raws, columns, applied.mask)
     if applied.oldest_ts is not None:
       report.max_lag_s = self._clock() - applied.oldest_ts
     report.applied, report.duplicates = applied.applied, applied.duplicates

@@ -29,7 +29,7 @@ flat.
 """
 
 import re
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import prometheus_client
@@ -37,7 +37,6 @@ import prometheus_client
 from features import feature_spec
 from online import event_batch
 from online import experiment_split
-from online import state_store
 
 NO_ARM = "none"
 OTHER_ARM = "other"
@@ -104,26 +103,26 @@ class OutcomeMetrics:
     self._children: Dict[Tuple[int, int], List[prometheus_client.Counter]] = {}
 
   def record(self, raws: Sequence[bytes], columns: event_batch.EventColumns,
-             plays: Sequence[state_store.PlayRow]) -> None:
+             applied: Optional[np.ndarray]) -> None:
     """Adds a committed batch's applied plays.
 
     Args:
       raws: The batch's lines (``LineBlock.raws``), which ``columns.line`` indexes.
       columns: The batch's parsed events.
-      plays: The play rows the batch committed (``Batch.plays``): one per applied event.
+      applied: Which of ``columns``' events the batch applied
+        (``batch_apply.Applied.mask``; None: none).
     """
-    if not plays:
+    if applied is None or not applied.any():
       return
-    rows = applied_rows(columns, plays)
-    lines = np.asarray(columns.line, np.int64)[rows]
+    lines = np.asarray(columns.line, np.int64)[applied]
     arm, promo = line_tags(raws, lines.tolist())
     segment = np.fromiter(map(_SEGMENT_CODE.__getitem__, columns.segment), np.int64,
-                          len(columns))[rows]
+                          len(columns))[applied]
     group = arm * len(SEGMENT_LABELS) + segment
     size = len(ARM_LABELS) * len(SEGMENT_LABELS)
     sums = [np.bincount(group, minlength=size).astype(np.float64)]
     for name in ("completion", "skip", "like", "subscription"):
-      weights = np.asarray(getattr(columns, name), np.float64)[rows]
+      weights = np.asarray(getattr(columns, name), np.float64)[applied]
       sums.append(np.bincount(group, weights, minlength=size))
     sums.append(np.bincount(group[promo], minlength=size))
     for g in np.flatnonzero(sums[0]).tolist():
@@ -137,27 +136,6 @@ class OutcomeMetrics:
       labels = (ARM_LABELS[key[0]], SEGMENT_LABELS[key[1]])
       children = self._children[key] = [c.labels(*labels) for c in self._counters]
     return children
-
-
-def applied_rows(columns: event_batch.EventColumns,
-                 plays: Sequence[state_store.PlayRow]) -> np.ndarray:
-  """Which of ``columns``' events the batch applied, as a mask.
-
-  An applied event is the first event in log order with its play key
-  (``state_store.PlayKey``, the first fields of its play row): the updater applies the
-  first of equal plays and counts the rest as duplicates, and a late event shares its
-  key with no applied one.
-  """
-  n = len(columns)
-  if len(plays) == n:
-    return np.ones(n, bool)
-  keys = {row[:4] for row in plays}
-  mask = np.zeros(n, bool)
-  for i, key in enumerate(zip(columns.user, columns.ts, columns.track, columns.session)):
-    if key in keys:
-      mask[i] = True
-      keys.discard(key)
-  return mask
 
 
 def line_tags(raws: Sequence[bytes], lines: List[int]) -> Tuple[np.ndarray, np.ndarray]:
