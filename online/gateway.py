@@ -285,12 +285,6 @@ _OTHER_CONTROLS = predict_wire.predict_inputs({
     if name not in _override_arrays([0.0, 0.0, 0.0])})
 
 
-def _fill_items(response, outputs: Mapping[str, tensor_pb2.TensorProto]) -> None:
-  """Copies the placed positions of a ``recommend`` answer, and the weights it used,
-  into ``response``."""
-  response.MergeFromString(_answer_items(response, outputs))
-
-
 def _answer_items(response, outputs: Mapping[str, tensor_pb2.TensorProto]) -> bytes:
   """Sets the weights a ``recommend`` answer used on ``response``; returns its placed
   positions as ``RecommendResponse.items`` wire bytes."""

@@ -89,7 +89,9 @@ def _reference(arrays):
 def test_encoded_items_equal_the_items_built_field_by_field(float_val_head, long_reason):
   answer, arrays = _answer(float_val_head=float_val_head, long_reason=long_reason)
   response = gateway_proto.RecommendResponse()
-  gateway._fill_items(response, answer.outputs)   # pylint: disable=protected-access
+  # What Gateway.recommend does with a model answer.
+  response.MergeFromString(
+      gateway._answer_items(response, answer.outputs))   # pylint: disable=protected-access
   assert response == _reference(arrays)
   assert [item.track_id for item in response.items] == ["t00", "t01", "t02", "t03"]
   assert set(response.items[0].head_scores) == {"interest", "interest_skip", "subscription"}
