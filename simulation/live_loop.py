@@ -223,8 +223,9 @@ class LiveLoop:
         events, os.path.join(os.path.dirname(self.summary_path), "drill"), self.tracks_path,
         self.serving_dir, live_pipeline.span_of(self.day_start(day)), self.config.training,
         rng, kind=self.config.bad_candidate_kind)
-    record = {"kind": self.config.bad_candidate_kind, "version": bad.version, "blessed": bad.blessed, "note": bad.note,
-              "replaced_canary": None, "seconds": round(time.perf_counter() - t0, 1)}
+    record = {"kind": self.config.bad_candidate_kind, "version": bad.version,
+              "blessed": bad.blessed, "note": bad.note, "replaced_canary": None,
+              "seconds": round(time.perf_counter() - t0, 1)}
     if bad.version is not None:
       record["replaced_canary"] = experiment.force_canary(bad.version)
     _log(f"drill: bad candidate: {bad.note}; labels {experiment.entry.labels}")
